@@ -1,0 +1,319 @@
+/*
+ * redq - message queues on Redis lists, driven by a libevent loop.
+ *
+ * This is the only public header. It includes no hiredis, libevent or
+ * jansson header: handles are opaque and the event loop is a forward-declared
+ * `struct event_base`.
+ *
+ * The contract, once for every function below
+ * ---------------------------------------------
+ * 1. A call that takes a callback either returns 0 and later calls it
+ *    exactly once, or returns < 0 and never calls it.
+ * 2. Callbacks run from the event loop, never from inside the call that
+ *    registered them.
+ * 3. Pointers handed to a callback (queue names, payloads, error strings,
+ *    reports) are borrowed: valid until the callback returns.
+ * 4. Data handed to redq (payloads, queue names, URLs, option strings) is
+ *    copied before the call returns; the caller keeps ownership.
+ * 5. On failure, out-parameters are left untouched.
+ * 6. `void *user` is the last parameter of every callback and is registered
+ *    in the same call (or options struct) as the callback itself.
+ * 7. `redq_*_close()` is the only destructor. It is asynchronous, safe from
+ *    inside any redq callback (including one for the same handle), and its
+ *    callback is the last one the handle makes. Keep running the loop until
+ *    it has been called: that is when the memory is released.
+ * 8. Threads: redq has no global state and starts no threads. A handle
+ *    belongs to the thread that runs its event_base; no function may be
+ *    called for it from another thread. Different handles on different
+ *    loops in different threads are independent.
+ *
+ * redq never blocks the loop (host names are resolved with libevent's evdns,
+ * connects and commands have timeouts), never prints, and never exits or
+ * aborts on a runtime failure: errors are return codes, report statuses and
+ * calls of the optional log callback.
+ */
+#ifndef REDQ_H
+#define REDQ_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(REDQ_BUILDING) && defined(__GNUC__)
+#define REDQ_API __attribute__((visibility("default")))
+#else
+#define REDQ_API
+#endif
+
+#define REDQ_VERSION_MAJOR 0
+#define REDQ_VERSION_MINOR 1
+#define REDQ_VERSION_PATCH 0
+
+/** The library's version as "MAJOR.MINOR.PATCH". Static storage. */
+REDQ_API const char *redq_version(void);
+
+struct event_base;
+
+/* ------------------------------------------------------------------------ */
+/* Errors                                                                    */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Every error is a negative int. The values are part of the ABI and never
+ * change; new codes get new values.
+ */
+#define REDQ_ERRNO_MAP(XX)                                                     \
+    XX(EINVAL, -1, "invalid argument")                                         \
+    XX(ENOMEM, -2, "out of memory")                                            \
+    XX(EFULL, -3, "producer window full; wait for on_ready")                   \
+    XX(ETOOBIG, -4, "message larger than the configured maximum")              \
+    XX(ECLOSED, -5, "handle is closing or closed")                             \
+    XX(ECONNECT, -6, "could not connect to the server")                        \
+    XX(ERESOLVE, -7, "could not resolve the server's host name")               \
+    XX(EAUTH, -8, "authentication rejected by the server")                     \
+    XX(ETIMEDOUT, -9, "timed out")                                             \
+    XX(EDISCONNECTED, -10, "connection lost; outcome unknown")                 \
+    XX(EWRONGTYPE, -11, "key holds a value of the wrong type")                 \
+    XX(ESERVER, -12, "error reply from the server")                            \
+    XX(EPROTOCOL, -13, "unexpected reply from the server")                     \
+    XX(ESELECT, -14, "could not select the database")
+
+enum {
+    REDQ_OK = 0,
+#define REDQ_XX_(name, val, msg) REDQ_##name = (val),
+    REDQ_ERRNO_MAP(REDQ_XX_)
+#undef REDQ_XX_
+};
+
+/** A human-readable description of `code`; never NULL, static storage.
+ *  Unknown codes give "unknown error". */
+REDQ_API const char *redq_strerror(int code);
+
+/** The symbolic name of `code` ("REDQ_EFULL", "REDQ_OK"); never NULL,
+ *  static storage. Unknown codes give "REDQ_EUNKNOWN". */
+REDQ_API const char *redq_err_name(int code);
+
+/* ------------------------------------------------------------------------ */
+/* Options                                                                   */
+/* ------------------------------------------------------------------------ */
+
+typedef struct redq_producer redq_producer;
+
+/** Log levels for redq_options.log. */
+enum {
+    REDQ_LOG_ERROR = 0, /**< something failed (a connect, a command, AUTH) */
+    REDQ_LOG_WARN = 1,  /**< degraded but carrying on (reconnecting, resending) */
+    REDQ_LOG_INFO = 2,  /**< state changes (connected, closed) */
+    REDQ_LOG_DEBUG = 3  /**< details useful when diagnosing */
+};
+
+/**
+ * Diagnostics and connection state changes. `code` is 0 for plain state
+ * changes and a REDQ_E* value for failures; `msg` names what failed and why
+ * ("connect 127.0.0.1:6379: Connection refused") and is borrowed.
+ */
+typedef void (*redq_log_cb)(int level, int code, const char *msg, void *user);
+
+/** What a delivery report carries. All pointers are borrowed: they are valid
+ *  until the delivery callback returns. */
+typedef struct redq_report {
+    const char *queue;   /**< the queue name given to redq_produce() */
+    const void *payload; /**< the message as it was sent */
+    size_t len;          /**< its length in bytes */
+    void *opaque;        /**< the `opaque` given to redq_produce() */
+    int status;          /**< 0: Redis acknowledged it; < 0: REDQ_E* */
+    const char *errstr;  /**< NULL when status is 0, else why it failed */
+} redq_report;
+
+/**
+ * One report per accepted message, exactly once, from the loop.
+ *
+ * status 0 means Redis answered the LPUSH that carried the message: it is in
+ * the list. Any other status means redq could not confirm it:
+ *   REDQ_EWRONGTYPE / REDQ_ESERVER  Redis refused the command (not stored).
+ *   REDQ_ETIMEDOUT  not acknowledged within delivery_timeout_ms; if it was
+ *                   in flight when the time ran out it may still arrive.
+ *   REDQ_ECLOSED    the producer was closed before it was acknowledged;
+ *                   likewise it may have arrived if it was in flight.
+ */
+typedef void (*redq_delivery_cb)(redq_producer *p, const redq_report *report,
+                                 void *user);
+
+/** Called once after redq_produce() returned REDQ_EFULL, when the pending
+ *  messages and bytes have both dropped to half their bounds. */
+typedef void (*redq_ready_cb)(redq_producer *p, void *user);
+
+/** Version of redq_options this header describes. New fields are added at
+ *  the end only, and each addition bumps this number. */
+#define REDQ_OPTIONS_VERSION 1
+
+/**
+ * Settings for a producer. Fill it with redq_options_init(), then change what
+ * you need. Strings are copied by redq_producer_new(); the struct can be
+ * freed or reused once it returns.
+ */
+typedef struct redq_options {
+    int version; /**< set by redq_options_init(); leave it alone */
+
+    /* --- connection ----------------------------------------------------- */
+
+    /** Where Redis is (default "redis://127.0.0.1:6379"):
+     *    redis://[[user]:password@]host[:port][/db]
+     *    unix:///path/to/redis.sock[?db=N]
+     *  user, password and path may be %XX-encoded. host may be a name
+     *  (resolved without blocking), an IPv4 address or [IPv6]. */
+    const char *url;
+    /** Password, overriding the one in the URL (default NULL). */
+    const char *password;
+    /** Sent with CLIENT SETNAME on every connect (default "redq"); NULL or
+     *  "" sends nothing. Letters, digits and -_.: only. */
+    const char *client_name;
+    int connect_timeout_ms;  /**< resolve + connect + handshake (default 2000) */
+    int command_timeout_ms;  /**< a reply later than this means the connection
+                                  is dead: it is dropped and redone (default 5000) */
+    int reconnect_min_ms;    /**< first reconnect delay (default 50) */
+    int reconnect_max_ms;    /**< the backoff doubles up to this, with jitter
+                                  of +-25% (default 2000) */
+
+    redq_log_cb log;  /**< diagnostics (default NULL: none) */
+    int log_level;    /**< most verbose level passed to log (default REDQ_LOG_INFO) */
+
+    void *user; /**< passed to every callback set in this struct (default NULL) */
+
+    /* --- producer ------------------------------------------------------- */
+
+    redq_delivery_cb on_delivery; /**< per-message report (default NULL: none;
+                                       the producer still waits for Redis) */
+    redq_ready_cb on_ready;       /**< room again after REDQ_EFULL (default NULL) */
+
+    size_t batch_max_msgs;    /**< messages per LPUSH, at most (default 1024) */
+    size_t batch_max_bytes;   /**< bytes of RESP per LPUSH, about (default 1 MiB);
+                                   a bigger message goes alone */
+    unsigned linger_us;       /**< how long a message may wait for its batch
+                                   to fill while earlier batches are in flight
+                                   (default 1000) */
+    int adaptive;             /**< 1: when nothing is in flight, send at the end
+                                   of the current loop iteration instead of
+                                   lingering; batches then form only under load
+                                   (default 1) */
+    size_t max_inflight_batches; /**< LPUSH commands awaiting a reply, at most
+                                      (default 32) */
+    size_t max_pending_msgs;  /**< accepted and not yet reported (default 100000) */
+    size_t max_pending_bytes; /**< payload bytes of those (default 64 MiB) */
+    size_t max_message_bytes; /**< larger payloads get REDQ_ETOOBIG
+                                   (default 16 MiB, at most 512 MiB) */
+    int delivery_timeout_ms;  /**< a message not acknowledged this long after
+                                   redq_produce() is reported REDQ_ETIMEDOUT;
+                                   0 waits forever (default 30000) */
+} redq_options;
+
+/** Fill `opts` with the defaults above and set opts->version. */
+REDQ_API void redq_options_init(redq_options *opts);
+
+/* ------------------------------------------------------------------------ */
+/* Producer                                                                  */
+/* ------------------------------------------------------------------------ */
+
+/**
+ * Create a producer on `base` (the caller's event_base, which must outlive
+ * the producer) and start connecting. Returns at once; the connection is
+ * made from the loop and redone with backoff whenever it drops. Messages
+ * produced before it is up wait in the producer (bounded by the window and
+ * delivery_timeout_ms).
+ *
+ * On success *out is the new producer and 0 is returned.
+ * REDQ_EINVAL  out, base or opts is NULL, opts->version is not one this
+ *              library knows, the URL is malformed, or an option is out of
+ *              range (the log callback, if any, says which and why)
+ * REDQ_ENOMEM  out of memory
+ */
+REDQ_API int redq_producer_new(redq_producer **out, struct event_base *base,
+                               const redq_options *opts);
+
+/**
+ * Queue one message for `LPUSH queue payload`. The queue name (a
+ * NUL-terminated string) and the `len` bytes at `payload` are copied before
+ * this returns. `payload` may be NULL when `len` is 0. `opaque` comes back in
+ * the message's delivery report.
+ *
+ * Messages from one producer to one queue reach Redis in the order of the
+ * calls, so a consumer popping with BRPOP sees them first-in first-out.
+ *
+ * 0            accepted: exactly one delivery report will follow
+ * REDQ_EINVAL  p or queue is NULL, queue is empty, or payload is NULL with
+ *              len > 0
+ * REDQ_ETOOBIG len exceeds max_message_bytes or max_pending_bytes
+ * REDQ_EFULL   max_pending_msgs or max_pending_bytes reached; on_ready will be
+ *              called when there is room again
+ * REDQ_ECLOSED redq_producer_close() was called
+ * REDQ_ENOMEM  out of memory
+ * On any error no report will come for this message.
+ */
+REDQ_API int redq_produce(redq_producer *p, const char *queue,
+                          const void *payload, size_t len, void *opaque);
+
+/** Called when every message accepted before redq_producer_flush() has had
+ *  its delivery report. status is 0, or REDQ_ECLOSED when the producer was
+ *  closed first (the reports were still all made). */
+typedef void (*redq_flush_cb)(redq_producer *p, int status, void *user);
+
+/**
+ * Send whatever is batched now, without waiting for linger, and call `cb`
+ * once every message accepted so far has been reported (delivered or failed;
+ * delivery_timeout_ms bounds the wait). Messages produced after this call do
+ * not delay it. Several flushes may be outstanding.
+ *
+ * REDQ_EINVAL  p or cb is NULL
+ * REDQ_ECLOSED the producer is closing
+ * REDQ_ENOMEM  out of memory
+ */
+REDQ_API int redq_producer_flush(redq_producer *p, redq_flush_cb cb,
+                                 void *user);
+
+/** Called when a producer has been released. It is the handle's last
+ *  callback; the producer pointer is no longer valid. */
+typedef void (*redq_close_cb)(void *user);
+
+/**
+ * Close the producer. It does not drain: every message not yet acknowledged
+ * is reported with REDQ_ECLOSED (from the loop, before `cb`), the connection
+ * is dropped, and `cb` (may be NULL) is called once everything is freed. From
+ * this call on, redq_produce() returns REDQ_ECLOSED.
+ *
+ * To drain first, close from the callback of redq_producer_flush().
+ *
+ * 0            closing; keep running the loop until `cb`
+ * REDQ_EINVAL  p is NULL
+ * REDQ_ECLOSED already closing (the first call's callback stands)
+ */
+REDQ_API int redq_producer_close(redq_producer *p, redq_close_cb cb,
+                                 void *user);
+
+/** A snapshot of a producer's counters. */
+typedef struct redq_producer_stats {
+    uint64_t produced;        /**< messages accepted by redq_produce() */
+    uint64_t delivered;       /**< reports with status 0 */
+    uint64_t failed;          /**< reports with status < 0 */
+    uint64_t rejected_full;   /**< redq_produce() calls that got REDQ_EFULL */
+    uint64_t batches_sent;    /**< LPUSH commands written (resends included) */
+    uint64_t batches_resent;  /**< of those, resent after a reconnect */
+    uint64_t connects;        /**< successful connects (handshake done) */
+    uint64_t disconnects;     /**< connections lost or dropped */
+    size_t pending_msgs;      /**< accepted, not yet reported */
+    size_t pending_bytes;     /**< payload bytes of those */
+    size_t inflight_batches;  /**< LPUSH commands awaiting a reply */
+    int connected;            /**< 1 when the connection is up and ready */
+} redq_producer_stats;
+
+/** Copy the producer's counters into *st. Never fails for a valid p. */
+REDQ_API void redq_producer_get_stats(const redq_producer *p,
+                                      redq_producer_stats *st);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* REDQ_H */

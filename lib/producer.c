@@ -1,0 +1,988 @@
+/*
+ * The batching producer.
+ *
+ * A message goes through three places (docs/DESIGN.md has the picture):
+ *
+ *   open batch     one per queue, found by name in a small hash map; the
+ *                  message is appended as a RESP bulk string to the batch's
+ *                  buffer, so sending the batch later copies nothing more.
+ *   FIFO           sealed batches in seal order. Its prefix is in flight
+ *                  (written, waiting for the reply); the rest waits for room
+ *                  in the pipeline (max_inflight_batches) or a connection.
+ *   report         when the reply to a batch arrives, each of its messages
+ *                  gets its delivery report, in order.
+ *
+ * A batch's buffer holds a complete `LPUSH queue m1 .. mN` command except
+ * for the leading `*<N+2>\r\n`, for which room is reserved at the front and
+ * which is written when the batch is sealed. Buffers, message tables and
+ * batches themselves are recycled, so steady-state producing does no malloc.
+ *
+ * Delivery guarantees: a report says ok only after Redis answered the LPUSH
+ * that carried the message. When the connection drops, hiredis hands every
+ * in-flight batch a NULL reply (outcome unknown); those batches go back to
+ * "unsent" where they are, and are resent from the head of the FIFO after
+ * reconnecting, so per-queue order holds and nothing is lost, at the price
+ * of possible duplicates (at-least-once).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <event2/event.h>
+#include <hiredis/hiredis.h>
+
+#include "redq_private.h"
+
+/* Room for "*<up to 20 digits>\r\n" in front of every batch. */
+#define HEADER_ROOM 24
+
+enum batch_state {
+    B_OPEN,     /* in the map, taking messages */
+    B_SEALED,   /* in the FIFO, not written (or to be rewritten) */
+    B_INFLIGHT, /* in the FIFO, written, reply awaited */
+    B_ZOMBIE    /* in flight but already reported (timeout, close): the
+                   reply is awaited only to free it */
+};
+
+typedef struct msg_entry {
+    void *opaque;
+    uint32_t off; /* payload offset in the batch buffer */
+    uint32_t len;
+} msg_entry;
+
+typedef struct batch {
+    struct redq_producer *owner;
+    struct batch *prev, *next; /* FIFO, open list or free list */
+    struct batch *hnext;       /* hash chain while open */
+    uint32_t hash;
+    enum batch_state state;
+
+    char *qname; /* NUL-terminated copy, for reports and map lookups */
+    size_t qlen, qcap;
+
+    char *buf; /* [HEADER_ROOM][$5 LPUSH][$q queue][$len payload]... */
+    size_t len, cap;
+    size_t start; /* where the sealed command starts (header written) */
+
+    msg_entry *msgs;
+    size_t n, mcap;
+    size_t payload_bytes;
+
+    uint64_t first_seq; /* sequence number of msgs[0] */
+    uint64_t first_us;  /* when msgs[0] was accepted */
+    uint64_t last_us;   /* when the newest message was accepted */
+    int sent_before;    /* written at least once: a rewrite is a resend */
+} batch;
+
+typedef struct blist {
+    batch *head, *tail;
+} blist;
+
+typedef struct flush_waiter {
+    struct flush_waiter *next;
+    uint64_t target_seq; /* done when every seq below it is reported */
+    redq_flush_cb cb;
+    void *user;
+} flush_waiter;
+
+enum { DEFER_SEND = 1, DEFER_FLUSH_CHECK = 2, DEFER_CLOSE = 4 };
+
+struct redq_producer {
+    struct event_base *base;
+    redq__conn *conn;
+    redq__logger log;
+
+    /* options */
+    redq_delivery_cb on_delivery;
+    redq_ready_cb on_ready;
+    void *user;
+    size_t batch_max_msgs, batch_max_bytes;
+    unsigned linger_us;
+    int adaptive;
+    size_t max_inflight;
+    size_t max_pending_msgs, max_pending_bytes, max_message_bytes;
+    uint64_t delivery_timeout_us;
+    uint64_t span_max_us; /* how long one batch may keep taking messages */
+
+    /* open batches: hash map by queue name + list in creation order */
+    batch **buckets;
+    size_t nbuckets, nopen;
+    blist open;
+    batch *last; /* the open batch used last: the one-queue fast path */
+
+    blist fifo;       /* sealed, oldest first; in flight first */
+    batch *next_unsent;
+    size_t inflight;  /* batches written and awaiting a reply */
+
+    batch *free_list;
+    size_t nfree;
+
+    size_t pending_msgs, pending_bytes;
+    uint64_t next_seq;
+    int want_ready;
+
+    struct event *ev_defer;
+    int defer_flags;
+    struct event *t_linger;
+    int linger_armed;
+    struct event *t_sweep;
+    int sweep_armed;
+
+    flush_waiter *waiters;
+    int closing;
+    redq_close_cb close_cb;
+    void *close_user;
+
+    redq_producer_stats st;
+};
+
+static void pump(redq_producer *p);
+static void defer(redq_producer *p, int flag);
+
+/* ---- lists -------------------------------------------------------------- */
+
+static void bl_append(blist *l, batch *b)
+{
+    b->next = NULL;
+    b->prev = l->tail;
+    if (l->tail != NULL)
+        l->tail->next = b;
+    else
+        l->head = b;
+    l->tail = b;
+}
+
+static void bl_remove(blist *l, batch *b)
+{
+    if (b->prev != NULL)
+        b->prev->next = b->next;
+    else
+        l->head = b->next;
+    if (b->next != NULL)
+        b->next->prev = b->prev;
+    else
+        l->tail = b->prev;
+    b->prev = b->next = NULL;
+}
+
+/* ---- batch memory ------------------------------------------------------- */
+
+static void batch_destroy(batch *b)
+{
+    free(b->qname);
+    free(b->buf);
+    free(b->msgs);
+    free(b);
+}
+
+static void batch_recycle(redq_producer *p, batch *b)
+{
+    /* Keep a few for reuse; let unusually big buffers go (one huge message
+     * should not pin its memory for the producer's life). */
+    if (p->nfree >= p->max_inflight + 8 ||
+        b->cap > 2 * p->batch_max_bytes + HEADER_ROOM + 64) {
+        batch_destroy(b);
+        return;
+    }
+    b->next = p->free_list;
+    p->free_list = b;
+    p->nfree++;
+}
+
+static int ensure(char **buf, size_t *cap, size_t need)
+{
+    size_t ncap;
+    char *n;
+    if (need <= *cap)
+        return 0;
+    ncap = *cap ? *cap : 4096;
+    while (ncap < need)
+        ncap *= 2;
+    n = realloc(*buf, ncap);
+    if (n == NULL)
+        return REDQ_ENOMEM;
+    *buf = n;
+    *cap = ncap;
+    return 0;
+}
+
+static size_t put_uint(char *dst, uint64_t v)
+{
+    char tmp[24];
+    size_t n = 0, i;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    for (i = 0; i < n; i++)
+        dst[i] = tmp[n - 1 - i];
+    return n;
+}
+
+static uint32_t hash_name(const char *s, size_t n)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+    size_t i;
+    for (i = 0; i < n; i++) {
+        h ^= (unsigned char)s[i];
+        h *= 16777619u;
+    }
+    return h;
+}
+
+/* A fresh open batch for `queue`: the command is started with LPUSH and the
+ * key, messages are appended after. */
+static batch *batch_new(redq_producer *p, const char *queue, size_t qlen,
+                        uint32_t hash)
+{
+    batch *b = p->free_list;
+    char *w;
+
+    if (b != NULL) {
+        p->free_list = b->next;
+        p->nfree--;
+    } else {
+        b = calloc(1, sizeof *b);
+        if (b == NULL)
+            return NULL;
+    }
+    if (ensure(&b->qname, &b->qcap, qlen + 1) != 0 ||
+        ensure(&b->buf, &b->cap, HEADER_ROOM + 16 + 24 + qlen + 2) != 0) {
+        batch_destroy(b);
+        return NULL;
+    }
+    memcpy(b->qname, queue, qlen);
+    b->qname[qlen] = '\0';
+    b->qlen = qlen;
+    b->owner = p;
+    b->hash = hash;
+    b->state = B_OPEN;
+    b->prev = b->next = b->hnext = NULL;
+    b->n = 0;
+    b->payload_bytes = 0;
+    b->sent_before = 0;
+    b->start = 0;
+
+    w = b->buf + HEADER_ROOM;
+    memcpy(w, "$5\r\nLPUSH\r\n$", 12);
+    w += 12;
+    w += put_uint(w, qlen);
+    *w++ = '\r';
+    *w++ = '\n';
+    memcpy(w, queue, qlen);
+    w += qlen;
+    *w++ = '\r';
+    *w++ = '\n';
+    b->len = (size_t)(w - b->buf);
+    return b;
+}
+
+/* ---- the open-batch map ------------------------------------------------- */
+
+static int map_grow(redq_producer *p)
+{
+    size_t n = p->nbuckets ? p->nbuckets * 2 : 16, i;
+    batch **nb = calloc(n, sizeof *nb);
+    if (nb == NULL)
+        return REDQ_ENOMEM;
+    for (i = 0; i < p->nbuckets; i++) {
+        batch *b = p->buckets[i];
+        while (b != NULL) {
+            batch *next = b->hnext;
+            b->hnext = nb[b->hash & (n - 1)];
+            nb[b->hash & (n - 1)] = b;
+            b = next;
+        }
+    }
+    free(p->buckets);
+    p->buckets = nb;
+    p->nbuckets = n;
+    return 0;
+}
+
+static batch *map_find(redq_producer *p, const char *q, size_t qlen,
+                       uint32_t hash)
+{
+    batch *b;
+    if (p->nbuckets == 0)
+        return NULL;
+    for (b = p->buckets[hash & (p->nbuckets - 1)]; b != NULL; b = b->hnext)
+        if (b->hash == hash && b->qlen == qlen &&
+            memcmp(b->qname, q, qlen) == 0)
+            return b;
+    return NULL;
+}
+
+static void map_remove(redq_producer *p, batch *b)
+{
+    batch **pp = &p->buckets[b->hash & (p->nbuckets - 1)];
+    while (*pp != b)
+        pp = &(*pp)->hnext;
+    *pp = b->hnext;
+    b->hnext = NULL;
+    bl_remove(&p->open, b);
+    p->nopen--;
+    if (p->last == b)
+        p->last = NULL;
+}
+
+/* ---- sealing and sending ------------------------------------------------ */
+
+/* Close an open batch to new messages, write its header and queue it. */
+static void seal(redq_producer *p, batch *b)
+{
+    char tmp[24];
+    size_t n = put_uint(tmp, (uint64_t)b->n + 2);
+    map_remove(p, b);
+    b->start = HEADER_ROOM - (n + 3);
+    b->buf[b->start] = '*';
+    memcpy(b->buf + b->start + 1, tmp, n);
+    b->buf[HEADER_ROOM - 2] = '\r';
+    b->buf[HEADER_ROOM - 1] = '\n';
+    b->state = B_SEALED;
+    bl_append(&p->fifo, b);
+    if (p->next_unsent == NULL)
+        p->next_unsent = b;
+}
+
+static void seal_all(redq_producer *p)
+{
+    while (p->open.head != NULL)
+        seal(p, p->open.head);
+}
+
+static void on_batch_reply(redq__conn *c, void *reply, void *arg);
+
+static void pump(redq_producer *p)
+{
+    while (p->next_unsent != NULL && p->inflight < p->max_inflight &&
+           redq__conn_ready(p->conn)) {
+        batch *b = p->next_unsent;
+        int rc = redq__conn_send(p->conn, b->buf + b->start, b->len - b->start,
+                                 0, on_batch_reply, b);
+        if (rc != 0) {
+            /* Not ready after all (or no memory for the ring): it stays
+             * unsent, and on_up or the next reply retries. */
+            redq__log(&p->log, REDQ_LOG_DEBUG, rc, "send deferred: %s",
+                      redq_strerror(rc));
+            break;
+        }
+        b->state = B_INFLIGHT;
+        p->inflight++;
+        p->st.batches_sent++;
+        if (b->sent_before)
+            p->st.batches_resent++;
+        b->sent_before = 1;
+        p->next_unsent = b->next;
+    }
+}
+
+/* ---- reports ------------------------------------------------------------ */
+
+static void maybe_ready(redq_producer *p)
+{
+    if (p->want_ready && p->pending_msgs <= p->max_pending_msgs / 2 &&
+        p->pending_bytes <= p->max_pending_bytes / 2) {
+        p->want_ready = 0;
+        if (p->on_ready != NULL && !p->closing)
+            p->on_ready(p, p->user);
+    }
+}
+
+/* Give every message of `b` its report. The batch must already be out of
+ * the map and the FIFO (or be a zombie-to-be): callbacks may produce. */
+static void report_batch(redq_producer *p, batch *b, int status,
+                         const char *errstr)
+{
+    redq_report r;
+    size_t i;
+
+    p->pending_msgs -= b->n;
+    p->pending_bytes -= b->payload_bytes;
+    if (status == 0)
+        p->st.delivered += b->n;
+    else
+        p->st.failed += b->n;
+
+    r.queue = b->qname;
+    r.status = status;
+    r.errstr = status == 0 ? NULL : errstr;
+    if (p->on_delivery != NULL) {
+        for (i = 0; i < b->n; i++) {
+            r.payload = b->buf + b->msgs[i].off;
+            r.len = b->msgs[i].len;
+            r.opaque = b->msgs[i].opaque;
+            p->on_delivery(p, &r, p->user);
+        }
+    }
+    if (p->waiters != NULL)
+        defer(p, DEFER_FLUSH_CHECK);
+}
+
+/* Is a Redis error one where the command certainly did not run and may
+ * simply be retried on a fresh connection? */
+static int retryable(const char *s)
+{
+    static const char *const words[] = {"NOAUTH", "LOADING", "READONLY",
+                                        "MASTERDOWN", "TRYAGAIN", "BUSY"};
+    size_t i;
+    for (i = 0; i < sizeof words / sizeof words[0]; i++) {
+        size_t n = strlen(words[i]);
+        if (strncmp(s, words[i], n) == 0 && (s[n] == ' ' || s[n] == '\0'))
+            return 1;
+    }
+    return 0;
+}
+
+static void on_batch_reply(redq__conn *c, void *reply, void *arg)
+{
+    batch *b = arg;
+    redq_producer *p = b->owner;
+    redisReply *r = reply;
+
+    if (r == NULL) {
+        /* The connection went away with the batch in flight: it may or may
+         * not have been applied. Zombies were reported already; the rest go
+         * back to unsent where they stand, to be rewritten after reconnect
+         * (the FIFO order is the send order, so the queue order holds). */
+        p->inflight--;
+        if (b->state == B_ZOMBIE) {
+            bl_remove(&p->fifo, b);
+            batch_recycle(p, b);
+            return;
+        }
+        b->state = B_SEALED;
+        p->next_unsent = NULL; /* recomputed from the head on reconnect */
+        return;
+    }
+
+    /* Replies come in send order, so this is the FIFO's head. */
+    p->inflight--;
+    if (r->type == REDIS_REPLY_ERROR && b->state != B_ZOMBIE &&
+        retryable(r->str)) {
+        /* Not applied; the connection is unusable as it is (replica after a
+         * failover, not authenticated after a server restart, loading):
+         * keep the batch at the head and redo the connection. */
+        b->state = B_SEALED;
+        p->next_unsent = NULL;
+        redq__conn_reset(c, redq__err_from_reply(r->str, (size_t)r->len),
+                         r->str);
+        return;
+    }
+    bl_remove(&p->fifo, b);
+    if (b->state == B_ZOMBIE) {
+        batch_recycle(p, b);
+    } else if (r->type == REDIS_REPLY_INTEGER) {
+        report_batch(p, b, 0, NULL);
+        batch_recycle(p, b);
+    } else if (r->type == REDIS_REPLY_ERROR) {
+        int code = redq__err_from_reply(r->str, (size_t)r->len);
+        redq__log(&p->log, REDQ_LOG_DEBUG, code, "LPUSH %s: %s", b->qname,
+                  r->str);
+        report_batch(p, b, code, r->str);
+        batch_recycle(p, b);
+    } else {
+        report_batch(p, b, REDQ_EPROTOCOL, "unexpected reply type to LPUSH");
+        batch_recycle(p, b);
+    }
+    if (p->closing)
+        return;
+    /* Room in the pipeline. With nothing else in flight, adaptive mode
+     * sends what gathered meanwhile instead of waiting for linger. */
+    if (p->adaptive && p->inflight == 0)
+        seal_all(p);
+    pump(p);
+    maybe_ready(p);
+}
+
+/* ---- timers and deferred work ------------------------------------------- */
+
+static void arm_linger(redq_producer *p)
+{
+    struct timeval tv;
+    if (p->linger_armed)
+        return;
+    tv.tv_sec = p->linger_us / 1000000u;
+    tv.tv_usec = p->linger_us % 1000000u;
+    event_add(p->t_linger, &tv);
+    p->linger_armed = 1;
+}
+
+static void linger_cb(evutil_socket_t fd, short what, void *arg)
+{
+    redq_producer *p = arg;
+    (void)fd;
+    (void)what;
+    p->linger_armed = 0;
+    if (redq__conn_ready(p->conn)) {
+        seal_all(p);
+        pump(p);
+    }
+}
+
+static void defer(redq_producer *p, int flag)
+{
+    if (p->defer_flags == 0)
+        event_active(p->ev_defer, EV_TIMEOUT, 0);
+    p->defer_flags |= flag;
+}
+
+static uint64_t min_unreported_seq(const redq_producer *p)
+{
+    uint64_t m = p->next_seq;
+    const batch *b;
+    for (b = p->open.head; b != NULL; b = b->next)
+        if (b->first_seq < m)
+            m = b->first_seq;
+    for (b = p->fifo.head; b != NULL; b = b->next)
+        if (b->state != B_ZOMBIE && b->first_seq < m)
+            m = b->first_seq;
+    return m;
+}
+
+static void check_flushes(redq_producer *p, int status)
+{
+    uint64_t low = status != 0 ? UINT64_MAX : min_unreported_seq(p);
+    flush_waiter **pp = &p->waiters;
+    while (*pp != NULL) {
+        flush_waiter *w = *pp;
+        if (w->target_seq <= low) {
+            *pp = w->next;
+            w->cb(p, status, w->user);
+            free(w);
+            /* The callback may have added waiters at the head: rescan. */
+            pp = &p->waiters;
+        } else {
+            pp = &w->next;
+        }
+    }
+}
+
+static void fail_batch(redq_producer *p, batch *b, int code, const char *why)
+{
+    if (b->state == B_OPEN) {
+        map_remove(p, b);
+    } else if (b->state == B_SEALED) {
+        if (p->next_unsent == b)
+            p->next_unsent = b->next;
+        bl_remove(&p->fifo, b);
+    }
+    if (b->state == B_INFLIGHT) {
+        /* The reply (or NULL) is still to come and points at it. */
+        b->state = B_ZOMBIE;
+        report_batch(p, b, code, why);
+        return;
+    }
+    report_batch(p, b, code, why);
+    batch_recycle(p, b);
+}
+
+static void close_now(redq_producer *p);
+
+static void defer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    redq_producer *p = arg;
+    int flags = p->defer_flags;
+    (void)fd;
+    (void)what;
+    p->defer_flags = 0;
+    if (flags & DEFER_CLOSE) {
+        close_now(p);
+        return;
+    }
+    /* While disconnected, batches keep filling instead of being sealed
+     * small: they go out when the connection is back. */
+    if ((flags & DEFER_SEND) && redq__conn_ready(p->conn)) {
+        seal_all(p);
+        pump(p);
+    }
+    if ((flags & DEFER_FLUSH_CHECK) && p->waiters != NULL)
+        check_flushes(p, 0);
+}
+
+/* Fail what has waited past delivery_timeout_ms. A batch's deadline is that
+ * of its newest message, so no message fails before its own time; the
+ * oldest may wait up to span_max_us longer. */
+static void sweep_cb(evutil_socket_t fd, short what, void *arg)
+{
+    redq_producer *p = arg;
+    uint64_t now = redq__now_us();
+    char why[400];
+    batch *b, *next;
+    (void)fd;
+    (void)what;
+    p->sweep_armed = 0;
+
+    snprintf(why, sizeof why, "not acknowledged within %llu ms%s%s%s",
+             (unsigned long long)(p->delivery_timeout_us / 1000),
+             redq__conn_last_error(p->conn)[0] ? " (last error: " : "",
+             redq__conn_last_error(p->conn),
+             redq__conn_last_error(p->conn)[0] ? ")" : "");
+    for (b = p->fifo.head; b != NULL; b = next) {
+        next = b->next;
+        if (b->state != B_ZOMBIE &&
+            b->last_us + p->delivery_timeout_us <= now) {
+            fail_batch(p, b, REDQ_ETIMEDOUT, why);
+            if (p->closing)
+                return;
+        }
+    }
+    for (b = p->open.head; b != NULL; b = next) {
+        next = b->next;
+        if (b->last_us + p->delivery_timeout_us <= now) {
+            fail_batch(p, b, REDQ_ETIMEDOUT, why);
+            if (p->closing)
+                return;
+        }
+    }
+    maybe_ready(p);
+    if (p->pending_msgs > 0 && !p->closing) {
+        struct timeval tv;
+        uint64_t period = p->delivery_timeout_us / 16;
+        if (period < 5000)
+            period = 5000;
+        if (period > 250000)
+            period = 250000;
+        tv.tv_sec = (time_t)(period / 1000000);
+        tv.tv_usec = (suseconds_t)(period % 1000000);
+        event_add(p->t_sweep, &tv);
+        p->sweep_armed = 1;
+    }
+}
+
+static void arm_sweep(redq_producer *p)
+{
+    if (p->sweep_armed || p->delivery_timeout_us == 0)
+        return;
+    sweep_cb(-1, 0, p);
+}
+
+/* ---- connection events -------------------------------------------------- */
+
+static void conn_up(redq__conn *c, void *arg)
+{
+    redq_producer *p = arg;
+    batch *b;
+    (void)c;
+    p->st.connects++;
+    /* Everything still in the FIFO is unsent now: start from the head. */
+    p->next_unsent = NULL;
+    for (b = p->fifo.head; b != NULL; b = b->next)
+        if (b->state == B_SEALED) {
+            p->next_unsent = b;
+            break;
+        }
+    seal_all(p);
+    pump(p);
+}
+
+static void conn_down(redq__conn *c, int code, const char *msg, void *arg)
+{
+    redq_producer *p = arg;
+    (void)c;
+    (void)code;
+    (void)msg;
+    p->st.disconnects++;
+}
+
+/* ---- the API ------------------------------------------------------------ */
+
+int redq_producer_new(redq_producer **out, struct event_base *base,
+                      const redq_options *opts)
+{
+    redq_producer *p;
+    redq__url url;
+    redq__conn_config cfg;
+    char err[256];
+    int rc;
+
+    if (out == NULL || base == NULL || opts == NULL)
+        return REDQ_EINVAL;
+    err[0] = '\0';
+    rc = redq__options_check(opts, err, sizeof err);
+    if (rc == 0)
+        rc = redq__url_parse(&url, opts->url, err, sizeof err);
+    if (rc != 0) {
+        redq__logger lg = {opts->log, opts->log_level, opts->user,
+                           "producer"};
+        if (opts->version >= 1 && opts->version <= REDQ_OPTIONS_VERSION)
+            redq__log(&lg, REDQ_LOG_ERROR, rc, "%s", err);
+        return rc;
+    }
+
+    p = calloc(1, sizeof *p);
+    if (p == NULL) {
+        redq__url_free(&url);
+        return REDQ_ENOMEM;
+    }
+    p->base = base;
+    p->log.cb = opts->log;
+    p->log.level = opts->log_level;
+    p->log.user = opts->user;
+    p->log.prefix = "producer";
+    p->on_delivery = opts->on_delivery;
+    p->on_ready = opts->on_ready;
+    p->user = opts->user;
+    p->batch_max_msgs = opts->batch_max_msgs;
+    p->batch_max_bytes = opts->batch_max_bytes;
+    p->linger_us = opts->linger_us;
+    p->adaptive = opts->adaptive != 0;
+    p->max_inflight = opts->max_inflight_batches;
+    p->max_pending_msgs = opts->max_pending_msgs;
+    p->max_pending_bytes = opts->max_pending_bytes;
+    p->max_message_bytes = opts->max_message_bytes;
+    p->delivery_timeout_us = (uint64_t)opts->delivery_timeout_ms * 1000u;
+    p->span_max_us = p->delivery_timeout_us / 16;
+
+    memset(&cfg, 0, sizeof cfg);
+    cfg.url = &url;
+    cfg.password = opts->password;
+    cfg.client_name = opts->client_name;
+    cfg.connect_timeout_ms = opts->connect_timeout_ms;
+    cfg.command_timeout_ms = opts->command_timeout_ms;
+    cfg.reconnect_min_ms = opts->reconnect_min_ms;
+    cfg.reconnect_max_ms = opts->reconnect_max_ms;
+    cfg.log = &p->log;
+
+    rc = redq__conn_new(&p->conn, base, &cfg, conn_up, conn_down, p);
+    redq__url_free(&url);
+    if (rc == 0) {
+        p->ev_defer = event_new(base, -1, 0, defer_cb, p);
+        p->t_linger = event_new(base, -1, 0, linger_cb, p);
+        p->t_sweep = event_new(base, -1, 0, sweep_cb, p);
+        if (p->ev_defer == NULL || p->t_linger == NULL || p->t_sweep == NULL ||
+            map_grow(p) != 0)
+            rc = REDQ_ENOMEM;
+    }
+    if (rc != 0) {
+        redq__conn_free(p->conn);
+        if (p->ev_defer)
+            event_free(p->ev_defer);
+        if (p->t_linger)
+            event_free(p->t_linger);
+        if (p->t_sweep)
+            event_free(p->t_sweep);
+        free(p->buckets);
+        free(p);
+        return rc;
+    }
+    redq__conn_start(p->conn);
+    *out = p;
+    return 0;
+}
+
+static uint64_t coarse_now_us(void)
+{
+#ifdef CLOCK_MONOTONIC_COARSE
+    /* A few ns instead of a few tens: this runs once per message, and a
+     * millisecond's resolution is plenty for delivery timeouts. */
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+#else
+    return redq__now_us();
+#endif
+}
+
+int redq_produce(redq_producer *p, const char *queue, const void *payload,
+                 size_t len, void *opaque)
+{
+    batch *b;
+    size_t qlen, need;
+    uint32_t hash;
+    uint64_t now;
+    char *w;
+
+    if (REDQ__UNLIKELY(p == NULL || queue == NULL ||
+                       (payload == NULL && len > 0)))
+        return REDQ_EINVAL;
+    if (REDQ__UNLIKELY(p->closing))
+        return REDQ_ECLOSED;
+    qlen = strlen(queue);
+    if (REDQ__UNLIKELY(qlen == 0 || qlen > REDQ__MAX_QUEUE_NAME))
+        return REDQ_EINVAL;
+    if (REDQ__UNLIKELY(len > p->max_message_bytes ||
+                       len > p->max_pending_bytes))
+        return REDQ_ETOOBIG;
+    if (REDQ__UNLIKELY(p->pending_msgs >= p->max_pending_msgs ||
+                       p->pending_bytes + len > p->max_pending_bytes)) {
+        p->want_ready = 1;
+        p->st.rejected_full++;
+        return REDQ_EFULL;
+    }
+
+    now = coarse_now_us();
+    b = p->last;
+    if (b == NULL || b->qlen != qlen || memcmp(b->qname, queue, qlen) != 0) {
+        hash = hash_name(queue, qlen);
+        b = map_find(p, queue, qlen, hash);
+    } else {
+        hash = b->hash;
+    }
+    /* Start a new batch rather than overfill this one, or stretch one
+     * batch's life so far that its first message's deadline is far from
+     * its last's. */
+    if (b != NULL &&
+        ((b->len - HEADER_ROOM) + len + 32 > p->batch_max_bytes ||
+         (p->span_max_us && now - b->first_us > p->span_max_us))) {
+        seal(p, b);
+        pump(p);
+        b = NULL;
+    }
+    if (b == NULL) {
+        if (p->nopen >= p->nbuckets && map_grow(p) != 0)
+            return REDQ_ENOMEM;
+        b = batch_new(p, queue, qlen, hash);
+        if (b == NULL)
+            return REDQ_ENOMEM;
+        b->first_seq = p->next_seq;
+        b->first_us = now;
+        b->hnext = p->buckets[hash & (p->nbuckets - 1)];
+        p->buckets[hash & (p->nbuckets - 1)] = b;
+        bl_append(&p->open, b);
+        p->nopen++;
+    }
+
+    need = b->len + len + 32;
+    if (REDQ__UNLIKELY(need > b->cap || b->n == b->mcap)) {
+        if (ensure(&b->buf, &b->cap, need) != 0)
+            goto nomem;
+        if (b->n == b->mcap) {
+            size_t ncap = b->mcap ? b->mcap * 2 : 64;
+            msg_entry *m = realloc(b->msgs, ncap * sizeof *m);
+            if (m == NULL)
+                goto nomem;
+            b->msgs = m;
+            b->mcap = ncap;
+        }
+    }
+    w = b->buf + b->len;
+    *w++ = '$';
+    w += put_uint(w, len);
+    *w++ = '\r';
+    *w++ = '\n';
+    b->msgs[b->n].opaque = opaque;
+    b->msgs[b->n].off = (uint32_t)(w - b->buf);
+    b->msgs[b->n].len = (uint32_t)len;
+    if (len > 0)
+        memcpy(w, payload, len);
+    w += len;
+    *w++ = '\r';
+    *w++ = '\n';
+    b->len = (size_t)(w - b->buf);
+    b->n++;
+    b->payload_bytes += len;
+    b->last_us = now;
+    p->last = b;
+
+    p->pending_msgs++;
+    p->pending_bytes += len;
+    p->next_seq++;
+    p->st.produced++;
+    if (!p->sweep_armed)
+        arm_sweep(p);
+
+    if (b->n >= p->batch_max_msgs ||
+        b->len - HEADER_ROOM >= p->batch_max_bytes) {
+        seal(p, b);
+        pump(p);
+    } else if (p->adaptive && p->inflight == 0) {
+        /* Nothing in flight: send at the end of this loop iteration, so a
+         * lone message goes out at once and a burst made in one callback
+         * still shares a command. */
+        if (!(p->defer_flags & DEFER_SEND))
+            defer(p, DEFER_SEND);
+    } else if (!p->linger_armed) {
+        arm_linger(p);
+    }
+    return 0;
+
+nomem:
+    if (b->n == 0) {
+        map_remove(p, b);
+        batch_recycle(p, b);
+    }
+    return REDQ_ENOMEM;
+}
+
+int redq_producer_flush(redq_producer *p, redq_flush_cb cb, void *user)
+{
+    flush_waiter *w;
+    if (p == NULL || cb == NULL)
+        return REDQ_EINVAL;
+    if (p->closing)
+        return REDQ_ECLOSED;
+    w = malloc(sizeof *w);
+    if (w == NULL)
+        return REDQ_ENOMEM;
+    w->target_seq = p->next_seq;
+    w->cb = cb;
+    w->user = user;
+    w->next = p->waiters;
+    p->waiters = w;
+    /* Send what is batched now, and check (from the loop) whether there is
+     * anything to wait for at all. */
+    defer(p, DEFER_SEND | DEFER_FLUSH_CHECK);
+    return 0;
+}
+
+int redq_producer_close(redq_producer *p, redq_close_cb cb, void *user)
+{
+    if (p == NULL)
+        return REDQ_EINVAL;
+    if (p->closing)
+        return REDQ_ECLOSED;
+    p->closing = 1;
+    p->close_cb = cb;
+    p->close_user = user;
+    defer(p, DEFER_CLOSE);
+    return 0;
+}
+
+/* From the loop, outside any hiredis callback: report everything pending as
+ * closed, drop the connection, free it all, then call the close callback. */
+static void close_now(redq_producer *p)
+{
+    redq_close_cb cb = p->close_cb;
+    void *user = p->close_user;
+    batch *b, *next;
+
+    for (b = p->fifo.head; b != NULL; b = next) {
+        next = b->next;
+        if (b->state != B_ZOMBIE)
+            fail_batch(p, b, REDQ_ECLOSED, "producer closed");
+    }
+    while (p->open.head != NULL)
+        fail_batch(p, p->open.head, REDQ_ECLOSED, "producer closed");
+    check_flushes(p, REDQ_ECLOSED);
+
+    /* In-flight (now zombie) batches get their NULL replies in here and
+     * are recycled by on_batch_reply. */
+    redq__conn_free(p->conn);
+    p->conn = NULL;
+
+    while (p->free_list != NULL) {
+        b = p->free_list;
+        p->free_list = b->next;
+        batch_destroy(b);
+    }
+    event_free(p->ev_defer);
+    event_free(p->t_linger);
+    event_free(p->t_sweep);
+    free(p->buckets);
+    free(p);
+    if (cb != NULL)
+        cb(user);
+}
+
+void redq_producer_get_stats(const redq_producer *p, redq_producer_stats *st)
+{
+    if (p == NULL || st == NULL)
+        return;
+    *st = p->st;
+    st->pending_msgs = p->pending_msgs;
+    st->pending_bytes = p->pending_bytes;
+    st->inflight_batches = p->inflight;
+    st->connected = p->conn != NULL && redq__conn_ready(p->conn);
+}
