@@ -101,6 +101,8 @@ REDQ_API const char *redq_err_name(int code);
 /* ------------------------------------------------------------------------ */
 
 typedef struct redq_producer redq_producer;
+typedef struct redq_consumer redq_consumer;
+typedef struct redq_message redq_message;
 
 /** Log levels for redq_options.log. */
 enum {
@@ -145,6 +147,24 @@ typedef void (*redq_delivery_cb)(redq_producer *p, const redq_report *report,
 /** Called once after redq_produce() returned REDQ_EFULL, when the pending
  *  messages and bytes have both dropped to half their bounds. */
 typedef void (*redq_ready_cb)(redq_producer *p, void *user);
+
+/**
+ * Called for each consumed message, from the loop. The message (its queue
+ * name, data and length) stays valid until redq_ack() is called for it,
+ * which may be from a later loop iteration; every message must be acked
+ * exactly once (or the consumer closed).
+ */
+typedef void (*redq_message_cb)(redq_consumer *c, redq_message *msg,
+                                void *user);
+
+/** How the consumer pops; REDQ_POP_AUTO picks by the server's version. */
+enum {
+    REDQ_POP_AUTO = 0,       /**< BLMPOP on >= 7.0, else BRPOP + RPOP count
+                                  on >= 6.2, else BRPOP + pipelined RPOPs */
+    REDQ_POP_BLMPOP = 1,     /**< BLMPOP timeout n q.. RIGHT COUNT c (7.0) */
+    REDQ_POP_RPOP_COUNT = 2, /**< BRPOP, then RPOP queue count (6.2) */
+    REDQ_POP_PIPELINED = 3   /**< BRPOP, then pipelined RPOPs (any) */
+};
 
 /** Version of redq_options this header describes. New fields are added at
  *  the end only, and each addition bumps this number. */
@@ -208,6 +228,23 @@ typedef struct redq_options {
     int delivery_timeout_ms;  /**< a message not acknowledged this long after
                                    redq_produce() is reported REDQ_ETIMEDOUT;
                                    0 waits forever (default 30000) */
+
+    /* --- consumer ------------------------------------------------------- */
+
+    redq_message_cb on_message; /**< per-message handler (required for a
+                                     consumer) */
+    size_t pool_size;      /**< blocking-pop connections (default 2) */
+    size_t pop_batch;      /**< messages taken per pop under backlog, at most
+                                (default 256) */
+    size_t max_unacked;    /**< delivered and not yet acked, at most: no
+                                connection pops while the window is full
+                                (default 4096) */
+    int pop_timeout_ms;    /**< server-side block of one pop; an idle pool
+                                sends one command per connection this often
+                                (default 5000, at least 10) */
+    int stop_timeout_ms;   /**< how long redq_consumer_stop() waits for
+                                unacked messages (default 30000) */
+    int pop_mode;          /**< REDQ_POP_* (default REDQ_POP_AUTO) */
 } redq_options;
 
 /** Fill `opts` with the defaults above and set opts->version. */
@@ -311,6 +348,97 @@ typedef struct redq_producer_stats {
 /** Copy the producer's counters into *st. Never fails for a valid p. */
 REDQ_API void redq_producer_get_stats(const redq_producer *p,
                                       redq_producer_stats *st);
+
+/* ------------------------------------------------------------------------ */
+/* Consumer                                                                  */
+/* ------------------------------------------------------------------------ */
+
+/**
+ * Create a consumer of `queues` (nqueues names, copied) on `base`. A pool of
+ * opts->pool_size connections, each reserved for blocking pops, takes
+ * messages from the tail of the lists (so LPUSH + this is first-in
+ * first-out) and calls opts->on_message for each. With several queues,
+ * earlier ones take priority, as with `BRPOP q1 q2`.
+ *
+ * This consumer pops destructively (at-most-once): a message handed to the
+ * handler is no longer in Redis. Acks bound the window (max_unacked) and
+ * tell redq_consumer_stop() when the work is done.
+ *
+ * 0            created; connecting and popping start from the loop
+ * REDQ_EINVAL  out, base, opts, queues or opts->on_message is NULL,
+ *              nqueues is 0, a queue name is empty or too long, the URL or
+ *              an option is invalid (the log callback says which)
+ * REDQ_ENOMEM  out of memory
+ */
+REDQ_API int redq_consumer_new(redq_consumer **out, struct event_base *base,
+                               const redq_options *opts,
+                               const char *const *queues, size_t nqueues);
+
+/** The queue a message came from. NUL-terminated; valid until acked. */
+REDQ_API const char *redq_msg_queue(const redq_message *msg);
+/** The message's bytes (followed by a NUL that is not counted, for
+ *  convenience); valid until acked. */
+REDQ_API const void *redq_msg_data(const redq_message *msg);
+/** The message's length in bytes. */
+REDQ_API size_t redq_msg_len(const redq_message *msg);
+
+/**
+ * Finish a message: its memory is released and its place in the window
+ * freed. Call it exactly once per message, from the loop's thread, inside
+ * the handler or later; `msg` is invalid afterwards.
+ *
+ * 0            done
+ * REDQ_EINVAL  msg is NULL
+ */
+REDQ_API int redq_ack(redq_message *msg);
+
+/** Called when a stop has finished. status is 0, or REDQ_ETIMEDOUT when
+ *  messages were still unacked after stop_timeout_ms. */
+typedef void (*redq_stop_cb)(redq_consumer *c, int status, void *user);
+
+/**
+ * Stop consuming gracefully: no new pops are started, blocked pops are
+ * released at once (CLIENT UNBLOCK from a control connection), messages a
+ * pop returned meanwhile are still delivered, and `cb` is called once every
+ * delivered message has been acked (or stop_timeout_ms has passed). The
+ * consumer stays valid until redq_consumer_close().
+ *
+ * 0            stopping
+ * REDQ_EINVAL  c or cb is NULL
+ * REDQ_ECLOSED already stopping or closing
+ */
+REDQ_API int redq_consumer_stop(redq_consumer *c, redq_stop_cb cb,
+                                void *user);
+
+/**
+ * Release the consumer. Connections are dropped at once, so a pop in flight
+ * may lose the messages it took (stop first to avoid that); unacked
+ * messages become invalid. `cb` (may be NULL) is called when everything is
+ * freed; it is the consumer's last callback.
+ *
+ * 0            closing
+ * REDQ_EINVAL  c is NULL
+ * REDQ_ECLOSED already closing
+ */
+REDQ_API int redq_consumer_close(redq_consumer *c, redq_close_cb cb,
+                                 void *user);
+
+/** A snapshot of a consumer's counters. */
+typedef struct redq_consumer_stats {
+    uint64_t delivered;     /**< messages handed to on_message */
+    uint64_t acked;         /**< redq_ack() calls */
+    uint64_t pops;          /**< pop commands sent */
+    uint64_t empty_pops;    /**< of those, answered with nothing */
+    uint64_t connects;      /**< successful connects, all pool connections */
+    uint64_t disconnects;   /**< connections lost */
+    uint64_t errors;        /**< error replies (wrong type, ...) */
+    size_t unacked;         /**< delivered, not yet acked */
+    size_t connected;       /**< pool connections up and ready */
+} redq_consumer_stats;
+
+/** Copy the consumer's counters into *st. */
+REDQ_API void redq_consumer_get_stats(const redq_consumer *c,
+                                      redq_consumer_stats *st);
 
 #ifdef __cplusplus
 }

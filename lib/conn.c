@@ -84,6 +84,8 @@ struct redq__conn {
     int handshake_left;
     int attempt; /* consecutive failed attempts, for the backoff */
     int server_version;
+    int want_client_id;
+    long long client_id;
     uint32_t rng;
 
     int last_code;
@@ -398,6 +400,17 @@ static void hs_info_cb(redq__conn *c, void *reply, void *arg)
     handshake_step_done(c);
 }
 
+static void hs_client_id_cb(redq__conn *c, void *reply, void *arg)
+{
+    redisReply *r = reply;
+    (void)arg;
+    if (!hs_reply_ok(c, r, REDQ_ESERVER, "CLIENT ID"))
+        return;
+    if (r->type == REDIS_REPLY_INTEGER)
+        c->client_id = r->integer;
+    handshake_step_done(c);
+}
+
 static int hs_send(redq__conn *c, redq__reply_cb cb, int argc,
                    const char **argv)
 {
@@ -424,6 +437,7 @@ static int start_handshake(redq__conn *c)
     int rc = 0;
 
     c->state = ST_HANDSHAKE;
+    c->client_id = -1;
     c->handshake_left = 1; /* held until every command is queued */
     if (c->password != NULL) {
         if (c->user != NULL) {
@@ -442,6 +456,10 @@ static int start_handshake(redq__conn *c)
     if (rc == 0 && c->client_name != NULL) {
         const char *argv[] = {"CLIENT", "SETNAME", c->client_name};
         rc = hs_send(c, hs_setname_cb, 3, argv);
+    }
+    if (rc == 0 && c->want_client_id) {
+        const char *argv[] = {"CLIENT", "ID"};
+        rc = hs_send(c, hs_client_id_cb, 2, argv);
     }
     if (rc == 0) {
         const char *argv[] = {"INFO", "server"};
@@ -679,6 +697,8 @@ int redq__conn_new(redq__conn **out, struct event_base *base,
     c->reconnect_min_ms = cfg->reconnect_min_ms;
     c->reconnect_max_ms = cfg->reconnect_max_ms;
     c->log = cfg->log;
+    c->want_client_id = cfg->want_client_id;
+    c->client_id = -1;
     c->on_up = on_up;
     c->on_down = on_down;
     c->arg = arg;
@@ -782,6 +802,11 @@ void redq__conn_reset(redq__conn *c, int code, const char *why)
 const char *redq__conn_last_error(const redq__conn *c)
 {
     return c->last_err;
+}
+
+long long redq__conn_client_id(const redq__conn *c)
+{
+    return c->state == ST_READY ? c->client_id : -1;
 }
 
 int redq__conn_last_code(const redq__conn *c)

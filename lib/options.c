@@ -39,6 +39,13 @@ void redq_options_init(redq_options *opts)
     opts->max_pending_bytes = 64 * 1024 * 1024;
     opts->max_message_bytes = 16 * 1024 * 1024;
     opts->delivery_timeout_ms = 30000;
+
+    opts->pool_size = 2;
+    opts->pop_batch = 256;
+    opts->max_unacked = 4096;
+    opts->pop_timeout_ms = 5000;
+    opts->stop_timeout_ms = 30000;
+    opts->pop_mode = REDQ_POP_AUTO;
 }
 
 static int bad(char *err, size_t errlen, const char *what)
@@ -102,5 +109,48 @@ int redq__options_check(const redq_options *o, char *err, size_t errlen)
                    "server's proto-max-bulk-len)");
     if (o->delivery_timeout_ms < 0)
         return bad(err, errlen, "options.delivery_timeout_ms must be >= 0");
+    if (o->pool_size == 0 || o->pool_size > 1024)
+        return bad(err, errlen, "options.pool_size must be 1..1024");
+    if (o->pop_batch == 0 || o->pop_batch > 100000)
+        return bad(err, errlen, "options.pop_batch must be 1..100000");
+    if (o->max_unacked == 0)
+        return bad(err, errlen, "options.max_unacked must be > 0");
+    if (o->pop_timeout_ms < 10)
+        return bad(err, errlen, "options.pop_timeout_ms must be >= 10");
+    if (o->stop_timeout_ms < 0)
+        return bad(err, errlen, "options.stop_timeout_ms must be >= 0");
+    if (o->pop_mode < REDQ_POP_AUTO || o->pop_mode > REDQ_POP_PIPELINED)
+        return bad(err, errlen, "options.pop_mode must be a REDQ_POP_* value");
     return 0;
+}
+
+int redq__options_prepare(const redq_options *opts, redq__url *url,
+                          const char *who)
+{
+    char err[256];
+    int rc;
+
+    err[0] = '\0';
+    rc = redq__options_check(opts, err, sizeof err);
+    if (rc == 0)
+        rc = redq__url_parse(url, opts->url, err, sizeof err);
+    if (rc != 0 && opts->version >= 1 && opts->version <= REDQ_OPTIONS_VERSION) {
+        redq__logger lg = {opts->log, opts->log_level, opts->user, who};
+        redq__log(&lg, REDQ_LOG_ERROR, rc, "%s", err);
+    }
+    return rc;
+}
+
+void redq__conn_config_init(redq__conn_config *cfg, const redq_options *o,
+                            const redq__url *url, const redq__logger *log)
+{
+    memset(cfg, 0, sizeof *cfg);
+    cfg->url = url;
+    cfg->password = o->password;
+    cfg->client_name = o->client_name;
+    cfg->connect_timeout_ms = o->connect_timeout_ms;
+    cfg->command_timeout_ms = o->command_timeout_ms;
+    cfg->reconnect_min_ms = o->reconnect_min_ms;
+    cfg->reconnect_max_ms = o->reconnect_max_ms;
+    cfg->log = log;
 }

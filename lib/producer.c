@@ -694,22 +694,13 @@ int redq_producer_new(redq_producer **out, struct event_base *base,
     redq_producer *p;
     redq__url url;
     redq__conn_config cfg;
-    char err[256];
     int rc;
 
     if (out == NULL || base == NULL || opts == NULL)
         return REDQ_EINVAL;
-    err[0] = '\0';
-    rc = redq__options_check(opts, err, sizeof err);
-    if (rc == 0)
-        rc = redq__url_parse(&url, opts->url, err, sizeof err);
-    if (rc != 0) {
-        redq__logger lg = {opts->log, opts->log_level, opts->user,
-                           "producer"};
-        if (opts->version >= 1 && opts->version <= REDQ_OPTIONS_VERSION)
-            redq__log(&lg, REDQ_LOG_ERROR, rc, "%s", err);
+    rc = redq__options_prepare(opts, &url, "producer");
+    if (rc != 0)
         return rc;
-    }
 
     p = calloc(1, sizeof *p);
     if (p == NULL) {
@@ -735,16 +726,7 @@ int redq_producer_new(redq_producer **out, struct event_base *base,
     p->delivery_timeout_us = (uint64_t)opts->delivery_timeout_ms * 1000u;
     p->span_max_us = p->delivery_timeout_us / 16;
 
-    memset(&cfg, 0, sizeof cfg);
-    cfg.url = &url;
-    cfg.password = opts->password;
-    cfg.client_name = opts->client_name;
-    cfg.connect_timeout_ms = opts->connect_timeout_ms;
-    cfg.command_timeout_ms = opts->command_timeout_ms;
-    cfg.reconnect_min_ms = opts->reconnect_min_ms;
-    cfg.reconnect_max_ms = opts->reconnect_max_ms;
-    cfg.log = &p->log;
-
+    redq__conn_config_init(&cfg, opts, &url, &p->log);
     rc = redq__conn_new(&p->conn, base, &cfg, conn_up, conn_down, p);
     redq__url_free(&url);
     if (rc == 0) {

@@ -57,6 +57,23 @@ int redq__err_from_reply(const char *str, size_t len);
  *  into err (errlen bytes, NUL-terminated). */
 int redq__options_check(const redq_options *opts, char *err, size_t errlen);
 
+struct redq__url;
+struct redq__conn_config;
+
+/** What every handle's *_new does first: check the options, parse the URL
+ *  into *url (caller frees with redq__url_free), and on failure log why
+ *  through the options' log callback, naming `who` ("producer").
+ *  Returns 0, REDQ_EINVAL or REDQ_ENOMEM. */
+int redq__options_prepare(const redq_options *opts, struct redq__url *url,
+                          const char *who);
+
+/** Fill a connection config from options, a parsed URL and a logger (all
+ *  borrowed). */
+void redq__conn_config_init(struct redq__conn_config *cfg,
+                            const redq_options *opts,
+                            const struct redq__url *url,
+                            const redq__logger *log);
+
 /* ---- URLs (lib/url.c) -------------------------------------------------- */
 
 typedef struct redq__url {
@@ -121,6 +138,7 @@ typedef struct redq__conn_config {
     int reconnect_min_ms;
     int reconnect_max_ms;
     const redq__logger *log;  /* borrowed for the connection's lifetime */
+    int want_client_id;       /* learn CLIENT ID in the handshake */
 } redq__conn_config;
 
 /* The connection became ready (handshake done) or stopped being ready.
@@ -160,6 +178,9 @@ void redq__conn_reset(redq__conn *c, int code, const char *why);
 void redq__conn_free(redq__conn *c);
 /** The last connection error, "" if none. */
 const char *redq__conn_last_error(const redq__conn *c);
+/** The server's id for this connection (CLIENT ID), when want_client_id was
+ *  set and the connection is ready; else -1. */
+long long redq__conn_client_id(const redq__conn *c);
 int redq__conn_last_code(const redq__conn *c);
 
 #endif /* REDQ_PRIVATE_H */

@@ -1,0 +1,887 @@
+/*
+ * The consumer: a pool of blocking-pop connections feeding a handler.
+ *
+ * Each pool connection ("popper") runs rounds. A round reserves up to
+ * pop_batch places in the window, pops, delivers what it got and releases
+ * the reservation; then the next round starts at once, or the popper parks
+ * until acks free room. Blocking pops are the only thing a popper's
+ * connection carries, so a parked BLMPOP never delays another command.
+ *
+ *   BLMPOP (Redis >= 7.0)   one command: blocks when the queues are empty,
+ *                           takes up to `count` at once under backlog, and
+ *                           honours queue priority.
+ *   RPOP_COUNT (>= 6.2)     BRPOP q1..qn, then RPOP <that queue> count-1.
+ *   PIPELINED (any)         BRPOP q1..qn, then count-1 pipelined RPOPs.
+ *
+ * Window: unacked + reserved <= max_unacked, where `reserved` counts what
+ * rounds in progress may still bring. So the number of delivered, unacked
+ * messages never exceeds max_unacked, whatever the pool size.
+ *
+ * Memory: the messages of one pop reply are copied into one chunk (message
+ * headers + payloads), freed or recycled when its last message is acked;
+ * chunks are recycled, so steady-state consuming does no per-message malloc
+ * of ours.
+ *
+ * A control connection (never blocked) sends CLIENT UNBLOCK at stop, so a
+ * stop does not wait for a pop's server-side timeout.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+#include <hiredis/hiredis.h>
+
+#include "redq_private.h"
+
+/* How long a queue holding a non-list is left out before it is rechecked. */
+#define BAD_QUEUE_RECHECK_US (5u * 1000000u)
+
+typedef struct chunk {
+    struct chunk *prev, *next; /* live list, or free list (next only) */
+    size_t refs;               /* unacked messages + 1 while delivering */
+    size_t cap;                /* bytes after the header */
+} chunk;
+
+struct redq_message {
+    chunk *ch;
+    redq_consumer *owner;
+    const char *queue;
+    const char *data;
+    size_t len;
+};
+
+enum round_stage { R_IDLE, R_BLOCKING, R_BULK, R_TYPECHECK };
+
+typedef struct popper {
+    redq_consumer *owner;
+    redq__conn *conn;
+    enum round_stage stage;
+    size_t outstanding; /* commands of this round awaiting a reply */
+    size_t reserved;    /* window places this round holds */
+    int unblock_sent;
+    const char *bulk_q; /* the queue a BRPOP round continues on */
+} popper;
+
+enum { DEFER_KICK = 1, DEFER_CHECK_STOP = 2, DEFER_CLOSE = 4 };
+
+struct redq_consumer {
+    struct event_base *base;
+    redq__logger log;
+    redq_message_cb on_message;
+    void *user;
+
+    char **queues;
+    size_t *qlens;
+    uint64_t *bad_until; /* per queue: skipped until then (wrong type) */
+    size_t nq;
+
+    popper *pool;
+    size_t npool;
+    redq__conn *ctl;
+
+    size_t pop_batch, max_unacked;
+    int pop_timeout_ms, stop_timeout_ms, pop_mode;
+    char timeout_arg[32]; /* the pop timeout as the server wants it */
+
+    const char **argv; /* reused for building pop commands */
+    size_t *argvlen;
+
+    size_t unacked, reserved;
+    size_t n_idle;   /* poppers between rounds */
+    size_t kick_min; /* room that makes it worth waking a parked popper */
+    struct { chunk *head; } live;
+    chunk *free_chunks;
+    size_t nfree;
+
+    struct event *ev_defer;
+    int defer_flags;
+    struct event *t_retry; /* unblock retries, wrong-type rechecks */
+
+    int stopping, stop_done, stop_timed_out;
+    redq_stop_cb stop_cb;
+    void *stop_user;
+    struct event *t_stop;
+
+    int closing;
+    redq_close_cb close_cb;
+    void *close_user;
+
+    redq_consumer_stats st;
+};
+
+static void kick(popper *pp);
+static void defer(redq_consumer *c, int flag);
+
+/* ---- chunks ------------------------------------------------------------- */
+
+static chunk *chunk_get(redq_consumer *c, size_t nmsg, size_t bytes)
+{
+    size_t need = nmsg * sizeof(redq_message) + bytes;
+    chunk **pp = &c->free_chunks, *ch;
+
+    for (; *pp != NULL; pp = &(*pp)->next)
+        if ((*pp)->cap >= need)
+            break;
+    if (*pp != NULL) {
+        ch = *pp;
+        *pp = ch->next;
+        c->nfree--;
+    } else {
+        /* Round up so that one chunk serves rounds of similar size. */
+        size_t cap = need < 4096 ? 4096 : need + need / 4;
+        ch = malloc(sizeof *ch + cap);
+        if (ch == NULL)
+            return NULL;
+        ch->cap = cap;
+    }
+    ch->refs = 1; /* held by the delivery loop */
+    ch->prev = NULL;
+    ch->next = c->live.head;
+    if (c->live.head != NULL)
+        c->live.head->prev = ch;
+    c->live.head = ch;
+    return ch;
+}
+
+static void chunk_put(redq_consumer *c, chunk *ch)
+{
+    if (--ch->refs > 0)
+        return;
+    if (ch->prev != NULL)
+        ch->prev->next = ch->next;
+    else
+        c->live.head = ch->next;
+    if (ch->next != NULL)
+        ch->next->prev = ch->prev;
+    if (c->nfree >= c->npool * 2 + 4 || ch->cap > (1u << 20)) {
+        free(ch);
+        return;
+    }
+    ch->next = c->free_chunks;
+    c->free_chunks = ch;
+    c->nfree++;
+}
+
+static redq_message *chunk_msgs(chunk *ch)
+{
+    return (redq_message *)(void *)(ch + 1);
+}
+
+/* ---- delivery ----------------------------------------------------------- */
+
+static const char *queue_name(redq_consumer *c, const char *key, size_t len)
+{
+    size_t i;
+    for (i = 0; i < c->nq; i++)
+        if (c->qlens[i] == len && memcmp(c->queues[i], key, len) == 0)
+            return c->queues[i];
+    return NULL;
+}
+
+/*
+ * Copy `n` string elements (els[0] popped first) into one chunk and hand
+ * them to the handler in that order.
+ */
+static void deliver(redq_consumer *c, const char *queue, redisReply **els,
+                    size_t n)
+{
+    size_t i, bytes = 0;
+    chunk *ch;
+    redq_message *m;
+    char *w;
+
+    for (i = 0; i < n; i++)
+        bytes += (size_t)els[i]->len + 1;
+    ch = chunk_get(c, n, bytes);
+    if (ch == NULL) {
+        /* The messages are out of Redis already: nothing to give back to.
+         * Say so loudly; this is the one place fast mode can drop. */
+        redq__log(&c->log, REDQ_LOG_ERROR, REDQ_ENOMEM,
+                  "out of memory: %zu messages popped from %s are lost", n,
+                  queue);
+        return;
+    }
+    m = chunk_msgs(ch);
+    w = (char *)(m + n);
+    for (i = 0; i < n; i++) {
+        size_t len = (size_t)els[i]->len;
+        memcpy(w, els[i]->str, len);
+        w[len] = '\0';
+        m[i].ch = ch;
+        m[i].owner = c;
+        m[i].queue = queue;
+        m[i].data = w;
+        m[i].len = len;
+        w += len + 1;
+    }
+    ch->refs += n;
+    c->unacked += n;
+    c->st.delivered += n;
+    for (i = 0; i < n && !c->closing; i++)
+        c->on_message(c, &m[i], c->user);
+    if (c->closing) {
+        /* Closed from a handler: the rest are dropped with the consumer. */
+        c->unacked -= n - i;
+        ch->refs -= n - i;
+    }
+    chunk_put(c, ch);
+}
+
+static void deliver_one(redq_consumer *c, const char *queue, redisReply *el)
+{
+    deliver(c, queue, &el, 1);
+}
+
+/* ---- rounds ------------------------------------------------------------- */
+
+static void round_end(popper *pp)
+{
+    redq_consumer *c = pp->owner;
+    if (pp->stage != R_IDLE)
+        c->n_idle++;
+    c->reserved -= pp->reserved;
+    pp->reserved = 0;
+    pp->stage = R_IDLE;
+    pp->unblock_sent = 0;
+    if (c->stopping)
+        defer(c, DEFER_CHECK_STOP);
+}
+
+static int effective_mode(const redq_consumer *c, const popper *pp)
+{
+    int v;
+    if (c->pop_mode != REDQ_POP_AUTO)
+        return c->pop_mode;
+    v = redq__conn_server_version(pp->conn);
+    if (v >= 70000)
+        return REDQ_POP_BLMPOP;
+    if (v >= 60200)
+        return REDQ_POP_RPOP_COUNT;
+    return REDQ_POP_PIPELINED;
+}
+
+static void on_pop_reply(redq__conn *conn, void *reply, void *arg);
+static void on_bulk_reply(redq__conn *conn, void *reply, void *arg);
+static void on_type_reply(redq__conn *conn, void *reply, void *arg);
+
+/* Ask every queue's type, to find which one made a pop fail. */
+static void start_typecheck(popper *pp)
+{
+    redq_consumer *c = pp->owner;
+    size_t i;
+    pp->stage = R_TYPECHECK;
+    for (i = 0; i < c->nq; i++) {
+        const char *argv[2] = {"TYPE", c->queues[i]};
+        size_t lens[2] = {4, c->qlens[i]};
+        if (redq__conn_sendv(pp->conn, 2, argv, lens, 0, on_type_reply, pp) !=
+            0)
+            break;
+        pp->outstanding++;
+    }
+    if (pp->outstanding == 0)
+        round_end(pp);
+}
+
+static void on_type_reply(redq__conn *conn, void *reply, void *arg)
+{
+    popper *pp = arg;
+    redq_consumer *c = pp->owner;
+    redisReply *r = reply;
+    size_t idx = c->nq - pp->outstanding; /* replies come in order */
+    (void)conn;
+
+    pp->outstanding--;
+    if (c->closing)
+        return;
+    if (r != NULL && r->type == REDIS_REPLY_STATUS && idx < c->nq &&
+        strcmp(r->str, "list") != 0 && strcmp(r->str, "none") != 0) {
+        if (c->bad_until[idx] <= redq__now_us())
+            redq__log(&c->log, REDQ_LOG_ERROR, REDQ_EWRONGTYPE,
+                      "queue %s holds a %s, not a list; skipping it, "
+                      "rechecking every %u s",
+                      c->queues[idx], r->str, BAD_QUEUE_RECHECK_US / 1000000u);
+        c->bad_until[idx] = redq__now_us() + BAD_QUEUE_RECHECK_US;
+    }
+    if (pp->outstanding == 0) {
+        round_end(pp);
+        kick(pp);
+    }
+}
+
+/* An error reply to a pop: wrong type is the queue's fault and is worked
+ * around; anything else is logged and retried after a pause. */
+static void pop_error(popper *pp, redisReply *r)
+{
+    redq_consumer *c = pp->owner;
+    int code = redq__err_from_reply(r->str, (size_t)r->len);
+    c->st.errors++;
+    if (code == REDQ_EWRONGTYPE) {
+        c->reserved -= pp->reserved;
+        pp->reserved = 0;
+        start_typecheck(pp);
+        return;
+    }
+    redq__log(&c->log, REDQ_LOG_ERROR, code, "pop: %s", r->str);
+    round_end(pp);
+    if (code == REDQ_EAUTH || strncmp(r->str, "LOADING", 7) == 0 ||
+        strncmp(r->str, "READONLY", 8) == 0)
+        redq__conn_reset(pp->conn, code, r->str);
+    else {
+        /* Unknown trouble (a command the server lacks, a proxy's refusal):
+         * do not spin; the retry timer kicks every popper again. */
+        struct timeval tv = {0, 500000};
+        event_add(c->t_retry, &tv);
+    }
+}
+
+static void bulk_pops(popper *pp, const char *queue, size_t more)
+{
+    redq_consumer *c = pp->owner;
+    size_t qlen = strlen(queue);
+    char count[24];
+    int mode = effective_mode(c, pp);
+
+    pp->stage = R_BULK;
+    if (mode == REDQ_POP_RPOP_COUNT) {
+        const char *argv[3] = {"RPOP", queue, count};
+        size_t lens[3] = {4, qlen, 0};
+        lens[2] = (size_t)snprintf(count, sizeof count, "%zu", more);
+        if (redq__conn_sendv(pp->conn, 3, argv, lens, 0, on_bulk_reply, pp) ==
+            0)
+            pp->outstanding++;
+    } else {
+        const char *argv[2] = {"RPOP", queue};
+        size_t lens[2] = {4, qlen}, i;
+        for (i = 0; i < more; i++) {
+            if (redq__conn_sendv(pp->conn, 2, argv, lens, 0, on_bulk_reply,
+                                 pp) != 0)
+                break;
+            pp->outstanding++;
+        }
+    }
+    if (pp->outstanding == 0)
+        round_end(pp);
+}
+
+static void on_bulk_reply(redq__conn *conn, void *reply, void *arg)
+{
+    popper *pp = arg;
+    redq_consumer *c = pp->owner;
+    redisReply *r = reply;
+    (void)conn;
+
+    pp->outstanding--;
+    if (c->closing)
+        return;
+    if (r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements > 0)
+        deliver(c, pp->bulk_q, r->element, r->elements);
+    else if (r != NULL && r->type == REDIS_REPLY_STRING)
+        deliver_one(c, pp->bulk_q, r);
+    else if (r != NULL && r->type == REDIS_REPLY_ERROR)
+        redq__log(&c->log, REDQ_LOG_ERROR,
+                  redq__err_from_reply(r->str, (size_t)r->len), "RPOP: %s",
+                  r->str);
+    if (pp->outstanding == 0 && !c->closing) {
+        round_end(pp);
+        kick(pp);
+    }
+}
+
+static void on_pop_reply(redq__conn *conn, void *reply, void *arg)
+{
+    popper *pp = arg;
+    redq_consumer *c = pp->owner;
+    redisReply *r = reply;
+    const char *q;
+    (void)conn;
+
+    pp->outstanding--;
+    if (c->closing)
+        return;
+    if (r == NULL) {
+        /* Connection lost: a pop that was answered but not read is lost
+         * with it (at-most-once). conn_up starts the next round. */
+        round_end(pp);
+        return;
+    }
+    c->st.pops++;
+    if (r->type == REDIS_REPLY_NIL) {
+        /* Timed out, or unblocked by a stop. */
+        c->st.empty_pops++;
+        round_end(pp);
+        kick(pp);
+        return;
+    }
+    if (r->type == REDIS_REPLY_ERROR) {
+        pop_error(pp, r);
+        return;
+    }
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+        r->element[0]->type != REDIS_REPLY_STRING ||
+        (q = queue_name(c, r->element[0]->str,
+                        (size_t)r->element[0]->len)) == NULL) {
+        redq__log(&c->log, REDQ_LOG_ERROR, REDQ_EPROTOCOL,
+                  "pop: unexpected reply (type %d)", r->type);
+        round_end(pp);
+        redq__conn_reset(pp->conn, REDQ_EPROTOCOL, "unexpected pop reply");
+        return;
+    }
+
+    if (r->element[1]->type == REDIS_REPLY_ARRAY) {
+        /* BLMPOP: [key, [v1, v2, ...]] */
+        deliver(c, q, r->element[1]->element, r->element[1]->elements);
+    } else if (r->element[1]->type == REDIS_REPLY_STRING) {
+        /* BRPOP: [key, v]; under backlog take more of the same queue. */
+        deliver_one(c, q, r->element[1]);
+        if (pp->reserved > 1 && !c->closing && !c->stopping) {
+            pp->bulk_q = q;
+            bulk_pops(pp, q, pp->reserved - 1);
+            return;
+        }
+    }
+    if (c->closing)
+        return;
+    round_end(pp);
+    kick(pp);
+}
+
+/* ---- starting rounds ---------------------------------------------------- */
+
+static size_t room(const redq_consumer *c)
+{
+    size_t used = c->unacked + c->reserved;
+    return used >= c->max_unacked ? 0 : c->max_unacked - used;
+}
+
+static void arm_retry(redq_consumer *c, uint64_t us)
+{
+    struct timeval tv;
+    tv.tv_sec = (time_t)(us / 1000000u);
+    tv.tv_usec = (suseconds_t)(us % 1000000u);
+    event_add(c->t_retry, &tv);
+}
+
+/*
+ * Start a round on an idle popper if the window has room. Parked poppers
+ * (no room) are kicked again when acks make room.
+ */
+static void kick(popper *pp)
+{
+    redq_consumer *c = pp->owner;
+    size_t n, i, argc = 0, nkeys = 0;
+    uint64_t now, next_check = UINT64_MAX;
+    char tbuf[32], nbuf[24], cbuf[24];
+    int mode, rc;
+
+    if (c->closing || c->stopping || pp->stage != R_IDLE ||
+        !redq__conn_ready(pp->conn))
+        return;
+    n = room(c);
+    if (n == 0)
+        return;
+    if (n > c->pop_batch)
+        n = c->pop_batch;
+
+    mode = effective_mode(c, pp);
+    /* Fractions of a second are understood from Redis 6.0 on. */
+    if (c->pop_timeout_ms % 1000 == 0 ||
+        redq__conn_server_version(pp->conn) < 60000)
+        snprintf(tbuf, sizeof tbuf, "%d", (c->pop_timeout_ms + 999) / 1000);
+    else
+        snprintf(tbuf, sizeof tbuf, "%d.%03d", c->pop_timeout_ms / 1000,
+                 c->pop_timeout_ms % 1000);
+
+    c->argv[argc++] = mode == REDQ_POP_BLMPOP ? "BLMPOP" : "BRPOP";
+    if (mode == REDQ_POP_BLMPOP) {
+        c->argv[argc++] = tbuf;
+        c->argv[argc++] = nbuf; /* numkeys, filled below */
+    }
+    now = redq__now_us();
+    for (i = 0; i < c->nq; i++) {
+        if (c->bad_until[i] > now) {
+            if (c->bad_until[i] < next_check)
+                next_check = c->bad_until[i];
+            continue;
+        }
+        c->argv[argc++] = c->queues[i];
+        nkeys++;
+    }
+    if (nkeys == 0) {
+        /* Every queue is of the wrong type: look again later. */
+        arm_retry(c, next_check - now);
+        return;
+    }
+    if (mode == REDQ_POP_BLMPOP) {
+        snprintf(nbuf, sizeof nbuf, "%zu", nkeys);
+        snprintf(cbuf, sizeof cbuf, "%zu", n);
+        c->argv[argc++] = "RIGHT";
+        c->argv[argc++] = "COUNT";
+        c->argv[argc++] = cbuf;
+    } else {
+        c->argv[argc++] = tbuf;
+    }
+    for (i = 0; i < argc; i++)
+        c->argvlen[i] = strlen(c->argv[i]);
+
+    rc = redq__conn_sendv(pp->conn, (int)argc, c->argv, c->argvlen,
+                          c->pop_timeout_ms, on_pop_reply, pp);
+    if (rc != 0)
+        return; /* not ready after all; conn_up kicks again */
+    c->n_idle--;
+    pp->stage = R_BLOCKING;
+    pp->outstanding = 1;
+    pp->reserved = n;
+    c->reserved += n;
+}
+
+static void kick_all(redq_consumer *c)
+{
+    size_t i;
+    for (i = 0; i < c->npool && c->n_idle > 0; i++)
+        kick(&c->pool[i]);
+}
+
+/* ---- stopping ----------------------------------------------------------- */
+
+static void on_unblock_reply(redq__conn *conn, void *reply, void *arg)
+{
+    popper *pp = arg;
+    redq_consumer *c = pp->owner;
+    redisReply *r = reply;
+    (void)conn;
+    if (c->closing)
+        return;
+    pp->unblock_sent = 0;
+    /* 0: the pop was not blocked yet (still on its way to the server).
+     * Try again shortly rather than wait out its timeout. */
+    if (pp->stage == R_BLOCKING && (r == NULL || r->type != REDIS_REPLY_INTEGER ||
+                                    r->integer == 0))
+        arm_retry(c, 5000);
+}
+
+static void unblock_all(redq_consumer *c)
+{
+    size_t i;
+    char idbuf[24];
+    for (i = 0; i < c->npool; i++) {
+        popper *pp = &c->pool[i];
+        long long id = redq__conn_client_id(pp->conn);
+        const char *argv[3] = {"CLIENT", "UNBLOCK", idbuf};
+        if (pp->stage != R_BLOCKING || pp->unblock_sent || id < 0)
+            continue;
+        snprintf(idbuf, sizeof idbuf, "%lld", id);
+        if (redq__conn_sendv(c->ctl, 3, argv, NULL, 0, on_unblock_reply, pp) ==
+            0)
+            pp->unblock_sent = 1;
+        else
+            arm_retry(c, 50000); /* control connection not up yet */
+    }
+}
+
+static void check_stop(redq_consumer *c)
+{
+    redq_stop_cb cb;
+    if (!c->stopping || c->stop_done || c->n_idle < c->npool)
+        return;
+    if (c->unacked > 0 && !c->stop_timed_out)
+        return;
+    c->stop_done = 1;
+    event_del(c->t_stop);
+    cb = c->stop_cb;
+    cb(c, c->unacked > 0 ? REDQ_ETIMEDOUT : 0, c->stop_user);
+}
+
+static void stop_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    redq_consumer *c = arg;
+    (void)fd;
+    (void)what;
+    c->stop_timed_out = 1;
+    check_stop(c);
+}
+
+static void retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+    redq_consumer *c = arg;
+    (void)fd;
+    (void)what;
+    if (c->stopping)
+        unblock_all(c);
+    else
+        kick_all(c);
+}
+
+/* ---- deferred work and connection events ------------------------------- */
+
+static void close_now(redq_consumer *c);
+
+static void defer(redq_consumer *c, int flag)
+{
+    if (c->defer_flags == 0)
+        event_active(c->ev_defer, EV_TIMEOUT, 0);
+    c->defer_flags |= flag;
+}
+
+static void defer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    redq_consumer *c = arg;
+    int flags = c->defer_flags;
+    (void)fd;
+    (void)what;
+    c->defer_flags = 0;
+    if (flags & DEFER_CLOSE) {
+        close_now(c);
+        return;
+    }
+    if (flags & DEFER_KICK)
+        kick_all(c);
+    if (flags & DEFER_CHECK_STOP)
+        check_stop(c);
+}
+
+static void popper_up(redq__conn *conn, void *arg)
+{
+    popper *pp = arg;
+    (void)conn;
+    pp->owner->st.connects++;
+    kick(pp);
+}
+
+static void popper_down(redq__conn *conn, int code, const char *msg,
+                        void *arg)
+{
+    popper *pp = arg;
+    (void)conn;
+    (void)code;
+    (void)msg;
+    pp->owner->st.disconnects++;
+}
+
+static void ctl_up(redq__conn *conn, void *arg)
+{
+    redq_consumer *c = arg;
+    (void)conn;
+    if (c->stopping && !c->stop_done)
+        unblock_all(c);
+}
+
+/* ---- the API ------------------------------------------------------------ */
+
+static void consumer_free(redq_consumer *c)
+{
+    size_t i;
+    chunk *ch;
+    if (c->pool != NULL)
+        for (i = 0; i < c->npool; i++)
+            redq__conn_free(c->pool[i].conn);
+    redq__conn_free(c->ctl);
+    while ((ch = c->live.head) != NULL) {
+        c->live.head = ch->next;
+        free(ch);
+    }
+    while ((ch = c->free_chunks) != NULL) {
+        c->free_chunks = ch->next;
+        free(ch);
+    }
+    if (c->queues != NULL)
+        for (i = 0; i < c->nq; i++)
+            free(c->queues[i]);
+    free(c->queues);
+    free(c->qlens);
+    free(c->bad_until);
+    free(c->argv);
+    free(c->argvlen);
+    free(c->pool);
+    if (c->ev_defer != NULL)
+        event_free(c->ev_defer);
+    if (c->t_retry != NULL)
+        event_free(c->t_retry);
+    if (c->t_stop != NULL)
+        event_free(c->t_stop);
+    free(c);
+}
+
+int redq_consumer_new(redq_consumer **out, struct event_base *base,
+                      const redq_options *opts, const char *const *queues,
+                      size_t nqueues)
+{
+    redq_consumer *c;
+    redq__url url;
+    redq__conn_config cfg;
+    size_t i;
+    int rc;
+
+    if (out == NULL || base == NULL || opts == NULL || queues == NULL ||
+        nqueues == 0 || nqueues > 10000)
+        return REDQ_EINVAL;
+    for (i = 0; i < nqueues; i++)
+        if (queues[i] == NULL || queues[i][0] == '\0' ||
+            strlen(queues[i]) > REDQ__MAX_QUEUE_NAME)
+            return REDQ_EINVAL;
+    if (opts->version >= 1 && opts->version <= REDQ_OPTIONS_VERSION &&
+        opts->on_message == NULL)
+        return REDQ_EINVAL;
+    rc = redq__options_prepare(opts, &url, "consumer");
+    if (rc != 0)
+        return rc;
+
+    c = calloc(1, sizeof *c);
+    if (c == NULL) {
+        redq__url_free(&url);
+        return REDQ_ENOMEM;
+    }
+    c->base = base;
+    c->log.cb = opts->log;
+    c->log.level = opts->log_level;
+    c->log.user = opts->user;
+    c->log.prefix = "consumer";
+    c->on_message = opts->on_message;
+    c->user = opts->user;
+    c->pop_batch = opts->pop_batch;
+    c->max_unacked = opts->max_unacked;
+    c->pop_timeout_ms = opts->pop_timeout_ms;
+    c->stop_timeout_ms = opts->stop_timeout_ms;
+    c->pop_mode = opts->pop_mode;
+    c->kick_min = c->max_unacked / 4 ? c->max_unacked / 4 : 1;
+    if (c->kick_min > c->pop_batch)
+        c->kick_min = c->pop_batch;
+    c->nq = nqueues;
+    c->npool = opts->pool_size;
+    c->n_idle = c->npool;
+
+    rc = REDQ_ENOMEM;
+    c->queues = calloc(nqueues, sizeof *c->queues);
+    c->qlens = calloc(nqueues, sizeof *c->qlens);
+    c->bad_until = calloc(nqueues, sizeof *c->bad_until);
+    c->argv = calloc(nqueues + 8, sizeof *c->argv);
+    c->argvlen = calloc(nqueues + 8, sizeof *c->argvlen);
+    c->pool = calloc(c->npool, sizeof *c->pool);
+    c->ev_defer = event_new(base, -1, 0, defer_cb, c);
+    c->t_retry = event_new(base, -1, 0, retry_cb, c);
+    c->t_stop = event_new(base, -1, 0, stop_timer_cb, c);
+    if (!c->queues || !c->qlens || !c->bad_until || !c->argv ||
+        !c->argvlen || !c->pool || !c->ev_defer || !c->t_retry || !c->t_stop)
+        goto fail;
+    for (i = 0; i < nqueues; i++) {
+        c->qlens[i] = strlen(queues[i]);
+        c->queues[i] = malloc(c->qlens[i] + 1);
+        if (c->queues[i] == NULL)
+            goto fail;
+        memcpy(c->queues[i], queues[i], c->qlens[i] + 1);
+    }
+
+    redq__conn_config_init(&cfg, opts, &url, &c->log);
+    if (redq__conn_new(&c->ctl, base, &cfg, ctl_up, NULL, c) != 0)
+        goto fail;
+    cfg.want_client_id = 1;
+    for (i = 0; i < c->npool; i++) {
+        c->pool[i].owner = c;
+        if (redq__conn_new(&c->pool[i].conn, base, &cfg, popper_up,
+                           popper_down, &c->pool[i]) != 0)
+            goto fail;
+    }
+    redq__url_free(&url);
+    redq__conn_start(c->ctl);
+    for (i = 0; i < c->npool; i++)
+        redq__conn_start(c->pool[i].conn);
+    *out = c;
+    return 0;
+
+fail:
+    redq__url_free(&url);
+    consumer_free(c);
+    return rc;
+}
+
+const char *redq_msg_queue(const redq_message *m)
+{
+    return m != NULL ? m->queue : NULL;
+}
+
+const void *redq_msg_data(const redq_message *m)
+{
+    return m != NULL ? m->data : NULL;
+}
+
+size_t redq_msg_len(const redq_message *m)
+{
+    return m != NULL ? m->len : 0;
+}
+
+int redq_ack(redq_message *m)
+{
+    redq_consumer *c;
+    if (m == NULL)
+        return REDQ_EINVAL;
+    c = m->owner;
+    c->unacked--;
+    c->st.acked++;
+    chunk_put(c, m->ch);
+    if (c->stopping) {
+        if (c->unacked == 0)
+            defer(c, DEFER_CHECK_STOP);
+    } else if (c->n_idle > 0 && room(c) >= c->kick_min) {
+        defer(c, DEFER_KICK);
+    }
+    return 0;
+}
+
+int redq_consumer_stop(redq_consumer *c, redq_stop_cb cb, void *user)
+{
+    if (c == NULL || cb == NULL)
+        return REDQ_EINVAL;
+    if (c->stopping || c->closing)
+        return REDQ_ECLOSED;
+    c->stopping = 1;
+    c->stop_cb = cb;
+    c->stop_user = user;
+    arm_retry(c, 0); /* sends the unblocks from the loop */
+    {
+        struct timeval tv;
+        tv.tv_sec = c->stop_timeout_ms / 1000;
+        tv.tv_usec = (c->stop_timeout_ms % 1000) * 1000;
+        event_add(c->t_stop, &tv);
+    }
+    defer(c, DEFER_CHECK_STOP);
+    return 0;
+}
+
+int redq_consumer_close(redq_consumer *c, redq_close_cb cb, void *user)
+{
+    if (c == NULL)
+        return REDQ_EINVAL;
+    if (c->closing)
+        return REDQ_ECLOSED;
+    c->closing = 1;
+    c->close_cb = cb;
+    c->close_user = user;
+    defer(c, DEFER_CLOSE);
+    return 0;
+}
+
+static void close_now(redq_consumer *c)
+{
+    redq_close_cb cb = c->close_cb;
+    void *user = c->close_user;
+    if (c->stopping && !c->stop_done) {
+        c->stop_done = 1;
+        c->stop_cb(c, REDQ_ECLOSED, c->stop_user);
+    }
+    consumer_free(c);
+    if (cb != NULL)
+        cb(user);
+}
+
+void redq_consumer_get_stats(const redq_consumer *c, redq_consumer_stats *st)
+{
+    size_t i;
+    if (c == NULL || st == NULL)
+        return;
+    *st = c->st;
+    st->unacked = c->unacked;
+    st->connected = 0;
+    for (i = 0; i < c->npool; i++)
+        if (redq__conn_ready(c->pool[i].conn))
+            st->connected++;
+}
