@@ -1,0 +1,812 @@
+/*
+ * The producer against a real redis-server: delivery, order, batching,
+ * linger, the window, flush, close and argument checks.
+ *
+ * Every test gets its own server (fixture.c). Callbacks only record; the
+ * assertions run after the loop has returned.
+ */
+#include <criterion/criterion.h>
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fixture.h"
+
+TestSuite(producer, .init = fx_setup, .fini = fx_teardown, .timeout = 60);
+
+static void opts_for_server(redq_options *o)
+{
+    redq_options_init(o);
+    o->url = fx_url();
+}
+
+static void new_producer(fx_tracker *t, redq_options *o)
+{
+    int rc = fx_producer_new(t, o);
+    cr_assert(rc == 0, "redq_producer_new(%s): %s", o->url ? o->url : "(null)",
+              redq_err_name(rc));
+}
+
+/* Close and check the close contract: one close callback, nothing after. */
+static void close_and_wait(fx_tracker *t)
+{
+    int rc = fx_close(t);
+    cr_assert(rc == 0, "redq_producer_close: %s", redq_err_name(rc));
+    cr_assert(fx_wait_closed(t, 5000), "close callback not called within 5 s");
+    fx_run_for(50);
+    cr_assert(t->closed == 1, "close callback called %u times", t->closed);
+    cr_assert(t->reports_after_close == 0, "%u reports after the close callback",
+              t->reports_after_close);
+}
+
+static long long ms_between(uint64_t from_us, uint64_t to_us)
+{
+    return ((long long)to_us - (long long)from_us) / 1000;
+}
+
+/* ---- delivery and order ------------------------------------------------ */
+
+Test(producer, hundred_thousand_in_fifo_order)
+{
+    const size_t n = 100000;
+    fx_tracker *t = fx_tracker_new(n);
+    redq_options o;
+    opts_for_server(&o);
+    new_producer(t, &o);
+
+    fx_produce_range(t, "q", 0, n, 0);
+    cr_assert(fx_wait_reports(t, n, 40000), "%zu of %zu reports after 40 s",
+              t->reports, n);
+    fx_assert_reported(t, 0, n, 0);
+
+    redq_producer_stats st = fx_stats(t);
+    cr_assert(st.produced == n && st.delivered == n && st.failed == 0,
+              "stats: produced %llu delivered %llu failed %llu",
+              (unsigned long long)st.produced,
+              (unsigned long long)st.delivered, (unsigned long long)st.failed);
+    cr_assert(st.pending_msgs == 0 && st.pending_bytes == 0 &&
+                  st.inflight_batches == 0,
+              "stats after the last report: pending %zu msgs / %zu bytes, %zu "
+              "batches in flight",
+              st.pending_msgs, st.pending_bytes, st.inflight_batches);
+    cr_assert(st.connected == 1 && st.connects == 1 && st.disconnects == 0,
+              "stats: connected %d, connects %llu, disconnects %llu",
+              st.connected, (unsigned long long)st.connects,
+              (unsigned long long)st.disconnects);
+
+    fx_assert_list_range("q", 0, n);
+
+    /* The close callback is the handle's last: a duplicate report would
+     * have come before it. */
+    close_and_wait(t);
+    cr_assert(t->reports == n, "%zu reports for %zu messages", t->reports, n);
+}
+
+#define NQ 3
+#define INTERLEAVED_N 3000
+static size_t interleaved_seqs[NQ][INTERLEAVED_N];
+
+Test(producer, interleaved_queues_keep_their_own_order)
+{
+    static const char *const queues[NQ] = {"qa", "qb", "qc"};
+    const size_t n = INTERLEAVED_N;
+    fx_tracker *t = fx_tracker_new(n);
+    redq_options o;
+    opts_for_server(&o);
+    /* Many small batches, several in flight: order must survive being split
+     * across pipelined commands. */
+    o.batch_max_msgs = 7;
+    o.max_inflight_batches = 4;
+    new_producer(t, &o);
+
+    size_t nseq[NQ] = {0};
+    uint32_t x = 12345;
+    for (size_t s = 0; s < n; s++) {
+        x = x * 1103515245u + 12345u;
+        size_t q = (x >> 16) % NQ;
+        int rc = fx_produce(t, queues[q], s, 0);
+        cr_assert(rc == 0, "produce seq %zu: %s", s, redq_err_name(rc));
+        interleaved_seqs[q][nseq[q]++] = s;
+        /* Run the loop now and then so batches are cut at varied points. */
+        if (s % 97 == 0)
+            event_base_loop(fx_base(), EVLOOP_NONBLOCK);
+    }
+    cr_assert(fx_wait_reports(t, n, 20000), "%zu of %zu reports after 20 s",
+              t->reports, n);
+    fx_assert_reported(t, 0, n, 0);
+    for (size_t q = 0; q < NQ; q++) {
+        cr_assert(nseq[q] > n / 5, "the mix is too lopsided to test anything");
+        fx_assert_list(queues[q], interleaved_seqs[q], nseq[q]);
+    }
+}
+
+struct seen_report {
+    unsigned n;
+    char queue[32];
+    unsigned char payload[256];
+    size_t len;
+    void *opaque;
+    int status;
+    int errstr_null;
+};
+
+static void record_report(fx_tracker *t, redq_producer *p,
+                          const redq_report *r)
+{
+    (void)p;
+    struct seen_report *seen = t->hook_arg;
+    seen->n++;
+    snprintf(seen->queue, sizeof seen->queue, "%s", r->queue ? r->queue : "");
+    seen->len = r->len;
+    if (r->payload)
+        memcpy(seen->payload, r->payload,
+               r->len < sizeof seen->payload ? r->len : sizeof seen->payload);
+    seen->opaque = r->opaque;
+    seen->status = r->status;
+    seen->errstr_null = r->errstr == NULL;
+}
+
+Test(producer, report_carries_queue_payload_and_opaque)
+{
+    struct seen_report seen;
+    memset(&seen, 0, sizeof seen);
+    fx_tracker *t = fx_tracker_new(1);
+    t->raw = true;
+    t->on_report = record_report;
+    t->hook_arg = &seen;
+    redq_options o;
+    opts_for_server(&o);
+    new_producer(t, &o);
+
+    unsigned char body[256], orig[256];
+    for (size_t i = 0; i < sizeof body; i++)
+        body[i] = (unsigned char)(255 - i); /* every byte value, NUL included */
+    memcpy(orig, body, sizeof body);
+    char queue[] = "jobs:high";
+    int marker = 42;
+
+    int rc = redq_produce(t->p, queue, body, sizeof body, &marker);
+    cr_assert(rc == 0, "produce: %s", redq_err_name(rc));
+    /* Contract 4: both were copied before redq_produce() returned. */
+    memset(body, 0, sizeof body);
+    memcpy(queue, "XXXX:XXXX", sizeof queue);
+
+    cr_assert(fx_wait_reports(t, 1, 5000), "no report within 5 s");
+    cr_assert(seen.n == 1, "%u reports", seen.n);
+    cr_assert(seen.status == 0, "status %s (%s)", redq_err_name(seen.status),
+              t->last_errstr);
+    cr_assert(seen.errstr_null, "errstr is not NULL on success");
+    cr_assert(strcmp(seen.queue, "jobs:high") == 0, "report queue \"%s\"",
+              seen.queue);
+    cr_assert(seen.len == sizeof orig, "report len %zu", seen.len);
+    cr_assert(memcmp(seen.payload, orig, sizeof orig) == 0,
+              "report payload differs from what was produced");
+    cr_assert(seen.opaque == &marker, "report opaque %p, produced %p",
+              seen.opaque, (void *)&marker);
+
+    redisReply *r = fx_cmd("LRANGE jobs:high 0 -1");
+    cr_assert(r->type == REDIS_REPLY_ARRAY && r->elements == 1,
+              "jobs:high: type %d, %zu elements", r->type, r->elements);
+    cr_assert(r->element[0]->len == sizeof orig &&
+                  memcmp(r->element[0]->str, orig, sizeof orig) == 0,
+              "the stored message differs from what was produced");
+}
+
+Test(producer, empty_message_is_delivered)
+{
+    fx_tracker *t = fx_tracker_new(1);
+    t->raw = true;
+    redq_options o;
+    opts_for_server(&o);
+    new_producer(t, &o);
+
+    int rc = redq_produce(t->p, "q", NULL, 0, NULL);
+    cr_assert(rc == 0, "produce(NULL, 0): %s", redq_err_name(rc));
+    cr_assert(fx_wait_reports(t, 1, 5000), "no report within 5 s");
+    cr_assert(t->ok == 1, "status %s: %s", redq_err_name(t->last_fail_status),
+              t->last_errstr);
+    redisReply *r = fx_cmd("LRANGE q 0 -1");
+    cr_assert(r->type == REDIS_REPLY_ARRAY && r->elements == 1 &&
+                  r->element[0]->len == 0,
+              "q should hold one empty string (%zu elements)", r->elements);
+}
+
+/* ---- batching and linger ----------------------------------------------- */
+
+Test(producer, batches_are_real_lpush_calls)
+{
+    const size_t n = 50000;
+    fx_tracker *t = fx_tracker_new(n);
+    redq_options o;
+    opts_for_server(&o);
+    new_producer(t, &o);
+
+    fx_produce_range(t, "q", 0, n, 0);
+    cr_assert(fx_wait_reports(t, n, 30000), "%zu of %zu reports after 30 s",
+              t->reports, n);
+    fx_assert_reported(t, 0, n, 0);
+
+    long long calls = fx_commandstat_calls("lpush");
+    redq_producer_stats st = fx_stats(t);
+    cr_assert(calls > 0 && (size_t)calls < n / 10,
+              "%lld LPUSH calls for %zu messages: not batched", calls, n);
+    /* Default batch_max_msgs is 1024: no command may carry more. */
+    cr_assert((size_t)calls >= (n + 1023) / 1024,
+              "%lld LPUSH calls for %zu messages: batches above 1024", calls, n);
+    cr_assert((unsigned long long)calls == st.batches_sent &&
+                  st.batches_resent == 0,
+              "server saw %lld LPUSH calls, stats say %llu sent (%llu resent)",
+              calls, (unsigned long long)st.batches_sent,
+              (unsigned long long)st.batches_resent);
+    cr_assert(fx_llen("q") == (long long)n);
+}
+
+Test(producer, batch_limits_are_honoured)
+{
+    /* 2000 messages of 1000 bytes with batch_max_bytes 10000: about ten per
+     * command ("about": RESP framing counts too), never a hundred. */
+    const size_t n = 2000;
+    fx_tracker *t = fx_tracker_new(n + 600);
+    redq_options o;
+    opts_for_server(&o);
+    o.batch_max_bytes = 10000;
+    o.batch_max_msgs = 100;
+    new_producer(t, &o);
+
+    fx_produce_range(t, "big", 0, n, 1000);
+    cr_assert(fx_wait_reports(t, n, 20000), "%zu of %zu reports after 20 s",
+              t->reports, n);
+    fx_assert_reported(t, 0, n, 0);
+    long long calls = fx_commandstat_calls("lpush");
+    cr_assert(calls >= (long long)(n / 12),
+              "%lld LPUSH calls for %zu x 1000 bytes with batch_max_bytes "
+              "10000: batches too big",
+              calls, n);
+    cr_assert(calls < (long long)n, "%lld LPUSH calls: no batching at all",
+              calls);
+
+    /* Small messages: batch_max_msgs = 100 caps the count. */
+    fx_produce_range(t, "small", n, n + 600, 0);
+    cr_assert(fx_wait_reports(t, n + 600, 20000), "%zu of %zu reports",
+              t->reports, n + 600);
+    fx_assert_reported(t, n, n + 600, 0);
+    long long more = fx_commandstat_calls("lpush") - calls;
+    cr_assert(more >= 6, "%lld LPUSH calls for 600 messages with "
+                         "batch_max_msgs 100",
+              more);
+    fx_assert_list_range("big", 0, n);
+    fx_assert_list_range("small", n, n + 600);
+}
+
+Test(producer, linger_holds_a_lone_message)
+{
+    fx_tracker *t = fx_tracker_new(2);
+    redq_options o;
+    opts_for_server(&o);
+    o.adaptive = 0;
+    o.linger_us = 200000;
+    new_producer(t, &o);
+    cr_assert(fx_wait_connected(t, 5000), "not connected within 5 s");
+
+    cr_assert(fx_produce(t, "q", 0, 0) == 0);
+    /* A second message 50 ms later joins the lingering batch. */
+    fx_run_for(50);
+    cr_assert(t->reports == 0, "reported after 50 ms despite a 200 ms linger");
+    cr_assert(fx_produce(t, "q", 1, 0) == 0);
+    cr_assert(fx_wait_reports(t, 2, 3000), "%zu of 2 reports after 3 s",
+              t->reports);
+    fx_assert_reported(t, 0, 2, 0);
+
+    long long d = ms_between(t->prod_us[0], t->rep_us[0]);
+    cr_assert(t->rep_us[0] + fx_clock_slack_us() >= t->prod_us[0] + 200000,
+              "reported %lld ms after produce, linger is 200 ms", d);
+    cr_assert(d < 3000, "reported %lld ms after produce", d);
+    long long calls = fx_commandstat_calls("lpush");
+    cr_assert(calls == 1, "%lld LPUSH calls: the second message did not join "
+                          "the lingering batch",
+              calls);
+    fx_assert_list_range("q", 0, 2);
+}
+
+Test(producer, adaptive_sends_a_lone_message_at_once)
+{
+    fx_tracker *t = fx_tracker_new(1);
+    redq_options o;
+    opts_for_server(&o);
+    cr_assert(o.adaptive == 1, "adaptive should default to 1");
+    o.linger_us = 2000000;
+    new_producer(t, &o);
+    cr_assert(fx_wait_connected(t, 5000), "not connected within 5 s");
+
+    cr_assert(fx_produce(t, "q", 0, 0) == 0);
+    cr_assert(fx_wait_reports(t, 1, 3000), "no report within 3 s");
+    fx_assert_reported(t, 0, 1, 0);
+    long long d = ms_between(t->prod_us[0], t->rep_us[0]);
+    cr_assert(d < 1000, "lone message reported after %lld ms: adaptive mode "
+                        "lingered (linger is 2000 ms)",
+              d);
+}
+
+/* ---- the window -------------------------------------------------------- */
+
+Test(producer, efull_exactly_at_max_pending_msgs)
+{
+    fx_tracker *t = fx_tracker_new(101);
+    redq_options o;
+    opts_for_server(&o);
+    o.max_pending_msgs = 100;
+    /* Reports come ten at a time, one batch in flight: on_ready must wait
+     * for half the window, not the first free slot. */
+    o.batch_max_msgs = 10;
+    o.max_inflight_batches = 1;
+    new_producer(t, &o);
+
+    /* Before the loop ever runs: nothing can have been acknowledged. */
+    fx_produce_range(t, "q", 0, 100, 0);
+    int rc = fx_produce(t, "q", 100, 0);
+    cr_assert(rc == REDQ_EFULL, "message 101 with max_pending_msgs 100: %s",
+              redq_err_name(rc));
+    redq_producer_stats st = fx_stats(t);
+    cr_assert(st.rejected_full == 1 && st.produced == 100 &&
+                  st.pending_msgs == 100,
+              "stats: rejected_full %llu produced %llu pending %zu",
+              (unsigned long long)st.rejected_full,
+              (unsigned long long)st.produced, st.pending_msgs);
+    cr_assert(t->ready == 0, "on_ready ran inside redq_produce");
+
+    cr_assert(fx_wait_ready(t, 10000), "on_ready not called within 10 s "
+                                       "(%zu reports)",
+              t->reports);
+    cr_assert(t->ready_stats.pending_msgs <= 50,
+              "on_ready with %zu messages pending; documented: half of 100",
+              t->ready_stats.pending_msgs);
+    cr_assert(t->ready_reports >= 50, "on_ready after only %zu reports",
+              t->ready_reports);
+
+    rc = fx_produce(t, "q", 100, 0);
+    cr_assert(rc == 0, "produce after on_ready: %s", redq_err_name(rc));
+    cr_assert(fx_wait_reports(t, 101, 10000), "%zu of 101 reports", t->reports);
+    fx_assert_reported(t, 0, 101, 0);
+    fx_assert_list_range("q", 0, 101);
+    cr_assert(t->ready == 1, "on_ready called %u times for one EFULL",
+              t->ready);
+}
+
+Test(producer, efull_exactly_at_max_pending_bytes)
+{
+    fx_tracker *t = fx_tracker_new(12);
+    redq_options o;
+    opts_for_server(&o);
+    o.max_pending_bytes = 1000;
+    o.batch_max_msgs = 2;
+    o.max_inflight_batches = 1;
+    new_producer(t, &o);
+
+    /* Larger than the whole window: it can never fit, so not EFULL. */
+    int rc = fx_produce(t, "q", 11, 1001);
+    cr_assert(rc == REDQ_ETOOBIG, "1001 bytes with max_pending_bytes 1000: %s",
+              redq_err_name(rc));
+
+    fx_produce_range(t, "q", 0, 10, 100); /* exactly 1000 bytes */
+    rc = fx_produce(t, "q", 10, 100);
+    cr_assert(rc == REDQ_EFULL, "1100 bytes pending with a 1000 byte window: %s",
+              redq_err_name(rc));
+    redq_producer_stats st = fx_stats(t);
+    cr_assert(st.pending_bytes == 1000 && st.rejected_full == 1,
+              "stats: pending_bytes %zu rejected_full %llu", st.pending_bytes,
+              (unsigned long long)st.rejected_full);
+
+    cr_assert(fx_wait_ready(t, 10000), "on_ready not called within 10 s");
+    cr_assert(t->ready_stats.pending_bytes <= 500,
+              "on_ready with %zu bytes pending; documented: half of 1000",
+              t->ready_stats.pending_bytes);
+    rc = fx_produce(t, "q", 10, 100);
+    cr_assert(rc == 0, "produce after on_ready: %s", redq_err_name(rc));
+    cr_assert(fx_wait_reports(t, 11, 10000), "%zu of 11 reports", t->reports);
+    fx_assert_reported(t, 0, 11, 0);
+    cr_assert(t->nrep[11] == 0, "a rejected message was reported");
+    fx_assert_list_range("q", 0, 11);
+}
+
+Test(producer, too_big_message_is_rejected)
+{
+    fx_tracker *t = fx_tracker_new(2);
+    redq_options o;
+    opts_for_server(&o);
+    o.max_message_bytes = 1000;
+    new_producer(t, &o);
+
+    int rc = fx_produce(t, "q", 0, 1001);
+    cr_assert(rc == REDQ_ETOOBIG, "1001 bytes with max_message_bytes 1000: %s",
+              redq_err_name(rc));
+    rc = fx_produce(t, "q", 1, 1000);
+    cr_assert(rc == 0, "1000 bytes with max_message_bytes 1000: %s",
+              redq_err_name(rc));
+    cr_assert(fx_wait_reports(t, 1, 5000), "no report within 5 s");
+    fx_run_for(50);
+    fx_assert_reported(t, 1, 2, 0);
+    cr_assert(t->nrep[0] == 0, "the rejected message was reported");
+    cr_assert(fx_stats(t).produced == 1);
+    fx_assert_list_range("q", 1, 2);
+}
+
+/* ---- errors from Redis -------------------------------------------------- */
+
+Test(producer, wrongtype_fails_that_message_only)
+{
+    fx_cmd_ok("SET q x");
+    fx_tracker *t = fx_tracker_new(4);
+    redq_options o;
+    opts_for_server(&o);
+    new_producer(t, &o);
+
+    /* Same loop iteration: a batch for q and one for q2. */
+    cr_assert(fx_produce(t, "q", 0, 0) == 0);
+    cr_assert(fx_produce(t, "q2", 1, 0) == 0);
+    cr_assert(fx_wait_reports(t, 2, 5000), "%zu of 2 reports", t->reports);
+    fx_assert_reported(t, 0, 1, REDQ_EWRONGTYPE);
+    cr_assert(strstr(t->last_errstr, "WRONGTYPE") != NULL,
+              "errstr \"%s\" does not quote the server's WRONGTYPE",
+              t->last_errstr);
+    fx_assert_reported(t, 1, 2, 0);
+
+    /* The producer carries on. */
+    cr_assert(fx_produce(t, "q2", 2, 0) == 0);
+    cr_assert(fx_wait_reports(t, 3, 5000), "%zu of 3 reports", t->reports);
+    fx_assert_reported(t, 2, 3, 0);
+    fx_assert_list_range("q2", 1, 3);
+    redisReply *r = fx_cmd("GET q");
+    cr_assert(r->type == REDIS_REPLY_STRING && strcmp(r->str, "x") == 0,
+              "q was changed");
+    redq_producer_stats st = fx_stats(t);
+    cr_assert(st.failed == 1 && st.delivered == 2 && st.connected == 1,
+              "stats: failed %llu delivered %llu connected %d",
+              (unsigned long long)st.failed, (unsigned long long)st.delivered,
+              st.connected);
+}
+
+/* ---- arguments ---------------------------------------------------------- */
+
+static void ignore_flush(redq_producer *p, int status, void *user)
+{
+    (void)p;
+    (void)status;
+    (void)user;
+}
+
+Test(producer, invalid_arguments)
+{
+    static const char *const bad_urls[] = {
+        "http://127.0.0.1:6379",
+        "redis://127.0.0.1:70000",
+        "redis://127.0.0.1:0",
+        "redis://127.0.0.1:port",
+        "redis://127.0.0.1:6379/db",
+        "redis://127.0.0.1:6379/-1",
+        "redis://[::1",
+        "unix://",
+        "",
+    };
+    char dummy;
+    redq_producer *const untouched = (redq_producer *)(void *)&dummy;
+    redq_options o;
+    opts_for_server(&o);
+
+    for (size_t i = 0; i < sizeof bad_urls / sizeof bad_urls[0]; i++) {
+        redq_producer *p = untouched;
+        o.url = bad_urls[i];
+        int rc = redq_producer_new(&p, fx_base(), &o);
+        cr_assert(rc == REDQ_EINVAL, "URL \"%s\": %s, expected REDQ_EINVAL",
+                  bad_urls[i], redq_err_name(rc));
+        cr_assert(p == untouched, "URL \"%s\": *out changed on failure",
+                  bad_urls[i]);
+    }
+    o.url = fx_url();
+
+    redq_producer *p = untouched;
+    cr_assert(redq_producer_new(NULL, fx_base(), &o) == REDQ_EINVAL);
+    cr_assert(redq_producer_new(&p, NULL, &o) == REDQ_EINVAL);
+    cr_assert(redq_producer_new(&p, fx_base(), NULL) == REDQ_EINVAL);
+    o.version = REDQ_OPTIONS_VERSION + 100;
+    cr_assert(redq_producer_new(&p, fx_base(), &o) == REDQ_EINVAL,
+              "unknown options version accepted");
+    o.version = 0;
+    cr_assert(redq_producer_new(&p, fx_base(), &o) == REDQ_EINVAL,
+              "options version 0 accepted");
+    opts_for_server(&o);
+    o.max_message_bytes = (size_t)513 * 1024 * 1024;
+    cr_assert(redq_producer_new(&p, fx_base(), &o) == REDQ_EINVAL,
+              "max_message_bytes above 512 MiB accepted");
+    cr_assert(p == untouched, "*out changed on failure");
+
+    fx_tracker *t = fx_tracker_new(1);
+    opts_for_server(&o);
+    new_producer(t, &o);
+    cr_assert(t->p != NULL && t->p != untouched);
+
+    cr_assert(redq_produce(NULL, "q", "x", 1, NULL) == REDQ_EINVAL);
+    cr_assert(redq_produce(t->p, NULL, "x", 1, NULL) == REDQ_EINVAL);
+    cr_assert(redq_produce(t->p, "", "x", 1, NULL) == REDQ_EINVAL,
+              "empty queue name accepted");
+    cr_assert(redq_produce(t->p, "q", NULL, 5, NULL) == REDQ_EINVAL,
+              "NULL payload with len 5 accepted");
+    cr_assert(redq_producer_flush(NULL, ignore_flush, NULL) == REDQ_EINVAL);
+    cr_assert(redq_producer_flush(t->p, NULL, NULL) == REDQ_EINVAL);
+    cr_assert(redq_producer_close(NULL, NULL, NULL) == REDQ_EINVAL);
+
+    /* None of those may produce a report or count as produced. */
+    cr_assert(fx_wait_connected(t, 5000), "not connected within 5 s");
+    fx_run_for(50);
+    cr_assert(t->reports == 0, "%zu reports for rejected calls", t->reports);
+    redq_producer_stats st = fx_stats(t);
+    cr_assert(st.produced == 0 && st.pending_msgs == 0,
+              "rejected calls counted: produced %llu pending %zu",
+              (unsigned long long)st.produced, st.pending_msgs);
+    cr_assert(fx_llen("q") == 0);
+}
+
+/* ---- flush -------------------------------------------------------------- */
+
+struct flush_rec {
+    fx_tracker *t;
+    size_t upto;          /* messages 0..upto-1 came before the flush */
+    unsigned called;
+    int status;
+    size_t reported_upto; /* how many of those had a report at the callback */
+    size_t reports;       /* reports at the callback */
+    uint64_t at_us;
+    bool close_in_cb;     /* close the producer from the callback */
+    int close_rc;
+};
+
+static void on_flush(redq_producer *p, int status, void *user)
+{
+    struct flush_rec *f = user;
+    f->called++;
+    f->status = status;
+    f->reports = f->t->reports;
+    f->at_us = fx_now_us();
+    f->reported_upto = 0;
+    for (size_t s = 0; s < f->upto; s++)
+        if (f->t->nrep[s] > 0)
+            f->reported_upto++;
+    if (p != f->t->p)
+        f->status = 1000; /* shows up as a wrong status */
+    if (f->close_in_cb)
+        f->close_rc = fx_close(f->t);
+}
+
+static bool flush_called(void *arg)
+{
+    return ((struct flush_rec *)arg)->called > 0;
+}
+
+Test(producer, flush_waits_for_every_earlier_report)
+{
+    const size_t n = 1000, later = 500;
+    fx_tracker *t = fx_tracker_new(n + later);
+    redq_options o;
+    opts_for_server(&o);
+    o.adaptive = 0;
+    o.linger_us = 100000;
+    new_producer(t, &o);
+
+    fx_produce_range(t, "q", 0, n, 0);
+    struct flush_rec f = {.t = t, .upto = n};
+    int rc = redq_producer_flush(t->p, on_flush, &f);
+    cr_assert(rc == 0, "flush: %s", redq_err_name(rc));
+    cr_assert(f.called == 0, "flush callback ran inside redq_producer_flush");
+    fx_produce_range(t, "q", n, n + later, 0);
+
+    cr_assert(fx_run_until(flush_called, &f, 10000),
+              "flush callback not called within 10 s (%zu reports)",
+              t->reports);
+    cr_assert(f.status == 0, "flush status %d (%s)", f.status,
+              redq_err_name(f.status));
+    cr_assert(f.reported_upto == n,
+              "flush callback with only %zu of the %zu earlier messages "
+              "reported",
+              f.reported_upto, n);
+    cr_assert(fx_wait_reports(t, n + later, 10000), "%zu of %zu reports",
+              t->reports, n + later);
+    fx_assert_reported(t, 0, n + later, 0);
+    cr_assert(f.called == 1, "flush callback called %u times", f.called);
+    fx_assert_list_range("q", 0, n + later);
+}
+
+Test(producer, flush_does_not_wait_for_linger)
+{
+    fx_tracker *t = fx_tracker_new(1);
+    redq_options o;
+    opts_for_server(&o);
+    o.adaptive = 0;
+    o.linger_us = 2000000;
+    new_producer(t, &o);
+    cr_assert(fx_wait_connected(t, 5000), "not connected within 5 s");
+
+    cr_assert(fx_produce(t, "q", 0, 0) == 0);
+    struct flush_rec f = {.t = t, .upto = 1};
+    cr_assert(redq_producer_flush(t->p, on_flush, &f) == 0);
+    cr_assert(fx_run_until(flush_called, &f, 3000), "no flush callback in 3 s");
+    long long d = ms_between(t->prod_us[0], t->rep_us[0]);
+    cr_assert(f.reported_upto == 1 && d < 1000,
+              "flushed message reported after %lld ms (linger 2000 ms)", d);
+    fx_assert_reported(t, 0, 1, 0);
+}
+
+Test(producer, flush_with_nothing_pending_and_several_flushes)
+{
+    fx_tracker *t = fx_tracker_new(10);
+    redq_options o;
+    opts_for_server(&o);
+    new_producer(t, &o);
+
+    struct flush_rec a = {.t = t, .upto = 0};
+    cr_assert(redq_producer_flush(t->p, on_flush, &a) == 0);
+    cr_assert(a.called == 0, "flush callback ran inside redq_producer_flush");
+    cr_assert(fx_run_until(flush_called, &a, 5000), "idle flush never called");
+    cr_assert(a.status == 0);
+
+    fx_produce_range(t, "q", 0, 5, 0);
+    struct flush_rec b = {.t = t, .upto = 5};
+    cr_assert(redq_producer_flush(t->p, on_flush, &b) == 0);
+    fx_produce_range(t, "q", 5, 10, 0);
+    struct flush_rec c = {.t = t, .upto = 10};
+    cr_assert(redq_producer_flush(t->p, on_flush, &c) == 0);
+    cr_assert(fx_run_until(flush_called, &c, 5000), "second flush not called");
+    cr_assert(fx_run_until(flush_called, &b, 5000), "first flush not called");
+    cr_assert(b.reported_upto == 5 && c.reported_upto == 10,
+              "flushes called early: %zu/5 and %zu/10 reported",
+              b.reported_upto, c.reported_upto);
+    close_and_wait(t);
+    cr_assert(a.called == 1 && b.called == 1 && c.called == 1,
+              "flush callbacks called %u, %u, %u times", a.called, b.called,
+              c.called);
+    cr_assert(b.status == 0 && c.status == 0);
+}
+
+/* ---- close -------------------------------------------------------------- */
+
+Test(producer, close_reports_pending_as_closed_first)
+{
+    fx_tracker *t = fx_tracker_new(11);
+    redq_options o;
+    opts_for_server(&o);
+    o.adaptive = 0;
+    o.linger_us = 1000000; /* nothing gets sent before the close */
+    new_producer(t, &o);
+    cr_assert(fx_wait_connected(t, 5000), "not connected within 5 s");
+
+    fx_produce_range(t, "q", 0, 10, 0);
+    int rc = fx_close(t);
+    cr_assert(rc == 0, "close: %s", redq_err_name(rc));
+    cr_assert(t->reports == 0 && t->closed == 0,
+              "callbacks ran inside redq_producer_close");
+    rc = fx_produce(t, "q", 10, 0);
+    cr_assert(rc == REDQ_ECLOSED, "produce after close: %s", redq_err_name(rc));
+    cr_assert(redq_producer_flush(t->p, ignore_flush, NULL) == REDQ_ECLOSED,
+              "flush after close accepted");
+    cr_assert(redq_producer_close(t->p, NULL, NULL) == REDQ_ECLOSED,
+              "second close accepted");
+
+    cr_assert(fx_wait_closed(t, 5000), "close callback not called in 5 s");
+    cr_assert(t->closed_reports == 10,
+              "close callback after %zu of 10 reports", t->closed_reports);
+    fx_run_for(100);
+    cr_assert(t->closed == 1, "close callback called %u times", t->closed);
+    cr_assert(t->reports_after_close == 0, "%u reports after close callback",
+              t->reports_after_close);
+    fx_assert_reported(t, 0, 10, REDQ_ECLOSED);
+    cr_assert(t->nrep[10] == 0, "the rejected message was reported");
+    /* close does not drain: the lingering batch was never sent. */
+    cr_assert(fx_llen("q") == 0, "close sent the lingering messages");
+}
+
+Test(producer, close_with_a_flush_outstanding)
+{
+    fx_tracker *t = fx_tracker_new(10);
+    redq_options o;
+    opts_for_server(&o);
+    new_producer(t, &o);
+    cr_assert(fx_wait_connected(t, 5000), "not connected within 5 s");
+
+    fx_produce_range(t, "q", 0, 10, 0);
+    struct flush_rec f = {.t = t, .upto = 10};
+    cr_assert(redq_producer_flush(t->p, on_flush, &f) == 0);
+    close_and_wait(t);
+    cr_assert(f.called == 1, "flush callback called %u times", f.called);
+    cr_assert(f.status == REDQ_ECLOSED, "flush status %s, expected REDQ_ECLOSED",
+              redq_err_name(f.status));
+    cr_assert(f.reported_upto == 10, "flush callback after %zu of 10 reports",
+              f.reported_upto);
+    /* Sent but not acknowledged when close was called: ECLOSED, and it
+     * may or may not be in the list. Acknowledged ones must be. */
+    for (size_t s = 0; s < 10; s++)
+        cr_assert(t->nrep[s] == 1 &&
+                      (t->status[s] == 0 || t->status[s] == REDQ_ECLOSED),
+                  "seq %zu: %u reports, status %s", s, t->nrep[s],
+                  redq_err_name(t->status[s]));
+    cr_assert(fx_llen("q") >= (long long)t->ok);
+}
+
+struct close_in_report {
+    unsigned done;
+    int close_rc;
+    int produce_rc;
+};
+
+static void close_on_first_report(fx_tracker *t, redq_producer *p,
+                                  const redq_report *r)
+{
+    (void)r;
+    struct close_in_report *c = t->hook_arg;
+    if (c->done++)
+        return;
+    c->close_rc = fx_close(t);
+    c->produce_rc = redq_produce(p, "q", "late", 4, NULL);
+}
+
+Test(producer, close_from_inside_a_delivery_callback)
+{
+    const size_t n = 100;
+    fx_tracker *t = fx_tracker_new(n);
+    struct close_in_report c = {0, 1, 1};
+    t->on_report = close_on_first_report;
+    t->hook_arg = &c;
+    redq_options o;
+    opts_for_server(&o);
+    o.batch_max_msgs = 10;
+    o.max_inflight_batches = 1;
+    new_producer(t, &o);
+
+    fx_produce_range(t, "q", 0, n, 0);
+    cr_assert(fx_wait_closed(t, 10000), "close callback not called in 10 s "
+                                        "(%zu reports)",
+              t->reports);
+    cr_assert(c.close_rc == 0, "close inside a delivery callback: %s",
+              redq_err_name(c.close_rc));
+    cr_assert(c.produce_rc == REDQ_ECLOSED,
+              "produce after close, inside the callback: %s",
+              redq_err_name(c.produce_rc));
+    fx_run_for(100);
+    cr_assert(t->closed == 1, "close callback called %u times", t->closed);
+    cr_assert(t->reports_after_close == 0, "%u reports after close callback",
+              t->reports_after_close);
+    cr_assert(t->bad == 0, "%s", t->bad_msg);
+    size_t closed = 0;
+    for (size_t s = 0; s < n; s++) {
+        cr_assert(t->nrep[s] == 1 &&
+                      (t->status[s] == 0 || t->status[s] == REDQ_ECLOSED),
+                  "seq %zu: %u reports, status %s", s, t->nrep[s],
+                  redq_err_name(t->status[s]));
+        closed += t->status[s] == REDQ_ECLOSED;
+    }
+    cr_assert(closed > 0, "every message delivered: the close came too late "
+                          "to test anything");
+    cr_assert(fx_llen("q") >= (long long)t->ok,
+              "%zu reported delivered, %lld in the list", t->ok,
+              fx_llen("q"));
+}
+
+Test(producer, close_from_flush_callback_drains)
+{
+    const size_t n = 100;
+    fx_tracker *t = fx_tracker_new(n);
+    redq_options o;
+    opts_for_server(&o);
+    new_producer(t, &o);
+
+    fx_produce_range(t, "q", 0, n, 0);
+    struct flush_rec f = {.t = t, .upto = n, .close_in_cb = true};
+    cr_assert(redq_producer_flush(t->p, on_flush, &f) == 0);
+    cr_assert(fx_wait_closed(t, 10000), "close callback not called in 10 s");
+    cr_assert(f.close_rc == 0, "close from the flush callback: %s",
+              redq_err_name(f.close_rc));
+    cr_assert(f.status == 0 && f.reported_upto == n);
+    fx_run_for(50);
+    cr_assert(t->closed == 1);
+    fx_assert_reported(t, 0, n, 0);
+    fx_assert_list_range("q", 0, n);
+}
