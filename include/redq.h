@@ -27,6 +27,11 @@
  *    called for it from another thread. Different handles on different
  *    loops in different threads are independent.
  *
+ * SIGPIPE: hiredis writes with write(2), so a write to a connection the
+ * server has just closed raises SIGPIPE, which kills a process that has not
+ * ignored it. Like every hiredis user, call signal(SIGPIPE, SIG_IGN) at
+ * start-up; redq logs a warning when a handle is created without that.
+ *
  * redq never blocks the loop (host names are resolved with libevent's evdns,
  * connects and commands have timeouts), never prints, and never exits or
  * aborts on a runtime failure: errors are return codes, report statuses and
@@ -233,7 +238,11 @@ typedef struct redq_options {
 
     redq_message_cb on_message; /**< per-message handler (required for a
                                      consumer) */
-    size_t pool_size;      /**< blocking-pop connections (default 2) */
+    size_t pool_size;      /**< blocking-pop connections (default 1). With
+                                1, messages are handed over in queue order;
+                                with more, each pop's batch is in order but
+                                batches of different connections may
+                                interleave */
     size_t pop_batch;      /**< messages taken per pop under backlog, at most
                                 (default 256) */
     size_t max_unacked;    /**< delivered and not yet acked, at most: no
@@ -359,6 +368,10 @@ REDQ_API void redq_producer_get_stats(const redq_producer *p,
  * messages from the tail of the lists (so LPUSH + this is first-in
  * first-out) and calls opts->on_message for each. With several queues,
  * earlier ones take priority, as with `BRPOP q1 q2`.
+ *
+ * Order: with pool_size 1, messages of one queue reach the handler in queue
+ * order (first pushed, first handled). With a larger pool, pops on
+ * different connections run concurrently and their batches may interleave.
  *
  * This consumer pops destructively (at-most-once): a message handed to the
  * handler is no longer in Redis. Acks bound the window (max_unacked) and

@@ -20,6 +20,7 @@
  * NULL reply; those are passed on as NULL, which callers must treat as
  * "outcome unknown" (the command may or may not have run).
  */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -726,6 +727,17 @@ int redq__conn_new(redq__conn **out, struct event_base *base,
         !c->resolver || !c->t_state || !c->t_cmd) {
         redq__conn_free(c);
         return REDQ_ENOMEM;
+    }
+    {
+        /* A library must not change process-wide signal handling, but it
+         * can say when the default would kill the process on a dropped
+         * connection. */
+        struct sigaction sa;
+        if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL)
+            redq__log(c->log, REDQ_LOG_WARN, 0,
+                      "SIGPIPE is not ignored: a write to a connection the "
+                      "server closed would kill the process; call "
+                      "signal(SIGPIPE, SIG_IGN) at start-up");
     }
     *out = c;
     return 0;

@@ -40,7 +40,7 @@ void redq_options_init(redq_options *opts)
     opts->max_message_bytes = 16 * 1024 * 1024;
     opts->delivery_timeout_ms = 30000;
 
-    opts->pool_size = 2;
+    opts->pool_size = 1;
     opts->pop_batch = 256;
     opts->max_unacked = 4096;
     opts->pop_timeout_ms = 5000;

@@ -23,7 +23,7 @@ Test(options, defaults_are_valid_and_documented_values)
     cr_assert_eq(o.delivery_timeout_ms, 30000);
     cr_assert_null(o.on_delivery);
     cr_assert_null(o.user);
-    cr_assert_eq(o.pool_size, 2);
+    cr_assert_eq(o.pool_size, 1);
     cr_assert_eq(o.pop_mode, REDQ_POP_AUTO);
     cr_assert_eq(check(&o, err, sizeof err), 0, "%s", err);
 }
