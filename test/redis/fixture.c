@@ -147,6 +147,29 @@ static void make_dir(void)
     snprintf(fx.log, sizeof fx.log, "%s/redis.log", fx.dir);
 }
 
+/* Remove `dir` and what is in it, one level of subdirectories deep (a
+ * server with --appendonly yes keeps its files in appendonlydir/). */
+static void remove_tree(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (d) {
+        struct dirent *e;
+        char path[512];
+        while ((e = readdir(d)) != NULL) {
+            struct stat st;
+            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+                continue;
+            snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+            if (lstat(path, &st) == 0 && S_ISDIR(st.st_mode))
+                remove_tree(path);
+            else
+                unlink(path);
+        }
+        closedir(d);
+    }
+    rmdir(dir);
+}
+
 static void remove_dir(void)
 {
     if (!fx.dir[0])
@@ -156,18 +179,7 @@ static void remove_dir(void)
         fx.dir[0] = '\0';
         return;
     }
-    DIR *d = opendir(fx.dir);
-    if (d) {
-        struct dirent *e;
-        char path[512];
-        while ((e = readdir(d)) != NULL) {
-            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-                continue;
-            snprintf(path, sizeof path, "%s/%s", fx.dir, e->d_name);
-            unlink(path);
-        }
-        closedir(d);
-    }
+    remove_tree(fx.dir);
     rmdir(fx.dir);
     fx.dir[0] = '\0';
 }
