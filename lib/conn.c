@@ -84,6 +84,7 @@ struct redq__conn {
     int dying; /* hiredis is tearing the context down: refuse sends */
     int handshake_left;
     int attempt; /* consecutive failed attempts, for the backoff */
+    uint64_t ready_since_us;
     int server_version;
     int want_client_id;
     long long client_id;
@@ -317,7 +318,7 @@ static void handshake_step_done(redq__conn *c)
         return;
     event_del(c->t_state);
     c->state = ST_READY;
-    c->attempt = 0;
+    c->ready_since_us = redq__now_us();
     c->last_code = 0;
     c->last_err[0] = '\0';
     redq__log(c->log, REDQ_LOG_INFO, 0, "connected to %s (redis %d.%d.%d)",
@@ -585,8 +586,6 @@ static long backoff_ms(redq__conn *c)
 {
     long d = c->reconnect_min_ms;
     int i;
-    /* The first retry after a connection that worked is immediate: the
-     * common cause is a killed connection or a restarted server. */
     if (c->attempt == 0)
         return 0;
     for (i = 1; i < c->attempt && d < c->reconnect_max_ms; i++)
@@ -624,11 +623,15 @@ static void conn_drop(redq__conn *c, int code, const char *fmt, ...)
     if (ac != NULL)
         redisAsyncFree(ac);
 
-    if (!was_ready)
+    /* A connection that worked for a while and then broke is retried at
+     * once. One that breaks right after its handshake (a replica answering
+     * READONLY, a server still LOADING, a flapping network) counts as a
+     * failed attempt, so the backoff grows instead of hammering. */
+    if (was_ready && redq__now_us() - c->ready_since_us >= 1000000u)
+        c->attempt = 0;
+    else
         c->attempt++;
     delay = backoff_ms(c);
-    if (was_ready)
-        c->attempt = 1;
     redq__log(c->log, was_ready ? REDQ_LOG_WARN : REDQ_LOG_ERROR, code,
               "%s; retrying in %ld ms", c->last_err, delay);
     {

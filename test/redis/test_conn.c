@@ -448,3 +448,39 @@ Test(connection, unselectable_db_is_reported)
     cr_assert(fx_wait_reports(t, 1, 5000), "no report within 5 s");
     fx_assert_reported(t, 0, 1, REDQ_ETIMEDOUT);
 }
+
+/* ---- a server that refuses writes -------------------------------------- */
+
+/*
+ * A replica answers LPUSH with READONLY: the batch was not applied, so the
+ * producer keeps it and redoes the connection. That must back off (a fresh
+ * connection to the same replica fails the same way) rather than loop, and
+ * once the server takes writes again every message must arrive.
+ */
+Test(connection, readonly_replica_backs_off_then_delivers)
+{
+    fx_tracker *t = fx_tracker_new(20);
+    redq_options o;
+    int dead = fx_free_port();
+    redq_producer_stats st;
+
+    opts_for(&o, fx_url());
+    o.reconnect_min_ms = 50;
+    o.reconnect_max_ms = 400;
+    new_producer(t, &o);
+    fx_cmd_ok("REPLICAOF 127.0.0.1 %d", dead); /* nobody there: stays read-only */
+    fx_produce_range(t, "q", 0, 20, 0);
+    fx_run_for(1500);
+    st = fx_stats(t);
+    cr_assert_eq(t->reports, 0, "reported while the server refused writes");
+    cr_assert(st.connects >= 2, "never retried: %llu connects",
+              (unsigned long long)st.connects);
+    /* 50, 100, 200, 400, 400.. ms: about 6 in 1.5 s; a hot loop makes
+     * thousands. */
+    cr_assert(st.connects <= 12, "no backoff: %llu connects in 1.5 s",
+              (unsigned long long)st.connects);
+    fx_cmd_ok("REPLICAOF NO ONE");
+    cr_assert(fx_wait_reports(t, 20, 5000), "%zu of 20 reports", t->reports);
+    fx_assert_reported(t, 0, 20, 0);
+    fx_assert_list_range("q", 0, 20);
+}
