@@ -70,6 +70,7 @@ struct redq__conn {
     const redq__logger *log;
 
     redq__resolver *resolver;
+    redq__arena *arena; /* replies built here when asked for (reply.c) */
     char ip[64];
     char where[300]; /* "host:port" or "unix:/path", for messages */
 
@@ -544,6 +545,8 @@ static void connect_now(redq__conn *c)
         return;
     }
     ac->data = c;
+    if (c->arena != NULL)
+        redq__arena_attach(c->arena, ac->c.reader); /* nothing parsed yet */
     if (io_attach(ac, c->base) != 0) {
         redisAsyncFree(ac);
         conn_drop(c, REDQ_ENOMEM, "connect %s: cannot attach to the loop",
@@ -721,13 +724,16 @@ int redq__conn_new(redq__conn **out, struct event_base *base,
         snprintf(c->where, sizeof c->where, "%s:%d", cfg->url->host,
                  c->port);
     c->resolver = redq__resolver_new(base);
+    if (cfg->arena_replies)
+        c->arena = redq__arena_new();
     c->t_state = event_new(base, -1, 0, state_timer_cb, c);
     c->t_cmd = event_new(base, -1, 0, cmd_timer_cb, c);
 
     if ((cfg->url->host && !c->host) || (cfg->url->path && !c->path) ||
         (cfg->url->user && !c->user) || (pw && !c->password) ||
         (cfg->client_name && cfg->client_name[0] && !c->client_name) ||
-        !c->resolver || !c->t_state || !c->t_cmd) {
+        !c->resolver || !c->t_state || !c->t_cmd ||
+        (cfg->arena_replies && !c->arena)) {
         redq__conn_free(c);
         return REDQ_ENOMEM;
     }
@@ -841,6 +847,7 @@ void redq__conn_free(redq__conn *c)
     c->state = ST_BACKOFF;
     if (ac != NULL)
         redisAsyncFree(ac); /* pending callbacks run now, with NULL */
+    redq__arena_free(c->arena); /* after the context: it frees into it */
     if (c->resolver != NULL)
         redq__resolver_free(c->resolver);
     if (c->t_state != NULL)

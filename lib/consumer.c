@@ -775,6 +775,7 @@ int redq_consumer_new(redq_consumer **out, struct event_base *base,
     if (redq__conn_new(&c->ctl, base, &cfg, ctl_up, NULL, c) != 0)
         goto fail;
     cfg.want_client_id = 1;
+    cfg.arena_replies = 1; /* many small elements per reply */
     for (i = 0; i < c->npool; i++) {
         c->pool[i].owner = c;
         if (redq__conn_new(&c->pool[i].conn, base, &cfg, popper_up,

@@ -117,6 +117,16 @@ int redq__resolve(redq__resolver *r, const char *host, redq__resolve_cb cb,
 void redq__resolve_cancel(redq__resolver *r);
 void redq__resolver_free(redq__resolver *r);
 
+/* ---- arena-built replies (lib/reply.c) -------------------------------- */
+
+typedef struct redq__arena redq__arena;
+redq__arena *redq__arena_new(void);
+void redq__arena_free(redq__arena *a);
+/** Make `reader` (a hiredis redisReader*, before it parsed anything) build
+ *  its replies in `a`: plain redisReply structures, rewound when hiredis
+ *  frees each root reply. `a` must outlive the reader. */
+void redq__arena_attach(redq__arena *a, void *reader);
+
 /* ---- connection (lib/conn.c) ------------------------------------------- */
 
 /*
@@ -139,6 +149,7 @@ typedef struct redq__conn_config {
     int reconnect_max_ms;
     const redq__logger *log;  /* borrowed for the connection's lifetime */
     int want_client_id;       /* learn CLIENT ID in the handshake */
+    int arena_replies;        /* build replies in an arena (lib/reply.c) */
 } redq__conn_config;
 
 /* The connection became ready (handshake done) or stopped being ready.
