@@ -207,16 +207,24 @@ static int ensure(char **buf, size_t *cap, size_t need)
     return 0;
 }
 
+/* Decimal digits of v at dst, no NUL; returns how many. Runs once per
+ * message (the "$<len>" of each bulk string), hence no temp buffer. */
 static size_t put_uint(char *dst, uint64_t v)
 {
-    char tmp[24];
-    size_t n = 0, i;
+    size_t n = 1;
+    uint64_t t = v;
+    char *w;
+    while (t >= 100) {
+        t /= 100;
+        n += 2;
+    }
+    if (t >= 10)
+        n++;
+    w = dst + n;
     do {
-        tmp[n++] = (char)('0' + v % 10);
+        *--w = (char)('0' + v % 10);
         v /= 10;
     } while (v != 0);
-    for (i = 0; i < n; i++)
-        dst[i] = tmp[n - 1 - i];
     return n;
 }
 
