@@ -708,6 +708,7 @@ int redq_consumer_new(redq_consumer **out, struct event_base *base,
 {
     redq_consumer *c;
     redq__url url;
+    redq__logger lg;
     redq__conn_config cfg;
     size_t i;
     int rc;
@@ -722,7 +723,7 @@ int redq_consumer_new(redq_consumer **out, struct event_base *base,
     if (opts->version >= 1 && opts->version <= REDQ_OPTIONS_VERSION &&
         opts->on_message == NULL)
         return REDQ_EINVAL;
-    rc = redq__options_prepare(opts, &url, "consumer");
+    rc = redq__options_prepare(opts, &url, &lg, "consumer");
     if (rc != 0)
         return rc;
 
@@ -732,10 +733,7 @@ int redq_consumer_new(redq_consumer **out, struct event_base *base,
         return REDQ_ENOMEM;
     }
     c->base = base;
-    c->log.cb = opts->log;
-    c->log.level = opts->log_level;
-    c->log.user = opts->user;
-    c->log.prefix = "consumer";
+    c->log = lg;
     c->on_message = opts->on_message;
     c->user = opts->user;
     c->pop_batch = opts->pop_batch;

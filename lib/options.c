@@ -125,19 +125,24 @@ int redq__options_check(const redq_options *o, char *err, size_t errlen)
 }
 
 int redq__options_prepare(const redq_options *opts, redq__url *url,
-                          const char *who)
+                          redq__logger *log, const char *who)
 {
     char err[256];
     int rc;
+    /* An unknown version means an unknown layout: no field can be trusted,
+     * not even the log callback. */
+    int known = opts->version >= 1 && opts->version <= REDQ_OPTIONS_VERSION;
 
+    log->cb = known ? opts->log : NULL;
+    log->level = known ? opts->log_level : REDQ_LOG_ERROR;
+    log->user = known ? opts->user : NULL;
+    log->prefix = who;
     err[0] = '\0';
     rc = redq__options_check(opts, err, sizeof err);
     if (rc == 0)
         rc = redq__url_parse(url, opts->url, err, sizeof err);
-    if (rc != 0 && opts->version >= 1 && opts->version <= REDQ_OPTIONS_VERSION) {
-        redq__logger lg = {opts->log, opts->log_level, opts->user, who};
-        redq__log(&lg, REDQ_LOG_ERROR, rc, "%s", err);
-    }
+    if (rc != 0)
+        redq__log(log, REDQ_LOG_ERROR, rc, "%s", err);
     return rc;
 }
 

@@ -701,12 +701,13 @@ int redq_producer_new(redq_producer **out, struct event_base *base,
 {
     redq_producer *p;
     redq__url url;
+    redq__logger lg;
     redq__conn_config cfg;
     int rc;
 
     if (out == NULL || base == NULL || opts == NULL)
         return REDQ_EINVAL;
-    rc = redq__options_prepare(opts, &url, "producer");
+    rc = redq__options_prepare(opts, &url, &lg, "producer");
     if (rc != 0)
         return rc;
 
@@ -716,10 +717,7 @@ int redq_producer_new(redq_producer **out, struct event_base *base,
         return REDQ_ENOMEM;
     }
     p->base = base;
-    p->log.cb = opts->log;
-    p->log.level = opts->log_level;
-    p->log.user = opts->user;
-    p->log.prefix = "producer";
+    p->log = lg;
     p->on_delivery = opts->on_delivery;
     p->on_ready = opts->on_ready;
     p->user = opts->user;

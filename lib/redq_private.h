@@ -60,12 +60,12 @@ int redq__options_check(const redq_options *opts, char *err, size_t errlen);
 struct redq__url;
 struct redq__conn_config;
 
-/** What every handle's *_new does first: check the options, parse the URL
- *  into *url (caller frees with redq__url_free), and on failure log why
- *  through the options' log callback, naming `who` ("producer").
+/** What every handle's *_new does first: make its logger (*log, naming
+ *  `who`, e.g. "producer"), check the options, parse the URL into *url
+ *  (caller frees with redq__url_free), and on failure log why.
  *  Returns 0, REDQ_EINVAL or REDQ_ENOMEM. */
 int redq__options_prepare(const redq_options *opts, struct redq__url *url,
-                          const char *who);
+                          redq__logger *log, const char *who);
 
 /** Fill a connection config from options, a parsed URL and a logger (all
  *  borrowed). */
