@@ -484,3 +484,23 @@ Test(connection, readonly_replica_backs_off_then_delivers)
     fx_assert_reported(t, 0, 20, 0);
     fx_assert_list_range("q", 0, 20);
 }
+
+/* ---- name resolution ---------------------------------------------------- */
+
+/* A host name goes through evdns (from /etc/hosts here, so no packet leaves
+ * the machine) before hiredis sees a numeric address. */
+Test(connection, host_name_is_resolved)
+{
+    fx_tracker *t = fx_tracker_new(10);
+    redq_options o;
+    char url[64];
+
+    snprintf(url, sizeof url, "redis://localhost:%d", fx_port());
+    opts_for(&o, url);
+    new_producer(t, &o);
+    fx_produce_range(t, "q", 0, 10, 0);
+    cr_assert(fx_wait_reports(t, 10, 5000), "%zu of 10 reports; logged: %s",
+              t->reports, logged_codes(t));
+    fx_assert_reported(t, 0, 10, 0);
+    fx_assert_list_range("q", 0, 10);
+}
