@@ -171,6 +171,18 @@ enum {
     REDQ_POP_PIPELINED = 3   /**< BRPOP, then pipelined RPOPs (any) */
 };
 
+/** A consumer's delivery guarantee (redq_options.delivery). */
+enum {
+    /** Each pop moves the message into this consumer's processing list
+     *  (BLMOVE); redq_ack() removes it. A consumer that dies holding it, or
+     *  a handler that does not ack within visibility_timeout_ms, gets it
+     *  retried; after max_attempts it is dead-lettered. */
+    REDQ_AT_LEAST_ONCE = 0,
+    /** Plain pops (BLMPOP/BRPOP): a popped message is gone from Redis, and
+     *  lost if the consumer dies before its work is done. The fastest. */
+    REDQ_AT_MOST_ONCE = 1
+};
+
 /** Version of redq_options this header describes. New fields are added at
  *  the end only, and each addition bumps this number. */
 #define REDQ_OPTIONS_VERSION 1
@@ -253,7 +265,25 @@ typedef struct redq_options {
                                 (default 5000, at least 10) */
     int stop_timeout_ms;   /**< how long redq_consumer_stop() waits for
                                 unacked messages (default 30000) */
-    int pop_mode;          /**< REDQ_POP_* (default REDQ_POP_AUTO) */
+    int pop_mode;          /**< REDQ_POP_* (at-most-once; default
+                                REDQ_POP_AUTO) */
+
+    /* --- consumer: delivery guarantees ---------------------------------- */
+
+    int delivery;              /**< REDQ_AT_LEAST_ONCE or REDQ_AT_MOST_ONCE
+                                    (default REDQ_AT_MOST_ONCE) */
+    int visibility_timeout_ms; /**< a message not acked this long after
+                                    delivery is retried (default 30000) */
+    int max_attempts;          /**< deliveries before a failing message is
+                                    dead-lettered (default 5) */
+    int retry_base_ms;         /**< delay before the first retry; doubles per
+                                    attempt, +-20% jitter (default 1000) */
+    int retry_max_ms;          /**< longest retry delay (default 60000) */
+    int consumer_ttl_ms;       /**< a consumer that has not heartbeaten this
+                                    long is presumed dead and its messages
+                                    are requeued (default 15000) */
+    int promote_interval_ms;   /**< delayed and retried messages become ready
+                                    at most about this late (default 200) */
 } redq_options;
 
 /** Fill `opts` with the defaults above and set opts->version. */
@@ -300,6 +330,21 @@ REDQ_API int redq_producer_new(redq_producer **out, struct event_base *base,
  */
 REDQ_API int redq_produce(redq_producer *p, const char *queue,
                           const void *payload, size_t len, void *opaque);
+
+/**
+ * Like redq_produce(), but the message becomes ready only `delay_ms` after
+ * Redis receives it (measured with the server's clock): it waits in the
+ * sorted set `<queue>:delayed` until a consumer of the queue promotes it
+ * (within about promote_interval_ms of its due time). It is stored as an
+ * envelope with a unique id, which consumers unwrap: the handler sees the
+ * payload. The report says ok once Redis has scheduled it.
+ *
+ * Same return values as redq_produce(); REDQ_EINVAL also for a negative
+ * delay_ms or one over 10 years.
+ */
+REDQ_API int redq_produce_delayed(redq_producer *p, const char *queue,
+                                  const void *payload, size_t len,
+                                  long long delay_ms, void *opaque);
 
 /** Called when every message accepted before redq_producer_flush() has had
  *  its delivery report. status is 0, or REDQ_ECLOSED when the producer was
@@ -395,15 +440,39 @@ REDQ_API const void *redq_msg_data(const redq_message *msg);
 /** The message's length in bytes. */
 REDQ_API size_t redq_msg_len(const redq_message *msg);
 
+/** Which delivery of this message this is: 1 the first time, 2 on its
+ *  first retry, and so on (counted across consumers and crashes). */
+REDQ_API int redq_msg_attempt(const redq_message *msg);
+/** The message's envelope id, or "" for a raw message (pushed by a plain
+ *  client or redq_produce()). Valid until acked. */
+REDQ_API const char *redq_msg_id(const redq_message *msg);
+
 /**
- * Finish a message: its memory is released and its place in the window
- * freed. Call it exactly once per message, from the loop's thread, inside
- * the handler or later; `msg` is invalid afterwards.
+ * Finish a message successfully: at-least-once, it is removed from the
+ * processing list (acks are gathered and sent once per loop iteration);
+ * its memory is released and its place in the window freed. Call exactly
+ * one of redq_ack() / redq_nack() once per message, from the loop's
+ * thread, inside the handler or later; `msg` is invalid afterwards.
  *
- * 0            done
- * REDQ_EINVAL  msg is NULL
+ * 0              done
+ * REDQ_EINVAL    msg is NULL
+ * REDQ_ETIMEDOUT too late: visibility_timeout_ms had passed and the message
+ *                was already sent down the retry path (it is released all
+ *                the same)
  */
 REDQ_API int redq_ack(redq_message *msg);
+
+/**
+ * Finish a message unsuccessfully: it is retried after a backoff
+ * (retry_base_ms doubling up to retry_max_ms, with jitter), or, if this was
+ * delivery max_attempts, moved to the dead-letter list `<queue>:dead` with
+ * `reason` (copied; may be NULL), the attempt count and the time. Works in
+ * both modes (at-most-once, the message is pushed back). `msg` is invalid
+ * afterwards.
+ *
+ * 0, REDQ_EINVAL, REDQ_ETIMEDOUT as for redq_ack()
+ */
+REDQ_API int redq_nack(redq_message *msg, const char *reason);
 
 /** Called when a stop has finished. status is 0, or REDQ_ETIMEDOUT when
  *  messages were still unacked after stop_timeout_ms. */
@@ -445,6 +514,12 @@ typedef struct redq_consumer_stats {
     uint64_t connects;      /**< successful connects, all pool connections */
     uint64_t disconnects;   /**< connections lost */
     uint64_t errors;        /**< error replies (wrong type, ...) */
+    uint64_t retried;       /**< messages sent down the retry path */
+    uint64_t dead_lettered; /**< messages moved to the dead-letter list */
+    uint64_t expired;       /**< visibility timeouts */
+    uint64_t recovered;     /**< messages of dead consumers requeued by this
+                                 one */
+    uint64_t promoted;      /**< delayed messages made ready by this one */
     size_t unacked;         /**< delivered, not yet acked */
     size_t connected;       /**< pool connections up and ready */
 } redq_consumer_stats;

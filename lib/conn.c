@@ -88,6 +88,7 @@ struct redq__conn {
     uint64_t ready_since_us;
     int server_version;
     int want_client_id;
+    int load_scripts;
     long long client_id;
     uint32_t rng;
 
@@ -414,6 +415,13 @@ static void hs_client_id_cb(redq__conn *c, void *reply, void *arg)
     handshake_step_done(c);
 }
 
+static void hs_script_cb(redq__conn *c, void *reply, void *arg)
+{
+    (void)arg;
+    if (hs_reply_ok(c, reply, REDQ_ESERVER, "SCRIPT LOAD"))
+        handshake_step_done(c);
+}
+
 static int hs_send(redq__conn *c, redq__reply_cb cb, int argc,
                    const char **argv)
 {
@@ -437,7 +445,7 @@ static int hs_send(redq__conn *c, redq__reply_cb cb, int argc,
 static int start_handshake(redq__conn *c)
 {
     char dbbuf[16];
-    int rc = 0;
+    int rc = 0, i;
 
     c->state = ST_HANDSHAKE;
     c->client_id = -1;
@@ -459,6 +467,12 @@ static int start_handshake(redq__conn *c)
     if (rc == 0 && c->client_name != NULL) {
         const char *argv[] = {"CLIENT", "SETNAME", c->client_name};
         rc = hs_send(c, hs_setname_cb, 3, argv);
+    }
+    /* Scripts are loaded on every connect: after a restart or a SCRIPT
+     * FLUSH the server has forgotten them, and EVALSHA would fail. */
+    for (i = 0; rc == 0 && c->load_scripts && i < REDQ__SCRIPT_COUNT; i++) {
+        const char *argv[] = {"SCRIPT", "LOAD", redq__script_source(i)};
+        rc = hs_send(c, hs_script_cb, 3, argv);
     }
     if (rc == 0 && c->want_client_id) {
         const char *argv[] = {"CLIENT", "ID"};
@@ -705,6 +719,7 @@ int redq__conn_new(redq__conn **out, struct event_base *base,
     c->reconnect_max_ms = cfg->reconnect_max_ms;
     c->log = cfg->log;
     c->want_client_id = cfg->want_client_id;
+    c->load_scripts = cfg->load_scripts;
     c->client_id = -1;
     c->on_up = on_up;
     c->on_down = on_down;

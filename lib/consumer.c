@@ -32,83 +32,7 @@
 #include <event2/event.h>
 #include <hiredis/hiredis.h>
 
-#include "redq_private.h"
-
-/* How long a queue holding a non-list is left out before it is rechecked. */
-#define BAD_QUEUE_RECHECK_US (5u * 1000000u)
-
-typedef struct chunk {
-    struct chunk *prev, *next; /* live list, or free list (next only) */
-    size_t refs;               /* unacked messages + 1 while delivering */
-    size_t cap;                /* bytes after the header */
-} chunk;
-
-struct redq_message {
-    chunk *ch;
-    redq_consumer *owner;
-    const char *queue;
-    const char *data;
-    size_t len;
-};
-
-enum round_stage { R_IDLE, R_BLOCKING, R_BULK, R_TYPECHECK };
-
-typedef struct popper {
-    redq_consumer *owner;
-    redq__conn *conn;
-    enum round_stage stage;
-    size_t outstanding; /* commands of this round awaiting a reply */
-    size_t reserved;    /* window places this round holds */
-    int unblock_sent;
-    const char *bulk_q; /* the queue a BRPOP round continues on */
-} popper;
-
-enum { DEFER_KICK = 1, DEFER_CHECK_STOP = 2, DEFER_CLOSE = 4 };
-
-struct redq_consumer {
-    struct event_base *base;
-    redq__logger log;
-    redq_message_cb on_message;
-    void *user;
-
-    char **queues;
-    size_t *qlens;
-    uint64_t *bad_until; /* per queue: skipped until then (wrong type) */
-    size_t nq;
-
-    popper *pool;
-    size_t npool;
-    redq__conn *ctl;
-
-    size_t pop_batch, max_unacked;
-    int pop_timeout_ms, stop_timeout_ms, pop_mode;
-    char timeout_arg[32]; /* the pop timeout as the server wants it */
-
-    const char **argv; /* reused for building pop commands */
-    size_t *argvlen;
-
-    size_t unacked, reserved;
-    size_t n_idle;   /* poppers between rounds */
-    size_t kick_min; /* room that makes it worth waking a parked popper */
-    struct { chunk *head; } live;
-    chunk *free_chunks;
-    size_t nfree;
-
-    struct event *ev_defer;
-    int defer_flags;
-    struct event *t_retry; /* unblock retries, wrong-type rechecks */
-
-    int stopping, stop_done, stop_timed_out;
-    redq_stop_cb stop_cb;
-    void *stop_user;
-    struct event *t_stop;
-
-    int closing;
-    redq_close_cb close_cb;
-    void *close_user;
-
-    redq_consumer_stats st;
-};
+#include "consumer_int.h"
 
 static void kick(popper *pp);
 static void defer(redq_consumer *c, int flag);
@@ -170,67 +94,104 @@ static redq_message *chunk_msgs(chunk *ch)
 
 /* ---- delivery ----------------------------------------------------------- */
 
-static const char *queue_name(redq_consumer *c, const char *key, size_t len)
+static int queue_index(redq_consumer *c, const char *key, size_t len)
 {
     size_t i;
     for (i = 0; i < c->nq; i++)
         if (c->qlens[i] == len && memcmp(c->queues[i], key, len) == 0)
-            return c->queues[i];
-    return NULL;
+            return (int)i;
+    return -1;
+}
+
+static int looks_enveloped(const char *s, size_t len)
+{
+    size_t i;
+    for (i = 0; i < len; i++) {
+        if (s[i] == '{')
+            return 1;
+        if (s[i] != ' ' && s[i] != '\t' && s[i] != '\r' && s[i] != '\n')
+            return 0;
+    }
+    return 0;
 }
 
 /*
- * Copy `n` string elements (els[0] popped first) into one chunk and hand
- * them to the handler in that order.
+ * Copy `n` popped messages into one chunk and hand them to the handler in
+ * pop order. Message i is els[i * stride + stride - 1]; its queue is `qidx`,
+ * or with stride 2 the 1-based integer els[i * 2] (the TAKE script's
+ * reply). Envelopes are unwrapped; malformed ones are dead-lettered instead
+ * of delivered.
  */
-static void deliver(redq_consumer *c, const char *queue, redisReply **els,
-                    size_t n)
+static void deliver(redq_consumer *c, int qidx, redisReply **els, size_t n,
+                    size_t stride)
 {
-    size_t i, bytes = 0;
+    size_t i, bytes = 0, given = 0;
     chunk *ch;
     redq_message *m;
     char *w;
 
-    for (i = 0; i < n; i++)
-        bytes += (size_t)els[i]->len + 1;
+    for (i = 0; i < n; i++) {
+        redisReply *r = els[i * stride + stride - 1];
+        size_t len = (size_t)r->len;
+        /* Room for the message as stored, and for a decoded body when it
+         * may be an envelope (never longer than the message). */
+        bytes += len + 1;
+        if (looks_enveloped(r->str, len))
+            bytes += len + 1;
+    }
     ch = chunk_get(c, n, bytes);
     if (ch == NULL) {
-        /* The messages are out of Redis already: nothing to give back to.
-         * Say so loudly; this is the one place fast mode can drop. */
+        /* At-least-once they are safe in the processing list and come back
+         * after the visibility timeout; at-most-once they are gone. */
         redq__log(&c->log, REDQ_LOG_ERROR, REDQ_ENOMEM,
-                  "out of memory: %zu messages popped from %s are lost", n,
-                  queue);
+                  "out of memory: %zu popped messages not delivered%s", n,
+                  c->reliable ? " (they will be retried)" : " (lost)");
         return;
     }
     m = chunk_msgs(ch);
     w = (char *)(m + n);
     for (i = 0; i < n; i++) {
-        size_t len = (size_t)els[i]->len;
-        memcpy(w, els[i]->str, len);
+        redisReply *r = els[i * stride + stride - 1];
+        size_t len = (size_t)r->len;
+        redq_message *mm = &m[given];
+        int qi = stride == 2 ? (int)els[i * 2]->integer - 1 : qidx;
+
+        if (r->type != REDIS_REPLY_STRING || qi < 0 || (size_t)qi >= c->nq)
+            continue;
+        memcpy(w, r->str, len);
         w[len] = '\0';
-        m[i].ch = ch;
-        m[i].owner = c;
-        m[i].queue = queue;
-        m[i].data = w;
-        m[i].len = len;
+        memset(mm, 0, sizeof *mm);
+        mm->ch = ch;
+        mm->owner = c;
+        mm->qidx = qi;
+        mm->queue = c->queues[qi];
+        mm->raw = w;
+        mm->raw_len = len;
         w += len + 1;
+        if (redq__rel_prepare(c, mm, w) != 0)
+            continue; /* dead-lettered */
+        if (mm->data != mm->raw)
+            w += len + 1;
+        given++;
     }
-    ch->refs += n;
-    c->unacked += n;
-    c->st.delivered += n;
-    for (i = 0; i < n && !c->closing; i++)
+    ch->refs += given;
+    c->unacked += given;
+    c->st.delivered += given;
+    for (i = 0; i < given && !c->closing; i++) {
+        redq__rel_delivered(c, &m[i]);
         c->on_message(c, &m[i], c->user);
+    }
     if (c->closing) {
         /* Closed from a handler: the rest are dropped with the consumer. */
-        c->unacked -= n - i;
-        ch->refs -= n - i;
+        c->unacked -= given - i;
+        ch->refs -= given - i;
     }
     chunk_put(c, ch);
 }
 
-static void deliver_one(redq_consumer *c, const char *queue, redisReply *el)
+static void deliver_one(redq_consumer *c, int qidx, redisReply *el)
 {
-    deliver(c, queue, &el, 1);
+    deliver(c, qidx, &el, 1, 1);
 }
 
 /* ---- rounds ------------------------------------------------------------- */
@@ -300,8 +261,8 @@ static void on_type_reply(redq__conn *conn, void *reply, void *arg)
             redq__log(&c->log, REDQ_LOG_ERROR, REDQ_EWRONGTYPE,
                       "queue %s holds a %s, not a list; skipping it, "
                       "rechecking every %u s",
-                      c->queues[idx], r->str, BAD_QUEUE_RECHECK_US / 1000000u);
-        c->bad_until[idx] = redq__now_us() + BAD_QUEUE_RECHECK_US;
+                      c->queues[idx], r->str, REDQ__BAD_QUEUE_RECHECK_US / 1000000u);
+        c->bad_until[idx] = redq__now_us() + REDQ__BAD_QUEUE_RECHECK_US;
     }
     if (pp->outstanding == 0) {
         round_end(pp);
@@ -322,8 +283,10 @@ static void pop_error(popper *pp, redisReply *r)
         start_typecheck(pp);
         return;
     }
-    redq__log(&c->log, REDQ_LOG_ERROR, code, "pop: %s", r->str);
     round_end(pp);
+    if (redq__rel_script_error(c, pp->conn, r->str))
+        return; /* scripts flushed: the connection reloads them */
+    redq__log(&c->log, REDQ_LOG_ERROR, code, "pop: %s", r->str);
     if (code == REDQ_EAUTH || strncmp(r->str, "LOADING", 7) == 0 ||
         strncmp(r->str, "READONLY", 8) == 0)
         redq__conn_reset(pp->conn, code, r->str);
@@ -335,10 +298,11 @@ static void pop_error(popper *pp, redisReply *r)
     }
 }
 
-static void bulk_pops(popper *pp, const char *queue, size_t more)
+static void bulk_pops(popper *pp, int qi, size_t more)
 {
     redq_consumer *c = pp->owner;
-    size_t qlen = strlen(queue);
+    const char *queue = c->queues[qi];
+    size_t qlen = c->qlens[qi];
     char count[24];
     int mode = effective_mode(c, pp);
 
@@ -375,7 +339,7 @@ static void on_bulk_reply(redq__conn *conn, void *reply, void *arg)
     if (c->closing)
         return;
     if (r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements > 0)
-        deliver(c, pp->bulk_q, r->element, r->elements);
+        deliver(c, pp->bulk_q, r->element, r->elements, 1);
     else if (r != NULL && r->type == REDIS_REPLY_STRING)
         deliver_one(c, pp->bulk_q, r);
     else if (r != NULL && r->type == REDIS_REPLY_ERROR)
@@ -393,7 +357,7 @@ static void on_pop_reply(redq__conn *conn, void *reply, void *arg)
     popper *pp = arg;
     redq_consumer *c = pp->owner;
     redisReply *r = reply;
-    const char *q;
+    int q;
     (void)conn;
 
     pp->outstanding--;
@@ -419,8 +383,8 @@ static void on_pop_reply(redq__conn *conn, void *reply, void *arg)
     }
     if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
         r->element[0]->type != REDIS_REPLY_STRING ||
-        (q = queue_name(c, r->element[0]->str,
-                        (size_t)r->element[0]->len)) == NULL) {
+        (q = queue_index(c, r->element[0]->str,
+                         (size_t)r->element[0]->len)) < 0) {
         redq__log(&c->log, REDQ_LOG_ERROR, REDQ_EPROTOCOL,
                   "pop: unexpected reply (type %d)", r->type);
         round_end(pp);
@@ -430,7 +394,7 @@ static void on_pop_reply(redq__conn *conn, void *reply, void *arg)
 
     if (r->element[1]->type == REDIS_REPLY_ARRAY) {
         /* BLMPOP: [key, [v1, v2, ...]] */
-        deliver(c, q, r->element[1]->element, r->element[1]->elements);
+        deliver(c, q, r->element[1]->element, r->element[1]->elements, 1);
     } else if (r->element[1]->type == REDIS_REPLY_STRING) {
         /* BRPOP: [key, v]; under backlog take more of the same queue. */
         deliver_one(c, q, r->element[1]);
@@ -439,6 +403,74 @@ static void on_pop_reply(redq__conn *conn, void *reply, void *arg)
             bulk_pops(pp, q, pp->reserved - 1);
             return;
         }
+    }
+    if (c->closing)
+        return;
+    round_end(pp);
+    kick(pp);
+}
+
+/*
+ * At-least-once replies. TAKE answers [index, message, ...] (empty: nothing
+ * ready, so block next); BLMOVE answers one message or nil (timed out: block
+ * again straight away, so an idle pool sends one command per timeout).
+ */
+static void on_take_reply(redq__conn *conn, void *reply, void *arg)
+{
+    popper *pp = arg;
+    redq_consumer *c = pp->owner;
+    redisReply *r = reply;
+    (void)conn;
+
+    pp->outstanding--;
+    if (c->closing)
+        return;
+    if (r == NULL) {
+        round_end(pp); /* the messages, if any, are safe in proc */
+        return;
+    }
+    c->st.pops++;
+    if (r->type == REDIS_REPLY_ERROR) {
+        pop_error(pp, r);
+        return;
+    }
+    if (r->type == REDIS_REPLY_ARRAY && r->elements >= 2) {
+        deliver(c, -1, r->element, r->elements / 2, 2);
+    } else {
+        c->st.empty_pops++;
+        pp->block_next = 1;
+    }
+    if (c->closing)
+        return;
+    round_end(pp);
+    kick(pp);
+}
+
+static void on_block_reply(redq__conn *conn, void *reply, void *arg)
+{
+    popper *pp = arg;
+    redq_consumer *c = pp->owner;
+    redisReply *r = reply;
+    (void)conn;
+
+    pp->outstanding--;
+    if (c->closing)
+        return;
+    if (r == NULL) {
+        round_end(pp);
+        return;
+    }
+    c->st.pops++;
+    if (r->type == REDIS_REPLY_ERROR) {
+        pop_error(pp, r);
+        return;
+    }
+    if (r->type == REDIS_REPLY_STRING) {
+        deliver_one(c, (int)pp->block_q, r);
+        pp->block_next = 0; /* there may be more: TAKE a batch next */
+    } else {
+        c->st.empty_pops++;
+        pp->block_next = 1;
     }
     if (c->closing)
         return;
@@ -466,54 +498,109 @@ static void arm_retry(redq_consumer *c, uint64_t us)
  * Start a round on an idle popper if the window has room. Parked poppers
  * (no room) are kicked again when acks make room.
  */
-static void kick(popper *pp)
+static void format_timeout(const redq_consumer *c, const popper *pp,
+                           char *buf, size_t n)
 {
-    redq_consumer *c = pp->owner;
-    size_t n, i, argc = 0, nkeys = 0;
-    uint64_t now, next_check = UINT64_MAX;
-    char tbuf[32], nbuf[24], cbuf[24];
-    int mode, rc;
-
-    if (c->closing || c->stopping || pp->stage != R_IDLE ||
-        !redq__conn_ready(pp->conn))
-        return;
-    n = room(c);
-    if (n == 0)
-        return;
-    if (n > c->pop_batch)
-        n = c->pop_batch;
-
-    mode = effective_mode(c, pp);
     /* Fractions of a second are understood from Redis 6.0 on. */
     if (c->pop_timeout_ms % 1000 == 0 ||
         redq__conn_server_version(pp->conn) < 60000)
-        snprintf(tbuf, sizeof tbuf, "%d", (c->pop_timeout_ms + 999) / 1000);
+        snprintf(buf, n, "%d", (c->pop_timeout_ms + 999) / 1000);
     else
-        snprintf(tbuf, sizeof tbuf, "%d.%03d", c->pop_timeout_ms / 1000,
+        snprintf(buf, n, "%d.%03d", c->pop_timeout_ms / 1000,
                  c->pop_timeout_ms % 1000);
+}
 
-    c->argv[argc++] = mode == REDQ_POP_BLMPOP ? "BLMPOP" : "BRPOP";
-    if (mode == REDQ_POP_BLMPOP) {
-        c->argv[argc++] = tbuf;
-        c->argv[argc++] = nbuf; /* numkeys, filled below */
-    }
-    now = redq__now_us();
+/* The queues not excluded for holding a wrong type, in priority order, into
+ * c->argv from `at` (pairs with their processing lists when `with_proc`).
+ * Returns how many; arms the recheck timer when there are none. */
+static size_t usable_queues(redq_consumer *c, size_t at, int with_proc)
+{
+    uint64_t now = redq__now_us(), next_check = UINT64_MAX;
+    size_t i, nkeys = 0;
     for (i = 0; i < c->nq; i++) {
         if (c->bad_until[i] > now) {
             if (c->bad_until[i] < next_check)
                 next_check = c->bad_until[i];
             continue;
         }
-        c->argv[argc++] = c->queues[i];
+        c->argv[at++] = c->queues[i];
+        if (with_proc)
+            c->argv[at++] = c->rq[i].proc;
         nkeys++;
     }
-    if (nkeys == 0) {
-        /* Every queue is of the wrong type: look again later. */
-        arm_retry(c, next_check - now);
-        return;
+    if (nkeys == 0)
+        arm_retry(c, next_check - now); /* look again later */
+    return nkeys;
+}
+
+/* At-least-once round: TAKE a batch (non-blocking, all queues by priority)
+ * or, when the last TAKE found nothing, block on this popper's queue. */
+static int start_reliable_round(popper *pp, size_t n, char *tbuf,
+                                char *nbuf)
+{
+    redq_consumer *c = pp->owner;
+    size_t argc = 0, i, nkeys;
+    int rc;
+
+    if (pp->block_next && c->bad_until[pp->block_q] <= redq__now_us()) {
+        size_t q = pp->block_q;
+        if (redq__conn_server_version(pp->conn) >= 60200) {
+            const char *argv[] = {"BLMOVE", c->queues[q], c->rq[q].proc,
+                                  "RIGHT", "LEFT", tbuf};
+            rc = redq__conn_sendv(pp->conn, 6, argv, NULL, c->pop_timeout_ms,
+                                  on_block_reply, pp);
+        } else {
+            const char *argv[] = {"BRPOPLPUSH", c->queues[q], c->rq[q].proc,
+                                  tbuf};
+            rc = redq__conn_sendv(pp->conn, 4, argv, NULL, c->pop_timeout_ms,
+                                  on_block_reply, pp);
+        }
+        if (rc == 0) {
+            pp->stage = R_BLOCKING;
+            pp->reserved = 1;
+        }
+        return rc;
     }
+    c->argv[argc++] = "EVALSHA";
+    c->argv[argc++] = c->scripts.sha[REDQ__SCRIPT_TAKE];
+    c->argv[argc++] = nbuf; /* numkeys, below */
+    nkeys = usable_queues(c, argc, 1);
+    if (nkeys == 0)
+        return REDQ_EINVAL;
+    argc += 2 * nkeys;
+    snprintf(nbuf, 24, "%zu", 2 * nkeys);
+    c->argv[argc++] = tbuf + 32; /* the count, below */
+    snprintf(tbuf + 32, 24, "%zu", n);
+    for (i = 0; i < argc; i++)
+        c->argvlen[i] = strlen(c->argv[i]);
+    rc = redq__conn_sendv(pp->conn, (int)argc, c->argv, c->argvlen, 0,
+                          on_take_reply, pp);
+    if (rc == 0) {
+        pp->stage = R_TAKE;
+        pp->reserved = n;
+    }
+    return rc;
+}
+
+/* At-most-once round: one BLMPOP, or a BRPOP to be followed by RPOPs. */
+static int start_fast_round(popper *pp, size_t n, char *tbuf, char *nbuf)
+{
+    redq_consumer *c = pp->owner;
+    size_t argc = 0, i, nkeys;
+    char cbuf[24];
+    int mode = effective_mode(c, pp), rc;
+
+    c->argv[argc++] = mode == REDQ_POP_BLMPOP ? "BLMPOP" : "BRPOP";
     if (mode == REDQ_POP_BLMPOP) {
-        snprintf(nbuf, sizeof nbuf, "%zu", nkeys);
+        c->argv[argc++] = tbuf;
+        c->argv[argc++] = nbuf; /* numkeys, below */
+    }
+    nkeys = usable_queues(c, argc, 0);
+    if (nkeys == 0)
+        return REDQ_EINVAL;
+    argc += nkeys;
+    if (mode == REDQ_POP_BLMPOP) {
+        snprintf(nbuf, 24, "%zu", nkeys);
         snprintf(cbuf, sizeof cbuf, "%zu", n);
         c->argv[argc++] = "RIGHT";
         c->argv[argc++] = "COUNT";
@@ -523,16 +610,42 @@ static void kick(popper *pp)
     }
     for (i = 0; i < argc; i++)
         c->argvlen[i] = strlen(c->argv[i]);
-
     rc = redq__conn_sendv(pp->conn, (int)argc, c->argv, c->argvlen,
                           c->pop_timeout_ms, on_pop_reply, pp);
+    if (rc == 0) {
+        pp->stage = R_BLOCKING;
+        pp->reserved = n;
+    }
+    return rc;
+}
+
+/*
+ * Start a round on an idle popper if the window has room. Parked poppers
+ * (no room) are kicked again when acks make room.
+ */
+static void kick(popper *pp)
+{
+    redq_consumer *c = pp->owner;
+    size_t n;
+    char tbuf[64], nbuf[24];
+    int rc;
+
+    if (c->closing || c->stopping || pp->stage != R_IDLE ||
+        !redq__conn_ready(pp->conn) || (c->reliable && !c->registered))
+        return;
+    n = room(c);
+    if (n == 0)
+        return;
+    if (n > c->pop_batch)
+        n = c->pop_batch;
+    format_timeout(c, pp, tbuf, 32);
+    rc = c->reliable ? start_reliable_round(pp, n, tbuf, nbuf)
+                     : start_fast_round(pp, n, tbuf, nbuf);
     if (rc != 0)
-        return; /* not ready after all; conn_up kicks again */
+        return; /* not ready after all (conn_up kicks again) or no queue */
     c->n_idle--;
-    pp->stage = R_BLOCKING;
     pp->outstanding = 1;
-    pp->reserved = n;
-    c->reserved += n;
+    c->reserved += pp->reserved;
 }
 
 static void kick_all(redq_consumer *c)
@@ -586,6 +699,15 @@ static void check_stop(redq_consumer *c)
         return;
     if (c->unacked > 0 && !c->stop_timed_out)
         return;
+    /* At-least-once, the stop is done when Redis has the acks too: a close
+     * right after must not turn acked messages into redeliveries. */
+    redq__rel_flush_acks(c);
+    if (c->unacked == 0 && !c->deregistered) {
+        c->deregistered = 1;
+        redq__rel_stopped(c);
+    }
+    if (!redq__rel_quiet(c) && !c->stop_timed_out)
+        return;
     c->stop_done = 1;
     event_del(c->t_stop);
     cb = c->stop_cb;
@@ -623,6 +745,11 @@ static void defer(redq_consumer *c, int flag)
     c->defer_flags |= flag;
 }
 
+void redq__consumer_defer(redq_consumer *c, int flag)
+{
+    defer(c, flag);
+}
+
 static void defer_cb(evutil_socket_t fd, short what, void *arg)
 {
     redq_consumer *c = arg;
@@ -634,6 +761,8 @@ static void defer_cb(evutil_socket_t fd, short what, void *arg)
         close_now(c);
         return;
     }
+    if (flags & DEFER_FLUSH_ACKS)
+        redq__rel_flush_acks(c);
     if (flags & DEFER_KICK)
         kick_all(c);
     if (flags & DEFER_CHECK_STOP)
@@ -662,6 +791,7 @@ static void ctl_up(redq__conn *conn, void *arg)
 {
     redq_consumer *c = arg;
     (void)conn;
+    redq__rel_ctl_up(c);
     if (c->stopping && !c->stop_done)
         unblock_all(c);
 }
@@ -676,6 +806,7 @@ static void consumer_free(redq_consumer *c)
         for (i = 0; i < c->npool; i++)
             redq__conn_free(c->pool[i].conn);
     redq__conn_free(c->ctl);
+    redq__rel_free(c);
     while ((ch = c->live.head) != NULL) {
         c->live.head = ch->next;
         free(ch);
@@ -745,7 +876,12 @@ int redq_consumer_new(redq_consumer **out, struct event_base *base,
     if (c->kick_min > c->pop_batch)
         c->kick_min = c->pop_batch;
     c->nq = nqueues;
+    c->reliable = opts->delivery == REDQ_AT_LEAST_ONCE;
     c->npool = opts->pool_size;
+    /* At-least-once, a blocking pop (BLMOVE) watches one queue: every
+     * queue needs a connection of its own to block on. */
+    if (c->reliable && c->npool < nqueues)
+        c->npool = nqueues;
     c->n_idle = c->npool;
 
     rc = REDQ_ENOMEM;
@@ -769,13 +905,18 @@ int redq_consumer_new(redq_consumer **out, struct event_base *base,
         memcpy(c->queues[i], queues[i], c->qlens[i] + 1);
     }
 
+    if (redq__rel_init(c, opts) != 0)
+        goto fail;
     redq__conn_config_init(&cfg, opts, &url, &c->log);
+    cfg.load_scripts = 1; /* acks, retries, promotion */
     if (redq__conn_new(&c->ctl, base, &cfg, ctl_up, NULL, c) != 0)
         goto fail;
+    cfg.load_scripts = c->reliable; /* TAKE */
     cfg.want_client_id = 1;
     cfg.arena_replies = 1; /* many small elements per reply */
     for (i = 0; i < c->npool; i++) {
         c->pool[i].owner = c;
+        c->pool[i].block_q = i % nqueues;
         if (redq__conn_new(&c->pool[i].conn, base, &cfg, popper_up,
                            popper_down, &c->pool[i]) != 0)
             goto fail;
@@ -808,13 +949,22 @@ size_t redq_msg_len(const redq_message *m)
     return m != NULL ? m->len : 0;
 }
 
-int redq_ack(redq_message *m)
+int redq_msg_attempt(const redq_message *m)
 {
-    redq_consumer *c;
-    if (m == NULL)
-        return REDQ_EINVAL;
-    c = m->owner;
-    c->unacked--;
+    return m != NULL ? m->attempt : 0;
+}
+
+const char *redq_msg_id(const redq_message *m)
+{
+    return m != NULL ? m->id : NULL;
+}
+
+/* The handler is done with `m`: give back its window place (unless a
+ * visibility timeout already did) and its memory. */
+static void release(redq_consumer *c, redq_message *m)
+{
+    if (m->state != M_SETTLED)
+        c->unacked--;
     c->st.acked++;
     chunk_put(c, m->ch);
     if (c->stopping) {
@@ -823,7 +973,26 @@ int redq_ack(redq_message *m)
     } else if (c->n_idle > 0 && room(c) >= c->kick_min) {
         defer(c, DEFER_KICK);
     }
-    return 0;
+}
+
+int redq_ack(redq_message *m)
+{
+    int rc;
+    if (m == NULL)
+        return REDQ_EINVAL;
+    rc = redq__rel_ack(m->owner, m);
+    release(m->owner, m);
+    return rc;
+}
+
+int redq_nack(redq_message *m, const char *reason)
+{
+    int rc;
+    if (m == NULL)
+        return REDQ_EINVAL;
+    rc = redq__rel_nack(m->owner, m, reason);
+    release(m->owner, m);
+    return rc;
 }
 
 int redq_consumer_stop(redq_consumer *c, redq_stop_cb cb, void *user)

@@ -46,6 +46,14 @@ void redq_options_init(redq_options *opts)
     opts->pop_timeout_ms = 5000;
     opts->stop_timeout_ms = 30000;
     opts->pop_mode = REDQ_POP_AUTO;
+
+    opts->delivery = REDQ_AT_MOST_ONCE;
+    opts->visibility_timeout_ms = 30000;
+    opts->max_attempts = 5;
+    opts->retry_base_ms = 1000;
+    opts->retry_max_ms = 60000;
+    opts->consumer_ttl_ms = 15000;
+    opts->promote_interval_ms = 200;
 }
 
 static int bad(char *err, size_t errlen, const char *what)
@@ -121,6 +129,22 @@ int redq__options_check(const redq_options *o, char *err, size_t errlen)
         return bad(err, errlen, "options.stop_timeout_ms must be >= 0");
     if (o->pop_mode < REDQ_POP_AUTO || o->pop_mode > REDQ_POP_PIPELINED)
         return bad(err, errlen, "options.pop_mode must be a REDQ_POP_* value");
+    if (o->delivery != REDQ_AT_LEAST_ONCE && o->delivery != REDQ_AT_MOST_ONCE)
+        return bad(err, errlen,
+                   "options.delivery must be REDQ_AT_LEAST_ONCE or "
+                   "REDQ_AT_MOST_ONCE");
+    if (o->visibility_timeout_ms < 10)
+        return bad(err, errlen, "options.visibility_timeout_ms must be >= 10");
+    if (o->max_attempts < 1 || o->max_attempts > 1000000)
+        return bad(err, errlen, "options.max_attempts must be 1..1000000");
+    if (o->retry_base_ms < 0 || o->retry_max_ms < o->retry_base_ms)
+        return bad(err, errlen,
+                   "options.retry_base_ms must be >= 0 and <= retry_max_ms");
+    if (o->consumer_ttl_ms < 100)
+        return bad(err, errlen, "options.consumer_ttl_ms must be >= 100");
+    if (o->promote_interval_ms < 1 || o->promote_interval_ms > 60000)
+        return bad(err, errlen,
+                   "options.promote_interval_ms must be 1..60000");
     return 0;
 }
 

@@ -37,6 +37,8 @@
 /* Room for "*<up to 20 digits>\r\n" in front of every batch. */
 #define HEADER_ROOM 24
 
+enum batch_kind { B_LPUSH, B_DELAY };
+
 enum batch_state {
     B_OPEN,     /* in the map, taking messages */
     B_SEALED,   /* in the FIFO, not written (or to be rewritten) */
@@ -56,6 +58,7 @@ typedef struct batch {
     struct batch *prev, *next; /* FIFO, open list or free list */
     struct batch *hnext;       /* hash chain while open */
     uint32_t hash;
+    int kind; /* enum batch_kind */
     enum batch_state state;
 
     char *qname; /* NUL-terminated copy, for reports and map lookups */
@@ -92,6 +95,8 @@ struct redq_producer {
     struct event_base *base;
     redq__conn *conn;
     redq__logger log;
+    redq__scripts scripts; /* redq_produce_delayed() calls one by SHA */
+    char id[24];           /* makes delayed messages' ids unique */
 
     /* options */
     redq_delivery_cb on_delivery;
@@ -239,10 +244,10 @@ static uint32_t hash_name(const char *s, size_t n)
     return h;
 }
 
-/* A fresh open batch for `queue`: the command is started with LPUSH and the
- * key, messages are appended after. */
-static batch *batch_new(redq_producer *p, const char *queue, size_t qlen,
-                        uint32_t hash)
+/* A fresh open batch for `queue`: the command is started (LPUSH queue, or
+ * EVALSHA <delay script> 1 queue:delayed), messages are appended after. */
+static batch *batch_new(redq_producer *p, int kind, const char *queue,
+                        size_t qlen, uint32_t hash)
 {
     batch *b = p->free_list;
     char *w;
@@ -256,7 +261,7 @@ static batch *batch_new(redq_producer *p, const char *queue, size_t qlen,
             return NULL;
     }
     if (ensure(&b->qname, &b->qcap, qlen + 1) != 0 ||
-        ensure(&b->buf, &b->cap, HEADER_ROOM + 16 + 24 + qlen + 2) != 0) {
+        ensure(&b->buf, &b->cap, HEADER_ROOM + 96 + 24 + qlen + 10) != 0) {
         batch_destroy(b);
         return NULL;
     }
@@ -264,6 +269,7 @@ static batch *batch_new(redq_producer *p, const char *queue, size_t qlen,
     b->qname[qlen] = '\0';
     b->qlen = qlen;
     b->owner = p;
+    b->kind = kind;
     b->hash = hash;
     b->state = B_OPEN;
     b->prev = b->next = b->hnext = NULL;
@@ -273,13 +279,33 @@ static batch *batch_new(redq_producer *p, const char *queue, size_t qlen,
     b->start = 0;
 
     w = b->buf + HEADER_ROOM;
-    memcpy(w, "$5\r\nLPUSH\r\n$", 12);
-    w += 12;
-    w += put_uint(w, qlen);
-    *w++ = '\r';
-    *w++ = '\n';
-    memcpy(w, queue, qlen);
-    w += qlen;
+    if (kind == B_LPUSH) {
+        static const char pre[] = "$5\r\nLPUSH\r\n$";
+        memcpy(w, pre, sizeof pre - 1);
+        w += sizeof pre - 1;
+        w += put_uint(w, qlen);
+        *w++ = '\r';
+        *w++ = '\n';
+        memcpy(w, queue, qlen);
+        w += qlen;
+    } else {
+        /* Keys derive from the queue name (hash tags keep one slot). */
+        static const char pre[] = "$7\r\nEVALSHA\r\n$40\r\n";
+        static const char mid[] = "\r\n$1\r\n1\r\n$";
+        memcpy(w, pre, sizeof pre - 1);
+        w += sizeof pre - 1;
+        memcpy(w, p->scripts.sha[REDQ__SCRIPT_DELAY], 40);
+        w += 40;
+        memcpy(w, mid, sizeof mid - 1);
+        w += sizeof mid - 1;
+        w += put_uint(w, qlen + 8);
+        *w++ = '\r';
+        *w++ = '\n';
+        memcpy(w, queue, qlen);
+        w += qlen;
+        memcpy(w, ":delayed", 8);
+        w += 8;
+    }
     *w++ = '\r';
     *w++ = '\n';
     b->len = (size_t)(w - b->buf);
@@ -309,14 +335,14 @@ static int map_grow(redq_producer *p)
     return 0;
 }
 
-static batch *map_find(redq_producer *p, const char *q, size_t qlen,
-                       uint32_t hash)
+static batch *map_find(redq_producer *p, int kind, const char *q,
+                       size_t qlen, uint32_t hash)
 {
     batch *b;
     if (p->nbuckets == 0)
         return NULL;
     for (b = p->buckets[hash & (p->nbuckets - 1)]; b != NULL; b = b->hnext)
-        if (b->hash == hash && b->qlen == qlen &&
+        if (b->hash == hash && b->kind == kind && b->qlen == qlen &&
             memcmp(b->qname, q, qlen) == 0)
             return b;
     return NULL;
@@ -341,7 +367,9 @@ static void map_remove(redq_producer *p, batch *b)
 static void seal(redq_producer *p, batch *b)
 {
     char tmp[24];
-    size_t n = put_uint(tmp, (uint64_t)b->n + 2);
+    /* LPUSH q m1..mN, or EVALSHA sha 1 key d1 e1 .. dN eN */
+    size_t n = put_uint(tmp, b->kind == B_LPUSH ? (uint64_t)b->n + 2
+                                                : 2 * (uint64_t)b->n + 4);
     map_remove(p, b);
     b->start = HEADER_ROOM - (n + 3);
     b->buf[b->start] = '*';
@@ -432,8 +460,9 @@ static void report_batch(redq_producer *p, batch *b, int status,
  * simply be retried on a fresh connection? */
 static int retryable(const char *s)
 {
-    static const char *const words[] = {"NOAUTH", "LOADING", "READONLY",
-                                        "MASTERDOWN", "TRYAGAIN", "BUSY"};
+    static const char *const words[] = {"NOAUTH",     "LOADING",  "READONLY",
+                                        "MASTERDOWN", "TRYAGAIN", "BUSY",
+                                        "NOSCRIPT"};
     size_t i;
     for (i = 0; i < sizeof words / sizeof words[0]; i++) {
         size_t n = strlen(words[i]);
@@ -732,7 +761,12 @@ int redq_producer_new(redq_producer **out, struct event_base *base,
     p->delivery_timeout_us = (uint64_t)opts->delivery_timeout_ms * 1000u;
     p->span_max_us = p->delivery_timeout_us / 16;
 
+    redq__scripts_init(&p->scripts);
+    snprintf(p->id, sizeof p->id, "%08x%08x",
+             (unsigned)(redq__now_us() ^ (uintptr_t)p),
+             (unsigned)((uint64_t)redq__wall_ms() ^ ((uintptr_t)p >> 16)));
     redq__conn_config_init(&cfg, opts, &url, &p->log);
+    cfg.load_scripts = 1; /* the delay script, after any restart or flush */
     rc = redq__conn_new(&p->conn, base, &cfg, conn_up, conn_down, p);
     redq__url_free(&url);
     if (rc == 0) {
@@ -773,22 +807,17 @@ static uint64_t coarse_now_us(void)
 #endif
 }
 
-int redq_produce(redq_producer *p, const char *queue, const void *payload,
-                 size_t len, void *opaque)
+/* Validation shared by both produce calls; 0 or the error to return. */
+static int check_produce(redq_producer *p, const char *queue,
+                         const void *payload, size_t len, size_t *qlen)
 {
-    batch *b;
-    size_t qlen, need;
-    uint32_t hash;
-    uint64_t now;
-    char *w;
-
     if (REDQ__UNLIKELY(p == NULL || queue == NULL ||
                        (payload == NULL && len > 0)))
         return REDQ_EINVAL;
     if (REDQ__UNLIKELY(p->closing))
         return REDQ_ECLOSED;
-    qlen = strlen(queue);
-    if (REDQ__UNLIKELY(qlen == 0 || qlen > REDQ__MAX_QUEUE_NAME))
+    *qlen = strlen(queue);
+    if (REDQ__UNLIKELY(*qlen == 0 || *qlen > REDQ__MAX_QUEUE_NAME))
         return REDQ_EINVAL;
     if (REDQ__UNLIKELY(len > p->max_message_bytes ||
                        len > p->max_pending_bytes))
@@ -799,20 +828,30 @@ int redq_produce(redq_producer *p, const char *queue, const void *payload,
         p->st.rejected_full++;
         return REDQ_EFULL;
     }
+    return 0;
+}
 
-    now = coarse_now_us();
-    b = p->last;
-    if (b == NULL || b->qlen != qlen || memcmp(b->qname, queue, qlen) != 0) {
-        hash = hash_name(queue, qlen);
-        b = map_find(p, queue, qlen, hash);
+/*
+ * The open batch of `kind` for `queue` with room for `add` more bytes: the
+ * one used last (one-queue producers never hash), or from the map, or a
+ * new one. A batch that would pass batch_max_bytes, or has been open for
+ * span_max_us, is sealed and replaced.
+ */
+static batch *open_batch_for(redq_producer *p, int kind, const char *queue,
+                             size_t qlen, size_t add, uint64_t now)
+{
+    batch *b = p->last;
+    uint32_t hash;
+
+    if (b == NULL || b->kind != kind || b->qlen != qlen ||
+        memcmp(b->qname, queue, qlen) != 0) {
+        hash = hash_name(queue, qlen) ^ (uint32_t)kind;
+        b = map_find(p, kind, queue, qlen, hash);
     } else {
         hash = b->hash;
     }
-    /* Start a new batch rather than overfill this one, or stretch one
-     * batch's life so far that its first message's deadline is far from
-     * its last's. */
     if (b != NULL &&
-        ((b->len - HEADER_ROOM) + len + 32 > p->batch_max_bytes ||
+        ((b->len - HEADER_ROOM) + add + 32 > p->batch_max_bytes ||
          (p->span_max_us && now - b->first_us > p->span_max_us))) {
         seal(p, b);
         pump(p);
@@ -820,10 +859,10 @@ int redq_produce(redq_producer *p, const char *queue, const void *payload,
     }
     if (b == NULL) {
         if (p->nopen >= p->nbuckets && map_grow(p) != 0)
-            return REDQ_ENOMEM;
-        b = batch_new(p, queue, qlen, hash);
+            return NULL;
+        b = batch_new(p, kind, queue, qlen, hash);
         if (b == NULL)
-            return REDQ_ENOMEM;
+            return NULL;
         b->first_seq = p->next_seq;
         b->first_us = now;
         b->hnext = p->buckets[hash & (p->nbuckets - 1)];
@@ -831,33 +870,53 @@ int redq_produce(redq_producer *p, const char *queue, const void *payload,
         bl_append(&p->open, b);
         p->nopen++;
     }
+    return b;
+}
 
-    need = b->len + len + 32;
-    if (REDQ__UNLIKELY(need > b->cap || b->n == b->mcap)) {
-        if (ensure(&b->buf, &b->cap, need) != 0)
-            goto nomem;
-        if (b->n == b->mcap) {
-            size_t ncap = b->mcap ? b->mcap * 2 : 64;
-            msg_entry *m = realloc(b->msgs, ncap * sizeof *m);
-            if (m == NULL)
-                goto nomem;
-            b->msgs = m;
-            b->mcap = ncap;
-        }
+/* Room for one more message of `bytes` RESP bytes in `b`. */
+static int make_room(batch *b, size_t bytes)
+{
+    size_t need = b->len + bytes;
+    if (REDQ__LIKELY(need <= b->cap && b->n < b->mcap))
+        return 0;
+    if (ensure(&b->buf, &b->cap, need) != 0)
+        return REDQ_ENOMEM;
+    if (b->n == b->mcap) {
+        size_t ncap = b->mcap ? b->mcap * 2 : 64;
+        msg_entry *m = realloc(b->msgs, ncap * sizeof *m);
+        if (m == NULL)
+            return REDQ_ENOMEM;
+        b->msgs = m;
+        b->mcap = ncap;
     }
-    w = b->buf + b->len;
-    *w++ = '$';
-    w += put_uint(w, len);
-    *w++ = '\r';
-    *w++ = '\n';
-    b->msgs[b->n].opaque = opaque;
-    b->msgs[b->n].off = (uint32_t)(w - b->buf);
-    b->msgs[b->n].len = (uint32_t)len;
+    return 0;
+}
+
+/* Append "$<len>\r\n<data>\r\n" at w; returns where the data went. */
+static char *put_bulk(char **w, const void *data, size_t len)
+{
+    char *at;
+    *(*w)++ = '$';
+    *w += put_uint(*w, len);
+    *(*w)++ = '\r';
+    *(*w)++ = '\n';
+    at = *w;
     if (len > 0)
-        memcpy(w, payload, len);
-    w += len;
-    *w++ = '\r';
-    *w++ = '\n';
+        memcpy(*w, data, len);
+    *w += len;
+    *(*w)++ = '\r';
+    *(*w)++ = '\n';
+    return at;
+}
+
+/* A message went into `b`: account for it, and seal, send or schedule. */
+static void appended(redq_producer *p, batch *b, const char *w,
+                     const char *data_at, size_t len, void *opaque,
+                     uint64_t now)
+{
+    b->msgs[b->n].opaque = opaque;
+    b->msgs[b->n].off = (uint32_t)(data_at - b->buf);
+    b->msgs[b->n].len = (uint32_t)len;
     b->len = (size_t)(w - b->buf);
     b->n++;
     b->payload_bytes += len;
@@ -884,14 +943,72 @@ int redq_produce(redq_producer *p, const char *queue, const void *payload,
     } else if (!p->linger_armed) {
         arm_linger(p);
     }
-    return 0;
+}
 
-nomem:
-    if (b->n == 0) {
+static int nomem(redq_producer *p, batch *b)
+{
+    if (b != NULL && b->n == 0) {
         map_remove(p, b);
         batch_recycle(p, b);
     }
     return REDQ_ENOMEM;
+}
+
+int redq_produce(redq_producer *p, const char *queue, const void *payload,
+                 size_t len, void *opaque)
+{
+    batch *b;
+    size_t qlen;
+    uint64_t now;
+    char *w, *at;
+    int rc = check_produce(p, queue, payload, len, &qlen);
+
+    if (REDQ__UNLIKELY(rc != 0))
+        return rc;
+    now = coarse_now_us();
+    b = open_batch_for(p, B_LPUSH, queue, qlen, len, now);
+    if (REDQ__UNLIKELY(b == NULL || make_room(b, len + 32) != 0))
+        return nomem(p, b);
+    w = b->buf + b->len;
+    at = put_bulk(&w, payload, len);
+    appended(p, b, w, at, len, opaque, now);
+    return 0;
+}
+
+int redq_produce_delayed(redq_producer *p, const char *queue,
+                         const void *payload, size_t len, long long delay_ms,
+                         void *opaque)
+{
+    batch *b;
+    size_t qlen, env_len;
+    uint64_t now;
+    char *w, *at, *env, id[48], dbuf[24];
+    int rc;
+
+    if (delay_ms < 0 || delay_ms > 10LL * 366 * 24 * 3600 * 1000)
+        return REDQ_EINVAL;
+    rc = check_produce(p, queue, payload, len, &qlen);
+    if (rc != 0)
+        return rc;
+    /* The zset needs distinct members: an envelope with a unique id. */
+    snprintf(id, sizeof id, "%s-%llu", p->id,
+             (unsigned long long)p->next_seq);
+    env = redq__envelope_build(payload, len, id, redq__wall_ms(), 0, NULL, 0,
+                               NULL, &env_len);
+    if (env == NULL)
+        return REDQ_ENOMEM;
+    now = coarse_now_us();
+    b = open_batch_for(p, B_DELAY, queue, qlen, env_len + 24, now);
+    if (b == NULL || make_room(b, env_len + 64) != 0) {
+        free(env);
+        return nomem(p, b);
+    }
+    w = b->buf + b->len;
+    put_bulk(&w, dbuf, (size_t)snprintf(dbuf, sizeof dbuf, "%lld", delay_ms));
+    at = put_bulk(&w, env, env_len);
+    free(env);
+    appended(p, b, w, at, env_len, opaque, now);
+    return 0;
 }
 
 int redq_producer_flush(redq_producer *p, redq_flush_cb cb, void *user)

@@ -1,0 +1,180 @@
+/*
+ * The consumer's internals, shared by lib/consumer.c (the pop pool, rounds,
+ * delivery, stop) and lib/reliable.c (processing lists, acks, retries, dead
+ * letters, heartbeats, recovery, delayed promotion). Nothing else includes
+ * this.
+ */
+#ifndef REDQ_CONSUMER_INT_H
+#define REDQ_CONSUMER_INT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "redq_private.h"
+
+struct event;
+
+/* How long a queue holding a non-list is left out before it is rechecked. */
+#define REDQ__BAD_QUEUE_RECHECK_US (5u * 1000000u)
+
+/* The messages of one pop reply, then their bytes, in one allocation. */
+typedef struct chunk {
+    struct chunk *prev, *next; /* live list, or free list (next only) */
+    size_t refs;               /* unacked messages + 1 while delivering */
+    size_t cap;                /* bytes after the header */
+} chunk;
+
+enum msg_state {
+    M_FAST,    /* at-most-once: out of Redis already */
+    M_LIVE,    /* at-least-once: in this consumer's processing list */
+    M_SETTLED  /* at-least-once: requeued or dead-lettered (visibility
+                  timeout); the handler still holds it until it acks */
+};
+
+struct redq_message {
+    chunk *ch;
+    redq_consumer *owner;
+    const char *queue;
+    const char *data; /* the body: into raw (raw messages) or after it */
+    size_t len;
+    const char *raw;  /* the message as stored in Redis */
+    size_t raw_len;
+    const char *id;   /* envelope id, "" for raw messages */
+    long long ts_ms;  /* envelope ts, -1 if none */
+    int attempt;      /* this delivery's number, 1 for the first */
+    int qidx;
+    enum msg_state state;
+    uint64_t deadline_us;            /* visibility deadline (M_LIVE) */
+    struct redq_message *prev, *next; /* live list, delivery order */
+};
+
+enum round_stage { R_IDLE, R_BLOCKING, R_BULK, R_TYPECHECK, R_TAKE };
+
+typedef struct popper {
+    redq_consumer *owner;
+    redq__conn *conn;
+    enum round_stage stage;
+    size_t outstanding; /* commands of this round awaiting a reply */
+    size_t reserved;    /* window places this round holds */
+    int unblock_sent;
+    int bulk_q;         /* the queue a BRPOP round continues on */
+    size_t block_q;     /* at-least-once: the queue this one blocks on */
+    int block_next;     /* at-least-once: the last block timed out, so
+                           block again without a TAKE first */
+} popper;
+
+/* A command for the control connection, kept until Redis answered it, so
+ * that a lost connection resends it (acks and settles are idempotent:
+ * see lib/scripts.c). */
+typedef struct outcmd {
+    struct outcmd *next;
+    char *buf;
+    size_t len;
+    int kind; /* OUT_ACK, OUT_SETTLE, OUT_OTHER */
+} outcmd;
+
+/* Per queue, at-least-once: key names and the acks gathered this loop
+ * iteration. */
+typedef struct relq {
+    char *proc, *hb, *consumers, *delayed, *dead, *reaper;
+    char *ackbuf;       /* RESP args "$len\r\nraw\r\n"..., room in front */
+    size_t acklen, ackcap, nacks;
+} relq;
+
+enum { DEFER_KICK = 1, DEFER_CHECK_STOP = 2, DEFER_CLOSE = 4,
+       DEFER_FLUSH_ACKS = 8 };
+
+struct redq_consumer {
+    struct event_base *base;
+    redq__logger log;
+    redq_message_cb on_message;
+    void *user;
+
+    char **queues;
+    size_t *qlens;
+    uint64_t *bad_until; /* per queue: skipped until then (wrong type) */
+    size_t nq;
+
+    popper *pool;
+    size_t npool;
+    redq__conn *ctl;
+
+    size_t pop_batch, max_unacked;
+    int pop_timeout_ms, stop_timeout_ms, pop_mode;
+
+    const char **argv; /* reused for building pop commands */
+    size_t *argvlen;
+
+    size_t unacked, reserved;
+    size_t n_idle;   /* poppers between rounds */
+    size_t kick_min; /* room that makes it worth waking a parked popper */
+    struct { chunk *head; } live;
+    chunk *free_chunks;
+    size_t nfree;
+
+    struct event *ev_defer;
+    int defer_flags;
+    struct event *t_retry; /* unblock retries, wrong-type rechecks */
+
+    int stopping, stop_done, stop_timed_out;
+    redq_stop_cb stop_cb;
+    void *stop_user;
+    struct event *t_stop;
+
+    int closing;
+    redq_close_cb close_cb;
+    void *close_user;
+
+    /* at-least-once (lib/reliable.c) */
+    int reliable;
+    char id[24];                 /* this instance, for its keys */
+    relq *rq;                    /* per queue */
+    redq__scripts scripts;
+    int visibility_timeout_ms, max_attempts, retry_base_ms, retry_max_ms;
+    int consumer_ttl_ms, promote_interval_ms;
+    redq_message *live_head, *live_tail; /* M_LIVE, delivery order */
+    outcmd *out_head, *out_tail;         /* not yet sent (ctl down) */
+    outcmd *sent_head, *sent_tail;       /* sent, reply awaited */
+    struct event *t_visibility, *t_heartbeat, *t_promote;
+    uint64_t promote_at_us; /* when t_promote fires, 0 when not armed */
+    int registered;         /* heartbeat acknowledged once: may pop */
+    int deregistered;       /* a finished stop has left <q>:consumers */
+    uint32_t rng;
+
+    redq_consumer_stats st;
+};
+
+/* ---- lib/consumer.c, for lib/reliable.c ---- */
+void redq__consumer_defer(redq_consumer *c, int flag);
+
+/* ---- lib/reliable.c ---- */
+
+/** Set up at-least-once state (keys, timers, id) for a new consumer. */
+int redq__rel_init(redq_consumer *c, const redq_options *o);
+/** Free it (after the connections are gone). */
+void redq__rel_free(redq_consumer *c);
+/** Parse a popped message into *m (data/len/attempt/id...), with `space`
+ *  (room for raw_len + 1 bytes) for a decoded body. Returns 0, or
+ *  REDQ_EPROTOCOL for a malformed envelope, which has been dead-lettered
+ *  (why in the log) and must not be delivered. */
+int redq__rel_prepare(redq_consumer *c, redq_message *m, char *space);
+/** A message was handed to the handler: start its visibility clock. */
+void redq__rel_delivered(redq_consumer *c, redq_message *m);
+/** Ack / nack of an at-least-once or fast message (window bookkeeping is
+ *  the caller's). Returns 0 or REDQ_ETIMEDOUT (visibility passed). */
+int redq__rel_ack(redq_consumer *c, redq_message *m);
+int redq__rel_nack(redq_consumer *c, redq_message *m, const char *reason);
+/** Send gathered acks (end of a loop iteration). */
+void redq__rel_flush_acks(redq_consumer *c);
+/** The control connection is up: send what waited, start the timers. */
+void redq__rel_ctl_up(redq_consumer *c);
+/** Nothing sent to Redis is still unanswered (acks, settles). */
+int redq__rel_quiet(const redq_consumer *c);
+/** A stop with nothing unacked: deregister this instance (queued in the
+ *  outbox; the stop waits for it like for acks). */
+void redq__rel_stopped(redq_consumer *c);
+/** Handle an error reply to a script on a pool connection: 1 if handled
+ *  (NOSCRIPT: the connection is being redone). */
+int redq__rel_script_error(redq_consumer *c, redq__conn *conn, const char *err);
+
+#endif /* REDQ_CONSUMER_INT_H */
