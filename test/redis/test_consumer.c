@@ -186,6 +186,7 @@ static void consumer_opts(redq_options *o, ctrack *t)
 {
     redq_options_init(o);
     o->url = fx_url();
+    o->delivery = REDQ_AT_MOST_ONCE; /* this suite tests the fast mode */
     o->on_message = on_msg;
     o->log = on_clog;
     o->user = t;
@@ -705,4 +706,44 @@ Test(consumer, close_from_inside_a_handler)
     cr_assert_eq(t->closed, 1);
     cr_assert_eq(t->got, 1, "delivered after close: %zu", t->got);
     t->c = NULL;
+}
+
+/* At-most-once, a nack pushes the message back (through <q>:delayed, with
+ * the retry backoff) and it comes again as attempt 2. */
+static int nack_first_seen;
+static int nack_attempts[4];
+
+static void nack_once(redq_consumer *c, redq_message *m, void *u)
+{
+    ctrack *t = u;
+    (void)c;
+    if (t->got < 4)
+        nack_attempts[t->got] = redq_msg_attempt(m);
+    t->got++;
+    if (!nack_first_seen++)
+        redq_nack(m, "try again");
+    else
+        redq_ack(m);
+}
+
+Test(consumer, nack_in_fast_mode_redelivers)
+{
+    static const char *const qs[] = {"q"};
+    ctrack *t = ctrack_new(qs, 1, 10);
+    redq_options o;
+
+    fill("q", 0, 1);
+    consumer_opts(&o, t);
+    o.on_message = nack_once;
+    o.retry_base_ms = 50;
+    o.promote_interval_ms = 20;
+    start_consumer(t, &o);
+    cr_assert(wait_got(t, 2, 5000), "redelivered %zu times", t->got);
+    cr_assert_eq(nack_attempts[0], 1);
+    cr_assert_eq(nack_attempts[1], 2);
+    fx_run_for(100);
+    cr_assert_eq(t->got, 2);
+    cr_assert_eq(fx_llen("q"), 0);
+    cr_assert_eq(fx_cmd_int("ZCARD q:delayed"), 0);
+    close_consumer(t);
 }
