@@ -225,6 +225,17 @@ static void copy_id(char *dst, const json_t *s)
     dst[pos] = '\0';
 }
 
+/* Does the text contain "body" (with its quotes, so also "body_b64")? */
+static int mentions_body(const char *msg, size_t len)
+{
+    size_t i;
+    for (i = 0; i + 6 <= len; i++)
+        if (msg[i] == '"' && memcmp(msg + i, "\"body", 5) == 0 &&
+            (msg[i + 5] == '"' || msg[i + 5] == '_'))
+            return 1;
+    return 0;
+}
+
 int redq__envelope_parse(const char *msg, size_t len, redq__envelope *env,
                          char *body_out, char *err, size_t errlen)
 {
@@ -263,6 +274,12 @@ int redq__envelope_parse(const char *msg, size_t len, redq__envelope *env,
             set_err(err, errlen, "envelope: out of memory parsing JSON");
             return REDQ_ENOMEM;
         }
+        /* A payload may start with '{' by chance (binary data, a
+         * timestamp byte): only text that names an envelope field is
+         * taken for a broken envelope; anything else is the caller's own
+         * bytes and is delivered as they are. */
+        if (!mentions_body(msg, len))
+            return 0;
         set_err(err, errlen, "malformed envelope: %s (line %d, column %d)",
                 jerr.text, jerr.line, jerr.column);
         return REDQ_EPROTOCOL;
@@ -275,6 +292,12 @@ int redq__envelope_parse(const char *msg, size_t len, redq__envelope *env,
     body = json_object_get(root, "body");
     b64 = json_object_get(root, "body_b64");
     if (body == NULL && b64 == NULL) { /* someone else's JSON: raw */
+        rc = 0;
+        goto out;
+    }
+    if (body != NULL && b64 == NULL && !json_is_string(body)) {
+        /* {"body": {...}}: the caller's own JSON format, not an envelope
+         * (ours always carry a string). Delivered whole. */
         rc = 0;
         goto out;
     }

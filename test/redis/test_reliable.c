@@ -421,12 +421,16 @@ Test(reliable, malformed_envelope_is_dead_lettered_consumer_keeps_serving)
 
     fx_cmd_ok("LPUSH q %s", "{\"body\": broken");
     fx_cmd_ok("LPUSH q %s", "q|1|");
+    /* Binary that starts with '{' by chance is a payload, not an envelope. */
+    fx_cmd_ok("LPUSH q %b", "{\x01\xff|2|", (size_t)6);
     rel_opts(&o, t);
     start(t, &o, "q");
-    cr_assert(wait_got(t, 1, 5000));
+    cr_assert(wait_got(t, 2, 5000));
     fx_run_for(100);
-    cr_assert_eq(t->got, 1, "the malformed one was delivered");
-    cr_assert_str_eq(t->last_body, "q|1|");
+    cr_assert_eq(t->got, 2, "the malformed one was delivered");
+    cr_assert_eq(t->seen[1], 1);
+    cr_assert_eq(t->seen[2], 1, "the binary payload was not delivered");
+    cr_assert_eq(memcmp(t->last_body, "{\x01\xff|2|", 6), 0);
     cr_assert_eq(fx_llen("q:dead"), 1);
     r = fx_cmd("LINDEX q:dead 0");
     cr_assert(strstr(r->str, "malformed") != NULL, "%s", r->str);

@@ -285,8 +285,7 @@ Test(envelope_malformed, bad_json)
 {
     expect_malformed("{\"body\":\"x\"", "malformed envelope");
     expect_malformed("{\"body\":\"x\"", "line 1");
-    expect_malformed("{body:\"x\"}", "malformed");
-    expect_malformed("{", "malformed");
+    expect_malformed("{\"body_b64\":\"eA==\"", "malformed");
     expect_malformed("  {\"body\":\"x\",}", "malformed");
     /* Nothing may follow the object (no JSON_DISABLE_EOF_CHECK). */
     expect_malformed("{\"body\":\"x\"} junk", "malformed");
@@ -298,13 +297,32 @@ Test(envelope_malformed, bad_json)
     expect_malformed("{\"body\":\"\xff\"}", "malformed");
 }
 
-Test(envelope_malformed, body_not_string)
+Test(envelope_malformed, body_b64_not_string)
 {
-    expect_malformed("{\"body\":5}", "body must be a string");
-    expect_malformed("{\"body\":null}", "body");
-    expect_malformed("{\"body\":{\"a\":1}}", "body");
-    expect_malformed("{\"body\":[\"x\"]}", "body");
     expect_malformed("{\"body_b64\":7}", "body_b64 must be a string");
+    expect_malformed("{\"body_b64\":null}", "body_b64");
+}
+
+/* Ours always carry a string body: {"body": <not a string>} is the caller's
+ * own JSON format and is delivered whole. */
+Test(envelope_raw, body_not_a_string_is_the_callers_json)
+{
+    static const char *const msgs[] = {"{\"body\":5}", "{\"body\":null}",
+                                       "{\"body\":{\"a\":1}}",
+                                       "{\"body\":[\"x\"]}"};
+    for (size_t i = 0; i < sizeof msgs / sizeof msgs[0]; i++)
+        expect_raw(msgs[i], strlen(msgs[i]));
+}
+
+/* A payload can start with '{' by chance (binary data, a timestamp byte):
+ * unless it names an envelope field it is not a broken envelope. */
+Test(envelope_raw, invalid_json_that_names_no_body_field)
+{
+    static const char bin[] = {'{', 0x01, (char)0xff, 'x', 0x00, '}', 'q'};
+    expect_raw(bin, sizeof bin);
+    expect_raw("{", 1);
+    expect_raw("{body:\"x\"}", 11);
+    expect_raw("{\"bodyx\": 1", 12);
 }
 
 Test(envelope_malformed, both_bodies)
@@ -348,7 +366,7 @@ Test(envelope_malformed, ts_and_id)
 
 Test(envelope_malformed, err_buffer)
 {
-    static const char msg[] = "{\"body\":5}";
+    static const char msg[] = "{\"body_b64\":5}";
     redq__envelope env;
     char buf[sizeof msg];
     char err[8];
