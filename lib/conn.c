@@ -197,14 +197,25 @@ static void arm_cmd_timer(redq__conn *c)
 
 /*
  * hiredis asks for read/write interest through ev hooks. Its bundled
- * libevent adapter uses one-shot events, so every read costs an epoll_ctl
- * pair to re-arm; these are persistent events toggled only when interest
- * really changes, which keeps the steady state at zero epoll_ctl calls.
+ * libevent adapter uses one-shot events, so every read re-arms with
+ * epoll_ctl, and every command arms the write event and every write
+ * disarms it: four epoll_ctl calls per request/reply at low load.
+ *
+ * This adapter keeps the read event persistent, and writes without asking
+ * epoll at all when it can: a connected socket almost always has room, so
+ * new output is written from a deferred event at the end of the current
+ * loop iteration (which also gathers everything queued in that iteration
+ * into one write). Only a partial write arms the real write event, until
+ * the output buffer has drained.
  */
 typedef struct loop_io {
     redisAsyncContext *ac;
-    struct event *rev, *wev;
-    int reading, writing;
+    struct event *rev, *wev; /* persistent: fd readable / writable */
+    struct event *flush;     /* deferred write, no fd */
+    int reading;
+    int want_write; /* hiredis has output */
+    int wev_armed;  /* waiting for writability (connect, partial write) */
+    int in_flush;
 } loop_io;
 
 static void io_read_cb(evutil_socket_t fd, short what, void *arg)
@@ -220,6 +231,19 @@ static void io_write_cb(evutil_socket_t fd, short what, void *arg)
     loop_io *io = arg;
     (void)fd;
     (void)what;
+    redisAsyncHandleWrite(io->ac);
+}
+
+static void io_flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+    loop_io *io = arg;
+    (void)fd;
+    (void)what;
+    if (!io->want_write || io->wev_armed)
+        return;
+    /* A write that cannot finish asks for the write event (io_add_write
+     * with in_flush set). The context may be freed inside: io too. */
+    io->in_flush = 1;
     redisAsyncHandleWrite(io->ac);
 }
 
@@ -240,15 +264,25 @@ static void io_del_read(void *arg)
 static void io_add_write(void *arg)
 {
     loop_io *io = arg;
-    if (!io->writing && event_add(io->wev, NULL) == 0)
-        io->writing = 1;
+    io->want_write = 1;
+    if (io->wev_armed)
+        return;
+    if (io->in_flush || !(io->ac->c.flags & REDIS_CONNECTED)) {
+        /* Not connected yet, or the socket is full: wait for epoll. */
+        if (event_add(io->wev, NULL) == 0)
+            io->wev_armed = 1;
+        return;
+    }
+    event_active(io->flush, EV_WRITE, 0);
 }
 
 static void io_del_write(void *arg)
 {
     loop_io *io = arg;
-    if (io->writing && event_del(io->wev) == 0)
-        io->writing = 0;
+    io->want_write = 0;
+    io->in_flush = 0;
+    if (io->wev_armed && event_del(io->wev) == 0)
+        io->wev_armed = 0;
 }
 
 static void io_cleanup(void *arg)
@@ -256,6 +290,7 @@ static void io_cleanup(void *arg)
     loop_io *io = arg;
     event_free(io->rev);
     event_free(io->wev);
+    event_free(io->flush);
     free(io);
 }
 
@@ -267,11 +302,14 @@ static int io_attach(redisAsyncContext *ac, struct event_base *base)
     io->ac = ac;
     io->rev = event_new(base, ac->c.fd, EV_READ | EV_PERSIST, io_read_cb, io);
     io->wev = event_new(base, ac->c.fd, EV_WRITE | EV_PERSIST, io_write_cb, io);
-    if (io->rev == NULL || io->wev == NULL) {
+    io->flush = event_new(base, -1, 0, io_flush_cb, io);
+    if (io->rev == NULL || io->wev == NULL || io->flush == NULL) {
         if (io->rev != NULL)
             event_free(io->rev);
         if (io->wev != NULL)
             event_free(io->wev);
+        if (io->flush != NULL)
+            event_free(io->flush);
         free(io);
         return -1;
     }
