@@ -834,6 +834,7 @@ typedef struct config {
     int batch_set;
     unsigned linger_us;
     int linger_set;
+    size_t max_queue; /* producer max_queue_len (0: none) */
     double rate;
     int rate_set;
     int compare;
@@ -1408,6 +1409,7 @@ static void fill_options(redq_options *o, const config *cfg, run *r)
     }
     if (cfg->linger_set)
         o->linger_us = cfg->linger_us;
+    o->max_queue_len = cfg->max_queue;
     if (r->mode == M_IDLE)
         o->pop_timeout_ms = IDLE_POP_TIMEOUT_MS;
     if (r->mode == M_MEMORY && !r->fill) {
@@ -2120,6 +2122,8 @@ static void usage(FILE *f)
         "  --batch N        producer batch_max_msgs and consumer pop_batch\n"
         "                   (default: the library's, 1024 and 256)\n"
         "  --linger-us N    producer linger_us (default: the library's, 1000)\n"
+        "  --max-queue N    producer max_queue_len: stop sending while the list\n"
+        "                   holds N; bounds e2e latency at saturation (default 0)\n"
         "  --rate R         latency mode: messages per second\n"
         "  --compare        also run the matching redis-benchmark line (produce,\n"
         "                   consume, e2e) and print the ratio\n"
@@ -2239,6 +2243,10 @@ static int parse_args(int argc, char **argv, config *cfg)
                 goto bad;
             cfg->linger_us = (unsigned)u;
             cfg->linger_set = 1;
+        } else if (opt(argc, argv, &i, "--max-queue", &v)) {
+            if (parse_u64(v, 0, 1000000000, &u) != 0)
+                goto bad;
+            cfg->max_queue = (size_t)u;
         } else if (opt(argc, argv, &i, "--rate", &v)) {
             if (parse_pos_double(v, &cfg->rate) != 0)
                 goto bad;
@@ -2580,6 +2588,8 @@ int main(int argc, char **argv)
                 printf(", batch (library default)");
             if (cfg.linger_set)
                 printf(", linger %u us", cfg.linger_us);
+            if (cfg.max_queue)
+                printf(", max queue %zu", cfg.max_queue);
             if (cfg.mode == M_LATENCY)
                 printf(", rate %.0f msg/s", cfg.rate);
             printf("\n");

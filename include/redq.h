@@ -284,6 +284,18 @@ typedef struct redq_options {
                                     are requeued (default 15000) */
     int promote_interval_ms;   /**< delayed and retried messages become ready
                                     at most about this late (default 200) */
+
+    /* --- producer: backpressure from the queue itself ------------------- */
+
+    size_t max_queue_len;      /**< when an LPUSH reports the list at least
+                                    this long, the producer stops sending
+                                    until LLEN (polled every linger_us, at
+                                    least 100 us) is below 3/4 of it; new
+                                    messages wait in the window, so
+                                    REDQ_EFULL and on_ready push back on the
+                                    caller. Bounds end-to-end latency when
+                                    producers outrun consumers. 0: no limit
+                                    (default 0) */
 } redq_options;
 
 /** Fill `opts` with the defaults above and set opts->version. */
@@ -397,6 +409,8 @@ typedef struct redq_producer_stats {
     size_t pending_bytes;     /**< payload bytes of those */
     size_t inflight_batches;  /**< LPUSH commands awaiting a reply */
     int connected;            /**< 1 when the connection is up and ready */
+    int throttled;            /**< 1 while a queue is at max_queue_len */
+    uint64_t throttle_events; /**< times sending stopped for max_queue_len */
 } redq_producer_stats;
 
 /** Copy the producer's counters into *st. Never fails for a valid p. */

@@ -134,6 +134,13 @@ struct redq_producer {
     struct event *t_sweep;
     int sweep_armed;
 
+    /* max_queue_len: sending stops while a queue is that long */
+    size_t max_queue_len;
+    int throttled;
+    char *throttle_q; /* the queue being watched (LLEN) */
+    struct event *t_throttle;
+    int llen_inflight;
+
     flush_waiter *waiters;
     int closing;
     redq_close_cb close_cb;
@@ -393,7 +400,7 @@ static void on_batch_reply(redq__conn *c, void *reply, void *arg);
 static void pump(redq_producer *p)
 {
     while (p->next_unsent != NULL && p->inflight < p->max_inflight &&
-           redq__conn_ready(p->conn)) {
+           !p->throttled && redq__conn_ready(p->conn)) {
         batch *b = p->next_unsent;
         int rc = redq__conn_send(p->conn, b->buf + b->start, b->len - b->start,
                                  0, on_batch_reply, b);
@@ -472,6 +479,72 @@ static int retryable(const char *s)
     return 0;
 }
 
+/* ---- backpressure from the queue (max_queue_len) ------------------------ */
+
+static void arm_throttle_poll(redq_producer *p)
+{
+    struct timeval tv;
+    unsigned us = p->linger_us < 100 ? 100 : p->linger_us;
+    tv.tv_sec = us / 1000000u;
+    tv.tv_usec = us % 1000000u;
+    event_add(p->t_throttle, &tv);
+}
+
+static void throttle(redq_producer *p, const char *queue)
+{
+    size_t n = strlen(queue) + 1;
+    char *q;
+    if (p->throttled)
+        return;
+    q = realloc(p->throttle_q, n);
+    if (q == NULL)
+        return; /* no memory to watch it: do not stop */
+    memcpy(q, queue, n);
+    p->throttle_q = q;
+    p->throttled = 1;
+    p->st.throttle_events++;
+    redq__log(&p->log, REDQ_LOG_DEBUG, 0,
+              "queue %s reached max_queue_len %zu: sending paused", queue,
+              p->max_queue_len);
+    arm_throttle_poll(p);
+}
+
+static void on_llen_reply(redq__conn *c, void *reply, void *arg)
+{
+    redq_producer *p = arg;
+    redisReply *r = reply;
+    (void)c;
+    p->llen_inflight = 0;
+    if (p->closing || !p->throttled)
+        return;
+    /* Resume below 3/4 of the limit, so sending does not flap around it. */
+    if (r != NULL && r->type == REDIS_REPLY_INTEGER &&
+        (size_t)r->integer < p->max_queue_len - p->max_queue_len / 4) {
+        p->throttled = 0;
+        if (p->adaptive && p->inflight == 0)
+            seal_all(p);
+        pump(p);
+        return;
+    }
+    arm_throttle_poll(p);
+}
+
+static void throttle_cb(evutil_socket_t fd, short what, void *arg)
+{
+    redq_producer *p = arg;
+    const char *argv[2];
+    (void)fd;
+    (void)what;
+    if (!p->throttled || p->llen_inflight)
+        return;
+    argv[0] = "LLEN";
+    argv[1] = p->throttle_q;
+    if (redq__conn_sendv(p->conn, 2, argv, NULL, 0, on_llen_reply, p) == 0)
+        p->llen_inflight = 1;
+    else
+        arm_throttle_poll(p); /* not connected: look again later */
+}
+
 static void on_batch_reply(redq__conn *c, void *reply, void *arg)
 {
     batch *b = arg;
@@ -511,6 +584,11 @@ static void on_batch_reply(redq__conn *c, void *reply, void *arg)
     if (b->state == B_ZOMBIE) {
         batch_recycle(p, b);
     } else if (r->type == REDIS_REPLY_INTEGER) {
+        /* LPUSH answers with the list's new length: backpressure from the
+         * queue itself costs no extra round trip. */
+        if (p->max_queue_len && b->kind == B_LPUSH &&
+            (size_t)r->integer >= p->max_queue_len)
+            throttle(p, b->qname);
         report_batch(p, b, 0, NULL);
         batch_recycle(p, b);
     } else if (r->type == REDIS_REPLY_ERROR) {
@@ -760,6 +838,7 @@ int redq_producer_new(redq_producer **out, struct event_base *base,
     p->max_message_bytes = opts->max_message_bytes;
     p->delivery_timeout_us = (uint64_t)opts->delivery_timeout_ms * 1000u;
     p->span_max_us = p->delivery_timeout_us / 16;
+    p->max_queue_len = opts->max_queue_len;
 
     redq__scripts_init(&p->scripts);
     snprintf(p->id, sizeof p->id, "%08x%08x",
@@ -773,8 +852,9 @@ int redq_producer_new(redq_producer **out, struct event_base *base,
         p->ev_defer = event_new(base, -1, 0, defer_cb, p);
         p->t_linger = event_new(base, -1, 0, linger_cb, p);
         p->t_sweep = event_new(base, -1, 0, sweep_cb, p);
+        p->t_throttle = event_new(base, -1, 0, throttle_cb, p);
         if (p->ev_defer == NULL || p->t_linger == NULL || p->t_sweep == NULL ||
-            map_grow(p) != 0)
+            p->t_throttle == NULL || map_grow(p) != 0)
             rc = REDQ_ENOMEM;
     }
     if (rc != 0) {
@@ -785,6 +865,8 @@ int redq_producer_new(redq_producer **out, struct event_base *base,
             event_free(p->t_linger);
         if (p->t_sweep)
             event_free(p->t_sweep);
+        if (p->t_throttle)
+            event_free(p->t_throttle);
         free(p->buckets);
         free(p);
         return rc;
@@ -1075,6 +1157,8 @@ static void close_now(redq_producer *p)
     event_free(p->ev_defer);
     event_free(p->t_linger);
     event_free(p->t_sweep);
+    event_free(p->t_throttle);
+    free(p->throttle_q);
     free(p->buckets);
     free(p);
     if (cb != NULL)
@@ -1090,4 +1174,5 @@ void redq_producer_get_stats(const redq_producer *p, redq_producer_stats *st)
     st->pending_bytes = p->pending_bytes;
     st->inflight_batches = p->inflight;
     st->connected = p->conn != NULL && redq__conn_ready(p->conn);
+    st->throttled = p->throttled;
 }

@@ -810,3 +810,59 @@ Test(producer, close_from_flush_callback_drains)
     fx_assert_reported(t, 0, n, 0);
     fx_assert_list_range("q", 0, n);
 }
+
+/* ---- max_queue_len -------------------------------------------------------- */
+
+typedef struct {
+    fx_tracker *t;
+    long long max_seen;
+} qwatch;
+
+static bool cond_throttled(void *arg)
+{
+    qwatch *w = arg;
+    long long n = fx_llen("q");
+    if (n > w->max_seen)
+        w->max_seen = n;
+    return fx_stats(w->t).throttled;
+}
+
+Test(producer, max_queue_len_stops_sending_until_the_queue_drains)
+{
+    const size_t n = 5000;
+    fx_tracker *t = fx_tracker_new(n);
+    redq_options o;
+    qwatch w = {t, 0};
+    redq_producer_stats st;
+
+    opts_for_server(&o);
+    o.max_queue_len = 1000;
+    o.batch_max_msgs = 100;
+    o.max_inflight_batches = 2;
+    o.max_pending_msgs = n;
+    new_producer(t, &o);
+    fx_produce_range(t, "q", 0, n, 0);
+    cr_assert(fx_run_until(cond_throttled, &w, 10000), "never throttled");
+    fx_run_for(200); /* nothing more may be sent while throttled */
+    st = fx_stats(t);
+    cr_assert(st.throttled, "resumed while the queue is still full");
+    cr_assert_geq(fx_llen("q"), 1000);
+    /* At most what was in flight when the limit was seen gets past it. */
+    cr_assert_leq(fx_llen("q"), 1000 + 2 * 100, "queue grew to %lld",
+                  fx_llen("q"));
+    cr_assert_lt(t->reports, n);
+    cr_assert_geq(st.throttle_events, 1);
+
+    /* Something drains it, again and again: sending resumes each time and
+     * everything arrives. */
+    {
+        uint64_t until = fx_now_us() + 20000000u;
+        while (t->reports < n && fx_now_us() < until) {
+            fx_cmd_ok("DEL q");
+            fx_run_for(20);
+        }
+        cr_assert_eq(t->reports, n, "stuck at %zu reports", t->reports);
+    }
+    fx_assert_reported(t, 0, n, 0);
+    cr_assert_eq(fx_stats(t).throttled, 0);
+}
