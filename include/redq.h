@@ -183,8 +183,9 @@ enum {
     REDQ_AT_MOST_ONCE = 1
 };
 
-/** Version of redq_options this header describes. New fields are added at
- *  the end only, and each addition bumps this number. */
+/** Version of redq_options this header describes. Version 1 is the layout
+ *  of the first release (0.1.0). New fields are added at the end only, and
+ *  each addition bumps this number. */
 #define REDQ_OPTIONS_VERSION 1
 
 /**
@@ -271,7 +272,7 @@ typedef struct redq_options {
     /* --- consumer: delivery guarantees ---------------------------------- */
 
     int delivery;              /**< REDQ_AT_LEAST_ONCE or REDQ_AT_MOST_ONCE
-                                    (default REDQ_AT_MOST_ONCE) */
+                                    (default REDQ_AT_LEAST_ONCE) */
     int visibility_timeout_ms; /**< a message not acked this long after
                                     delivery is retried (default 30000) */
     int max_attempts;          /**< deliveries before a failing message is
@@ -432,9 +433,13 @@ REDQ_API void redq_producer_get_stats(const redq_producer *p,
  * order (first pushed, first handled). With a larger pool, pops on
  * different connections run concurrently and their batches may interleave.
  *
- * This consumer pops destructively (at-most-once): a message handed to the
- * handler is no longer in Redis. Acks bound the window (max_unacked) and
- * tell redq_consumer_stop() when the work is done.
+ * Delivery (opts->delivery): at-least-once by default, where each message
+ * waits in this consumer's processing list until redq_ack() (see
+ * REDQ_AT_LEAST_ONCE); or at-most-once, where a popped message is gone from
+ * Redis and acks only bound the window (max_unacked) and tell
+ * redq_consumer_stop() when the work is done. At-least-once, a queue also
+ * gets <queue>:proc:<id>, :hb:<id>, :consumers, :delayed, :dead and :reaper
+ * keys (docs/DESIGN.md); a hash-tagged name keeps them in one slot.
  *
  * 0            created; connecting and popping start from the loop
  * REDQ_EINVAL  out, base, opts, queues or opts->on_message is NULL,
@@ -507,9 +512,11 @@ REDQ_API int redq_consumer_stop(redq_consumer *c, redq_stop_cb cb,
                                 void *user);
 
 /**
- * Release the consumer. Connections are dropped at once, so a pop in flight
- * may lose the messages it took (stop first to avoid that); unacked
- * messages become invalid. `cb` (may be NULL) is called when everything is
+ * Release the consumer. Connections are dropped at once. At-most-once, a
+ * pop in flight may lose the messages it took (stop first to avoid that);
+ * at-least-once, unacked messages stay in the processing list and are
+ * requeued by another consumer after consumer_ttl_ms. Unacked message
+ * pointers become invalid. `cb` (may be NULL) is called when everything is
  * freed; it is the consumer's last callback.
  *
  * 0            closing

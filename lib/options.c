@@ -47,7 +47,7 @@ void redq_options_init(redq_options *opts)
     opts->stop_timeout_ms = 30000;
     opts->pop_mode = REDQ_POP_AUTO;
 
-    opts->delivery = REDQ_AT_MOST_ONCE;
+    opts->delivery = REDQ_AT_LEAST_ONCE;
     opts->visibility_timeout_ms = 30000;
     opts->max_attempts = 5;
     opts->retry_base_ms = 1000;

@@ -936,6 +936,10 @@ int main(int argc, char **argv)
     opts.on_ready = on_ready;
     opts.on_message = on_message;
     opts.pool_size = (size_t)pool;
+    /* The producers outrun the consumer: without a bound the list would
+     * absorb the difference and latency would grow with the run. */
+    opts.max_queue_len = 20000;
+    opts.max_pending_msgs = 20000; /* and the producer's own window */
 
     /* The consumer first: it is popping by the time the first batch lands. */
     opts.user = &d;
@@ -994,8 +998,10 @@ int main(int argc, char **argv)
     secs = (d.consumed ? d.t_last : d.t_end) - d.t_start;
     if (secs < 0)
         secs = 0;
-    printf("redq-demo: %s, queue %s, %zu-byte payloads, %u producer%s, consumer pool %llu\n",
-           url, d.queue, d.payload_len, d.nprod, d.nprod == 1 ? "" : "s", pool);
+    printf("redq-demo: %s, queue %s, %zu-byte payloads, %u producer%s, consumer pool %llu, %s\n",
+           url, d.queue, d.payload_len, d.nprod, d.nprod == 1 ? "" : "s", pool,
+           opts.delivery == REDQ_AT_LEAST_ONCE ? "at-least-once (acked)"
+                                               : "at-most-once");
     printf("  %-16s %12llu\n", "messages", (unsigned long long)d.want);
     printf("  %-16s %12.3f\n", "seconds", secs);
     printf("  %-16s %12.0f\n", "msg/s", secs > 0 ? (double)d.consumed / secs : 0.0);

@@ -25,6 +25,9 @@ Test(options, defaults_are_valid_and_documented_values)
     cr_assert_null(o.user);
     cr_assert_eq(o.pool_size, 1);
     cr_assert_eq(o.pop_mode, REDQ_POP_AUTO);
+    cr_assert_eq(o.delivery, REDQ_AT_LEAST_ONCE);
+    cr_assert_eq(o.max_attempts, 5);
+    cr_assert_eq(o.max_queue_len, 0);
     cr_assert_eq(check(&o, err, sizeof err), 0, "%s", err);
 }
 
