@@ -70,7 +70,9 @@ typedef struct outcmd {
     struct outcmd *next;
     char *buf;
     size_t len;
-    int kind; /* OUT_ACK, OUT_SETTLE, OUT_OTHER */
+    int kind; /* OUT_ACK, OUT_ACKFAST, OUT_SETTLE, OUT_OTHER */
+    char *fallback; /* OUT_ACKFAST: the full ACK, if the server says -1 */
+    size_t fallback_len;
 } outcmd;
 
 /* Per queue, at-least-once: key names and the acks gathered this loop
@@ -79,6 +81,8 @@ typedef struct relq {
     char *proc, *hb, *consumers, *delayed, *dead, *reaper;
     char *ackbuf;       /* RESP args "$len\r\nraw\r\n"..., room in front */
     size_t acklen, ackcap, nacks;
+    int ack_inorder;    /* every ack of this batch took the oldest live */
+    size_t first_off, first_len, last_off, last_len; /* in ackbuf */
 } relq;
 
 enum { DEFER_KICK = 1, DEFER_CHECK_STOP = 2, DEFER_CLOSE = 4,

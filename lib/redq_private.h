@@ -129,6 +129,7 @@ enum {
     REDQ__SCRIPT_DELAY,   /* schedule delayed messages by server time */
     REDQ__SCRIPT_PROMOTE, /* move due delayed messages to the ready list */
     REDQ__SCRIPT_REAP,    /* requeue the messages of dead consumers */
+    REDQ__SCRIPT_ACKFAST, /* ack the k oldest of a processing list */
     REDQ__SCRIPT_COUNT
 };
 

@@ -29,7 +29,7 @@
 
 #include "consumer_int.h"
 
-enum { OUT_ACK, OUT_SETTLE, OUT_OTHER };
+enum { OUT_ACK, OUT_ACKFAST, OUT_SETTLE, OUT_OTHER };
 
 /* Room in front of an ack buffer for "*N EVALSHA sha 1 proc". */
 #define NELEM(a) (sizeof(a) / sizeof((a)[0]))
@@ -107,11 +107,13 @@ static void out_send_all(redq_consumer *c)
     }
 }
 
-static void out_push(redq_consumer *c, char *buf, size_t len, int kind)
+static void out_push2(redq_consumer *c, char *buf, size_t len, int kind,
+                      char *fallback, size_t fallback_len)
 {
     outcmd *o = malloc(sizeof *o);
     if (o == NULL) {
         free(buf);
+        free(fallback);
         redq__log(&c->log, REDQ_LOG_ERROR, REDQ_ENOMEM,
                   "out of memory: an %s was dropped (the message will be "
                   "delivered again)", kind == OUT_ACK ? "ack" : "retry");
@@ -120,8 +122,15 @@ static void out_push(redq_consumer *c, char *buf, size_t len, int kind)
     o->buf = buf;
     o->len = len;
     o->kind = kind;
+    o->fallback = fallback;
+    o->fallback_len = fallback_len;
     out_append(&c->out_head, &c->out_tail, o);
     out_send_all(c);
+}
+
+static void out_push(redq_consumer *c, char *buf, size_t len, int kind)
+{
+    out_push2(c, buf, len, kind, NULL, 0);
 }
 
 static void on_out_reply(redq__conn *conn, void *reply, void *arg)
@@ -136,6 +145,7 @@ static void on_out_reply(redq__conn *conn, void *reply, void *arg)
         c->sent_tail = NULL;
     if (c->closing) {
         free(o->buf);
+        free(o->fallback);
         free(o);
         return;
     }
@@ -148,7 +158,12 @@ static void on_out_reply(redq__conn *conn, void *reply, void *arg)
             redq__conn_reset(conn, REDQ_ESERVER, "scripts flushed; reloading");
         return;
     }
-    if (r->type == REDIS_REPLY_ERROR)
+    if (o->kind == OUT_ACKFAST && r->type == REDIS_REPLY_INTEGER &&
+        r->integer < 0) {
+        /* The list was not as the client saw it: ack one by one. */
+        out_push(c, o->fallback, o->fallback_len, OUT_ACK);
+        o->fallback = NULL;
+    } else if (r->type == REDIS_REPLY_ERROR)
         redq__log(&c->log, REDQ_LOG_ERROR,
                   redq__err_from_reply(r->str, (size_t)r->len), "%s: %s",
                   o->kind == OUT_ACK      ? "ack"
@@ -156,6 +171,7 @@ static void on_out_reply(redq__conn *conn, void *reply, void *arg)
                                           : "deregister",
                   r->str);
     free(o->buf);
+    free(o->fallback);
     free(o);
     if (c->stopping)
         redq__consumer_defer(c, DEFER_CHECK_STOP);
@@ -166,6 +182,7 @@ static void free_outcmds(outcmd *o)
     while (o != NULL) {
         outcmd *next = o->next;
         free(o->buf);
+        free(o->fallback);
         free(o);
         o = next;
     }
@@ -450,10 +467,15 @@ int redq__rel_ack(redq_consumer *c, redq_message *m)
     relq *q;
     size_t room, need;
 
+    int oldest;
+
     if (m->state == M_SETTLED)
         return REDQ_ETIMEDOUT;
     if (m->state != M_LIVE)
         return 0;
+    /* With one queue the live list is that queue's processing list as
+     * the client knows it: acking its head keeps a batch "in order". */
+    oldest = c->nq == 1 && m == c->live_head;
     live_remove(c, m);
     q = &c->rq[m->qidx];
     room = ACK_HEADER_ROOM(strlen(q->proc));
@@ -473,8 +495,15 @@ int redq__rel_ack(redq_consumer *c, redq_message *m)
         q->ackbuf = n;
         q->ackcap = ncap;
     }
-    if (q->acklen == 0)
+    if (q->acklen == 0) {
         q->acklen = room;
+        q->ack_inorder = 1;
+        q->first_off = room;
+        q->first_len = m->raw_len;
+    }
+    q->ack_inorder &= oldest;
+    q->last_off = q->acklen;
+    q->last_len = m->raw_len;
     q->acklen += put_bulk(q->ackbuf + q->acklen, m->raw, m->raw_len);
     q->nacks++;
     /* Gathered per loop iteration: one script call acks them all. */
@@ -507,6 +536,45 @@ void redq__rel_flush_acks(redq_consumer *c)
         if (buf == NULL)
             continue; /* kept; retried at the next flush */
         memcpy(buf, q->ackbuf + room - hlen, q->acklen - (room - hlen));
+        if (q->ack_inorder && q->nacks >= 4) {
+            /* In delivery order: send the count and both ends only; the
+             * full form waits in case the server disagrees. */
+            char kbuf[24], *fast, *bulk;
+            const char *argv[6];
+            size_t lens[6], flen, blen, j;
+            bulk = q->ackbuf + q->first_off;
+            while (*bulk++ != '\n') /* skip "$<len>\r\n" */
+                ;
+            argv[0] = "EVALSHA";
+            argv[1] = c->scripts.sha[REDQ__SCRIPT_ACKFAST];
+            argv[2] = "1";
+            argv[3] = q->proc;
+            argv[4] = kbuf;
+            snprintf(kbuf, sizeof kbuf, "%zu", q->nacks);
+            for (j = 0; j < 5; j++)
+                lens[j] = strlen(argv[j]);
+            {
+                const char *av[7];
+                size_t ln[7];
+                char *last = q->ackbuf + q->last_off;
+                while (*last++ != '\n')
+                    ;
+                memcpy(av, argv, 5 * sizeof argv[0]);
+                memcpy(ln, lens, 5 * sizeof lens[0]);
+                av[5] = bulk;
+                ln[5] = q->first_len;
+                av[6] = last;
+                ln[6] = q->last_len;
+                fast = format_cmd(7, av, ln, &flen);
+            }
+            blen = q->acklen - (room - hlen);
+            if (fast != NULL) {
+                out_push2(c, fast, flen, OUT_ACKFAST, buf, blen);
+                q->acklen = 0;
+                q->nacks = 0;
+                continue;
+            }
+        }
         out_push(c, buf, q->acklen - (room - hlen), OUT_ACK);
         q->acklen = 0;
         q->nacks = 0;

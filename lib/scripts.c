@@ -85,6 +85,24 @@ static const char ack_src[] =
     "return n\n";
 
 /*
+ * ACKFAST: the same when the client knows the acked messages are exactly
+ * the k oldest of the processing list (acks in delivery order): it sends k
+ * and the first and last of them instead of all. Both ends are checked;
+ * if they do not match (the list changed under the client), nothing is
+ * done and -1 tells the client to send the full ACK.
+ * KEYS[1]: the processing list; ARGV: k, oldest, newest.
+ */
+static const char ackfast_src[] =
+    "local k = tonumber(ARGV[1])\n"
+    "if redis.call('LLEN', KEYS[1]) >= k and\n"
+    "   redis.call('LINDEX', KEYS[1], -1) == ARGV[2] and\n"
+    "   redis.call('LINDEX', KEYS[1], -k) == ARGV[3] then\n"
+    "  redis.call('LTRIM', KEYS[1], 0, -(k + 1))\n"
+    "  return k\n"
+    "end\n"
+    "return -1\n";
+
+/*
  * SETTLE: a message failed (nack, visibility timeout, unparseable).
  * KEYS[1]: processing list ("" when the message is in none: fast mode);
  * KEYS[2]: the delayed zset (retry) or the dead list (dead).
@@ -205,6 +223,7 @@ static const char reap_src[] =
 
 static const char *const sources[REDQ__SCRIPT_COUNT] = {
     take_src, ack_src, settle_src, delay_src, promote_src, reap_src,
+    ackfast_src,
 };
 
 const char *redq__script_source(int which)

@@ -501,6 +501,9 @@ Test(reliable, acks_are_batched_and_empty_the_processing_list)
     fx_run_for(200);
     cr_assert_eq(t->got, n);
     assert_proc_drains("q:proc:*");
+    /* In delivery order, acks take the short form: LTRIM, no LREM. */
+    cr_assert_gt(fx_commandstat_calls("ltrim"), 0);
+    cr_assert_eq(fx_commandstat_calls("lrem"), 0);
     evals = fx_commandstat_calls("evalsha") - evals0;
     cr_assert_lt(evals, (long long)n / 20,
                  "%lld script calls for %zu messages: acks not batched", evals,
@@ -547,6 +550,42 @@ Test(reliable, acks_in_any_order_empty_the_processing_list)
     assert_proc_drains("q:proc:*");
     fx_run_for(100);
     cr_assert_eq(t->got, 50, "redelivered after acks");
+    finish(t);
+}
+
+/* The short ack form checks the processing list's ends; when the list is
+ * not what the client thinks, it must fall back to acking one by one and
+ * remove exactly the acked messages. */
+Test(reliable, short_acks_fall_back_when_the_list_differs)
+{
+    rtrack *t = rtrack_new(64);
+    redq_options o;
+    redisReply *r;
+    char proc[128];
+
+    fill("q", 20);
+    rel_opts(&o, t);
+    o.on_message = hold_msg;
+    nheld = 0;
+    start(t, &o, "q");
+    cr_assert(wait_got(t, 20, 10000));
+    r = fx_cmd("KEYS q:proc:*");
+    cr_assert_eq(r->elements, 1);
+    snprintf(proc, sizeof proc, "%s", r->element[0]->str);
+    /* Something the client does not know of, at the oldest end. */
+    fx_cmd_ok("RPUSH %s intruder", proc);
+    for (size_t i = 0; i < 20; i++)
+        cr_assert_eq(redq_ack(held[i]), 0);
+    {
+        uint64_t until = fx_now_us() + 5000000u;
+        while (fx_llen(proc) != 1 && fx_now_us() < until)
+            fx_run_for(10);
+    }
+    cr_assert_eq(fx_llen(proc), 1, "%lld left in %s", fx_llen(proc), proc);
+    r = fx_cmd("LINDEX %s 0", proc);
+    cr_assert_str_eq(r->str, "intruder");
+    cr_assert_gt(fx_commandstat_calls("lrem"), 0, "no fallback happened");
+    fx_cmd_ok("DEL %s", proc);
     finish(t);
 }
 
