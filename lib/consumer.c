@@ -116,14 +116,11 @@ static int looks_enveloped(const char *s, size_t len)
 }
 
 /*
- * Copy `n` popped messages into one chunk and hand them to the handler in
- * pop order. Message i is els[i * stride + stride - 1]; its queue is `qidx`,
- * or with stride 2 the 1-based integer els[i * 2] (the TAKE script's
- * reply). Envelopes are unwrapped; malformed ones are dead-lettered instead
- * of delivered.
+ * Copy `n` messages popped from queue `qi` into one chunk and hand them to
+ * the handler in pop order. Envelopes are unwrapped; malformed ones are
+ * dead-lettered instead of delivered.
  */
-static void deliver(redq_consumer *c, int qidx, redisReply **els, size_t n,
-                    size_t stride)
+static void deliver(redq_consumer *c, int qi, redisReply **els, size_t n)
 {
     size_t i, bytes = 0, given = 0;
     chunk *ch;
@@ -131,7 +128,7 @@ static void deliver(redq_consumer *c, int qidx, redisReply **els, size_t n,
     char *w;
 
     for (i = 0; i < n; i++) {
-        redisReply *r = els[i * stride + stride - 1];
+        redisReply *r = els[i];
         size_t len = (size_t)r->len;
         /* Room for the message as stored, and for a decoded body when it
          * may be an envelope (never longer than the message). */
@@ -151,12 +148,11 @@ static void deliver(redq_consumer *c, int qidx, redisReply **els, size_t n,
     m = chunk_msgs(ch);
     w = (char *)(m + n);
     for (i = 0; i < n; i++) {
-        redisReply *r = els[i * stride + stride - 1];
+        redisReply *r = els[i];
         size_t len = (size_t)r->len;
         redq_message *mm = &m[given];
-        int qi = stride == 2 ? (int)els[i * 2]->integer - 1 : qidx;
 
-        if (r->type != REDIS_REPLY_STRING || qi < 0 || (size_t)qi >= c->nq)
+        if (r->type != REDIS_REPLY_STRING)
             continue;
         memcpy(w, r->str, len);
         w[len] = '\0';
@@ -189,9 +185,9 @@ static void deliver(redq_consumer *c, int qidx, redisReply **els, size_t n,
     chunk_put(c, ch);
 }
 
-static void deliver_one(redq_consumer *c, int qidx, redisReply *el)
+static void deliver_one(redq_consumer *c, int qi, redisReply *el)
 {
-    deliver(c, qidx, &el, 1, 1);
+    deliver(c, qi, &el, 1);
 }
 
 /* ---- rounds ------------------------------------------------------------- */
@@ -339,7 +335,7 @@ static void on_bulk_reply(redq__conn *conn, void *reply, void *arg)
     if (c->closing)
         return;
     if (r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements > 0)
-        deliver(c, pp->bulk_q, r->element, r->elements, 1);
+        deliver(c, pp->bulk_q, r->element, r->elements);
     else if (r != NULL && r->type == REDIS_REPLY_STRING)
         deliver_one(c, pp->bulk_q, r);
     else if (r != NULL && r->type == REDIS_REPLY_ERROR)
@@ -394,7 +390,7 @@ static void on_pop_reply(redq__conn *conn, void *reply, void *arg)
 
     if (r->element[1]->type == REDIS_REPLY_ARRAY) {
         /* BLMPOP: [key, [v1, v2, ...]] */
-        deliver(c, q, r->element[1]->element, r->element[1]->elements, 1);
+        deliver(c, q, r->element[1]->element, r->element[1]->elements);
     } else if (r->element[1]->type == REDIS_REPLY_STRING) {
         /* BRPOP: [key, v]; under backlog take more of the same queue. */
         deliver_one(c, q, r->element[1]);
@@ -434,8 +430,21 @@ static void on_take_reply(redq__conn *conn, void *reply, void *arg)
         pop_error(pp, r);
         return;
     }
-    if (r->type == REDIS_REPLY_ARRAY && r->elements >= 2) {
-        deliver(c, -1, r->element, r->elements / 2, 2);
+    if (r->type == REDIS_REPLY_ARRAY && r->elements > 0) {
+        size_t g;
+        /* {{index, {message, ...}}, ...}: a group per queue, in priority
+         * order, each oldest first. */
+        for (g = 0; g < r->elements && !c->closing; g++) {
+            redisReply *grp = r->element[g];
+            if (grp->type != REDIS_REPLY_ARRAY || grp->elements != 2 ||
+                grp->element[0]->type != REDIS_REPLY_INTEGER ||
+                grp->element[1]->type != REDIS_REPLY_ARRAY ||
+                grp->element[0]->integer < 1 ||
+                (size_t)grp->element[0]->integer > c->nq)
+                continue;
+            deliver(c, (int)grp->element[0]->integer - 1,
+                    grp->element[1]->element, grp->element[1]->elements);
+        }
     } else {
         c->st.empty_pops++;
         pp->block_next = 1;

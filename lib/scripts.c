@@ -27,11 +27,13 @@
 /*
  * TAKE: move up to ARGV[1] messages from ready lists to processing lists,
  * queues in priority order. KEYS: q1, proc1, q2, proc2, ...
- * Returns a flat array: queue index (1-based), message, index, message...,
- * oldest first.
- * Per queue it is LRANGE + LTRIM + LPUSH, three calls for the whole batch
- * instead of one RPOPLPUSH per message, and leaves both lists exactly as
- * that many RPOPLPUSHes would: the oldest pushed first, so deepest.
+ * Returns one group per queue that had messages: {index (1-based),
+ * {message, ...}}, oldest first.
+ * Per queue it is one LMPOP (Redis >= 7; LRANGE + LTRIM before) and one
+ * LPUSH for the whole batch instead of one RPOPLPUSH per message, and it
+ * leaves both lists exactly as those RPOPLPUSHes would: pushed oldest
+ * first, so the oldest is deepest. The popped array is pushed as it is:
+ * no per-message work in Lua.
  */
 static const char take_src[] =
     "local n = tonumber(ARGV[1])\n"
@@ -39,21 +41,26 @@ static const char take_src[] =
     "local got = 0\n"
     "for i = 1, #KEYS, 2 do\n"
     "  if got >= n then break end\n"
-    "  local vals = redis.call('LRANGE', KEYS[i], -(n - got), -1)\n"
+    "  local vals\n"
+    "  local ok, r = pcall(redis.call, 'LMPOP', 1, KEYS[i], 'RIGHT', "
+    "'COUNT', n - got)\n"
+    "  if ok then\n"
+    "    vals = r and r[2] or {}\n"
+    "  elseif type(r) == 'table' and r.err and "
+    "string.find(r.err, 'WRONGTYPE', 1, true) then\n"
+    "    return r\n"
+    "  else\n"
+    "    local t = redis.call('LRANGE', KEYS[i], -(n - got), -1)\n"
+    "    if #t > 0 then redis.call('LTRIM', KEYS[i], 0, -(#t + 1)) end\n"
+    "    vals = {}\n"
+    "    for j = #t, 1, -1 do vals[#vals + 1] = t[j] end\n"
+    "  end\n"
     "  local k = #vals\n"
     "  if k > 0 then\n"
-    "    redis.call('LTRIM', KEYS[i], 0, -(k + 1))\n"
-    "    local push = {}\n"
-    "    for j = k, 1, -1 do\n"
-    "      push[#push + 1] = vals[j]\n"
-    "      out[#out + 1] = (i + 1) / 2\n"
-    "      out[#out + 1] = vals[j]\n"
-    "      if #push == 1000 then\n"
-    "        redis.call('LPUSH', KEYS[i + 1], unpack(push))\n"
-    "        push = {}\n"
-    "      end\n"
+    "    for j = 1, k, 1000 do\n"
+    "      redis.call('LPUSH', KEYS[i + 1], unpack(vals, j, math.min(k, j + 999)))\n"
     "    end\n"
-    "    if #push > 0 then redis.call('LPUSH', KEYS[i + 1], unpack(push)) end\n"
+    "    out[#out + 1] = {(i + 1) / 2, vals}\n"
     "    got = got + k\n"
     "  end\n"
     "end\n"
