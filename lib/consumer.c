@@ -164,10 +164,20 @@ static void deliver(redq_consumer *c, int qi, redisReply **els, size_t n)
         mm->raw = w;
         mm->raw_len = len;
         w += len + 1;
-        if (redq__rel_prepare(c, mm, w) != 0)
-            continue; /* dead-lettered */
-        if (mm->data != mm->raw)
-            w += len + 1;
+        if (!looks_enveloped(mm->raw, len)) {
+            /* A plain payload (the common case): nothing to parse. */
+            mm->data = mm->raw;
+            mm->len = len;
+            mm->id = "";
+            mm->ts_ms = -1;
+            mm->attempt = 1;
+            mm->state = c->reliable ? M_LIVE : M_FAST;
+        } else {
+            if (redq__rel_prepare(c, mm, w) != 0)
+                continue; /* dead-lettered */
+            if (mm->data != mm->raw)
+                w += len + 1;
+        }
         given++;
     }
     ch->refs += given;
