@@ -989,7 +989,12 @@ static void release(redq_consumer *c, redq_message *m)
     if (c->stopping) {
         if (c->unacked == 0)
             defer(c, DEFER_CHECK_STOP);
-    } else if (c->n_idle > 0 && room(c) >= c->kick_min) {
+    } else if (c->n_idle > 0 &&
+               (room(c) >= c->kick_min ||
+                (c->n_idle == c->npool && room(c) > 0))) {
+        /* Wait for a worthwhile batch of room while another round is out
+         * (its end starts the next); with none out, any room must start
+         * one, or a handler that acks one at a time would stall. */
         defer(c, DEFER_KICK);
     }
 }

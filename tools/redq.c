@@ -3,25 +3,42 @@
  *
  *   redq push [options] QUEUE [MESSAGE...]   one message per argument, or
  *                                            one per line of stdin
- *   redq pop  [options] QUEUE...             print each message and a \n
+ *   redq pop  [options] QUEUE...             print each message and a \n;
+ *                                            --reliable: at-least-once
+ *   redq dead list|requeue|purge [options] QUEUE
+ *                                            the dead-letter list QUEUE:dead
+ *   redq stats [options] QUEUE...            ready / processing / delayed /
+ *                                            dead counts, live consumers
  *
- * Both run the library the way an application would: one event_base, one
- * producer or consumer on it, signals as libevent events. Nothing here
- * blocks the loop except reads of a regular file on stdin, which never wait.
+ * push and pop run the library the way an application would: one
+ * event_base, one producer or consumer on it, signals as libevent events.
+ * Nothing there blocks the loop except reads of a regular file on stdin,
+ * which never wait, and writes to stdout.
+ *
+ * dead and stats are one-shot admin commands on keys the library derives
+ * from the queue name (docs/DESIGN.md, "Key layout"). redq.h has no API for
+ * them, and this tool links only redq and libevent, so they talk to Redis
+ * over a small blocking RESP client of their own ("admin connection"
+ * below), with the same URL grammar, --connect-timeout and exit codes as
+ * push and pop. Every change they make is one Lua script call, so each
+ * message moves atomically.
  *
  * Layout: the command table and the shared option parser (getopt_long) come
- * first; a "session" holds what every command needs around its handle (the
+ * first; a "session" holds what push and pop need around their handle (the
  * loop, signals, the connect watchdog, the log callback, the exit code);
- * then one section per command. A new command (peek, stats, dead ...) is a
- * row in `commands[]`, its options in the parser's switch, and a cmd_*
- * function built on the session.
+ * then one section per command; then the admin connection and the admin
+ * commands. A new command is a row in `commands[]` (a name with a space,
+ * "dead list", is a sub-command), its options in the parser's switch, and a
+ * cmd_* function.
  *
- * Output: pop writes payloads to stdout and nothing else; every diagnostic,
- * and push's "pushed N" summary, goes to stderr, so stdout stays clean for
- * scripts.
+ * Output: pop writes payloads to stdout and nothing else; dead list and
+ * stats write their listing to stdout, dead requeue/purge their one-line
+ * result; every diagnostic, and push's "pushed N" summary, goes to stderr,
+ * so stdout stays clean for scripts.
  *
  * Exit status (also in --help and the README):
- *   0  done          1  some messages failed, or an error reply (WRONGTYPE)
+ *   0  done          1  some messages failed, an error reply (WRONGTYPE),
+ *                       or output failed
  *   2  usage         3  invalid URL
  *   4  cannot connect (or the connection could not be set up)
  *   5  authentication failed
@@ -30,16 +47,25 @@
  */
 #include "redq.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -78,6 +104,20 @@ enum {
  * count is held unacked (see pop_on_message), so this bounds that memory. */
 #define POP_WINDOW 4096
 #define POP_BATCH 256
+/* pop --reliable -n: the held tail is printed but not acked until the run
+ * ends, so a kill makes it come back; keep it short. */
+#define RELIABLE_N_WINDOW 256
+/* pop --reliable: the tool acks as soon as a message is printed; only the
+ * -n tail waits, for as long as the run lasts. */
+#define RELIABLE_VISIBILITY_MS INT_MAX
+/* Admin commands: one reply may take this long; dead-letter pages and
+ * requeue batches are this many messages (each batch is one script run, so
+ * this also bounds how long the server is busy with one). */
+#define ADMIN_COMMAND_TIMEOUT_MS 10000
+#define ADMIN_CONNECT_ATTEMPT_MS 2000
+#define ADMIN_PAGE 100
+/* dead list: bodies are shown up to this many characters. */
+#define DEAD_BODY_SHOW 160
 
 /* ------------------------------------------------------------------------ */
 /* Options and the command table                                             */
@@ -90,8 +130,13 @@ typedef struct cli {
     int delivery_timeout_ms;    /* push; 0: wait forever */
     size_t max_pending;         /* push; 0: the library's default */
     int has_count;
-    uint64_t count;             /* pop -n */
+    uint64_t count;             /* pop, dead list, dead requeue: -n */
     double timeout_s;           /* pop: idle time before exiting; 0: never */
+    int reliable;               /* pop --reliable */
+    int visibility_ms;          /* pop --visibility-ms; 0: the tool's default */
+    int consumer_ttl_ms;        /* pop --consumer-ttl-ms; 0: the library's */
+    int json;                   /* dead list, stats: --json */
+    int all;                    /* dead requeue --all */
     int quiet;
     char **args;                /* operands */
     int nargs;
@@ -114,7 +159,12 @@ enum {
     OPT_URL = 256,
     OPT_CONNECT_TIMEOUT,
     OPT_DELIVERY_TIMEOUT,
-    OPT_MAX_PENDING
+    OPT_MAX_PENDING,
+    OPT_RELIABLE,
+    OPT_VISIBILITY,
+    OPT_CONSUMER_TTL,
+    OPT_JSON,
+    OPT_ALL
 };
 
 #define COMMON_LONGOPTS                                                        \
@@ -137,6 +187,7 @@ enum {
     "  0    done\n"                                                            \
     "  1    some messages failed, or the server answered with an error\n"       \
     "       (e.g. WRONGTYPE: the key is not a list), or output failed\n"        \
+    "       (pop --reliable: what could not be written is retried)\n"          \
     "  2    usage error\n"                                                     \
     "  3    invalid URL\n"                                                     \
     "  4    could not connect to the server\n"                                 \
@@ -146,6 +197,10 @@ enum {
 
 static int cmd_push(const cli *o);
 static int cmd_pop(const cli *o);
+static int cmd_dead_list(const cli *o);
+static int cmd_dead_requeue(const cli *o);
+static int cmd_dead_purge(const cli *o);
+static int cmd_stats(const cli *o);
 
 static const struct option push_longopts[] = {
     COMMON_LONGOPTS,
@@ -157,6 +212,29 @@ static const struct option pop_longopts[] = {
     COMMON_LONGOPTS,
     {"count", required_argument, NULL, 'n'},
     {"timeout", required_argument, NULL, 't'},
+    {"reliable", no_argument, NULL, OPT_RELIABLE},
+    {"visibility-ms", required_argument, NULL, OPT_VISIBILITY},
+    {"consumer-ttl-ms", required_argument, NULL, OPT_CONSUMER_TTL},
+    {NULL, 0, NULL, 0}};
+
+static const struct option dead_list_longopts[] = {
+    COMMON_LONGOPTS,
+    {"count", required_argument, NULL, 'n'},
+    {"json", no_argument, NULL, OPT_JSON},
+    {NULL, 0, NULL, 0}};
+
+static const struct option dead_requeue_longopts[] = {
+    COMMON_LONGOPTS,
+    {"count", required_argument, NULL, 'n'},
+    {"all", no_argument, NULL, OPT_ALL},
+    {NULL, 0, NULL, 0}};
+
+static const struct option plain_longopts[] = {COMMON_LONGOPTS,
+                                               {NULL, 0, NULL, 0}};
+
+static const struct option stats_longopts[] = {
+    COMMON_LONGOPTS,
+    {"json", no_argument, NULL, OPT_JSON},
     {NULL, 0, NULL, 0}};
 
 static const command commands[] = {
@@ -178,16 +256,105 @@ static const command commands[] = {
     {"pop", "[options] QUEUE...",
      "pop messages from the QUEUEs and print them, one per line",
      "Pop messages (oldest first) and write each to stdout followed by \\n.\n"
-     "With several queues, earlier ones take priority. A message is removed\n"
-     "from Redis when it is popped: one that cannot be written is lost.\n"
+     "With several queues, earlier ones take priority.\n"
      "Runs until -n messages were printed, until --timeout seconds pass with\n"
      "none, or until SIGINT/SIGTERM (then it finishes what it has taken; a\n"
      "second signal exits at once).\n"
-     "With -n it never takes more than COUNT messages out of Redis.\n",
+     "With -n it never takes more than COUNT messages out of the queue.\n"
+     "\n"
+     "Without --reliable (at-most-once, the fastest), a message is removed\n"
+     "from Redis when it is popped: one that cannot be written, or that a\n"
+     "killed redq had not written yet, is lost.\n"
+     "\n"
+     "With --reliable (at-least-once), a popped message moves to this run's\n"
+     "processing list (QUEUE:proc:<id>) and is acked, i.e. removed, only\n"
+     "after it has been written to stdout and flushed. A redq killed at any\n"
+     "moment loses nothing: its heartbeat expires --consumer-ttl-ms later and\n"
+     "then a live consumer of the queue (another redq pop --reliable, or any\n"
+     "at-least-once redq consumer) returns what it held to the queue, to be\n"
+     "popped next, counting one attempt each. What it had printed but not\n"
+     "acked yet comes back too and is printed again: the last batch written\n"
+     "(acks follow each flush of stdout at once), and with -n up to the last\n"
+     "256 of the COUNT, which are acked when the run ends. A message that\n"
+     "cannot be written is nacked (retried after a backoff, one attempt\n"
+     "counted) and the run ends with status 1.\n",
      "  -n, --count COUNT       stop after COUNT messages (default: no limit)\n"
      "  -t, --timeout SEC       stop when no message came for SEC seconds\n"
-     "                          (default 0: wait forever); exit status 0\n",
+     "                          (default 0: wait forever); exit status 0\n"
+     "  --reliable              at-least-once delivery (see above)\n"
+     "  --consumer-ttl-ms MS    with --reliable: how long this run's heartbeat\n"
+     "                          lives; a killed run's messages are requeued\n"
+     "                          that long after its last beat (default 15000,\n"
+     "                          at least 100)\n"
+     "  --visibility-ms MS      with --reliable: retry a message printed but\n"
+     "                          not acked for this long (default 2147483647:\n"
+     "                          never; at least 10). A shorter one can make\n"
+     "                          the -n tail print twice\n",
      ":qhn:t:", pop_longopts, 1, -1, cmd_pop},
+    {"dead list", "[options] QUEUE",
+     "show the dead letters of QUEUE (QUEUE:dead), newest first",
+     "Print the dead letters of QUEUE (the list QUEUE:dead), newest first,\n"
+     "one per line:\n"
+     "\n"
+     "  INDEX<TAB>ATTEMPTS<TAB>DEAD_TS<TAB>REASON<TAB>BODY\n"
+     "\n"
+     "INDEX is the position in QUEUE:dead (0: the newest, as LINDEX counts).\n"
+     "ATTEMPTS is how many deliveries were made. DEAD_TS is when it was\n"
+     "dead-lettered, in ISO 8601 UTC (2025-01-31T12:00:00.123Z). REASON is\n"
+     "why. BODY is the message; bodies longer than 160 characters end in\n"
+     "\"...\". In REASON and BODY a backslash, tab, newline, carriage return\n"
+     "and other control bytes are escaped (\\\\ \\t \\n \\r \\xHH), and so\n"
+     "is every byte of a binary body (body_b64) that is not printable ASCII.\n"
+     "A field the entry lacks is \"-\"; an entry that is not a dead-letter\n"
+     "envelope shows all of itself as BODY.\n"
+     "With --json, each entry is printed exactly as stored (the library\n"
+     "stores one-line JSON: {\"id\",\"ts\",\"attempts\",\"body\"|\"body_b64\",\n"
+     "\"dead_reason\",\"dead_ts\",\"queue\"}).\n"
+     "The list is read in pages of 100: entries added or removed meanwhile\n"
+     "may shift what a page shows.\n",
+     "  -n, --count N           the N newest only (default: all)\n"
+     "  --json                  print the stored JSON, one entry per line\n",
+     ":qhn:", dead_list_longopts, 1, 1, cmd_dead_list},
+    {"dead requeue", "[options] QUEUE (--all | -n N)",
+     "move dead letters of QUEUE back to the queue, oldest first",
+     "Move dead letters of QUEUE back to QUEUE, oldest first: each goes to\n"
+     "the end of the queue that is popped last (LPUSH), like a new message,\n"
+     "with its attempt count reset to 0 and its dead_reason, dead_ts and\n"
+     "queue fields removed; everything else in it (id, ts, body) is kept\n"
+     "byte for byte. The moves are Lua scripts that take entries off the\n"
+     "tail of QUEUE:dead only if they are still the ones read, so a run\n"
+     "that is interrupted or fails has moved every message either\n"
+     "completely or not at all, and never one twice. An entry that is not\n"
+     "an envelope (a JSON object with body or body_b64) moves as it is.\n"
+     "--all moves the dead letters there were when the command started (not\n"
+     "those added meanwhile). Prints \"requeued N\" on stdout.\n",
+     "  --all                   all of them\n"
+     "  -n, --count N           the N oldest\n",
+     ":qhn:", dead_requeue_longopts, 1, 1, cmd_dead_requeue},
+    {"dead purge", "[options] QUEUE",
+     "delete the dead letters of QUEUE",
+     "Delete the list QUEUE:dead and print \"purged N\" (how many it held)\n"
+     "on stdout. Atomic: dead letters added later are not touched.\n",
+     "", ":qh", plain_longopts, 1, 1, cmd_dead_purge},
+    {"stats", "[options] QUEUE...",
+     "show ready, processing, delayed and dead counts, and consumers",
+     "Print, for each QUEUE, a snapshot (one Lua script per queue, so the\n"
+     "numbers of one queue are consistent with each other):\n"
+     "  READY       messages waiting in QUEUE\n"
+     "  PROCESSING  taken by at-least-once consumers and not acked yet (the\n"
+     "              QUEUE:proc:<id> lists of the consumers in\n"
+     "              QUEUE:consumers)\n"
+     "  DELAYED     scheduled and retried messages (QUEUE:delayed)\n"
+     "  DEAD        dead letters (QUEUE:dead)\n"
+     "  CONSUMERS   live at-least-once consumers (heartbeat present)\n"
+     "  REGISTERED  consumers in QUEUE:consumers; those not live have died\n"
+     "              and a live consumer will requeue what they hold\n"
+     "Fast (at-most-once) consumers leave no trace and are not counted.\n"
+     "Output is a table with a header line; with --json, one JSON object:\n"
+     "{\"queues\":[{\"queue\":\"Q\",\"ready\":0,\"processing\":0,\"delayed\":0,\n"
+     "\"dead\":0,\"consumers\":0,\"registered\":0},...]}\n",
+     "  --json                  one JSON object instead of the table\n",
+     ":qh", stats_longopts, 1, -1, cmd_stats},
 };
 
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
@@ -201,7 +368,34 @@ static void usage_main(FILE *f)
                "Message queues on Redis lists (redq %s).\n\ncommands:\n",
             redq_version());
     for (i = 0; i < NCOMMANDS; i++)
-        fprintf(f, "  %-6s %s\n", commands[i].name, commands[i].summary);
+        fprintf(f, "  %-13s %s\n", commands[i].name, commands[i].summary);
+    fprintf(f, "\noptions of every command:\n" COMMON_HELP "\n" EXIT_HELP);
+}
+
+/* Does command `c` belong to the group `group` ("dead" for "dead list")?
+ * Then *sub is its name in the group. */
+static int in_group(const command *c, const char *group, const char **sub)
+{
+    size_t n = strlen(group);
+
+    if (strncmp(c->name, group, n) != 0 || c->name[n] != ' ')
+        return 0;
+    *sub = c->name + n + 1;
+    return 1;
+}
+
+/* `redq dead --help`: the group's commands. */
+static void usage_group(FILE *f, const char *group)
+{
+    const char *sub;
+    size_t i;
+
+    fprintf(f, "usage: redq %s COMMAND [options] QUEUE\n"
+               "       redq %s COMMAND --help\n\ncommands:\n",
+            group, group);
+    for (i = 0; i < NCOMMANDS; i++)
+        if (in_group(&commands[i], group, &sub))
+            fprintf(f, "  %-8s %s\n", sub, commands[i].summary);
     fprintf(f, "\noptions of every command:\n" COMMON_HELP "\n" EXIT_HELP);
 }
 
@@ -335,6 +529,27 @@ static int parse_args(const command *c, int argc, char **argv, cli *o,
                 return usage_error(c, "-t/--timeout: '%s' is not a number "
                                       "of seconds", arg);
             break;
+        case OPT_RELIABLE:
+            o->reliable = 1;
+            break;
+        case OPT_VISIBILITY:
+            if (parse_u64(arg, INT_MAX, &v) < 0 || v < 10)
+                return usage_error(c, "--visibility-ms: '%s' is not a number "
+                                      "of milliseconds from 10", arg);
+            o->visibility_ms = (int)v;
+            break;
+        case OPT_CONSUMER_TTL:
+            if (parse_u64(arg, INT_MAX, &v) < 0 || v < 100)
+                return usage_error(c, "--consumer-ttl-ms: '%s' is not a "
+                                      "number of milliseconds from 100", arg);
+            o->consumer_ttl_ms = (int)v;
+            break;
+        case OPT_JSON:
+            o->json = 1;
+            break;
+        case OPT_ALL:
+            o->all = 1;
+            break;
         case ':':
             return usage_error(c, "option '%s' needs a value",
                                argv[optind - 1]);
@@ -352,6 +567,13 @@ static int parse_args(const command *c, int argc, char **argv, cli *o,
         return usage_error(c, "missing QUEUE");
     if (c->max_args >= 0 && o->nargs > c->max_args)
         return usage_error(c, "too many arguments");
+    if ((o->visibility_ms || o->consumer_ttl_ms) && !o->reliable)
+        return usage_error(c, "--%s needs --reliable",
+                           o->visibility_ms ? "visibility-ms"
+                                            : "consumer-ttl-ms");
+    if (c->run == cmd_dead_requeue && o->all == o->has_count)
+        return usage_error(c, o->all ? "--all and -n exclude each other"
+                                     : "say how many: --all or -n N");
     return 0;
 }
 
@@ -1045,16 +1267,38 @@ out:
  * acked + 1 + W <= COUNT keeps that total within COUNT; the last W messages
  * are held unacked until the stop. W is min(COUNT, POP_WINDOW), so the
  * memory held stays bounded however large COUNT is.
+ *
+ * --reliable (at-least-once): a message may be acked only once it is on the
+ * reader's side, written and flushed. pop_on_message writes it to stdio and
+ * puts it in `pend`; the flush event (once per loop iteration, after the
+ * rest of the pop's batch) flushes stdout and only then acks what was
+ * pending, or under -n moves it to `held` as above. A SIGKILL at any moment
+ * leaves every message not yet completely printed in the processing list,
+ * from where a live consumer requeues it; what can come back although it
+ * was printed is what was flushed and not yet acked in Redis: one batch,
+ * plus `held`. So under -n this mode uses W = min(COUNT,
+ * RELIABLE_N_WINDOW). A failed write nacks whatever may not have been shown
+ * (retried after a backoff) and ends the run with status 1.
+ *
+ * Under -n, --reliable flushes and acks each message that is not to be held
+ * at once, inside the handler. Deferred to the flush event, the acks would
+ * come after the pop's round has ended with a full window, and the library
+ * starts a new pop on an ack from outside its callback only once at least
+ * min(W/4, pop_batch) places are free: the COUNT - W acks of a run can be
+ * fewer than that, and the run would wait forever with room in its window.
  */
 typedef struct pop_state {
     session s; /* first: the ops get a session * */
     redq_consumer *c;
     uint64_t want;     /* -n COUNT, or 0: no limit */
     uint64_t got;      /* printed */
-    uint64_t acked;
+    uint64_t acked;    /* acked, or decided to be (in pend, --reliable) */
     size_t window;     /* max_unacked */
     redq_message **held;
     size_t nheld;
+    int reliable;
+    redq_message **pend; /* --reliable: written, not yet flushed */
+    size_t npend;
     struct event *idle;  /* --timeout */
     struct event *flush; /* flushes stdout once per loop iteration */
     int flush_pending;
@@ -1084,10 +1328,67 @@ static void pop_on_closed(void *user)
     session_closed(&ps->s);
 }
 
+/* A message is on the reader's side (printed; flushed when --reliable): ack
+ * it, or under -n hold it (see above). */
+static void pop_printed(pop_state *ps, redq_message *m)
+{
+    if (ps->want == 0 || ps->stopping ||
+        ps->acked + 1 + ps->window <= ps->want ||
+        ps->nheld == ps->window) { /* full only after a visibility timeout */
+        redq_ack(m);
+        ps->acked++;
+    } else {
+        ps->held[ps->nheld++] = m;
+    }
+}
+
+/* --reliable: the pending messages may not have reached stdout. They go
+ * back to Redis (retried later), not to the reader's credit. */
+static void pop_nack_pending(pop_state *ps, const char *why)
+{
+    char reason[300];
+    size_t i;
+
+    snprintf(reason, sizeof reason, "redq pop: %s", why);
+    for (i = 0; i < ps->npend; i++)
+        redq_nack(ps->pend[i], reason);
+    ps->npend = 0;
+}
+
+/* Output failed (errno says why): the run ends with status 1. */
+static void pop_output_failed(pop_state *ps)
+{
+    char why[200];
+
+    snprintf(why, sizeof why, "write to stdout: %s", strerror(errno));
+    pop_nack_pending(ps, why);
+    session_fail(&ps->s, RC_FAILED, "%s", why);
+}
+
+/* --reliable: flush stdout, then ack what it carried. 0, or -1 when the
+ * output failed (reported; those messages were nacked). */
+static int pop_commit(pop_state *ps)
+{
+    size_t i, n = ps->npend;
+
+    if (n == 0)
+        return 0;
+    if (fflush(stdout) != 0) {
+        pop_output_failed(ps);
+        return -1;
+    }
+    ps->npend = 0;
+    for (i = 0; i < n; i++)
+        pop_printed(ps, ps->pend[i]);
+    return 0;
+}
+
 static void pop_release_held(pop_state *ps)
 {
     size_t i;
 
+    if (ps->reliable)
+        pop_commit(ps); /* stopping: everything it carried is acked */
     for (i = 0; i < ps->nheld; i++)
         redq_ack(ps->held[i]);
     ps->acked += ps->nheld;
@@ -1102,13 +1403,15 @@ static void pop_abort(session *s)
     evtimer_del(ps->idle);
     pop_ever_connected(s);
     /* The consumer's close invalidates unacked messages; ack them first so
-     * that nothing refers to them afterwards. */
+     * that nothing refers to them afterwards. (At-least-once, acks that
+     * the close cuts off only mean those messages come back.) */
     pop_release_held(ps);
     if (ps->c)
         redq_consumer_close(ps->c, pop_on_closed, ps); /* ECLOSED: already */
 }
 
-/* A write error ends the run: popped messages would be lost unseen. */
+/* Fast mode: a write error ends the run; popped messages would be lost
+ * unseen. */
 static int pop_check_output(pop_state *ps)
 {
     if (!ferror(stdout))
@@ -1121,7 +1424,7 @@ static void pop_on_stopped(redq_consumer *c, int status, void *user)
 {
     pop_state *ps = user;
 
-    (void)status; /* every message was acked before or at the stop */
+    (void)status; /* every message was acked (or nacked) before the stop */
     if (fflush(stdout) != 0)
         pop_check_output(ps);
     pop_ever_connected(&ps->s);
@@ -1152,7 +1455,9 @@ static void pop_flush_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     ps->flush_pending = 0;
-    if (fflush(stdout) != 0)
+    if (ps->reliable)
+        pop_commit(ps);
+    else if (fflush(stdout) != 0)
         pop_check_output(ps);
 }
 
@@ -1188,15 +1493,33 @@ static void pop_on_message(redq_consumer *c, redq_message *m, void *user)
 
     (void)c;
     if (ps->s.fatal) { /* output is broken: nothing more can be shown */
-        redq_ack(m);
-        ps->acked++;
+        if (ps->reliable) {
+            redq_nack(m, "redq pop: output failed");
+        } else {
+            redq_ack(m);
+            ps->acked++;
+        }
+        return;
+    }
+    if (ps->reliable && ps->want && ps->got >= ps->want) {
+        /* Only when a visibility timeout freed a place in the window. */
+        redq_nack(m, "redq pop: -n COUNT already printed");
+        return;
+    }
+    if (ps->reliable && ps->npend == ps->window && pop_commit(ps) < 0) {
+        redq_nack(m, "redq pop: output failed"); /* not expected: see W */
         return;
     }
     if ((len && fwrite(redq_msg_data(m), 1, len, stdout) != len) ||
         putc('\n', stdout) == EOF) {
-        redq_ack(m);
-        ps->acked++;
-        pop_check_output(ps);
+        if (ps->reliable) {
+            ps->pend[ps->npend++] = m;
+            pop_output_failed(ps);
+        } else {
+            redq_ack(m);
+            ps->acked++;
+            pop_check_output(ps);
+        }
         return;
     }
     ps->got++;
@@ -1205,12 +1528,20 @@ static void pop_on_message(redq_consumer *c, redq_message *m, void *user)
         ps->flush_pending = 1;
         event_active(ps->flush, EV_TIMEOUT, 0);
     }
-    if (ps->want == 0 || ps->stopping ||
-        ps->acked + 1 + ps->window <= ps->want) {
+    if (ps->reliable && ps->want &&
+        (ps->stopping || ps->acked + 1 + ps->window <= ps->want)) {
+        /* Under -n, acked here and now (see above). */
+        if (fflush(stdout) != 0) {
+            ps->pend[ps->npend++] = m;
+            pop_output_failed(ps);
+            return;
+        }
         redq_ack(m);
         ps->acked++;
+    } else if (ps->reliable) {
+        ps->pend[ps->npend++] = m;
     } else {
-        ps->held[ps->nheld++] = m;
+        pop_printed(ps, m);
     }
     if (ps->want && ps->got == ps->want)
         pop_finish(&ps->s);
@@ -1244,14 +1575,19 @@ static int cmd_pop(const cli *o)
         session_free(&ps.s);
         return RC_FAILED;
     }
+    ps.reliable = o->reliable;
     ps.want = o->has_count ? o->count : 0;
     ps.window = POP_WINDOW;
+    if (ps.reliable && ps.want && ps.window > RELIABLE_N_WINDOW)
+        ps.window = RELIABLE_N_WINDOW;
     if (ps.want && ps.want < ps.window)
         ps.window = (size_t)ps.want;
     ps.idle = evtimer_new(ps.s.base, pop_idle_cb, &ps);
     ps.flush = event_new(ps.s.base, -1, 0, pop_flush_cb, &ps);
     ps.held = ps.want ? calloc(ps.window, sizeof *ps.held) : NULL;
-    if (!ps.idle || !ps.flush || (ps.want && !ps.held)) {
+    ps.pend = ps.reliable ? calloc(ps.window, sizeof *ps.pend) : NULL;
+    if (!ps.idle || !ps.flush || (ps.want && !ps.held) ||
+        (ps.reliable && !ps.pend)) {
         fprintf(stderr, "redq: out of memory\n");
         code = RC_FAILED;
         goto out;
@@ -1262,6 +1598,14 @@ static int cmd_pop(const cli *o)
     opts.pool_size = 1; /* one connection: messages come in queue order */
     opts.max_unacked = ps.window;
     opts.pop_batch = ps.window < POP_BATCH ? ps.window : POP_BATCH;
+    /* Explicit both ways: the library's default may change. */
+    opts.delivery = ps.reliable ? REDQ_AT_LEAST_ONCE : REDQ_AT_MOST_ONCE;
+    if (ps.reliable) {
+        opts.visibility_timeout_ms =
+            o->visibility_ms ? o->visibility_ms : RELIABLE_VISIBILITY_MS;
+        if (o->consumer_ttl_ms)
+            opts.consumer_ttl_ms = o->consumer_ttl_ms;
+    }
     ps.s.in_new = 1;
     rc = redq_consumer_new(&ps.c, ps.s.base, &opts,
                            (const char *const *)o->args, (size_t)o->nargs);
@@ -1290,7 +1634,1962 @@ out:
     if (ps.flush)
         event_free(ps.flush);
     free(ps.held);
+    free(ps.pend);
     session_free(&ps.s);
+    return code;
+}
+
+/* ------------------------------------------------------------------------ */
+/* admin connection (dead, stats)                                           */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * A blocking RESP2 client for the one-shot admin commands: connect (retried
+ * with backoff until --connect-timeout), AUTH, SELECT, PING, then commands
+ * one at a time, each reply read whole with a deadline. The URL grammar is
+ * the library's (redq.h, redq_options.url), parsed here again because the
+ * library keeps its parser private; errors name the offending part but
+ * never quote a password.
+ */
+
+typedef struct url_parts {
+    int is_unix;
+    char *host; /* redis:// (no brackets for IPv6) */
+    int port;
+    char *path; /* unix:// */
+    char *user, *password;
+    int db;
+} url_parts;
+
+static void url_parts_free(url_parts *u)
+{
+    free(u->host);
+    free(u->path);
+    free(u->user);
+    if (u->password) {
+        volatile char *v = u->password; /* do not leave it in the heap */
+        while (*v)
+            *v++ = '\0';
+        free(u->password);
+    }
+    memset(u, 0, sizeof *u);
+}
+
+static int url_fail(char *err, size_t cap, const char *fmt, ...)
+    PRINTF_LIKE(3, 4);
+
+static int url_fail(char *err, size_t cap, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(err, cap, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+static int hexval(int ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F')
+        return ch - 'A' + 10;
+    return -1;
+}
+
+/* %XX-decode [p, p+n) into a new string; NUL bytes are refused. */
+static int url_decode(const char *p, size_t n, const char *what, char **out,
+                      char *err, size_t cap)
+{
+    char *d = malloc(n + 1);
+    size_t i, j = 0;
+
+    if (!d)
+        return url_fail(err, cap, "out of memory");
+    for (i = 0; i < n; i++) {
+        int hi, lo;
+
+        if (p[i] != '%') {
+            d[j++] = p[i];
+            continue;
+        }
+        hi = n - i >= 3 ? hexval((unsigned char)p[i + 1]) : -1;
+        lo = n - i >= 3 ? hexval((unsigned char)p[i + 2]) : -1;
+        if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
+            free(d);
+            return url_fail(err, cap, "invalid percent-escape in the %s "
+                                      "(%%XX with two hex digits, not %%00)",
+                            what);
+        }
+        d[j++] = (char)(hi * 16 + lo);
+        i += 2;
+    }
+    d[j] = '\0';
+    *out = d;
+    return 0;
+}
+
+/* Compare the first n bytes of s with lower-case `lit`, ASCII only (URLs
+ * must not depend on the locale). */
+static int strncasecmp_ascii(const char *s, const char *lit, size_t n)
+{
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        char ch = s[i];
+        if (ch >= 'A' && ch <= 'Z')
+            ch = (char)(ch - 'A' + 'a');
+        if (ch != lit[i])
+            return 1;
+    }
+    return 0;
+}
+
+/* Decimal digits only, at most max. */
+static int url_number(const char *p, size_t n, long max, long *out)
+{
+    long v = 0;
+    size_t i;
+
+    if (n == 0)
+        return -1;
+    for (i = 0; i < n; i++) {
+        if (p[i] < '0' || p[i] > '9' || v > (max - (p[i] - '0')) / 10)
+            return -1;
+        v = v * 10 + (p[i] - '0');
+    }
+    *out = v;
+    return 0;
+}
+
+static int url_query(const char *q, size_t n, int *db, int *have_db,
+                     char *err, size_t cap)
+{
+    const char *end = q + n;
+    long v;
+
+    while (q < end) {
+        const char *amp = memchr(q, '&', (size_t)(end - q));
+        size_t len = (size_t)((amp ? amp : end) - q);
+
+        if (len < 3 || memcmp(q, "db=", 3) != 0)
+            return url_fail(err, cap, "unknown or empty query parameter "
+                                      "(only ?db=N is supported)");
+        if (*have_db)
+            return url_fail(err, cap, "database given more than once");
+        if (url_number(q + 3, len - 3, INT_MAX, &v) < 0)
+            return url_fail(err, cap, "database in ?db= is not a number "
+                                      "0-%d", INT_MAX);
+        *db = (int)v;
+        *have_db = 1;
+        q += len + (amp ? 1 : 0);
+    }
+    return 0;
+}
+
+/*
+ *   redis://[[user]:password@]host[:port][/db][?db=N]
+ *   unix://[[user]:password@]/path/to.sock[?db=N]
+ */
+static int url_parse(const char *url, url_parts *u, char *err, size_t cap)
+{
+    const char *rest, *auth, *at = NULL, *tail, *q, *colon;
+    size_t alen, tlen, plen, i;
+    int have_db = 0;
+    long v;
+
+    memset(u, 0, sizeof *u);
+    if (!strncasecmp_ascii(url, "redis://", 8)) {
+        rest = url + 8;
+    } else if (!strncasecmp_ascii(url, "unix://", 7)) {
+        u->is_unix = 1;
+        rest = url + 7;
+    } else if (!strncasecmp_ascii(url, "rediss://", 9)) {
+        return url_fail(err, cap, "TLS (rediss://) is not supported; use "
+                                  "redis:// or unix://");
+    } else {
+        return url_fail(err, cap, "URL must start with redis:// or unix://");
+    }
+    if (strchr(rest, '#'))
+        return url_fail(err, cap, "URL fragment ('#...') is not allowed; "
+                                  "write a '#' in a password as %%23");
+    auth = rest;
+    alen = strcspn(rest, "/?");
+    for (i = 0; i < alen; i++)
+        if (auth[i] == '@')
+            at = auth + i;
+    tail = auth + alen;
+    tlen = strlen(tail);
+    if (!at && !u->is_unix && memchr(tail, '@', tlen))
+        return url_fail(err, cap, "'@' after the host part: percent-encode "
+                                  "'/' as %%2F and '?' as %%3F in the user "
+                                  "name and password");
+    if (at) {
+        size_t ulen = (size_t)(at - auth);
+
+        colon = memchr(auth, ':', ulen);
+        if (!colon || (size_t)(at - colon) < 2) {
+            url_fail(err, cap, "the user info before '@' must be "
+                               "user:password or :password");
+            goto fail;
+        }
+        if (colon > auth &&
+            url_decode(auth, (size_t)(colon - auth), "user name", &u->user,
+                       err, cap) < 0)
+            goto fail;
+        if (url_decode(colon + 1, (size_t)(at - colon - 1), "password",
+                       &u->password, err, cap) < 0)
+            goto fail;
+        alen -= ulen + 1;
+        auth = at + 1;
+    }
+    q = memchr(tail, '?', tlen);
+    plen = q ? (size_t)(q - tail) : tlen;
+    if (q && url_query(q + 1, tlen - plen - 1, &u->db, &have_db, err, cap) < 0)
+        goto fail;
+
+    if (u->is_unix) {
+        if (alen > 0 || plen == 0) {
+            url_fail(err, cap, "unix:// URL takes no host and needs an "
+                               "absolute socket path: unix:///run/redis.sock");
+            goto fail;
+        }
+        if (url_decode(tail, plen, "socket path", &u->path, err, cap) < 0)
+            goto fail;
+        if (strlen(u->path) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
+            url_fail(err, cap, "socket path is too long");
+            goto fail;
+        }
+        return 0;
+    }
+
+    /* host, host:port, [v6], [v6]:port */
+    {
+        const char *h = auth, *port = NULL;
+        size_t hlen = alen, portlen = 0;
+
+        if (alen > 0 && auth[0] == '[') {
+            const char *close = memchr(auth, ']', alen);
+            char buf[INET6_ADDRSTRLEN];
+            unsigned char addr[16];
+
+            if (!close) {
+                url_fail(err, cap, "IPv6 address has no closing ']'");
+                goto fail;
+            }
+            h = auth + 1;
+            hlen = (size_t)(close - h);
+            if (close + 1 < auth + alen) {
+                if (close[1] != ':') {
+                    url_fail(err, cap, "only :port may follow ']'");
+                    goto fail;
+                }
+                port = close + 2;
+                portlen = (size_t)(auth + alen - port);
+            }
+            if (hlen == 0 || hlen >= sizeof buf) {
+                url_fail(err, cap, "invalid IPv6 address");
+                goto fail;
+            }
+            memcpy(buf, h, hlen);
+            buf[hlen] = '\0';
+            if (inet_pton(AF_INET6, buf, addr) != 1) {
+                url_fail(err, cap, "\"[%s]\" is not a valid IPv6 address",
+                         buf);
+                goto fail;
+            }
+        } else {
+            colon = memchr(auth, ':', alen);
+            if (colon) {
+                hlen = (size_t)(colon - auth);
+                port = colon + 1;
+                portlen = alen - hlen - 1;
+                if (memchr(port, ':', portlen)) {
+                    url_fail(err, cap, "an IPv6 address must be in "
+                                       "brackets, e.g. redis://[::1]:6379");
+                    goto fail;
+                }
+            }
+            if (hlen == 0 || hlen > 253) {
+                url_fail(err, cap, "missing or too long host: write "
+                                   "redis://host[:port][/db]");
+                goto fail;
+            }
+            for (i = 0; i < hlen; i++) {
+                char ch = h[i];
+                if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+                      (ch >= '0' && ch <= '9') || ch == '.' || ch == '-' ||
+                      ch == '_')) {
+                    url_fail(err, cap, "invalid character in host \"%.*s\" "
+                                       "(letters, digits, '.', '-', '_')",
+                             (int)(hlen < 64 ? hlen : 64), h);
+                    goto fail;
+                }
+            }
+        }
+        u->port = 6379;
+        if (port) {
+            if (url_number(port, portlen, 65535, &v) < 0 || v == 0) {
+                url_fail(err, cap, "port \"%.*s\" is not a number 1-65535",
+                         (int)(portlen < 16 ? portlen : 16), port);
+                goto fail;
+            }
+            u->port = (int)v;
+        }
+        u->host = malloc(hlen + 1);
+        if (!u->host) {
+            url_fail(err, cap, "out of memory");
+            goto fail;
+        }
+        memcpy(u->host, h, hlen);
+        u->host[hlen] = '\0';
+    }
+    if (plen > 1) { /* "/N"; "" and "/" select nothing */
+        if (have_db) {
+            url_fail(err, cap, "database given both in the path (/N) and as "
+                               "?db=N; use one");
+            goto fail;
+        }
+        if (url_number(tail + 1, plen - 1, INT_MAX, &v) < 0) {
+            url_fail(err, cap, "database in the path is not a number 0-%d",
+                     INT_MAX);
+            goto fail;
+        }
+        u->db = (int)v;
+    }
+    return 0;
+fail:
+    url_parts_free(u);
+    return -1;
+}
+
+/* ---- replies ------------------------------------------------------------ */
+
+enum { RP_STATUS, RP_ERROR, RP_INT, RP_BULK, RP_NIL, RP_ARRAY };
+
+typedef struct reply {
+    int type;
+    long long integer;     /* RP_INT */
+    char *str;             /* status, error, bulk: NUL-terminated */
+    size_t len;
+    struct reply **elem;   /* RP_ARRAY */
+    size_t n;
+} reply;
+
+static void reply_free(reply *r)
+{
+    size_t i;
+
+    if (!r)
+        return;
+    for (i = 0; i < r->n; i++)
+        reply_free(r->elem[i]);
+    free(r->elem);
+    free(r->str);
+    free(r);
+}
+
+/* ---- the connection ----------------------------------------------------- */
+
+typedef struct admin {
+    int fd;
+    char *buf;             /* bytes read, [off, len) not parsed yet */
+    size_t off, len, cap;
+    int timeout_ms;        /* for one command and its reply */
+    uint64_t deadline_us;  /* of the current one */
+    char where[300];       /* "127.0.0.1:6379", "[::1]:6379", a socket path */
+    char err[512];         /* why the last call failed */
+} admin;
+
+static uint64_t mono_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/* Milliseconds left until `deadline_us` (at least 1 while any is left). */
+static int left_ms(uint64_t deadline_us)
+{
+    uint64_t now = mono_us(), ms;
+
+    if (now >= deadline_us)
+        return 0;
+    ms = (deadline_us - now + 999) / 1000;
+    return ms > INT_MAX ? INT_MAX : (int)ms;
+}
+
+static int admin_fail(admin *a, const char *fmt, ...) PRINTF_LIKE(2, 3);
+
+static int admin_fail(admin *a, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(a->err, sizeof a->err, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+/* Wait until fd is ready for `events` or the deadline. 0 or -1 (a->err). */
+static int admin_wait(admin *a, short events)
+{
+    struct pollfd pf;
+    int rc, ms;
+
+    for (;;) {
+        ms = left_ms(a->deadline_us);
+        if (ms == 0)
+            return admin_fail(a, "no reply from %s within %d ms", a->where,
+                              a->timeout_ms);
+        pf.fd = a->fd;
+        pf.events = events;
+        pf.revents = 0;
+        rc = poll(&pf, 1, ms);
+        if (rc > 0)
+            return 0;
+        if (rc < 0 && errno != EINTR)
+            return admin_fail(a, "poll: %s", strerror(errno));
+    }
+}
+
+static int admin_write(admin *a, const char *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(a->fd, p, n);
+
+        if (w > 0) {
+            p += w;
+            n -= (size_t)w;
+        } else if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            if (admin_wait(a, POLLOUT) < 0)
+                return -1;
+        } else if (w < 0 && errno != EINTR) {
+            return admin_fail(a, "write to %s: %s", a->where,
+                              strerror(errno));
+        }
+    }
+    return 0;
+}
+
+/* Read more: at least one byte, or -1 (a->err). */
+static int admin_fill(admin *a)
+{
+    if (a->off > 0 && a->off == a->len) {
+        a->off = a->len = 0;
+    } else if (a->off > 0 && a->off >= a->cap / 2) {
+        memmove(a->buf, a->buf + a->off, a->len - a->off);
+        a->len -= a->off;
+        a->off = 0;
+    }
+    if (a->cap - a->len < 16384) {
+        size_t ncap = a->cap ? a->cap * 2 : 65536;
+        char *nb = realloc(a->buf, ncap);
+        if (!nb)
+            return admin_fail(a, "out of memory");
+        a->buf = nb;
+        a->cap = ncap;
+    }
+    for (;;) {
+        ssize_t r = read(a->fd, a->buf + a->len, a->cap - a->len);
+
+        if (r > 0) {
+            a->len += (size_t)r;
+            return 0;
+        }
+        if (r == 0)
+            return admin_fail(a, "%s closed the connection", a->where);
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            if (admin_wait(a, POLLIN) < 0)
+                return -1;
+        } else if (errno != EINTR) {
+            return admin_fail(a, "read from %s: %s", a->where,
+                              strerror(errno));
+        }
+    }
+}
+
+/* The next protocol line, without its \r\n: *line points into the buffer
+ * and stays valid until the next read. */
+static int admin_line(admin *a, const char **line, size_t *n)
+{
+    size_t scan = a->off;
+
+    for (;;) {
+        char *nl = a->len > scan ? memchr(a->buf + scan, '\n', a->len - scan)
+                                 : NULL;
+        if (nl) {
+            size_t end = (size_t)(nl - a->buf);
+            if (end == a->off || nl[-1] != '\r')
+                return admin_fail(a, "protocol error from %s", a->where);
+            *line = a->buf + a->off;
+            *n = end - 1 - a->off;
+            a->off = end + 1;
+            return 0;
+        }
+        scan = a->len;
+        if (a->len - a->off > ((size_t)1 << 20))
+            return admin_fail(a, "protocol error from %s: line too long",
+                              a->where);
+        {
+            size_t rel = scan - a->off;
+            if (admin_fill(a) < 0)
+                return -1;
+            scan = a->off + rel; /* the buffer may have moved */
+        }
+    }
+}
+
+static int parse_ll(const char *p, size_t n, long long *out)
+{
+    long long v = 0;
+    size_t i = 0;
+    int neg = 0;
+
+    if (n > 0 && p[0] == '-') {
+        neg = 1;
+        i = 1;
+    }
+    if (i == n || n - i > 18)
+        return -1;
+    for (; i < n; i++) {
+        if (p[i] < '0' || p[i] > '9')
+            return -1;
+        v = v * 10 + (p[i] - '0');
+    }
+    *out = neg ? -v : v;
+    return 0;
+}
+
+static reply *admin_reply_depth(admin *a, int depth)
+{
+    const char *line = NULL;
+    size_t n = 0, i;
+    long long v;
+    reply *r;
+
+    if (depth > 8) {
+        admin_fail(a, "protocol error from %s: nesting too deep", a->where);
+        return NULL;
+    }
+    if (admin_line(a, &line, &n) < 0)
+        return NULL;
+    r = calloc(1, sizeof *r);
+    if (!r) {
+        admin_fail(a, "out of memory");
+        return NULL;
+    }
+    switch (n > 0 ? line[0] : 0) {
+    case '+':
+    case '-':
+        r->type = line[0] == '+' ? RP_STATUS : RP_ERROR;
+        r->str = malloc(n);
+        if (!r->str)
+            goto oom;
+        memcpy(r->str, line + 1, n - 1);
+        r->str[n - 1] = '\0';
+        r->len = n - 1;
+        return r;
+    case ':':
+        r->type = RP_INT;
+        if (parse_ll(line + 1, n - 1, &r->integer) < 0)
+            goto proto;
+        return r;
+    case '$':
+        if (parse_ll(line + 1, n - 1, &v) < 0 || v < -1 ||
+            v > (512LL << 20))
+            goto proto;
+        if (v == -1) {
+            r->type = RP_NIL;
+            return r;
+        }
+        r->type = RP_BULK;
+        r->len = (size_t)v;
+        r->str = malloc(r->len + 1);
+        if (!r->str)
+            goto oom;
+        while (a->len - a->off < r->len + 2)
+            if (admin_fill(a) < 0)
+                goto fail;
+        memcpy(r->str, a->buf + a->off, r->len);
+        r->str[r->len] = '\0';
+        if (a->buf[a->off + r->len] != '\r' ||
+            a->buf[a->off + r->len + 1] != '\n')
+            goto proto;
+        a->off += r->len + 2;
+        return r;
+    case '*':
+        if (parse_ll(line + 1, n - 1, &v) < 0 || v < -1 || v > (1 << 24))
+            goto proto;
+        if (v == -1) {
+            r->type = RP_NIL;
+            return r;
+        }
+        r->type = RP_ARRAY;
+        r->elem = calloc(v ? (size_t)v : 1, sizeof *r->elem);
+        if (!r->elem)
+            goto oom;
+        for (i = 0; i < (size_t)v; i++) {
+            r->elem[i] = admin_reply_depth(a, depth + 1);
+            if (!r->elem[i])
+                goto fail;
+            r->n++;
+        }
+        return r;
+    default:
+        goto proto;
+    }
+proto:
+    admin_fail(a, "protocol error from %s", a->where);
+    goto fail;
+oom:
+    admin_fail(a, "out of memory");
+fail:
+    reply_free(r);
+    return NULL;
+}
+
+/* Send one command and read its reply (NULL: I/O failure, a->err says
+ * which). lens may be NULL for C strings. */
+static reply *admin_cmd(admin *a, int argc, const char *const *argv,
+                        const size_t *lens)
+{
+    char *cmd, *w;
+    size_t need = 32, i;
+    reply *r;
+
+    for (i = 0; i < (size_t)argc; i++)
+        need += (lens ? lens[i] : strlen(argv[i])) + 32;
+    cmd = malloc(need);
+    if (!cmd) {
+        admin_fail(a, "out of memory");
+        return NULL;
+    }
+    w = cmd + sprintf(cmd, "*%d\r\n", argc);
+    for (i = 0; i < (size_t)argc; i++) {
+        size_t n = lens ? lens[i] : strlen(argv[i]);
+        w += sprintf(w, "$%zu\r\n", n);
+        memcpy(w, argv[i], n);
+        w += n;
+        *w++ = '\r';
+        *w++ = '\n';
+    }
+    a->deadline_us = mono_us() + (uint64_t)a->timeout_ms * 1000u;
+    if (admin_write(a, cmd, (size_t)(w - cmd)) < 0) {
+        free(cmd);
+        return NULL;
+    }
+    free(cmd);
+    r = admin_reply_depth(a, 0);
+    return r;
+}
+
+static void admin_close(admin *a)
+{
+    if (a->fd >= 0)
+        close(a->fd);
+    a->fd = -1;
+    free(a->buf);
+    a->buf = NULL;
+    a->off = a->len = a->cap = 0;
+}
+
+/* A non-blocking connect to one address, within `ms`. 0, or -1 with
+ * errno set. */
+static int connect_addr(int fd, const struct sockaddr *sa, socklen_t salen,
+                        int ms)
+{
+    struct pollfd pf;
+    int soerr = 0, rc;
+    socklen_t l = sizeof soerr;
+
+    if (connect(fd, sa, salen) == 0)
+        return 0;
+    if (errno != EINPROGRESS && errno != EAGAIN && errno != EINTR)
+        return -1;
+    pf.fd = fd;
+    pf.events = POLLOUT;
+    pf.revents = 0;
+    do
+        rc = poll(&pf, 1, ms);
+    while (rc < 0 && errno == EINTR);
+    if (rc == 0) {
+        errno = ETIMEDOUT;
+        return -1;
+    }
+    if (rc < 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &l) < 0)
+        return -1;
+    if (soerr != 0) {
+        errno = soerr;
+        return -1;
+    }
+    return 0;
+}
+
+static int new_socket(int family)
+{
+    int fd = socket(family, SOCK_STREAM, 0);
+
+    if (fd < 0)
+        return -1;
+    if (fcntl(fd, F_SETFD, FD_CLOEXEC) < 0 ||
+        fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* One attempt at the socket. 0, or -1 with a->err. */
+static int admin_open(admin *a, const url_parts *u, int ms)
+{
+    int e = 0;
+
+    if (u->is_unix) {
+        struct sockaddr_un sun;
+
+        snprintf(a->where, sizeof a->where, "%s", u->path);
+        memset(&sun, 0, sizeof sun);
+        sun.sun_family = AF_UNIX;
+        memcpy(sun.sun_path, u->path, strlen(u->path) + 1);
+        a->fd = new_socket(AF_UNIX);
+        if (a->fd < 0)
+            return admin_fail(a, "socket: %s", strerror(errno));
+        if (connect_addr(a->fd, (struct sockaddr *)&sun, sizeof sun, ms) < 0) {
+            e = errno;
+            close(a->fd);
+            a->fd = -1;
+            return admin_fail(a, "connect %s: %s", a->where, strerror(e));
+        }
+        return 0;
+    }
+    {
+        struct addrinfo hints, *res = NULL, *ai;
+        char port[16];
+        int rc, one = 1;
+
+        snprintf(a->where, sizeof a->where, strchr(u->host, ':') ? "[%s]:%d"
+                                                                 : "%s:%d",
+                 u->host, u->port);
+        snprintf(port, sizeof port, "%d", u->port);
+        memset(&hints, 0, sizeof hints);
+        hints.ai_family = AF_UNSPEC;
+        hints.ai_socktype = SOCK_STREAM;
+        rc = getaddrinfo(u->host, port, &hints, &res);
+        if (rc != 0)
+            return admin_fail(a, "resolve %s: %s", u->host,
+                              rc == EAI_SYSTEM ? strerror(errno)
+                                               : gai_strerror(rc));
+        for (ai = res; ai; ai = ai->ai_next) {
+            a->fd = new_socket(ai->ai_family);
+            if (a->fd < 0) {
+                e = errno;
+                continue;
+            }
+            if (connect_addr(a->fd, ai->ai_addr, ai->ai_addrlen, ms) == 0)
+                break;
+            e = errno;
+            close(a->fd);
+            a->fd = -1;
+        }
+        freeaddrinfo(res);
+        if (a->fd < 0)
+            return admin_fail(a, "connect %s: %s", a->where, strerror(e));
+        setsockopt(a->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    }
+    return 0;
+}
+
+/* A command of the handshake: status of the reply, or -1 (I/O). */
+static int admin_handshake_cmd(admin *a, int argc, const char *const *argv,
+                               reply **out)
+{
+    *out = admin_cmd(a, argc, argv, NULL);
+    return *out ? 0 : -1;
+}
+
+/*
+ * Connect, authenticate, select the database, PING. Returns 0, or an exit
+ * code after printing why. Connection failures are retried with backoff
+ * (50 ms doubling to 1 s) until --connect-timeout has passed, as push and
+ * pop do; a refused password or database is final.
+ */
+static int admin_connect(admin *a, const cli *o)
+{
+    url_parts u;
+    char err[300];
+    uint64_t deadline = 0;
+    long backoff_ms = 50;
+    int code = RC_CONNECT;
+    reply *r = NULL;
+
+    memset(a, 0, sizeof *a);
+    a->fd = -1;
+    if (url_parse(o->url, &u, err, sizeof err) < 0) {
+        fprintf(stderr, "redq: invalid URL: %s\n", err);
+        return RC_BADURL;
+    }
+    if (o->connect_timeout_s > 0)
+        deadline = mono_us() + (uint64_t)(o->connect_timeout_s * 1e6);
+    for (;;) {
+        int ms = ADMIN_CONNECT_ATTEMPT_MS;
+
+        if (deadline && left_ms(deadline) < ms)
+            ms = left_ms(deadline) > 0 ? left_ms(deadline) : 1;
+        a->timeout_ms = ms; /* the handshake too */
+        if (admin_open(a, &u, ms) == 0) {
+            char db[16];
+            const char *auth[3] = {"AUTH", u.user ? u.user : u.password,
+                                   u.password};
+            const char *sel[2] = {"SELECT", db};
+            const char *ping[1] = {"PING"};
+
+            snprintf(db, sizeof db, "%d", u.db);
+            if (u.password) {
+                if (admin_handshake_cmd(a, u.user ? 3 : 2, auth, &r) < 0)
+                    goto retry;
+                if (r->type == RP_ERROR) {
+                    fprintf(stderr, "redq: authentication failed: %s\n",
+                            r->str);
+                    code = RC_AUTH;
+                    goto final;
+                }
+                reply_free(r);
+                r = NULL;
+            }
+            if (u.db != 0) {
+                if (admin_handshake_cmd(a, 2, sel, &r) < 0)
+                    goto retry;
+                if (r->type == RP_ERROR && !strncmp(r->str, "NOAUTH", 6)) {
+                    fprintf(stderr, "redq: authentication failed: %s\n",
+                            r->str);
+                    code = RC_AUTH;
+                    goto final;
+                }
+                if (r->type == RP_ERROR) {
+                    fprintf(stderr, "redq: cannot select database %d: %s\n",
+                            u.db, r->str);
+                    goto final;
+                }
+                reply_free(r);
+                r = NULL;
+            }
+            if (admin_handshake_cmd(a, 1, ping, &r) < 0)
+                goto retry;
+            if (r->type == RP_ERROR && (!strncmp(r->str, "NOAUTH", 6) ||
+                                        !strncmp(r->str, "WRONGPASS", 9))) {
+                fprintf(stderr, "redq: authentication failed: %s\n", r->str);
+                code = RC_AUTH;
+                goto final;
+            }
+            if (r->type != RP_ERROR) { /* up */
+                reply_free(r);
+                url_parts_free(&u);
+                a->timeout_ms = ADMIN_COMMAND_TIMEOUT_MS;
+                return 0;
+            }
+            /* LOADING, MASTERDOWN, BUSY...: may pass; try again. */
+            snprintf(a->err, sizeof a->err, "%s: %s", a->where, r->str);
+            reply_free(r);
+            r = NULL;
+        }
+    retry:
+        reply_free(r);
+        r = NULL;
+        admin_close(a);
+        if (deadline && left_ms(deadline) == 0)
+            break;
+        {
+            long wait = backoff_ms;
+            struct timespec ts;
+
+            if (deadline && left_ms(deadline) < wait)
+                wait = left_ms(deadline);
+            ts.tv_sec = wait / 1000;
+            ts.tv_nsec = (wait % 1000) * 1000000L;
+            while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+                ;
+            backoff_ms = backoff_ms * 2 > 1000 ? 1000 : backoff_ms * 2;
+        }
+    }
+    if (!strncmp(a->err, "connect ", 8))
+        fprintf(stderr, "redq: cannot connect to %s\n", a->err + 8);
+    else if (!strncmp(a->err, "resolve ", 8))
+        fprintf(stderr, "redq: cannot resolve %s\n", a->err + 8);
+    else
+        fprintf(stderr, "redq: cannot connect: %s\n", a->err);
+    url_parts_free(&u);
+    return RC_CONNECT;
+final:
+    reply_free(r);
+    admin_close(a);
+    url_parts_free(&u);
+    return code;
+}
+
+/* ---- text helpers --------------------------------------------------------- */
+
+/* Length of the well-formed UTF-8 sequence at p (at most n bytes), or 0. */
+static size_t utf8_len(const unsigned char *p, size_t n)
+{
+    size_t len, i;
+    unsigned lo = 0x80, hi = 0xbf;
+
+    if (p[0] < 0x80)
+        return 1;
+    if (p[0] >= 0xc2 && p[0] <= 0xdf)
+        len = 2;
+    else if (p[0] >= 0xe0 && p[0] <= 0xef)
+        len = 3;
+    else if (p[0] >= 0xf0 && p[0] <= 0xf4)
+        len = 4;
+    else
+        return 0;
+    if (n < len)
+        return 0;
+    if (p[0] == 0xe0)
+        lo = 0xa0;
+    else if (p[0] == 0xed)
+        hi = 0x9f; /* no surrogates */
+    else if (p[0] == 0xf0)
+        lo = 0x90;
+    else if (p[0] == 0xf4)
+        hi = 0x8f;
+    if (p[1] < lo || p[1] > hi)
+        return 0;
+    for (i = 2; i < len; i++)
+        if (p[i] < 0x80 || p[i] > 0xbf)
+            return 0;
+    return len;
+}
+
+/*
+ * [p, p+n) for a terminal and for cut/awk: backslash, tab, newline, CR and
+ * every other control byte (C0, DEL, and C1 as U+0080..U+009F) escaped as
+ * \\ \t \n \r \xHH. With `utf8`, well-formed UTF-8 characters are kept,
+ * other bytes >= 0x80 escaped; without, every byte >= 0x80 is. At most
+ * `max` characters (0: no limit), then "...". A new string, or NULL.
+ */
+static char *escape_text(const char *p, size_t n, size_t max, int utf8)
+{
+    const unsigned char *s = (const unsigned char *)p;
+    size_t cap = (max && max < n ? max : n) * 4 + 8, o = 0, i = 0, chars = 0;
+    char *out = malloc(cap);
+
+    if (!out)
+        return NULL;
+    while (i < n) {
+        size_t l = utf8 ? utf8_len(s + i, n - i) : (s[i] < 0x80);
+
+        if (max && chars == max) {
+            memcpy(out + o, "...", 3);
+            o += 3;
+            break;
+        }
+        if (s[i] == '\\' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r') {
+            out[o++] = '\\';
+            out[o++] = s[i] == '\\' ? '\\'
+                       : s[i] == '\t' ? 't'
+                       : s[i] == '\n' ? 'n'
+                                      : 'r';
+            i++;
+        } else if (l == 0 || s[i] < 0x20 || s[i] == 0x7f ||
+                   (l == 2 && s[i] == 0xc2 && s[i + 1] < 0xa0)) {
+            o += (size_t)sprintf(out + o, "\\x%02x", s[i]);
+            i++;
+        } else {
+            memcpy(out + o, s + i, l);
+            o += l;
+            i += l;
+        }
+        chars++;
+    }
+    out[o] = '\0';
+    return out;
+}
+
+/* s as a JSON string (quoted); bytes that are not UTF-8 become U+FFFD. */
+static void put_json_string(FILE *f, const char *s)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    size_t n = strlen(s), i = 0;
+
+    putc('"', f);
+    while (i < n) {
+        size_t l = utf8_len(p + i, n - i);
+
+        if (p[i] == '"' || p[i] == '\\') {
+            fprintf(f, "\\%c", p[i]);
+        } else if (p[i] < 0x20) {
+            fprintf(f, "\\u%04x", p[i]);
+        } else if (l == 0) {
+            fputs("\\ufffd", f);
+            l = 1;
+        } else {
+            fwrite(p + i, 1, l, f);
+        }
+        i += l ? l : 1;
+    }
+    putc('"', f);
+}
+
+/* "2025-01-31T12:00:00.123Z" for milliseconds since the epoch. */
+static void iso_utc_ms(long long ms, char *buf, size_t cap)
+{
+    long long sec = ms / 1000, rem = ms % 1000;
+    time_t t;
+    struct tm tm;
+
+    if (rem < 0) {
+        rem += 1000;
+        sec--;
+    }
+    t = (time_t)sec;
+    if ((long long)t != sec || !gmtime_r(&t, &tm) ||
+        strftime(buf, cap, "%Y-%m-%dT%H:%M:%S", &tm) == 0) {
+        snprintf(buf, cap, "%lld", ms);
+        return;
+    }
+    snprintf(buf + strlen(buf), cap - strlen(buf), ".%03dZ", (int)rem);
+}
+
+/* Base64 (with padding) into a new buffer; -1 if it is not base64. */
+static int b64_decode(const char *s, size_t n, char **out, size_t *outlen)
+{
+    static const char alphabet[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    unsigned char *d;
+    size_t i, o = 0;
+
+    if (n % 4 != 0)
+        return -1;
+    d = malloc(n / 4 * 3 + 1);
+    if (!d)
+        return -1;
+    for (i = 0; i < n; i += 4) {
+        unsigned v = 0;
+        int k, pad = 0;
+
+        for (k = 0; k < 4; k++) {
+            const char *c = s[i + k] ? strchr(alphabet, s[i + k]) : NULL;
+
+            if (s[i + k] == '=' && i + 4 == n && k >= 2 &&
+                (k == 3 || s[i + 3] == '=')) {
+                pad++;
+                v <<= 6;
+            } else if (c && !pad) {
+                v = v << 6 | (unsigned)(c - alphabet);
+            } else {
+                free(d);
+                return -1;
+            }
+        }
+        d[o++] = (unsigned char)(v >> 16);
+        if (pad < 2)
+            d[o++] = (unsigned char)(v >> 8);
+        if (pad < 1)
+            d[o++] = (unsigned char)v;
+    }
+    *out = (char *)d;
+    *outlen = o;
+    return 0;
+}
+
+/* ---- a minimal JSON reader for dead letters ------------------------------ */
+
+/*
+ * Reads one JSON object and picks out the fields a summary shows; every
+ * other value is checked for shape and skipped. Strings are decoded
+ * (escapes, \u with surrogate pairs; a lone surrogate becomes U+FFFD).
+ */
+typedef struct dead_entry {
+    int has_attempts, has_dead_ts;
+    long long attempts, dead_ts;
+    char *reason, *body, *b64;
+    size_t reason_len, body_len, b64_len;
+} dead_entry;
+
+typedef struct jcur {
+    const char *p, *end;
+} jcur;
+
+static void j_ws(jcur *c)
+{
+    while (c->p < c->end && (*c->p == ' ' || *c->p == '\t' ||
+                             *c->p == '\n' || *c->p == '\r'))
+        c->p++;
+}
+
+static int j_hex4(const char *p, unsigned *out)
+{
+    unsigned v = 0;
+    int k;
+
+    for (k = 0; k < 4; k++) {
+        int h = hexval((unsigned char)p[k]);
+        if (h < 0)
+            return -1;
+        v = v << 4 | (unsigned)h;
+    }
+    *out = v;
+    return 0;
+}
+
+static size_t put_utf8(char *d, unsigned cp)
+{
+    if (cp < 0x80) {
+        d[0] = (char)cp;
+        return 1;
+    }
+    if (cp < 0x800) {
+        d[0] = (char)(0xc0 | cp >> 6);
+        d[1] = (char)(0x80 | (cp & 0x3f));
+        return 2;
+    }
+    if (cp < 0x10000) {
+        d[0] = (char)(0xe0 | cp >> 12);
+        d[1] = (char)(0x80 | (cp >> 6 & 0x3f));
+        d[2] = (char)(0x80 | (cp & 0x3f));
+        return 3;
+    }
+    d[0] = (char)(0xf0 | cp >> 18);
+    d[1] = (char)(0x80 | (cp >> 12 & 0x3f));
+    d[2] = (char)(0x80 | (cp >> 6 & 0x3f));
+    d[3] = (char)(0x80 | (cp & 0x3f));
+    return 4;
+}
+
+/* A string at c->p ('"'); decoded into a new buffer when out is given. */
+static int j_string(jcur *c, char **out, size_t *outlen)
+{
+    const char *p = c->p + 1;
+    char *d = NULL;
+    size_t o = 0;
+
+    if (out) {
+        const char *q = p;
+
+        while (q < c->end && *q != '"')
+            q += *q == '\\' && q + 1 < c->end ? 2 : 1;
+        d = malloc((size_t)(q - p) + 1); /* decoding only shrinks */
+        if (!d)
+            return -1;
+    }
+    for (;;) {
+        unsigned cp, lo;
+
+        if (p >= c->end)
+            goto bad;
+        if (*p == '"')
+            break;
+        if (*p != '\\') {
+            if (d)
+                d[o++] = *p;
+            p++;
+            continue;
+        }
+        if (++p >= c->end)
+            goto bad;
+        switch (*p) {
+        case '"': case '\\': case '/':
+            cp = (unsigned char)*p;
+            break;
+        case 'b': cp = '\b'; break;
+        case 'f': cp = '\f'; break;
+        case 'n': cp = '\n'; break;
+        case 'r': cp = '\r'; break;
+        case 't': cp = '\t'; break;
+        case 'u':
+            if (c->end - p < 5 || j_hex4(p + 1, &cp) < 0)
+                goto bad;
+            p += 4;
+            if (cp >= 0xd800 && cp <= 0xdbff && c->end - p >= 7 &&
+                p[1] == '\\' && p[2] == 'u' && j_hex4(p + 3, &lo) == 0 &&
+                lo >= 0xdc00 && lo <= 0xdfff) {
+                cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+                p += 6;
+            } else if (cp >= 0xd800 && cp <= 0xdfff) {
+                cp = 0xfffd;
+            }
+            break;
+        default:
+            goto bad;
+        }
+        if (d)
+            o += put_utf8(d + o, cp);
+        p++;
+    }
+    c->p = p + 1;
+    if (out) {
+        d[o] = '\0';
+        *out = d;
+        *outlen = o;
+    }
+    return 0;
+bad:
+    free(d);
+    return -1;
+}
+
+/* A number; *integral and *out when it is a whole number in range. */
+static int j_number(jcur *c, int *integral, long long *out)
+{
+    const char *s = c->p;
+    char buf[64];
+    size_t n;
+    double v;
+
+    while (c->p < c->end && strchr("+-0123456789.eE", *c->p))
+        c->p++;
+    n = (size_t)(c->p - s);
+    if (n == 0)
+        return -1;
+    *integral = 0;
+    if (n < sizeof buf) {
+        char *e;
+        memcpy(buf, s, n);
+        buf[n] = '\0';
+        v = strtod(buf, &e);
+        if (*e != '\0')
+            return -1;
+        if (v >= -9e15 && v <= 9e15 && v == (double)(long long)v) {
+            *integral = 1;
+            *out = (long long)v;
+        }
+    }
+    return 0;
+}
+
+static int j_skip(jcur *c, int depth);
+
+static int j_skip_container(jcur *c, int depth, char close)
+{
+    c->p++;
+    j_ws(c);
+    if (c->p < c->end && *c->p == close) {
+        c->p++;
+        return 0;
+    }
+    for (;;) {
+        if (close == '}') {
+            j_ws(c);
+            if (c->p >= c->end || *c->p != '"' || j_string(c, NULL, NULL) < 0)
+                return -1;
+            j_ws(c);
+            if (c->p >= c->end || *c->p++ != ':')
+                return -1;
+        }
+        if (j_skip(c, depth + 1) < 0)
+            return -1;
+        j_ws(c);
+        if (c->p >= c->end)
+            return -1;
+        if (*c->p == ',') {
+            c->p++;
+            continue;
+        }
+        if (*c->p++ != close)
+            return -1;
+        return 0;
+    }
+}
+
+static int j_skip(jcur *c, int depth)
+{
+    int integral;
+    long long v;
+
+    j_ws(c);
+    if (c->p >= c->end || depth > 64)
+        return -1;
+    switch (*c->p) {
+    case '"':
+        return j_string(c, NULL, NULL);
+    case '{':
+        return j_skip_container(c, depth, '}');
+    case '[':
+        return j_skip_container(c, depth, ']');
+    case 't':
+    case 'f':
+    case 'n': {
+        static const char *const lits[] = {"true", "false", "null"};
+        size_t k;
+        for (k = 0; k < 3; k++) {
+            size_t l = strlen(lits[k]);
+            if ((size_t)(c->end - c->p) >= l && !memcmp(c->p, lits[k], l)) {
+                c->p += l;
+                return 0;
+            }
+        }
+        return -1;
+    }
+    default:
+        return j_number(c, &integral, &v);
+    }
+}
+
+static void dead_entry_free(dead_entry *e)
+{
+    free(e->reason);
+    free(e->body);
+    free(e->b64);
+    memset(e, 0, sizeof *e);
+}
+
+/* 0 when [s, s+n) is one JSON object (fields in *e), else -1. */
+static int dead_parse(const char *s, size_t n, dead_entry *e)
+{
+    jcur c = {s, s + n};
+
+    memset(e, 0, sizeof *e);
+    j_ws(&c);
+    if (c.p >= c.end || *c.p != '{')
+        return -1;
+    c.p++;
+    j_ws(&c);
+    if (c.p < c.end && *c.p == '}') {
+        c.p++;
+        goto end;
+    }
+    for (;;) {
+        char *key = NULL;
+        size_t klen;
+        char **str = NULL;
+        size_t *slen = NULL;
+        long long *num = NULL;
+        int *has = NULL;
+
+        j_ws(&c);
+        if (c.p >= c.end || *c.p != '"' || j_string(&c, &key, &klen) < 0)
+            goto bad;
+        if (!strcmp(key, "dead_reason") && !e->reason) {
+            str = &e->reason;
+            slen = &e->reason_len;
+        } else if (!strcmp(key, "body") && !e->body) {
+            str = &e->body;
+            slen = &e->body_len;
+        } else if (!strcmp(key, "body_b64") && !e->b64) {
+            str = &e->b64;
+            slen = &e->b64_len;
+        } else if (!strcmp(key, "attempts")) {
+            num = &e->attempts;
+            has = &e->has_attempts;
+        } else if (!strcmp(key, "dead_ts")) {
+            num = &e->dead_ts;
+            has = &e->has_dead_ts;
+        }
+        free(key);
+        j_ws(&c);
+        if (c.p >= c.end || *c.p++ != ':')
+            goto bad;
+        j_ws(&c);
+        if (str && c.p < c.end && *c.p == '"') {
+            if (j_string(&c, str, slen) < 0)
+                goto bad;
+        } else if (num && c.p < c.end && strchr("-0123456789", *c.p)) {
+            int integral;
+            long long v;
+            if (j_number(&c, &integral, &v) < 0)
+                goto bad;
+            if (integral) {
+                *num = v;
+                *has = 1;
+            }
+        } else if (j_skip(&c, 1) < 0) {
+            goto bad;
+        }
+        j_ws(&c);
+        if (c.p >= c.end)
+            goto bad;
+        if (*c.p == ',') {
+            c.p++;
+            continue;
+        }
+        if (*c.p++ != '}')
+            goto bad;
+        break;
+    }
+end:
+    j_ws(&c);
+    if (c.p == c.end)
+        return 0;
+bad:
+    dead_entry_free(e);
+    return -1;
+}
+
+/*
+ * dead requeue's rewrite of one dead letter: "attempts" becomes 0 and
+ * "dead_reason", "dead_ts" and "queue" go; every other member is kept byte
+ * for byte (no re-encoding: numbers keep all their digits). Returns a new
+ * string, or NULL when the entry is not an envelope (not a JSON object
+ * with a string body or body_b64), which then goes back as it is. *nomem
+ * tells the two NULLs apart.
+ */
+static char *requeue_rewrite(const char *s, size_t n, size_t *out_len,
+                             int *nomem)
+{
+    jcur c = {s, s + n};
+    char *out = malloc(n + 16), *w;
+    int envelope = 0, first = 1;
+
+    *nomem = out == NULL;
+    if (!out)
+        return NULL;
+    w = out;
+    *w++ = '{';
+    j_ws(&c);
+    if (c.p >= c.end || *c.p++ != '{')
+        goto raw;
+    j_ws(&c);
+    if (c.p < c.end && *c.p == '}') {
+        c.p++;
+        goto end;
+    }
+    for (;;) {
+        const char *kstart, *vstart;
+        char *key = NULL;
+        size_t klen, kraw;
+        int drop, zero;
+
+        j_ws(&c);
+        kstart = c.p;
+        if (c.p >= c.end || *c.p != '"' || j_string(&c, &key, &klen) < 0)
+            goto raw;
+        kraw = (size_t)(c.p - kstart);
+        drop = !strcmp(key, "dead_reason") || !strcmp(key, "dead_ts") ||
+               !strcmp(key, "queue");
+        zero = !strcmp(key, "attempts");
+        j_ws(&c);
+        if (c.p >= c.end || *c.p++ != ':') {
+            free(key);
+            goto raw;
+        }
+        j_ws(&c);
+        vstart = c.p;
+        if ((!strcmp(key, "body") || !strcmp(key, "body_b64")) &&
+            c.p < c.end && *c.p == '"')
+            envelope = 1;
+        free(key);
+        if (j_skip(&c, 1) < 0)
+            goto raw;
+        if (!drop) {
+            if (!first)
+                *w++ = ',';
+            first = 0;
+            memcpy(w, kstart, kraw);
+            w += kraw;
+            *w++ = ':';
+            if (zero) {
+                *w++ = '0';
+            } else {
+                memcpy(w, vstart, (size_t)(c.p - vstart));
+                w += c.p - vstart;
+            }
+        }
+        j_ws(&c);
+        if (c.p >= c.end)
+            goto raw;
+        if (*c.p == ',') {
+            c.p++;
+            continue;
+        }
+        if (*c.p++ != '}')
+            goto raw;
+        break;
+    }
+end:
+    j_ws(&c);
+    if (c.p != c.end || !envelope)
+        goto raw;
+    *w++ = '}';
+    *out_len = (size_t)(w - out);
+    return out;
+raw:
+    free(out);
+    return NULL;
+}
+
+/* ---- the admin commands --------------------------------------------------- */
+
+/*
+ * dead requeue: move the k oldest dead letters to the end of the ready list
+ * that is popped last, if they are still exactly what the tool read and
+ * rewrote. KEYS[1]: Q:dead; KEYS[2]: Q; ARGV[1]: k; ARGV[2..k+1]: the k
+ * entries as read (LRANGE Q:dead -k -1, so the oldest last); ARGV[k+2..]:
+ * what goes back, oldest first. The ready list's type is checked first, so
+ * nothing leaves the dead list that cannot arrive. Returns k, or -1 when
+ * the tail changed meanwhile (the tool reads it again).
+ */
+static const char requeue_lua[] =
+    "local t = redis.call('TYPE', KEYS[2])['ok']\n"
+    "if t ~= 'list' and t ~= 'none' then\n"
+    "  return redis.error_reply('WRONGTYPE ' .. KEYS[2] .. ' holds a ' .. t "
+    ".. ', not a list')\n"
+    "end\n"
+    "local k = tonumber(ARGV[1])\n"
+    "local tail = redis.call('LRANGE', KEYS[1], -k, -1)\n"
+    "if #tail ~= k then return -1 end\n"
+    "for i = 1, k do\n"
+    "  if tail[i] ~= ARGV[1 + i] then return -1 end\n"
+    "end\n"
+    "redis.call('LTRIM', KEYS[1], 0, -(k + 1))\n"
+    "for i = k + 2, 2 * k + 1 do\n"
+    "  redis.call('LPUSH', KEYS[2], ARGV[i])\n"
+    "end\n"
+    "return k\n";
+
+/* dead purge: KEYS[1]: Q:dead. LLEN refuses a non-list before anything is
+ * deleted. */
+static const char purge_lua[] =
+    "local n = redis.call('LLEN', KEYS[1])\n"
+    "redis.call('UNLINK', KEYS[1])\n"
+    "return n\n";
+
+/*
+ * stats: KEYS[1]: Q; the other keys are derived from it, as the library's
+ * scripts do. Returns {ready, processing, delayed, dead, live, registered}.
+ */
+static const char stats_lua[] =
+    "local q = KEYS[1]\n"
+    "local ids = redis.call('SMEMBERS', q .. ':consumers')\n"
+    "local live, proc = 0, 0\n"
+    "for _, id in ipairs(ids) do\n"
+    "  if redis.call('EXISTS', q .. ':hb:' .. id) == 1 then\n"
+    "    live = live + 1\n"
+    "  end\n"
+    "  proc = proc + redis.call('LLEN', q .. ':proc:' .. id)\n"
+    "end\n"
+    "return {redis.call('LLEN', q), proc, redis.call('ZCARD', q .. "
+    "':delayed'),\n"
+    "        redis.call('LLEN', q .. ':dead'), live, #ids}\n";
+
+/* Queue names for the admin commands: the library's rule (non-empty). */
+static int admin_check_queues(const cli *o)
+{
+    int i;
+
+    for (i = 0; i < o->nargs; i++)
+        if (!o->args[i][0])
+            return usage_error(o->cmd, "invalid queue name (empty)");
+    return 0;
+}
+
+/* "Q" + suffix, or NULL (reported). */
+static char *queue_key(const char *queue, const char *suffix)
+{
+    size_t n = strlen(queue), m = strlen(suffix);
+    char *k = malloc(n + m + 1);
+
+    if (!k) {
+        fprintf(stderr, "redq: out of memory\n");
+        return NULL;
+    }
+    memcpy(k, queue, n);
+    memcpy(k + n, suffix, m + 1);
+    return k;
+}
+
+/* Report a failed admin command; RC_FAILED. `r` may be NULL (I/O error,
+ * a->err) or an error reply. */
+static int admin_report(admin *a, const reply *r, const char *what)
+{
+    if (!r)
+        fprintf(stderr, "redq: %s: %s\n", what, a->err);
+    else if (r->type == RP_ERROR)
+        fprintf(stderr, "redq: %s: %s\n", what, r->str);
+    else
+        fprintf(stderr, "redq: %s: unexpected reply\n", what);
+    return RC_FAILED;
+}
+
+/* EVAL script with keys and one optional argument. */
+static reply *admin_eval(admin *a, const char *script, int nkeys,
+                         const char *const *keys, const char *arg)
+{
+    const char *argv[8];
+    char nk[8];
+    int argc = 0, i;
+
+    snprintf(nk, sizeof nk, "%d", nkeys);
+    argv[argc++] = "EVAL";
+    argv[argc++] = script;
+    argv[argc++] = nk;
+    for (i = 0; i < nkeys && i < 4; i++)
+        argv[argc++] = keys[i];
+    if (arg)
+        argv[argc++] = arg;
+    return admin_cmd(a, argc, argv, NULL);
+}
+
+/* Stdout after the listing: -1 if it could not be written (reported). */
+static int admin_output_ok(void)
+{
+    if (fflush(stdout) == 0 && !ferror(stdout))
+        return 0;
+    fprintf(stderr, "redq: write to stdout: %s\n", strerror(errno));
+    return -1;
+}
+
+/* One line of `dead list`: INDEX ATTEMPTS DEAD_TS REASON BODY. */
+static void dead_print(uint64_t index, const reply *r)
+{
+    dead_entry e;
+    char ts[48], att[24];
+    char *reason = NULL, *body = NULL, *bin = NULL;
+    size_t binlen;
+    int envelope = dead_parse(r->str, r->len, &e) == 0;
+
+    snprintf(att, sizeof att, "-");
+    snprintf(ts, sizeof ts, "-");
+    if (envelope && e.has_attempts)
+        snprintf(att, sizeof att, "%lld", e.attempts);
+    if (envelope && e.has_dead_ts)
+        iso_utc_ms(e.dead_ts, ts, sizeof ts);
+    if (envelope && e.reason)
+        reason = escape_text(e.reason, e.reason_len, 0, 1);
+    if (!envelope)
+        body = escape_text(r->str, r->len, DEAD_BODY_SHOW, 1);
+    else if (e.body)
+        body = escape_text(e.body, e.body_len, DEAD_BODY_SHOW, 1);
+    else if (e.b64 && b64_decode(e.b64, e.b64_len, &bin, &binlen) == 0)
+        body = escape_text(bin, binlen, DEAD_BODY_SHOW, 0);
+    else if (e.b64) /* not base64 after all: show it as it is */
+        body = escape_text(e.b64, e.b64_len, DEAD_BODY_SHOW, 1);
+    printf("%llu\t%s\t%s\t%s\t%s\n", (unsigned long long)index, att, ts,
+           reason && reason[0] ? reason : "-", body ? body : "-");
+    free(reason);
+    free(body);
+    free(bin);
+    if (envelope)
+        dead_entry_free(&e);
+}
+
+static int cmd_dead_list(const cli *o)
+{
+    uint64_t limit = o->has_count ? o->count : UINT64_MAX, idx = 0;
+    admin a;
+    char *key;
+    int code;
+
+    if ((code = admin_check_queues(o)) != 0)
+        return code;
+    if (limit == 0)
+        return RC_OK; /* like head -n 0 */
+    if (!(key = queue_key(o->args[0], ":dead")))
+        return RC_FAILED;
+    if ((code = admin_connect(&a, o)) != 0) {
+        free(key);
+        return code;
+    }
+    while (idx < limit) {
+        uint64_t page = limit - idx < ADMIN_PAGE ? limit - idx : ADMIN_PAGE;
+        char start[24], stop[24];
+        const char *argv[4] = {"LRANGE", key, start, stop};
+        reply *r;
+        size_t i, n;
+
+        snprintf(start, sizeof start, "%llu", (unsigned long long)idx);
+        snprintf(stop, sizeof stop, "%llu",
+                 (unsigned long long)(idx + page - 1));
+        r = admin_cmd(&a, 4, argv, NULL);
+        if (!r || r->type != RP_ARRAY) {
+            code = admin_report(&a, r, key);
+            reply_free(r);
+            break;
+        }
+        for (i = 0; i < r->n; i++) {
+            const reply *e = r->elem[i];
+            if (e->type != RP_BULK)
+                continue;
+            if (o->json) {
+                fwrite(e->str, 1, e->len, stdout);
+                putchar('\n');
+            } else {
+                dead_print(idx + i, e);
+            }
+        }
+        n = r->n;
+        reply_free(r);
+        if (ferror(stdout) || n < page)
+            break;
+        idx += n;
+    }
+    if (admin_output_ok() < 0)
+        code = RC_FAILED;
+    admin_close(&a);
+    free(key);
+    return code;
+}
+
+/* One batch of dead requeue: the oldest entries, at most `max`. Returns
+ * how many moved (0: the list is empty), or -1 (reported). */
+static long long requeue_batch(admin *a, const char *dead, const char *ready,
+                               uint64_t max)
+{
+    int tries;
+
+    for (tries = 0; tries < 100; tries++) {
+        char start[24], kbuf[24];
+        const char *lr[4] = {"LRANGE", dead, start, "-1"};
+        const char **argv = NULL;
+        size_t *lens = NULL, k, i, bytes = 0, first;
+        char **rewritten = NULL;
+        long long moved = -1;
+        reply *r, *e = NULL;
+
+        snprintf(start, sizeof start, "-%llu", (unsigned long long)max);
+        r = admin_cmd(a, 4, lr, NULL);
+        if (!r || r->type != RP_ARRAY) {
+            admin_report(a, r, dead);
+            reply_free(r);
+            return -1;
+        }
+        if (r->n == 0) {
+            reply_free(r);
+            return 0;
+        }
+        /* From the tail (the oldest), as many as keep the script's
+         * arguments well within the server's query buffer limit. */
+        for (k = 0; k < r->n; k++) {
+            bytes += r->elem[r->n - 1 - k]->len;
+            if (k > 0 && bytes > ((size_t)64 << 20))
+                break;
+        }
+        first = r->n - k;
+        argv = calloc(2 * k + 6, sizeof *argv);
+        lens = calloc(2 * k + 6, sizeof *lens);
+        rewritten = calloc(k, sizeof *rewritten);
+        if (!argv || !lens || !rewritten)
+            goto oom;
+        argv[0] = "EVAL";
+        argv[1] = requeue_lua;
+        argv[2] = "2";
+        argv[3] = dead;
+        argv[4] = ready;
+        snprintf(kbuf, sizeof kbuf, "%zu", k);
+        argv[5] = kbuf;
+        for (i = 0; i < 6; i++)
+            lens[i] = strlen(argv[i]);
+        for (i = 0; i < k; i++) {
+            const reply *old = r->elem[first + i];
+            /* What goes back, oldest first: from the end of the range. */
+            const reply *back = r->elem[r->n - 1 - i];
+            size_t len = 0;
+            int nomem;
+
+            argv[6 + i] = old->str;
+            lens[6 + i] = old->len;
+            rewritten[i] = requeue_rewrite(back->str, back->len, &len, &nomem);
+            if (nomem)
+                goto oom;
+            argv[6 + k + i] = rewritten[i] ? rewritten[i] : back->str;
+            lens[6 + k + i] = rewritten[i] ? len : back->len;
+        }
+        e = admin_cmd(a, (int)(2 * k + 6), argv, lens);
+        if (!e || e->type != RP_INT)
+            admin_report(a, e, dead);
+        else
+            moved = e->integer;
+        if (0) {
+        oom:
+            fprintf(stderr, "redq: out of memory\n");
+        }
+        if (rewritten)
+            for (i = 0; i < k; i++)
+                free(rewritten[i]);
+        free(rewritten);
+        free(argv);
+        free(lens);
+        reply_free(r);
+        if (e && e->type == RP_INT && moved == -1) {
+            reply_free(e);
+            continue; /* the tail changed under us: read it again */
+        }
+        reply_free(e);
+        return moved;
+    }
+    fprintf(stderr, "redq: %s keeps changing; gave up\n", dead);
+    return -1;
+}
+
+static int cmd_dead_requeue(const cli *o)
+{
+    uint64_t limit = o->count, moved = 0;
+    char *dead;
+    admin a;
+    int code;
+
+    if ((code = admin_check_queues(o)) != 0)
+        return code;
+    if (!(dead = queue_key(o->args[0], ":dead")))
+        return RC_FAILED;
+    if ((code = admin_connect(&a, o)) != 0) {
+        free(dead);
+        return code;
+    }
+    if (o->all) {
+        /* Those there are now: a stream of new dead letters (a requeued
+         * poison message dying again) must not keep this going. */
+        const char *argv[2] = {"LLEN", dead};
+        reply *r = admin_cmd(&a, 2, argv, NULL);
+
+        if (!r || r->type != RP_INT) {
+            code = admin_report(&a, r, dead);
+            limit = 0;
+        } else {
+            limit = (uint64_t)r->integer;
+        }
+        reply_free(r);
+    }
+    while (moved < limit) {
+        uint64_t batch = limit - moved < ADMIN_PAGE ? limit - moved : ADMIN_PAGE;
+        long long n = requeue_batch(&a, dead, o->args[0], batch);
+
+        if (n < 0) {
+            code = RC_FAILED;
+            break;
+        }
+        moved += (uint64_t)n;
+        if (n == 0)
+            break; /* the list ran out */
+    }
+    if (!o->quiet && (code == RC_OK || moved > 0))
+        printf("requeued %llu\n", (unsigned long long)moved);
+    if (admin_output_ok() < 0 && code == RC_OK)
+        code = RC_FAILED;
+    admin_close(&a);
+    free(dead);
+    return code;
+}
+
+static int cmd_dead_purge(const cli *o)
+{
+    const char *keys[1];
+    char *dead;
+    admin a;
+    reply *r;
+    int code;
+
+    if ((code = admin_check_queues(o)) != 0)
+        return code;
+    if (!(dead = queue_key(o->args[0], ":dead")))
+        return RC_FAILED;
+    if ((code = admin_connect(&a, o)) != 0) {
+        free(dead);
+        return code;
+    }
+    keys[0] = dead;
+    r = admin_eval(&a, purge_lua, 1, keys, NULL);
+    if (!r || r->type != RP_INT)
+        code = admin_report(&a, r, dead);
+    else if (!o->quiet)
+        printf("purged %lld\n", r->integer);
+    reply_free(r);
+    if (admin_output_ok() < 0 && code == RC_OK)
+        code = RC_FAILED;
+    admin_close(&a);
+    free(dead);
+    return code;
+}
+
+enum { ST_READY, ST_PROC, ST_DELAYED, ST_DEAD, ST_LIVE, ST_REG, ST_N };
+
+static const char *const stat_names[ST_N] = {
+    "ready", "processing", "delayed", "dead", "consumers", "registered"};
+static const char *const stat_heads[ST_N] = {
+    "READY", "PROCESSING", "DELAYED", "DEAD", "CONSUMERS", "REGISTERED"};
+
+static int cmd_stats(const cli *o)
+{
+    long long (*val)[ST_N] = NULL;
+    char **names = NULL;
+    size_t qw = strlen("QUEUE"), w[ST_N];
+    admin a;
+    int code, i, k;
+
+    if ((code = admin_check_queues(o)) != 0)
+        return code;
+    if ((code = admin_connect(&a, o)) != 0)
+        return code;
+    val = calloc((size_t)o->nargs, sizeof *val);
+    names = calloc((size_t)o->nargs, sizeof *names);
+    if (!val || !names) {
+        fprintf(stderr, "redq: out of memory\n");
+        code = RC_FAILED;
+        goto out;
+    }
+    /* All first: a failure prints no half table. */
+    for (i = 0; i < o->nargs && code == RC_OK; i++) {
+        const char *keys[1] = {o->args[i]};
+        reply *r = admin_eval(&a, stats_lua, 1, keys, NULL);
+
+        if (!r || r->type != RP_ARRAY || r->n != ST_N) {
+            code = admin_report(&a, r, o->args[i]);
+        } else {
+            for (k = 0; k < ST_N; k++)
+                val[i][k] = r->elem[k]->type == RP_INT ? r->elem[k]->integer
+                                                       : -1;
+        }
+        reply_free(r);
+    }
+    if (code != RC_OK)
+        goto out;
+
+    if (o->json) {
+        fputs("{\"queues\":[", stdout);
+        for (i = 0; i < o->nargs; i++) {
+            fputs(i ? ",{\"queue\":" : "{\"queue\":", stdout);
+            put_json_string(stdout, o->args[i]);
+            for (k = 0; k < ST_N; k++)
+                printf(",\"%s\":%lld", stat_names[k], val[i][k]);
+            putchar('}');
+        }
+        fputs("]}\n", stdout);
+    } else {
+        char num[24];
+
+        for (k = 0; k < ST_N; k++)
+            w[k] = strlen(stat_heads[k]);
+        for (i = 0; i < o->nargs; i++) {
+            names[i] = escape_text(o->args[i], strlen(o->args[i]), 0, 1);
+            if (!names[i]) {
+                fprintf(stderr, "redq: out of memory\n");
+                code = RC_FAILED;
+                goto out;
+            }
+            if (strlen(names[i]) > qw)
+                qw = strlen(names[i]);
+            for (k = 0; k < ST_N; k++) {
+                size_t n = (size_t)snprintf(num, sizeof num, "%lld",
+                                            val[i][k]);
+                if (n > w[k])
+                    w[k] = n;
+            }
+        }
+        printf("%-*s", (int)qw, "QUEUE");
+        for (k = 0; k < ST_N; k++)
+            printf("  %*s", (int)w[k], stat_heads[k]);
+        putchar('\n');
+        for (i = 0; i < o->nargs; i++) {
+            printf("%-*s", (int)qw, names[i]);
+            for (k = 0; k < ST_N; k++)
+                printf("  %*lld", (int)w[k], val[i][k]);
+            putchar('\n');
+        }
+    }
+    if (admin_output_ok() < 0)
+        code = RC_FAILED;
+out:
+    if (names)
+        for (i = 0; i < o->nargs; i++)
+            free(names[i]);
+    free(names);
+    free(val);
+    admin_close(&a);
     return code;
 }
 
@@ -1303,7 +3602,7 @@ int main(int argc, char **argv)
     const command *c = NULL;
     cli o;
     size_t i;
-    int rc, done;
+    int rc, done, group = 0;
 
     /* hiredis writes with write(2); a server closing the connection must
      * not kill us (redq.h). pop's stdout going away is noticed through
@@ -1321,13 +3620,37 @@ int main(int argc, char **argv)
         printf("redq %s\n", redq_version());
         return RC_OK;
     }
-    for (i = 0; i < NCOMMANDS; i++)
-        if (!strcmp(argv[1], commands[i].name))
+    for (i = 0; i < NCOMMANDS && !c; i++) {
+        const char *sub;
+
+        if (!strcmp(argv[1], commands[i].name)) {
             c = &commands[i];
+        } else if (in_group(&commands[i], argv[1], &sub)) {
+            /* "redq dead list ...": the sub-command's name is its argv[0]. */
+            group = 1;
+            if (argc > 2 && !strcmp(argv[2], sub))
+                c = &commands[i];
+        }
+    }
+    if (!c && group) {
+        if (argc > 2 && (!strcmp(argv[2], "-h") || !strcmp(argv[2], "--help"))) {
+            usage_group(stdout, argv[1]);
+            return RC_OK;
+        }
+        fprintf(stderr, "redq %s: %s%s%s\n\n", argv[1],
+                argc > 2 ? "unknown command '" : "missing COMMAND",
+                argc > 2 ? argv[2] : "", argc > 2 ? "'" : "");
+        usage_group(stderr, argv[1]);
+        return RC_USAGE;
+    }
     if (!c) {
         if (argv[1][0] == '-')
             return usage_error(NULL, "unknown option '%s'", argv[1]);
         return usage_error(NULL, "unknown command '%s'", argv[1]);
+    }
+    if (group) {
+        argc--;
+        argv++;
     }
     rc = parse_args(c, argc - 1, argv + 1, &o, &done);
     if (rc != 0 || done)

@@ -747,3 +747,38 @@ Test(consumer, nack_in_fast_mode_redelivers)
     cr_assert_eq(fx_cmd_int("ZCARD q:delayed"), 0);
     close_consumer(t);
 }
+
+/* Acks one at a time, from outside the handler, with the window full: each
+ * freed place must be refilled (no minimum batch of room when nothing else
+ * is popping). */
+Test(consumer, single_async_acks_keep_the_window_moving)
+{
+    static const char *const qs[] = {"q"};
+    ctrack *t = ctrack_new(qs, 1, 40);
+    redq_options o;
+
+    fill("q", 0, 20);
+    consumer_opts(&o, t);
+    o.max_unacked = 8;
+    o.pop_batch = 8;
+    t->ack_later = 1;
+    t->held_cap = 64;
+    t->held = calloc(t->held_cap, sizeof *t->held);
+    start_consumer(t, &o);
+    cr_assert(wait_got(t, 8, 5000));
+    for (size_t acked = 0; acked < 20; acked++) {
+        /* the oldest held message */
+        cr_assert_gt(t->nheld, 0, "nothing to ack after %zu acks", acked);
+        t->unacked--;
+        cr_assert_eq(redq_ack(t->held[0]), 0);
+        memmove(t->held, t->held + 1, (t->nheld - 1) * sizeof *t->held);
+        t->nheld--;
+        if (acked + 8 < 20)
+            cr_assert(wait_got(t, acked + 9, 2000),
+                      "stalled: %zu delivered after %zu acks, window 8",
+                      t->got, acked + 1);
+    }
+    cr_assert_eq(t->got, 20);
+    cr_assert_leq(t->max_unacked_seen, 8);
+    close_consumer(t);
+}

@@ -1,0 +1,1075 @@
+/*
+ * The redq tool's at-least-once side against a real redis-server: pop
+ * --reliable (-n exactness, acks only after output, SIGTERM, a write that
+ * fails, SIGKILL at an arbitrary moment with a second run recovering), the
+ * dead-letter commands (list, requeue, purge) on dead letters made by the
+ * library and by hand, stats against a layout built key by key, and the
+ * exit codes of the admin commands (bad URL, unreachable, password,
+ * WRONGTYPE, usage).
+ *
+ * Every run of the tool is a child process on pipes, waited for with a
+ * bound; children are killed at teardown and when the test process dies.
+ * Waits are for conditions (lines read, keys in the server), each bounded.
+ */
+#define _DEFAULT_SOURCE /* prctl's PR_SET_PDEATHSIG needs nothing more */
+
+#include <criterion/criterion.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
+
+#include "fixture.h"
+
+/* Generous: under valgrind or ASan everything is slower. */
+#define RUN_MS 30000
+
+/* ---- child processes ------------------------------------------------------ */
+
+typedef struct child {
+    pid_t pid;            /* 0 once reaped */
+    int out_fd, err_fd;   /* -1 once closed */
+    char *out, *err;      /* NUL-terminated */
+    size_t out_len, err_len, out_cap, err_cap;
+    int code;             /* exit status, or -signal */
+    bool timed_out;
+    uint64_t start_us, end_us;
+} child;
+
+#define ARGS(...) ((const char *const[]){__VA_ARGS__, NULL})
+#define MAX_CHILDREN 32
+static child *g_children[MAX_CHILDREN];
+
+static void reap_all(void)
+{
+    for (size_t i = 0; i < MAX_CHILDREN; i++) {
+        child *c = g_children[i];
+        if (c == NULL)
+            continue;
+        if (c->pid > 0) {
+            kill(c->pid, SIGKILL);
+            waitpid(c->pid, NULL, 0);
+        }
+        if (c->out_fd >= 0)
+            close(c->out_fd);
+        if (c->err_fd >= 0)
+            close(c->err_fd);
+        free(c->out);
+        free(c->err);
+        free(c);
+        g_children[i] = NULL;
+    }
+}
+
+static void teardown(void)
+{
+    reap_all();
+    fx_teardown();
+}
+
+TestSuite(cli_reliable, .init = fx_setup, .fini = teardown, .timeout = 120);
+
+static void grow(char **buf, size_t *len, size_t *cap, const char *data,
+                 size_t n)
+{
+    if (*len + n + 1 > *cap) {
+        size_t ncap = *cap ? *cap : 4096;
+        while (ncap < *len + n + 1)
+            ncap *= 2;
+        *buf = realloc(*buf, ncap);
+        cr_assert_not_null(*buf);
+        *cap = ncap;
+    }
+    memcpy(*buf + *len, data, n);
+    *len += n;
+    (*buf)[*len] = '\0';
+}
+
+static void close_fd(int *fd)
+{
+    if (*fd >= 0) {
+        close(*fd);
+        *fd = -1;
+    }
+}
+
+/* Start the tool with `args`; stdin is /dev/null. With `broken_stdout`
+ * the read end of its stdout is closed at once, so every write fails. */
+static child *spawn(const char *const *args, bool broken_stdout)
+{
+    const char *bin = getenv("REDQ_TEST_CLI");
+    const char *argv[64];
+    int out[2], err[2];
+    size_t n = 0, slot;
+    pid_t parent = getpid();
+    child *c;
+
+    cr_assert(bin && *bin, "REDQ_TEST_CLI is not set");
+    for (slot = 0; slot < MAX_CHILDREN && g_children[slot]; slot++)
+        ;
+    cr_assert_lt(slot, MAX_CHILDREN);
+    argv[n++] = bin;
+    for (; args[n - 1] != NULL; n++) {
+        cr_assert_lt(n, 63);
+        argv[n] = args[n - 1];
+    }
+    argv[n] = NULL;
+    c = calloc(1, sizeof *c);
+    cr_assert_not_null(c);
+    c->out_fd = c->err_fd = -1;
+    g_children[slot] = c;
+    cr_assert(pipe(out) == 0 && pipe(err) == 0, "pipe: %s", strerror(errno));
+    c->start_us = fx_now_us();
+    c->pid = fork();
+    cr_assert(c->pid >= 0, "fork: %s", strerror(errno));
+    if (c->pid == 0) {
+        sigset_t none;
+        int devnull = open("/dev/null", O_RDONLY);
+#ifdef __linux__
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+#endif
+        if (getppid() != parent || devnull < 0)
+            _exit(126);
+        dup2(devnull, STDIN_FILENO);
+        dup2(out[1], STDOUT_FILENO);
+        dup2(err[1], STDERR_FILENO);
+        for (int fd = 3; fd < 1024; fd++)
+            close(fd);
+        signal(SIGPIPE, SIG_DFL); /* the tool must ignore it itself */
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        unsetenv("REDQ_URL");
+        union {
+            const char **c;
+            char *const *v;
+        } av = {.c = argv};
+        execv(bin, av.v);
+        _exit(127);
+    }
+    close(out[1]);
+    close(err[1]);
+    c->out_fd = out[0];
+    c->err_fd = err[0];
+    if (broken_stdout)
+        close_fd(&c->out_fd);
+    return c;
+}
+
+static int ms_left(uint64_t deadline_us)
+{
+    uint64_t now = fx_now_us();
+    return now >= deadline_us ? 0 : (int)((deadline_us - now) / 1000) + 1;
+}
+
+/* Read what is there within `ms`; stdout only when `read_out`. */
+static void pump(child *c, int ms, bool read_out)
+{
+    struct pollfd pf[2];
+    nfds_t n = 0;
+    char buf[65536];
+
+    if (read_out && c->out_fd >= 0)
+        pf[n++] = (struct pollfd){.fd = c->out_fd, .events = POLLIN};
+    if (c->err_fd >= 0)
+        pf[n++] = (struct pollfd){.fd = c->err_fd, .events = POLLIN};
+    if (n == 0 || poll(pf, n, ms) <= 0)
+        return;
+    for (nfds_t i = 0; i < n; i++) {
+        if (pf[i].revents == 0)
+            continue;
+        bool is_out = pf[i].fd == c->out_fd;
+        int *fd = is_out ? &c->out_fd : &c->err_fd;
+        ssize_t r = read(*fd, buf, sizeof buf);
+        if (r > 0 && is_out)
+            grow(&c->out, &c->out_len, &c->out_cap, buf, (size_t)r);
+        else if (r > 0)
+            grow(&c->err, &c->err_len, &c->err_cap, buf, (size_t)r);
+        else if (r == 0 || (errno != EINTR && errno != EAGAIN))
+            close_fd(fd);
+    }
+}
+
+static size_t count_lines(const child *c)
+{
+    size_t nl = 0;
+    for (size_t i = 0; i < c->out_len; i++)
+        nl += c->out[i] == '\n';
+    return nl;
+}
+
+static bool wait_lines(child *c, size_t lines, int ms)
+{
+    uint64_t deadline = fx_now_us() + (uint64_t)ms * 1000u;
+    while (count_lines(c) < lines) {
+        if (ms_left(deadline) == 0 || c->out_fd < 0)
+            return false;
+        pump(c, ms_left(deadline), true);
+    }
+    return true;
+}
+
+/* Collect the output until the child exits; kill it after `ms`. */
+static void finish(child *c, int ms)
+{
+    uint64_t deadline = fx_now_us() + (uint64_t)ms * 1000u;
+    int st = 0;
+
+    while ((c->out_fd >= 0 || c->err_fd >= 0) && ms_left(deadline) > 0)
+        pump(c, ms_left(deadline) < 50 ? ms_left(deadline) : 50, true);
+    for (;;) {
+        pid_t r = waitpid(c->pid, &st, WNOHANG);
+        if (r == c->pid)
+            break;
+        if (ms_left(deadline) == 0) {
+            kill(c->pid, SIGKILL);
+            waitpid(c->pid, &st, 0);
+            c->timed_out = true;
+            break;
+        }
+        struct timespec nap = {0, 2 * 1000000L};
+        nanosleep(&nap, NULL); /* polling a pid: no event to wait on */
+    }
+    c->end_us = fx_now_us();
+    c->pid = 0;
+    c->code = WIFEXITED(st) ? WEXITSTATUS(st) : -WTERMSIG(st);
+    close_fd(&c->out_fd);
+    close_fd(&c->err_fd);
+    if (c->out == NULL)
+        grow(&c->out, &c->out_len, &c->out_cap, "", 0);
+    if (c->err == NULL)
+        grow(&c->err, &c->err_len, &c->err_cap, "", 0);
+}
+
+static child *run(const char *const *args)
+{
+    child *c = spawn(args, false);
+    finish(c, RUN_MS);
+    cr_assert(!c->timed_out, "redq %s did not exit within %d ms; stderr: %s",
+              args[0], RUN_MS, c->err);
+    return c;
+}
+
+#define assert_code(c, want)                                                   \
+    cr_assert_eq((c)->code, (want), "exit %d, want %d; stderr: %s",            \
+                 (c)->code, (want), (c)->err)
+
+/* ---- server-side helpers ---------------------------------------------------- */
+
+static void nap_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) < 0 && errno == EINTR) {
+    }
+}
+
+static int blocked_clients(void)
+{
+    const char *s = strstr(fx_cmd_ok("INFO clients")->str, "blocked_clients:");
+    cr_assert_not_null(s);
+    return atoi(s + 16);
+}
+
+/* The tool's pop parked in the server: polling is the only way to see it
+ * from outside. */
+static void wait_blocked(int n)
+{
+    uint64_t deadline = fx_now_us() + 10000000u;
+    while (blocked_clients() < n) {
+        cr_assert(fx_now_us() < deadline, "no client blocked within 10 s");
+        nap_ms(5);
+    }
+}
+
+/* Messages held in processing lists of `queue` (any id, registered or
+ * not): the test may use KEYS, the tool must not. */
+static long long processing(const char *queue)
+{
+    redisReply *r = fx_cmd_ok("KEYS %s:proc:*", queue);
+    long long sum = 0;
+    for (size_t i = 0; i < r->elements; i++)
+        sum += fx_llen(r->element[i]->str);
+    return sum;
+}
+
+/* Acks travel after the output: wait (bounded) for the last of them. */
+static void wait_no_processing(const char *queue)
+{
+    uint64_t deadline = fx_now_us() + 10000000u;
+    while (processing(queue) > 0) {
+        cr_assert(fx_now_us() < deadline, "%lld messages still in %s:proc:*",
+                  processing(queue), queue);
+        nap_ms(5);
+    }
+}
+
+/* No client named redq-cli left: a killed tool's connections are gone and
+ * the server has run whatever they had sent. */
+static void wait_tool_disconnected(void)
+{
+    uint64_t deadline = fx_now_us() + 10000000u;
+    while (strstr(fx_cmd_ok("CLIENT LIST")->str, "name=redq-cli") != NULL) {
+        cr_assert(fx_now_us() < deadline, "the tool's connections linger");
+        nap_ms(5);
+    }
+}
+
+/* LPUSH queue prefixFROM .. prefix(TO-1) with `pad` x's after each, in
+ * chunks (so prefixFROM pops first). */
+static void lpush_seq(const char *queue, const char *prefix, int from, int to,
+                      int pad)
+{
+    while (from < to) {
+        int n = to - from < 500 ? to - from : 500;
+        const char **argv = calloc((size_t)n + 2, sizeof *argv);
+        char **bufs = calloc((size_t)n, sizeof *bufs);
+        cr_assert(argv && bufs);
+        argv[0] = "LPUSH";
+        argv[1] = queue;
+        for (int i = 0; i < n; i++) {
+            bufs[i] = malloc(48 + (size_t)pad);
+            cr_assert_not_null(bufs[i]);
+            int k = snprintf(bufs[i], 48, "%s%d", prefix, from + i);
+            if (pad) {
+                bufs[i][k] = '-';
+                memset(bufs[i] + k + 1, 'x', (size_t)pad);
+                bufs[i][k + 1 + pad] = '\0';
+            }
+            argv[i + 2] = bufs[i];
+        }
+        redisReply *r = redisCommandArgv(fx_redis(), n + 2, argv, NULL);
+        cr_assert(r && r->type == REDIS_REPLY_INTEGER, "LPUSH failed");
+        freeReplyObject(r);
+        for (int i = 0; i < n; i++)
+            free(bufs[i]);
+        free(bufs);
+        free(argv);
+        from += n;
+    }
+}
+
+static char *seq_text(const char *prefix, int from, int to)
+{
+    char *buf = NULL, line[48];
+    size_t len = 0, cap = 0;
+    for (int i = from; i < to; i++) {
+        int n = snprintf(line, sizeof line, "%s%d\n", prefix, i);
+        grow(&buf, &len, &cap, line, (size_t)n);
+    }
+    if (buf == NULL)
+        grow(&buf, &len, &cap, "", 0);
+    return buf;
+}
+
+/* `queue` holds exactly prefixFROM..prefix(TO-1), the first at the tail. */
+static void assert_list_seq(const char *queue, const char *prefix, int from,
+                            int to)
+{
+    redisReply *r = fx_cmd_ok("LRANGE %s 0 -1", queue);
+    char want[48];
+    cr_assert_eq(r->elements, (size_t)(to - from), "%s holds %zu, want %d",
+                 queue, r->elements, to - from);
+    for (int i = from; i < to; i++) {
+        snprintf(want, sizeof want, "%s%d", prefix, i);
+        cr_assert_str_eq(r->element[(size_t)(to - 1 - i)]->str, want);
+    }
+}
+
+/* ---- a library consumer for making and checking dead letters ------------- */
+
+typedef struct lib_consumer {
+    redq_consumer *c;
+    bool nack;           /* nack everything (else ack) */
+    size_t got;
+    int attempt;         /* of the last message */
+    char body[256];
+    size_t body_len;
+    bool closed;
+} lib_consumer;
+
+static void lc_on_message(redq_consumer *c, redq_message *m, void *user)
+{
+    lib_consumer *lc = user;
+    (void)c;
+    lc->got++;
+    lc->attempt = redq_msg_attempt(m);
+    lc->body_len = redq_msg_len(m) < sizeof lc->body ? redq_msg_len(m)
+                                                      : sizeof lc->body;
+    memcpy(lc->body, redq_msg_data(m), lc->body_len);
+    if (lc->nack)
+        redq_nack(m, "bad payload");
+    else
+        redq_ack(m);
+}
+
+static void lc_start(lib_consumer *lc, const char *queue, bool nack)
+{
+    redq_options o;
+    const char *qs[1] = {queue};
+
+    memset(lc, 0, sizeof *lc);
+    lc->nack = nack;
+    redq_options_init(&o);
+    o.url = fx_url();
+    o.delivery = REDQ_AT_LEAST_ONCE;
+    o.max_attempts = 1; /* the first nack dead-letters */
+    o.on_message = lc_on_message;
+    o.user = lc;
+    o.consumer_ttl_ms = 300;
+    o.promote_interval_ms = 20;
+    cr_assert_eq(redq_consumer_new(&lc->c, fx_base(), &o, qs, 1), 0);
+}
+
+static void lc_closed(void *user)
+{
+    ((lib_consumer *)user)->closed = true;
+}
+
+static bool lc_is_closed(void *a)
+{
+    return ((lib_consumer *)a)->closed;
+}
+
+static bool lc_got_one(void *a)
+{
+    return ((lib_consumer *)a)->got > 0;
+}
+
+static bool dead_has_one(void *a)
+{
+    return fx_llen(a) == 1;
+}
+
+static void lc_close(lib_consumer *lc)
+{
+    cr_assert_eq(redq_consumer_close(lc->c, lc_closed, lc), 0);
+    cr_assert(fx_run_until(lc_is_closed, lc, 5000));
+}
+
+/* ---- pop --reliable ---------------------------------------------------------- */
+
+Test(cli_reliable, pop_reliable_n_prints_exactly_n_and_acks_them)
+{
+    lpush_seq("q", "m", 0, 10, 0);
+    child *c = run(ARGS("pop", "--reliable", "--url", fx_url(), "-n", "4",
+                        "q"));
+    assert_code(c, 0);
+    cr_assert_str_eq(c->out, "m0\nm1\nm2\nm3\n");
+    cr_assert_eq(c->err_len, 0, "stderr: %s", c->err);
+    wait_no_processing("q");
+    assert_list_seq("q", "m", 4, 10);
+    /* Deregistered on the way out: nothing for a reaper to look at. */
+    cr_assert_eq(fx_cmd_int("SCARD q:consumers"), 0);
+}
+
+Test(cli_reliable, pop_without_reliable_stays_at_most_once)
+{
+    /* Whatever the library's default, plain pop leaves no trace of the
+     * at-least-once machinery. */
+    lpush_seq("q", "m", 0, 3, 0);
+    child *c = run(ARGS("pop", "--url", fx_url(), "-n", "2", "q"));
+    assert_code(c, 0);
+    cr_assert_str_eq(c->out, "m0\nm1\n");
+    redisReply *r = fx_cmd_ok("KEYS *");
+    cr_assert_eq(r->elements, 1, "keys besides q: %zu", r->elements);
+    cr_assert_str_eq(r->element[0]->str, "q");
+}
+
+Test(cli_reliable, pop_reliable_n_never_takes_more_than_n_from_a_burst)
+{
+    child *c = spawn(ARGS("pop", "--reliable", "--url", fx_url(), "-n", "3",
+                          "q"),
+                     false);
+    wait_blocked(1); /* parked in BLMOVE */
+    lpush_seq("q", "m", 0, 5, 0);
+    finish(c, RUN_MS);
+    cr_assert(!c->timed_out, "stderr: %s", c->err);
+    assert_code(c, 0);
+    cr_assert_str_eq(c->out, "m0\nm1\nm2\n");
+    wait_no_processing("q");
+    assert_list_seq("q", "m", 3, 5);
+}
+
+Test(cli_reliable, pop_reliable_n_larger_than_the_window)
+{
+    /* 300 > the 256 held at most in this mode. */
+    char *want = seq_text("m", 0, 300);
+    lpush_seq("q", "m", 0, 400, 0);
+    child *c = run(ARGS("pop", "--reliable", "--url", fx_url(), "-n", "300",
+                        "q"));
+    assert_code(c, 0);
+    cr_assert(strcmp(c->out, want) == 0, "stdout is not m0..m299 in order");
+    free(want);
+    wait_no_processing("q");
+    assert_list_seq("q", "m", 300, 400);
+}
+
+Test(cli_reliable, pop_reliable_sigterm_acks_and_deregisters)
+{
+    child *c = spawn(ARGS("pop", "--reliable", "--url", fx_url(), "q"), false);
+    wait_blocked(1);
+    lpush_seq("q", "m", 0, 3, 0);
+    cr_assert(wait_lines(c, 3, RUN_MS), "printed: %s", c->out);
+    wait_blocked(1);
+    kill(c->pid, SIGTERM);
+    finish(c, 10000);
+    cr_assert(!c->timed_out, "no exit within 10 s of SIGTERM");
+    assert_code(c, 128 + SIGTERM);
+    cr_assert_str_eq(c->out, "m0\nm1\nm2\n");
+    cr_assert_eq(fx_llen("q"), 0);
+    cr_assert_eq(processing("q"), 0);
+    cr_assert_eq(fx_cmd_int("SCARD q:consumers"), 0);
+    cr_assert_eq(fx_cmd_ok("KEYS q:hb:*")->elements, 0);
+}
+
+Test(cli_reliable, pop_reliable_write_failure_nacks_and_loses_nothing)
+{
+    lpush_seq("q", "m", 0, 3, 0);
+    child *c = spawn(ARGS("pop", "--reliable", "--url", fx_url(), "q"), true);
+    finish(c, RUN_MS);
+    cr_assert(!c->timed_out, "stderr: %s", c->err);
+    assert_code(c, 1);
+    cr_assert(strstr(c->err, "write to stdout") != NULL, "stderr: %s", c->err);
+    /* Nacked: on the retry path, not acked, not in a processing list. */
+    cr_assert_eq(processing("q"), 0);
+    cr_assert_eq(fx_cmd_int("ZCARD q:delayed") + fx_llen("q"), 3);
+
+    /* Retried (after the backoff) to a reader that works: all three. */
+    c = run(ARGS("pop", "--reliable", "--url", fx_url(), "-n", "3", "q"));
+    assert_code(c, 0);
+    for (int i = 0; i < 3; i++) {
+        char want[16];
+        snprintf(want, sizeof want, "m%d\n", i);
+        cr_assert(strstr(c->out, want) != NULL, "no %s in: %s", want, c->out);
+    }
+    cr_assert_eq(count_lines(c), 3);
+    wait_no_processing("q");
+}
+
+/* Which message a line of the kill test is ("k123-xxx..."), or -1. */
+static int kill_seq(const char *line, size_t len, int n)
+{
+    if (len < 2 || line[0] != 'k')
+        return -1;
+    int v = atoi(line + 1);
+    return v >= 0 && v < n ? v : -1;
+}
+
+/* Count complete lines of `c` per message into counts[]; a last line
+ * without \n (the process died mid-write) is not a printed message. */
+static void tally(const child *c, int *counts, int n)
+{
+    const char *p = c->out, *end = c->out + c->out_len;
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        if (nl == NULL)
+            break;
+        int s = kill_seq(p, (size_t)(nl - p), n);
+        cr_assert_geq(s, 0, "unexpected line: %.*s", (int)(nl - p), p);
+        counts[s]++;
+        p = nl + 1;
+    }
+}
+
+Test(cli_reliable, pop_reliable_sigkill_loses_nothing)
+{
+    enum { N = 3000, PAD = 100 };
+    static int first[N], second[N], held[N];
+
+    lpush_seq("q", "k", 0, N, PAD);
+    /* A reads some lines, then nobody reads: its stdout pipe fills and it
+     * blocks with taken, unacked messages. */
+    child *a = spawn(ARGS("pop", "--reliable", "--url", fx_url(),
+                          "--consumer-ttl-ms", "300", "q"),
+                     false);
+    cr_assert(wait_lines(a, 50, RUN_MS), "A printed: %zu lines", count_lines(a));
+    /* Stop reading until the pipe is full: A is then stuck in a write with
+     * messages taken and not acked. */
+    uint64_t deadline = fx_now_us() + (uint64_t)RUN_MS * 1000u;
+    for (;;) {
+        int unread = 0;
+        cr_assert_eq(ioctl(a->out_fd, FIONREAD, &unread), 0);
+        if (unread >= 60000 && processing("q") > 0)
+            break;
+        cr_assert(ms_left(deadline) > 0, "A's pipe did not fill (%d bytes)",
+                  unread);
+        pump(a, 5, false);
+    }
+    kill(a->pid, SIGKILL);
+    finish(a, RUN_MS); /* drains what A had written into the pipe */
+    cr_assert_eq(a->code, -SIGKILL);
+    wait_tool_disconnected();
+
+    /* What A had taken and not acked, as Redis has it now. */
+    redisReply *ids = fx_cmd_ok("SMEMBERS q:consumers");
+    cr_assert_eq(ids->elements, 1, "A should still be registered");
+    char proc[96];
+    snprintf(proc, sizeof proc, "q:proc:%s", ids->element[0]->str);
+    redisReply *taken = fx_cmd_ok("LRANGE %s 0 -1", proc);
+    cr_assert_gt(taken->elements, 0);
+    for (size_t i = 0; i < taken->elements; i++) {
+        int s = kill_seq(taken->element[i]->str, (size_t)taken->element[i]->len,
+                         N);
+        cr_assert_geq(s, 0);
+        held[s] = 1;
+    }
+    tally(a, first, N);
+
+    /* B recovers A's messages once A's heartbeat has expired, and takes
+     * the rest; read until every message has been seen. */
+    child *b = spawn(ARGS("pop", "--reliable", "--url", fx_url(),
+                          "--consumer-ttl-ms", "300", "q"),
+                     false);
+    deadline = fx_now_us() + (uint64_t)RUN_MS * 1000u;
+    for (;;) {
+        int missing = 0;
+        memset(second, 0, sizeof second);
+        tally(b, second, N);
+        for (int i = 0; i < N; i++)
+            missing += first[i] == 0 && second[i] == 0;
+        if (missing == 0)
+            break;
+        cr_assert(ms_left(deadline) > 0, "%d messages never printed", missing);
+        pump(b, 50, true);
+    }
+    kill(b->pid, SIGTERM);
+    finish(b, 10000);
+    assert_code(b, 128 + SIGTERM);
+    memset(second, 0, sizeof second);
+    tally(b, second, N);
+
+    int dups = 0;
+    for (int i = 0; i < N; i++) {
+        cr_assert_leq(first[i], 1, "A printed k%d twice", i);
+        cr_assert_leq(second[i], 1, "B printed k%d twice", i);
+        cr_assert_geq(first[i] + second[i], 1, "k%d was lost", i);
+        if (first[i] && second[i]) {
+            /* Printed by A and again by B: only if A had not acked it. */
+            cr_assert(held[i], "k%d printed twice but A had acked it", i);
+            dups++;
+        }
+    }
+    /* Nothing left anywhere; recovered messages were not dead-lettered. */
+    cr_assert_eq(fx_llen("q"), 0);
+    cr_assert_eq(processing("q"), 0);
+    cr_assert_eq(fx_llen("q:dead"), 0);
+    cr_assert_eq(fx_cmd_int("SCARD q:consumers"), 0);
+    cr_log_info("kill test: A printed %zu lines, held %zu, duplicates %d",
+                count_lines(a), taken->elements, dups);
+}
+
+/* ---- dead letters --------------------------------------------------------------- */
+
+Test(cli_reliable, dead_letter_from_the_library_listed_requeued_popped)
+{
+    lib_consumer lc;
+    char *line, *tab;
+
+    fx_cmd_ok("LPUSH q %s", "order 42");
+    lc_start(&lc, "q", true);
+    cr_assert(fx_run_until(dead_has_one, "q:dead", 10000), "not dead-lettered");
+    lc_close(&lc);
+    cr_assert_eq(fx_llen("q"), 0);
+
+    child *c = run(ARGS("dead", "list", "--url", fx_url(), "q"));
+    assert_code(c, 0);
+    cr_assert_eq(count_lines(c), 1, "stdout: %s", c->out);
+    /* INDEX ATTEMPTS DEAD_TS REASON BODY */
+    line = c->out;
+    cr_assert(strncmp(line, "0\t1\t", 4) == 0, "line: %s", line);
+    tab = strchr(line + 4, '\t');
+    cr_assert_not_null(tab);
+    cr_assert_eq(tab - (line + 4), 24, "timestamp: %.*s", (int)(tab - line - 4),
+                 line + 4);
+    cr_assert(line[4 + 10] == 'T' && line[4 + 23] == 'Z', "line: %s", line);
+    cr_assert(strstr(tab, "\tnack: bad payload (attempt 1 of 1)\t") == tab,
+              "line: %s", line);
+    cr_assert(strstr(line, "\torder 42\n") != NULL, "line: %s", line);
+
+    c = run(ARGS("dead", "list", "--json", "--url", fx_url(), "q"));
+    assert_code(c, 0);
+    redisReply *stored = fx_cmd_ok("LINDEX q:dead 0");
+    cr_assert_eq(c->out_len, (size_t)stored->len + 1);
+    cr_assert(memcmp(c->out, stored->str, (size_t)stored->len) == 0);
+
+    c = run(ARGS("dead", "requeue", "--url", fx_url(), "q", "--all"));
+    assert_code(c, 0);
+    cr_assert_str_eq(c->out, "requeued 1\n");
+    cr_assert_eq(fx_llen("q:dead"), 0);
+    cr_assert_eq(fx_llen("q"), 1);
+    const char *env = fx_cmd_ok("LINDEX q 0")->str;
+    cr_assert(strstr(env, "dead_") == NULL && strstr(env, "\"queue\"") == NULL,
+              "requeued: %s", env);
+    cr_assert(strstr(env, "\"attempts\":0") != NULL, "requeued: %s", env);
+
+    c = run(ARGS("pop", "--url", fx_url(), "q", "-n", "1"));
+    assert_code(c, 0);
+    cr_assert_str_eq(c->out, "order 42\n");
+
+    c = run(ARGS("dead", "purge", "--url", fx_url(), "q"));
+    assert_code(c, 0);
+    cr_assert_str_eq(c->out, "purged 0\n");
+}
+
+Test(cli_reliable, dead_binary_body_requeued_intact_with_attempts_reset)
+{
+    static const char body[] = "b\xff\x00z";
+    lib_consumer lc;
+
+    redisReply *r = redisCommand(fx_redis(), "LPUSH q %b", body,
+                                 sizeof body - 1);
+    cr_assert(r && r->type == REDIS_REPLY_INTEGER);
+    freeReplyObject(r);
+    lc_start(&lc, "q", true);
+    cr_assert(fx_run_until(dead_has_one, "q:dead", 10000));
+    lc_close(&lc);
+    cr_assert(strstr(fx_cmd_ok("LINDEX q:dead 0")->str, "body_b64") != NULL);
+
+    child *c = run(ARGS("dead", "list", "--url", fx_url(), "q"));
+    assert_code(c, 0);
+    cr_assert(strstr(c->out, "\tb\\xff\\x00z\n") != NULL, "stdout: %s", c->out);
+
+    c = run(ARGS("dead", "requeue", "--url", fx_url(), "q", "-n", "5"));
+    assert_code(c, 0);
+    cr_assert_str_eq(c->out, "requeued 1\n");
+
+    /* Delivered again, whole, as a first attempt. */
+    lc_start(&lc, "q", false);
+    cr_assert(fx_run_until(lc_got_one, &lc, 10000));
+    cr_assert_eq(lc.attempt, 1);
+    cr_assert_eq(lc.body_len, sizeof body - 1);
+    cr_assert(memcmp(lc.body, body, sizeof body - 1) == 0);
+    lc_close(&lc);
+}
+
+/* A dead letter as the library writes one. */
+static void push_dead(const char *id, const char *body, int attempts,
+                      const char *reason, long long dead_ts)
+{
+    char buf[512];
+    snprintf(buf, sizeof buf,
+             "{\"id\":\"%s\",\"ts\":1700000000000,\"attempts\":%d,\"body\":"
+             "\"%s\",\"dead_reason\":\"%s\",\"dead_ts\":%lld,\"queue\":\"q\"}",
+             id, attempts, body, reason, dead_ts);
+    fx_cmd_ok("LPUSH q:dead %s", buf);
+}
+
+Test(cli_reliable, dead_list_requeue_n_oldest_first_and_purge)
+{
+    /* Oldest first: d1 is at the tail. */
+    push_dead("1", "one", 5, "boom", 1700000000123LL);
+    push_dead("2", "two\\ttab", 3, "line\\nbreak", 1700000001000LL);
+    push_dead("3", "three", 2, "late", 1700000002000LL);
+    fx_cmd_ok("LPUSH q:dead %s", "not json\tat all");
+
+    child *c = run(ARGS("dead", "list", "--url", fx_url(), "q"));
+    assert_code(c, 0);
+    cr_assert_str_eq(c->out,
+                     "0\t-\t-\t-\tnot json\\tat all\n"
+                     "1\t2\t2023-11-14T22:13:22.000Z\tlate\tthree\n"
+                     "2\t3\t2023-11-14T22:13:21.000Z\tline\\nbreak\ttwo\\ttab\n"
+                     "3\t5\t2023-11-14T22:13:20.123Z\tboom\tone\n");
+
+    c = run(ARGS("dead", "list", "--url", fx_url(), "-n", "2", "q"));
+    assert_code(c, 0);
+    cr_assert_eq(count_lines(c), 2);
+    cr_assert(strncmp(c->out, "0\t", 2) == 0 && strstr(c->out, "\n1\t") != NULL);
+
+    c = run(ARGS("dead", "list", "--url", fx_url(), "--json", "-n", "1", "q"));
+    assert_code(c, 0);
+    cr_assert_str_eq(c->out, "not json\tat all\n");
+
+    /* The two oldest go back, in their order, to the end popped last. */
+    fx_cmd_ok("LPUSH q %s", "ready");
+    c = run(ARGS("dead", "requeue", "--url", fx_url(), "-n", "2", "q"));
+    assert_code(c, 0);
+    cr_assert_str_eq(c->out, "requeued 2\n");
+    cr_assert_eq(fx_llen("q:dead"), 2);
+    c = run(ARGS("pop", "--url", fx_url(), "-n", "3", "q"));
+    assert_code(c, 0);
+    cr_assert_str_eq(c->out, "ready\none\ntwo\ttab\n");
+
+    /* Fewer there than asked for. */
+    c = run(ARGS("dead", "requeue", "--url", fx_url(), "-n", "5", "q"));
+    assert_code(c, 0);
+    cr_assert_str_eq(c->out, "requeued 2\n");
+    /* The non-envelope entry went back as it was. */
+    cr_assert_str_eq(fx_cmd_ok("LINDEX q 0")->str, "not json\tat all");
+
+    push_dead("4", "four", 5, "x", 1700000000000LL);
+    push_dead("5", "five", 5, "x", 1700000000000LL);
+    c = run(ARGS("dead", "purge", "--url", fx_url(), "q"));
+    assert_code(c, 0);
+    cr_assert_str_eq(c->out, "purged 2\n");
+    cr_assert_eq(fx_cmd_int("EXISTS q:dead"), 0);
+
+    /* Empty: nothing listed, nothing moved. */
+    c = run(ARGS("dead", "list", "--url", fx_url(), "q"));
+    assert_code(c, 0);
+    cr_assert_eq(c->out_len, 0);
+    c = run(ARGS("dead", "requeue", "--url", fx_url(), "--all", "q"));
+    assert_code(c, 0);
+    cr_assert_str_eq(c->out, "requeued 0\n");
+}
+
+Test(cli_reliable, dead_requeue_rewrites_only_what_it_must)
+{
+    /* A 16-digit ts (a client's microseconds), escapes, members redq does
+     * not know: all kept byte for byte; only attempts and the dead_*
+     * and queue members change. */
+    fx_cmd_ok("LPUSH q:dead %s",
+              "{\"id\":\"x\", \"ts\":1764000000000123,\"attempts\":4,"
+              "\"body\":\"a\\/b \\u00e9\",\"dead_reason\":\"r\","
+              "\"dead_ts\":1,\"queue\":\"q\",\"extra\":[],"
+              "\"n\":{\"queue\":1.50}}");
+    child *c = run(ARGS("dead", "requeue", "--all", "--url", fx_url(), "q"));
+    assert_code(c, 0);
+    cr_assert_str_eq(c->out, "requeued 1\n");
+    cr_assert_str_eq(fx_cmd_ok("LINDEX q 0")->str,
+                     "{\"id\":\"x\",\"ts\":1764000000000123,\"attempts\":0,"
+                     "\"body\":\"a\\/b \\u00e9\",\"extra\":[],"
+                     "\"n\":{\"queue\":1.50}}");
+    c = run(ARGS("pop", "--url", fx_url(), "-n", "1", "q"));
+    assert_code(c, 0);
+    cr_assert_str_eq(c->out, "a/b \xc3\xa9\n");
+}
+
+/* ---- stats ----------------------------------------------------------------------- */
+
+Test(cli_reliable, stats_match_a_layout_built_by_hand)
+{
+    fx_cmd_ok("RPUSH q r1 r2 r3");
+    fx_cmd_ok("ZADD q:delayed 4102444800000 d1 4102444800000 d2");
+    fx_cmd_ok("LPUSH q:dead x");
+    /* A live consumer holding two, a dead one holding none yet, and a
+     * processing list nobody registered (not counted). */
+    fx_cmd_ok("SADD q:consumers live1 dead1");
+    fx_cmd_ok("SET q:hb:live1 1 PX 600000");
+    fx_cmd_ok("RPUSH q:proc:live1 p1 p2");
+    fx_cmd_ok("RPUSH q:proc:ghost g1 g2 g3");
+
+    child *c = run(ARGS("stats", "--url", fx_url(), "q", "other"));
+    assert_code(c, 0);
+    cr_assert_str_eq(c->out,
+                     "QUEUE  READY  PROCESSING  DELAYED  DEAD  CONSUMERS  "
+                     "REGISTERED\n"
+                     "q          3           2        2     1          1  "
+                     "         2\n"
+                     "other      0           0        0     0          0  "
+                     "         0\n");
+
+    c = run(ARGS("stats", "--json", "--url", fx_url(), "q"));
+    assert_code(c, 0);
+    cr_assert_str_eq(c->out,
+                     "{\"queues\":[{\"queue\":\"q\",\"ready\":3,"
+                     "\"processing\":2,\"delayed\":2,\"dead\":1,"
+                     "\"consumers\":1,\"registered\":2}]}\n");
+
+    /* The dead consumer's heartbeat was never there; the live one's goes. */
+    fx_cmd_ok("DEL q:hb:live1");
+    c = run(ARGS("stats", "--json", "--url", fx_url(), "q"));
+    cr_assert(strstr(c->out, "\"consumers\":0,\"registered\":2") != NULL,
+              "stdout: %s", c->out);
+}
+
+Test(cli_reliable, stats_over_unix_socket_and_other_database)
+{
+    char url[512];
+
+    fx_cmd_ok("SELECT 2");
+    fx_cmd_ok("RPUSH q a b");
+    snprintf(url, sizeof url, "unix://%s?db=2", fx_unix_path());
+    child *c = run(ARGS("stats", "--json", "--url", url, "q"));
+    assert_code(c, 0);
+    cr_assert(strstr(c->out, "\"ready\":2,") != NULL, "stdout: %s", c->out);
+
+    snprintf(url, sizeof url, "%s/2", fx_url());
+    c = run(ARGS("stats", "--json", "--url", url, "q"));
+    assert_code(c, 0);
+    cr_assert(strstr(c->out, "\"ready\":2,") != NULL, "stdout: %s", c->out);
+
+    /* Database 0 has no such queue. */
+    c = run(ARGS("stats", "--json", "--url", fx_url(), "q"));
+    assert_code(c, 0);
+    cr_assert(strstr(c->out, "\"ready\":0,") != NULL, "stdout: %s", c->out);
+}
+
+/* ---- failures ---------------------------------------------------------------------- */
+
+static const char *const *admin_cmd_args(int which, const char *url)
+{
+    static const char *argv[8];
+    switch (which) {
+    case 0:
+        return memcpy(argv, ARGS("dead", "list", "--url", url, "q"),
+                      6 * sizeof *argv);
+    case 1:
+        return memcpy(argv, ARGS("dead", "requeue", "--all", "--url", url, "q"),
+                      7 * sizeof *argv);
+    case 2:
+        return memcpy(argv, ARGS("dead", "purge", "--url", url, "q"),
+                      6 * sizeof *argv);
+    default:
+        return memcpy(argv, ARGS("stats", "--url", url, "q"),
+                      5 * sizeof *argv);
+    }
+}
+
+Test(cli_reliable, admin_bad_url_exits_3)
+{
+    static const char *const bad[] = {"foo://127.0.0.1",
+                                      "redis://127.0.0.1:99999",
+                                      "redis://host/notadb", "unix://rel.sock"};
+    for (int w = 0; w < 4; w++) {
+        child *c = run(admin_cmd_args(w, bad[w]));
+        assert_code(c, 3);
+        cr_assert(strstr(c->err, "invalid URL") != NULL, "stderr: %s", c->err);
+        cr_assert_eq(c->out_len, 0);
+    }
+}
+
+Test(cli_reliable, admin_unreachable_exits_4_in_bounded_time)
+{
+    char url[64], where[64];
+    int port = fx_free_port();
+
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d", port);
+    snprintf(where, sizeof where, "cannot connect to 127.0.0.1:%d", port);
+    for (int w = 0; w < 4; w++) {
+        const char *const *args = admin_cmd_args(w, url);
+        const char *argv[12];
+        size_t n = 0;
+        for (; args[n]; n++)
+            argv[n] = args[n];
+        argv[n++] = "--connect-timeout";
+        argv[n++] = "0.5";
+        argv[n] = NULL;
+        child *c = run(argv);
+        assert_code(c, 4);
+        cr_assert(strstr(c->err, where) != NULL, "stderr: %s", c->err);
+        cr_assert(fx_contains_nocase(c->err, "refused"), "stderr: %s", c->err);
+        uint64_t ms = (c->end_us - c->start_us) / 1000u;
+        cr_assert(ms + 50 >= 500 && ms < 8000, "gave up after %llu ms",
+                  (unsigned long long)ms);
+    }
+}
+
+Test(cli_reliable, admin_password_exits_5_or_works, .init = fx_setup_noserver)
+{
+    static const char *const pass[] = {"--requirepass", "s3cret", NULL};
+    char good[96], bad[96];
+
+    fx_server_start(pass);
+    snprintf(good, sizeof good, "redis://:s3cret@127.0.0.1:%d", fx_port());
+    snprintf(bad, sizeof bad, "redis://:wrong@127.0.0.1:%d", fx_port());
+    for (int w = 0; w < 4; w++) {
+        child *c = run(admin_cmd_args(w, bad));
+        assert_code(c, 5);
+        cr_assert(strstr(c->err, "authentication failed") != NULL,
+                  "stderr: %s", c->err);
+        cr_assert(strstr(c->err, "s3cret") == NULL &&
+                      strstr(c->err, "wrong") == NULL,
+                  "a password leaked: %s", c->err);
+        /* No password at all: NOAUTH, the same exit. */
+        c = run(admin_cmd_args(w, fx_url()));
+        assert_code(c, 5);
+    }
+    fx_cmd_ok("RPUSH q a");
+    child *c = run(ARGS("stats", "--json", "--url", good, "q"));
+    assert_code(c, 0);
+    cr_assert(strstr(c->out, "\"ready\":1,") != NULL, "stdout: %s", c->out);
+}
+
+Test(cli_reliable, admin_wrongtype_exits_1_and_moves_nothing)
+{
+    fx_cmd_ok("SET q:dead text");
+    for (int w = 0; w < 4; w++) {
+        child *c = run(admin_cmd_args(w, fx_url()));
+        assert_code(c, 1);
+        cr_assert(strstr(c->err, "WRONGTYPE") != NULL, "stderr: %s", c->err);
+    }
+    cr_assert_str_eq(fx_cmd_ok("GET q:dead")->str, "text");
+
+    /* The ready list is the wrong type: requeue must not pop the dead
+     * letter it could not push. */
+    fx_cmd_ok("DEL q:dead");
+    push_dead("1", "one", 5, "boom", 1700000000000LL);
+    fx_cmd_ok("SET q text");
+    child *c = run(ARGS("dead", "requeue", "--all", "--url", fx_url(), "q"));
+    assert_code(c, 1);
+    cr_assert(strstr(c->err, "WRONGTYPE") != NULL, "stderr: %s", c->err);
+    cr_assert_eq(fx_llen("q:dead"), 1);
+}
+
+/* ---- usage ---------------------------------------------------------------------------- */
+
+Test(cli_reliable, help_for_the_new_commands)
+{
+    child *c = run(ARGS("dead", "--help"));
+    assert_code(c, 0);
+    cr_assert(strstr(c->out, "usage: redq dead COMMAND") != NULL, "%s", c->out);
+    cr_assert(strstr(c->out, "requeue") && strstr(c->out, "purge"));
+
+    c = run(ARGS("dead", "list", "--help"));
+    assert_code(c, 0);
+    cr_assert(strstr(c->out, "usage: redq dead list") != NULL, "%s", c->out);
+    cr_assert(strstr(c->out, "INDEX<TAB>ATTEMPTS<TAB>DEAD_TS<TAB>REASON<TAB>"
+                             "BODY") != NULL, "%s", c->out);
+
+    c = run(ARGS("dead", "requeue", "-h"));
+    assert_code(c, 0);
+    cr_assert(strstr(c->out, "--all") != NULL, "%s", c->out);
+
+    c = run(ARGS("stats", "--help"));
+    assert_code(c, 0);
+    cr_assert(strstr(c->out, "PROCESSING") != NULL, "%s", c->out);
+
+    c = run(ARGS("pop", "--help"));
+    assert_code(c, 0);
+    cr_assert(strstr(c->out, "--reliable") != NULL, "%s", c->out);
+
+    c = run(ARGS("--help"));
+    assert_code(c, 0);
+    cr_assert(strstr(c->out, "dead requeue") && strstr(c->out, "stats"));
+}
+
+Test(cli_reliable, usage_errors_exit_2)
+{
+    const char *const *const cases[] = {
+        ARGS("dead"),
+        ARGS("dead", "frob", "q"),
+        ARGS("dead", "list"),
+        ARGS("dead", "list", "q", "r"),
+        ARGS("dead", "list", "-n", "x", "q"),
+        ARGS("dead", "list", "--all", "q"),
+        ARGS("dead", "list", ""),
+        ARGS("dead", "requeue", "q"),
+        ARGS("dead", "requeue", "q", "--all", "-n", "2"),
+        ARGS("dead", "purge", "-n", "1", "q"),
+        ARGS("stats"),
+        ARGS("stats", "--reliable", "q"),
+        ARGS("pop", "--visibility-ms", "100", "q"),
+        ARGS("pop", "--reliable", "--consumer-ttl-ms", "50", "q"),
+        ARGS("pop", "--reliable", "--visibility-ms", "x", "q"),
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        child *c = run(cases[i]);
+        cr_assert_eq(c->code, 2, "case %zu: exit %d; stderr: %s", i, c->code,
+                     c->err);
+        cr_assert(strstr(c->err, "usage: redq") != NULL, "case %zu: %s", i,
+                  c->err);
+        cr_assert_eq(c->out_len, 0, "case %zu wrote to stdout", i);
+    }
+}
