@@ -358,6 +358,38 @@ static void on_bulk_reply(redq__conn *conn, void *reply, void *arg)
     }
 }
 
+/*
+ * What every pop reply starts with: a closing consumer ignores it, a lost
+ * connection ends the round (conn_up starts the next), an error reply goes
+ * to pop_error. Returns 1 when the reply is data for the caller.
+ */
+static int pop_reply_begin(popper *pp, redisReply *r)
+{
+    redq_consumer *c = pp->owner;
+    pp->outstanding--;
+    if (c->closing)
+        return 0;
+    if (r == NULL) {
+        round_end(pp);
+        return 0;
+    }
+    c->st.pops++;
+    if (r->type == REDIS_REPLY_ERROR) {
+        pop_error(pp, r);
+        return 0;
+    }
+    return 1;
+}
+
+/* ... and ends with: the next round, unless a handler closed us. */
+static void pop_reply_end(popper *pp)
+{
+    if (pp->owner->closing)
+        return;
+    round_end(pp);
+    kick(pp);
+}
+
 static void on_pop_reply(redq__conn *conn, void *reply, void *arg)
 {
     popper *pp = arg;
@@ -366,25 +398,14 @@ static void on_pop_reply(redq__conn *conn, void *reply, void *arg)
     int q;
     (void)conn;
 
-    pp->outstanding--;
-    if (c->closing)
+    /* A lost connection loses a pop that was answered but not read
+     * (at-most-once). */
+    if (!pop_reply_begin(pp, r))
         return;
-    if (r == NULL) {
-        /* Connection lost: a pop that was answered but not read is lost
-         * with it (at-most-once). conn_up starts the next round. */
-        round_end(pp);
-        return;
-    }
-    c->st.pops++;
     if (r->type == REDIS_REPLY_NIL) {
         /* Timed out, or unblocked by a stop. */
         c->st.empty_pops++;
-        round_end(pp);
-        kick(pp);
-        return;
-    }
-    if (r->type == REDIS_REPLY_ERROR) {
-        pop_error(pp, r);
+        pop_reply_end(pp);
         return;
     }
     if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
@@ -410,16 +431,14 @@ static void on_pop_reply(redq__conn *conn, void *reply, void *arg)
             return;
         }
     }
-    if (c->closing)
-        return;
-    round_end(pp);
-    kick(pp);
+    pop_reply_end(pp);
 }
 
 /*
- * At-least-once replies. TAKE answers [index, message, ...] (empty: nothing
- * ready, so block next); BLMOVE answers one message or nil (timed out: block
- * again straight away, so an idle pool sends one command per timeout).
+ * At-least-once replies. TAKE answers a group per queue that had messages
+ * (none: nothing ready, so block next); BLMOVE answers one message or nil
+ * (timed out: block again straight away, so an idle pool sends one command
+ * per timeout).
  */
 static void on_take_reply(redq__conn *conn, void *reply, void *arg)
 {
@@ -428,18 +447,9 @@ static void on_take_reply(redq__conn *conn, void *reply, void *arg)
     redisReply *r = reply;
     (void)conn;
 
-    pp->outstanding--;
-    if (c->closing)
+    /* A lost connection loses nothing here: the messages are in proc. */
+    if (!pop_reply_begin(pp, r))
         return;
-    if (r == NULL) {
-        round_end(pp); /* the messages, if any, are safe in proc */
-        return;
-    }
-    c->st.pops++;
-    if (r->type == REDIS_REPLY_ERROR) {
-        pop_error(pp, r);
-        return;
-    }
     if (r->type == REDIS_REPLY_ARRAY && r->elements > 0) {
         size_t g;
         /* {{index, {message, ...}}, ...}: a group per queue, in priority
@@ -459,10 +469,7 @@ static void on_take_reply(redq__conn *conn, void *reply, void *arg)
         c->st.empty_pops++;
         pp->block_next = 1;
     }
-    if (c->closing)
-        return;
-    round_end(pp);
-    kick(pp);
+    pop_reply_end(pp);
 }
 
 static void on_block_reply(redq__conn *conn, void *reply, void *arg)
@@ -472,18 +479,8 @@ static void on_block_reply(redq__conn *conn, void *reply, void *arg)
     redisReply *r = reply;
     (void)conn;
 
-    pp->outstanding--;
-    if (c->closing)
+    if (!pop_reply_begin(pp, r))
         return;
-    if (r == NULL) {
-        round_end(pp);
-        return;
-    }
-    c->st.pops++;
-    if (r->type == REDIS_REPLY_ERROR) {
-        pop_error(pp, r);
-        return;
-    }
     if (r->type == REDIS_REPLY_STRING) {
         deliver_one(c, (int)pp->block_q, r);
         pp->block_next = 0; /* there may be more: TAKE a batch next */
@@ -491,10 +488,7 @@ static void on_block_reply(redq__conn *conn, void *reply, void *arg)
         c->st.empty_pops++;
         pp->block_next = 1;
     }
-    if (c->closing)
-        return;
-    round_end(pp);
-    kick(pp);
+    pop_reply_end(pp);
 }
 
 /* ---- starting rounds ---------------------------------------------------- */
