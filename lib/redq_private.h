@@ -14,10 +14,12 @@
 #if defined(__GNUC__)
 #define REDQ__PRINTF(f, a) __attribute__((format(printf, f, a)))
 #define REDQ__LIKELY(x) __builtin_expect(!!(x), 1)
+#define REDQ__HOT_INLINE inline __attribute__((always_inline))
 #define REDQ__UNLIKELY(x) __builtin_expect(!!(x), 0)
 #else
 #define REDQ__PRINTF(f, a)
 #define REDQ__LIKELY(x) (x)
+#define REDQ__HOT_INLINE inline
 #define REDQ__UNLIKELY(x) (x)
 #endif
 
