@@ -17,11 +17,13 @@
  *
  * dead and stats are one-shot admin commands on keys the library derives
  * from the queue name (docs/DESIGN.md, "Key layout"). redq.h has no API for
- * them, and this tool links only redq and libevent, so they talk to Redis
- * over a small blocking RESP client of their own ("admin connection"
- * below), with the same URL grammar, --connect-timeout and exit codes as
- * push and pop. Every change they make is one Lua script call, so each
- * message moves atomically.
+ * them, so the tool links a static copy of the library's internals
+ * (redq_private.h) and its dependencies: the URL is parsed by the
+ * library's own parser, so the grammar and its errors are the same as for
+ * push and pop; they talk to Redis through hiredis's blocking API ("admin
+ * connection" below), with the same --connect-timeout and exit codes; dead
+ * letters are read and rewritten with jansson. Every change they make is
+ * one Lua script call, so each message moves atomically.
  *
  * Layout: the command table and the shared option parser (getopt_long) come
  * first; a "session" holds what push and pop need around their handle (the
@@ -46,29 +48,24 @@
  *          the messages in flight
  */
 #include "redq.h"
+#include "redq_private.h" /* redq__url_parse */
 
-#include <arpa/inet.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <event2/event.h>
+#include <hiredis/hiredis.h>
+#include <jansson.h>
 
 #define DEFAULT_URL "redis://127.0.0.1:6379"
 
@@ -110,9 +107,11 @@ enum {
 /* pop --reliable: the tool acks as soon as a message is printed; only the
  * -n tail waits, for as long as the run lasts. */
 #define RELIABLE_VISIBILITY_MS INT_MAX
-/* Admin commands: one reply may take this long; dead-letter pages and
- * requeue batches are this many messages (each batch is one script run, so
- * this also bounds how long the server is busy with one). */
+/* Admin commands: a reply may go this long without a byte arriving (the
+ * socket timeout hiredis sets); one connect attempt, with its handshake,
+ * at most ADMIN_CONNECT_ATTEMPT_MS. Dead-letter pages and requeue batches
+ * are this many messages (each batch is one script run, so this also
+ * bounds how long the server is busy with one). */
 #define ADMIN_COMMAND_TIMEOUT_MS 10000
 #define ADMIN_CONNECT_ATTEMPT_MS 2000
 #define ADMIN_PAGE 100
@@ -1644,361 +1643,18 @@ out:
 /* ------------------------------------------------------------------------ */
 
 /*
- * A blocking RESP2 client for the one-shot admin commands: connect (retried
+ * hiredis's blocking API for the one-shot admin commands: connect (retried
  * with backoff until --connect-timeout), AUTH, SELECT, PING, then commands
- * one at a time, each reply read whole with a deadline. The URL grammar is
- * the library's (redq.h, redq_options.url), parsed here again because the
- * library keeps its parser private; errors name the offending part but
- * never quote a password.
+ * one at a time, each reply read whole. The URL goes through the library's
+ * own parser (lib/url.c), so push, pop and these accept exactly the same
+ * forms and refuse them with the same words; its errors never quote a
+ * password. A blocking client is right here: nothing else runs meanwhile,
+ * and a host name resolved by a blocking getaddrinfo costs nobody a loop.
  */
-
-typedef struct url_parts {
-    int is_unix;
-    char *host; /* redis:// (no brackets for IPv6) */
-    int port;
-    char *path; /* unix:// */
-    char *user, *password;
-    int db;
-} url_parts;
-
-static void url_parts_free(url_parts *u)
-{
-    free(u->host);
-    free(u->path);
-    free(u->user);
-    if (u->password) {
-        volatile char *v = u->password; /* do not leave it in the heap */
-        while (*v)
-            *v++ = '\0';
-        free(u->password);
-    }
-    memset(u, 0, sizeof *u);
-}
-
-static int url_fail(char *err, size_t cap, const char *fmt, ...)
-    PRINTF_LIKE(3, 4);
-
-static int url_fail(char *err, size_t cap, const char *fmt, ...)
-{
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(err, cap, fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
-static int hexval(int ch)
-{
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F')
-        return ch - 'A' + 10;
-    return -1;
-}
-
-/* %XX-decode [p, p+n) into a new string; NUL bytes are refused. */
-static int url_decode(const char *p, size_t n, const char *what, char **out,
-                      char *err, size_t cap)
-{
-    char *d = malloc(n + 1);
-    size_t i, j = 0;
-
-    if (!d)
-        return url_fail(err, cap, "out of memory");
-    for (i = 0; i < n; i++) {
-        int hi, lo;
-
-        if (p[i] != '%') {
-            d[j++] = p[i];
-            continue;
-        }
-        hi = n - i >= 3 ? hexval((unsigned char)p[i + 1]) : -1;
-        lo = n - i >= 3 ? hexval((unsigned char)p[i + 2]) : -1;
-        if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
-            free(d);
-            return url_fail(err, cap, "invalid percent-escape in the %s "
-                                      "(%%XX with two hex digits, not %%00)",
-                            what);
-        }
-        d[j++] = (char)(hi * 16 + lo);
-        i += 2;
-    }
-    d[j] = '\0';
-    *out = d;
-    return 0;
-}
-
-/* Compare the first n bytes of s with lower-case `lit`, ASCII only (URLs
- * must not depend on the locale). */
-static int strncasecmp_ascii(const char *s, const char *lit, size_t n)
-{
-    size_t i;
-
-    for (i = 0; i < n; i++) {
-        char ch = s[i];
-        if (ch >= 'A' && ch <= 'Z')
-            ch = (char)(ch - 'A' + 'a');
-        if (ch != lit[i])
-            return 1;
-    }
-    return 0;
-}
-
-/* Decimal digits only, at most max. */
-static int url_number(const char *p, size_t n, long max, long *out)
-{
-    long v = 0;
-    size_t i;
-
-    if (n == 0)
-        return -1;
-    for (i = 0; i < n; i++) {
-        if (p[i] < '0' || p[i] > '9' || v > (max - (p[i] - '0')) / 10)
-            return -1;
-        v = v * 10 + (p[i] - '0');
-    }
-    *out = v;
-    return 0;
-}
-
-static int url_query(const char *q, size_t n, int *db, int *have_db,
-                     char *err, size_t cap)
-{
-    const char *end = q + n;
-    long v;
-
-    while (q < end) {
-        const char *amp = memchr(q, '&', (size_t)(end - q));
-        size_t len = (size_t)((amp ? amp : end) - q);
-
-        if (len < 3 || memcmp(q, "db=", 3) != 0)
-            return url_fail(err, cap, "unknown or empty query parameter "
-                                      "(only ?db=N is supported)");
-        if (*have_db)
-            return url_fail(err, cap, "database given more than once");
-        if (url_number(q + 3, len - 3, INT_MAX, &v) < 0)
-            return url_fail(err, cap, "database in ?db= is not a number "
-                                      "0-%d", INT_MAX);
-        *db = (int)v;
-        *have_db = 1;
-        q += len + (amp ? 1 : 0);
-    }
-    return 0;
-}
-
-/*
- *   redis://[[user]:password@]host[:port][/db][?db=N]
- *   unix://[[user]:password@]/path/to.sock[?db=N]
- */
-static int url_parse(const char *url, url_parts *u, char *err, size_t cap)
-{
-    const char *rest, *auth, *at = NULL, *tail, *q, *colon;
-    size_t alen, tlen, plen, i;
-    int have_db = 0;
-    long v;
-
-    memset(u, 0, sizeof *u);
-    if (!strncasecmp_ascii(url, "redis://", 8)) {
-        rest = url + 8;
-    } else if (!strncasecmp_ascii(url, "unix://", 7)) {
-        u->is_unix = 1;
-        rest = url + 7;
-    } else if (!strncasecmp_ascii(url, "rediss://", 9)) {
-        return url_fail(err, cap, "TLS (rediss://) is not supported; use "
-                                  "redis:// or unix://");
-    } else {
-        return url_fail(err, cap, "URL must start with redis:// or unix://");
-    }
-    if (strchr(rest, '#'))
-        return url_fail(err, cap, "URL fragment ('#...') is not allowed; "
-                                  "write a '#' in a password as %%23");
-    auth = rest;
-    alen = strcspn(rest, "/?");
-    for (i = 0; i < alen; i++)
-        if (auth[i] == '@')
-            at = auth + i;
-    tail = auth + alen;
-    tlen = strlen(tail);
-    if (!at && !u->is_unix && memchr(tail, '@', tlen))
-        return url_fail(err, cap, "'@' after the host part: percent-encode "
-                                  "'/' as %%2F and '?' as %%3F in the user "
-                                  "name and password");
-    if (at) {
-        size_t ulen = (size_t)(at - auth);
-
-        colon = memchr(auth, ':', ulen);
-        if (!colon || (size_t)(at - colon) < 2) {
-            url_fail(err, cap, "the user info before '@' must be "
-                               "user:password or :password");
-            goto fail;
-        }
-        if (colon > auth &&
-            url_decode(auth, (size_t)(colon - auth), "user name", &u->user,
-                       err, cap) < 0)
-            goto fail;
-        if (url_decode(colon + 1, (size_t)(at - colon - 1), "password",
-                       &u->password, err, cap) < 0)
-            goto fail;
-        alen -= ulen + 1;
-        auth = at + 1;
-    }
-    q = memchr(tail, '?', tlen);
-    plen = q ? (size_t)(q - tail) : tlen;
-    if (q && url_query(q + 1, tlen - plen - 1, &u->db, &have_db, err, cap) < 0)
-        goto fail;
-
-    if (u->is_unix) {
-        if (alen > 0 || plen == 0) {
-            url_fail(err, cap, "unix:// URL takes no host and needs an "
-                               "absolute socket path: unix:///run/redis.sock");
-            goto fail;
-        }
-        if (url_decode(tail, plen, "socket path", &u->path, err, cap) < 0)
-            goto fail;
-        if (strlen(u->path) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
-            url_fail(err, cap, "socket path is too long");
-            goto fail;
-        }
-        return 0;
-    }
-
-    /* host, host:port, [v6], [v6]:port */
-    {
-        const char *h = auth, *port = NULL;
-        size_t hlen = alen, portlen = 0;
-
-        if (alen > 0 && auth[0] == '[') {
-            const char *close = memchr(auth, ']', alen);
-            char buf[INET6_ADDRSTRLEN];
-            unsigned char addr[16];
-
-            if (!close) {
-                url_fail(err, cap, "IPv6 address has no closing ']'");
-                goto fail;
-            }
-            h = auth + 1;
-            hlen = (size_t)(close - h);
-            if (close + 1 < auth + alen) {
-                if (close[1] != ':') {
-                    url_fail(err, cap, "only :port may follow ']'");
-                    goto fail;
-                }
-                port = close + 2;
-                portlen = (size_t)(auth + alen - port);
-            }
-            if (hlen == 0 || hlen >= sizeof buf) {
-                url_fail(err, cap, "invalid IPv6 address");
-                goto fail;
-            }
-            memcpy(buf, h, hlen);
-            buf[hlen] = '\0';
-            if (inet_pton(AF_INET6, buf, addr) != 1) {
-                url_fail(err, cap, "\"[%s]\" is not a valid IPv6 address",
-                         buf);
-                goto fail;
-            }
-        } else {
-            colon = memchr(auth, ':', alen);
-            if (colon) {
-                hlen = (size_t)(colon - auth);
-                port = colon + 1;
-                portlen = alen - hlen - 1;
-                if (memchr(port, ':', portlen)) {
-                    url_fail(err, cap, "an IPv6 address must be in "
-                                       "brackets, e.g. redis://[::1]:6379");
-                    goto fail;
-                }
-            }
-            if (hlen == 0 || hlen > 253) {
-                url_fail(err, cap, "missing or too long host: write "
-                                   "redis://host[:port][/db]");
-                goto fail;
-            }
-            for (i = 0; i < hlen; i++) {
-                char ch = h[i];
-                if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
-                      (ch >= '0' && ch <= '9') || ch == '.' || ch == '-' ||
-                      ch == '_')) {
-                    url_fail(err, cap, "invalid character in host \"%.*s\" "
-                                       "(letters, digits, '.', '-', '_')",
-                             (int)(hlen < 64 ? hlen : 64), h);
-                    goto fail;
-                }
-            }
-        }
-        u->port = 6379;
-        if (port) {
-            if (url_number(port, portlen, 65535, &v) < 0 || v == 0) {
-                url_fail(err, cap, "port \"%.*s\" is not a number 1-65535",
-                         (int)(portlen < 16 ? portlen : 16), port);
-                goto fail;
-            }
-            u->port = (int)v;
-        }
-        u->host = malloc(hlen + 1);
-        if (!u->host) {
-            url_fail(err, cap, "out of memory");
-            goto fail;
-        }
-        memcpy(u->host, h, hlen);
-        u->host[hlen] = '\0';
-    }
-    if (plen > 1) { /* "/N"; "" and "/" select nothing */
-        if (have_db) {
-            url_fail(err, cap, "database given both in the path (/N) and as "
-                               "?db=N; use one");
-            goto fail;
-        }
-        if (url_number(tail + 1, plen - 1, INT_MAX, &v) < 0) {
-            url_fail(err, cap, "database in the path is not a number 0-%d",
-                     INT_MAX);
-            goto fail;
-        }
-        u->db = (int)v;
-    }
-    return 0;
-fail:
-    url_parts_free(u);
-    return -1;
-}
-
-/* ---- replies ------------------------------------------------------------ */
-
-enum { RP_STATUS, RP_ERROR, RP_INT, RP_BULK, RP_NIL, RP_ARRAY };
-
-typedef struct reply {
-    int type;
-    long long integer;     /* RP_INT */
-    char *str;             /* status, error, bulk: NUL-terminated */
-    size_t len;
-    struct reply **elem;   /* RP_ARRAY */
-    size_t n;
-} reply;
-
-static void reply_free(reply *r)
-{
-    size_t i;
-
-    if (!r)
-        return;
-    for (i = 0; i < r->n; i++)
-        reply_free(r->elem[i]);
-    free(r->elem);
-    free(r->str);
-    free(r);
-}
-
-/* ---- the connection ----------------------------------------------------- */
 
 typedef struct admin {
-    int fd;
-    char *buf;             /* bytes read, [off, len) not parsed yet */
-    size_t off, len, cap;
-    int timeout_ms;        /* for one command and its reply */
-    uint64_t deadline_us;  /* of the current one */
+    redisContext *c;
+    int timeout_ms;        /* for one read or write: the socket timeout */
     char where[300];       /* "127.0.0.1:6379", "[::1]:6379", a socket path */
     char err[512];         /* why the last call failed */
 } admin;
@@ -2034,381 +1690,95 @@ static int admin_fail(admin *a, const char *fmt, ...)
     return -1;
 }
 
-/* Wait until fd is ready for `events` or the deadline. 0 or -1 (a->err). */
-static int admin_wait(admin *a, short events)
+static struct timeval ms_tv(int ms)
 {
-    struct pollfd pf;
-    int rc, ms;
+    struct timeval tv;
 
-    for (;;) {
-        ms = left_ms(a->deadline_us);
-        if (ms == 0)
-            return admin_fail(a, "no reply from %s within %d ms", a->where,
-                              a->timeout_ms);
-        pf.fd = a->fd;
-        pf.events = events;
-        pf.revents = 0;
-        rc = poll(&pf, 1, ms);
-        if (rc > 0)
-            return 0;
-        if (rc < 0 && errno != EINTR)
-            return admin_fail(a, "poll: %s", strerror(errno));
-    }
+    tv.tv_sec = ms / 1000;
+    tv.tv_usec = (ms % 1000) * 1000;
+    return tv;
 }
 
-static int admin_write(admin *a, const char *p, size_t n)
+/* How long one read or write may block: hiredis applies it to the socket
+ * (SO_RCVTIMEO/SO_SNDTIMEO), so a silent server cannot hang the tool. */
+static int admin_set_timeout(admin *a, int ms)
 {
-    while (n > 0) {
-        ssize_t w = write(a->fd, p, n);
-
-        if (w > 0) {
-            p += w;
-            n -= (size_t)w;
-        } else if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            if (admin_wait(a, POLLOUT) < 0)
-                return -1;
-        } else if (w < 0 && errno != EINTR) {
-            return admin_fail(a, "write to %s: %s", a->where,
-                              strerror(errno));
-        }
-    }
+    a->timeout_ms = ms;
+    if (redisSetTimeout(a->c, ms_tv(ms)) != REDIS_OK)
+        return admin_fail(a, "%s: %s", a->where, a->c->errstr);
     return 0;
-}
-
-/* Read more: at least one byte, or -1 (a->err). */
-static int admin_fill(admin *a)
-{
-    if (a->off > 0 && a->off == a->len) {
-        a->off = a->len = 0;
-    } else if (a->off > 0 && a->off >= a->cap / 2) {
-        memmove(a->buf, a->buf + a->off, a->len - a->off);
-        a->len -= a->off;
-        a->off = 0;
-    }
-    if (a->cap - a->len < 16384) {
-        size_t ncap = a->cap ? a->cap * 2 : 65536;
-        char *nb = realloc(a->buf, ncap);
-        if (!nb)
-            return admin_fail(a, "out of memory");
-        a->buf = nb;
-        a->cap = ncap;
-    }
-    for (;;) {
-        ssize_t r = read(a->fd, a->buf + a->len, a->cap - a->len);
-
-        if (r > 0) {
-            a->len += (size_t)r;
-            return 0;
-        }
-        if (r == 0)
-            return admin_fail(a, "%s closed the connection", a->where);
-        if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            if (admin_wait(a, POLLIN) < 0)
-                return -1;
-        } else if (errno != EINTR) {
-            return admin_fail(a, "read from %s: %s", a->where,
-                              strerror(errno));
-        }
-    }
-}
-
-/* The next protocol line, without its \r\n: *line points into the buffer
- * and stays valid until the next read. */
-static int admin_line(admin *a, const char **line, size_t *n)
-{
-    size_t scan = a->off;
-
-    for (;;) {
-        char *nl = a->len > scan ? memchr(a->buf + scan, '\n', a->len - scan)
-                                 : NULL;
-        if (nl) {
-            size_t end = (size_t)(nl - a->buf);
-            if (end == a->off || nl[-1] != '\r')
-                return admin_fail(a, "protocol error from %s", a->where);
-            *line = a->buf + a->off;
-            *n = end - 1 - a->off;
-            a->off = end + 1;
-            return 0;
-        }
-        scan = a->len;
-        if (a->len - a->off > ((size_t)1 << 20))
-            return admin_fail(a, "protocol error from %s: line too long",
-                              a->where);
-        {
-            size_t rel = scan - a->off;
-            if (admin_fill(a) < 0)
-                return -1;
-            scan = a->off + rel; /* the buffer may have moved */
-        }
-    }
-}
-
-static int parse_ll(const char *p, size_t n, long long *out)
-{
-    long long v = 0;
-    size_t i = 0;
-    int neg = 0;
-
-    if (n > 0 && p[0] == '-') {
-        neg = 1;
-        i = 1;
-    }
-    if (i == n || n - i > 18)
-        return -1;
-    for (; i < n; i++) {
-        if (p[i] < '0' || p[i] > '9')
-            return -1;
-        v = v * 10 + (p[i] - '0');
-    }
-    *out = neg ? -v : v;
-    return 0;
-}
-
-static reply *admin_reply_depth(admin *a, int depth)
-{
-    const char *line = NULL;
-    size_t n = 0, i;
-    long long v;
-    reply *r;
-
-    if (depth > 8) {
-        admin_fail(a, "protocol error from %s: nesting too deep", a->where);
-        return NULL;
-    }
-    if (admin_line(a, &line, &n) < 0)
-        return NULL;
-    r = calloc(1, sizeof *r);
-    if (!r) {
-        admin_fail(a, "out of memory");
-        return NULL;
-    }
-    switch (n > 0 ? line[0] : 0) {
-    case '+':
-    case '-':
-        r->type = line[0] == '+' ? RP_STATUS : RP_ERROR;
-        r->str = malloc(n);
-        if (!r->str)
-            goto oom;
-        memcpy(r->str, line + 1, n - 1);
-        r->str[n - 1] = '\0';
-        r->len = n - 1;
-        return r;
-    case ':':
-        r->type = RP_INT;
-        if (parse_ll(line + 1, n - 1, &r->integer) < 0)
-            goto proto;
-        return r;
-    case '$':
-        if (parse_ll(line + 1, n - 1, &v) < 0 || v < -1 ||
-            v > (512LL << 20))
-            goto proto;
-        if (v == -1) {
-            r->type = RP_NIL;
-            return r;
-        }
-        r->type = RP_BULK;
-        r->len = (size_t)v;
-        r->str = malloc(r->len + 1);
-        if (!r->str)
-            goto oom;
-        while (a->len - a->off < r->len + 2)
-            if (admin_fill(a) < 0)
-                goto fail;
-        memcpy(r->str, a->buf + a->off, r->len);
-        r->str[r->len] = '\0';
-        if (a->buf[a->off + r->len] != '\r' ||
-            a->buf[a->off + r->len + 1] != '\n')
-            goto proto;
-        a->off += r->len + 2;
-        return r;
-    case '*':
-        if (parse_ll(line + 1, n - 1, &v) < 0 || v < -1 || v > (1 << 24))
-            goto proto;
-        if (v == -1) {
-            r->type = RP_NIL;
-            return r;
-        }
-        r->type = RP_ARRAY;
-        r->elem = calloc(v ? (size_t)v : 1, sizeof *r->elem);
-        if (!r->elem)
-            goto oom;
-        for (i = 0; i < (size_t)v; i++) {
-            r->elem[i] = admin_reply_depth(a, depth + 1);
-            if (!r->elem[i])
-                goto fail;
-            r->n++;
-        }
-        return r;
-    default:
-        goto proto;
-    }
-proto:
-    admin_fail(a, "protocol error from %s", a->where);
-    goto fail;
-oom:
-    admin_fail(a, "out of memory");
-fail:
-    reply_free(r);
-    return NULL;
 }
 
 /* Send one command and read its reply (NULL: I/O failure, a->err says
- * which). lens may be NULL for C strings. */
-static reply *admin_cmd(admin *a, int argc, const char *const *argv,
-                        const size_t *lens)
+ * which; the context is unusable after that). lens may be NULL for C
+ * strings. */
+static redisReply *admin_cmd(admin *a, int argc, const char *const *argv,
+                             const size_t *lens)
 {
-    char *cmd, *w;
-    size_t need = 32, i;
-    reply *r;
+    redisReply *r;
 
-    for (i = 0; i < (size_t)argc; i++)
-        need += (lens ? lens[i] : strlen(argv[i])) + 32;
-    cmd = malloc(need);
-    if (!cmd) {
-        admin_fail(a, "out of memory");
-        return NULL;
-    }
-    w = cmd + sprintf(cmd, "*%d\r\n", argc);
-    for (i = 0; i < (size_t)argc; i++) {
-        size_t n = lens ? lens[i] : strlen(argv[i]);
-        w += sprintf(w, "$%zu\r\n", n);
-        memcpy(w, argv[i], n);
-        w += n;
-        *w++ = '\r';
-        *w++ = '\n';
-    }
-    a->deadline_us = mono_us() + (uint64_t)a->timeout_ms * 1000u;
-    if (admin_write(a, cmd, (size_t)(w - cmd)) < 0) {
-        free(cmd);
-        return NULL;
-    }
-    free(cmd);
-    r = admin_reply_depth(a, 0);
-    return r;
+    errno = 0;
+    /* hiredis takes const char ** but only reads the strings. */
+    r = redisCommandArgv(a->c, argc, (const char **)argv, lens);
+    if (r)
+        return r;
+    /* A socket timeout surfaces as a failed read with EAGAIN. */
+    if (a->c->err == REDIS_ERR_IO && (errno == EAGAIN || errno == EWOULDBLOCK))
+        admin_fail(a, "no reply from %s within %d ms", a->where,
+                   a->timeout_ms);
+    else if (a->c->err == REDIS_ERR_EOF)
+        admin_fail(a, "%s closed the connection", a->where);
+    else
+        admin_fail(a, "%s: %s", a->where,
+                   a->c->err ? a->c->errstr : "out of memory");
+    return NULL;
 }
 
 static void admin_close(admin *a)
 {
-    if (a->fd >= 0)
-        close(a->fd);
-    a->fd = -1;
-    free(a->buf);
-    a->buf = NULL;
-    a->off = a->len = a->cap = 0;
+    if (a->c)
+        redisFree(a->c);
+    a->c = NULL;
 }
 
-/* A non-blocking connect to one address, within `ms`. 0, or -1 with
- * errno set. */
-static int connect_addr(int fd, const struct sockaddr *sa, socklen_t salen,
-                        int ms)
+/* One attempt at the socket, within `ms`. 0, or -1 with a->err. */
+static int admin_open(admin *a, const redq__url *u, int ms)
 {
-    struct pollfd pf;
-    int soerr = 0, rc;
-    socklen_t l = sizeof soerr;
-
-    if (connect(fd, sa, salen) == 0)
-        return 0;
-    if (errno != EINPROGRESS && errno != EAGAIN && errno != EINTR)
-        return -1;
-    pf.fd = fd;
-    pf.events = POLLOUT;
-    pf.revents = 0;
-    do
-        rc = poll(&pf, 1, ms);
-    while (rc < 0 && errno == EINTR);
-    if (rc == 0) {
-        errno = ETIMEDOUT;
-        return -1;
-    }
-    if (rc < 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &l) < 0)
-        return -1;
-    if (soerr != 0) {
-        errno = soerr;
-        return -1;
-    }
-    return 0;
-}
-
-static int new_socket(int family)
-{
-    int fd = socket(family, SOCK_STREAM, 0);
-
-    if (fd < 0)
-        return -1;
-    if (fcntl(fd, F_SETFD, FD_CLOEXEC) < 0 ||
-        fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0) {
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
-
-/* One attempt at the socket. 0, or -1 with a->err. */
-static int admin_open(admin *a, const url_parts *u, int ms)
-{
-    int e = 0;
-
     if (u->is_unix) {
-        struct sockaddr_un sun;
-
         snprintf(a->where, sizeof a->where, "%s", u->path);
-        memset(&sun, 0, sizeof sun);
-        sun.sun_family = AF_UNIX;
-        memcpy(sun.sun_path, u->path, strlen(u->path) + 1);
-        a->fd = new_socket(AF_UNIX);
-        if (a->fd < 0)
-            return admin_fail(a, "socket: %s", strerror(errno));
-        if (connect_addr(a->fd, (struct sockaddr *)&sun, sizeof sun, ms) < 0) {
-            e = errno;
-            close(a->fd);
-            a->fd = -1;
-            return admin_fail(a, "connect %s: %s", a->where, strerror(e));
-        }
-        return 0;
-    }
-    {
-        struct addrinfo hints, *res = NULL, *ai;
-        char port[16];
-        int rc, one = 1;
-
+        a->c = redisConnectUnixWithTimeout(u->path, ms_tv(ms));
+    } else {
         snprintf(a->where, sizeof a->where, strchr(u->host, ':') ? "[%s]:%d"
                                                                  : "%s:%d",
                  u->host, u->port);
-        snprintf(port, sizeof port, "%d", u->port);
-        memset(&hints, 0, sizeof hints);
-        hints.ai_family = AF_UNSPEC;
-        hints.ai_socktype = SOCK_STREAM;
-        rc = getaddrinfo(u->host, port, &hints, &res);
-        if (rc != 0)
-            return admin_fail(a, "resolve %s: %s", u->host,
-                              rc == EAI_SYSTEM ? strerror(errno)
-                                               : gai_strerror(rc));
-        for (ai = res; ai; ai = ai->ai_next) {
-            a->fd = new_socket(ai->ai_family);
-            if (a->fd < 0) {
-                e = errno;
-                continue;
-            }
-            if (connect_addr(a->fd, ai->ai_addr, ai->ai_addrlen, ms) == 0)
-                break;
-            e = errno;
-            close(a->fd);
-            a->fd = -1;
-        }
-        freeaddrinfo(res);
-        if (a->fd < 0)
-            return admin_fail(a, "connect %s: %s", a->where, strerror(e));
-        setsockopt(a->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        a->c = redisConnectWithTimeout(u->host, u->port, ms_tv(ms));
+    }
+    if (!a->c)
+        return admin_fail(a, "out of memory");
+    if (a->c->err) {
+        /* "connect ": admin_connect words the final message from it. */
+        admin_fail(a, "connect %s: %s", a->where, a->c->errstr);
+        admin_close(a);
+        return -1;
+    }
+    if (admin_set_timeout(a, ms) < 0) { /* the handshake too */
+        admin_close(a);
+        return -1;
     }
     return 0;
 }
 
-/* A command of the handshake: status of the reply, or -1 (I/O). */
+/* A command of the handshake: 0 and its reply, or -1 (I/O, a->err). */
 static int admin_handshake_cmd(admin *a, int argc, const char *const *argv,
-                               reply **out)
+                               redisReply **out)
 {
     *out = admin_cmd(a, argc, argv, NULL);
     return *out ? 0 : -1;
+}
+
+static int is_error(const redisReply *r)
+{
+    return r->type == REDIS_REPLY_ERROR;
 }
 
 /*
@@ -2419,16 +1789,20 @@ static int admin_handshake_cmd(admin *a, int argc, const char *const *argv,
  */
 static int admin_connect(admin *a, const cli *o)
 {
-    url_parts u;
+    redq__url u;
     char err[300];
     uint64_t deadline = 0;
     long backoff_ms = 50;
-    int code = RC_CONNECT;
-    reply *r = NULL;
+    int code = RC_CONNECT, rc;
+    redisReply *r = NULL;
 
     memset(a, 0, sizeof *a);
-    a->fd = -1;
-    if (url_parse(o->url, &u, err, sizeof err) < 0) {
+    rc = redq__url_parse(&u, o->url, err, sizeof err);
+    if (rc == REDQ_ENOMEM) {
+        fprintf(stderr, "redq: out of memory\n");
+        return RC_FAILED;
+    }
+    if (rc != 0) {
         fprintf(stderr, "redq: invalid URL: %s\n", err);
         return RC_BADURL;
     }
@@ -2439,7 +1813,6 @@ static int admin_connect(admin *a, const cli *o)
 
         if (deadline && left_ms(deadline) < ms)
             ms = left_ms(deadline) > 0 ? left_ms(deadline) : 1;
-        a->timeout_ms = ms; /* the handshake too */
         if (admin_open(a, &u, ms) == 0) {
             char db[16];
             const char *auth[3] = {"AUTH", u.user ? u.user : u.password,
@@ -2451,53 +1824,55 @@ static int admin_connect(admin *a, const cli *o)
             if (u.password) {
                 if (admin_handshake_cmd(a, u.user ? 3 : 2, auth, &r) < 0)
                     goto retry;
-                if (r->type == RP_ERROR) {
+                if (is_error(r)) {
                     fprintf(stderr, "redq: authentication failed: %s\n",
                             r->str);
                     code = RC_AUTH;
                     goto final;
                 }
-                reply_free(r);
+                freeReplyObject(r);
                 r = NULL;
             }
             if (u.db != 0) {
                 if (admin_handshake_cmd(a, 2, sel, &r) < 0)
                     goto retry;
-                if (r->type == RP_ERROR && !strncmp(r->str, "NOAUTH", 6)) {
+                if (is_error(r) && !strncmp(r->str, "NOAUTH", 6)) {
                     fprintf(stderr, "redq: authentication failed: %s\n",
                             r->str);
                     code = RC_AUTH;
                     goto final;
                 }
-                if (r->type == RP_ERROR) {
+                if (is_error(r)) {
                     fprintf(stderr, "redq: cannot select database %d: %s\n",
                             u.db, r->str);
                     goto final;
                 }
-                reply_free(r);
+                freeReplyObject(r);
                 r = NULL;
             }
             if (admin_handshake_cmd(a, 1, ping, &r) < 0)
                 goto retry;
-            if (r->type == RP_ERROR && (!strncmp(r->str, "NOAUTH", 6) ||
-                                        !strncmp(r->str, "WRONGPASS", 9))) {
+            if (is_error(r) && (!strncmp(r->str, "NOAUTH", 6) ||
+                                !strncmp(r->str, "WRONGPASS", 9))) {
                 fprintf(stderr, "redq: authentication failed: %s\n", r->str);
                 code = RC_AUTH;
                 goto final;
             }
-            if (r->type != RP_ERROR) { /* up */
-                reply_free(r);
-                url_parts_free(&u);
-                a->timeout_ms = ADMIN_COMMAND_TIMEOUT_MS;
+            if (!is_error(r)) { /* up */
+                freeReplyObject(r);
+                redq__url_free(&u);
+                if (admin_set_timeout(a, ADMIN_COMMAND_TIMEOUT_MS) < 0) {
+                    fprintf(stderr, "redq: cannot connect: %s\n", a->err);
+                    admin_close(a);
+                    return RC_CONNECT;
+                }
                 return 0;
             }
             /* LOADING, MASTERDOWN, BUSY...: may pass; try again. */
             snprintf(a->err, sizeof a->err, "%s: %s", a->where, r->str);
-            reply_free(r);
-            r = NULL;
         }
     retry:
-        reply_free(r);
+        freeReplyObject(r);
         r = NULL;
         admin_close(a);
         if (deadline && left_ms(deadline) == 0)
@@ -2517,16 +1892,14 @@ static int admin_connect(admin *a, const cli *o)
     }
     if (!strncmp(a->err, "connect ", 8))
         fprintf(stderr, "redq: cannot connect to %s\n", a->err + 8);
-    else if (!strncmp(a->err, "resolve ", 8))
-        fprintf(stderr, "redq: cannot resolve %s\n", a->err + 8);
     else
         fprintf(stderr, "redq: cannot connect: %s\n", a->err);
-    url_parts_free(&u);
+    redq__url_free(&u);
     return RC_CONNECT;
 final:
-    reply_free(r);
+    freeReplyObject(r);
     admin_close(a);
-    url_parts_free(&u);
+    redq__url_free(&u);
     return code;
 }
 
@@ -2698,341 +2071,117 @@ static int b64_decode(const char *s, size_t n, char **out, size_t *outlen)
     return 0;
 }
 
-/* ---- a minimal JSON reader for dead letters ------------------------------ */
+/* ---- dead letters as JSON (jansson) --------------------------------------- */
 
 /*
- * Reads one JSON object and picks out the fields a summary shows; every
- * other value is checked for shape and skipped. Strings are decoded
- * (escapes, \u with surrogate pairs; a lone surrogate becomes U+FFFD).
+ * The fields of a dead letter that `dead list` shows. Strings are borrowed
+ * from `root`, which dead_entry_free releases. A body may hold NUL bytes
+ * (\u0000: JSON_ALLOW_NUL), hence the lengths.
  */
 typedef struct dead_entry {
+    json_t *root;
     int has_attempts, has_dead_ts;
     long long attempts, dead_ts;
-    char *reason, *body, *b64;
+    const char *reason, *body, *b64;
     size_t reason_len, body_len, b64_len;
 } dead_entry;
 
-typedef struct jcur {
-    const char *p, *end;
-} jcur;
-
-static void j_ws(jcur *c)
-{
-    while (c->p < c->end && (*c->p == ' ' || *c->p == '\t' ||
-                             *c->p == '\n' || *c->p == '\r'))
-        c->p++;
-}
-
-static int j_hex4(const char *p, unsigned *out)
-{
-    unsigned v = 0;
-    int k;
-
-    for (k = 0; k < 4; k++) {
-        int h = hexval((unsigned char)p[k]);
-        if (h < 0)
-            return -1;
-        v = v << 4 | (unsigned)h;
-    }
-    *out = v;
-    return 0;
-}
-
-static size_t put_utf8(char *d, unsigned cp)
-{
-    if (cp < 0x80) {
-        d[0] = (char)cp;
-        return 1;
-    }
-    if (cp < 0x800) {
-        d[0] = (char)(0xc0 | cp >> 6);
-        d[1] = (char)(0x80 | (cp & 0x3f));
-        return 2;
-    }
-    if (cp < 0x10000) {
-        d[0] = (char)(0xe0 | cp >> 12);
-        d[1] = (char)(0x80 | (cp >> 6 & 0x3f));
-        d[2] = (char)(0x80 | (cp & 0x3f));
-        return 3;
-    }
-    d[0] = (char)(0xf0 | cp >> 18);
-    d[1] = (char)(0x80 | (cp >> 12 & 0x3f));
-    d[2] = (char)(0x80 | (cp >> 6 & 0x3f));
-    d[3] = (char)(0x80 | (cp & 0x3f));
-    return 4;
-}
-
-/* A string at c->p ('"'); decoded into a new buffer when out is given. */
-static int j_string(jcur *c, char **out, size_t *outlen)
-{
-    const char *p = c->p + 1;
-    char *d = NULL;
-    size_t o = 0;
-
-    if (out) {
-        const char *q = p;
-
-        while (q < c->end && *q != '"')
-            q += *q == '\\' && q + 1 < c->end ? 2 : 1;
-        d = malloc((size_t)(q - p) + 1); /* decoding only shrinks */
-        if (!d)
-            return -1;
-    }
-    for (;;) {
-        unsigned cp, lo;
-
-        if (p >= c->end)
-            goto bad;
-        if (*p == '"')
-            break;
-        if (*p != '\\') {
-            if (d)
-                d[o++] = *p;
-            p++;
-            continue;
-        }
-        if (++p >= c->end)
-            goto bad;
-        switch (*p) {
-        case '"': case '\\': case '/':
-            cp = (unsigned char)*p;
-            break;
-        case 'b': cp = '\b'; break;
-        case 'f': cp = '\f'; break;
-        case 'n': cp = '\n'; break;
-        case 'r': cp = '\r'; break;
-        case 't': cp = '\t'; break;
-        case 'u':
-            if (c->end - p < 5 || j_hex4(p + 1, &cp) < 0)
-                goto bad;
-            p += 4;
-            if (cp >= 0xd800 && cp <= 0xdbff && c->end - p >= 7 &&
-                p[1] == '\\' && p[2] == 'u' && j_hex4(p + 3, &lo) == 0 &&
-                lo >= 0xdc00 && lo <= 0xdfff) {
-                cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
-                p += 6;
-            } else if (cp >= 0xd800 && cp <= 0xdfff) {
-                cp = 0xfffd;
-            }
-            break;
-        default:
-            goto bad;
-        }
-        if (d)
-            o += put_utf8(d + o, cp);
-        p++;
-    }
-    c->p = p + 1;
-    if (out) {
-        d[o] = '\0';
-        *out = d;
-        *outlen = o;
-    }
-    return 0;
-bad:
-    free(d);
-    return -1;
-}
-
-/* A number; *integral and *out when it is a whole number in range. */
-static int j_number(jcur *c, int *integral, long long *out)
-{
-    const char *s = c->p;
-    char buf[64];
-    size_t n;
-    double v;
-
-    while (c->p < c->end && strchr("+-0123456789.eE", *c->p))
-        c->p++;
-    n = (size_t)(c->p - s);
-    if (n == 0)
-        return -1;
-    *integral = 0;
-    if (n < sizeof buf) {
-        char *e;
-        memcpy(buf, s, n);
-        buf[n] = '\0';
-        v = strtod(buf, &e);
-        if (*e != '\0')
-            return -1;
-        if (v >= -9e15 && v <= 9e15 && v == (double)(long long)v) {
-            *integral = 1;
-            *out = (long long)v;
-        }
-    }
-    return 0;
-}
-
-static int j_skip(jcur *c, int depth);
-
-static int j_skip_container(jcur *c, int depth, char close)
-{
-    c->p++;
-    j_ws(c);
-    if (c->p < c->end && *c->p == close) {
-        c->p++;
-        return 0;
-    }
-    for (;;) {
-        if (close == '}') {
-            j_ws(c);
-            if (c->p >= c->end || *c->p != '"' || j_string(c, NULL, NULL) < 0)
-                return -1;
-            j_ws(c);
-            if (c->p >= c->end || *c->p++ != ':')
-                return -1;
-        }
-        if (j_skip(c, depth + 1) < 0)
-            return -1;
-        j_ws(c);
-        if (c->p >= c->end)
-            return -1;
-        if (*c->p == ',') {
-            c->p++;
-            continue;
-        }
-        if (*c->p++ != close)
-            return -1;
-        return 0;
-    }
-}
-
-static int j_skip(jcur *c, int depth)
-{
-    int integral;
-    long long v;
-
-    j_ws(c);
-    if (c->p >= c->end || depth > 64)
-        return -1;
-    switch (*c->p) {
-    case '"':
-        return j_string(c, NULL, NULL);
-    case '{':
-        return j_skip_container(c, depth, '}');
-    case '[':
-        return j_skip_container(c, depth, ']');
-    case 't':
-    case 'f':
-    case 'n': {
-        static const char *const lits[] = {"true", "false", "null"};
-        size_t k;
-        for (k = 0; k < 3; k++) {
-            size_t l = strlen(lits[k]);
-            if ((size_t)(c->end - c->p) >= l && !memcmp(c->p, lits[k], l)) {
-                c->p += l;
-                return 0;
-            }
-        }
-        return -1;
-    }
-    default:
-        return j_number(c, &integral, &v);
-    }
-}
-
 static void dead_entry_free(dead_entry *e)
 {
-    free(e->reason);
-    free(e->body);
-    free(e->b64);
+    json_decref(e->root);
     memset(e, 0, sizeof *e);
 }
 
-/* 0 when [s, s+n) is one JSON object (fields in *e), else -1. */
+/* A string member of e->root, or NULL when absent or of another type. */
+static const char *dead_string(const dead_entry *e, const char *key,
+                               size_t *len)
+{
+    const json_t *v = json_object_get(e->root, key);
+
+    if (!json_is_string(v))
+        return NULL;
+    *len = json_string_length(v);
+    return json_string_value(v);
+}
+
+/* A number member that is a whole number within +-9e15 (exact in a
+ * double), e.g. 3 or 3.0; 0 when absent or not such a number. */
+static int dead_number(const dead_entry *e, const char *key, long long *out)
+{
+    const json_t *v = json_object_get(e->root, key);
+    double d;
+
+    if (!json_is_number(v))
+        return 0;
+    d = json_number_value(v);
+    if (!(d >= -9e15 && d <= 9e15) || d != (double)(long long)d)
+        return 0;
+    *out = (long long)d;
+    return 1;
+}
+
+/* 0 when [s, s+n) is one JSON object (fields in *e), else -1. Numbers are
+ * read as doubles (JSON_DECODE_INT_AS_REAL), so an integer too large for a
+ * long long does not make the whole entry unreadable: it is just not shown. */
 static int dead_parse(const char *s, size_t n, dead_entry *e)
 {
-    jcur c = {s, s + n};
-
     memset(e, 0, sizeof *e);
-    j_ws(&c);
-    if (c.p >= c.end || *c.p != '{')
+    e->root = json_loadb(s, n, JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL,
+                         NULL);
+    if (!json_is_object(e->root)) {
+        dead_entry_free(e);
         return -1;
-    c.p++;
-    j_ws(&c);
-    if (c.p < c.end && *c.p == '}') {
-        c.p++;
-        goto end;
     }
-    for (;;) {
-        char *key = NULL;
-        size_t klen;
-        char **str = NULL;
-        size_t *slen = NULL;
-        long long *num = NULL;
-        int *has = NULL;
+    e->reason = dead_string(e, "dead_reason", &e->reason_len);
+    e->body = dead_string(e, "body", &e->body_len);
+    e->b64 = dead_string(e, "body_b64", &e->b64_len);
+    e->has_attempts = dead_number(e, "attempts", &e->attempts);
+    e->has_dead_ts = dead_number(e, "dead_ts", &e->dead_ts);
+    return 0;
+}
 
-        j_ws(&c);
-        if (c.p >= c.end || *c.p != '"' || j_string(&c, &key, &klen) < 0)
-            goto bad;
-        if (!strcmp(key, "dead_reason") && !e->reason) {
-            str = &e->reason;
-            slen = &e->reason_len;
-        } else if (!strcmp(key, "body") && !e->body) {
-            str = &e->body;
-            slen = &e->body_len;
-        } else if (!strcmp(key, "body_b64") && !e->b64) {
-            str = &e->b64;
-            slen = &e->b64_len;
-        } else if (!strcmp(key, "attempts")) {
-            num = &e->attempts;
-            has = &e->has_attempts;
-        } else if (!strcmp(key, "dead_ts")) {
-            num = &e->dead_ts;
-            has = &e->has_dead_ts;
-        }
-        free(key);
-        j_ws(&c);
-        if (c.p >= c.end || *c.p++ != ':')
-            goto bad;
-        j_ws(&c);
-        if (str && c.p < c.end && *c.p == '"') {
-            if (j_string(&c, str, slen) < 0)
-                goto bad;
-        } else if (num && c.p < c.end && strchr("-0123456789", *c.p)) {
-            int integral;
-            long long v;
-            if (j_number(&c, &integral, &v) < 0)
-                goto bad;
-            if (integral) {
-                *num = v;
-                *has = 1;
-            }
-        } else if (j_skip(&c, 1) < 0) {
-            goto bad;
-        }
-        j_ws(&c);
-        if (c.p >= c.end)
-            goto bad;
-        if (*c.p == ',') {
-            c.p++;
-            continue;
-        }
-        if (*c.p++ != '}')
-            goto bad;
-        break;
-    }
-end:
-    j_ws(&c);
-    if (c.p == c.end)
-        return 0;
-bad:
-    dead_entry_free(e);
-    return -1;
+/* Past JSON whitespace. */
+static const char *json_ws(const char *p, const char *end)
+{
+    while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+        p++;
+    return p;
+}
+
+/*
+ * The one JSON value that starts at p, decoded by jansson, and in *used its
+ * length in bytes: with JSON_DISABLE_EOF_CHECK jansson stops after the
+ * value and reports where (error.position, set on success too). Numbers
+ * are read as doubles so that no integer is too large to step over. NULL
+ * when there is no valid value at p.
+ */
+static json_t *json_value_at(const char *p, const char *end, size_t *used)
+{
+    json_error_t je;
+    json_t *v = json_loadb(p, (size_t)(end - p),
+                           JSON_DECODE_ANY | JSON_DISABLE_EOF_CHECK |
+                               JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL,
+                           &je);
+
+    if (v)
+        *used = (size_t)je.position;
+    return v;
 }
 
 /*
  * dead requeue's rewrite of one dead letter: "attempts" becomes 0 and
  * "dead_reason", "dead_ts" and "queue" go; every other member is kept byte
- * for byte (no re-encoding: numbers keep all their digits). Returns a new
- * string, or NULL when the entry is not an envelope (not a JSON object
- * with a string body or body_b64), which then goes back as it is. *nomem
- * tells the two NULLs apart.
+ * for byte (no re-encoding: numbers keep all their digits, strings their
+ * escapes). So the object is walked member by member here, only for its
+ * punctuation; jansson reads each key and value and says where it ends.
+ * Returns a new string, or NULL when the entry is not an envelope (not a
+ * JSON object with a string body or body_b64), which then goes back as it
+ * is. *nomem tells the two NULLs apart.
  */
 static char *requeue_rewrite(const char *s, size_t n, size_t *out_len,
                              int *nomem)
 {
-    jcur c = {s, s + n};
+    const char *p = s, *end = s + n;
     char *out = malloc(n + 16), *w;
     int envelope = 0, first = 1;
 
@@ -3041,69 +2190,70 @@ static char *requeue_rewrite(const char *s, size_t n, size_t *out_len,
         return NULL;
     w = out;
     *w++ = '{';
-    j_ws(&c);
-    if (c.p >= c.end || *c.p++ != '{')
+    p = json_ws(p, end);
+    if (p >= end || *p++ != '{')
         goto raw;
-    j_ws(&c);
-    if (c.p < c.end && *c.p == '}') {
-        c.p++;
+    p = json_ws(p, end);
+    if (p < end && *p == '}') {
+        p++;
         goto end;
     }
     for (;;) {
-        const char *kstart, *vstart;
-        char *key = NULL;
-        size_t klen, kraw;
-        int drop, zero;
+        const char *kstart, *vstart, *key;
+        json_t *k, *v;
+        size_t klen, vlen;
+        int drop, zero, is_body;
 
-        j_ws(&c);
-        kstart = c.p;
-        if (c.p >= c.end || *c.p != '"' || j_string(&c, &key, &klen) < 0)
+        p = json_ws(p, end);
+        kstart = p;
+        if (p >= end || *p != '"' || !(k = json_value_at(p, end, &klen)))
             goto raw;
-        kraw = (size_t)(c.p - kstart);
+        p += klen;
+        key = json_string_value(k);
         drop = !strcmp(key, "dead_reason") || !strcmp(key, "dead_ts") ||
                !strcmp(key, "queue");
         zero = !strcmp(key, "attempts");
-        j_ws(&c);
-        if (c.p >= c.end || *c.p++ != ':') {
-            free(key);
+        is_body = !strcmp(key, "body") || !strcmp(key, "body_b64");
+        json_decref(k);
+        p = json_ws(p, end);
+        if (p >= end || *p++ != ':')
             goto raw;
-        }
-        j_ws(&c);
-        vstart = c.p;
-        if ((!strcmp(key, "body") || !strcmp(key, "body_b64")) &&
-            c.p < c.end && *c.p == '"')
+        p = json_ws(p, end);
+        vstart = p;
+        if (!(v = json_value_at(p, end, &vlen)))
+            goto raw;
+        if (is_body && json_is_string(v))
             envelope = 1;
-        free(key);
-        if (j_skip(&c, 1) < 0)
-            goto raw;
+        json_decref(v);
+        p += vlen;
         if (!drop) {
             if (!first)
                 *w++ = ',';
             first = 0;
-            memcpy(w, kstart, kraw);
-            w += kraw;
+            memcpy(w, kstart, klen);
+            w += klen;
             *w++ = ':';
             if (zero) {
                 *w++ = '0';
             } else {
-                memcpy(w, vstart, (size_t)(c.p - vstart));
-                w += c.p - vstart;
+                memcpy(w, vstart, vlen);
+                w += vlen;
             }
         }
-        j_ws(&c);
-        if (c.p >= c.end)
+        p = json_ws(p, end);
+        if (p >= end)
             goto raw;
-        if (*c.p == ',') {
-            c.p++;
+        if (*p == ',') {
+            p++;
             continue;
         }
-        if (*c.p++ != '}')
+        if (*p++ != '}')
             goto raw;
         break;
     }
 end:
-    j_ws(&c);
-    if (c.p != c.end || !envelope)
+    p = json_ws(p, end);
+    if (p != end || !envelope)
         goto raw;
     *w++ = '}';
     *out_len = (size_t)(w - out);
@@ -3195,11 +2345,11 @@ static char *queue_key(const char *queue, const char *suffix)
 
 /* Report a failed admin command; RC_FAILED. `r` may be NULL (I/O error,
  * a->err) or an error reply. */
-static int admin_report(admin *a, const reply *r, const char *what)
+static int admin_report(admin *a, const redisReply *r, const char *what)
 {
     if (!r)
         fprintf(stderr, "redq: %s: %s\n", what, a->err);
-    else if (r->type == RP_ERROR)
+    else if (r->type == REDIS_REPLY_ERROR)
         fprintf(stderr, "redq: %s: %s\n", what, r->str);
     else
         fprintf(stderr, "redq: %s: unexpected reply\n", what);
@@ -3207,8 +2357,8 @@ static int admin_report(admin *a, const reply *r, const char *what)
 }
 
 /* EVAL script with keys and one optional argument. */
-static reply *admin_eval(admin *a, const char *script, int nkeys,
-                         const char *const *keys, const char *arg)
+static redisReply *admin_eval(admin *a, const char *script, int nkeys,
+                              const char *const *keys, const char *arg)
 {
     const char *argv[8];
     char nk[8];
@@ -3235,7 +2385,7 @@ static int admin_output_ok(void)
 }
 
 /* One line of `dead list`: INDEX ATTEMPTS DEAD_TS REASON BODY. */
-static void dead_print(uint64_t index, const reply *r)
+static void dead_print(uint64_t index, const redisReply *r)
 {
     dead_entry e;
     char ts[48], att[24];
@@ -3289,21 +2439,21 @@ static int cmd_dead_list(const cli *o)
         uint64_t page = limit - idx < ADMIN_PAGE ? limit - idx : ADMIN_PAGE;
         char start[24], stop[24];
         const char *argv[4] = {"LRANGE", key, start, stop};
-        reply *r;
+        redisReply *r;
         size_t i, n;
 
         snprintf(start, sizeof start, "%llu", (unsigned long long)idx);
         snprintf(stop, sizeof stop, "%llu",
                  (unsigned long long)(idx + page - 1));
         r = admin_cmd(&a, 4, argv, NULL);
-        if (!r || r->type != RP_ARRAY) {
+        if (!r || r->type != REDIS_REPLY_ARRAY) {
             code = admin_report(&a, r, key);
-            reply_free(r);
+            freeReplyObject(r);
             break;
         }
-        for (i = 0; i < r->n; i++) {
-            const reply *e = r->elem[i];
-            if (e->type != RP_BULK)
+        for (i = 0; i < r->elements; i++) {
+            const redisReply *e = r->element[i];
+            if (e->type != REDIS_REPLY_STRING)
                 continue;
             if (o->json) {
                 fwrite(e->str, 1, e->len, stdout);
@@ -3312,8 +2462,8 @@ static int cmd_dead_list(const cli *o)
                 dead_print(idx + i, e);
             }
         }
-        n = r->n;
-        reply_free(r);
+        n = r->elements;
+        freeReplyObject(r);
         if (ferror(stdout) || n < page)
             break;
         idx += n;
@@ -3339,27 +2489,27 @@ static long long requeue_batch(admin *a, const char *dead, const char *ready,
         size_t *lens = NULL, k, i, bytes = 0, first;
         char **rewritten = NULL;
         long long moved = -1;
-        reply *r, *e = NULL;
+        redisReply *r, *e = NULL;
 
         snprintf(start, sizeof start, "-%llu", (unsigned long long)max);
         r = admin_cmd(a, 4, lr, NULL);
-        if (!r || r->type != RP_ARRAY) {
+        if (!r || r->type != REDIS_REPLY_ARRAY) {
             admin_report(a, r, dead);
-            reply_free(r);
+            freeReplyObject(r);
             return -1;
         }
-        if (r->n == 0) {
-            reply_free(r);
+        if (r->elements == 0) {
+            freeReplyObject(r);
             return 0;
         }
         /* From the tail (the oldest), as many as keep the script's
          * arguments well within the server's query buffer limit. */
-        for (k = 0; k < r->n; k++) {
-            bytes += r->elem[r->n - 1 - k]->len;
+        for (k = 0; k < r->elements; k++) {
+            bytes += r->element[r->elements - 1 - k]->len;
             if (k > 0 && bytes > ((size_t)64 << 20))
                 break;
         }
-        first = r->n - k;
+        first = r->elements - k;
         argv = calloc(2 * k + 6, sizeof *argv);
         lens = calloc(2 * k + 6, sizeof *lens);
         rewritten = calloc(k, sizeof *rewritten);
@@ -3375,9 +2525,9 @@ static long long requeue_batch(admin *a, const char *dead, const char *ready,
         for (i = 0; i < 6; i++)
             lens[i] = strlen(argv[i]);
         for (i = 0; i < k; i++) {
-            const reply *old = r->elem[first + i];
+            const redisReply *old = r->element[first + i];
             /* What goes back, oldest first: from the end of the range. */
-            const reply *back = r->elem[r->n - 1 - i];
+            const redisReply *back = r->element[r->elements - 1 - i];
             size_t len = 0;
             int nomem;
 
@@ -3390,7 +2540,7 @@ static long long requeue_batch(admin *a, const char *dead, const char *ready,
             lens[6 + k + i] = rewritten[i] ? len : back->len;
         }
         e = admin_cmd(a, (int)(2 * k + 6), argv, lens);
-        if (!e || e->type != RP_INT)
+        if (!e || e->type != REDIS_REPLY_INTEGER)
             admin_report(a, e, dead);
         else
             moved = e->integer;
@@ -3404,12 +2554,12 @@ static long long requeue_batch(admin *a, const char *dead, const char *ready,
         free(rewritten);
         free(argv);
         free(lens);
-        reply_free(r);
-        if (e && e->type == RP_INT && moved == -1) {
-            reply_free(e);
+        freeReplyObject(r);
+        if (e && e->type == REDIS_REPLY_INTEGER && moved == -1) {
+            freeReplyObject(e);
             continue; /* the tail changed under us: read it again */
         }
-        reply_free(e);
+        freeReplyObject(e);
         return moved;
     }
     fprintf(stderr, "redq: %s keeps changing; gave up\n", dead);
@@ -3435,15 +2585,15 @@ static int cmd_dead_requeue(const cli *o)
         /* Those there are now: a stream of new dead letters (a requeued
          * poison message dying again) must not keep this going. */
         const char *argv[2] = {"LLEN", dead};
-        reply *r = admin_cmd(&a, 2, argv, NULL);
+        redisReply *r = admin_cmd(&a, 2, argv, NULL);
 
-        if (!r || r->type != RP_INT) {
+        if (!r || r->type != REDIS_REPLY_INTEGER) {
             code = admin_report(&a, r, dead);
             limit = 0;
         } else {
             limit = (uint64_t)r->integer;
         }
-        reply_free(r);
+        freeReplyObject(r);
     }
     while (moved < limit) {
         uint64_t batch = limit - moved < ADMIN_PAGE ? limit - moved : ADMIN_PAGE;
@@ -3471,7 +2621,7 @@ static int cmd_dead_purge(const cli *o)
     const char *keys[1];
     char *dead;
     admin a;
-    reply *r;
+    redisReply *r;
     int code;
 
     if ((code = admin_check_queues(o)) != 0)
@@ -3484,11 +2634,11 @@ static int cmd_dead_purge(const cli *o)
     }
     keys[0] = dead;
     r = admin_eval(&a, purge_lua, 1, keys, NULL);
-    if (!r || r->type != RP_INT)
+    if (!r || r->type != REDIS_REPLY_INTEGER)
         code = admin_report(&a, r, dead);
     else if (!o->quiet)
         printf("purged %lld\n", r->integer);
-    reply_free(r);
+    freeReplyObject(r);
     if (admin_output_ok() < 0 && code == RC_OK)
         code = RC_FAILED;
     admin_close(&a);
@@ -3525,16 +2675,17 @@ static int cmd_stats(const cli *o)
     /* All first: a failure prints no half table. */
     for (i = 0; i < o->nargs && code == RC_OK; i++) {
         const char *keys[1] = {o->args[i]};
-        reply *r = admin_eval(&a, stats_lua, 1, keys, NULL);
+        redisReply *r = admin_eval(&a, stats_lua, 1, keys, NULL);
 
-        if (!r || r->type != RP_ARRAY || r->n != ST_N) {
+        if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != ST_N) {
             code = admin_report(&a, r, o->args[i]);
         } else {
             for (k = 0; k < ST_N; k++)
-                val[i][k] = r->elem[k]->type == RP_INT ? r->elem[k]->integer
-                                                       : -1;
+                val[i][k] = r->element[k]->type == REDIS_REPLY_INTEGER
+                                ? r->element[k]->integer
+                                : -1;
         }
-        reply_free(r);
+        freeReplyObject(r);
     }
     if (code != RC_OK)
         goto out;
