@@ -257,7 +257,7 @@ typedef struct redq_options {
                                 batches of different connections may
                                 interleave */
     size_t pop_batch;      /**< messages taken per pop under backlog, at most
-                                (default 256) */
+                                (default 1024) */
     size_t max_unacked;    /**< delivered and not yet acked, at most: no
                                 connection pops while the window is full
                                 (default 4096) */

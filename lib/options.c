@@ -41,7 +41,7 @@ void redq_options_init(redq_options *opts)
     opts->delivery_timeout_ms = 30000;
 
     opts->pool_size = 1;
-    opts->pop_batch = 256;
+    opts->pop_batch = 1024;
     opts->max_unacked = 4096;
     opts->pop_timeout_ms = 5000;
     opts->stop_timeout_ms = 30000;
