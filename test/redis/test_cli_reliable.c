@@ -11,27 +11,21 @@
  * bound; children are killed at teardown and when the test process dies.
  * Waits are for conditions (lines read, keys in the server), each bounded.
  */
-#define _DEFAULT_SOURCE /* prctl's PR_SET_PDEATHSIG needs nothing more */
+#define _DEFAULT_SOURCE
 
 #include <criterion/criterion.h>
 
 #include <errno.h>
-#include <fcntl.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/types.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
-#ifdef __linux__
-#include <sys/prctl.h>
-#endif
-
+#include "cli_child.h"
 #include "fixture.h"
 
 /* Generous: under valgrind or ASan everything is slower. */
@@ -39,259 +33,29 @@
 
 /* ---- child processes ------------------------------------------------------ */
 
-typedef struct child {
-    pid_t pid;            /* 0 once reaped */
-    int out_fd, err_fd;   /* -1 once closed */
-    char *out, *err;      /* NUL-terminated */
-    size_t out_len, err_len, out_cap, err_cap;
-    int code;             /* exit status, or -signal */
-    bool timed_out;
-    uint64_t start_us, end_us;
-} child;
-
-#define ARGS(...) ((const char *const[]){__VA_ARGS__, NULL})
-#define MAX_CHILDREN 32
-static child *g_children[MAX_CHILDREN];
-
-static void reap_all(void)
-{
-    for (size_t i = 0; i < MAX_CHILDREN; i++) {
-        child *c = g_children[i];
-        if (c == NULL)
-            continue;
-        if (c->pid > 0) {
-            kill(c->pid, SIGKILL);
-            waitpid(c->pid, NULL, 0);
-        }
-        if (c->out_fd >= 0)
-            close(c->out_fd);
-        if (c->err_fd >= 0)
-            close(c->err_fd);
-        free(c->out);
-        free(c->err);
-        free(c);
-        g_children[i] = NULL;
-    }
-}
-
 static void teardown(void)
 {
-    reap_all();
+    cli_reap_all();
     fx_teardown();
 }
 
 TestSuite(cli_reliable, .init = fx_setup, .fini = teardown, .timeout = 120);
 
-static void grow(char **buf, size_t *len, size_t *cap, const char *data,
-                 size_t n)
-{
-    if (*len + n + 1 > *cap) {
-        size_t ncap = *cap ? *cap : 4096;
-        while (ncap < *len + n + 1)
-            ncap *= 2;
-        *buf = realloc(*buf, ncap);
-        cr_assert_not_null(*buf);
-        *cap = ncap;
-    }
-    memcpy(*buf + *len, data, n);
-    *len += n;
-    (*buf)[*len] = '\0';
-}
-
-static void close_fd(int *fd)
-{
-    if (*fd >= 0) {
-        close(*fd);
-        *fd = -1;
-    }
-}
-
 /* Start the tool with `args`; stdin is /dev/null. With `broken_stdout`
  * the read end of its stdout is closed at once, so every write fails. */
-static child *spawn(const char *const *args, bool broken_stdout)
+static cli_child *spawn(const char *const *args, bool broken_stdout)
 {
-    const char *bin = getenv("REDQ_TEST_CLI");
-    const char *argv[64];
-    int out[2], err[2];
-    size_t n = 0, slot;
-    pid_t parent = getpid();
-    child *c;
-
-    cr_assert(bin && *bin, "REDQ_TEST_CLI is not set");
-    for (slot = 0; slot < MAX_CHILDREN && g_children[slot]; slot++)
-        ;
-    cr_assert_lt(slot, MAX_CHILDREN);
-    argv[n++] = bin;
-    for (; args[n - 1] != NULL; n++) {
-        cr_assert_lt(n, 63);
-        argv[n] = args[n - 1];
-    }
-    argv[n] = NULL;
-    c = calloc(1, sizeof *c);
-    cr_assert_not_null(c);
-    c->out_fd = c->err_fd = -1;
-    g_children[slot] = c;
-    cr_assert(pipe(out) == 0 && pipe(err) == 0, "pipe: %s", strerror(errno));
-    c->start_us = fx_now_us();
-    c->pid = fork();
-    cr_assert(c->pid >= 0, "fork: %s", strerror(errno));
-    if (c->pid == 0) {
-        sigset_t none;
-        int devnull = open("/dev/null", O_RDONLY);
-#ifdef __linux__
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-#endif
-        if (getppid() != parent || devnull < 0)
-            _exit(126);
-        dup2(devnull, STDIN_FILENO);
-        dup2(out[1], STDOUT_FILENO);
-        dup2(err[1], STDERR_FILENO);
-        for (int fd = 3; fd < 1024; fd++)
-            close(fd);
-        signal(SIGPIPE, SIG_DFL); /* the tool must ignore it itself */
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
-        unsetenv("REDQ_URL");
-        union {
-            const char **c;
-            char *const *v;
-        } av = {.c = argv};
-        execv(bin, av.v);
-        _exit(127);
-    }
-    close(out[1]);
-    close(err[1]);
-    c->out_fd = out[0];
-    c->err_fd = err[0];
-    if (broken_stdout)
-        close_fd(&c->out_fd);
-    return c;
+    cli_opts ro = {.in_path = "/dev/null", .broken_stdout = broken_stdout};
+    return cli_spawn(&ro, args);
 }
 
-static int ms_left(uint64_t deadline_us)
+static cli_child *run(const char *const *args)
 {
-    uint64_t now = fx_now_us();
-    return now >= deadline_us ? 0 : (int)((deadline_us - now) / 1000) + 1;
+    cli_opts ro = {.in_path = "/dev/null"};
+    return cli_run_for(&ro, args, RUN_MS);
 }
-
-/* Read what is there within `ms`; stdout only when `read_out`. */
-static void pump(child *c, int ms, bool read_out)
-{
-    struct pollfd pf[2];
-    nfds_t n = 0;
-    char buf[65536];
-
-    if (read_out && c->out_fd >= 0)
-        pf[n++] = (struct pollfd){.fd = c->out_fd, .events = POLLIN};
-    if (c->err_fd >= 0)
-        pf[n++] = (struct pollfd){.fd = c->err_fd, .events = POLLIN};
-    if (n == 0 || poll(pf, n, ms) <= 0)
-        return;
-    for (nfds_t i = 0; i < n; i++) {
-        if (pf[i].revents == 0)
-            continue;
-        bool is_out = pf[i].fd == c->out_fd;
-        int *fd = is_out ? &c->out_fd : &c->err_fd;
-        ssize_t r = read(*fd, buf, sizeof buf);
-        if (r > 0 && is_out)
-            grow(&c->out, &c->out_len, &c->out_cap, buf, (size_t)r);
-        else if (r > 0)
-            grow(&c->err, &c->err_len, &c->err_cap, buf, (size_t)r);
-        else if (r == 0 || (errno != EINTR && errno != EAGAIN))
-            close_fd(fd);
-    }
-}
-
-static size_t count_lines(const child *c)
-{
-    size_t nl = 0;
-    for (size_t i = 0; i < c->out_len; i++)
-        nl += c->out[i] == '\n';
-    return nl;
-}
-
-static bool wait_lines(child *c, size_t lines, int ms)
-{
-    uint64_t deadline = fx_now_us() + (uint64_t)ms * 1000u;
-    while (count_lines(c) < lines) {
-        if (ms_left(deadline) == 0 || c->out_fd < 0)
-            return false;
-        pump(c, ms_left(deadline), true);
-    }
-    return true;
-}
-
-/* Collect the output until the child exits; kill it after `ms`. */
-static void finish(child *c, int ms)
-{
-    uint64_t deadline = fx_now_us() + (uint64_t)ms * 1000u;
-    int st = 0;
-
-    while ((c->out_fd >= 0 || c->err_fd >= 0) && ms_left(deadline) > 0)
-        pump(c, ms_left(deadline) < 50 ? ms_left(deadline) : 50, true);
-    for (;;) {
-        pid_t r = waitpid(c->pid, &st, WNOHANG);
-        if (r == c->pid)
-            break;
-        if (ms_left(deadline) == 0) {
-            kill(c->pid, SIGKILL);
-            waitpid(c->pid, &st, 0);
-            c->timed_out = true;
-            break;
-        }
-        struct timespec nap = {0, 2 * 1000000L};
-        nanosleep(&nap, NULL); /* polling a pid: no event to wait on */
-    }
-    c->end_us = fx_now_us();
-    c->pid = 0;
-    c->code = WIFEXITED(st) ? WEXITSTATUS(st) : -WTERMSIG(st);
-    close_fd(&c->out_fd);
-    close_fd(&c->err_fd);
-    if (c->out == NULL)
-        grow(&c->out, &c->out_len, &c->out_cap, "", 0);
-    if (c->err == NULL)
-        grow(&c->err, &c->err_len, &c->err_cap, "", 0);
-}
-
-static child *run(const char *const *args)
-{
-    child *c = spawn(args, false);
-    finish(c, RUN_MS);
-    cr_assert(!c->timed_out, "redq %s did not exit within %d ms; stderr: %s",
-              args[0], RUN_MS, c->err);
-    return c;
-}
-
-#define assert_code(c, want)                                                   \
-    cr_assert_eq((c)->code, (want), "exit %d, want %d; stderr: %s",            \
-                 (c)->code, (want), (c)->err)
 
 /* ---- server-side helpers ---------------------------------------------------- */
-
-static void nap_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) < 0 && errno == EINTR) {
-    }
-}
-
-static int blocked_clients(void)
-{
-    const char *s = strstr(fx_cmd_ok("INFO clients")->str, "blocked_clients:");
-    cr_assert_not_null(s);
-    return atoi(s + 16);
-}
-
-/* The tool's pop parked in the server: polling is the only way to see it
- * from outside. */
-static void wait_blocked(int n)
-{
-    uint64_t deadline = fx_now_us() + 10000000u;
-    while (blocked_clients() < n) {
-        cr_assert(fx_now_us() < deadline, "no client blocked within 10 s");
-        nap_ms(5);
-    }
-}
 
 /* Messages held in processing lists of `queue` (any id, registered or
  * not): the test may use KEYS, the tool must not. */
@@ -311,7 +75,7 @@ static void wait_no_processing(const char *queue)
     while (processing(queue) > 0) {
         cr_assert(fx_now_us() < deadline, "%lld messages still in %s:proc:*",
                   processing(queue), queue);
-        nap_ms(5);
+        cli_nap_ms(5);
     }
 }
 
@@ -322,68 +86,7 @@ static void wait_tool_disconnected(void)
     uint64_t deadline = fx_now_us() + 10000000u;
     while (strstr(fx_cmd_ok("CLIENT LIST")->str, "name=redq-cli") != NULL) {
         cr_assert(fx_now_us() < deadline, "the tool's connections linger");
-        nap_ms(5);
-    }
-}
-
-/* LPUSH queue prefixFROM .. prefix(TO-1) with `pad` x's after each, in
- * chunks (so prefixFROM pops first). */
-static void lpush_seq(const char *queue, const char *prefix, int from, int to,
-                      int pad)
-{
-    while (from < to) {
-        int n = to - from < 500 ? to - from : 500;
-        const char **argv = calloc((size_t)n + 2, sizeof *argv);
-        char **bufs = calloc((size_t)n, sizeof *bufs);
-        cr_assert(argv && bufs);
-        argv[0] = "LPUSH";
-        argv[1] = queue;
-        for (int i = 0; i < n; i++) {
-            bufs[i] = malloc(48 + (size_t)pad);
-            cr_assert_not_null(bufs[i]);
-            int k = snprintf(bufs[i], 48, "%s%d", prefix, from + i);
-            if (pad) {
-                bufs[i][k] = '-';
-                memset(bufs[i] + k + 1, 'x', (size_t)pad);
-                bufs[i][k + 1 + pad] = '\0';
-            }
-            argv[i + 2] = bufs[i];
-        }
-        redisReply *r = redisCommandArgv(fx_redis(), n + 2, argv, NULL);
-        cr_assert(r && r->type == REDIS_REPLY_INTEGER, "LPUSH failed");
-        freeReplyObject(r);
-        for (int i = 0; i < n; i++)
-            free(bufs[i]);
-        free(bufs);
-        free(argv);
-        from += n;
-    }
-}
-
-static char *seq_text(const char *prefix, int from, int to)
-{
-    char *buf = NULL, line[48];
-    size_t len = 0, cap = 0;
-    for (int i = from; i < to; i++) {
-        int n = snprintf(line, sizeof line, "%s%d\n", prefix, i);
-        grow(&buf, &len, &cap, line, (size_t)n);
-    }
-    if (buf == NULL)
-        grow(&buf, &len, &cap, "", 0);
-    return buf;
-}
-
-/* `queue` holds exactly prefixFROM..prefix(TO-1), the first at the tail. */
-static void assert_list_seq(const char *queue, const char *prefix, int from,
-                            int to)
-{
-    redisReply *r = fx_cmd_ok("LRANGE %s 0 -1", queue);
-    char want[48];
-    cr_assert_eq(r->elements, (size_t)(to - from), "%s holds %zu, want %d",
-                 queue, r->elements, to - from);
-    for (int i = from; i < to; i++) {
-        snprintf(want, sizeof want, "%s%d", prefix, i);
-        cr_assert_str_eq(r->element[(size_t)(to - 1 - i)]->str, want);
+        cli_nap_ms(5);
     }
 }
 
@@ -462,14 +165,14 @@ static void lc_close(lib_consumer *lc)
 
 Test(cli_reliable, pop_reliable_n_prints_exactly_n_and_acks_them)
 {
-    lpush_seq("q", "m", 0, 10, 0);
-    child *c = run(ARGS("pop", "--reliable", "--url", fx_url(), "-n", "4",
+    cli_lpush_seq("q", "m", 0, 10, 0);
+    cli_child *c = run(ARGS("pop", "--reliable", "--url", fx_url(), "-n", "4",
                         "q"));
     assert_code(c, 0);
     cr_assert_str_eq(c->out, "m0\nm1\nm2\nm3\n");
     cr_assert_eq(c->err_len, 0, "stderr: %s", c->err);
     wait_no_processing("q");
-    assert_list_seq("q", "m", 4, 10);
+    cli_assert_list_seq("q", "m", 4, 10);
     /* Deregistered on the way out: nothing for a reaper to look at. */
     cr_assert_eq(fx_cmd_int("SCARD q:consumers"), 0);
 }
@@ -478,8 +181,8 @@ Test(cli_reliable, pop_without_reliable_stays_at_most_once)
 {
     /* Whatever the library's default, plain pop leaves no trace of the
      * at-least-once machinery. */
-    lpush_seq("q", "m", 0, 3, 0);
-    child *c = run(ARGS("pop", "--url", fx_url(), "-n", "2", "q"));
+    cli_lpush_seq("q", "m", 0, 3, 0);
+    cli_child *c = run(ARGS("pop", "--url", fx_url(), "-n", "2", "q"));
     assert_code(c, 0);
     cr_assert_str_eq(c->out, "m0\nm1\n");
     redisReply *r = fx_cmd_ok("KEYS *");
@@ -489,42 +192,42 @@ Test(cli_reliable, pop_without_reliable_stays_at_most_once)
 
 Test(cli_reliable, pop_reliable_n_never_takes_more_than_n_from_a_burst)
 {
-    child *c = spawn(ARGS("pop", "--reliable", "--url", fx_url(), "-n", "3",
+    cli_child *c = spawn(ARGS("pop", "--reliable", "--url", fx_url(), "-n", "3",
                           "q"),
                      false);
-    wait_blocked(1); /* parked in BLMOVE */
-    lpush_seq("q", "m", 0, 5, 0);
-    finish(c, RUN_MS);
+    cli_wait_blocked(1); /* parked in BLMOVE */
+    cli_lpush_seq("q", "m", 0, 5, 0);
+    cli_finish(c, RUN_MS);
     cr_assert(!c->timed_out, "stderr: %s", c->err);
     assert_code(c, 0);
     cr_assert_str_eq(c->out, "m0\nm1\nm2\n");
     wait_no_processing("q");
-    assert_list_seq("q", "m", 3, 5);
+    cli_assert_list_seq("q", "m", 3, 5);
 }
 
 Test(cli_reliable, pop_reliable_n_larger_than_the_window)
 {
     /* 300 > the 256 held at most in this mode. */
-    char *want = seq_text("m", 0, 300);
-    lpush_seq("q", "m", 0, 400, 0);
-    child *c = run(ARGS("pop", "--reliable", "--url", fx_url(), "-n", "300",
+    char *want = cli_seq_text("m", 0, 300);
+    cli_lpush_seq("q", "m", 0, 400, 0);
+    cli_child *c = run(ARGS("pop", "--reliable", "--url", fx_url(), "-n", "300",
                         "q"));
     assert_code(c, 0);
     cr_assert(strcmp(c->out, want) == 0, "stdout is not m0..m299 in order");
     free(want);
     wait_no_processing("q");
-    assert_list_seq("q", "m", 300, 400);
+    cli_assert_list_seq("q", "m", 300, 400);
 }
 
 Test(cli_reliable, pop_reliable_sigterm_acks_and_deregisters)
 {
-    child *c = spawn(ARGS("pop", "--reliable", "--url", fx_url(), "q"), false);
-    wait_blocked(1);
-    lpush_seq("q", "m", 0, 3, 0);
-    cr_assert(wait_lines(c, 3, RUN_MS), "printed: %s", c->out);
-    wait_blocked(1);
+    cli_child *c = spawn(ARGS("pop", "--reliable", "--url", fx_url(), "q"), false);
+    cli_wait_blocked(1);
+    cli_lpush_seq("q", "m", 0, 3, 0);
+    cr_assert(cli_wait_lines(c, 3, RUN_MS), "printed: %s", c->out);
+    cli_wait_blocked(1);
     kill(c->pid, SIGTERM);
-    finish(c, 10000);
+    cli_finish(c, 10000);
     cr_assert(!c->timed_out, "no exit within 10 s of SIGTERM");
     assert_code(c, 128 + SIGTERM);
     cr_assert_str_eq(c->out, "m0\nm1\nm2\n");
@@ -536,9 +239,9 @@ Test(cli_reliable, pop_reliable_sigterm_acks_and_deregisters)
 
 Test(cli_reliable, pop_reliable_write_failure_nacks_and_loses_nothing)
 {
-    lpush_seq("q", "m", 0, 3, 0);
-    child *c = spawn(ARGS("pop", "--reliable", "--url", fx_url(), "q"), true);
-    finish(c, RUN_MS);
+    cli_lpush_seq("q", "m", 0, 3, 0);
+    cli_child *c = spawn(ARGS("pop", "--reliable", "--url", fx_url(), "q"), true);
+    cli_finish(c, RUN_MS);
     cr_assert(!c->timed_out, "stderr: %s", c->err);
     assert_code(c, 1);
     cr_assert(strstr(c->err, "write to stdout") != NULL, "stderr: %s", c->err);
@@ -554,7 +257,7 @@ Test(cli_reliable, pop_reliable_write_failure_nacks_and_loses_nothing)
         snprintf(want, sizeof want, "m%d\n", i);
         cr_assert(strstr(c->out, want) != NULL, "no %s in: %s", want, c->out);
     }
-    cr_assert_eq(count_lines(c), 3);
+    cr_assert_eq(cli_count_lines(c), 3);
     wait_no_processing("q");
 }
 
@@ -569,7 +272,7 @@ static int kill_seq(const char *line, size_t len, int n)
 
 /* Count complete lines of `c` per message into counts[]; a last line
  * without \n (the process died mid-write) is not a printed message. */
-static void tally(const child *c, int *counts, int n)
+static void tally(const cli_child *c, int *counts, int n)
 {
     const char *p = c->out, *end = c->out + c->out_len;
     while (p < end) {
@@ -588,13 +291,13 @@ Test(cli_reliable, pop_reliable_sigkill_loses_nothing)
     enum { N = 3000, PAD = 100 };
     static int first[N], second[N], held[N];
 
-    lpush_seq("q", "k", 0, N, PAD);
+    cli_lpush_seq("q", "k", 0, N, PAD);
     /* A reads some lines, then nobody reads: its stdout pipe fills and it
      * blocks with taken, unacked messages. */
-    child *a = spawn(ARGS("pop", "--reliable", "--url", fx_url(),
+    cli_child *a = spawn(ARGS("pop", "--reliable", "--url", fx_url(),
                           "--consumer-ttl-ms", "300", "q"),
                      false);
-    cr_assert(wait_lines(a, 50, RUN_MS), "A printed: %zu lines", count_lines(a));
+    cr_assert(cli_wait_lines(a, 50, RUN_MS), "A printed: %zu lines", cli_count_lines(a));
     /* Stop reading until the pipe is full: A is then stuck in a write with
      * messages taken and not acked. */
     uint64_t deadline = fx_now_us() + (uint64_t)RUN_MS * 1000u;
@@ -603,12 +306,12 @@ Test(cli_reliable, pop_reliable_sigkill_loses_nothing)
         cr_assert_eq(ioctl(a->out_fd, FIONREAD, &unread), 0);
         if (unread >= 60000 && processing("q") > 0)
             break;
-        cr_assert(ms_left(deadline) > 0, "A's pipe did not fill (%d bytes)",
+        cr_assert(cli_ms_left(deadline) > 0, "A's pipe did not fill (%d bytes)",
                   unread);
-        pump(a, 5, false);
+        cli_pump(a, 5, false);
     }
     kill(a->pid, SIGKILL);
-    finish(a, RUN_MS); /* drains what A had written into the pipe */
+    cli_finish(a, RUN_MS); /* drains what A had written into the pipe */
     cr_assert_eq(a->code, -SIGKILL);
     wait_tool_disconnected();
 
@@ -629,7 +332,7 @@ Test(cli_reliable, pop_reliable_sigkill_loses_nothing)
 
     /* B recovers A's messages once A's heartbeat has expired, and takes
      * the rest; read until every message has been seen. */
-    child *b = spawn(ARGS("pop", "--reliable", "--url", fx_url(),
+    cli_child *b = spawn(ARGS("pop", "--reliable", "--url", fx_url(),
                           "--consumer-ttl-ms", "300", "q"),
                      false);
     deadline = fx_now_us() + (uint64_t)RUN_MS * 1000u;
@@ -641,11 +344,11 @@ Test(cli_reliable, pop_reliable_sigkill_loses_nothing)
             missing += first[i] == 0 && second[i] == 0;
         if (missing == 0)
             break;
-        cr_assert(ms_left(deadline) > 0, "%d messages never printed", missing);
-        pump(b, 50, true);
+        cr_assert(cli_ms_left(deadline) > 0, "%d messages never printed", missing);
+        cli_pump(b, 50, true);
     }
     kill(b->pid, SIGTERM);
-    finish(b, 10000);
+    cli_finish(b, 10000);
     assert_code(b, 128 + SIGTERM);
     memset(second, 0, sizeof second);
     tally(b, second, N);
@@ -667,7 +370,7 @@ Test(cli_reliable, pop_reliable_sigkill_loses_nothing)
     cr_assert_eq(fx_llen("q:dead"), 0);
     cr_assert_eq(fx_cmd_int("SCARD q:consumers"), 0);
     cr_log_info("kill test: A printed %zu lines, held %zu, duplicates %d",
-                count_lines(a), taken->elements, dups);
+                cli_count_lines(a), taken->elements, dups);
 }
 
 /* ---- dead letters --------------------------------------------------------------- */
@@ -683,9 +386,9 @@ Test(cli_reliable, dead_letter_from_the_library_listed_requeued_popped)
     lc_close(&lc);
     cr_assert_eq(fx_llen("q"), 0);
 
-    child *c = run(ARGS("dead", "list", "--url", fx_url(), "q"));
+    cli_child *c = run(ARGS("dead", "list", "--url", fx_url(), "q"));
     assert_code(c, 0);
-    cr_assert_eq(count_lines(c), 1, "stdout: %s", c->out);
+    cr_assert_eq(cli_count_lines(c), 1, "stdout: %s", c->out);
     /* INDEX ATTEMPTS DEAD_TS REASON BODY */
     line = c->out;
     cr_assert(strncmp(line, "0\t1\t", 4) == 0, "line: %s", line);
@@ -737,7 +440,7 @@ Test(cli_reliable, dead_binary_body_requeued_intact_with_attempts_reset)
     lc_close(&lc);
     cr_assert(strstr(fx_cmd_ok("LINDEX q:dead 0")->str, "body_b64") != NULL);
 
-    child *c = run(ARGS("dead", "list", "--url", fx_url(), "q"));
+    cli_child *c = run(ARGS("dead", "list", "--url", fx_url(), "q"));
     assert_code(c, 0);
     cr_assert(strstr(c->out, "\tb\\xff\\x00z\n") != NULL, "stdout: %s", c->out);
 
@@ -774,7 +477,7 @@ Test(cli_reliable, dead_list_requeue_n_oldest_first_and_purge)
     push_dead("3", "three", 2, "late", 1700000002000LL);
     fx_cmd_ok("LPUSH q:dead %s", "not json\tat all");
 
-    child *c = run(ARGS("dead", "list", "--url", fx_url(), "q"));
+    cli_child *c = run(ARGS("dead", "list", "--url", fx_url(), "q"));
     assert_code(c, 0);
     cr_assert_str_eq(c->out,
                      "0\t-\t-\t-\tnot json\\tat all\n"
@@ -784,7 +487,7 @@ Test(cli_reliable, dead_list_requeue_n_oldest_first_and_purge)
 
     c = run(ARGS("dead", "list", "--url", fx_url(), "-n", "2", "q"));
     assert_code(c, 0);
-    cr_assert_eq(count_lines(c), 2);
+    cr_assert_eq(cli_count_lines(c), 2);
     cr_assert(strncmp(c->out, "0\t", 2) == 0 && strstr(c->out, "\n1\t") != NULL);
 
     c = run(ARGS("dead", "list", "--url", fx_url(), "--json", "-n", "1", "q"));
@@ -834,7 +537,7 @@ Test(cli_reliable, dead_requeue_rewrites_only_what_it_must)
               "\"body\":\"a\\/b \\u00e9\",\"dead_reason\":\"r\","
               "\"dead_ts\":1,\"queue\":\"q\",\"extra\":[],"
               "\"n\":{\"queue\":1.50}}");
-    child *c = run(ARGS("dead", "requeue", "--all", "--url", fx_url(), "q"));
+    cli_child *c = run(ARGS("dead", "requeue", "--all", "--url", fx_url(), "q"));
     assert_code(c, 0);
     cr_assert_str_eq(c->out, "requeued 1\n");
     cr_assert_str_eq(fx_cmd_ok("LINDEX q 0")->str,
@@ -860,7 +563,7 @@ Test(cli_reliable, stats_match_a_layout_built_by_hand)
     fx_cmd_ok("RPUSH q:proc:live1 p1 p2");
     fx_cmd_ok("RPUSH q:proc:ghost g1 g2 g3");
 
-    child *c = run(ARGS("stats", "--url", fx_url(), "q", "other"));
+    cli_child *c = run(ARGS("stats", "--url", fx_url(), "q", "other"));
     assert_code(c, 0);
     cr_assert_str_eq(c->out,
                      "QUEUE  READY  PROCESSING  DELAYED  DEAD  CONSUMERS  "
@@ -891,7 +594,7 @@ Test(cli_reliable, stats_over_unix_socket_and_other_database)
     fx_cmd_ok("SELECT 2");
     fx_cmd_ok("RPUSH q a b");
     snprintf(url, sizeof url, "unix://%s?db=2", fx_unix_path());
-    child *c = run(ARGS("stats", "--json", "--url", url, "q"));
+    cli_child *c = run(ARGS("stats", "--json", "--url", url, "q"));
     assert_code(c, 0);
     cr_assert(strstr(c->out, "\"ready\":2,") != NULL, "stdout: %s", c->out);
 
@@ -933,7 +636,7 @@ Test(cli_reliable, admin_bad_url_exits_3)
                                       "redis://127.0.0.1:99999",
                                       "redis://host/notadb", "unix://rel.sock"};
     for (int w = 0; w < 4; w++) {
-        child *c = run(admin_cmd_args(w, bad[w]));
+        cli_child *c = run(admin_cmd_args(w, bad[w]));
         assert_code(c, 3);
         cr_assert(strstr(c->err, "invalid URL") != NULL, "stderr: %s", c->err);
         cr_assert_eq(c->out_len, 0);
@@ -956,7 +659,7 @@ Test(cli_reliable, admin_unreachable_exits_4_in_bounded_time)
         argv[n++] = "--connect-timeout";
         argv[n++] = "0.5";
         argv[n] = NULL;
-        child *c = run(argv);
+        cli_child *c = run(argv);
         assert_code(c, 4);
         cr_assert(strstr(c->err, where) != NULL, "stderr: %s", c->err);
         cr_assert(fx_contains_nocase(c->err, "refused"), "stderr: %s", c->err);
@@ -975,7 +678,7 @@ Test(cli_reliable, admin_password_exits_5_or_works, .init = fx_setup_noserver)
     snprintf(good, sizeof good, "redis://:s3cret@127.0.0.1:%d", fx_port());
     snprintf(bad, sizeof bad, "redis://:wrong@127.0.0.1:%d", fx_port());
     for (int w = 0; w < 4; w++) {
-        child *c = run(admin_cmd_args(w, bad));
+        cli_child *c = run(admin_cmd_args(w, bad));
         assert_code(c, 5);
         cr_assert(strstr(c->err, "authentication failed") != NULL,
                   "stderr: %s", c->err);
@@ -987,7 +690,7 @@ Test(cli_reliable, admin_password_exits_5_or_works, .init = fx_setup_noserver)
         assert_code(c, 5);
     }
     fx_cmd_ok("RPUSH q a");
-    child *c = run(ARGS("stats", "--json", "--url", good, "q"));
+    cli_child *c = run(ARGS("stats", "--json", "--url", good, "q"));
     assert_code(c, 0);
     cr_assert(strstr(c->out, "\"ready\":1,") != NULL, "stdout: %s", c->out);
 }
@@ -996,7 +699,7 @@ Test(cli_reliable, admin_wrongtype_exits_1_and_moves_nothing)
 {
     fx_cmd_ok("SET q:dead text");
     for (int w = 0; w < 4; w++) {
-        child *c = run(admin_cmd_args(w, fx_url()));
+        cli_child *c = run(admin_cmd_args(w, fx_url()));
         assert_code(c, 1);
         cr_assert(strstr(c->err, "WRONGTYPE") != NULL, "stderr: %s", c->err);
     }
@@ -1007,7 +710,7 @@ Test(cli_reliable, admin_wrongtype_exits_1_and_moves_nothing)
     fx_cmd_ok("DEL q:dead");
     push_dead("1", "one", 5, "boom", 1700000000000LL);
     fx_cmd_ok("SET q text");
-    child *c = run(ARGS("dead", "requeue", "--all", "--url", fx_url(), "q"));
+    cli_child *c = run(ARGS("dead", "requeue", "--all", "--url", fx_url(), "q"));
     assert_code(c, 1);
     cr_assert(strstr(c->err, "WRONGTYPE") != NULL, "stderr: %s", c->err);
     cr_assert_eq(fx_llen("q:dead"), 1);
@@ -1017,7 +720,7 @@ Test(cli_reliable, admin_wrongtype_exits_1_and_moves_nothing)
 
 Test(cli_reliable, help_for_the_new_commands)
 {
-    child *c = run(ARGS("dead", "--help"));
+    cli_child *c = run(ARGS("dead", "--help"));
     assert_code(c, 0);
     cr_assert(strstr(c->out, "usage: redq dead COMMAND") != NULL, "%s", c->out);
     cr_assert(strstr(c->out, "requeue") && strstr(c->out, "purge"));
@@ -1065,7 +768,7 @@ Test(cli_reliable, usage_errors_exit_2)
         ARGS("pop", "--reliable", "--visibility-ms", "x", "q"),
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        child *c = run(cases[i]);
+        cli_child *c = run(cases[i]);
         cr_assert_eq(c->code, 2, "case %zu: exit %d; stderr: %s", i, c->code,
                      c->err);
         cr_assert(strstr(c->err, "usage: redq") != NULL, "case %zu: %s", i,
