@@ -33,6 +33,7 @@
  * interrupted); 2 on bad usage or set-up.
  */
 #include "redq.h"
+#include "redq_private.h" /* redq__url_parse, for the side connection */
 
 #include <errno.h>
 #include <getopt.h>
@@ -549,8 +550,7 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
 
 /* What the demo needs from the URL forms redq.h documents:
  *   redis://[[user]:password@]host[:port][/db]    unix:///path[?db=N]
- * The library does the real, non-blocking parsing; this is only for the
- * after-the-fact LLEN, so it is deliberately small. */
+ * Only for the after-the-fact LLEN. */
 typedef struct sync_target {
     char host[256];
     int port;
@@ -560,121 +560,29 @@ typedef struct sync_target {
     int db;
 } sync_target;
 
-static int hexval(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
-/* Copy [s, s+n) to out (size cap), decoding %XX. -1 if it does not fit or an
- * escape is malformed. */
-static int pct_copy(char *out, size_t cap, const char *s, size_t n)
-{
-    size_t i, o = 0;
-
-    for (i = 0; i < n; i++) {
-        int c = (unsigned char)s[i];
-        if (c == '%') {
-            int hi, lo;
-            if (i + 2 >= n)
-                return -1;
-            hi = hexval(s[i + 1]);
-            lo = hexval(s[i + 2]);
-            if (hi < 0 || lo < 0)
-                return -1;
-            c = hi * 16 + lo;
-            i += 2;
-        }
-        if (o + 1 >= cap)
-            return -1;
-        out[o++] = (char)c;
-    }
-    out[o] = '\0';
-    return 0;
-}
-
-static int parse_int(const char *s, size_t n, int lo, int hi, int *out)
-{
-    long v = 0;
-    size_t i;
-
-    if (n == 0 || n > 9)
-        return -1;
-    for (i = 0; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return -1;
-        v = v * 10 + (s[i] - '0');
-    }
-    if (v < lo || v > hi)
-        return -1;
-    *out = (int)v;
-    return 0;
-}
-
+/* The URL forms redq.h documents, parsed by the library's own parser
+ * (lib/url.c), for the blocking side connection. */
 static int parse_target(const char *url, sync_target *t)
 {
-    const char *s, *end, *at, *q;
+    redq__url u;
+    int rc = -1;
 
     memset(t, 0, sizeof *t);
-    t->port = 6379;
-    if (strncmp(url, "unix://", 7) == 0) {
-        s = url + 7;
-        q = strchr(s, '?');
-        end = q ? q : s + strlen(s);
-        if (end == s || pct_copy(t->path, sizeof t->path, s, (size_t)(end - s)) < 0)
-            return -1;
-        if (q) {
-            if (strncmp(q, "?db=", 4) != 0)
-                return -1;
-            return parse_int(q + 4, strlen(q + 4), 0, INT_MAX, &t->db);
-        }
-        return 0;
-    }
-    if (strncmp(url, "redis://", 8) != 0)
+    if (redq__url_parse(&u, url, NULL, 0) != 0)
         return -1;
-    s = url + 8;
-    end = s + strcspn(s, "/");
-    at = memchr(s, '@', (size_t)(end - s));
-    if (at) {
-        const char *colon = memchr(s, ':', (size_t)(at - s));
-        if (colon) {
-            if (pct_copy(t->user, sizeof t->user, s, (size_t)(colon - s)) < 0 ||
-                pct_copy(t->password, sizeof t->password, colon + 1,
-                         (size_t)(at - colon - 1)) < 0)
-                return -1;
-        } else if (pct_copy(t->password, sizeof t->password, s, (size_t)(at - s)) < 0)
-            return -1;
-        s = at + 1;
-    }
-    if (*s == '[') { /* [IPv6] */
-        const char *rb = memchr(s, ']', (size_t)(end - s));
-        if (!rb || (size_t)(rb - s - 1) >= sizeof t->host)
-            return -1;
-        memcpy(t->host, s + 1, (size_t)(rb - s - 1));
-        s = rb + 1;
-    } else {
-        size_t n = strcspn(s, ":/");
-        if (n == 0 || n >= sizeof t->host)
-            return -1;
-        memcpy(t->host, s, n);
-        s += n;
-    }
-    if (*s == ':') {
-        size_t n = (size_t)(end - s - 1);
-        if (parse_int(s + 1, n, 1, 65535, &t->port) < 0)
-            return -1;
-        s = end;
-    }
-    if (s != end)
-        return -1;
-    if (*end == '/' && end[1] != '\0')
-        return parse_int(end + 1, strlen(end + 1), 0, INT_MAX, &t->db);
-    return 0;
+    if (snprintf(t->host, sizeof t->host, "%s", u.host ? u.host : "") <
+            (int)sizeof t->host &&
+        snprintf(t->path, sizeof t->path, "%s", u.path ? u.path : "") <
+            (int)sizeof t->path &&
+        snprintf(t->user, sizeof t->user, "%s", u.user ? u.user : "") <
+            (int)sizeof t->user &&
+        snprintf(t->password, sizeof t->password, "%s",
+                 u.password ? u.password : "") < (int)sizeof t->password)
+        rc = 0;
+    t->port = u.is_unix ? 6379 : u.port;
+    t->db = u.db;
+    redq__url_free(&u);
+    return rc;
 }
 
 /* Run one command: its reply, or NULL with errbuf filled (error replies
