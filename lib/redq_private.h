@@ -242,6 +242,103 @@ long redq__b64_decode(const char *in, size_t len, void *out);
  * EVALSHA (and loaded again after NOSCRIPT). Never fails. */
 void redq__sha1_hex(const void *data, size_t len, char out[41]);
 
+/* ---- key layout (lib/keys.c) ------------------------------------------ */
+
+/*
+ * The one definition of where a queue's data lives. Every key of queue Q
+ * hashes to Q's own Redis Cluster slot, whatever Q's name, so that a script
+ * can touch all of them on one node:
+ *   - Q has a hash tag ("{orders}", "jobs{x}"):  Q ":" suffix
+ *   - Q has no tag and no '}':                   "{" Q "}:" suffix
+ *   - otherwise (no tag, some '}'):              "{" T "}" Q ":" suffix, with
+ *     T the shortest decimal string whose slot is Q's (found by search).
+ * Scripts never build key names: every key they touch comes in KEYS.
+ *
+ * Suffixes (docs/DESIGN.md, "Key layout"):
+ *   due             list   frames ready to take (retries, due delayed,
+ *                          recovered, requeued dead letters); taken before Q
+ *   delayed         zset   frames by due time (server clock, ms)
+ *   dead            list   dead-letter frames, newest at the head
+ *   consumers       set    holder ids that may hold messages
+ *   reaper          string lock: who recovers dead holders this period
+ *   meta            hash   queue properties (paused, partitions)
+ *   proc:<holder>   list   raw messages taken from Q by that holder
+ *   fproc:<holder>  list   frames taken from due by that holder
+ *   hb:<holder>     string the holder's heartbeat, with a TTL
+ * Q itself holds raw payloads only: what producers LPUSH, byte for byte.
+ */
+
+/** The key `suffix` of queue `q` (qlen bytes), malloc'd and NUL-terminated;
+ *  NULL when out of memory. */
+char *redq__key(const char *q, size_t qlen, const char *suffix);
+/** The Redis Cluster slot of a key (CRC16 of its hash tag or whole name,
+ *  modulo 16384). */
+unsigned redq__key_slot(const char *key, size_t len);
+
+/* ---- frames (lib/frame.c) ---------------------------------------------- */
+
+/*
+ * A frame carries redq's metadata with a message whose payload must stay
+ * byte for byte as it was sent. Frames live only in keys that redq alone
+ * writes (due, delayed, dead, fproc:*), never in the ready list Q, so the
+ * key a value came from says whether it is a frame: a user payload is never
+ * parsed, whatever it looks like.
+ *
+ *   frame  = "RQ1" 1*(SP name "=" value) LF payload
+ *   value  = 1*(unreserved / "%" HEXDIG HEXDIG)   (no SP, LF or bare '%')
+ *
+ * Names: "id" (message id, 1-64 bytes), "a" (deliveries already made,
+ * 0..REDQ__MAX_ATTEMPTS), "ts" (first enqueued, ms since the epoch),
+ * "dr" (dead-letter reason, percent-encoded), "dts" (dead-lettered at, ms),
+ * "q" (the queue it died in, percent-encoded). Unknown names are skipped.
+ * The payload follows the first LF verbatim: no escaping, any bytes, any
+ * length. Lua reads and rewrites only the header (lib/scripts.c).
+ */
+
+/* The largest attempts count a frame may carry. */
+#define REDQ__MAX_ATTEMPTS 1000000
+/* A header longer than this is malformed (reason and queue fit easily). */
+#define REDQ__FRAME_MAX_HEADER 16384
+
+typedef struct redq__frame {
+    const char *body;   /* the payload, into the parsed string */
+    size_t body_len;
+    int attempts;       /* deliveries already made (0 when absent) */
+    long long ts_ms;    /* "ts", -1 when absent */
+    long long dead_ts_ms; /* "dts", -1 when absent */
+    char id[65];        /* "id", "" when absent */
+    const char *reason; /* "dr" still percent-encoded, into the string;
+                           NULL when absent */
+    size_t reason_len;
+    const char *queue;  /* "q" likewise */
+    size_t queue_len;
+} redq__frame;
+
+/** Parse a frame. Returns 0, or REDQ_EPROTOCOL with `err` (errlen bytes,
+ *  NUL-terminated; may be NULL when errlen is 0) saying what is wrong;
+ *  never reads past s + len. */
+int redq__frame_parse(const char *s, size_t len, redq__frame *f, char *err,
+                      size_t errlen);
+
+/** Bytes redq__frame_build needs for these fields at most. */
+size_t redq__frame_size(size_t body_len, const char *id, const char *reason,
+                        const char *queue);
+
+/** Write a frame into out (room: redq__frame_size bytes); id, reason and
+ *  queue may be NULL (omitted), ts_ms/dead_ts_ms < 0 are omitted, attempts
+ *  is clamped to 0..REDQ__MAX_ATTEMPTS. reason and queue are
+ *  percent-encoded; id bytes outside [A-Za-z0-9._:-] are too. Returns the
+ *  length written. */
+size_t redq__frame_build(char *out, const void *body, size_t body_len,
+                         const char *id, int attempts, long long ts_ms,
+                         const char *reason, long long dead_ts_ms,
+                         const char *queue);
+
+/** Decode percent-encoding of s (len bytes) into out (room: len + 1, NUL
+ *  added); returns the decoded length. Malformed escapes are copied as
+ *  they are. */
+size_t redq__pct_decode(const char *s, size_t len, char *out);
+
 /* ---- connection (lib/conn.c) ------------------------------------------- */
 
 /*
