@@ -84,7 +84,8 @@ struct event_base;
     XX(EWRONGTYPE, -11, "key holds a value of the wrong type")                 \
     XX(ESERVER, -12, "error reply from the server")                            \
     XX(EPROTOCOL, -13, "unexpected reply from the server")                     \
-    XX(ESELECT, -14, "could not select the database")
+    XX(ESELECT, -14, "could not select the database")                         \
+    XX(EALREADY, -16, "message already acked or nacked")
 
 enum {
     REDQ_OK = 0,
@@ -460,10 +461,12 @@ REDQ_API const void *redq_msg_data(const redq_message *msg);
 REDQ_API size_t redq_msg_len(const redq_message *msg);
 
 /** Which delivery of this message this is: 1 the first time, 2 on its
- *  first retry, and so on (counted across consumers and crashes). */
+ *  first retry, and so on (counted across consumers and crashes: a
+ *  consumer that died holding it counts as one). */
 REDQ_API int redq_msg_attempt(const redq_message *msg);
-/** The message's envelope id, or "" for a raw message (pushed by a plain
- *  client or redq_produce()). Valid until acked. */
+/** The id redq gave the message when it first needed one (a delay, a
+ *  retry, a recovery), or "" on a first delivery from the ready list.
+ *  Valid until acked. */
 REDQ_API const char *redq_msg_id(const redq_message *msg);
 
 /**
@@ -472,12 +475,16 @@ REDQ_API const char *redq_msg_id(const redq_message *msg);
  * its memory is released and its place in the window freed. Call exactly
  * one of redq_ack() / redq_nack() once per message, from the loop's
  * thread, inside the handler or later; `msg` is invalid afterwards.
+ * A second call on the same message is a caller bug; it is caught
+ * (REDQ_EALREADY) while other messages of the same pop are still held,
+ * and undefined once all are released.
  *
  * 0              done
  * REDQ_EINVAL    msg is NULL
- * REDQ_ETIMEDOUT too late: visibility_timeout_ms had passed and the message
- *                was already sent down the retry path (it is released all
- *                the same)
+ * REDQ_EALREADY  msg was already acked or nacked (nothing is done)
+ * REDQ_ETIMEDOUT too late: visibility_timeout_ms had passed (or a stop
+ *                that timed out gave it back) and the message was already
+ *                sent down the retry path; it is released all the same
  */
 REDQ_API int redq_ack(redq_message *msg);
 
@@ -493,6 +500,20 @@ REDQ_API int redq_ack(redq_message *msg);
  */
 REDQ_API int redq_nack(redq_message *msg, const char *reason);
 
+/**
+ * Keep a message longer: its visibility deadline becomes `ms` from now
+ * (which may be sooner or later than it was). For handlers that take long:
+ * extend before the deadline passes, and the message is not retried while
+ * the work goes on. The consumer's own liveness is its heartbeat (every
+ * consumer_ttl_ms/3, from the loop): a handler that blocks the loop longer
+ * than consumer_ttl_ms is taken for dead whatever its deadlines.
+ * At-most-once it only bounds nothing and returns 0.
+ *
+ * 0, REDQ_EINVAL (msg NULL, ms < 0), REDQ_EALREADY, REDQ_ETIMEDOUT (the
+ * deadline had already passed: the message is on its retry path)
+ */
+REDQ_API int redq_msg_extend(redq_message *msg, int ms);
+
 /** Called when a stop has finished. status is 0, or REDQ_ETIMEDOUT when
  *  messages were still unacked after stop_timeout_ms. */
 typedef void (*redq_stop_cb)(redq_consumer *c, int status, void *user);
@@ -500,9 +521,15 @@ typedef void (*redq_stop_cb)(redq_consumer *c, int status, void *user);
 /**
  * Stop consuming gracefully: no new pops are started, blocked pops are
  * released at once (CLIENT UNBLOCK from a control connection), messages a
- * pop returned meanwhile are still delivered, and `cb` is called once every
- * delivered message has been acked (or stop_timeout_ms has passed). The
- * consumer stays valid until redq_consumer_close().
+ * pop returned meanwhile are still delivered, and once every delivered
+ * message has been acked, at-least-once, whatever this consumer's
+ * processing lists still hold goes back to its queue and the consumer
+ * leaves the queue's consumer set, in one atomic step per list.
+ * `cb` gets 0 when Redis has confirmed all of that. When stop_timeout_ms
+ * passes first, messages the handler still holds are given back too (a
+ * later ack returns REDQ_ETIMEDOUT), and `cb` gets REDQ_ETIMEDOUT at once:
+ * something (an ack, the give-back) is not confirmed yet, and carries on
+ * until close. The consumer stays valid until redq_consumer_close().
  *
  * 0            stopping
  * REDQ_EINVAL  c or cb is NULL
@@ -512,10 +539,12 @@ REDQ_API int redq_consumer_stop(redq_consumer *c, redq_stop_cb cb,
                                 void *user);
 
 /**
- * Release the consumer. Connections are dropped at once. At-most-once, a
- * pop in flight may lose the messages it took (stop first to avoid that);
- * at-least-once, unacked messages stay in the processing list and are
- * requeued by another consumer after consumer_ttl_ms. Unacked message
+ * Release the consumer. Pops are abandoned at once; at-least-once, acks
+ * and nacks already accepted are sent first and awaited for up to a
+ * second. At-most-once, a pop in flight may lose the messages it took
+ * (stop first to avoid that); at-least-once, unacked messages stay in the
+ * processing list and are requeued by another consumer after
+ * consumer_ttl_ms (stop first to give them back at once). Unacked message
  * pointers become invalid. `cb` (may be NULL) is called when everything is
  * freed; it is the consumer's last callback.
  *
@@ -528,8 +557,9 @@ REDQ_API int redq_consumer_close(redq_consumer *c, redq_close_cb cb,
 
 /** A snapshot of a consumer's counters. */
 typedef struct redq_consumer_stats {
-    uint64_t delivered;     /**< messages handed to on_message */
-    uint64_t acked;         /**< redq_ack() calls */
+    uint64_t delivered;     /**< messages handed to on_message (counted as
+                                 each handler call starts) */
+    uint64_t acked;         /**< redq_ack() calls that finished a message */
     uint64_t pops;          /**< pop commands sent */
     uint64_t empty_pops;    /**< of those, answered with nothing */
     uint64_t connects;      /**< successful connects, all pool connections */
@@ -543,6 +573,10 @@ typedef struct redq_consumer_stats {
     uint64_t promoted;      /**< delayed messages made ready by this one */
     size_t unacked;         /**< delivered, not yet acked */
     size_t connected;       /**< pool connections up and ready */
+    uint64_t nacked;        /**< redq_nack() calls that finished a message */
+    uint64_t returned;      /**< messages this consumer gave back to their
+                                 queue untouched: taken by a pop whose reply
+                                 was lost, or still held at a stop */
 } redq_consumer_stats;
 
 /** Copy the consumer's counters into *st. */

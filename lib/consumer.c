@@ -36,6 +36,8 @@
 
 static void kick(popper *pp);
 static void defer(redq_consumer *c, int flag);
+static void close_now(redq_consumer *c);
+static void unblock_all(redq_consumer *c);
 
 /* ---- chunks ------------------------------------------------------------- */
 
@@ -94,55 +96,54 @@ static redq_message *chunk_msgs(chunk *ch)
 
 /* ---- delivery ----------------------------------------------------------- */
 
-static int queue_index(redq_consumer *c, const char *key, size_t len)
+/* Which queue a popped key belongs to: its ready list Q (*framed = 0) or
+ * its due list (*framed = 1). -1 for neither. */
+static int queue_index(redq_consumer *c, const char *key, size_t len,
+                       int *framed)
 {
     size_t i;
-    for (i = 0; i < c->nq; i++)
-        if (c->qlens[i] == len && memcmp(c->queues[i], key, len) == 0)
+    for (i = 0; i < c->nq; i++) {
+        if (c->qlens[i] == len && memcmp(c->queues[i], key, len) == 0) {
+            *framed = 0;
             return (int)i;
-    return -1;
-}
-
-static int looks_enveloped(const char *s, size_t len)
-{
-    size_t i;
-    for (i = 0; i < len; i++) {
-        if (s[i] == '{')
-            return 1;
-        if (s[i] != ' ' && s[i] != '\t' && s[i] != '\r' && s[i] != '\n')
-            return 0;
+        }
+        if (strlen(c->rq[i].due) == len && memcmp(c->rq[i].due, key, len) == 0) {
+            *framed = 1;
+            return (int)i;
+        }
     }
-    return 0;
+    return -1;
 }
 
 /*
  * Copy `n` messages popped from queue `qi` into one chunk and hand them to
- * the handler in pop order. Envelopes are unwrapped; malformed ones are
- * dead-lettered instead of delivered.
+ * the handler in pop order. Raw values (from Q) are delivered as they are,
+ * byte for byte, whatever they look like; values from the due list are
+ * frames, whose payload is delivered and whose header gives the attempt
+ * and id. A malformed frame is dead-lettered instead of delivered.
+ * At-least-once, `pl` is the processing list they were moved into.
  */
-static void deliver(redq_consumer *c, int qi, redisReply **els, size_t n)
+static void deliver(redq_consumer *c, int qi, int framed, plist *pl,
+                    redisReply **els, size_t n)
 {
     size_t i, bytes = 0, given = 0;
     chunk *ch;
     redq_message *m;
     char *w;
 
-    for (i = 0; i < n; i++) {
-        redisReply *r = els[i];
-        size_t len = (size_t)r->len;
-        /* Room for the message as stored, and for a decoded body when it
-         * may be an envelope (never longer than the message). */
-        bytes += len + 1;
-        if (looks_enveloped(r->str, len))
-            bytes += len + 1;
-    }
+    if (pl != NULL)
+        pl->held += n; /* in the list now, tracked or not */
+    for (i = 0; i < n; i++)
+        bytes += (size_t)els[i]->len + 1 + (framed ? REDQ__ID_ROOM : 0);
     ch = chunk_get(c, n, bytes);
     if (ch == NULL) {
-        /* At-least-once they are safe in the processing list and come back
-         * after the visibility timeout; at-most-once they are gone. */
+        /* At-least-once they stay in the processing list: untracked, they
+         * go back when this consumer stops (or a reaper finds them after a
+         * crash). At-most-once they are gone. */
         redq__log(&c->log, REDQ_LOG_ERROR, REDQ_ENOMEM,
                   "out of memory: %zu popped messages not delivered%s", n,
-                  c->reliable ? " (they will be retried)" : " (lost)");
+                  c->reliable ? " (they go back to the queue at the stop)"
+                              : " (lost)");
         return;
     }
     m = chunk_msgs(ch);
@@ -163,28 +164,33 @@ static void deliver(redq_consumer *c, int qi, redisReply **els, size_t n)
         mm->queue = c->queues[qi];
         mm->raw = w;
         mm->raw_len = len;
+        mm->pl = pl;
+        mm->framed = framed;
+        mm->state = c->reliable ? M_LIVE : M_FAST;
         w += len + 1;
-        if (!looks_enveloped(mm->raw, len)) {
-            /* A plain payload (the common case): nothing to parse. */
+        if (!framed) {
+            /* A payload as sent (the common case): nothing to parse. */
             mm->data = mm->raw;
             mm->len = len;
             mm->id = "";
             mm->ts_ms = -1;
             mm->attempt = 1;
-            mm->state = c->reliable ? M_LIVE : M_FAST;
         } else {
+            if (pl != NULL)
+                pl->held--; /* settled (dead-lettered) if malformed */
             if (redq__rel_prepare(c, mm, w) != 0)
-                continue; /* dead-lettered */
-            if (mm->data != mm->raw)
-                w += len + 1;
+                continue;
+            if (pl != NULL)
+                pl->held++;
+            w += REDQ__ID_ROOM;
         }
         given++;
     }
     ch->refs += given;
     c->unacked += given;
-    c->st.delivered += given;
     for (i = 0; i < given && !c->closing; i++) {
         redq__rel_delivered(c, &m[i]);
+        c->st.delivered++;
         c->on_message(c, &m[i], c->user);
     }
     if (c->closing) {
@@ -195,9 +201,10 @@ static void deliver(redq_consumer *c, int qi, redisReply **els, size_t n)
     chunk_put(c, ch);
 }
 
-static void deliver_one(redq_consumer *c, int qi, redisReply *el)
+static void deliver_one(redq_consumer *c, int qi, int framed, plist *pl,
+                        redisReply *el)
 {
-    deliver(c, qi, &el, 1);
+    deliver(c, qi, framed, pl, &el, 1);
 }
 
 /* ---- rounds ------------------------------------------------------------- */
@@ -307,8 +314,8 @@ static void pop_error(popper *pp, redisReply *r)
 static void bulk_pops(popper *pp, int qi, size_t more)
 {
     redq_consumer *c = pp->owner;
-    const char *queue = c->queues[qi];
-    size_t qlen = c->qlens[qi];
+    const char *queue = pp->bulk_framed ? c->rq[qi].due : c->queues[qi];
+    size_t qlen = strlen(queue);
     char count[24];
     int mode = effective_mode(c, pp);
 
@@ -345,9 +352,9 @@ static void on_bulk_reply(redq__conn *conn, void *reply, void *arg)
     if (c->closing)
         return;
     if (r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements > 0)
-        deliver(c, pp->bulk_q, r->element, r->elements);
+        deliver(c, pp->bulk_q, pp->bulk_framed, NULL, r->element, r->elements);
     else if (r != NULL && r->type == REDIS_REPLY_STRING)
-        deliver_one(c, pp->bulk_q, r);
+        deliver_one(c, pp->bulk_q, pp->bulk_framed, NULL, r);
     else if (r != NULL && r->type == REDIS_REPLY_ERROR)
         redq__log(&c->log, REDQ_LOG_ERROR,
                   redq__err_from_reply(r->str, (size_t)r->len), "RPOP: %s",
@@ -370,7 +377,9 @@ static int pop_reply_begin(popper *pp, redisReply *r)
     if (c->closing)
         return 0;
     if (r == NULL) {
+        /* At-least-once, the pop may have run: reconcile before the next. */
         round_end(pp);
+        redq__rel_sync(c, pp);
         return 0;
     }
     c->st.pops++;
@@ -395,7 +404,7 @@ static void on_pop_reply(redq__conn *conn, void *reply, void *arg)
     popper *pp = arg;
     redq_consumer *c = pp->owner;
     redisReply *r = reply;
-    int q;
+    int q, framed = 0;
     (void)conn;
 
     /* A lost connection loses a pop that was answered but not read
@@ -410,8 +419,8 @@ static void on_pop_reply(redq__conn *conn, void *reply, void *arg)
     }
     if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
         r->element[0]->type != REDIS_REPLY_STRING ||
-        (q = queue_index(c, r->element[0]->str,
-                         (size_t)r->element[0]->len)) < 0) {
+        (q = queue_index(c, r->element[0]->str, (size_t)r->element[0]->len,
+                         &framed)) < 0) {
         redq__log(&c->log, REDQ_LOG_ERROR, REDQ_EPROTOCOL,
                   "pop: unexpected reply (type %d)", r->type);
         round_end(pp);
@@ -421,12 +430,14 @@ static void on_pop_reply(redq__conn *conn, void *reply, void *arg)
 
     if (r->element[1]->type == REDIS_REPLY_ARRAY) {
         /* BLMPOP: [key, [v1, v2, ...]] */
-        deliver(c, q, r->element[1]->element, r->element[1]->elements);
+        deliver(c, q, framed, NULL, r->element[1]->element,
+                r->element[1]->elements);
     } else if (r->element[1]->type == REDIS_REPLY_STRING) {
         /* BRPOP: [key, v]; under backlog take more of the same queue. */
-        deliver_one(c, q, r->element[1]);
+        deliver_one(c, q, framed, NULL, r->element[1]);
         if (pp->reserved > 1 && !c->closing && !c->stopping) {
             pp->bulk_q = q;
+            pp->bulk_framed = framed;
             bulk_pops(pp, q, pp->reserved - 1);
             return;
         }
@@ -450,24 +461,51 @@ static void on_take_reply(redq__conn *conn, void *reply, void *arg)
     /* A lost connection loses nothing here: the messages are in proc. */
     if (!pop_reply_begin(pp, r))
         return;
-    if (r->type == REDIS_REPLY_ARRAY && r->elements > 0) {
+    if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+        r->element[0]->type == REDIS_REPLY_INTEGER &&
+        r->element[0]->integer == -1) {
+        /* A queue's key holds a non-list; nothing was moved. */
+        long long qi = r->element[1]->type == REDIS_REPLY_INTEGER
+                           ? r->element[1]->integer
+                           : 0;
+        size_t k = 0, i;
+        for (i = 0; i < c->nq; i++) /* the qi-th usable queue */
+            if (c->bad_until[i] <= redq__now_us() && ++k == (size_t)qi)
+                break;
+        if (i < c->nq) {
+            if (c->bad_until[i] <= redq__now_us())
+                redq__log(&c->log, REDQ_LOG_ERROR, REDQ_EWRONGTYPE,
+                          "queue %s: a key holds a non-list; skipping the "
+                          "queue, rechecking every %u s",
+                          c->queues[i], REDQ__BAD_QUEUE_RECHECK_US / 1000000u);
+            c->bad_until[i] = redq__now_us() + REDQ__BAD_QUEUE_RECHECK_US;
+        }
+        c->st.errors++;
+    } else if (r->type == REDIS_REPLY_ARRAY && r->elements > 0) {
         size_t g;
-        /* {{index, {message, ...}}, ...}: a group per queue, in priority
-         * order, each oldest first. */
+        /* {{queue, kind, {message, ...}}, ...}: a group per source, in
+         * priority order, each oldest first. The queue is an index into
+         * the usable queues this round named. */
         for (g = 0; g < r->elements && !c->closing; g++) {
             redisReply *grp = r->element[g];
-            if (grp->type != REDIS_REPLY_ARRAY || grp->elements != 2 ||
+            int qi, framed;
+            if (grp->type != REDIS_REPLY_ARRAY || grp->elements != 3 ||
                 grp->element[0]->type != REDIS_REPLY_INTEGER ||
-                grp->element[1]->type != REDIS_REPLY_ARRAY ||
+                grp->element[1]->type != REDIS_REPLY_INTEGER ||
+                grp->element[2]->type != REDIS_REPLY_ARRAY ||
                 grp->element[0]->integer < 1 ||
-                (size_t)grp->element[0]->integer > c->nq)
+                (size_t)grp->element[0]->integer > pp->nround)
                 continue;
-            deliver(c, (int)grp->element[0]->integer - 1,
-                    grp->element[1]->element, grp->element[1]->elements);
+            qi = (int)pp->round_q[grp->element[0]->integer - 1];
+            framed = grp->element[1]->integer == 0;
+            deliver(c, qi, framed,
+                    &c->rq[qi].pl[2 * pp->idx + (framed ? 1 : 0)],
+                    grp->element[2]->element, grp->element[2]->elements);
         }
     } else {
         c->st.empty_pops++;
         pp->block_next = 1;
+        c->due_waiting = 0;
     }
     pop_reply_end(pp);
 }
@@ -482,11 +520,13 @@ static void on_block_reply(redq__conn *conn, void *reply, void *arg)
     if (!pop_reply_begin(pp, r))
         return;
     if (r->type == REDIS_REPLY_STRING) {
-        deliver_one(c, (int)pp->block_q, r);
+        deliver_one(c, (int)pp->block_q, 0, &c->rq[pp->block_q].pl[2 * pp->idx],
+                    r);
         pp->block_next = 0; /* there may be more: TAKE a batch next */
     } else {
+        /* Timed out, or woken because frames wait in a due list. */
         c->st.empty_pops++;
-        pp->block_next = 1;
+        pp->block_next = !c->due_waiting;
     }
     pop_reply_end(pp);
 }
@@ -524,9 +564,11 @@ static void format_timeout(const redq_consumer *c, const popper *pp,
 }
 
 /* The queues not excluded for holding a wrong type, in priority order, into
- * c->argv from `at` (pairs with their processing lists when `with_proc`).
- * Returns how many; arms the recheck timer when there are none. */
-static size_t usable_queues(redq_consumer *c, size_t at, int with_proc)
+ * c->argv from `at`: at-most-once each queue's due list and Q; for TAKE
+ * (`pp` set) due, Q, fproc and proc of that popper, with the queue indexes
+ * recorded in pp->round_q. Returns how many queues; arms the recheck timer
+ * when there are none. */
+static size_t usable_queues(redq_consumer *c, size_t at, popper *pp)
 {
     uint64_t now = redq__now_us(), next_check = UINT64_MAX;
     size_t i, nkeys = 0;
@@ -536,9 +578,13 @@ static size_t usable_queues(redq_consumer *c, size_t at, int with_proc)
                 next_check = c->bad_until[i];
             continue;
         }
+        c->argv[at++] = c->rq[i].due;
         c->argv[at++] = c->queues[i];
-        if (with_proc)
-            c->argv[at++] = c->rq[i].proc;
+        if (pp != NULL) {
+            c->argv[at++] = c->rq[i].pl[2 * pp->idx + 1].key;
+            c->argv[at++] = c->rq[i].pl[2 * pp->idx].key;
+            pp->round_q[nkeys] = i;
+        }
         nkeys++;
     }
     if (nkeys == 0)
@@ -557,17 +603,11 @@ static int start_reliable_round(popper *pp, size_t n, char *tbuf,
 
     if (pp->block_next && c->bad_until[pp->block_q] <= redq__now_us()) {
         size_t q = pp->block_q;
-        if (redq__conn_server_version(pp->conn) >= 60200) {
-            const char *argv[] = {"BLMOVE", c->queues[q], c->rq[q].proc,
-                                  "RIGHT", "LEFT", tbuf};
-            rc = redq__conn_sendv(pp->conn, 6, argv, NULL, c->pop_timeout_ms,
-                                  on_block_reply, pp);
-        } else {
-            const char *argv[] = {"BRPOPLPUSH", c->queues[q], c->rq[q].proc,
-                                  tbuf};
-            rc = redq__conn_sendv(pp->conn, 4, argv, NULL, c->pop_timeout_ms,
-                                  on_block_reply, pp);
-        }
+        const char *argv[] = {"BLMOVE", c->queues[q],
+                              c->rq[q].pl[2 * pp->idx].key, "RIGHT", "LEFT",
+                              tbuf};
+        rc = redq__conn_sendv(pp->conn, 6, argv, NULL, c->pop_timeout_ms,
+                              on_block_reply, pp);
         if (rc == 0) {
             pp->stage = R_BLOCKING;
             pp->reserved = 1;
@@ -577,11 +617,12 @@ static int start_reliable_round(popper *pp, size_t n, char *tbuf,
     c->argv[argc++] = "EVALSHA";
     c->argv[argc++] = c->scripts.sha[REDQ__SCRIPT_TAKE];
     c->argv[argc++] = nbuf; /* numkeys, below */
-    nkeys = usable_queues(c, argc, 1);
+    nkeys = usable_queues(c, argc, pp);
     if (nkeys == 0)
         return REDQ_EINVAL;
-    argc += 2 * nkeys;
-    snprintf(nbuf, 24, "%zu", 2 * nkeys);
+    pp->nround = nkeys;
+    argc += 4 * nkeys;
+    snprintf(nbuf, 24, "%zu", 4 * nkeys);
     c->argv[argc++] = tbuf + 32; /* the count, below */
     snprintf(tbuf + 32, 24, "%zu", n);
     for (i = 0; i < argc; i++)
@@ -608,12 +649,12 @@ static int start_fast_round(popper *pp, size_t n, char *tbuf, char *nbuf)
         c->argv[argc++] = tbuf;
         c->argv[argc++] = nbuf; /* numkeys, below */
     }
-    nkeys = usable_queues(c, argc, 0);
+    nkeys = usable_queues(c, argc, NULL);
     if (nkeys == 0)
         return REDQ_EINVAL;
-    argc += nkeys;
+    argc += 2 * nkeys;
     if (mode == REDQ_POP_BLMPOP) {
-        snprintf(nbuf, 24, "%zu", nkeys);
+        snprintf(nbuf, 24, "%zu", 2 * nkeys);
         snprintf(cbuf, sizeof cbuf, "%zu", n);
         c->argv[argc++] = "RIGHT";
         c->argv[argc++] = "COUNT";
@@ -643,8 +684,13 @@ static void kick(popper *pp)
     char tbuf[64], nbuf[24];
     int rc;
 
+    /* At-least-once also needs the control connection: without it acks
+     * cannot go out and heartbeats stop, so taking more would only grow
+     * what a reaper may hand to someone else. */
     if (c->closing || c->stopping || pp->stage != R_IDLE ||
-        !redq__conn_ready(pp->conn) || (c->reliable && !c->registered))
+        !redq__conn_ready(pp->conn) ||
+        (c->reliable && (!c->registered || pp->sync != 0 ||
+                         !redq__conn_ready(c->ctl))))
         return;
     n = room(c);
     if (n == 0)
@@ -705,26 +751,37 @@ static void unblock_all(redq_consumer *c)
     }
 }
 
+/*
+ * The stop's progress: every popper idle, every delivered message acked
+ * (or the time up), then, at-least-once, the acks and a RETURN "stop" per
+ * holder sent (what is left goes back to its queue and the holders leave
+ * the consumers set), and the stop is done when Redis has answered all of
+ * it. Status 0 only then; on the deadline the callback runs at once with
+ * REDQ_ETIMEDOUT and whatever is still unanswered carries on until close.
+ * A close that waits for its acks (close_draining) finishes here too.
+ */
 static void check_stop(redq_consumer *c)
 {
     redq_stop_cb cb;
-    if (!c->stopping || c->stop_done || c->n_idle < c->npool)
+    if (c->closing) {
+        if (c->close_draining && redq__rel_quiet(c))
+            close_now(c);
         return;
-    if (c->unacked > 0 && !c->stop_timed_out)
+    }
+    if (!c->stopping || c->stop_done)
         return;
-    /* At-least-once, the stop is done when Redis has the acks too: a close
-     * right after must not turn acked messages into redeliveries. */
-    redq__rel_flush_acks(c);
-    if (c->unacked == 0 && !c->deregistered) {
-        c->deregistered = 1;
-        redq__rel_stopped(c);
+    if (!c->stop_timed_out && (c->n_idle < c->npool || c->unacked > 0))
+        return;
+    if (c->stop_timed_out || c->unacked == 0) {
+        redq__rel_flush_acks(c);
+        redq__rel_return_all(c);
     }
     if (!redq__rel_quiet(c) && !c->stop_timed_out)
         return;
     c->stop_done = 1;
     event_del(c->t_stop);
     cb = c->stop_cb;
-    cb(c, c->unacked > 0 ? REDQ_ETIMEDOUT : 0, c->stop_user);
+    cb(c, c->stop_timed_out ? REDQ_ETIMEDOUT : 0, c->stop_user);
 }
 
 static void stop_timer_cb(evutil_socket_t fd, short what, void *arg)
@@ -732,6 +789,10 @@ static void stop_timer_cb(evutil_socket_t fd, short what, void *arg)
     redq_consumer *c = arg;
     (void)fd;
     (void)what;
+    if (c->closing) {
+        close_now(c); /* the acks did not make it in time */
+        return;
+    }
     c->stop_timed_out = 1;
     check_stop(c);
 }
@@ -748,8 +809,6 @@ static void retry_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 /* ---- deferred work and connection events ------------------------------- */
-
-static void close_now(redq_consumer *c);
 
 static void defer(redq_consumer *c, int flag)
 {
@@ -778,6 +837,8 @@ static void defer_cb(evutil_socket_t fd, short what, void *arg)
         redq__rel_flush_acks(c);
     if (flags & DEFER_KICK)
         kick_all(c);
+    if ((flags & DEFER_WAKE) && !c->stopping && !c->closing)
+        unblock_all(c);
     if (flags & DEFER_CHECK_STOP)
         check_stop(c);
 }
@@ -807,6 +868,8 @@ static void ctl_up(redq__conn *conn, void *arg)
     redq__rel_ctl_up(c);
     if (c->stopping && !c->stop_done)
         unblock_all(c);
+    else
+        kick_all(c); /* at-least-once pops wait for this connection */
 }
 
 /* ---- the API ------------------------------------------------------------ */
@@ -836,6 +899,9 @@ static void consumer_free(redq_consumer *c)
     free(c->bad_until);
     free(c->argv);
     free(c->argvlen);
+    if (c->pool != NULL)
+        for (i = 0; i < c->npool; i++)
+            free(c->pool[i].round_q);
     free(c->pool);
     if (c->ev_defer != NULL)
         event_free(c->ev_defer);
@@ -901,8 +967,10 @@ int redq_consumer_new(redq_consumer **out, struct event_base *base,
     c->queues = calloc(nqueues, sizeof *c->queues);
     c->qlens = calloc(nqueues, sizeof *c->qlens);
     c->bad_until = calloc(nqueues, sizeof *c->bad_until);
-    c->argv = calloc(nqueues + 8, sizeof *c->argv);
-    c->argvlen = calloc(nqueues + 8, sizeof *c->argvlen);
+    /* The longest command: TAKE, "EVALSHA sha numkeys" + 4 keys a queue +
+     * the count; BLMPOP needs 2 a queue + 6. */
+    c->argv = calloc(4 * nqueues + 8, sizeof *c->argv);
+    c->argvlen = calloc(4 * nqueues + 8, sizeof *c->argvlen);
     c->pool = calloc(c->npool, sizeof *c->pool);
     c->ev_defer = event_new(base, -1, 0, defer_cb, c);
     c->t_retry = event_new(base, -1, 0, retry_cb, c);
@@ -910,6 +978,11 @@ int redq_consumer_new(redq_consumer **out, struct event_base *base,
     if (!c->queues || !c->qlens || !c->bad_until || !c->argv ||
         !c->argvlen || !c->pool || !c->ev_defer || !c->t_retry || !c->t_stop)
         goto fail;
+    for (i = 0; i < c->npool; i++) {
+        c->pool[i].round_q = calloc(nqueues, sizeof *c->pool[i].round_q);
+        if (c->pool[i].round_q == NULL)
+            goto fail;
+    }
     for (i = 0; i < nqueues; i++) {
         c->qlens[i] = strlen(queues[i]);
         c->queues[i] = malloc(c->qlens[i] + 1);
@@ -978,7 +1051,7 @@ static void release(redq_consumer *c, redq_message *m)
 {
     if (m->state != M_SETTLED)
         c->unacked--;
-    c->st.acked++;
+    m->state = M_DONE;
     chunk_put(c, m->ch);
     if (c->stopping) {
         if (c->unacked == 0)
@@ -998,7 +1071,10 @@ int redq_ack(redq_message *m)
     int rc;
     if (m == NULL)
         return REDQ_EINVAL;
+    if (m->state == M_DONE)
+        return REDQ_EALREADY;
     rc = redq__rel_ack(m->owner, m);
+    m->owner->st.acked++;
     release(m->owner, m);
     return rc;
 }
@@ -1008,9 +1084,21 @@ int redq_nack(redq_message *m, const char *reason)
     int rc;
     if (m == NULL)
         return REDQ_EINVAL;
+    if (m->state == M_DONE)
+        return REDQ_EALREADY;
     rc = redq__rel_nack(m->owner, m, reason);
+    m->owner->st.nacked++;
     release(m->owner, m);
     return rc;
+}
+
+int redq_msg_extend(redq_message *m, int ms)
+{
+    if (m == NULL || ms < 0)
+        return REDQ_EINVAL;
+    if (m->state == M_DONE)
+        return REDQ_EALREADY;
+    return redq__rel_extend(m->owner, m, ms);
 }
 
 int redq_consumer_stop(redq_consumer *c, redq_stop_cb cb, void *user)
@@ -1050,6 +1138,19 @@ static void close_now(redq_consumer *c)
 {
     redq_close_cb cb = c->close_cb;
     void *user = c->close_user;
+    /* Acks already accepted (redq_ack returned 0) are sent and awaited,
+     * for a bounded time, before the connections go: otherwise an ack
+     * followed by a close in the same iteration would never leave. */
+    if (c->reliable && !c->close_draining && redq__conn_ready(c->ctl)) {
+        redq__rel_flush_acks(c);
+        if (!redq__rel_quiet(c)) {
+            struct timeval tv = {1, 0};
+            c->close_draining = 1;
+            event_del(c->t_stop);
+            event_add(c->t_stop, &tv);
+            return;
+        }
+    }
     if (c->stopping && !c->stop_done) {
         c->stop_done = 1;
         c->stop_cb(c, REDQ_ECLOSED, c->stop_user);

@@ -27,9 +27,29 @@ typedef struct chunk {
 enum msg_state {
     M_FAST,    /* at-most-once: out of Redis already */
     M_LIVE,    /* at-least-once: in this consumer's processing list */
-    M_SETTLED  /* at-least-once: requeued or dead-lettered (visibility
-                  timeout); the handler still holds it until it acks */
+    M_SETTLED, /* at-least-once: requeued or dead-lettered (visibility
+                  timeout, stop); the handler still holds it until it acks */
+    M_DONE     /* acked or nacked: a second ack is a caller bug */
 };
+
+struct redq_message;
+
+/* One processing list: what one holder (a pool connection) took from one
+ * queue, raw (from Q, "proc:<holder>") or framed (from due,
+ * "fproc:<holder>"). Its order in Redis is the order of that connection's
+ * pops, which is the order the client delivered them: acks in that order
+ * can be checked by both ends alone (ACKFAST). */
+typedef struct plist {
+    char *key;
+    size_t keylen;
+    char *ackbuf;       /* RESP args "$len\r\nraw\r\n"..., room in front */
+    size_t acklen, ackcap, nacks;
+    int ack_inorder;    /* every ack of this batch took the oldest live */
+    size_t first_off, first_len, last_off, last_len; /* in ackbuf */
+    size_t held;        /* values in the list once Redis has applied every
+                           command sent or gathered so far */
+    struct redq_message *head, *tail; /* live ones, delivery order */
+} plist;
 
 struct redq_message {
     chunk *ch;
@@ -39,13 +59,16 @@ struct redq_message {
     size_t len;
     const char *raw;  /* the message as stored in Redis */
     size_t raw_len;
-    const char *id;   /* envelope id, "" for raw messages */
-    long long ts_ms;  /* envelope ts, -1 if none */
+    const char *id;   /* frame id, "" for raw messages */
+    long long ts_ms;  /* frame ts, -1 if none */
     int attempt;      /* this delivery's number, 1 for the first */
     int qidx;
+    int framed;       /* came from the due list: raw is a frame */
     enum msg_state state;
+    plist *pl;        /* at-least-once: the list it is in */
     uint64_t deadline_us;            /* visibility deadline (M_LIVE) */
-    struct redq_message *prev, *next; /* live list, delivery order */
+    struct redq_message *prev, *next; /* live list, by deadline */
+    struct redq_message *pl_prev, *pl_next; /* its plist, delivery order */
 };
 
 enum round_stage { R_IDLE, R_BLOCKING, R_BULK, R_TYPECHECK, R_TAKE };
@@ -58,9 +81,16 @@ typedef struct popper {
     size_t reserved;    /* window places this round holds */
     int unblock_sent;
     int bulk_q;         /* the queue a BRPOP round continues on */
+    int bulk_framed;    /* ... on its due list (1) or on Q (0) */
+    size_t *round_q;    /* TAKE: the queue index of each group it names */
+    size_t nround;
     size_t block_q;     /* at-least-once: the queue this one blocks on */
     int block_next;     /* at-least-once: the last block timed out, so
                            block again without a TAKE first */
+    size_t idx;         /* in the pool */
+    char holder[48];    /* at-least-once: "<consumer id>.<idx>" */
+    int sync;           /* a pop's reply was lost: 1 sync needed, 2 sent */
+    size_t sync_left;   /* RETURN "sync" replies still awaited */
 } popper;
 
 /* A command for the control connection, kept until Redis answered it, so
@@ -70,23 +100,25 @@ typedef struct outcmd {
     struct outcmd *next;
     char *buf;
     size_t len;
-    int kind; /* OUT_ACK, OUT_ACKFAST, OUT_SETTLE, OUT_OTHER */
+    int kind; /* OUT_ACK, OUT_ACKFAST, OUT_SETTLE, OUT_SYNC, OUT_OTHER */
+    void *ctx; /* OUT_SYNC: the popper */
     char *fallback; /* OUT_ACKFAST: the full ACK, if the server says -1 */
     size_t fallback_len;
 } outcmd;
 
-/* Per queue, at-least-once: key names and the acks gathered this loop
- * iteration. */
+/* Per queue: its keys (lib/keys.c) and, at-least-once, its processing
+ * lists and heartbeats, per pool connection. */
 typedef struct relq {
-    char *proc, *hb, *consumers, *delayed, *dead, *reaper;
-    char *ackbuf;       /* RESP args "$len\r\nraw\r\n"..., room in front */
-    size_t acklen, ackcap, nacks;
-    int ack_inorder;    /* every ack of this batch took the oldest live */
-    size_t first_off, first_len, last_off, last_len; /* in ackbuf */
+    char *due, *delayed, *dead, *consumers, *reaper;
+    char *qenc;  /* the name percent-encoded, for dead letters REAP makes */
+    plist *pl;   /* at-least-once: [2k] proc, [2k + 1] fproc of popper k */
+    char **hb;   /* at-least-once: hb:<holder> of popper k */
+    int registered; /* its first heartbeat was acknowledged */
 } relq;
 
 enum { DEFER_KICK = 1, DEFER_CHECK_STOP = 2, DEFER_CLOSE = 4,
-       DEFER_FLUSH_ACKS = 8 };
+       DEFER_FLUSH_ACKS = 8, DEFER_WAKE = 16 /* unblock pops on Q: due has
+                                                frames for them to TAKE */ };
 
 struct redq_consumer {
     struct event_base *base;
@@ -126,6 +158,7 @@ struct redq_consumer {
     struct event *t_stop;
 
     int closing;
+    int close_draining; /* closing, waiting (bounded) for its acks */
     redq_close_cb close_cb;
     void *close_user;
 
@@ -141,8 +174,13 @@ struct redq_consumer {
     outcmd *sent_head, *sent_tail;       /* sent, reply awaited */
     struct event *t_visibility, *t_heartbeat, *t_promote;
     uint64_t promote_at_us; /* when t_promote fires, 0 when not armed */
-    int registered;         /* heartbeat acknowledged once: may pop */
-    int deregistered;       /* a finished stop has left <q>:consumers */
+    int registered;         /* every queue's first heartbeat acknowledged:
+                               may pop */
+    int deregistered;       /* a stop has sent its RETURN "stop"s: no more
+                               heartbeats, ever */
+    int due_waiting;        /* PROMOTE saw frames in a due list: blocked
+                               pops (which watch Q only) TAKE next */
+    size_t reap_inflight;   /* reaper commands awaiting replies */
     uint32_t rng;
 
     redq_consumer_stats st;
@@ -157,11 +195,15 @@ void redq__consumer_defer(redq_consumer *c, int flag);
 int redq__rel_init(redq_consumer *c, const redq_options *o);
 /** Free it (after the connections are gone). */
 void redq__rel_free(redq_consumer *c);
-/** Parse a popped message into *m (data/len/attempt/id...), with `space`
- *  (room for raw_len + 1 bytes) for a decoded body. Returns 0, or
- *  REDQ_EPROTOCOL for a malformed envelope, which has been dead-lettered
- *  (why in the log) and must not be delivered. */
-int redq__rel_prepare(redq_consumer *c, redq_message *m, char *space);
+/** Parse a frame taken from a due list into *m (data/len/attempt/id).
+ *  Returns 0, or REDQ_EPROTOCOL for a malformed one, which has been
+ *  dead-lettered whole (why in the log) and must not be delivered. */
+int redq__rel_prepare(redq_consumer *c, redq_message *m, char *idspace);
+/** idspace: room for a frame's id (REDQ__ID_ROOM bytes) next to it. */
+#define REDQ__ID_ROOM 65
+/** Push a live message's visibility deadline to now + ms. Returns 0, or
+ *  REDQ_ETIMEDOUT when it had already expired. */
+int redq__rel_extend(redq_consumer *c, redq_message *m, int ms);
 /** A message was handed to the handler: start its visibility clock. */
 void redq__rel_delivered(redq_consumer *c, redq_message *m);
 /** Ack / nack of an at-least-once or fast message (window bookkeeping is
@@ -180,5 +222,13 @@ void redq__rel_stopped(redq_consumer *c);
 /** Handle an error reply to a script on a pool connection: 1 if handled
  *  (NOSCRIPT: the connection is being redone). */
 int redq__rel_script_error(redq_consumer *c, redq__conn *conn, const char *err);
+/** A pop on `pp` got no reply (connection lost, deadline): what it took,
+ *  if it ran, is in pp's processing lists untracked. Queue a RETURN "sync"
+ *  per queue (after the acks gathered so far); pp pops again when all are
+ *  answered. */
+void redq__rel_sync(redq_consumer *c, popper *pp);
+/** Start the stop's final step: RETURN "stop" for every holder (what the
+ *  handler still holds goes back too, and is marked settled). */
+void redq__rel_return_all(redq_consumer *c);
 
 #endif /* REDQ_CONSUMER_INT_H */

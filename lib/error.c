@@ -63,3 +63,15 @@ int redq__err_from_reply(const char *str, size_t len)
         return REDQ_EAUTH;
     return REDQ_ESERVER;
 }
+
+/* Replies that say the command was not applied and will work later:
+ * LOADING (restart), BUSY (a long script), TRYAGAIN (cluster
+ * migration), MASTERDOWN (replica without its master), and -OOM is not one
+ * of them (it needs an operator). */
+int redq__err_is_transient(const char *str, size_t len)
+{
+    return str != NULL &&
+           (has_prefix(str, len, "LOADING") || has_prefix(str, len, "BUSY") ||
+            has_prefix(str, len, "TRYAGAIN") ||
+            has_prefix(str, len, "MASTERDOWN"));
+}

@@ -35,7 +35,7 @@ static unsigned crc16(const char *s, size_t len)
 
 /* The hash tag of a key as Redis Cluster defines it: the bytes between
  * the first open brace and the first close brace after it, if any.
- * Returns 1 and sets *off/*n, or 0 when the key has no tag. */
+ * Returns 1 and sets *off and *n, or 0 when the key has no tag. */
 static int hash_tag(const char *key, size_t len, size_t *off, size_t *n)
 {
     const char *open = memchr(key, '{', len), *close;

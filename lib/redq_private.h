@@ -55,6 +55,9 @@ void redq__log(const redq__logger *lg, int level, int code, const char *fmt,
 
 /** Map a Redis error reply ("WRONGTYPE ...", "NOAUTH ...") to a REDQ_E*. */
 int redq__err_from_reply(const char *str, size_t len);
+/** 1 when an error reply means "not applied, try again later" (LOADING,
+ *  BUSY, TRYAGAIN, MASTERDOWN). */
+int redq__err_is_transient(const char *str, size_t len);
 
 /* ---- options (lib/options.c) ------------------------------------------- */
 
@@ -125,13 +128,17 @@ void redq__resolver_free(redq__resolver *r);
 /* ---- Lua scripts (lib/scripts.c) -------------------------------------- */
 
 enum {
-    REDQ__SCRIPT_TAKE,    /* batch move ready -> processing, by priority */
-    REDQ__SCRIPT_ACK,     /* remove acked messages from a processing list */
-    REDQ__SCRIPT_SETTLE,  /* retry (delayed zset) or dead-letter a message */
-    REDQ__SCRIPT_DELAY,   /* schedule delayed messages by server time */
-    REDQ__SCRIPT_PROMOTE, /* move due delayed messages to the ready list */
-    REDQ__SCRIPT_REAP,    /* requeue the messages of dead consumers */
-    REDQ__SCRIPT_ACKFAST, /* ack the k oldest of a processing list */
+    REDQ__SCRIPT_TAKE,        /* batch move due/ready -> processing lists */
+    REDQ__SCRIPT_ACK,         /* remove acked messages from a processing list */
+    REDQ__SCRIPT_SETTLE,      /* retry (delayed zset) or dead-letter a message */
+    REDQ__SCRIPT_DELAY,       /* schedule delayed frames by server time */
+    REDQ__SCRIPT_PROMOTE,     /* move due delayed frames to the due list */
+    REDQ__SCRIPT_REAPSCAN,    /* find holders that stopped heartbeating */
+    REDQ__SCRIPT_REAP,        /* return a dead holder's messages, bounded */
+    REDQ__SCRIPT_RETURN,      /* a live holder gives back (stop, lost reply) */
+    REDQ__SCRIPT_HEARTBEAT,   /* register / refresh holders */
+    REDQ__SCRIPT_DEADREQUEUE, /* dead letters back to due, bounded */
+    REDQ__SCRIPT_ACKFAST,     /* ack the k oldest of a processing list */
     REDQ__SCRIPT_COUNT
 };
 
@@ -297,6 +304,8 @@ unsigned redq__key_slot(const char *key, size_t len);
  * length. Lua reads and rewrites only the header (lib/scripts.c).
  */
 
+/* The first bytes of every frame: the format's name and version. */
+#define REDQ__FRAME_MAGIC "RQ1"
 /* The largest attempts count a frame may carry. */
 #define REDQ__MAX_ATTEMPTS 1000000
 /* A header longer than this is malformed (reason and queue fit easily). */

@@ -2,21 +2,31 @@
  * At-least-once delivery: what happens to a message between its pop and
  * its end, and to the consumers that die holding some.
  *
- *   ready list Q --TAKE / BLMOVE--> Q:proc:<id> --ack (LREM)--> gone
- *                                        |
- *              nack, visibility timeout  +--> Q:delayed (retry, backoff)
- *              last attempt, malformed   +--> Q:dead
- *              consumer <id> died        +--> back to Q (REAP, by a live one)
- *   Q:delayed --PROMOTE when due--> Q
+ *   Q (raw) -----TAKE / BLMOVE--> proc:<holder>  --ack (LREM/LTRIM)--> gone
+ *   due (frames) --TAKE--------> fproc:<holder> --/
+ *                                     |
+ *          nack, visibility timeout   +--> delayed (retry, backoff) --PROMOTE--> due
+ *          last attempt, malformed    +--> dead
+ *          holder died (no heartbeat) +--> due (REAP, by a live consumer)
+ *          stop / lost pop reply      +--> back where it came from (RETURN)
  *
- * All moves between keys are Lua scripts (lib/scripts.c), so none is ever
- * half done. Commands that must not be lost (acks, settles) go through an
- * outbox on the control connection and are resent if the connection drops
- * before they are answered; both are idempotent (a message no longer in
- * the processing list is left alone), so a resend cannot duplicate.
+ * A holder is one pool connection ("<consumer id>.<k>"): each has its own
+ * processing lists, so a list's order is the order of one connection's
+ * pops, which is the order the client delivered them in. That is what
+ * makes the two-ends ack check (ACKFAST) sound with any pool size, and what
+ * lets a pop whose reply was lost be reconciled exactly: whatever the list
+ * holds beyond what the client tracks arrived last, at its head.
  *
- * The delivery-attempt count lives in the message itself (an envelope,
- * lib/envelope.c), so it survives retries, crashes and other consumers.
+ * All moves between keys are Lua scripts (lib/scripts.c). Commands that
+ * must not be lost (acks, settles, returns) go through an outbox on the
+ * control connection, kept in order until Redis answers them, and resent
+ * in the same order after a lost connection or a transient error (LOADING,
+ * BUSY, ...). Each is idempotent: a message no longer in its processing
+ * list is left alone, so a resend cannot duplicate it.
+ *
+ * The attempt count travels with the message once it has one: a frame
+ * (lib/frame.c) in the due list, the delayed zset and the dead list. A raw
+ * message taken from Q is on its first attempt.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,20 +39,15 @@
 
 #include "consumer_int.h"
 
-enum { OUT_ACK, OUT_ACKFAST, OUT_SETTLE, OUT_OTHER };
+enum { OUT_ACK, OUT_ACKFAST, OUT_SETTLE, OUT_SYNC, OUT_OTHER };
 
-/* Room in front of an ack buffer for "*N EVALSHA sha 1 proc". */
 #define NELEM(a) (sizeof(a) / sizeof((a)[0]))
-#define ACK_HEADER_ROOM(proclen) (160 + (proclen))
-
-static char *make_key(const char *q, const char *suffix, const char *id)
-{
-    size_t n = strlen(q) + strlen(suffix) + (id ? strlen(id) + 1 : 0) + 2;
-    char *k = malloc(n);
-    if (k != NULL)
-        snprintf(k, n, "%s:%s%s%s", q, suffix, id ? ":" : "", id ? id : "");
-    return k;
-}
+/* Room in front of an ack buffer for "*N EVALSHA sha 1 key". */
+#define ACK_HEADER_ROOM(keylen) (128 + (keylen))
+/* A nack's reason is cut to this many bytes before it is stored. */
+#define REASON_MAX 1024
+/* Messages REAP and DEADREQUEUE move per call: a script blocks the server. */
+#define REAP_BATCH 256
 
 static uint32_t rng_next(redq_consumer *c)
 {
@@ -53,46 +58,50 @@ static uint32_t rng_next(redq_consumer *c)
     return c->rng = x;
 }
 
+/* "$<len>\r\n<bytes>\r\n" at w; returns the bytes written. Sizes stay in
+ * size_t: a bulk may be up to 512 MiB. */
 static size_t put_bulk(char *w, const char *s, size_t len)
 {
-    int n = sprintf(w, "$%zu\r\n", len);
+    size_t n = (size_t)sprintf(w, "$%zu\r\n", len);
     memcpy(w + n, s, len);
-    w[n + (int)len] = '\r';
-    w[n + (int)len + 1] = '\n';
-    return (size_t)n + len + 2;
+    n += len;
+    w[n] = '\r';
+    w[n + 1] = '\n';
+    return n + 2;
 }
 
-/* A RESP command in one malloc'd buffer. */
-static char *format_cmd(int argc, const char **argv, const size_t *lens,
+/* A RESP command in one malloc'd buffer; NULL when out of memory. */
+static char *format_cmd(size_t argc, const char **argv, const size_t *lens,
                         size_t *out_len)
 {
     size_t need = 24, i, off;
     char *buf;
-    for (i = 0; i < (size_t)argc; i++)
+    for (i = 0; i < argc; i++)
         need += lens[i] + 24;
     buf = malloc(need);
     if (buf == NULL)
         return NULL;
-    off = (size_t)sprintf(buf, "*%d\r\n", argc);
-    for (i = 0; i < (size_t)argc; i++)
+    off = (size_t)sprintf(buf, "*%zu\r\n", argc);
+    for (i = 0; i < argc; i++)
         off += put_bulk(buf + off, argv[i], lens[i]);
     *out_len = off;
     return buf;
 }
 
-/* ---- the outbox ---------------------------------------------------------- */
+static char *format_cmdz(size_t argc, const char **argv, size_t *out_len)
+{
+    size_t lens[16], i;
+    for (i = 0; i < argc; i++)
+        lens[i] = strlen(argv[i]);
+    return format_cmd(argc, argv, lens, out_len);
+}
+
+/* ---- the outbox ----------------------------------------------------------
+ * out_head: not sent yet (the control connection is down); sent_head: sent,
+ * replies awaited, in send order. A command that must be sent again goes
+ * back to the front, with everything sent after it, so order holds. */
 
 static void on_out_reply(redq__conn *conn, void *reply, void *arg);
-
-static void out_append(outcmd **head, outcmd **tail, outcmd *o)
-{
-    o->next = NULL;
-    if (*tail != NULL)
-        (*tail)->next = o;
-    else
-        *head = o;
-    *tail = o;
-}
 
 static void out_send_all(redq_consumer *c)
 {
@@ -103,20 +112,43 @@ static void out_send_all(redq_consumer *c)
         c->out_head = o->next;
         if (c->out_head == NULL)
             c->out_tail = NULL;
-        out_append(&c->sent_head, &c->sent_tail, o);
+        o->next = NULL;
+        if (c->sent_tail != NULL)
+            c->sent_tail->next = o;
+        else
+            c->sent_head = o;
+        c->sent_tail = o;
     }
 }
 
-static void out_push2(redq_consumer *c, char *buf, size_t len, int kind,
-                      char *fallback, size_t fallback_len)
+static const char *kind_name(int kind)
+{
+    switch (kind) {
+    case OUT_ACK:
+    case OUT_ACKFAST:
+        return "ack";
+    case OUT_SETTLE:
+        return "retry/dead-letter";
+    case OUT_SYNC:
+        return "return of untracked messages";
+    default:
+        return "return/deregister";
+    }
+}
+
+static void out_push(redq_consumer *c, char *buf, size_t len, int kind,
+                     char *fallback, size_t fallback_len, void *ctx)
 {
     outcmd *o = malloc(sizeof *o);
     if (o == NULL) {
         free(buf);
         free(fallback);
+        /* What stays in a processing list is returned by the stop (RETURN
+         * "stop") or, after a crash, by a reaper: delayed, never lost. */
         redq__log(&c->log, REDQ_LOG_ERROR, REDQ_ENOMEM,
-                  "out of memory: an %s was dropped (the message will be "
-                  "delivered again)", kind == OUT_ACK ? "ack" : "retry");
+                  "out of memory: an %s was not sent; the message stays in "
+                  "the processing list until this consumer stops",
+                  kind_name(kind));
         return;
     }
     o->buf = buf;
@@ -124,13 +156,62 @@ static void out_push2(redq_consumer *c, char *buf, size_t len, int kind,
     o->kind = kind;
     o->fallback = fallback;
     o->fallback_len = fallback_len;
-    out_append(&c->out_head, &c->out_tail, o);
+    o->ctx = ctx;
+    o->next = NULL;
+    if (c->out_tail != NULL)
+        c->out_tail->next = o;
+    else
+        c->out_head = o;
+    c->out_tail = o;
     out_send_all(c);
 }
 
-static void out_push(redq_consumer *c, char *buf, size_t len, int kind)
+static void free_outcmd(outcmd *o)
 {
-    out_push2(c, buf, len, kind, NULL, 0);
+    free(o->buf);
+    free(o->fallback);
+    free(o);
+}
+
+static void free_outcmds(outcmd *o)
+{
+    while (o != NULL) {
+        outcmd *next = o->next;
+        free_outcmd(o);
+        o = next;
+    }
+}
+
+/* Everything sent and not answered goes back in front of what was never
+ * sent, in the same order. */
+static void out_requeue_sent(redq_consumer *c)
+{
+    if (c->sent_head == NULL)
+        return;
+    c->sent_tail->next = c->out_head;
+    if (c->out_head == NULL)
+        c->out_tail = c->sent_tail;
+    c->out_head = c->sent_head;
+    c->sent_head = c->sent_tail = NULL;
+}
+
+static void sync_done(redq_consumer *c, popper *pp, redisReply *r)
+{
+    if (r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+        r->element[0]->type == REDIS_REPLY_INTEGER &&
+        r->element[1]->type == REDIS_REPLY_INTEGER) {
+        long long n = r->element[0]->integer + r->element[1]->integer;
+        if (n > 0) {
+            c->st.returned += (uint64_t)n;
+            redq__log(&c->log, REDQ_LOG_WARN, 0,
+                      "returned %lld message(s) that a pop took while its "
+                      "reply was lost", n);
+        }
+    }
+    if (pp->sync_left > 0 && --pp->sync_left == 0) {
+        pp->sync = 0;
+        redq__consumer_defer(c, DEFER_KICK);
+    }
 }
 
 static void on_out_reply(redq__conn *conn, void *reply, void *arg)
@@ -139,53 +220,40 @@ static void on_out_reply(redq__conn *conn, void *reply, void *arg)
     redisReply *r = reply;
     outcmd *o = c->sent_head;
 
-    /* Replies come in send order: this answers the oldest sent. */
+    if (o == NULL)
+        return; /* already put back for resending (see below) */
+    if (r == NULL || (r->type == REDIS_REPLY_ERROR &&
+                      (strncmp(r->str, "NOSCRIPT", 8) == 0 ||
+                       redq__err_is_transient(r->str, (size_t)r->len)))) {
+        /* Not answered, or not applied (the server forgot the scripts, is
+         * loading, busy, ...): send all of them again, in order, once the
+         * connection is back. The later ones get NULL from the reset and
+         * are found already requeued. */
+        out_requeue_sent(c);
+        if (r != NULL)
+            redq__conn_reset(conn, redq__err_from_reply(r->str, (size_t)r->len),
+                             r->str);
+        return;
+    }
     c->sent_head = o->next;
     if (c->sent_head == NULL)
         c->sent_tail = NULL;
-    if (c->closing) {
-        free(o->buf);
-        free(o->fallback);
-        free(o);
-        return;
-    }
-    if (r == NULL || (r->type == REDIS_REPLY_ERROR &&
-                      strncmp(r->str, "NOSCRIPT", 8) == 0)) {
-        /* Not answered, or the server forgot the scripts: send it again
-         * once the connection is back (the handshake reloads scripts). */
-        out_append(&c->out_head, &c->out_tail, o);
-        if (r != NULL)
-            redq__conn_reset(conn, REDQ_ESERVER, "scripts flushed; reloading");
-        return;
-    }
     if (o->kind == OUT_ACKFAST && r->type == REDIS_REPLY_INTEGER &&
         r->integer < 0) {
         /* The list was not as the client saw it: ack one by one. */
-        out_push(c, o->fallback, o->fallback_len, OUT_ACK);
+        out_push(c, o->fallback, o->fallback_len, OUT_ACK, NULL, 0, NULL);
         o->fallback = NULL;
-    } else if (r->type == REDIS_REPLY_ERROR)
+    } else if (r->type == REDIS_REPLY_ERROR) {
+        c->st.errors++;
         redq__log(&c->log, REDQ_LOG_ERROR,
                   redq__err_from_reply(r->str, (size_t)r->len), "%s: %s",
-                  o->kind == OUT_ACK      ? "ack"
-                  : o->kind == OUT_SETTLE ? "retry/dead-letter"
-                                          : "deregister",
-                  r->str);
-    free(o->buf);
-    free(o->fallback);
-    free(o);
-    if (c->stopping)
-        redq__consumer_defer(c, DEFER_CHECK_STOP);
-}
-
-static void free_outcmds(outcmd *o)
-{
-    while (o != NULL) {
-        outcmd *next = o->next;
-        free(o->buf);
-        free(o->fallback);
-        free(o);
-        o = next;
+                  kind_name(o->kind), r->str);
     }
+    if (o->kind == OUT_SYNC)
+        sync_done(c, o->ctx, r);
+    free_outcmd(o);
+    if (c->stopping || c->closing)
+        redq__consumer_defer(c, DEFER_CHECK_STOP);
 }
 
 /* ---- set-up -------------------------------------------------------------- */
@@ -194,9 +262,17 @@ static void visibility_cb(evutil_socket_t fd, short what, void *arg);
 static void heartbeat_cb(evutil_socket_t fd, short what, void *arg);
 static void promote_cb(evutil_socket_t fd, short what, void *arg);
 
+static char *holder_key(const redq_consumer *c, size_t qi, const char *kind,
+                        const char *holder)
+{
+    char sfx[64];
+    snprintf(sfx, sizeof sfx, "%s:%s", kind, holder);
+    return redq__key(c->queues[qi], c->qlens[qi], sfx);
+}
+
 int redq__rel_init(redq_consumer *c, const redq_options *o)
 {
-    size_t i;
+    size_t i, k;
     uint64_t seed;
 
     c->visibility_timeout_ms = o->visibility_timeout_ms;
@@ -223,34 +299,83 @@ int redq__rel_init(redq_consumer *c, const redq_options *o)
     c->t_promote = event_new(c->base, -1, 0, promote_cb, c);
     if (!c->rq || !c->t_visibility || !c->t_heartbeat || !c->t_promote)
         return REDQ_ENOMEM;
+    for (i = 0; i < c->npool; i++) {
+        c->pool[i].idx = i;
+        snprintf(c->pool[i].holder, sizeof c->pool[i].holder, "%s.%zu",
+                 c->id, i);
+    }
     for (i = 0; i < c->nq; i++) {
         relq *q = &c->rq[i];
-        q->proc = make_key(c->queues[i], "proc", c->id);
-        q->hb = make_key(c->queues[i], "hb", c->id);
-        q->consumers = make_key(c->queues[i], "consumers", NULL);
-        q->delayed = make_key(c->queues[i], "delayed", NULL);
-        q->dead = make_key(c->queues[i], "dead", NULL);
-        q->reaper = make_key(c->queues[i], "reaper", NULL);
-        if (!q->proc || !q->hb || !q->consumers || !q->delayed || !q->dead ||
-            !q->reaper)
+        const char *qn = c->queues[i];
+        size_t ql = c->qlens[i];
+        q->due = redq__key(qn, ql, "due");
+        q->delayed = redq__key(qn, ql, "delayed");
+        q->dead = redq__key(qn, ql, "dead");
+        q->consumers = redq__key(qn, ql, "consumers");
+        q->reaper = redq__key(qn, ql, "reaper");
+        q->qenc = malloc(3 * ql + 1);
+        if (!q->due || !q->delayed || !q->dead || !q->consumers ||
+            !q->reaper || !q->qenc)
             return REDQ_ENOMEM;
+        /* "q=" in the dead-letter frames REAP makes, encoded as
+         * lib/frame.c encodes values. */
+        {
+            static const char hex[] = "0123456789ABCDEF";
+            size_t j, n = 0;
+            for (j = 0; j < ql; j++) {
+                unsigned char ch = (unsigned char)qn[j];
+                if (ch > 0x20 && ch < 0x7f && ch != '%') {
+                    q->qenc[n++] = (char)ch;
+                } else {
+                    q->qenc[n++] = '%';
+                    q->qenc[n++] = hex[ch >> 4];
+                    q->qenc[n++] = hex[ch & 15];
+                }
+            }
+            q->qenc[n] = '\0';
+        }
+        if (!c->reliable)
+            continue;
+        q->pl = calloc(2 * c->npool, sizeof *q->pl);
+        q->hb = calloc(c->npool, sizeof *q->hb);
+        if (q->pl == NULL || q->hb == NULL)
+            return REDQ_ENOMEM;
+        for (k = 0; k < c->npool; k++) {
+            const char *h = c->pool[k].holder;
+            q->pl[2 * k].key = holder_key(c, i, "proc", h);
+            q->pl[2 * k + 1].key = holder_key(c, i, "fproc", h);
+            q->hb[k] = holder_key(c, i, "hb", h);
+            if (!q->pl[2 * k].key || !q->pl[2 * k + 1].key || !q->hb[k])
+                return REDQ_ENOMEM;
+            q->pl[2 * k].keylen = strlen(q->pl[2 * k].key);
+            q->pl[2 * k + 1].keylen = strlen(q->pl[2 * k + 1].key);
+        }
     }
     return 0;
 }
 
 void redq__rel_free(redq_consumer *c)
 {
-    size_t i;
+    size_t i, k;
     if (c->rq != NULL) {
         for (i = 0; i < c->nq; i++) {
             relq *q = &c->rq[i];
-            free(q->proc);
-            free(q->hb);
-            free(q->consumers);
+            free(q->due);
             free(q->delayed);
             free(q->dead);
+            free(q->consumers);
             free(q->reaper);
-            free(q->ackbuf);
+            free(q->qenc);
+            if (q->pl != NULL)
+                for (k = 0; k < 2 * c->npool; k++) {
+                    free(q->pl[k].key);
+                    free(q->pl[k].ackbuf);
+                }
+            if (q->hb != NULL)
+                for (k = 0; k < c->npool; k++)
+                    free(q->hb[k]);
+            free(q->pl);
+            free(q->hb);
         }
         free(c->rq);
     }
@@ -262,6 +387,78 @@ void redq__rel_free(redq_consumer *c)
         event_free(c->t_heartbeat);
     if (c->t_promote != NULL)
         event_free(c->t_promote);
+}
+
+/* ---- the live list (by visibility deadline) and the plists ------------- */
+
+static void live_remove(redq_consumer *c, redq_message *m)
+{
+    if (m->prev != NULL)
+        m->prev->next = m->next;
+    else
+        c->live_head = m->next;
+    if (m->next != NULL)
+        m->next->prev = m->prev;
+    else
+        c->live_tail = m->prev;
+    m->prev = m->next = NULL;
+}
+
+/* Insert keeping the list sorted by deadline: from the tail, since a new
+ * or extended deadline is usually the latest. */
+static void live_insert(redq_consumer *c, redq_message *m)
+{
+    redq_message *after = c->live_tail;
+    while (after != NULL && after->deadline_us > m->deadline_us)
+        after = after->prev;
+    m->prev = after;
+    m->next = after != NULL ? after->next : c->live_head;
+    if (m->next != NULL)
+        m->next->prev = m;
+    else
+        c->live_tail = m;
+    if (after != NULL)
+        after->next = m;
+    else
+        c->live_head = m;
+}
+
+static void pl_remove(redq_message *m)
+{
+    plist *pl = m->pl;
+    if (m->pl_prev != NULL)
+        m->pl_prev->pl_next = m->pl_next;
+    else
+        pl->head = m->pl_next;
+    if (m->pl_next != NULL)
+        m->pl_next->pl_prev = m->pl_prev;
+    else
+        pl->tail = m->pl_prev;
+    m->pl_prev = m->pl_next = NULL;
+}
+
+/* A live message leaves the client's books: a command that takes it out of
+ * its processing list has been gathered or queued. */
+static void unlive(redq_consumer *c, redq_message *m)
+{
+    live_remove(c, m);
+    pl_remove(m);
+    if (m->pl->held > 0)
+        m->pl->held--;
+}
+
+static void arm_visibility(redq_consumer *c)
+{
+    uint64_t now, dl;
+    struct timeval tv;
+    if (c->live_head == NULL)
+        return;
+    now = redq__now_us();
+    dl = c->live_head->deadline_us;
+    dl = dl > now ? dl - now : 0;
+    tv.tv_sec = (time_t)(dl / 1000000u);
+    tv.tv_usec = (suseconds_t)(dl % 1000000u) + 1000;
+    event_add(c->t_visibility, &tv);
 }
 
 /* ---- settling: retry or dead-letter ------------------------------------- */
@@ -281,9 +478,9 @@ static long long backoff_ms(redq_consumer *c, int attempt)
 }
 
 /*
- * Send message `m` (body, attempt count, id) down the retry path, or to
- * the dead-letter list if this was its last attempt or `force_dead`. The
- * script takes it out of the processing list first (at-least-once) and does
+ * Send message `m` down the retry path, or to the dead-letter list if this
+ * was its last attempt or `force_dead`. Its new frame carries the payload
+ * verbatim. The script takes it out of its processing list first and does
  * nothing if it is no longer there.
  */
 static void settle(redq_consumer *c, redq_message *m, const char *why,
@@ -291,84 +488,75 @@ static void settle(redq_consumer *c, redq_message *m, const char *why,
 {
     relq *q = &c->rq[m->qidx];
     int dead = force_dead || m->attempt >= c->max_attempts;
-    char idbuf[48], delay[24], reason[600];
+    char idbuf[64], delay[24], reason[REASON_MAX + 64];
     const char *id = m->id;
-    const char *argv[8];
-    size_t lens[8], env_len, cmd_len;
-    char *env, *cmd;
+    const char *argv[10];
+    size_t lens[10], flen, cmd_len, i;
+    char *frame, *cmd;
     long long now = redq__wall_ms();
 
     if (id == NULL || id[0] == '\0') {
-        /* Envelopes in the delayed zset must be distinct members. */
-        snprintf(idbuf, sizeof idbuf, "%s-%08x%08x", c->id, rng_next(c),
+        /* Frames in the delayed zset must be distinct members. */
+        snprintf(idbuf, sizeof idbuf, "%s.%08x%08x", c->id, rng_next(c),
                  rng_next(c));
         id = idbuf;
     }
-    if (dead)
-        snprintf(reason, sizeof reason, "%s (attempt %d of %d)", why,
-                 m->attempt, c->max_attempts);
-    env = redq__envelope_build(m->data, m->len, id,
-                               m->ts_ms >= 0 ? m->ts_ms : now, m->attempt,
-                               dead ? reason : NULL, now, m->queue, &env_len);
-    if (env == NULL)
+    snprintf(reason, sizeof reason, "%.*s (attempt %d of %d)", REASON_MAX,
+             why, m->attempt, c->max_attempts);
+    frame = malloc(redq__frame_size(m->len, id, reason, m->queue));
+    if (frame == NULL)
         goto nomem;
+    flen = redq__frame_build(frame, m->data, m->len, id, m->attempt,
+                             m->ts_ms >= 0 ? m->ts_ms : now,
+                             dead ? reason : NULL, dead ? now : -1,
+                             dead ? m->queue : NULL);
     snprintf(delay, sizeof delay, "%lld", dead ? 0 : backoff_ms(c, m->attempt));
     argv[0] = "EVALSHA";
     argv[1] = c->scripts.sha[REDQ__SCRIPT_SETTLE];
     argv[2] = "2";
-    argv[3] = m->state == M_FAST ? "" : q->proc;
+    argv[3] = m->state == M_FAST ? q->due : m->pl->key; /* same slot */
     argv[4] = dead ? q->dead : q->delayed;
     argv[5] = dead ? "dead" : "retry";
     argv[6] = m->raw;
-    argv[7] = env;
+    argv[7] = frame;
+    argv[8] = delay;
+    argv[9] = m->state == M_FAST ? "0" : "1";
+    for (i = 0; i < 10; i++)
+        lens[i] = strlen(argv[i]);
     lens[6] = m->raw_len;
-    lens[7] = env_len;
-    {
-        int i;
-        for (i = 0; i < 6; i++)
-            lens[i] = strlen(argv[i]);
-    }
-    {
-        /* ARGV[4] (the delay) after the envelope. */
-        const char *av[9];
-        size_t ln[9];
-        memcpy(av, argv, sizeof argv);
-        memcpy(ln, lens, sizeof lens);
-        av[8] = delay;
-        ln[8] = strlen(delay);
-        cmd = format_cmd(9, av, ln, &cmd_len);
-    }
-    free(env);
+    lens[7] = flen;
+    cmd = format_cmd(10, argv, lens, &cmd_len);
+    free(frame);
     if (cmd == NULL)
         goto nomem;
     if (dead) {
         c->st.dead_lettered++;
-        redq__log(&c->log, REDQ_LOG_WARN, 0, "%s: dead-lettered to %s: %s",
-                  m->queue, q->dead, reason);
+        redq__log(&c->log, REDQ_LOG_WARN, 0, "%s: dead-lettered: %s",
+                  m->queue, reason);
     } else {
         c->st.retried++;
     }
-    out_push(c, cmd, cmd_len, OUT_SETTLE);
+    out_push(c, cmd, cmd_len, OUT_SETTLE, NULL, 0, NULL);
     return;
 nomem:
     redq__log(&c->log, REDQ_LOG_ERROR, REDQ_ENOMEM,
               "out of memory settling a message of %s%s", m->queue,
               m->state == M_FAST ? "; it is lost"
-                                 : "; it stays in the processing list");
+                                 : "; it stays in the processing list until "
+                                   "this consumer stops");
+    if (m->state != M_FAST)
+        m->pl->held++; /* not taken out after all */
 }
 
 /* ---- messages ------------------------------------------------------------ */
 
-int redq__rel_prepare(redq_consumer *c, redq_message *m, char *space)
+int redq__rel_prepare(redq_consumer *c, redq_message *m, char *idspace)
 {
-    redq__envelope env;
-    char err[256];
-    int rc = redq__envelope_parse(m->raw, m->raw_len, &env, space, err,
-                                  sizeof err);
-    m->state = c->reliable ? M_LIVE : M_FAST;
-    if (rc != 0) {
-        /* Not ours to guess at: keep it whole, with the reason, for an
-         * operator to look at. */
+    redq__frame f;
+    char err[128];
+    if (redq__frame_parse(m->raw, m->raw_len, &f, err, sizeof err) != 0) {
+        /* Only redq writes due lists, but someone may have by hand. Keep it
+         * whole, with the reason, for an operator to look at. */
         m->data = m->raw;
         m->len = m->raw_len;
         m->id = "";
@@ -377,65 +565,36 @@ int redq__rel_prepare(redq_consumer *c, redq_message *m, char *space)
         settle(c, m, err, 1);
         return REDQ_EPROTOCOL;
     }
-    m->data = env.body;
-    m->len = env.body_len;
-    m->attempt = env.attempts + 1;
-    m->ts_ms = env.ts_ms;
+    m->data = f.body;
+    m->len = f.body_len;
+    m->attempt = f.attempts >= REDQ__MAX_ATTEMPTS ? REDQ__MAX_ATTEMPTS
+                                                  : f.attempts + 1;
+    m->ts_ms = f.ts_ms;
     m->id = "";
-    if (env.is_envelope && env.id[0] != '\0') {
-        /* The id goes after the decoded body: an envelope holds both, so
-         * there is room in the body space. */
-        char *idp = space + env.body_len + 1;
-        memcpy(idp, env.id, strlen(env.id) + 1);
-        m->id = idp;
+    if (f.id[0] != '\0') {
+        memcpy(idspace, f.id, strlen(f.id) + 1);
+        m->id = idspace;
     }
     return 0;
 }
 
-static void arm_visibility(redq_consumer *c)
-{
-    uint64_t now, dl;
-    struct timeval tv;
-    if (c->live_head == NULL || event_pending(c->t_visibility, EV_TIMEOUT,
-                                              NULL))
-        return;
-    now = redq__now_us();
-    dl = c->live_head->deadline_us;
-    dl = dl > now ? dl - now : 0;
-    tv.tv_sec = (time_t)(dl / 1000000u);
-    tv.tv_usec = (suseconds_t)(dl % 1000000u) + 1000;
-    event_add(c->t_visibility, &tv);
-}
-
-static void live_remove(redq_consumer *c, redq_message *m)
-{
-    if (m->prev != NULL)
-        m->prev->next = m->next;
-    else
-        c->live_head = m->next;
-    if (m->next != NULL)
-        m->next->prev = m->prev;
-    else
-        c->live_tail = m->prev;
-    m->prev = m->next = NULL;
-}
-
 void redq__rel_delivered(redq_consumer *c, redq_message *m)
 {
+    plist *pl = m->pl;
     if (m->state != M_LIVE)
         return;
-    /* Constant timeout, delivery order: the list stays sorted by deadline
-     * and the head is always the next to expire. */
     m->deadline_us =
         redq__now_us() + (uint64_t)c->visibility_timeout_ms * 1000u;
-    m->next = NULL;
-    m->prev = c->live_tail;
-    if (c->live_tail != NULL)
-        c->live_tail->next = m;
+    live_insert(c, m);
+    m->pl_next = NULL;
+    m->pl_prev = pl->tail;
+    if (pl->tail != NULL)
+        pl->tail->pl_next = m;
     else
-        c->live_head = m;
-    c->live_tail = m;
-    arm_visibility(c);
+        pl->head = m;
+    pl->tail = m;
+    if (c->live_head == m)
+        arm_visibility(c);
 }
 
 static void visibility_cb(evutil_socket_t fd, short what, void *arg)
@@ -445,12 +604,11 @@ static void visibility_cb(evutil_socket_t fd, short what, void *arg)
     char why[96];
     (void)fd;
     (void)what;
-    snprintf(why, sizeof why, "not acked within %d ms (visibility timeout)",
-             c->visibility_timeout_ms);
+    snprintf(why, sizeof why, "not acked within the visibility timeout");
     while (c->live_head != NULL && c->live_head->deadline_us <= now &&
            !c->closing) {
         redq_message *m = c->live_head;
-        live_remove(c, m);
+        unlive(c, m);
         settle(c, m, why, 0);
         /* It is Redis's again: its window place is free for new work
          * while the handler, if it ever finishes, only releases memory. */
@@ -462,207 +620,533 @@ static void visibility_cb(evutil_socket_t fd, short what, void *arg)
     arm_visibility(c);
 }
 
+int redq__rel_extend(redq_consumer *c, redq_message *m, int ms)
+{
+    if (m->state == M_SETTLED)
+        return REDQ_ETIMEDOUT;
+    if (m->state != M_LIVE)
+        return 0;
+    live_remove(c, m);
+    m->deadline_us = redq__now_us() + (uint64_t)ms * 1000u;
+    live_insert(c, m);
+    event_del(c->t_visibility);
+    arm_visibility(c);
+    return 0;
+}
+
 int redq__rel_ack(redq_consumer *c, redq_message *m)
 {
-    relq *q;
+    plist *pl;
     size_t room, need;
-
     int oldest;
 
     if (m->state == M_SETTLED)
         return REDQ_ETIMEDOUT;
     if (m->state != M_LIVE)
         return 0;
-    /* With one queue the live list is that queue's processing list as
-     * the client knows it: acking its head keeps a batch "in order". */
-    oldest = c->nq == 1 && m == c->live_head;
-    live_remove(c, m);
-    q = &c->rq[m->qidx];
-    room = ACK_HEADER_ROOM(strlen(q->proc));
-    need = (q->acklen ? q->acklen : room) + m->raw_len + 32;
-    if (need > q->ackcap) {
-        size_t ncap = q->ackcap ? q->ackcap * 2 : 4096;
+    pl = m->pl;
+    /* The oldest the client tracks in this list: with every earlier ack of
+     * the batch the same, they are exactly the list's oldest. */
+    oldest = m == pl->head;
+    room = ACK_HEADER_ROOM(pl->keylen);
+    need = (pl->acklen ? pl->acklen : room) + m->raw_len + 32;
+    if (need > pl->ackcap) {
+        size_t ncap = pl->ackcap ? pl->ackcap * 2 : 4096;
         char *n;
         while (ncap < need)
             ncap *= 2;
-        n = realloc(q->ackbuf, ncap);
+        n = realloc(pl->ackbuf, ncap);
         if (n == NULL) {
             redq__log(&c->log, REDQ_LOG_ERROR, REDQ_ENOMEM,
-                      "out of memory: an ack of %s was dropped (the message "
-                      "stays in the processing list)", m->queue);
+                      "out of memory: an ack of %s was not sent (the message "
+                      "stays in the processing list until this consumer "
+                      "stops)", m->queue);
+            live_remove(c, m);
+            pl_remove(m);
             return 0;
         }
-        q->ackbuf = n;
-        q->ackcap = ncap;
+        pl->ackbuf = n;
+        pl->ackcap = ncap;
     }
-    if (q->acklen == 0) {
-        q->acklen = room;
-        q->ack_inorder = 1;
-        q->first_off = room;
-        q->first_len = m->raw_len;
+    unlive(c, m);
+    if (pl->acklen == 0) {
+        pl->acklen = room;
+        pl->ack_inorder = 1;
+        pl->first_off = room;
+        pl->first_len = m->raw_len;
     }
-    q->ack_inorder &= oldest;
-    q->last_off = q->acklen;
-    q->last_len = m->raw_len;
-    q->acklen += put_bulk(q->ackbuf + q->acklen, m->raw, m->raw_len);
-    q->nacks++;
+    pl->ack_inorder &= oldest;
+    pl->last_off = pl->acklen;
+    pl->last_len = m->raw_len;
+    pl->acklen += put_bulk(pl->ackbuf + pl->acklen, m->raw, m->raw_len);
+    pl->nacks++;
     /* Gathered per loop iteration: one script call acks them all. */
     redq__consumer_defer(c, DEFER_FLUSH_ACKS);
     return 0;
 }
 
+/* The gathered acks of one processing list as one command (ACKFAST when
+ * they are its oldest, with the full ACK kept as the fallback). */
+static void flush_plist(redq_consumer *c, plist *pl)
+{
+    size_t room = ACK_HEADER_ROOM(pl->keylen), hlen, start, blen;
+    char hdr[128];
+    char *buf;
+
+    if (pl->nacks == 0)
+        return;
+    /* "*<4+n> EVALSHA sha 1 key", right-aligned before the args. The key
+     * goes in after the fixed part: it can be long (1 KiB queue names). */
+    hlen = (size_t)snprintf(hdr, sizeof hdr, "*%zu\r\n", pl->nacks + 4);
+    hlen += put_bulk(hdr + hlen, "EVALSHA", 7);
+    hlen += put_bulk(hdr + hlen, c->scripts.sha[REDQ__SCRIPT_ACK], 40);
+    hlen += put_bulk(hdr + hlen, "1", 1);
+    {
+        char klen[32];
+        size_t kl = (size_t)sprintf(klen, "$%zu\r\n", pl->keylen);
+        size_t total = hlen + kl + pl->keylen + 2;
+        start = room - total;
+        memcpy(pl->ackbuf + start, hdr, hlen);
+        memcpy(pl->ackbuf + start + hlen, klen, kl);
+        memcpy(pl->ackbuf + start + hlen + kl, pl->key, pl->keylen);
+        memcpy(pl->ackbuf + room - 2, "\r\n", 2);
+    }
+    blen = pl->acklen - start;
+    buf = malloc(blen);
+    if (buf == NULL)
+        return; /* kept; retried at the next flush */
+    memcpy(buf, pl->ackbuf + start, blen);
+    if (pl->ack_inorder && pl->nacks >= 4) {
+        /* In delivery order: send the count and both ends only; the full
+         * form waits in case the server disagrees. */
+        char kbuf[24], *fast;
+        const char *first = pl->ackbuf + pl->first_off,
+                   *last = pl->ackbuf + pl->last_off;
+        const char *av[7];
+        size_t ln[7], flen;
+        while (*first++ != '\n') /* skip "$<len>\r\n" */
+            ;
+        while (*last++ != '\n')
+            ;
+        snprintf(kbuf, sizeof kbuf, "%zu", pl->nacks);
+        av[0] = "EVALSHA";
+        av[1] = c->scripts.sha[REDQ__SCRIPT_ACKFAST];
+        av[2] = "1";
+        av[3] = pl->key;
+        av[4] = kbuf;
+        av[5] = first;
+        av[6] = last;
+        ln[0] = 7;
+        ln[1] = 40;
+        ln[2] = 1;
+        ln[3] = pl->keylen;
+        ln[4] = strlen(kbuf);
+        ln[5] = pl->first_len;
+        ln[6] = pl->last_len;
+        fast = format_cmd(7, av, ln, &flen);
+        if (fast != NULL) {
+            out_push(c, fast, flen, OUT_ACKFAST, buf, blen, NULL);
+            pl->acklen = 0;
+            pl->nacks = 0;
+            return;
+        }
+    }
+    out_push(c, buf, blen, OUT_ACK, NULL, 0, NULL);
+    pl->acklen = 0;
+    pl->nacks = 0;
+}
+
 void redq__rel_flush_acks(redq_consumer *c)
 {
-    size_t i;
-    for (i = 0; c->rq != NULL && i < c->nq; i++) {
-        relq *q = &c->rq[i];
-        size_t room = ACK_HEADER_ROOM(strlen(q->proc)), hlen;
-        char hdr[256 + 64];
-        char *buf;
-        if (q->nacks == 0)
-            continue;
-        /* "*<4+n> EVALSHA sha 1 proc", right-aligned before the args. */
-        hlen = (size_t)snprintf(hdr, sizeof hdr, "*%zu\r\n", q->nacks + 4);
-        hlen += put_bulk(hdr + hlen, "EVALSHA", 7);
-        hlen += put_bulk(hdr + hlen, c->scripts.sha[REDQ__SCRIPT_ACK], 40);
-        hlen += put_bulk(hdr + hlen, "1", 1);
-        if (hlen + strlen(q->proc) + 16 > room) {
-            redq__log(&c->log, REDQ_LOG_ERROR, REDQ_EINVAL, "ack header");
-            continue;
-        }
-        hlen += put_bulk(hdr + hlen, q->proc, strlen(q->proc));
-        memcpy(q->ackbuf + room - hlen, hdr, hlen);
-        buf = malloc(q->acklen - (room - hlen));
-        if (buf == NULL)
-            continue; /* kept; retried at the next flush */
-        memcpy(buf, q->ackbuf + room - hlen, q->acklen - (room - hlen));
-        if (q->ack_inorder && q->nacks >= 4) {
-            /* In delivery order: send the count and both ends only; the
-             * full form waits in case the server disagrees. */
-            char kbuf[24], *fast, *bulk;
-            const char *argv[6];
-            size_t lens[6], flen, blen, j;
-            bulk = q->ackbuf + q->first_off;
-            while (*bulk++ != '\n') /* skip "$<len>\r\n" */
-                ;
-            argv[0] = "EVALSHA";
-            argv[1] = c->scripts.sha[REDQ__SCRIPT_ACKFAST];
-            argv[2] = "1";
-            argv[3] = q->proc;
-            argv[4] = kbuf;
-            snprintf(kbuf, sizeof kbuf, "%zu", q->nacks);
-            for (j = 0; j < 5; j++)
-                lens[j] = strlen(argv[j]);
-            {
-                const char *av[7];
-                size_t ln[7];
-                char *last = q->ackbuf + q->last_off;
-                while (*last++ != '\n')
-                    ;
-                memcpy(av, argv, 5 * sizeof argv[0]);
-                memcpy(ln, lens, 5 * sizeof lens[0]);
-                av[5] = bulk;
-                ln[5] = q->first_len;
-                av[6] = last;
-                ln[6] = q->last_len;
-                fast = format_cmd(7, av, ln, &flen);
-            }
-            blen = q->acklen - (room - hlen);
-            if (fast != NULL) {
-                out_push2(c, fast, flen, OUT_ACKFAST, buf, blen);
-                q->acklen = 0;
-                q->nacks = 0;
-                continue;
-            }
-        }
-        out_push(c, buf, q->acklen - (room - hlen), OUT_ACK);
-        q->acklen = 0;
-        q->nacks = 0;
-    }
+    size_t i, k;
+    if (!c->reliable || c->rq == NULL)
+        return;
+    for (i = 0; i < c->nq; i++)
+        for (k = 0; k < 2 * c->npool; k++)
+            flush_plist(c, &c->rq[i].pl[k]);
 }
 
 int redq__rel_nack(redq_consumer *c, redq_message *m, const char *reason)
 {
-    char why[600];
+    char why[REASON_MAX + 8];
     if (m->state == M_SETTLED)
         return REDQ_ETIMEDOUT;
-    if (m->state == M_LIVE)
-        live_remove(c, m);
-    snprintf(why, sizeof why, "nack: %s", reason ? reason : "(no reason)");
+    if (m->state == M_LIVE) {
+        /* Acks of this list gathered before it go first: SETTLE's LREM and
+         * the plist's count assume them applied. */
+        flush_plist(c, m->pl);
+        unlive(c, m);
+    }
+    snprintf(why, sizeof why, "nack: %.*s", REASON_MAX,
+             reason ? reason : "(no reason)");
     settle(c, m, why, 0);
     return 0;
 }
 
+/* ---- returning: lost pop replies and the stop --------------------------- */
+
+/* RETURN for holder k of queue i: "sync" keeps what the client tracks,
+ * "stop" keeps nothing and deregisters. */
+static void send_return(redq_consumer *c, size_t i, size_t k, int stop,
+                        popper *pp)
+{
+    relq *q = &c->rq[i];
+    char raw[24], fr[24];
+    size_t n;
+    char *cmd;
+    const char *argv[] = {"EVALSHA", c->scripts.sha[REDQ__SCRIPT_RETURN], "6",
+                          c->queues[i], q->due, q->pl[2 * k].key,
+                          q->pl[2 * k + 1].key, q->consumers, q->hb[k],
+                          stop ? "stop" : "sync", raw, fr, c->pool[k].holder};
+    snprintf(raw, sizeof raw, "%zu", stop ? (size_t)0 : q->pl[2 * k].held);
+    snprintf(fr, sizeof fr, "%zu", stop ? (size_t)0 : q->pl[2 * k + 1].held);
+    cmd = format_cmdz(NELEM(argv), argv, &n);
+    if (cmd == NULL) {
+        redq__log(&c->log, REDQ_LOG_ERROR, REDQ_ENOMEM,
+                  "out of memory returning messages of %s", c->queues[i]);
+        if (pp != NULL)
+            sync_done(c, pp, NULL);
+        return;
+    }
+    out_push(c, cmd, n, stop ? OUT_OTHER : OUT_SYNC, NULL, 0, pp);
+}
+
+void redq__rel_sync(redq_consumer *c, popper *pp)
+{
+    size_t i;
+    if (!c->reliable || pp->sync != 0 || c->closing)
+        return;
+    /* Gathered acks first: the counts sent assume them applied. */
+    redq__rel_flush_acks(c);
+    pp->sync = 2;
+    pp->sync_left = c->nq;
+    for (i = 0; i < c->nq; i++)
+        send_return(c, i, pp->idx, 0, pp);
+}
+
+void redq__rel_return_all(redq_consumer *c)
+{
+    size_t i, k;
+    redq_message *m;
+    if (!c->reliable || c->deregistered)
+        return;
+    c->deregistered = 1;
+    event_del(c->t_heartbeat);
+    redq__rel_flush_acks(c);
+    /* What the handler still holds (a stop that timed out) goes back too;
+     * its later ack only releases memory. */
+    while ((m = c->live_head) != NULL) {
+        unlive(c, m);
+        m->state = M_SETTLED;
+        c->unacked--;
+        c->st.returned++;
+    }
+    for (i = 0; i < c->nq; i++)
+        for (k = 0; k < c->npool; k++)
+            send_return(c, i, k, 1, NULL);
+}
+
 /* ---- heartbeats, recovery, promotion ----------------------------------- */
 
-static void ignore_reply(redq__conn *conn, void *reply, void *arg)
+typedef struct qref {
+    redq_consumer *c;
+    size_t qi;
+} qref;
+
+static void hb_reply(redq__conn *conn, void *reply, void *arg);
+static void members_reply(redq__conn *conn, void *reply, void *arg);
+static void scan_reply(redq__conn *conn, void *reply, void *arg);
+static void reap_reply(redq__conn *conn, void *reply, void *arg);
+
+/* Replies that need (consumer, queue) get a small heap record; the reply
+ * callback always runs exactly once, so it frees it. */
+static qref *qref_new(redq_consumer *c, size_t qi)
 {
-    (void)conn;
-    (void)reply;
-    (void)arg;
+    qref *r = malloc(sizeof *r);
+    if (r != NULL) {
+        r->c = c;
+        r->qi = qi;
+    }
+    return r;
 }
 
-static void on_reap_reply(redq__conn *conn, void *reply, void *arg)
+static void hb_reply(redq__conn *conn, void *reply, void *arg)
 {
-    redq_consumer *c = arg;
+    qref *ref = arg;
+    redq_consumer *c = ref->c;
     redisReply *r = reply;
+    size_t i;
     (void)conn;
-    if (c->closing || r == NULL)
-        return;
-    if (r->type == REDIS_REPLY_INTEGER && r->integer > 0) {
-        c->st.recovered += (uint64_t)r->integer;
-        redq__log(&c->log, REDQ_LOG_WARN, 0,
-                  "requeued %lld messages of consumers that stopped "
-                  "heartbeating",
-                  r->integer);
-    } else if (r->type == REDIS_REPLY_ERROR) {
-        redq__rel_script_error(c, c->ctl, r->str);
+    if (!c->closing && r != NULL) {
+        if (r->type == REDIS_REPLY_ERROR) {
+            c->st.errors++;
+            redq__log(&c->log, REDQ_LOG_ERROR,
+                      redq__err_from_reply(r->str, (size_t)r->len),
+                      "%s: heartbeat: %s%s", c->queues[ref->qi], r->str,
+                      c->registered ? "" : " (not consuming until it works)");
+            if (strncmp(r->str, "NOSCRIPT", 8) == 0)
+                redq__conn_reset(conn, REDQ_ESERVER, "scripts flushed");
+        } else if (!c->registered && !c->deregistered) {
+            c->rq[ref->qi].registered = 1;
+            for (i = 0; i < c->nq && c->rq[i].registered; i++)
+                ;
+            if (i == c->nq) {
+                c->registered = 1;
+                redq__consumer_defer(c, DEFER_KICK);
+            }
+        }
     }
+    free(ref);
 }
 
-/* Registered (in <q>:consumers, with a heartbeat): from now on a crash of
- * this process leaves messages that a live consumer will find, so popping
- * may start. */
-static void on_register_reply(redq__conn *conn, void *reply, void *arg)
+/* A holder id as redq makes them: hex digits, a dot, digits. Anything
+ * else in a consumers set was not put there by redq and is left alone. */
+static int valid_holder(const char *s, size_t len)
 {
-    redq_consumer *c = arg;
+    size_t i;
+    if (len == 0 || len > 32)
+        return 0;
+    for (i = 0; i < len; i++)
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f') ||
+              s[i] == '.'))
+            return 0;
+    return 1;
+}
+
+static int is_mine(const redq_consumer *c, const char *h, size_t len)
+{
+    size_t idl = strlen(c->id);
+    return len > idl && memcmp(h, c->id, idl) == 0 && h[idl] == '.';
+}
+
+static void members_reply(redq__conn *conn, void *reply, void *arg)
+{
+    qref *ref = arg;
+    redq_consumer *c = ref->c;
+    redisReply *r = reply;
+    size_t i, n = 0, argc = 0;
+    const char **argv = NULL;
+    size_t *lens = NULL;
+    char **keys = NULL;
+    char lockms[24];
+    (void)conn;
+
+    if (c->closing || r == NULL || r->type != REDIS_REPLY_ARRAY ||
+        !redq__conn_ready(c->ctl))
+        goto out;
+    for (i = 0; i < r->elements; i++)
+        if (r->element[i]->type == REDIS_REPLY_STRING &&
+            valid_holder(r->element[i]->str, (size_t)r->element[i]->len) &&
+            !is_mine(c, r->element[i]->str, (size_t)r->element[i]->len))
+            n++;
+    if (n == 0)
+        goto out;
+    if (n > 512)
+        n = 512; /* the rest next period */
+    argv = calloc(5 + 2 * n, sizeof *argv);
+    lens = calloc(5 + 2 * n, sizeof *lens);
+    keys = calloc(n, sizeof *keys);
+    if (argv == NULL || lens == NULL || keys == NULL)
+        goto out;
+    snprintf(lockms, sizeof lockms, "%d", c->consumer_ttl_ms / 3);
+    argv[argc++] = "EVALSHA";
+    argv[argc++] = c->scripts.sha[REDQ__SCRIPT_REAPSCAN];
+    argv[argc++] = NULL; /* numkeys */
+    argv[argc++] = c->rq[ref->qi].consumers;
+    argv[argc++] = c->rq[ref->qi].reaper;
+    {
+        size_t j = 0;
+        for (i = 0; i < r->elements && j < n; i++) {
+            redisReply *e = r->element[i];
+            char sfx[48];
+            if (e->type != REDIS_REPLY_STRING ||
+                !valid_holder(e->str, (size_t)e->len) ||
+                is_mine(c, e->str, (size_t)e->len))
+                continue;
+            snprintf(sfx, sizeof sfx, "hb:%.*s", (int)e->len, e->str);
+            keys[j] = redq__key(c->queues[ref->qi], c->qlens[ref->qi], sfx);
+            if (keys[j] == NULL)
+                goto out;
+            argv[argc++] = keys[j++];
+        }
+        argv[argc++] = c->id;
+        argv[argc++] = lockms;
+        j = 0;
+        for (i = 0; i < r->elements && j < n; i++) {
+            redisReply *e = r->element[i];
+            if (e->type != REDIS_REPLY_STRING ||
+                !valid_holder(e->str, (size_t)e->len) ||
+                is_mine(c, e->str, (size_t)e->len))
+                continue;
+            argv[argc] = e->str;
+            lens[argc++] = (size_t)e->len;
+            j++;
+        }
+    }
+    {
+        char nk[24];
+        qref *ref2 = qref_new(c, ref->qi);
+        snprintf(nk, sizeof nk, "%zu", n + 2);
+        argv[2] = nk;
+        for (i = 0; i < argc; i++)
+            if (lens[i] == 0)
+                lens[i] = strlen(argv[i]);
+        if (ref2 != NULL &&
+            redq__conn_sendv(c->ctl, (int)argc, argv, lens, 0, scan_reply,
+                             ref2) == 0)
+            c->reap_inflight++;
+        else
+            free(ref2);
+    }
+out:
+    if (keys != NULL)
+        for (i = 0; i < n; i++)
+            free(keys[i]);
+    free(keys);
+    free(argv);
+    free(lens);
+    free(ref);
+}
+
+static void send_reap(redq_consumer *c, size_t qi, const char *h, size_t hlen)
+{
+    char sfx[48], maxa[24], lim[24], prefix[48];
+    char *proc, *fproc, *hb;
+    relq *q = &c->rq[qi];
+    qref *ref;
+    size_t n;
+
+    snprintf(sfx, sizeof sfx, "proc:%.*s", (int)hlen, h);
+    proc = redq__key(c->queues[qi], c->qlens[qi], sfx);
+    snprintf(sfx, sizeof sfx, "fproc:%.*s", (int)hlen, h);
+    fproc = redq__key(c->queues[qi], c->qlens[qi], sfx);
+    snprintf(sfx, sizeof sfx, "hb:%.*s", (int)hlen, h);
+    hb = redq__key(c->queues[qi], c->qlens[qi], sfx);
+    snprintf(maxa, sizeof maxa, "%d", c->max_attempts);
+    snprintf(lim, sizeof lim, "%d", REAP_BATCH);
+    snprintf(prefix, sizeof prefix, "%.*s.r", (int)hlen, h);
+    ref = qref_new(c, qi);
+    if (proc && fproc && hb && ref) {
+        char hbuf[40];
+        const char *argv[] = {"EVALSHA", c->scripts.sha[REDQ__SCRIPT_REAP],
+                              "6", q->due, q->dead, q->consumers, proc, fproc,
+                              hb, hbuf, maxa, lim, prefix, q->qenc};
+        snprintf(hbuf, sizeof hbuf, "%.*s", (int)hlen, h);
+        n = NELEM(argv);
+        if (redq__conn_sendv(c->ctl, (int)n, argv, NULL, 0, reap_reply,
+                             ref) == 0) {
+            c->reap_inflight++;
+            ref = NULL;
+        }
+    }
+    free(ref);
+    free(proc);
+    free(fproc);
+    free(hb);
+}
+
+static void scan_reply(redq__conn *conn, void *reply, void *arg)
+{
+    qref *ref = arg;
+    redq_consumer *c = ref->c;
+    redisReply *r = reply;
+    size_t i;
+    (void)conn;
+    c->reap_inflight--;
+    if (!c->closing && r != NULL && r->type == REDIS_REPLY_ARRAY)
+        for (i = 0; i < r->elements; i++)
+            if (r->element[i]->type == REDIS_REPLY_STRING)
+                send_reap(c, ref->qi, r->element[i]->str,
+                          (size_t)r->element[i]->len);
+    if (!c->closing && r != NULL && r->type == REDIS_REPLY_ERROR)
+        redq__log(&c->log, REDQ_LOG_ERROR,
+                  redq__err_from_reply(r->str, (size_t)r->len),
+                  "%s: looking for dead consumers: %s", c->queues[ref->qi],
+                  r->str);
+    free(ref);
+}
+
+static void reap_reply(redq__conn *conn, void *reply, void *arg)
+{
+    qref *ref = arg;
+    redq_consumer *c = ref->c;
     redisReply *r = reply;
     (void)conn;
-    if (c->closing || r == NULL || r->type == REDIS_REPLY_ERROR)
-        return;
-    if (!c->registered) {
-        c->registered = 1;
-        redq__consumer_defer(c, DEFER_KICK);
+    c->reap_inflight--;
+    if (!c->closing && r != NULL && r->type == REDIS_REPLY_ARRAY &&
+        r->elements == 3) {
+        long long moved = r->element[0]->integer,
+                  died = r->element[1]->integer;
+        if (moved > 0) {
+            c->st.recovered += (uint64_t)moved;
+            redq__log(&c->log, REDQ_LOG_WARN, 0,
+                      "%s: recovered %lld message(s) of a consumer that "
+                      "stopped heartbeating (%lld dead-lettered)",
+                      c->queues[ref->qi], moved, died);
+            redq__consumer_defer(c, DEFER_KICK);
+            c->due_waiting = 1;
+        }
+    } else if (!c->closing && r != NULL && r->type == REDIS_REPLY_ERROR) {
+        redq__log(&c->log, REDQ_LOG_ERROR,
+                  redq__err_from_reply(r->str, (size_t)r->len),
+                  "%s: recovering a dead consumer's messages: %s",
+                  c->queues[ref->qi], r->str);
     }
+    free(ref);
 }
 
 /*
- * Every consumer_ttl/3: refresh this consumer's heartbeat on every queue,
- * and try to be the one that requeues the messages of dead consumers.
+ * Every consumer_ttl/3: refresh every holder's heartbeat on every queue
+ * (the first one registers them), then look for holders that stopped.
+ * A REAP that left more (bounded per call) is repeated next period.
  */
 static void heartbeat_cb(evutil_socket_t fd, short what, void *arg)
 {
     redq_consumer *c = arg;
-    char ttl[24], lock[24], maxa[24];
+    char ttl[24];
     struct timeval tv;
-    size_t i;
+    size_t i, k;
     long period = c->consumer_ttl_ms / 3;
     (void)fd;
     (void)what;
 
+    if (c->deregistered || c->closing)
+        return;
     snprintf(ttl, sizeof ttl, "%d", c->consumer_ttl_ms);
-    snprintf(lock, sizeof lock, "%ld", period);
-    snprintf(maxa, sizeof maxa, "%d", c->max_attempts);
     for (i = 0; i < c->nq && redq__conn_ready(c->ctl); i++) {
         relq *q = &c->rq[i];
-        const char *set[] = {"SET", q->hb, "1", "PX", ttl};
-        const char *sadd[] = {"SADD", q->consumers, c->id};
-        const char *reap[] = {"EVALSHA", c->scripts.sha[REDQ__SCRIPT_REAP],
-                              "4", c->queues[i], q->consumers, q->dead,
-                              q->reaper, c->id, lock, maxa};
-        redq__conn_sendv(c->ctl, NELEM(set), set, NULL, 0, ignore_reply, NULL);
-        redq__conn_sendv(c->ctl, NELEM(sadd), sadd, NULL, 0, on_register_reply, c);
-        redq__conn_sendv(c->ctl, NELEM(reap), reap, NULL, 0, on_reap_reply, c);
+        size_t argc = 0;
+        const char *argv[4 + 2 * 64 + 2];
+        char nk[24];
+        qref *ref;
+        /* Pools above 64 beat in several calls. */
+        for (k = 0; k < c->npool; k += 64) {
+            size_t j, m = c->npool - k < 64 ? c->npool - k : 64;
+            argc = 0;
+            argv[argc++] = "EVALSHA";
+            argv[argc++] = c->scripts.sha[REDQ__SCRIPT_HEARTBEAT];
+            snprintf(nk, sizeof nk, "%zu", m + 1);
+            argv[argc++] = nk;
+            argv[argc++] = q->consumers;
+            for (j = 0; j < m; j++)
+                argv[argc++] = q->hb[k + j];
+            argv[argc++] = ttl;
+            for (j = 0; j < m; j++)
+                argv[argc++] = c->pool[k + j].holder;
+            ref = qref_new(c, i);
+            if (ref == NULL ||
+                redq__conn_sendv(c->ctl, (int)argc, argv, NULL, 0, hb_reply,
+                                 ref) != 0)
+                free(ref);
+        }
+        if (c->registered && c->reap_inflight == 0) {
+            const char *sm[] = {"SMEMBERS", q->consumers};
+            ref = qref_new(c, i);
+            if (ref == NULL ||
+                redq__conn_sendv(c->ctl, 2, sm, NULL, 0, members_reply,
+                                 ref) != 0)
+                free(ref);
+        }
     }
     tv.tv_sec = period / 1000;
     tv.tv_usec = (period % 1000) * 1000;
@@ -678,18 +1162,26 @@ static void on_promote_reply(redq__conn *conn, void *reply, void *arg)
     (void)conn;
     if (c->closing || r == NULL)
         return;
-    if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+    if (r->type == REDIS_REPLY_ARRAY && r->elements == 3 &&
         r->element[0]->type == REDIS_REPLY_INTEGER &&
-        r->element[1]->type == REDIS_REPLY_INTEGER) {
+        r->element[1]->type == REDIS_REPLY_INTEGER &&
+        r->element[2]->type == REDIS_REPLY_INTEGER) {
         c->st.promoted += (uint64_t)r->element[0]->integer;
-        if (r->element[0]->integer > 0)
-            redq__consumer_defer(c, DEFER_KICK);
+        if (r->element[2]->integer > 0 && !c->due_waiting) {
+            /* Frames wait in due; pops blocked on Q would not see them. */
+            c->due_waiting = 1;
+            redq__consumer_defer(c, DEFER_KICK | DEFER_WAKE);
+        }
         /* The next one is due sooner than the poll: wake up for it. */
         if (r->element[1]->integer >= 0 && r->element[1]->integer < wait)
             wait = r->element[1]->integer;
         if (r->element[0]->integer >= 1000)
             wait = 0; /* more due than one call moves */
     } else if (r->type == REDIS_REPLY_ERROR) {
+        c->st.errors++;
+        redq__log(&c->log, REDQ_LOG_ERROR,
+                  redq__err_from_reply(r->str, (size_t)r->len),
+                  "promoting delayed messages: %s", r->str);
         redq__rel_script_error(c, c->ctl, r->str);
     }
     /* One timer for all queues: the soonest wins. */
@@ -704,7 +1196,7 @@ static void on_promote_reply(redq__conn *conn, void *reply, void *arg)
     }
 }
 
-/* Move due delayed (and retried) messages of every queue to ready. */
+/* Move due delayed (and retried) frames of every queue to its due list. */
 static void promote_cb(evutil_socket_t fd, short what, void *arg)
 {
     redq_consumer *c = arg;
@@ -714,7 +1206,7 @@ static void promote_cb(evutil_socket_t fd, short what, void *arg)
     c->promote_at_us = 0;
     for (i = 0; i < c->nq && redq__conn_ready(c->ctl) && !c->stop_done; i++) {
         const char *argv[] = {"EVALSHA", c->scripts.sha[REDQ__SCRIPT_PROMOTE],
-                              "2", c->rq[i].delayed, c->queues[i], "1000"};
+                              "2", c->rq[i].delayed, c->rq[i].due, "1000"};
         redq__conn_sendv(c->ctl, NELEM(argv), argv, NULL, 0, on_promote_reply, c);
     }
 }
@@ -723,45 +1215,26 @@ void redq__rel_ctl_up(redq_consumer *c)
 {
     struct timeval now = {0, 0};
     out_send_all(c);
-    if (c->reliable && !c->stop_done)
+    if (c->reliable && !c->deregistered && !c->stopping)
         event_add(c->t_heartbeat, &now);
-    event_add(c->t_promote, &now);
+    if (!c->stopping)
+        event_add(c->t_promote, &now);
     c->promote_at_us = redq__now_us();
 }
 
 int redq__rel_quiet(const redq_consumer *c)
 {
-    size_t i;
-    for (i = 0; c->rq != NULL && i < c->nq; i++)
-        if (c->rq[i].nacks > 0)
-            return 0;
+    size_t i, k;
+    for (i = 0; c->reliable && c->rq != NULL && i < c->nq; i++)
+        for (k = 0; k < 2 * c->npool; k++)
+            if (c->rq[i].pl[k].nacks > 0)
+                return 0;
     return c->out_head == NULL && c->sent_head == NULL;
 }
 
 void redq__rel_stopped(redq_consumer *c)
 {
-    size_t i;
-    if (!c->reliable)
-        return;
-    /* Leave cleanly: no heartbeat, no registration, nothing to recover.
-     * Through the outbox, so that the stop completes only when Redis has
-     * it and a close right after does not cut it off. */
-    event_del(c->t_heartbeat);
-    for (i = 0; i < c->nq; i++) {
-        const char *argv[] = {"SREM", c->rq[i].consumers, c->id};
-        const char *del[] = {"DEL", c->rq[i].hb};
-        size_t lens[3], n;
-        char *cmd;
-        lens[0] = 4;
-        lens[1] = strlen(argv[1]);
-        lens[2] = strlen(argv[2]);
-        if ((cmd = format_cmd(3, argv, lens, &n)) != NULL)
-            out_push(c, cmd, n, OUT_OTHER);
-        lens[0] = 3;
-        lens[1] = strlen(del[1]);
-        if ((cmd = format_cmd(2, del, lens, &n)) != NULL)
-            out_push(c, cmd, n, OUT_OTHER);
-    }
+    redq__rel_return_all(c);
 }
 
 int redq__rel_script_error(redq_consumer *c, redq__conn *conn, const char *err)

@@ -1,79 +1,123 @@
 /*
  * The Lua scripts of at-least-once delivery, run by Redis with EVALSHA.
  *
- * Every multi-key step that must not be seen half-done is one script, so
- * it is atomic on the server: moving a batch into a processing list, acking
- * a batch, retrying or dead-lettering a message, promoting due delayed
- * messages, and returning a dead consumer's messages.
+ * Every multi-key step that must not be seen half done is one script, so it
+ * is atomic on the server: taking a batch into a processing list, acking,
+ * retrying or dead-lettering a message, promoting due delayed messages,
+ * returning what a consumer holds, recovering a dead consumer's messages.
  *
- * Keys are always derived from the queue name Q by appending a suffix
- * (docs/DESIGN.md, "Key layout"), so that a name with a Redis Cluster hash
- * tag ("{orders}") keeps every key of the queue in one slot. Scripts that
- * build such names from Q get Q in KEYS.
+ * Rules every script here keeps:
+ * - Every key it touches comes in KEYS (lib/keys.c builds them; all of one
+ *   queue's keys share its cluster slot). No script builds a key name.
+ * - Payload bytes are never re-encoded: ready lists and processing lists
+ *   hold them as sent; frames (lib/frame.c) get a header line in front and
+ *   the payload after it untouched. Lua only reads and rewrites the header.
+ * - Each checks what it needs before its first write, so an error never
+ *   leaves a half-moved batch (TAKE checks every key's type first).
+ * - "#!lua flags=allow-oom": moving messages between lists adds no memory,
+ *   and a server at maxmemory is exactly when a queue must be drained.
+ *   Without the flag Redis 7 refuses a write command mid-script, after
+ *   earlier ones ran (an LMPOP done, its LPUSH refused: messages gone).
+ *   Flags need Redis >= 7.0, which at-least-once delivery therefore needs.
+ * - Work per call is bounded (batches, limits in ARGV): a script blocks
+ *   the whole server while it runs.
  *
- * Times come from the server's clock (TIME), never the client's: a delayed
- * message's due time and the check that it is due use the same clock, so
- * client clock skew cannot deliver it early.
+ * Times come from the server's clock (TIME), never the client's.
  */
 #include <string.h>
 
 #include "redq_private.h"
 
-/* Server time in milliseconds, shared by the scripts that need it. */
+#define SHEBANG "#!lua flags=allow-oom\n"
+
+/* Server time in milliseconds. */
 #define LUA_NOW                                                                \
     "local t = redis.call('TIME')\n"                                           \
     "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
 
+/* RPUSH/LPUSH a whole array, 1000 at a time (Lua's unpack has a limit). */
+#define LUA_PUSHALL                                                            \
+    "local function pushall(cmd, key, vals)\n"                                 \
+    "  for s = 1, #vals, 1000 do\n"                                            \
+    "    redis.call(cmd, key, unpack(vals, s, math.min(#vals, s + 999)))\n"    \
+    "  end\n"                                                                  \
+    "end\n"
+
 /*
- * TAKE: move up to ARGV[1] messages from ready lists to processing lists,
- * queues in priority order. KEYS: q1, proc1, q2, proc2, ...
- * Returns one group per queue that had messages: {index (1-based),
- * {message, ...}}, oldest first.
- * Per queue it is one LMPOP (Redis >= 7; LRANGE + LTRIM before) and one
- * LPUSH for the whole batch instead of one RPOPLPUSH per message, and it
- * leaves both lists exactly as those RPOPLPUSHes would: pushed oldest
- * first, so the oldest is deepest. The popped array is pushed as it is:
- * no per-message work in Lua.
+ * Frame header helpers, the Lua half of lib/frame.c's format:
+ *   "RQ1" 1*(SP name=value) LF payload
+ * bump(v): one more delivery attempt in frame v; returns (attempts, frame).
+ * frame_raw(v, id, now): a raw payload wrapped with attempts 1.
+ * dead(v, reason, now, q): frame v with the dead-letter fields added
+ * (reason and q already percent-encoded).
+ */
+#define LUA_FRAME                                                              \
+    "local function bump(v)\n"                                                 \
+    "  local nl = string.find(v, '\\n', 1, true)\n"                            \
+    "  if not nl or string.sub(v, 1, 3) ~= '" REDQ__FRAME_MAGIC "' then\n"     \
+    "    return 1, '" REDQ__FRAME_MAGIC " a=1\\n' .. v\n"                     \
+    "  end\n"                                                                  \
+    "  local h = string.sub(v, 1, nl - 1)\n"                                   \
+    "  local a = tonumber(string.match(h, ' a=(%d+)')) or 0\n"                 \
+    "  a = a + 1\n"                                                            \
+    "  local h2, n = string.gsub(h, ' a=%d+', ' a=' .. a, 1)\n"               \
+    "  if n == 0 then h2 = h .. ' a=' .. a end\n"                             \
+    "  return a, h2 .. string.sub(v, nl)\n"                                    \
+    "end\n"                                                                    \
+    "local function frame_raw(v, id, now)\n"                                   \
+    "  return '" REDQ__FRAME_MAGIC " id=' .. id .. ' a=1 ts=' .. now .. "      \
+    "'\\n' .. v\n"                                                             \
+    "end\n"                                                                    \
+    "local function dead(v, reason, now, q)\n"                                 \
+    "  local nl = string.find(v, '\\n', 1, true)\n"                            \
+    "  return string.sub(v, 1, nl - 1) .. ' dr=' .. reason .. ' dts=' .. "     \
+    "now .. ' q=' .. q .. string.sub(v, nl)\n"                                 \
+    "end\n"
+
+/*
+ * TAKE: move up to ARGV[1] messages into this holder's processing lists,
+ * queues in priority order, each queue's due frames before its ready list.
+ * KEYS, 4 per queue: due, Q, fproc:<holder>, proc:<holder>.
+ * Returns {-1, i} when queue i's key holds a non-list (nothing moved), else
+ * one group per source that had messages: {queue (1-based), kind (0: frames
+ * from due, 1: raw from Q), {message, ...} oldest first}.
+ * Per source one LMPOP and one LPUSH of the same array: both lists end as
+ * that many RPOPLPUSHes would leave them, with no per-message Lua work.
  */
 static const char take_src[] =
+    SHEBANG LUA_PUSHALL
+    "for i = 1, #KEYS do\n"
+    "  local t = redis.call('TYPE', KEYS[i])['ok']\n"
+    "  if t ~= 'list' and t ~= 'none' then\n"
+    "    return {-1, math.floor((i - 1) / 4) + 1}\n"
+    "  end\n"
+    "end\n"
     "local n = tonumber(ARGV[1])\n"
     "local out = {}\n"
     "local got = 0\n"
-    "for i = 1, #KEYS, 2 do\n"
-    "  if got >= n then break end\n"
-    "  local vals\n"
-    "  local ok, r = pcall(redis.call, 'LMPOP', 1, KEYS[i], 'RIGHT', "
-    "'COUNT', n - got)\n"
-    "  if ok then\n"
-    "    vals = r and r[2] or {}\n"
-    "  elseif type(r) == 'table' and r.err and "
-    "string.find(r.err, 'WRONGTYPE', 1, true) then\n"
-    "    return r\n"
-    "  else\n"
-    "    local t = redis.call('LRANGE', KEYS[i], -(n - got), -1)\n"
-    "    if #t > 0 then redis.call('LTRIM', KEYS[i], 0, -(#t + 1)) end\n"
-    "    vals = {}\n"
-    "    for j = #t, 1, -1 do vals[#vals + 1] = t[j] end\n"
-    "  end\n"
-    "  local k = #vals\n"
-    "  if k > 0 then\n"
-    "    for j = 1, k, 1000 do\n"
-    "      redis.call('LPUSH', KEYS[i + 1], unpack(vals, j, math.min(k, j + 999)))\n"
+    "for i = 1, #KEYS, 4 do\n"
+    "  for j = 0, 1 do\n"
+    "    if got >= n then return out end\n"
+    "    local r = redis.call('LMPOP', 1, KEYS[i + j], 'RIGHT', 'COUNT', "
+    "n - got)\n"
+    "    if r then\n"
+    "      pushall('LPUSH', KEYS[i + 2 + j], r[2])\n"
+    "      out[#out + 1] = {(i + 3) / 4, j, r[2]}\n"
+    "      got = got + #r[2]\n"
     "    end\n"
-    "    out[#out + 1] = {(i + 1) / 2, vals}\n"
-    "    got = got + k\n"
     "  end\n"
     "end\n"
     "return out\n";
 
 /*
- * ACK: remove acknowledged messages from a processing list.
- * KEYS[1]: the processing list; ARGV: the messages, as stored, in ack order.
- * When they are exactly its oldest ones (acks in delivery order, the usual
- * case), one LRANGE to check and one LTRIM remove them all; otherwise each
- * is removed with LREM -1, searching from the tail where the oldest are.
+ * ACK: remove acknowledged messages from one processing list.
+ * KEYS[1]: the list; ARGV: the messages as stored, in ack order.
+ * When they are exactly its oldest (acks in delivery order), one LRANGE to
+ * check and one LTRIM; otherwise LREM -1 each, from the tail where the
+ * oldest are. Equal values are interchangeable, so either finds "the" one.
  */
 static const char ack_src[] =
+    SHEBANG
     "local k = #ARGV\n"
     "local tail = redis.call('LRANGE', KEYS[1], -k, -1)\n"
     "local same = #tail == k\n"
@@ -92,14 +136,14 @@ static const char ack_src[] =
     "return n\n";
 
 /*
- * ACKFAST: the same when the client knows the acked messages are exactly
- * the k oldest of the processing list (acks in delivery order): it sends k
- * and the first and last of them instead of all. Both ends are checked;
- * if they do not match (the list changed under the client), nothing is
- * done and -1 tells the client to send the full ACK.
- * KEYS[1]: the processing list; ARGV: k, oldest, newest.
+ * ACKFAST: the client knows the acked messages are exactly the k oldest of
+ * the list (one connection's pops, acked in delivery order), so it sends k
+ * and both ends. If the ends do not match (the list changed under the
+ * client: a reaper got there first), nothing is done and -1 asks for ACK.
+ * KEYS[1]: the list; ARGV: k, oldest, newest.
  */
 static const char ackfast_src[] =
+    SHEBANG
     "local k = tonumber(ARGV[1])\n"
     "if redis.call('LLEN', KEYS[1]) >= k and\n"
     "   redis.call('LINDEX', KEYS[1], -1) == ARGV[2] and\n"
@@ -110,17 +154,20 @@ static const char ackfast_src[] =
     "return -1\n";
 
 /*
- * SETTLE: a message failed (nack, visibility timeout, unparseable).
- * KEYS[1]: processing list ("" when the message is in none: fast mode);
- * KEYS[2]: the delayed zset (retry) or the dead list (dead).
- * ARGV[1]: "retry" | "dead"; ARGV[2]: the message as stored;
- * ARGV[3]: the new envelope; ARGV[4]: delay in ms (retry).
- * If the message is no longer in the processing list, someone else has
- * already requeued it (this consumer was taken for dead): do nothing, so
- * that it is not duplicated. Returns 1 if settled, 0 if not found.
+ * SETTLE: a message failed (nack, visibility timeout, malformed frame).
+ * KEYS[1]: the processing list it is in (with ARGV[5] == "1"); KEYS[2]: the
+ * delayed zset (retry) or the dead list (dead).
+ * ARGV: "retry" | "dead", the message as stored, its new frame (built by
+ * the client: the payload verbatim), delay ms, "1" to take it out of
+ * KEYS[1] first ("0": at-most-once, it is in no list).
+ * A message no longer in the processing list was already returned by
+ * someone else (a reaper): nothing is done, so it is never duplicated.
+ * Returns 1 if settled, 0 if not found.
  */
 static const char settle_src[] =
-    "if KEYS[1] ~= '' and redis.call('LREM', KEYS[1], -1, ARGV[2]) == 0 then\n"
+    SHEBANG
+    "if ARGV[5] == '1' and redis.call('LREM', KEYS[1], -1, ARGV[2]) == 0 "
+    "then\n"
     "  return 0\n"
     "end\n"
     "if ARGV[1] == 'retry' then\n" LUA_NOW
@@ -131,106 +178,197 @@ static const char settle_src[] =
     "return 1\n";
 
 /*
- * DELAY: schedule messages. KEYS[1]: the delayed zset;
- * ARGV: delay_ms, envelope, delay_ms, envelope, ... (envelopes carry unique
- * ids, so equal payloads stay distinct members). Returns how many.
+ * DELAY: schedule frames. KEYS[1]: the delayed zset; ARGV: delay_ms,
+ * frame, delay_ms, frame, ... (frames carry unique ids, so equal payloads
+ * stay distinct members). Returns how many.
  */
-static const char delay_src[] = LUA_NOW
+static const char delay_src[] =
+    SHEBANG LUA_NOW
     "for i = 1, #ARGV, 2 do\n"
     "  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[i]), ARGV[i + 1])\n"
     "end\n"
     "return #ARGV / 2\n";
 
 /*
- * PROMOTE: move due messages of the delayed zset to the ready list, at the
- * end of the line (LPUSH). KEYS[1]: delayed zset; KEYS[2]: ready list;
- * ARGV[1]: at most this many. Returns {promoted, ms until the next is due
- * (-1: none)}, so the caller can sleep exactly that long.
+ * PROMOTE: move due frames of the delayed zset to the back of the due
+ * list. KEYS: delayed, due; ARGV[1]: at most this many.
+ * Returns {promoted, ms until the next is due (-1: none), due's length},
+ * so the caller can sleep exactly that long and wake its blocked pops.
  */
-static const char promote_src[] = LUA_NOW
+static const char promote_src[] =
+    SHEBANG LUA_NOW LUA_PUSHALL
     "local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', "
     "0, tonumber(ARGV[1]))\n"
-    "for i = 1, #due do\n"
-    "  redis.call('ZREM', KEYS[1], due[i])\n"
-    "  redis.call('LPUSH', KEYS[2], due[i])\n"
+    "if #due > 0 then\n"
+    "  for s = 1, #due, 1000 do\n"
+    "    redis.call('ZREM', KEYS[1], unpack(due, s, math.min(#due, s + 999)))\n"
+    "  end\n"
+    "  pushall('LPUSH', KEYS[2], due)\n"
     "end\n"
     "local nxt = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')\n"
     "local wait = -1\n"
     "if nxt[2] then\n"
     "  wait = math.max(0, math.floor(tonumber(nxt[2]) - now))\n"
     "end\n"
-    "return {#due, wait}\n";
+    "return {#due, wait, redis.call('LLEN', KEYS[2])}\n";
 
 /*
- * REAP: return the messages of consumers that stopped heartbeating.
- * KEYS[1]: ready list Q; KEYS[2]: Q:consumers; KEYS[3]: Q:dead;
- * KEYS[4]: Q:reaper (the lock); ARGV[1]: my id; ARGV[2]: lock ms;
- * ARGV[3]: max attempts.
- * Only the holder of the lock scans (one live consumer per period). Each
- * message of a dead consumer counts as one delivery attempt: its envelope's
- * "attempts" goes up by one (a raw message is wrapped, base64, to carry
- * it); at max attempts it is dead-lettered, else it goes back to the end of
- * the ready list that is popped next (RPUSH), oldest nearest, so the queue
- * order is kept. Returns how many messages moved (-1: lock held).
+ * REAPSCAN: which holders of a queue stopped heartbeating. KEYS: consumers,
+ * reaper (lock), then hb:<h> for each candidate; ARGV: my consumer id, lock
+ * ms, then the candidates h (same order). Only one live consumer scans per
+ * period (the lock), so a fleet does not repeat the work. Returns the dead
+ * holders (still registered, no heartbeat), or -1 when another holds the
+ * lock.
+ */
+static const char reapscan_src[] =
+    SHEBANG
+    "local l = redis.call('GET', KEYS[2])\n"
+    "if l and l ~= ARGV[1] then return -1 end\n"
+    "redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])\n"
+    "local out = {}\n"
+    "for i = 3, #KEYS do\n"
+    "  local h = ARGV[i]\n"
+    "  if redis.call('SISMEMBER', KEYS[1], h) == 1 and\n"
+    "     redis.call('EXISTS', KEYS[i]) == 0 then\n"
+    "    out[#out + 1] = h\n"
+    "  end\n"
+    "end\n"
+    "return out\n";
+
+/*
+ * REAP: return up to ARGV[3] messages of a dead holder. KEYS: due, dead,
+ * consumers, proc:<h>, fproc:<h>, hb:<h>; ARGV: holder, max attempts,
+ * limit, id prefix for new frames, queue (percent-encoded, for dead
+ * letters).
+ * Each message counts the delivery it was in the middle of: raw ones
+ * become frames with attempts 1, frames get one more. At max attempts it
+ * is dead-lettered, else it goes to the end of due that is taken next,
+ * oldest nearest (LPOP newest first, RPUSH each). The holder leaves the
+ * consumers set once both lists are empty. A holder that beats again is
+ * left alone. Returns {moved, dead-lettered, 1 if more remain}.
  */
 static const char reap_src[] =
-    "if not redis.call('SET', KEYS[4], ARGV[1], 'NX', 'PX', ARGV[2]) then\n"
-    "  return -1\n"
-    "end\n" LUA_NOW
-    "local max = tonumber(ARGV[3])\n"
-    "local b64c = "
-    "'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/'\n"
-    "local function b64(s)\n"
-    "  local out = {}\n"
-    "  for i = 1, #s, 3 do\n"
-    "    local a, b, c = string.byte(s, i, i + 2)\n"
-    "    local n = a * 65536 + (b or 0) * 256 + (c or 0)\n"
-    "    local q = {}\n"
-    "    for k = 3, 0, -1 do\n"
-    "      local x = math.floor(n / 64 ^ k) % 64\n"
-    "      q[#q + 1] = string.sub(b64c, x + 1, x + 1)\n"
+    SHEBANG LUA_NOW LUA_FRAME
+    "if redis.call('EXISTS', KEYS[6]) == 1 then return {0, 0, 0} end\n"
+    "local max = tonumber(ARGV[2])\n"
+    "local lim = tonumber(ARGV[3])\n"
+    "local moved, died = 0, 0\n"
+    "local reason = 'holder%20' .. ARGV[1] .. '%20stopped%20heartbeating'\n"
+    "for _, k in ipairs({5, 4}) do\n"
+    "  while moved < lim do\n"
+    "    local v = redis.call('LPOP', KEYS[k])\n"
+    "    if not v then break end\n"
+    "    local a, f\n"
+    "    if k == 5 then\n"
+    "      a, f = bump(v)\n"
+    "    else\n"
+    "      a, f = 1, frame_raw(v, ARGV[4] .. now .. '.' .. moved, now)\n"
     "    end\n"
-    "    if not b then q[3] = '=' end\n"
-    "    if not c then q[4] = '=' end\n"
-    "    out[#out + 1] = table.concat(q)\n"
+    "    if a >= max then\n"
+    "      redis.call('LPUSH', KEYS[2], dead(f, reason, now, ARGV[5]))\n"
+    "      died = died + 1\n"
+    "    else\n"
+    "      redis.call('RPUSH', KEYS[1], f)\n"
+    "    end\n"
+    "    moved = moved + 1\n"
     "  end\n"
-    "  return table.concat(out)\n"
     "end\n"
+    "if redis.call('LLEN', KEYS[4]) + redis.call('LLEN', KEYS[5]) > 0 then\n"
+    "  return {moved, died, 1}\n"
+    "end\n"
+    "redis.call('SREM', KEYS[3], ARGV[1])\n"
+    "return {moved, died, 0}\n";
+
+/*
+ * RETURN: give back what a live holder has in its processing lists beyond
+ * what it tracks. KEYS: Q, due, proc:<h>, fproc:<h>, consumers, hb:<h>;
+ * ARGV: "stop" | "sync", raw kept, frames kept, holder.
+ * "sync" after a pop whose reply was lost: the client sends how many it
+ * tracks in each list (after every ack and settle it sent before, which
+ * Redis applied first); anything beyond that is at the head (newest) and
+ * was never delivered, so it goes back to the end of its source that is
+ * taken next, unchanged, attempts not counted. "stop": keeps are 0, and
+ * the holder also leaves the consumers set and drops its heartbeat, all at
+ * once. Returns {raw returned, frames returned}.
+ */
+static const char return_src[] =
+    SHEBANG LUA_PUSHALL
+    "local function back(src, dst, keep)\n"
+    "  local n = redis.call('LLEN', src) - keep\n"
+    "  if n <= 0 then return 0 end\n"
+    "  local vals = redis.call('LRANGE', src, 0, n - 1)\n"
+    "  redis.call('LTRIM', src, n, -1)\n"
+    "  pushall('RPUSH', dst, vals)\n"
+    "  return n\n"
+    "end\n"
+    "local r = back(KEYS[3], KEYS[1], tonumber(ARGV[2]))\n"
+    "local f = back(KEYS[4], KEYS[2], tonumber(ARGV[3]))\n"
+    "if ARGV[1] == 'stop' then\n"
+    "  redis.call('SREM', KEYS[5], ARGV[4])\n"
+    "  redis.call('DEL', KEYS[6])\n"
+    "end\n"
+    "return {r, f}\n";
+
+/*
+ * HEARTBEAT: the holders of one queue are alive. KEYS: consumers, then
+ * hb:<h> for each; ARGV: ttl ms, then each h. Registration is the first
+ * beat: a holder pops only after it is in the set, so a crash never leaves
+ * a processing list no reaper would look at.
+ */
+static const char heartbeat_src[] =
+    SHEBANG
+    "for i = 2, #KEYS do\n"
+    "  redis.call('SET', KEYS[i], '1', 'PX', ARGV[1])\n"
+    "  redis.call('SADD', KEYS[1], ARGV[i])\n"
+    "end\n"
+    "return #KEYS - 1\n";
+
+/*
+ * DEADREQUEUE: move up to ARGV[1] dead letters, oldest first, to the back
+ * of due. KEYS: dead, due. Each frame keeps its id, its ts and any field
+ * redq does not know, loses the dead-letter fields, and starts again at
+ * attempts 0; the payload is untouched. A value that is not a frame (put
+ * there by hand) becomes the payload of a new one. Returns {moved, left}.
+ */
+static const char deadrequeue_src[] =
+    SHEBANG
     "local moved = 0\n"
-    "for _, id in ipairs(redis.call('SMEMBERS', KEYS[2])) do\n"
-    "  if id ~= ARGV[1] and redis.call('EXISTS', KEYS[1] .. ':hb:' .. id) "
-    "== 0 then\n"
-    "    local proc = KEYS[1] .. ':proc:' .. id\n"
-    "    while true do\n"
-    "      local v = redis.call('LPOP', proc)\n"
-    "      if not v then break end\n"
-    "      local ok, e = pcall(cjson.decode, v)\n"
-    "      if not (ok and type(e) == 'table' and\n"
-    "              (type(e.body) == 'string' or type(e.body_b64) == "
-    "'string')) then\n"
-    "        e = {id = redis.sha1hex(v .. now .. moved), ts = now, "
-    "body_b64 = b64(v)}\n"
+    "while moved < tonumber(ARGV[1]) do\n"
+    "  local v = redis.call('RPOP', KEYS[1])\n"
+    "  if not v then break end\n"
+    "  local nl = string.find(v, '\\n', 1, true)\n"
+    "  local f\n"
+    "  if nl and string.sub(v, 1, 3) == '" REDQ__FRAME_MAGIC "' then\n"
+    "    local parts = {'" REDQ__FRAME_MAGIC "'}\n"
+    "    for fld in string.gmatch(string.sub(v, 4, nl - 1), '[^ ]+') do\n"
+    "      local name = string.match(fld, '^([^=]*)=')\n"
+    "      if name ~= 'a' and name ~= 'dr' and name ~= 'dts' and "
+    "name ~= 'q' then\n"
+    "        parts[#parts + 1] = fld\n"
     "      end\n"
-    "      e.attempts = (tonumber(e.attempts) or 0) + 1\n"
-    "      if e.attempts >= max then\n"
-    "        e.dead_reason = 'consumer ' .. id .. ' stopped heartbeating ' ..\n"
-    "          'holding it (attempt ' .. e.attempts .. ' of ' .. max .. ')'\n"
-    "        e.dead_ts = now\n"
-    "        e.queue = KEYS[1]\n"
-    "        redis.call('LPUSH', KEYS[3], cjson.encode(e))\n"
-    "      else\n"
-    "        redis.call('RPUSH', KEYS[1], cjson.encode(e))\n"
-    "      end\n"
-    "      moved = moved + 1\n"
     "    end\n"
-    "    redis.call('SREM', KEYS[2], id)\n"
+    "    parts[#parts + 1] = 'a=0'\n"
+    "    f = table.concat(parts, ' ') .. string.sub(v, nl)\n"
+    "  else\n"
+    "    f = '" REDQ__FRAME_MAGIC " a=0\\n' .. v\n"
     "  end\n"
+    "  redis.call('LPUSH', KEYS[2], f)\n"
+    "  moved = moved + 1\n"
     "end\n"
-    "return moved\n";
+    "return {moved, redis.call('LLEN', KEYS[1])}\n";
 
 static const char *const sources[REDQ__SCRIPT_COUNT] = {
-    take_src, ack_src, settle_src, delay_src, promote_src, reap_src,
-    ackfast_src,
+    [REDQ__SCRIPT_TAKE] = take_src,
+    [REDQ__SCRIPT_ACK] = ack_src,
+    [REDQ__SCRIPT_SETTLE] = settle_src,
+    [REDQ__SCRIPT_DELAY] = delay_src,
+    [REDQ__SCRIPT_PROMOTE] = promote_src,
+    [REDQ__SCRIPT_REAPSCAN] = reapscan_src,
+    [REDQ__SCRIPT_REAP] = reap_src,
+    [REDQ__SCRIPT_RETURN] = return_src,
+    [REDQ__SCRIPT_HEARTBEAT] = heartbeat_src,
+    [REDQ__SCRIPT_DEADREQUEUE] = deadrequeue_src,
+    [REDQ__SCRIPT_ACKFAST] = ackfast_src,
 };
 
 const char *redq__script_source(int which)

@@ -268,7 +268,7 @@ Test(reliable, sigkill_holding_unacked_is_recovered_by_another)
     cr_assert_eq(waitpid(pid, NULL, 0), pid);
     close(fds[0]);
     /* Its 40 sit in its processing list. */
-    cr_assert_eq(list_total("jobs:proc:*"), 40);
+    cr_assert_eq(list_total("{jobs}/proc:*"), 40);
 
     rel_opts(&o, t);
     start(t, &o, "jobs");
@@ -290,7 +290,7 @@ Test(reliable, sigkill_holding_unacked_is_recovered_by_another)
     }
     redq_consumer_get_stats(t->c, &st);
     cr_assert_eq(st.recovered, 40);
-    assert_proc_drains("jobs:proc:*");
+    assert_proc_drains("{jobs}/proc:*");
     cr_assert_eq(fx_llen("jobs"), 0);
     finish(t);
 }
@@ -325,16 +325,19 @@ Test(reliable, nack_retries_with_backoff_then_dead_letters)
                   "second retry after %llu us",
                   (unsigned long long)(t->at_us[2] - t->at_us[1]));
     /* Dead-lettered with the reason, the attempts and the time. */
-    cr_assert_eq(fx_llen("q:dead"), 1);
-    r = fx_cmd("LINDEX q:dead 0");
+    cr_assert_eq(fx_llen("{q}/dead"), 1);
+    r = fx_cmd("LINDEX {q}/dead 0");
     cr_assert_eq(r->type, REDIS_REPLY_STRING);
-    cr_assert(strstr(r->str, "boom: cannot parse order") != NULL, "%s", r->str);
-    cr_assert(strstr(r->str, "\"attempts\":3") != NULL, "%s", r->str);
-    cr_assert(strstr(r->str, "\"dead_ts\":") != NULL, "%s", r->str);
-    cr_assert(strstr(r->str, "q|0|") != NULL, "body missing: %s", r->str);
+    cr_assert(strstr(r->str, "boom:%20cannot%20parse%20order") != NULL, "%s",
+              r->str);
+    cr_assert(strncmp(r->str, "RQ1 ", 4) == 0, "%s", r->str);
+    cr_assert(strstr(r->str, " a=3") != NULL, "%s", r->str);
+    cr_assert(strstr(r->str, " dts=") != NULL, "%s", r->str);
+    /* The payload follows the header line verbatim. */
+    cr_assert_str_eq(strchr(r->str, '\n') + 1, "q|0|");
     cr_assert_eq(fx_llen("q"), 0);
-    cr_assert_eq(list_total("q:proc:*"), 0);
-    cr_assert_eq(fx_cmd_int("ZCARD q:delayed"), 0);
+    cr_assert_eq(list_total("{q}/proc:*"), 0);
+    cr_assert_eq(fx_cmd_int("ZCARD {q}/delayed"), 0);
     {
         redq_consumer_stats st;
         redq_consumer_get_stats(t->c, &st);
@@ -396,7 +399,7 @@ Test(reliable, delayed_never_early_and_within_the_lag)
                  0);
     cr_assert(fx_wait_reports(p, 1, 5000));
     cr_assert_eq(p->ok, 1, "delayed produce failed: %s", p->last_errstr);
-    cr_assert_eq(fx_cmd_int("ZCARD q:delayed"), 1);
+    cr_assert_eq(fx_cmd_int("ZCARD {q}/delayed"), 1);
     cr_assert(wait_got(t, 1, 5000), "the delayed message never came");
     cr_assert_geq(t->at_us[0] - t0, 500000u - fx_clock_slack_us(),
                   "delivered %llu us after produce: early",
@@ -411,47 +414,32 @@ Test(reliable, delayed_never_early_and_within_the_lag)
     finish(t);
 }
 
-/* ---- envelopes from plain clients ---------------------------------------- */
+/* ---- payloads are never parsed; frames only live in redq's own keys ----- */
 
-Test(reliable, malformed_envelope_is_dead_lettered_consumer_keeps_serving)
+Test(reliable, malformed_frame_in_due_is_dead_lettered_consumer_keeps_serving)
 {
     rtrack *t = rtrack_new(10);
     redq_options o;
     redisReply *r;
 
-    fx_cmd_ok("LPUSH q %s", "{\"body\": broken");
+    /* Only redq writes due lists; garbage put there by hand is kept whole
+     * in the dead letters, and the rest is served. */
+    fx_cmd_ok("LPUSH {q}/due %s", "RQ1 a=many\nbroken");
     fx_cmd_ok("LPUSH q %s", "q|1|");
-    /* Binary that starts with '{' by chance is a payload, not an envelope. */
-    fx_cmd_ok("LPUSH q %b", "{\x01\xff|2|", (size_t)6);
+    fx_cmd_ok("LPUSH {q}/due %s", "RQ1 a=1 id=z\nq|2|");
     rel_opts(&o, t);
     start(t, &o, "q");
     cr_assert(wait_got(t, 2, 5000));
     fx_run_for(100);
     cr_assert_eq(t->got, 2, "the malformed one was delivered");
     cr_assert_eq(t->seen[1], 1);
-    cr_assert_eq(t->seen[2], 1, "the binary payload was not delivered");
-    cr_assert_eq(memcmp(t->last_body, "{\x01\xff|2|", 6), 0);
-    cr_assert_eq(fx_llen("q:dead"), 1);
-    r = fx_cmd("LINDEX q:dead 0");
+    cr_assert_eq(t->seen[2], 1);
+    cr_assert_eq(fx_llen("{q}/dead"), 1);
+    r = fx_cmd("LINDEX {q}/dead 0");
     cr_assert(strstr(r->str, "malformed") != NULL, "%s", r->str);
-    cr_assert(strstr(r->str, "broken") != NULL, "original lost: %s", r->str);
-    cr_assert_eq(list_total("q:proc:*"), 0);
-    finish(t);
-}
-
-Test(reliable, plain_clients_envelope_is_unwrapped)
-{
-    rtrack *t = rtrack_new(10);
-    redq_options o;
-
-    fx_cmd_ok("LPUSH q %s",
-              "{\"id\":\"order-17\",\"ts\":1700000000000,\"body\":\"q|3|\"}");
-    rel_opts(&o, t);
-    start(t, &o, "q");
-    cr_assert(wait_got(t, 1, 5000));
-    cr_assert_str_eq(t->last_body, "q|3|");
-    cr_assert_str_eq(t->last_id, "order-17");
-    cr_assert_eq(t->attempt[0], 1);
+    cr_assert(strstr(r->str, "\nRQ1 a=many\nbroken") != NULL, "original lost: %s",
+              r->str);
+    assert_proc_drains("{q}/*proc:*");
     finish(t);
 }
 
@@ -480,7 +468,7 @@ Test(reliable, script_flush_is_survived)
     cr_assert(wait_unique(t, n, 10000), "%zu of %zu after SCRIPT FLUSH",
               t->unique, n);
     /* The acks, too, went through NOSCRIPT, a reload and a resend. */
-    assert_proc_drains("q:proc:*");
+    assert_proc_drains("{q}/proc:*");
     finish(t);
 }
 
@@ -500,7 +488,7 @@ Test(reliable, acks_are_batched_and_empty_the_processing_list)
     cr_assert(wait_unique(t, n, 30000), "%zu of %zu", t->unique, n);
     fx_run_for(200);
     cr_assert_eq(t->got, n);
-    assert_proc_drains("q:proc:*");
+    assert_proc_drains("{q}/proc:*");
     /* In delivery order, acks take the short form: LTRIM, no LREM. */
     cr_assert_gt(fx_commandstat_calls("ltrim"), 0);
     cr_assert_eq(fx_commandstat_calls("lrem"), 0);
@@ -508,8 +496,8 @@ Test(reliable, acks_are_batched_and_empty_the_processing_list)
     cr_assert_lt(evals, (long long)n / 20,
                  "%lld script calls for %zu messages: acks not batched", evals,
                  n);
-    cr_assert_eq(list_total("q:proc:*"), 0);
-    cr_assert_eq(keys_matching("q:consumers"), 1);
+    cr_assert_eq(list_total("{q}/proc:*"), 0);
+    cr_assert_eq(keys_matching("{q}/consumers"), 1);
     finish(t);
 }
 
@@ -537,17 +525,17 @@ Test(reliable, acks_in_any_order_empty_the_processing_list)
     o.on_message = hold_msg;
     start(t, &o, "q");
     cr_assert(wait_got(t, 50, 10000));
-    cr_assert_eq(list_total("q:proc:*"), 50);
+    cr_assert_eq(list_total("{q}/proc:*"), 50);
     /* Newest first, then the rest from the middle out. */
     for (size_t i = 50; i-- > 25;)
         cr_assert_eq(redq_ack(held[i]), 0);
     fx_run_for(50);
-    cr_assert_eq(list_total("q:proc:*"), 25);
+    cr_assert_eq(list_total("{q}/proc:*"), 25);
     for (size_t i = 0; i < 25; i += 2)
         cr_assert_eq(redq_ack(held[i]), 0);
     for (size_t i = 1; i < 25; i += 2)
         cr_assert_eq(redq_ack(held[i]), 0);
-    assert_proc_drains("q:proc:*");
+    assert_proc_drains("{q}/proc:*");
     fx_run_for(100);
     cr_assert_eq(t->got, 50, "redelivered after acks");
     finish(t);
@@ -569,7 +557,7 @@ Test(reliable, short_acks_fall_back_when_the_list_differs)
     nheld = 0;
     start(t, &o, "q");
     cr_assert(wait_got(t, 20, 10000));
-    r = fx_cmd("KEYS q:proc:*");
+    r = fx_cmd("KEYS {q}/proc:*");
     cr_assert_eq(r->elements, 1);
     snprintf(proc, sizeof proc, "%s", r->element[0]->str);
     /* Something the client does not know of, at the oldest end. */
@@ -610,11 +598,11 @@ Test(reliable, clean_stop_deregisters)
     rel_opts(&o, t);
     start(t, &o, "q");
     cr_assert(wait_unique(t, 100, 10000));
-    cr_assert_eq(fx_cmd_int("SCARD q:consumers"), 1);
+    cr_assert_eq(fx_cmd_int("SCARD {q}/consumers"), 1);
     cr_assert_eq(redq_consumer_stop(t->c, on_rstopped, t), 0);
     cr_assert(fx_run_until(cond_stopped, t, 5000));
-    cr_assert_eq(fx_cmd_int("SCARD q:consumers"), 0);
-    cr_assert_eq(keys_matching("q:hb:*"), 0);
-    cr_assert_eq(list_total("q:proc:*"), 0);
+    cr_assert_eq(fx_cmd_int("SCARD {q}/consumers"), 0);
+    cr_assert_eq(keys_matching("{q}/hb:*"), 0);
+    cr_assert_eq(list_total("{q}/proc:*"), 0);
     finish(t);
 }

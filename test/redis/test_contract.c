@@ -1,0 +1,672 @@
+/*
+ * The contract's edges (issue 8): payloads that look like redq's own
+ * formats, a pop that ran while its reply was lost, a TAKE that meets a
+ * wrong-typed key, names up to the limit, many queues, pool sizes above 1
+ * with acks in any order, a stop at every moment, a full server, and
+ * acking twice. Each test fails with the feature it guards broken.
+ */
+#include <criterion/criterion.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fixture.h"
+
+TestSuite(contract, .init = fx_setup, .fini = fx_teardown, .timeout = 120);
+
+#define MAXM 20480
+
+typedef struct ctrack {
+    redq_consumer *c;
+    size_t got;
+    char *body[MAXM];   /* each delivery's bytes (malloc'd copies) */
+    size_t len[MAXM];
+    int attempt[MAXM];
+    redq_message *held[MAXM];
+    size_t nheld;
+    int mode;           /* 0 ack, 1 hold, 2 nack on attempt 1 then ack */
+    int stopped, stop_status, closed;
+} ctrack;
+
+static void on_cmsg(redq_consumer *c, redq_message *m, void *user)
+{
+    ctrack *t = user;
+    size_t i = t->got++;
+    (void)c;
+    if (i < MAXM) {
+        t->len[i] = redq_msg_len(m);
+        t->body[i] = malloc(t->len[i] + 1);
+        memcpy(t->body[i], redq_msg_data(m), t->len[i]);
+        t->attempt[i] = redq_msg_attempt(m);
+    }
+    if (t->mode == 1 || (t->mode == 2 && redq_msg_attempt(m) == 1)) {
+        if (t->mode == 2)
+            redq_nack(m, "first attempt fails");
+        else if (t->nheld < MAXM)
+            t->held[t->nheld++] = m;
+        return;
+    }
+    cr_assert_eq(redq_ack(m), 0);
+}
+
+static ctrack *ctrack_new(void)
+{
+    ctrack *t = calloc(1, sizeof *t);
+    cr_assert_not_null(t);
+    return t;
+}
+
+static void copts(redq_options *o, ctrack *t)
+{
+    redq_options_init(o);
+    o->url = fx_url();
+    o->on_message = on_cmsg;
+    o->user = t;
+    o->retry_base_ms = 10;
+    o->retry_max_ms = 20;
+    o->promote_interval_ms = 20;
+    o->consumer_ttl_ms = 600;
+}
+
+typedef struct want {
+    ctrack *t;
+    size_t n;
+} want;
+
+static bool cond_got(void *a)
+{
+    want *w = a;
+    return w->t->got >= w->n;
+}
+
+static bool wait_got(ctrack *t, size_t n, int ms)
+{
+    want w = {t, n};
+    return fx_run_until(cond_got, &w, ms);
+}
+
+static void on_cstop(redq_consumer *c, int status, void *user)
+{
+    ctrack *t = user;
+    (void)c;
+    t->stopped = 1;
+    t->stop_status = status;
+}
+
+static bool cond_stopped(void *a)
+{
+    return ((ctrack *)a)->stopped != 0;
+}
+
+static void on_cclosed(void *u)
+{
+    ((ctrack *)u)->closed = 1;
+}
+
+static bool cond_closed(void *a)
+{
+    return ((ctrack *)a)->closed != 0;
+}
+
+static void cfinish(ctrack *t)
+{
+    size_t i;
+    if (t->c != NULL) {
+        cr_assert_eq(redq_consumer_close(t->c, on_cclosed, t), 0);
+        cr_assert(fx_run_until(cond_closed, t, 5000));
+    }
+    for (i = 0; i < t->got && i < MAXM; i++)
+        free(t->body[i]);
+    free(t);
+}
+
+static void cstop(ctrack *t)
+{
+    cr_assert_eq(redq_consumer_stop(t->c, on_cstop, t), 0);
+    cr_assert(fx_run_until(cond_stopped, t, 10000), "stop never finished");
+}
+
+/* Every key redq may leave behind for these queues, summed: lists, sets,
+ * zsets. Only the reaper lock (a TTL'd string) may remain. */
+static long long leftover(void)
+{
+    redisReply *r = fx_cmd("KEYS *");
+    long long n = 0;
+    size_t i;
+    for (i = 0; i < r->elements; i++) {
+        const char *k = r->element[i]->str;
+        size_t kl = strlen(k);
+        if (kl >= 7 && strcmp(k + kl - 7, ":reaper") == 0)
+            continue;
+        if (kl >= 7 && strcmp(k + kl - 7, "/reaper") == 0)
+            continue;
+        n++;
+    }
+    return n;
+}
+
+/* ---- byte transparency -------------------------------------------------- */
+
+static const char *const lookalikes[] = {
+    "{\"to\":\"a@b.c\",\"subject\":\"hi\",\"body\":\"hello\"}",
+    "{\"id\":42,\"body\":\"x\"}",
+    "{\"body_b64\":\"not base64!\"}",
+    "{\"body\":\"x\",\"attempts\":\"two\"}",
+    "{\"body\":{\"n\":12345678901234567890}}",
+    "{\"body\":1e400}",
+    "{\"body\":\"\\ud800\"}",
+    "{\"id\":\"order-17\",\"ts\":1700000000000,\"body\":\"seed format\"}",
+    "RQ1 a=3 id=x\nlooks like a frame",
+    "RQ1\n",
+    "{\"body\": broken",
+    "",
+};
+#define NLOOK (sizeof lookalikes / sizeof lookalikes[0])
+
+static void check_lookalikes(ctrack *t, size_t from, size_t n, int attempt)
+{
+    size_t i;
+    for (i = 0; i < n; i++) {
+        size_t k = from + i;
+        const char *w = lookalikes[i % NLOOK];
+        cr_assert_eq(t->len[k], strlen(w), "delivery %zu: %zu bytes for %s",
+                     k, t->len[k], w);
+        cr_assert_eq(memcmp(t->body[k], w, t->len[k]), 0,
+                     "delivery %zu rewritten: %.*s", k, (int)t->len[k],
+                     t->body[k]);
+        cr_assert_eq(t->attempt[k], attempt);
+    }
+}
+
+/* Pushed by a plain client (LPUSH), each arrives byte-identical on its
+ * first attempt and again on its retry, and nothing is dead-lettered. */
+Test(contract, plain_values_that_look_like_envelopes_or_frames_arrive_as_sent)
+{
+    ctrack *t = ctrack_new();
+    redq_options o;
+    size_t i;
+    const char *qs[1] = {"q"};
+
+    for (i = 0; i < NLOOK; i++)
+        fx_cmd_ok("RPUSH q %b", lookalikes[i], strlen(lookalikes[i]));
+    copts(&o, t);
+    t->mode = 2; /* nack the first attempt */
+    cr_assert_eq(redq_consumer_new(&t->c, fx_base(), &o, qs, 1), 0);
+    cr_assert(wait_got(t, 2 * NLOOK, 10000), "%zu deliveries", t->got);
+    /* RPUSH put the first at the head: pops take the last first. */
+    for (i = 0; i < NLOOK; i++) {
+        const char *w = lookalikes[NLOOK - 1 - i];
+        cr_assert_eq(t->len[i], strlen(w));
+        cr_assert_eq(memcmp(t->body[i], w, t->len[i]), 0, "%s", w);
+        cr_assert_eq(t->attempt[i], 1);
+    }
+    for (i = NLOOK; i < 2 * NLOOK; i++) {
+        size_t j;
+        int found = 0;
+        for (j = 0; j < NLOOK; j++)
+            found |= t->len[i] == strlen(lookalikes[j]) &&
+                     memcmp(t->body[i], lookalikes[j], t->len[i]) == 0;
+        cr_assert(found, "retry rewrote a payload: %.*s", (int)t->len[i],
+                  t->body[i]);
+        cr_assert_eq(t->attempt[i], 2);
+    }
+    cr_assert_eq(fx_llen("{q}/dead"), 0, "a payload was dead-lettered");
+    cstop(t);
+    cr_assert_eq(t->stop_status, 0);
+    cr_assert_eq(leftover(), 0);
+    cfinish(t);
+}
+
+/* The same through redq_produce, the visibility timeout, a crash (REAP)
+ * and the dead letters: every path keeps every byte. */
+Test(contract, produced_lookalikes_survive_timeout_reaper_and_dead_letters)
+{
+    ctrack *t = ctrack_new();
+    fx_tracker *p = fx_tracker_new(NLOOK);
+    redq_options o, po;
+    const char *qs[1] = {"jobs"};
+    size_t i;
+    redisReply *r;
+
+    redq_options_init(&po);
+    po.url = fx_url();
+    cr_assert_eq(fx_producer_new(p, &po), 0);
+    for (i = 0; i < NLOOK; i++)
+        cr_assert_eq(redq_produce(p->p, "jobs", lookalikes[i],
+                                  strlen(lookalikes[i]), NULL),
+                     0);
+    cr_assert(fx_wait_reports(p, NLOOK, 5000));
+    cr_assert_eq(p->ok, NLOOK);
+    copts(&o, t);
+    t->mode = 1; /* never ack: the visibility timeout retries */
+    o.visibility_timeout_ms = 200;
+    o.max_attempts = 3;
+    cr_assert_eq(redq_consumer_new(&t->c, fx_base(), &o, qs, 1), 0);
+    cr_assert(wait_got(t, 3 * NLOOK, 15000), "%zu deliveries", t->got);
+    check_lookalikes(t, 0, NLOOK, 1);
+    /* Then dead: three attempts each. */
+    {
+        uint64_t until = fx_now_us() + 5000000u;
+        while (fx_llen("{jobs}/dead") < (long long)NLOOK && fx_now_us() < until)
+            fx_run_for(20);
+    }
+    cr_assert_eq(fx_llen("{jobs}/dead"), (long long)NLOOK);
+    for (i = 0; i < NLOOK; i++) {
+        size_t j;
+        int found = 0;
+        const char *body;
+        size_t blen;
+        r = fx_cmd("LINDEX {jobs}/dead %d", (int)i);
+        cr_assert_eq(r->type, REDIS_REPLY_STRING);
+        cr_assert(strncmp(r->str, "RQ1 ", 4) == 0);
+        cr_assert(strstr(r->str, " a=3") != NULL, "%s", r->str);
+        body = (const char *)memchr(r->str, '\n', (size_t)r->len) + 1;
+        blen = (size_t)r->len - (size_t)(body - r->str);
+        for (j = 0; j < NLOOK; j++)
+            found |= blen == strlen(lookalikes[j]) &&
+                     memcmp(body, lookalikes[j], blen) == 0;
+        cr_assert(found, "dead letter rewrote a payload: %.*s", (int)blen, body);
+    }
+    for (i = 0; i < t->nheld; i++)
+        cr_assert_eq(redq_ack(t->held[i]), REDQ_ETIMEDOUT);
+    cfinish(t);
+    fx_close(p);
+}
+
+/* ---- a pop that ran while its reply was lost ---------------------------- */
+
+/* Send DEBUG SLEEP without waiting for its reply: the loop keeps running
+ * while the server sleeps. */
+static redisContext *sleep_server(double s)
+{
+    redisContext *x = redisConnect("127.0.0.1", fx_port());
+    int done = 0;
+    cr_assert(x != NULL && !x->err);
+    redisAppendCommand(x, "DEBUG SLEEP %f", s);
+    while (!done)
+        cr_assert_eq(redisBufferWrite(x, &done), REDIS_OK);
+    return x;
+}
+
+static void dbg_log(int level, int code, const char *msg, void *user)
+{
+    (void)user;
+    if (getenv("REDQ_TEST_DEBUG"))
+        fprintf(stderr, "log %d %d %s\n", level, code, msg);
+}
+
+Test(contract, lost_pop_replies_are_reconciled)
+{
+    const size_t n = 20000;
+    ctrack *t = ctrack_new();
+    redq_options o;
+    const char *qs[1] = {"q"};
+    redq_consumer_stats st;
+    size_t round, i;
+    char *seen = calloc(n, 1);
+
+    /* DEBUG SLEEP needs the debug command, off by default since 7.0. */
+    {
+        static const char *const dbg[] = {"--enable-debug-command", "yes",
+                                          NULL};
+        fx_server_stop();
+        fx_server_start(dbg);
+    }
+    for (i = 0; i < n; i++)
+        fx_cmd_ok("LPUSH q m|%d|", (int)i);
+    copts(&o, t);
+    o.command_timeout_ms = 100;
+    o.connect_timeout_ms = 300;
+    o.reconnect_min_ms = 10;
+    o.reconnect_max_ms = 50;
+    o.pop_batch = 8; /* a steady stream of small TAKEs */
+    o.log = dbg_log;
+    o.log_level = REDQ_LOG_DEBUG;
+    o.max_unacked = 8;
+    cr_assert_eq(redq_consumer_new(&t->c, fx_base(), &o, qs, 1), 0);
+    /* The server sleeps past the TAKE in flight's deadline: the client
+     * drops the connection, the server runs the TAKE afterwards, and
+     * nobody reads its reply. */
+    for (round = 0; round < 4 && t->got < n; round++) {
+        redisContext *x;
+        fx_run_for(round == 0 ? 30 : 10);
+        x = sleep_server(0.3);
+        fx_run_for(500);
+        redisFree(x);
+    }
+    cr_assert(wait_got(t, n, 20000), "%zu of %zu delivered", t->got, n);
+    for (i = 0; i < t->got && i < MAXM; i++) {
+        const char *bar = memchr(t->body[i], '|', t->len[i]);
+        cr_assert_not_null(bar);
+        seen[strtoul(bar + 1, NULL, 10)] = 1;
+    }
+    for (i = 0; i < n; i++)
+        cr_assert(seen[i], "m|%zu| never delivered", i);
+    redq_consumer_get_stats(t->c, &st);
+    cr_assert_gt(st.returned, 0, "no pop reply was lost: the test did not "
+                                 "exercise reconciliation");
+    cstop(t);
+    cr_assert_eq(t->stop_status, 0);
+    cr_assert_eq(leftover(), 0, "something stayed behind");
+    free(seen);
+    cfinish(t);
+}
+
+/* ---- TAKE checks every key before it writes ----------------------------- */
+
+Test(contract, wrong_typed_queue_moves_nothing_and_the_rest_is_served)
+{
+    ctrack *t = ctrack_new();
+    redq_options o;
+    const char *qs[2] = {"good", "bad"};
+    int k;
+
+    for (k = 0; k < 10; k++)
+        fx_cmd_ok("LPUSH good m%d", k);
+    fx_cmd_ok("SET bad notalist");
+    copts(&o, t);
+    cr_assert_eq(redq_consumer_new(&t->c, fx_base(), &o, qs, 2), 0);
+    cr_assert(wait_got(t, 10, 10000), "%zu of 10: stranded by the bad queue",
+              t->got);
+    cstop(t);
+    cr_assert_eq(t->stop_status, 0);
+    fx_cmd_ok("DEL bad");
+    cr_assert_eq(leftover(), 0);
+    cfinish(t);
+}
+
+/* ---- names at the limit, many queues, pools with acks in any order ------ */
+
+Test(contract, names_of_1_255_and_1024_bytes_everywhere)
+{
+    static const size_t lens[] = {1, 255, 1024};
+    size_t li;
+    for (li = 0; li < 3; li++) {
+        char *q = malloc(lens[li] + 1);
+        ctrack *t = ctrack_new();
+        fx_tracker *p = fx_tracker_new(8);
+        redq_options o, po;
+        const char *qs[1];
+        memset(q, 'n', lens[li]);
+        if (lens[li] > 3)
+            q[1] = '}'; /* no tag, a brace: the made-up tag path */
+        q[lens[li]] = '\0';
+        qs[0] = q;
+        redq_options_init(&po);
+        po.url = fx_url();
+        cr_assert_eq(fx_producer_new(p, &po), 0);
+        cr_assert_eq(redq_produce(p->p, q, "a", 1, NULL), 0);
+        cr_assert_eq(redq_produce(p->p, q, "b", 1, NULL), 0);
+        cr_assert_eq(redq_produce_delayed(p->p, q, "c", 1, 50, NULL), 0);
+        cr_assert(fx_wait_reports(p, 3, 5000));
+        cr_assert_eq(p->ok, 3, "%s", p->last_errstr);
+        copts(&o, t);
+        t->mode = 2; /* nack once: retry path, delayed, promote */
+        cr_assert_eq(redq_consumer_new(&t->c, fx_base(), &o, qs, 1), 0);
+        cr_assert(wait_got(t, 6, 10000), "name of %zu: %zu deliveries",
+                  lens[li], t->got);
+        cstop(t);
+        cr_assert_eq(t->stop_status, 0);
+        cr_assert_eq(leftover(), 0, "name of %zu bytes left keys", lens[li]);
+        cfinish(t);
+        fx_close(p);
+        free(q);
+    }
+}
+
+Test(contract, many_queues_in_one_consumer)
+{
+    ctrack *t = ctrack_new();
+    redq_options o;
+    const char *qs[40];
+    char names[40][16];
+    size_t i;
+
+    for (i = 0; i < 40; i++) {
+        snprintf(names[i], sizeof names[i], "q%zu", i);
+        qs[i] = names[i];
+        fx_cmd_ok("LPUSH %s a b c", names[i]);
+    }
+    copts(&o, t);
+    cr_assert_eq(redq_consumer_new(&t->c, fx_base(), &o, qs, 40), 0);
+    cr_assert(wait_got(t, 120, 15000), "%zu of 120", t->got);
+    cstop(t);
+    cr_assert_eq(t->stop_status, 0);
+    cr_assert_eq(leftover(), 0);
+    cfinish(t);
+}
+
+Test(contract, pool_of_8_with_acks_in_random_order)
+{
+    const size_t n = 4000;
+    ctrack *t = ctrack_new();
+    redq_options o;
+    const char *qs[1] = {"q"};
+    size_t i, acked = 0;
+    uint32_t rng = 12345;
+    char *seen = calloc(n, 1);
+    fx_tracker *p = fx_tracker_new(n);
+    redq_options po;
+
+    redq_options_init(&po);
+    po.url = fx_url();
+    po.max_pending_msgs = n + 1;
+    cr_assert_eq(fx_producer_new(p, &po), 0);
+    fx_produce_range(p, "q", 0, n, 0);
+    cr_assert(fx_wait_reports(p, n, 20000));
+    copts(&o, t);
+    t->mode = 1;
+    o.pool_size = 8;
+    o.pop_batch = 64;
+    o.max_unacked = 512;
+    cr_assert_eq(redq_consumer_new(&t->c, fx_base(), &o, qs, 1), 0);
+    while (acked < n) {
+        size_t before = acked;
+        fx_run_for(5);
+        /* Ack a random half of what is held, in random order. */
+        while (t->nheld > 0 && (rng % 4) != 0) {
+            size_t k;
+            rng = rng * 1103515245u + 12345u;
+            k = (rng >> 8) % t->nheld;
+            cr_assert_eq(redq_ack(t->held[k]), 0);
+            t->held[k] = t->held[--t->nheld];
+            acked++;
+        }
+        rng = rng * 1103515245u + 12345u;
+        if (acked == before && t->got >= n && t->nheld == 0)
+            break;
+        cr_assert(t->got <= n + 0, "redelivered: %zu deliveries", t->got);
+        if (t->got >= MAXM - 8)
+            break;
+    }
+    cr_assert_eq(acked, n);
+    for (i = 0; i < t->got && i < MAXM; i++) {
+        size_t seq;
+        const char *bar = memchr(t->body[i], '|', t->len[i]);
+        cr_assert_not_null(bar);
+        seq = strtoul(bar + 1, NULL, 10);
+        cr_assert_lt(seq, n);
+        cr_assert_eq(seen[seq], 0, "seq %zu twice", seq);
+        seen[seq] = 1;
+    }
+    cstop(t);
+    cr_assert_eq(t->stop_status, 0);
+    cr_assert_eq(leftover(), 0, "processing lists not emptied");
+    free(seen);
+    cfinish(t);
+    fx_close(p);
+}
+
+/* ---- stop at every moment ----------------------------------------------- */
+
+Test(contract, stop_right_after_new_leaves_nothing_registered)
+{
+    int k;
+    for (k = 0; k < 5; k++) {
+        ctrack *t = ctrack_new();
+        redq_options o;
+        const char *qs[1] = {"q"};
+        copts(&o, t);
+        cr_assert_eq(redq_consumer_new(&t->c, fx_base(), &o, qs, 1), 0);
+        fx_run_for(k * 7);
+        cstop(t);
+        fx_run_for(50);
+        cr_assert_eq(fx_cmd_int("EXISTS {q}/consumers"), 0,
+                     "registered after a stop at %d ms", k * 7);
+        cfinish(t);
+    }
+}
+
+Test(contract, stop_timeout_gives_held_messages_back)
+{
+    ctrack *t = ctrack_new();
+    redq_options o;
+    const char *qs[1] = {"q"};
+    size_t i;
+
+    fx_cmd_ok("LPUSH q a b c d e");
+    copts(&o, t);
+    t->mode = 1;
+    o.stop_timeout_ms = 200;
+    cr_assert_eq(redq_consumer_new(&t->c, fx_base(), &o, qs, 1), 0);
+    cr_assert(wait_got(t, 5, 5000));
+    cstop(t);
+    cr_assert_eq(t->stop_status, REDQ_ETIMEDOUT);
+    fx_run_for(100);
+    cr_assert_eq(fx_llen("q"), 5, "held messages not given back");
+    cr_assert_eq(fx_cmd_int("EXISTS {q}/consumers"), 0);
+    for (i = 0; i < t->nheld; i++)
+        cr_assert_eq(redq_ack(t->held[i]), REDQ_ETIMEDOUT);
+    /* Given back in order: the oldest is popped first again. */
+    {
+        redisReply *r = fx_cmd("RPOP q");
+        cr_assert_str_eq(r->str, "a");
+    }
+    cfinish(t);
+}
+
+Test(contract, stop_with_redis_gone_is_not_reported_clean)
+{
+    ctrack *t = ctrack_new();
+    redq_options o;
+    const char *qs[1] = {"q"};
+
+    fx_cmd_ok("LPUSH q a");
+    copts(&o, t);
+    t->mode = 1;
+    o.stop_timeout_ms = 500;
+    cr_assert_eq(redq_consumer_new(&t->c, fx_base(), &o, qs, 1), 0);
+    cr_assert(wait_got(t, 1, 5000));
+    fx_server_stop();
+    cr_assert_eq(redq_ack(t->held[0]), 0);
+    cstop(t);
+    cr_assert_neq(t->stop_status, 0, "unconfirmed acks reported as clean");
+    cfinish(t);
+}
+
+/* An ack followed by a close in the same iteration still reaches Redis. */
+Test(contract, ack_then_close_sends_the_ack)
+{
+    ctrack *t = ctrack_new();
+    redq_options o;
+    const char *qs[1] = {"q"};
+
+    fx_cmd_ok("LPUSH q a");
+    copts(&o, t);
+    t->mode = 1;
+    cr_assert_eq(redq_consumer_new(&t->c, fx_base(), &o, qs, 1), 0);
+    cr_assert(wait_got(t, 1, 5000));
+    cr_assert_eq(redq_ack(t->held[0]), 0);
+    cr_assert_eq(redq_consumer_close(t->c, on_cclosed, t), 0);
+    cr_assert(fx_run_until(cond_closed, t, 5000));
+    t->c = NULL;
+    {
+        redisReply *r = fx_cmd("KEYS {q}/proc:*");
+        size_t i;
+        long long n = 0;
+        for (i = 0; i < r->elements; i++)
+            n += fx_llen(r->element[i]->str);
+        cr_assert_eq(n, 0, "the ack never left");
+    }
+    cfinish(t);
+}
+
+Test(contract, acking_twice_is_an_error_not_corruption)
+{
+    ctrack *t = ctrack_new();
+    redq_options o;
+    const char *qs[1] = {"q"};
+
+    fx_cmd_ok("LPUSH q a b");
+    copts(&o, t);
+    t->mode = 1;
+    cr_assert_eq(redq_consumer_new(&t->c, fx_base(), &o, qs, 1), 0);
+    cr_assert(wait_got(t, 2, 5000));
+    cr_assert_eq(t->nheld, 2);
+    cr_assert_eq(redq_ack(t->held[0]), 0);
+    cr_assert_eq(redq_ack(t->held[0]), REDQ_EALREADY);
+    cr_assert_eq(redq_nack(t->held[0], "x"), REDQ_EALREADY);
+    cr_assert_eq(redq_ack(t->held[1]), 0);
+    cstop(t);
+    cr_assert_eq(t->stop_status, 0);
+    cfinish(t);
+}
+
+/* ---- a full server: taking and acking add no memory --------------------- */
+
+Test(contract, server_at_maxmemory_is_drained)
+{
+    ctrack *t = ctrack_new();
+    redq_options o;
+    const char *qs[1] = {"q"};
+    int k;
+    long long used;
+    redisReply *r;
+
+    for (k = 0; k < 2000; k++)
+        fx_cmd_ok("LPUSH q message-%d-padding-padding-padding", k);
+    r = fx_cmd("MEMORY STATS");
+    (void)r;
+    used = fx_cmd_int("DBSIZE");
+    (void)used;
+    fx_cmd_ok("CONFIG SET maxmemory-policy noeviction");
+    fx_cmd_ok("CONFIG SET maxmemory 1");
+    /* Writes that grow memory are refused now. */
+    r = fx_cmd("SET x y");
+    cr_assert_eq(r->type, REDIS_REPLY_ERROR);
+    copts(&o, t);
+    cr_assert_eq(redq_consumer_new(&t->c, fx_base(), &o, qs, 1), 0);
+    cr_assert(wait_got(t, 2000, 15000), "%zu of 2000 drained at maxmemory",
+              t->got);
+    cstop(t);
+    cr_assert_eq(t->stop_status, 0);
+    fx_cmd_ok("CONFIG SET maxmemory 0");
+    cr_assert_eq(leftover(), 0);
+    cfinish(t);
+}
+
+/* ---- a long handler keeps its message ------------------------------------ */
+
+Test(contract, extend_keeps_a_message_past_its_visibility_timeout)
+{
+    ctrack *t = ctrack_new();
+    redq_options o;
+    const char *qs[1] = {"q"};
+
+    fx_cmd_ok("LPUSH q a");
+    copts(&o, t);
+    t->mode = 1;
+    o.visibility_timeout_ms = 150;
+    cr_assert_eq(redq_consumer_new(&t->c, fx_base(), &o, qs, 1), 0);
+    cr_assert(wait_got(t, 1, 5000));
+    for (int k = 0; k < 6; k++) {
+        cr_assert_eq(redq_msg_extend(t->held[0], 150), 0);
+        fx_run_for(100);
+    }
+    cr_assert_eq(t->got, 1, "redelivered while extended");
+    cr_assert_eq(redq_ack(t->held[0]), 0);
+    cstop(t);
+    cr_assert_eq(t->stop_status, 0);
+    cfinish(t);
+}
