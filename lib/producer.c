@@ -295,6 +295,7 @@ static batch *batch_new(redq_producer *p, int kind, const char *queue,
     b->n = 0;
     b->payload_bytes = 0;
     b->sent_before = 0;
+    b->unknown = 0;
     b->start = 0;
 
     w = b->buf + HEADER_ROOM;
@@ -461,9 +462,10 @@ static void report_batch(redq_producer *p, batch *b, int status,
     r.queue = b->qname;
     r.status = status;
     r.errstr = status == 0 ? NULL : errstr;
-    r.persisted = status == 0                        ? REDQ_PERSIST_YES
-                  : b->unknown || b->state == B_INFLIGHT ? REDQ_PERSIST_POSSIBLY
-                                                     : REDQ_PERSIST_NOT;
+    /* unknown: a write got no answer (a NULL reply, or failed in flight) */
+    r.persisted = status == 0   ? REDQ_PERSIST_YES
+                  : b->unknown ? REDQ_PERSIST_POSSIBLY
+                               : REDQ_PERSIST_NOT;
     if (p->on_delivery == NULL) {
         p->pending_msgs -= b->n;
         p->pending_bytes -= b->payload_bytes;

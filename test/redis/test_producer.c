@@ -866,3 +866,364 @@ Test(producer, max_queue_len_stops_sending_until_the_queue_drains)
     fx_assert_reported(t, 0, n, 0);
     cr_assert_eq(fx_stats(t).throttled, 0);
 }
+
+/* ---- issue 8: flush from its own callback -------------------------------- */
+
+struct reflush {
+    fx_tracker *t;
+    unsigned called, limit;
+    int bad_status;
+};
+
+static void on_reflush(redq_producer *p, int status, void *user)
+{
+    struct reflush *r = user;
+    r->called++;
+    if (status != 0)
+        r->bad_status = status;
+    if (r->called < r->limit && redq_producer_flush(p, on_reflush, r) != 0)
+        r->bad_status = 1000;
+}
+
+Test(producer, flush_from_its_own_callback_returns_to_the_loop)
+{
+    fx_tracker *t = fx_tracker_new(1);
+    redq_options o;
+    opts_for_server(&o);
+    new_producer(t, &o);
+
+    /* Each flush has nothing to wait for. One loop iteration (a poll for
+     * I/O and timers, then the callbacks due) may complete at most the one
+     * flush that was started before it: the re-flush from its callback
+     * must wait for the next iteration, or the loop never gets back to
+     * I/O (the old code ran millions of them in one go). */
+    struct reflush r = {.t = t, .limit = 1000};
+    cr_assert(redq_producer_flush(t->p, on_reflush, &r) == 0);
+    unsigned iterations = 0, most = 0;
+    uint64_t deadline = fx_now_us() + 20000000u;
+    while (r.called < r.limit && fx_now_us() < deadline) {
+        unsigned before = r.called;
+        event_base_loop(fx_base(), EVLOOP_ONCE);
+        iterations++;
+        if (r.called - before > most)
+            most = r.called - before;
+    }
+    cr_assert(r.called == r.limit, "%u of %u flushes in 20 s", r.called,
+              r.limit);
+    cr_assert(r.bad_status == 0, "flush status %d", r.bad_status);
+    cr_assert(most <= 1,
+              "%u flush callbacks in one loop iteration (%u iterations)",
+              most, iterations);
+    fx_run_for(20);
+    cr_assert(r.called == r.limit, "flush callbacks after the last flush");
+    close_and_wait(t);
+}
+
+/* ---- issue 8: persisted status in reports -------------------------------- */
+
+#define PERSIST_N 64
+static int persisted_of[PERSIST_N];
+static int persisted_bad;
+
+static void record_persisted(fx_tracker *t, redq_producer *p,
+                             const redq_report *r)
+{
+    size_t seq = (size_t)(uintptr_t)r->opaque - 1;
+    (void)t;
+    (void)p;
+    if (seq < PERSIST_N)
+        persisted_of[seq] = r->persisted;
+    else
+        persisted_bad++;
+    /* Coherent with the status whatever the case. */
+    if ((r->status == 0) != (r->persisted == REDQ_PERSIST_YES))
+        persisted_bad++;
+}
+
+static void persisted_hook(fx_tracker *t)
+{
+    for (size_t i = 0; i < PERSIST_N; i++)
+        persisted_of[i] = -1;
+    persisted_bad = 0;
+    t->on_report = record_persisted;
+}
+
+Test(producer, persisted_not_when_never_connected)
+{
+    fx_tracker *t = fx_tracker_new(PERSIST_N);
+    redq_options o;
+    char url[64];
+    redq_options_init(&o);
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d", fx_free_port());
+    o.url = url;
+    persisted_hook(t);
+    new_producer(t, &o);
+    fx_produce_range(t, "q", 0, 3, 0);
+    fx_run_for(100);
+    close_and_wait(t);
+    fx_assert_reported(t, 0, 3, REDQ_ECLOSED);
+    for (size_t i = 0; i < 3; i++)
+        cr_assert(persisted_of[i] == REDQ_PERSIST_NOT,
+                  "seq %zu never sent, reported persisted %d", i,
+                  persisted_of[i]);
+    cr_assert(persisted_bad == 0);
+}
+
+Test(producer, persisted_yes_when_acked_not_when_refused)
+{
+    fx_tracker *t = fx_tracker_new(PERSIST_N);
+    redq_options o;
+    opts_for_server(&o);
+    persisted_hook(t);
+    new_producer(t, &o);
+    fx_cmd_ok("SET str x");
+    fx_produce_range(t, "q", 0, 3, 0);
+    cr_assert(fx_wait_reports(t, 3, 5000));
+    fx_produce_range(t, "str", 3, 4, 0);
+    cr_assert(fx_wait_reports(t, 4, 5000));
+    fx_assert_reported(t, 0, 3, 0);
+    fx_assert_reported(t, 3, 4, REDQ_EWRONGTYPE);
+    for (size_t i = 0; i < 3; i++)
+        cr_assert(persisted_of[i] == REDQ_PERSIST_YES, "seq %zu: %d", i,
+                  persisted_of[i]);
+    cr_assert(persisted_of[3] == REDQ_PERSIST_NOT,
+              "refused by Redis, reported persisted %d", persisted_of[3]);
+    cr_assert(persisted_bad == 0);
+}
+
+static bool cond_disconnected(void *arg)
+{
+    return fx_stats(arg).disconnects >= 1;
+}
+
+/* The LPUSH is written and held by CLIENT PAUSE WRITE; its connection is
+ * killed, so its outcome is unknown; the producer stays down (long
+ * backoff) and is closed: the report must say it may be stored. */
+Test(producer, persisted_possibly_when_killed_in_flight_then_closed)
+{
+    fx_tracker *t = fx_tracker_new(PERSIST_N);
+    redq_options o;
+    opts_for_server(&o);
+    o.reconnect_min_ms = 20000;
+    o.reconnect_max_ms = 20000;
+    persisted_hook(t);
+    new_producer(t, &o);
+    cr_assert(fx_wait_connected(t, 5000));
+    fx_cmd_ok("CLIENT PAUSE 5000 WRITE");
+    fx_produce_range(t, "q", 0, 2, 0);
+    fx_run_for(100);
+    redq_producer_stats st = fx_stats(t);
+    cr_assert(st.inflight_batches == 1, "%zu batches in flight",
+              st.inflight_batches);
+    fx_cmd_ok("CLIENT KILL TYPE normal SKIPME yes");
+    cr_assert(fx_run_until(cond_disconnected, t, 5000), "not disconnected");
+    fx_cmd_ok("CLIENT UNPAUSE");
+    close_and_wait(t);
+    fx_assert_reported(t, 0, 2, REDQ_ECLOSED);
+    for (size_t i = 0; i < 2; i++)
+        cr_assert(persisted_of[i] == REDQ_PERSIST_POSSIBLY,
+                  "seq %zu was in flight when its connection died: "
+                  "persisted %d",
+                  i, persisted_of[i]);
+    cr_assert(persisted_bad == 0);
+}
+
+Test(producer, persisted_possibly_when_timed_out_in_flight)
+{
+    fx_tracker *t = fx_tracker_new(PERSIST_N);
+    redq_options o;
+    opts_for_server(&o);
+    o.delivery_timeout_ms = 300;
+    persisted_hook(t);
+    new_producer(t, &o);
+    cr_assert(fx_wait_connected(t, 5000));
+    fx_cmd_ok("CLIENT PAUSE 3000 WRITE");
+    fx_produce_range(t, "q", 0, 1, 0);
+    cr_assert(fx_wait_reports(t, 1, 3000));
+    fx_assert_reported(t, 0, 1, REDQ_ETIMEDOUT);
+    cr_assert(persisted_of[0] == REDQ_PERSIST_POSSIBLY,
+              "timed out in flight: persisted %d", persisted_of[0]);
+    fx_cmd_ok("CLIENT UNPAUSE");
+    close_and_wait(t);
+    cr_assert(persisted_bad == 0);
+}
+
+/* ---- issue 8: stats exact at every moment -------------------------------- */
+
+static size_t stats_n, stats_size, stats_violations;
+static char stats_first[256];
+
+static void check_stats_in_report(fx_tracker *t, redq_producer *p,
+                                  const redq_report *r)
+{
+    redq_producer_stats st;
+    (void)r;
+    redq_producer_get_stats(p, &st);
+    size_t unreported = stats_n - t->reports;
+    if (st.delivered + st.failed != t->reports ||
+        st.pending_msgs != unreported ||
+        st.pending_bytes != unreported * stats_size ||
+        st.produced != st.delivered + st.failed + st.pending_msgs) {
+        if (stats_violations++ == 0)
+            snprintf(stats_first, sizeof stats_first,
+                     "in report %zu: delivered %llu failed %llu pending %zu "
+                     "msgs / %zu bytes, produced %llu",
+                     t->reports, (unsigned long long)st.delivered,
+                     (unsigned long long)st.failed, st.pending_msgs,
+                     st.pending_bytes, (unsigned long long)st.produced);
+    }
+}
+
+Test(producer, stats_are_exact_inside_each_report)
+{
+    fx_tracker *t = fx_tracker_new(300);
+    redq_options o;
+    opts_for_server(&o);
+    stats_n = 300;
+    stats_size = 100;
+    stats_violations = 0;
+    t->on_report = check_stats_in_report;
+    new_producer(t, &o);
+    cr_assert(fx_wait_connected(t, 5000));
+    fx_produce_range(t, "q", 0, 300, 100); /* one batch: one callback pass */
+    cr_assert(fx_wait_reports(t, 300, 5000));
+    fx_assert_reported(t, 0, 300, 0);
+    cr_assert(stats_violations == 0, "%zu reports saw wrong stats; first %s",
+              stats_violations, stats_first);
+}
+
+/* ---- issue 8: size-aware stats ------------------------------------------- */
+
+static union {
+    redq_producer_stats p;
+    redq_consumer_stats c;
+    unsigned char b[sizeof(redq_producer_stats) +
+                    sizeof(redq_consumer_stats) + 64];
+} sb;
+
+static void expect_sb(size_t from, size_t to, unsigned char v)
+{
+    for (size_t i = from; i < to; i++)
+        cr_assert_eq(sb.b[i], v, "stats byte %zu is 0x%02x, expected 0x%02x",
+                     i, sb.b[i], v);
+}
+
+static void ignore_msg(redq_consumer *c, redq_message *m, void *user)
+{
+    (void)c;
+    (void)user;
+    redq_ack(m);
+}
+
+static void consumer_closed(void *user)
+{
+    (*(int *)user)++;
+}
+
+static bool cond_int_set(void *arg)
+{
+    return *(int *)arg > 0;
+}
+
+Test(producer, stats_sized_fill_only_the_callers_bytes)
+{
+    fx_tracker *t = fx_tracker_new(2);
+    redq_options o;
+    opts_for_server(&o);
+    new_producer(t, &o);
+    fx_produce_range(t, "q", 0, 2, 0);
+    cr_assert(fx_wait_reports(t, 2, 5000));
+
+    size_t small = offsetof(redq_producer_stats, pending_msgs);
+    memset(sb.b, 0xab, sizeof sb.b);
+    redq_producer_get_stats_sized(t->p, &sb.p, small);
+    cr_assert_eq(sb.p.produced, 2);
+    cr_assert_eq(sb.p.delivered, 2);
+    expect_sb(small, sizeof sb.b, 0xab);
+
+    memset(sb.b, 0xab, sizeof sb.b);
+    (redq_producer_get_stats)(t->p, &sb.p); /* the 0.1 entry point */
+    cr_assert_eq(sb.p.delivered, 2);
+    cr_assert_eq(sb.p.connected, 1);
+    expect_sb(offsetof(redq_producer_stats, throttle_events) + 8, sizeof sb.b,
+              0xab);
+
+    /* A newer program's bigger struct: the tail is zeroed. */
+    memset(sb.b, 0xab, sizeof sb.b);
+    redq_producer_get_stats_sized(t->p, &sb.p, sizeof(redq_producer_stats) + 16);
+    cr_assert_eq(sb.p.delivered, 2);
+    expect_sb(sizeof(redq_producer_stats), sizeof(redq_producer_stats) + 16, 0);
+    expect_sb(sizeof(redq_producer_stats) + 16, sizeof sb.b, 0xab);
+    close_and_wait(t);
+
+    /* The consumer's, through the same wrapper. */
+    redq_consumer *c = NULL;
+    const char *queues[] = {"q"};
+    redq_options co;
+    opts_for_server(&co);
+    co.on_message = ignore_msg;
+    co.delivery = REDQ_AT_MOST_ONCE;
+    cr_assert(redq_consumer_new(&c, fx_base(), &co, queues, 1) == 0);
+    fx_run_for(200);
+    small = offsetof(redq_consumer_stats, pops);
+    memset(sb.b, 0xab, sizeof sb.b);
+    redq_consumer_get_stats_sized(c, &sb.c, small);
+    cr_assert_eq(sb.c.delivered, 2, "consumer delivered %llu",
+                 (unsigned long long)sb.c.delivered);
+    expect_sb(small, sizeof sb.b, 0xab);
+    memset(sb.b, 0xab, sizeof sb.b);
+    (redq_consumer_get_stats)(c, &sb.c);
+    cr_assert_eq(sb.c.delivered, 2);
+    expect_sb(offsetof(redq_consumer_stats, connected) + sizeof(size_t),
+              sizeof sb.b, 0xab);
+    memset(sb.b, 0xab, sizeof sb.b);
+    redq_consumer_get_stats(c, &sb.c);
+    cr_assert_eq(sb.c.delivered, 2);
+    expect_sb(sizeof(redq_consumer_stats), sizeof sb.b, 0xab);
+    int closed = 0;
+    cr_assert(redq_consumer_close(c, consumer_closed, &closed) == 0);
+    cr_assert(fx_run_until(cond_int_set, &closed, 5000));
+}
+
+/* ---- issue 8: *_new failures reach the caller ---------------------------- */
+
+Test(producer, new_failure_is_written_to_errbuf)
+{
+    redq_options o;
+    redq_producer *p = (redq_producer *)&o; /* must stay untouched */
+    char buf[256];
+    redq_options_init(&o);
+    o.errbuf = buf;
+    o.errbuf_size = sizeof buf;
+
+    o.url = "redis://default:hunter2";
+    cr_assert(redq_producer_new(&p, fx_base(), &o) == REDQ_EINVAL);
+    cr_assert(p == (redq_producer *)&o, "out written on failure");
+    cr_assert(strstr(buf, "url") != NULL, "errbuf '%s'", buf);
+    cr_assert(strstr(buf, "hunter2") == NULL, "errbuf shows the password: '%s'",
+              buf);
+
+    o.url = fx_url();
+    strcpy(buf, "stale");
+    cr_assert(redq_producer_new(&p, NULL, &o) == REDQ_EINVAL);
+    cr_assert(strstr(buf, "base") != NULL, "errbuf '%s'", buf);
+
+    /* The consumer's *_new goes through the same path. */
+    redq_consumer *c = NULL;
+    const char *queues[] = {"q"};
+    o.on_message = ignore_msg;
+    o.url = "redis://u:hunter2@h:99999";
+    strcpy(buf, "stale");
+    cr_assert(redq_consumer_new(&c, fx_base(), &o, queues, 1) == REDQ_EINVAL);
+    cr_assert(strstr(buf, "port") != NULL, "errbuf '%s'", buf);
+    cr_assert(strstr(buf, "hunter2") == NULL, "errbuf '%s'", buf);
+
+    /* And a success clears it. */
+    fx_tracker *t = fx_tracker_new(1);
+    o.url = fx_url();
+    o.on_message = NULL;
+    strcpy(buf, "stale");
+    new_producer(t, &o);
+    cr_assert_str_eq(buf, "");
+    close_and_wait(t);
+}
