@@ -5,12 +5,14 @@
  * Every test gets its own server (fixture.c). Callbacks only record; the
  * assertions run after the loop has returned.
  */
+#define _DEFAULT_SOURCE /* MAP_ANONYMOUS, MAP_NORESERVE */
 #include <criterion/criterion.h>
 
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "fixture.h"
 
@@ -1226,4 +1228,179 @@ Test(producer, new_failure_is_written_to_errbuf)
     new_producer(t, &o);
     cr_assert_str_eq(buf, "");
     close_and_wait(t);
+}
+
+/* ---- issue 8: edges, stored byte for byte -------------------------------- */
+
+static void raw_produce(fx_tracker *t, const char *q, const void *data,
+                        size_t len, size_t seq)
+{
+    int rc = redq_produce(t->p, q, data, len, (void *)(uintptr_t)(seq + 1));
+    cr_assert(rc == 0, "produce %zu bytes to a %zu-byte queue: %s", len,
+              strlen(q), redq_err_name(rc));
+}
+
+Test(producer, queue_names_up_to_1024_bytes)
+{
+    fx_tracker *t = fx_tracker_new(8);
+    redq_options o;
+    static char name[1026];
+    const size_t lens[] = {1, 255, 1024};
+    opts_for_server(&o);
+    t->raw = true;
+    new_producer(t, &o);
+    for (size_t i = 0; i < 3; i++) {
+        memset(name, 'a' + (int)i, lens[i]);
+        name[lens[i]] = '\0';
+        raw_produce(t, name, "m", 1, i);
+    }
+    cr_assert(fx_wait_reports(t, 3, 5000));
+    cr_assert(t->ok == 3, "%zu of 3 ok (%s)", t->ok, t->last_errstr);
+    for (size_t i = 0; i < 3; i++) {
+        memset(name, 'a' + (int)i, lens[i]);
+        name[lens[i]] = '\0';
+        redisReply *r = fx_cmd("LRANGE %b 0 -1", name, lens[i]);
+        cr_assert(r->type == REDIS_REPLY_ARRAY && r->elements == 1 &&
+                      r->element[0]->len == 1 && r->element[0]->str[0] == 'm',
+                  "queue of %zu bytes does not hold the message", lens[i]);
+    }
+
+    /* 1025 bytes: refused, and the log says why. */
+    memset(name, 'z', 1025);
+    name[1025] = '\0';
+    cr_assert(redq_produce(t->p, name, "m", 1, NULL) == REDQ_EINVAL);
+    cr_assert(t->log_by_code[-REDQ_EINVAL] == 1, "%u EINVAL logs",
+              t->log_by_code[-REDQ_EINVAL]);
+    cr_assert(strstr(t->log_first[-REDQ_EINVAL], "1025") &&
+                  strstr(t->log_first[-REDQ_EINVAL], "1024"),
+              "log: %s", t->log_first[-REDQ_EINVAL]);
+    cr_assert(redq_produce_delayed(t->p, name, "m", 1, 10, NULL) ==
+              REDQ_EINVAL);
+    cr_assert(fx_llen(name) == 0);
+    close_and_wait(t);
+}
+
+Test(producer, payloads_are_stored_byte_for_byte)
+{
+    static const char resp[] = "*3\r\n$5\r\nLPUSH\r\n$1\r\nq\r\n$1\r\nx\r\n";
+    static const char nuls[] = {'\0', 'a', '\0', '\0', '\r', '\n', '\0'};
+    static const char json[] = "{\"to\":\"a@b.c\",\"body\":\"hi\"}";
+    static char big[70000]; /* bigger than one socket read, with NULs */
+    struct {
+        const void *p;
+        size_t len;
+    } m[] = {{"", 0},   {resp, sizeof resp - 1}, {"$-1\r\n", 5},
+             {nuls, sizeof nuls}, {json, sizeof json - 1}, {big, sizeof big},
+             {"\r\n", 2}, {"-ERR x\r\n", 8}};
+    const size_t n = sizeof m / sizeof m[0];
+    for (size_t i = 0; i < sizeof big; i++)
+        big[i] = (char)(i * 7);
+
+    fx_tracker *t = fx_tracker_new(n);
+    redq_options o;
+    opts_for_server(&o);
+    t->raw = true;
+    new_producer(t, &o);
+    for (size_t i = 0; i < n; i++)
+        raw_produce(t, "q", m[i].p, m[i].len, i);
+    cr_assert(fx_wait_reports(t, n, 5000));
+    cr_assert(t->ok == n, "%zu of %zu ok (%s)", t->ok, n, t->last_errstr);
+
+    /* LPUSH: the first produced is at the tail. */
+    redisReply *r = fx_cmd("LRANGE q 0 -1");
+    cr_assert(r->type == REDIS_REPLY_ARRAY && r->elements == n, "%zu stored",
+              r->elements);
+    for (size_t i = 0; i < n; i++) {
+        redisReply *e = r->element[n - 1 - i];
+        cr_assert(e->type == REDIS_REPLY_STRING && (size_t)e->len == m[i].len &&
+                      memcmp(e->str, m[i].p, m[i].len) == 0,
+                  "payload %zu (%zu bytes) stored as %zu different bytes", i,
+                  m[i].len, (size_t)e->len);
+    }
+    close_and_wait(t);
+}
+
+/* ---- issue 8: Redis's 512 MiB bulk limit --------------------------------- */
+
+#define MIB ((size_t)1 << 20)
+
+/* Address space for `len` bytes of zeros that costs no memory until read. */
+static void *lazy_zeros(size_t len)
+{
+    void *p = mmap(NULL, len, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS |
+                   MAP_NORESERVE, -1, 0);
+    cr_assert(p != MAP_FAILED, "mmap %zu bytes", len);
+    return p;
+}
+
+Test(producer, over_the_bulk_limit_is_refused_up_front)
+{
+    const size_t limit = 512 * MIB;
+    fx_tracker *t = fx_tracker_new(1);
+    redq_options o;
+    opts_for_server(&o);
+    o.max_message_bytes = limit;
+    o.max_pending_bytes = 2 * limit;
+    new_producer(t, &o);
+    cr_assert(fx_wait_connected(t, 5000));
+    void *big = lazy_zeros(limit + 1);
+
+    cr_assert(redq_produce(t->p, "q", big, limit + 1, NULL) == REDQ_ETOOBIG);
+    /* A delayed message carries metadata: exactly 512 MiB of payload no
+     * longer fits in one value, and is refused before being encoded. */
+    uint64_t t0 = fx_now_us();
+    cr_assert(redq_produce_delayed(t->p, "q", big, limit, 1000, NULL) ==
+              REDQ_ETOOBIG);
+    cr_assert(fx_now_us() - t0 < 500000, "refusing took %llu ms: encoded first?",
+              (unsigned long long)(fx_now_us() - t0) / 1000);
+    cr_assert(t->log_by_code[-REDQ_ETOOBIG] == 2, "%u ETOOBIG logs",
+              t->log_by_code[-REDQ_ETOOBIG]);
+    cr_assert(strstr(t->log_first[-REDQ_ETOOBIG], "proto-max-bulk-len") &&
+                  strstr(t->log_first[-REDQ_ETOOBIG], "536870913"),
+              "log: %s", t->log_first[-REDQ_ETOOBIG]);
+    munmap(big, limit + 1);
+
+    redq_producer_stats st = fx_stats(t);
+    cr_assert(st.produced == 0 && st.pending_msgs == 0 && st.batches_sent == 0,
+              "a refused message was accepted");
+    fx_run_for(200);
+    st = fx_stats(t);
+    cr_assert(st.disconnects == 0 && st.connects == 1,
+              "connection redone %llu times", (unsigned long long)st.disconnects);
+    close_and_wait(t);
+}
+
+/* The one real large payload: exactly Redis's limit goes through, byte for
+ * byte (about 3 GiB of memory in all, between client and server). */
+Test(producer, exactly_512_mib_is_stored, .timeout = 240)
+{
+    const size_t limit = 512 * MIB;
+    fx_tracker *t = fx_tracker_new(1);
+    redq_options o;
+    opts_for_server(&o);
+    o.max_message_bytes = limit;
+    o.max_pending_bytes = limit;
+    o.command_timeout_ms = 60000;
+    o.delivery_timeout_ms = 120000;
+    t->raw = true;
+    new_producer(t, &o);
+    cr_assert(fx_wait_connected(t, 5000));
+    char *big = malloc(limit);
+    cr_assert(big != NULL);
+    for (size_t i = 0; i < limit; i += 4096)
+        big[i] = (char)(i >> 12);
+    big[limit - 1] = 'Z';
+    raw_produce(t, "q", big, limit, 0);
+    cr_assert(fx_wait_reports(t, 1, 120000), "no report in 120 s");
+    cr_assert(t->ok == 1, "not stored: %s", t->last_errstr);
+    redq_producer_stats st = fx_stats(t);
+    cr_assert(st.disconnects == 0, "%llu disconnects",
+              (unsigned long long)st.disconnects);
+    close_and_wait(t);
+
+    redisReply *r = fx_cmd("LINDEX q 0");
+    cr_assert(r->type == REDIS_REPLY_STRING && (size_t)r->len == limit,
+              "stored %zu bytes", (size_t)r->len);
+    cr_assert(memcmp(r->str, big, limit) == 0, "stored bytes differ");
+    free(big);
 }
