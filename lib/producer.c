@@ -221,8 +221,10 @@ static int ensure(char **buf, size_t *cap, size_t need)
     if (need <= *cap)
         return 0;
     ncap = *cap ? *cap : 4096;
-    while (ncap < need)
+    while (ncap < need && ncap <= SIZE_MAX / 2)
         ncap *= 2;
+    if (ncap < need)
+        ncap = need; /* no power of two fits: exactly what is needed */
     n = realloc(*buf, ncap);
     if (n == NULL)
         return REDQ_ENOMEM;
@@ -1160,8 +1162,8 @@ static REDQ__HOT_INLINE void appended(redq_producer *p, batch *b, const char *w,
                      uint64_t now)
 {
     b->msgs[b->n].opaque = opaque;
-    b->msgs[b->n].off = (uint32_t)(data_at - b->buf);
-    b->msgs[b->n].len = (uint32_t)len;
+    b->msgs[b->n].off = (size_t)(data_at - b->buf);
+    b->msgs[b->n].len = len;
     b->len = (size_t)(w - b->buf);
     b->n++;
     b->payload_bytes += len;
