@@ -1404,3 +1404,174 @@ Test(producer, exactly_512_mib_is_stored, .timeout = 240)
     cr_assert(memcmp(r->str, big, limit) == 0, "stored bytes differ");
     free(big);
 }
+
+/* ---- issue 8: "not applied" errors keep the queue's order ---------------- */
+
+struct ticker {
+    fx_tracker *t;
+    size_t next, total, per_tick, size;
+    struct event *ev;
+    int efull;
+};
+
+static void tick(evutil_socket_t fd, short what, void *arg)
+{
+    struct ticker *k = arg;
+    struct timeval ms = {0, 1000};
+    (void)fd;
+    (void)what;
+    for (size_t i = 0; i < k->per_tick && k->next < k->total; i++) {
+        if (fx_produce(k->t, "q", k->next, k->size) != 0) {
+            k->efull++;
+            break;
+        }
+        k->next++;
+    }
+    if (k->next < k->total)
+        event_add(k->ev, &ms);
+}
+
+/* Start `script` on a connection of its own without waiting for it. */
+static redisContext *side_eval(const char *script)
+{
+    redisContext *c = redisConnect("127.0.0.1", fx_port());
+    int done = 0;
+    cr_assert(c != NULL && !c->err, "side connection");
+    cr_assert(redisAppendCommand(c, "EVAL %s 0", script) == REDIS_OK);
+    while (!done)
+        cr_assert(redisBufferWrite(c, &done) == REDIS_OK);
+    return c;
+}
+
+static void side_done(redisContext *c)
+{
+    void *r = NULL;
+    if (redisGetReply(c, &r) == REDIS_OK)
+        freeReplyObject(r);
+    redisFree(c);
+}
+
+static bool ticker_done(void *arg)
+{
+    struct ticker *k = arg;
+    return k->next == k->total && k->t->reports == k->total;
+}
+
+/* A script that keeps the server busy for `ms` milliseconds, then ends. */
+static redisContext *side_busy_for(int ms)
+{
+    char script[256];
+    snprintf(script, sizeof script,
+             "local function us() local t = redis.call('TIME') "
+             "return t[1] * 1000000 + t[2] end "
+             "local s = us() while us() - s < %d do end return 1",
+             ms * 1000);
+    return side_eval(script);
+}
+
+typedef struct busy_result {
+    size_t stored, disorder, dup;
+    unsigned order_logs;
+} busy_result;
+
+/*
+ * While a script runs past busy-reply-threshold, Redis answers BUSY to
+ * every command. A steady stream of messages to one queue meets: a script
+ * killed with SCRIPT KILL, then `short_scripts` scripts that end by
+ * themselves shortly after the server starts answering BUSY, while it is
+ * still reading a pipeline of big batches (the state then clears between
+ * two pipelined batches). The queue's list is read back in order.
+ */
+static busy_result busy_run(size_t max_inflight, size_t size,
+                            int short_scripts)
+{
+    const size_t total = size > 1000 ? 6000 : 30000;
+    fx_tracker *t = fx_tracker_new(total);
+    redq_options o;
+    busy_result res = {0};
+    opts_for_server(&o);
+    o.batch_max_msgs = 16; /* many batches in the pipeline */
+    o.max_inflight_batches = max_inflight;
+    o.reconnect_min_ms = 20;
+    o.reconnect_max_ms = 100;
+    new_producer(t, &o);
+    cr_assert(fx_wait_connected(t, 5000));
+    fx_cmd_ok("CONFIG SET busy-reply-threshold 50");
+
+    struct ticker k = {.t = t, .total = total, .per_tick = 20, .size = size};
+    k.ev = event_new(fx_base(), -1, 0, tick, &k);
+    tick(-1, 0, &k);
+    fx_run_for(150);
+    redisContext *s = side_eval("while true do end");
+    fx_run_for(400);
+    fx_cmd("SCRIPT KILL");
+    side_done(s);
+    for (int i = 0; i < short_scripts; i++) {
+        fx_run_for(100);
+        s = side_busy_for(60 + 5 * i);
+        fx_run_for(150);
+        side_done(s);
+    }
+    cr_assert(fx_run_until(ticker_done, &k, 60000),
+              "%zu produced, %zu reported of %zu", k.next, t->reports, total);
+    event_free(k.ev);
+    fx_assert_reported(t, 0, total, 0);
+
+    redq_producer_stats st = fx_stats(t);
+    cr_assert(st.disconnects > 0,
+              "the producer never saw BUSY: the test tested nothing");
+    redisReply *r = fx_cmd("LRANGE q 0 -1");
+    cr_assert(r->type == REDIS_REPLY_ARRAY);
+    size_t n = r->elements, expect = 0;
+    char *seen = calloc(total, 1);
+    cr_assert(seen != NULL);
+    for (size_t i = 0; i < n; i++) {
+        redisReply *e = r->element[n - 1 - i];
+        size_t seq = strtoul(e->str + 2, NULL, 10);
+        if (seq < total && seen[seq]++)
+            res.dup++;
+        else if (seq != expect)
+            res.disorder++;
+        if (seq >= expect)
+            expect = seq + 1;
+    }
+    free(seen);
+    res.stored = n;
+    res.order_logs = t->log_by_code[-REDQ_ESERVER];
+    cr_log_info("max_inflight %zu, %zu-byte messages: %zu stored of %zu, %zu "
+                "out of order, %zu duplicates, %llu batches resent, "
+                "%llu disconnects",
+                max_inflight, size, n, total, res.disorder, res.dup,
+                (unsigned long long)st.batches_resent,
+                (unsigned long long)st.disconnects);
+    close_and_wait(t);
+    return res;
+}
+
+Test(producer, busy_keeps_queue_order, .timeout = 120)
+{
+    busy_result r = busy_run(32, 60, 1);
+    cr_assert(r.stored == 30000 && r.dup == 0 && r.disorder == 0,
+              "%zu stored, %zu duplicates, %zu out of order", r.stored, r.dup,
+              r.disorder);
+}
+
+/* Where the state clears between two pipelined batches, the pipeline may
+ * not break the order silently or duplicate: every message once, and a
+ * break is logged. With one batch in flight the order is strict. */
+Test(producer, busy_clearing_mid_pipeline, .timeout = 180)
+{
+    busy_result r = busy_run(32, 8192, 4);
+    cr_assert(r.stored == 6000 && r.dup == 0,
+              "pipelined: %zu stored, %zu duplicates", r.stored, r.dup);
+    cr_assert(r.disorder == 0 || r.order_logs > 0,
+              "pipelined: %zu out of order and nothing logged", r.disorder);
+}
+
+Test(producer, busy_clearing_one_in_flight_is_strict, .timeout = 180)
+{
+    busy_result r = busy_run(1, 8192, 4);
+    cr_assert(r.stored == 6000 && r.dup == 0 && r.disorder == 0,
+              "one in flight: %zu stored, %zu duplicates, %zu out of order",
+              r.stored, r.dup, r.disorder);
+}
