@@ -125,6 +125,19 @@ enum {
  */
 typedef void (*redq_log_cb)(int level, int code, const char *msg, void *user);
 
+/** Whether a reported message is in Redis (redq_report.persisted). */
+enum {
+    /** Never written to Redis, or Redis refused it (an error reply): it is
+     *  not stored. */
+    REDQ_PERSIST_NOT = 0,
+    /** Written, but the reply was lost (the connection dropped or timed out,
+     *  or the producer was closed with it in flight): it may be stored. A
+     *  consumer may see it, or not. */
+    REDQ_PERSIST_POSSIBLY = 1,
+    /** Redis acknowledged it: it is in the list (status is 0). */
+    REDQ_PERSIST_YES = 2
+};
+
 /** What a delivery report carries. All pointers are borrowed: they are valid
  *  until the delivery callback returns. */
 typedef struct redq_report {
@@ -134,6 +147,9 @@ typedef struct redq_report {
     void *opaque;        /**< the `opaque` given to redq_produce() */
     int status;          /**< 0: Redis acknowledged it; < 0: REDQ_E* */
     const char *errstr;  /**< NULL when status is 0, else why it failed */
+    int persisted;       /**< REDQ_PERSIST_*: YES when status is 0; for a
+                              failure, POSSIBLY when some write of it got no
+                              answer, else NOT (added in 0.2) */
 } redq_report;
 
 /**
@@ -142,10 +158,14 @@ typedef struct redq_report {
  * status 0 means Redis answered the LPUSH that carried the message: it is in
  * the list. Any other status means redq could not confirm it:
  *   REDQ_EWRONGTYPE / REDQ_ESERVER  Redis refused the command (not stored).
- *   REDQ_ETIMEDOUT  not acknowledged within delivery_timeout_ms; if it was
- *                   in flight when the time ran out it may still arrive.
- *   REDQ_ECLOSED    the producer was closed before it was acknowledged;
- *                   likewise it may have arrived if it was in flight.
+ *   REDQ_ETIMEDOUT  not acknowledged within delivery_timeout_ms.
+ *   REDQ_ECLOSED    the producer was closed before it was acknowledged.
+ *   REDQ_ETOOBIG    never: too big a message is refused by redq_produce().
+ * report->persisted says which failures may still be in Redis: a message
+ * whose command was written and never answered (in flight when the time ran
+ * out or the producer closed, or on a connection that dropped before its
+ * resend) is REDQ_PERSIST_POSSIBLY; one never written, or refused by Redis,
+ * is REDQ_PERSIST_NOT.
  */
 typedef void (*redq_delivery_cb)(redq_producer *p, const redq_report *report,
                                  void *user);
@@ -185,9 +205,13 @@ enum {
 };
 
 /** Version of redq_options this header describes. Version 1 is the layout
- *  of the first release (0.1.0). New fields are added at the end only, and
- *  each addition bumps this number. */
-#define REDQ_OPTIONS_VERSION 1
+ *  of the first release (0.1.0); version 2 adds errbuf and errbuf_size. New
+ *  fields are added at the end only, and each addition bumps this number.
+ *  The version names the layout, hence the struct's size: redq_*_new()
+ *  reads only the fields of the caller's version and takes the defaults for
+ *  the rest, so a program built against an older redq.h keeps working with
+ *  a newer library. */
+#define REDQ_OPTIONS_VERSION 2
 
 /**
  * Settings for a producer. Fill it with redq_options_init(), then change what
@@ -298,10 +322,34 @@ typedef struct redq_options {
                                     caller. Bounds end-to-end latency when
                                     producers outrun consumers. 0: no limit
                                     (default 0) */
+
+    /* --- version 2 ------------------------------------------------------ */
+
+    /** When redq_producer_new() or redq_consumer_new() fails, it writes why
+     *  here ("options.url: port \"x\" is not a number"), NUL-terminated and
+     *  cut to errbuf_size bytes; on success it writes "". The message never
+     *  contains a password or other URL user info. The log callback, if
+     *  any, gets the same message. (default NULL: not written) */
+    char *errbuf;
+    size_t errbuf_size; /**< bytes at errbuf (default 0) */
 } redq_options;
 
-/** Fill `opts` with the defaults above and set opts->version. */
-REDQ_API void redq_options_init(redq_options *opts);
+/**
+ * Fill the first `size` bytes of `opts` with the defaults above and set
+ * opts->version to the newest layout that fits in `size` (at most
+ * REDQ_OPTIONS_VERSION of the library). Use the macro redq_options_init(),
+ * which passes sizeof *opts: a program built against an older redq.h then
+ * gets its own, smaller, layout and nothing beyond it is written. When size
+ * is larger than the library's struct the rest is zeroed, and opts->version
+ * tells the caller which fields this library knows. A size below version 1's
+ * leaves version 0, which redq_*_new() refuses. opts NULL: nothing happens.
+ */
+REDQ_API void redq_options_init_sized(redq_options *opts, size_t size);
+#define redq_options_init(opts) redq_options_init_sized((opts), sizeof *(opts))
+/** The 0.1 entry point, for programs built against a 0.1 redq.h: fills a
+ *  version 1 layout. Its name is wrapped in parentheses because the macro
+ *  above takes the name for new code. */
+REDQ_API void(redq_options_init)(redq_options *opts);
 
 /* ------------------------------------------------------------------------ */
 /* Producer                                                                  */
@@ -317,7 +365,8 @@ REDQ_API void redq_options_init(redq_options *opts);
  * On success *out is the new producer and 0 is returned.
  * REDQ_EINVAL  out, base or opts is NULL, opts->version is not one this
  *              library knows, the URL is malformed, or an option is out of
- *              range (the log callback, if any, says which and why)
+ *              range (opts->errbuf and the log callback, if set, say which
+ *              and why)
  * REDQ_ENOMEM  out of memory
  */
 REDQ_API int redq_producer_new(redq_producer **out, struct event_base *base,
@@ -333,14 +382,19 @@ REDQ_API int redq_producer_new(redq_producer **out, struct event_base *base,
  * calls, so a consumer popping with BRPOP sees them first-in first-out.
  *
  * 0            accepted: exactly one delivery report will follow
- * REDQ_EINVAL  p or queue is NULL, queue is empty, or payload is NULL with
- *              len > 0
- * REDQ_ETOOBIG len exceeds max_message_bytes or max_pending_bytes
+ * REDQ_EINVAL  p or queue is NULL, queue is empty or longer than 1024
+ *              bytes, or payload is NULL with len > 0
+ * REDQ_ETOOBIG len exceeds max_message_bytes or max_pending_bytes, or the
+ *              value to store (for redq_produce_delayed(), the payload with
+ *              its metadata) would pass Redis's 512 MiB bulk-string limit
+ *              (proto-max-bulk-len): refused here rather than sent, since
+ *              Redis would drop the connection on it
  * REDQ_EFULL   max_pending_msgs or max_pending_bytes reached; on_ready will be
  *              called when there is room again
  * REDQ_ECLOSED redq_producer_close() was called
  * REDQ_ENOMEM  out of memory
- * On any error no report will come for this message.
+ * On any error no report will come for this message. REDQ_EINVAL and
+ * REDQ_ETOOBIG are also logged (REDQ_LOG_WARN) with the reason.
  */
 REDQ_API int redq_produce(redq_producer *p, const char *queue,
                           const void *payload, size_t len, void *opaque);
@@ -369,7 +423,9 @@ typedef void (*redq_flush_cb)(redq_producer *p, int status, void *user);
  * Send whatever is batched now, without waiting for linger, and call `cb`
  * once every message accepted so far has been reported (delivered or failed;
  * delivery_timeout_ms bounds the wait). Messages produced after this call do
- * not delay it. Several flushes may be outstanding.
+ * not delay it. Several flushes may be outstanding. With nothing to wait
+ * for, `cb` runs in the next loop iteration (after the loop has polled for
+ * I/O and timers), so a flush started from its own callback never spins.
  *
  * REDQ_EINVAL  p or cb is NULL
  * REDQ_ECLOSED the producer is closing
@@ -415,9 +471,29 @@ typedef struct redq_producer_stats {
     uint64_t throttle_events; /**< times sending stopped for max_queue_len */
 } redq_producer_stats;
 
-/** Copy the producer's counters into *st. Never fails for a valid p. */
-REDQ_API void redq_producer_get_stats(const redq_producer *p,
-                                      redq_producer_stats *st);
+/*
+ * The counters hold at every moment, also inside a delivery callback: a
+ * message counts in delivered or failed, and leaves pending_msgs and
+ * pending_bytes, just before its own report is made, so produced ==
+ * delivered + failed + pending_msgs always.
+ */
+
+/**
+ * Copy the producer's counters into the first `size` bytes of *st: the
+ * fields that fit in both the caller's and the library's struct are filled,
+ * any bytes beyond the library's struct are zeroed. Use the macro
+ * redq_producer_get_stats(), which passes sizeof *st, so that new counters
+ * appended to the struct never overrun an older program's copy. Nothing
+ * happens when p or st is NULL.
+ */
+REDQ_API void redq_producer_get_stats_sized(const redq_producer *p,
+                                            redq_producer_stats *st,
+                                            size_t size);
+#define redq_producer_get_stats(p, st)                                         \
+    redq_producer_get_stats_sized((p), (st), sizeof *(st))
+/** The 0.1 entry point: fills the 0.1 layout of redq_producer_stats. */
+REDQ_API void(redq_producer_get_stats)(const redq_producer *p,
+                                       redq_producer_stats *st);
 
 /* ------------------------------------------------------------------------ */
 /* Consumer                                                                  */
@@ -579,9 +655,17 @@ typedef struct redq_consumer_stats {
                                  was lost, or still held at a stop */
 } redq_consumer_stats;
 
-/** Copy the consumer's counters into *st. */
-REDQ_API void redq_consumer_get_stats(const redq_consumer *c,
-                                      redq_consumer_stats *st);
+/** Copy the consumer's counters into the first `size` bytes of *st, like
+ *  redq_producer_get_stats_sized(). Use the macro redq_consumer_get_stats(),
+ *  which passes sizeof *st. */
+REDQ_API void redq_consumer_get_stats_sized(const redq_consumer *c,
+                                            redq_consumer_stats *st,
+                                            size_t size);
+#define redq_consumer_get_stats(c, st)                                         \
+    redq_consumer_get_stats_sized((c), (st), sizeof *(st))
+/** The 0.1 entry point: fills the 0.1 layout of redq_consumer_stats. */
+REDQ_API void(redq_consumer_get_stats)(const redq_consumer *c,
+                                       redq_consumer_stats *st);
 
 #ifdef __cplusplus
 }

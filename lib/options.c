@@ -2,6 +2,7 @@
  * Option defaults and their validation. Defaults live here and nowhere else;
  * redq.h documents each next to its field.
  */
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -15,10 +16,9 @@ const char *redq_version(void)
         REDQ_VERSION_MINOR) "." REDQ__STR(REDQ_VERSION_PATCH);
 }
 
-void redq_options_init(redq_options *opts)
+/* The defaults, in the library's own (newest) layout. */
+static void defaults(redq_options *opts)
 {
-    if (opts == NULL)
-        return;
     memset(opts, 0, sizeof *opts);
     opts->version = REDQ_OPTIONS_VERSION;
 
@@ -54,6 +54,58 @@ void redq_options_init(redq_options *opts)
     opts->retry_max_ms = 60000;
     opts->consumer_ttl_ms = 15000;
     opts->promote_interval_ms = 200;
+}
+
+/*
+ * Bytes of each layout: a version's struct ends where the next version's
+ * first field starts (every version so far ends on an 8-byte boundary, so
+ * there is no tail padding to lose). A new version adds a line here.
+ */
+size_t redq__options_size(int version)
+{
+    switch (version) {
+    case 1:
+        return offsetof(redq_options, errbuf);
+    case 2:
+        return sizeof(redq_options);
+    default:
+        return 0;
+    }
+}
+
+/* The newest layout that fits in `size` bytes; 0 when none does. */
+static int version_for_size(size_t size)
+{
+    int v;
+    for (v = REDQ_OPTIONS_VERSION; v >= 1; v--)
+        if (redq__options_size(v) <= size)
+            return v;
+    return 0;
+}
+
+void redq_options_init_sized(redq_options *opts, size_t size)
+{
+    redq_options d;
+    int v;
+
+    if (opts == NULL)
+        return;
+    /* Only the caller's own bytes are written: a program built against an
+     * older redq.h has a smaller struct than ours. */
+    v = version_for_size(size);
+    memset(opts, 0, size);
+    if (v == 0)
+        return; /* version stays 0: *_new refuses it */
+    defaults(&d);
+    memcpy(opts, &d, redq__options_size(v));
+    opts->version = v;
+}
+
+/* The 0.1 entry point: callers built against 0.1's redq.h have exactly the
+ * version 1 layout. */
+void(redq_options_init)(redq_options *opts)
+{
+    redq_options_init_sized(opts, redq__options_size(1));
 }
 
 static int bad(char *err, size_t errlen, const char *what)
@@ -148,26 +200,160 @@ int redq__options_check(const redq_options *o, char *err, size_t errlen)
     return 0;
 }
 
+/* Does s contain tok (n bytes)? */
+static char *find(char *s, const char *tok, size_t n)
+{
+    for (; *s != '\0'; s++)
+        if (strncmp(s, tok, n) == 0)
+            return s;
+    return NULL;
+}
+
+/* Replace every occurrence of tok (n bytes) in msg (cap bytes) by "***". A
+ * token of less than 4 bytes is replaced only where it stands quoted, so
+ * that a one-letter password does not garble every word that has that
+ * letter. */
+static void mask(char *msg, size_t cap, const char *tok, size_t n)
+{
+    char *at = msg;
+    if (n == 0)
+        return;
+    while ((at = find(at, tok, n)) != NULL) {
+        size_t rest = strlen(at + n) + 1;
+        if (n < 4 && !(at > msg && at[-1] == '"' && at[n] == '"')) {
+            at++;
+            continue;
+        }
+        if ((size_t)(at - msg) + 3 >= cap) {
+            *at = '\0'; /* no room for the mask: cut the message here */
+            return;
+        }
+        if ((size_t)(at - msg) + 3 + rest > cap)
+            rest = cap - (size_t)(at - msg) - 3;
+        memmove(at + 3, at + n, rest);
+        msg[cap - 1] = '\0';
+        memcpy(at, "***", 3);
+        at += 3;
+    }
+}
+
+/*
+ * Keep URL user info and passwords out of a message. url.c does not quote
+ * user info, but a URL with its host forgotten ("redis://user:secret")
+ * parses the secret as a port, so this masks every part of the authority
+ * that may be a secret: all of it before the last '@', or, without an '@',
+ * everything after its first ':'. And the password option itself.
+ */
+static void scrub(char *msg, size_t cap, const char *url, const char *pw)
+{
+    const char *a, *end, *at, *p;
+
+    if (pw != NULL)
+        mask(msg, cap, pw, strlen(pw));
+    if (url == NULL || (a = strstr(url, "://")) == NULL)
+        return;
+    a += 3;
+    end = a + strcspn(a, "/?#");
+    at = NULL;
+    for (p = a; p < end; p++)
+        if (*p == '@')
+            at = p;
+    if (at != NULL) {
+        mask(msg, cap, a, (size_t)(at - a));
+        end = at; /* each ':'-part of the user info too */
+    } else {
+        a = memchr(a, ':', (size_t)(end - a));
+        if (a == NULL)
+            return;
+        a++;
+        mask(msg, cap, a, (size_t)(end - a));
+    }
+    while (a < end) {
+        const char *c = memchr(a, ':', (size_t)(end - a));
+        if (c == NULL)
+            c = end;
+        mask(msg, cap, a, (size_t)(c - a));
+        a = c + 1;
+    }
+}
+
+static void put_err(const redq_options *opts, const char *msg)
+{
+    if (opts->errbuf != NULL && opts->errbuf_size > 0)
+        snprintf(opts->errbuf, opts->errbuf_size, "%s", msg);
+}
+
+int redq__options_prepare_full(const redq_options *opts, redq_options *full,
+                               redq__url *url, redq__logger *log,
+                               const char *who)
+{
+    char err[512];
+    redq_options o;
+    int rc;
+    /* An unknown version means an unknown layout: no field can be trusted,
+     * not even the log callback or errbuf. */
+    size_t size = redq__options_size(opts->version);
+
+    memset(url, 0, sizeof *url);
+    log->cb = size ? opts->log : NULL;
+    log->level = size ? opts->log_level : REDQ_LOG_ERROR;
+    log->user = size ? opts->user : NULL;
+    log->prefix = who;
+    if (size == 0) {
+        redq__log(log, REDQ_LOG_ERROR, REDQ_EINVAL,
+                  "options.version unknown: fill options with "
+                  "redq_options_init()");
+        return REDQ_EINVAL;
+    }
+    /* Read the caller's layout only; newer fields keep their defaults. */
+    defaults(&o);
+    memcpy(&o, opts, size);
+    o.version = REDQ_OPTIONS_VERSION;
+    if (size < redq__options_size(2))
+        o.errbuf = NULL;
+    else if (o.errbuf != NULL && o.errbuf_size > 0)
+        o.errbuf[0] = '\0';
+
+    err[0] = '\0';
+    rc = redq__options_check(&o, err, sizeof err);
+    if (rc == 0) {
+        char uerr[400];
+        uerr[0] = '\0';
+        rc = redq__url_parse(url, o.url, uerr, sizeof uerr);
+        if (rc != 0)
+            snprintf(err, sizeof err, "options.url: %s", uerr);
+    }
+    if (rc != 0) {
+        scrub(err, sizeof err, o.url, o.password);
+        redq__log(log, REDQ_LOG_ERROR, rc, "%s", err);
+        put_err(&o, err);
+        return rc;
+    }
+    if (full != NULL)
+        *full = o;
+    return 0;
+}
+
 int redq__options_prepare(const redq_options *opts, redq__url *url,
                           redq__logger *log, const char *who)
 {
-    char err[256];
-    int rc;
-    /* An unknown version means an unknown layout: no field can be trusted,
-     * not even the log callback. */
-    int known = opts->version >= 1 && opts->version <= REDQ_OPTIONS_VERSION;
+    return redq__options_prepare_full(opts, NULL, url, log, who);
+}
 
-    log->cb = known ? opts->log : NULL;
-    log->level = known ? opts->log_level : REDQ_LOG_ERROR;
-    log->user = known ? opts->user : NULL;
-    log->prefix = who;
-    err[0] = '\0';
-    rc = redq__options_check(opts, err, sizeof err);
-    if (rc == 0)
-        rc = redq__url_parse(url, opts->url, err, sizeof err);
-    if (rc != 0)
-        redq__log(log, REDQ_LOG_ERROR, rc, "%s", err);
-    return rc;
+int redq__new_failed(const redq_options *opts, const redq__logger *log,
+                     int code, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (log != NULL)
+        redq__log(log, REDQ_LOG_ERROR, code, "%s", msg);
+    if (opts != NULL && redq__options_size(opts->version) >=
+                            redq__options_size(2))
+        put_err(opts, msg);
+    return code;
 }
 
 void redq__conn_config_init(redq__conn_config *cfg, const redq_options *o,
@@ -182,4 +368,29 @@ void redq__conn_config_init(redq__conn_config *cfg, const redq_options *o,
     cfg->reconnect_min_ms = o->reconnect_min_ms;
     cfg->reconnect_max_ms = o->reconnect_max_ms;
     cfg->log = log;
+}
+
+/* ---- caller-allocated stats of any layout ------------------------------ */
+
+/* Undo the rename in redq_private.h: here the public names are defined. */
+#undef redq_consumer_get_stats
+
+void redq_consumer_get_stats_sized(const redq_consumer *c,
+                                   redq_consumer_stats *st, size_t size)
+{
+    redq_consumer_stats full;
+    if (c == NULL || st == NULL)
+        return;
+    memset(&full, 0, sizeof full);
+    redq__consumer_stats_fill(c, &full);
+    if (size > sizeof full) {
+        memset((char *)st + sizeof full, 0, size - sizeof full);
+        size = sizeof full;
+    }
+    memcpy(st, &full, size);
+}
+
+void(redq_consumer_get_stats)(const redq_consumer *c, redq_consumer_stats *st)
+{
+    redq_consumer_get_stats_sized(c, st, REDQ__CONSUMER_STATS_V1_SIZE);
 }

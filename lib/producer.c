@@ -49,8 +49,8 @@ enum batch_state {
 
 typedef struct msg_entry {
     void *opaque;
-    uint32_t off; /* payload offset in the batch buffer */
-    uint32_t len;
+    size_t off; /* payload offset in the batch buffer */
+    size_t len;
 } msg_entry;
 
 typedef struct batch {
@@ -76,6 +76,8 @@ typedef struct batch {
     uint64_t first_us;  /* when msgs[0] was accepted */
     uint64_t last_us;   /* when the newest message was accepted */
     int sent_before;    /* written at least once: a rewrite is a resend */
+    int unknown;        /* some write of it got no answer: it may be stored
+                           (reported REDQ_PERSIST_POSSIBLY if it fails) */
 } batch;
 
 typedef struct blist {
@@ -144,6 +146,14 @@ struct redq_producer {
     int llen_inflight;
 
     flush_waiter *waiters;
+    struct event *t_flush; /* zero timer: flush checks in the next iteration */
+
+    /* A "not applied, resend" error (BUSY, LOADING, ...): see on_batch_reply */
+    int redo;              /* waiting for the pipeline to drain, then reset */
+    int redo_code;
+    char redo_msg[256];
+    int careful;           /* one batch in flight until a batch succeeds */
+
     int closing;
     redq_close_cb close_cb;
     void *close_user;
@@ -211,8 +221,10 @@ static int ensure(char **buf, size_t *cap, size_t need)
     if (need <= *cap)
         return 0;
     ncap = *cap ? *cap : 4096;
-    while (ncap < need)
+    while (ncap < need && ncap <= SIZE_MAX / 2)
         ncap *= 2;
+    if (ncap < need)
+        ncap = need; /* no power of two fits: exactly what is needed */
     n = realloc(*buf, ncap);
     if (n == NULL)
         return REDQ_ENOMEM;
@@ -285,6 +297,7 @@ static batch *batch_new(redq_producer *p, int kind, const char *queue,
     b->n = 0;
     b->payload_bytes = 0;
     b->sent_before = 0;
+    b->unknown = 0;
     b->start = 0;
 
     w = b->buf + HEADER_ROOM;
@@ -401,7 +414,11 @@ static void on_batch_reply(redq__conn *c, void *reply, void *arg);
 
 static void pump(redq_producer *p)
 {
-    while (p->next_unsent != NULL && p->inflight < p->max_inflight &&
+    /* Careful mode pipelines one batch at a time (see on_batch_reply). */
+    size_t limit = p->careful ? 1 : p->max_inflight;
+    if (p->redo)
+        return;
+    while (p->next_unsent != NULL && p->inflight < limit &&
            !p->throttled && redq__conn_ready(p->conn)) {
         batch *b = p->next_unsent;
         int rc = redq__conn_send(p->conn, b->buf + b->start, b->len - b->start,
@@ -442,22 +459,29 @@ static void report_batch(redq_producer *p, batch *b, int status,
 {
     redq_report r;
     size_t i;
-
-    p->pending_msgs -= b->n;
-    p->pending_bytes -= b->payload_bytes;
-    if (status == 0)
-        p->st.delivered += b->n;
-    else
-        p->st.failed += b->n;
+    uint64_t *count = status == 0 ? &p->st.delivered : &p->st.failed;
 
     r.queue = b->qname;
     r.status = status;
     r.errstr = status == 0 ? NULL : errstr;
-    if (p->on_delivery != NULL) {
+    /* unknown: a write got no answer (a NULL reply, or failed in flight) */
+    r.persisted = status == 0   ? REDQ_PERSIST_YES
+                  : b->unknown ? REDQ_PERSIST_POSSIBLY
+                               : REDQ_PERSIST_NOT;
+    if (p->on_delivery == NULL) {
+        p->pending_msgs -= b->n;
+        p->pending_bytes -= b->payload_bytes;
+        *count += b->n;
+    } else {
+        /* Message by message, so the counters are exact inside each
+         * callback: this message is already counted as reported. */
         for (i = 0; i < b->n; i++) {
             r.payload = b->buf + b->msgs[i].off;
             r.len = b->msgs[i].len;
             r.opaque = b->msgs[i].opaque;
+            p->pending_msgs--;
+            p->pending_bytes -= b->msgs[i].len;
+            (*count)++;
             p->on_delivery(p, &r, p->user);
         }
     }
@@ -547,6 +571,32 @@ static void throttle_cb(evutil_socket_t fd, short what, void *arg)
         arm_throttle_poll(p); /* not connected: look again later */
 }
 
+/* The pipeline has drained after a "not applied" error: redo the
+ * connection (with the connection's backoff) and resend from the head. */
+static void redo_now(redq_producer *p, redq__conn *c)
+{
+    p->redo = 0;
+    p->next_unsent = NULL; /* recomputed from the head on reconnect */
+    redq__conn_reset(c, p->redo_code, p->redo_msg);
+}
+
+/* Batch b of queue q was applied: was an earlier batch of q refused (it is
+ * still in the FIFO before b, unsent)? Then q's order is broken. Only
+ * called while a "not applied" error is being handled. */
+static void check_order(redq_producer *p, const batch *b)
+{
+    const batch *e;
+    for (e = p->fifo.head; e != NULL && e != b; e = e->next)
+        if (e->state == B_SEALED && e->kind == b->kind && e->qlen == b->qlen &&
+            memcmp(e->qname, b->qname, b->qlen) == 0) {
+            redq__log(&p->log, REDQ_LOG_WARN, REDQ_ESERVER,
+                      "queue %s: a batch was applied after an earlier one "
+                      "was refused (%s); the earlier one is resent after it",
+                      b->qname, p->redo_msg);
+            return;
+        }
+}
+
 static void on_batch_reply(redq__conn *c, void *reply, void *arg)
 {
     batch *b = arg;
@@ -562,30 +612,61 @@ static void on_batch_reply(redq__conn *c, void *reply, void *arg)
         if (b->state == B_ZOMBIE) {
             bl_remove(&p->fifo, b);
             batch_recycle(p, b);
-            return;
+        } else {
+            b->state = B_SEALED;
+            b->unknown = 1;
+            p->next_unsent = NULL; /* recomputed from the head on reconnect */
         }
-        b->state = B_SEALED;
-        p->next_unsent = NULL; /* recomputed from the head on reconnect */
+        if (p->inflight == 0)
+            p->redo = 0; /* the connection is being redone anyway */
         return;
     }
 
     /* Replies come in send order, so this is the FIFO's head. */
     p->inflight--;
-    if (r->type == REDIS_REPLY_ERROR && b->state != B_ZOMBIE &&
-        retryable(r->str)) {
-        /* Not applied; the connection is unusable as it is (replica after a
-         * failover, not authenticated after a server restart, loading):
-         * keep the batch at the head and redo the connection. */
-        b->state = B_SEALED;
-        p->next_unsent = NULL;
-        redq__conn_reset(c, redq__err_from_reply(r->str, (size_t)r->len),
-                         r->str);
+    if (r->type == REDIS_REPLY_ERROR && retryable(r->str)) {
+        /*
+         * Not applied: the server is busy with a script, loading, a replica
+         * after a failover, not authenticated after a restart, or lost the
+         * script. Batches behind this one are already pipelined and the
+         * server state may clear while it reads them, so some may be
+         * applied, ahead of this one. Resetting at once would turn their
+         * replies into "unknown" and resend them: duplicates, still out of
+         * order. Instead: send nothing more, read every reply still due
+         * (each refused batch goes back to unsent where it stands, each
+         * applied one is reported), then redo the connection and resend
+         * from the FIFO's head, one batch at a time ("careful") until one
+         * succeeds: the state can only clear between two sends then, never
+         * between two pipelined batches. docs/DESIGN.md, "Not applied".
+         */
+        if (b->state == B_ZOMBIE) {
+            bl_remove(&p->fifo, b);
+            batch_recycle(p, b);
+        } else {
+            b->state = B_SEALED;
+        }
+        if (!p->redo) {
+            p->redo = 1;
+            p->redo_code = redq__err_from_reply(r->str, (size_t)r->len);
+            snprintf(p->redo_msg, sizeof p->redo_msg, "%s", r->str);
+            redq__log(&p->log, REDQ_LOG_WARN, p->redo_code,
+                      "LPUSH %s not applied: %s; resending one batch at a "
+                      "time",
+                      b->qname, r->str);
+        }
+        p->careful = 1;
+        if (p->inflight == 0)
+            redo_now(p, c);
         return;
     }
     bl_remove(&p->fifo, b);
+    if (r->type != REDIS_REPLY_ERROR && !p->redo)
+        p->careful = 0; /* applied, alone in flight: the state has cleared */
     if (b->state == B_ZOMBIE) {
         batch_recycle(p, b);
     } else if (r->type == REDIS_REPLY_INTEGER) {
+        if (p->redo)
+            check_order(p, b);
         /* LPUSH answers with the list's new length: backpressure from the
          * queue itself costs no extra round trip. */
         if (p->max_queue_len && b->kind == B_LPUSH &&
@@ -605,6 +686,11 @@ static void on_batch_reply(redq__conn *c, void *reply, void *arg)
     }
     if (p->closing)
         return;
+    if (p->redo) {
+        if (p->inflight == 0)
+            redo_now(p, c);
+        return;
+    }
     /* Room in the pipeline. With nothing else in flight, adaptive mode
      * sends what gathered meanwhile instead of waiting for linger. */
     if (p->adaptive && p->inflight == 0)
@@ -658,22 +744,40 @@ static uint64_t min_unreported_seq(const redq_producer *p)
     return m;
 }
 
+/* Call the flushes that are done (all of them when status is nonzero).
+ * They are taken off the list first and called after: a flush started from
+ * one of these callbacks is a new waiter that its own redq_producer_flush()
+ * scheduled for the next loop iteration, never one this call runs, so
+ * flushing from a flush callback cannot spin. */
 static void check_flushes(redq_producer *p, int status)
 {
     uint64_t low = status != 0 ? UINT64_MAX : min_unreported_seq(p);
-    flush_waiter **pp = &p->waiters;
+    flush_waiter **pp = &p->waiters, *done = NULL;
     while (*pp != NULL) {
         flush_waiter *w = *pp;
         if (w->target_seq <= low) {
             *pp = w->next;
-            w->cb(p, status, w->user);
-            free(w);
-            /* The callback may have added waiters at the head: rescan. */
-            pp = &p->waiters;
+            w->next = done; /* the list is newest first: this reverses it */
+            done = w;
         } else {
             pp = &w->next;
         }
     }
+    while (done != NULL) {
+        flush_waiter *w = done;
+        done = w->next;
+        w->cb(p, status, w->user);
+        free(w);
+    }
+}
+
+static void flush_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    redq_producer *p = arg;
+    (void)fd;
+    (void)what;
+    if (p->waiters != NULL && !p->closing)
+        check_flushes(p, 0);
 }
 
 static void fail_batch(redq_producer *p, batch *b, int code, const char *why)
@@ -686,7 +790,9 @@ static void fail_batch(redq_producer *p, batch *b, int code, const char *why)
         bl_remove(&p->fifo, b);
     }
     if (b->state == B_INFLIGHT) {
-        /* The reply (or NULL) is still to come and points at it. */
+        /* The reply (or NULL) is still to come and points at it; Redis may
+         * apply it yet. */
+        b->unknown = 1;
         b->state = B_ZOMBIE;
         report_batch(p, b, code, why);
         return;
@@ -806,24 +912,32 @@ static void conn_down(redq__conn *c, int code, const char *msg, void *arg)
 /* ---- the API ------------------------------------------------------------ */
 
 int redq_producer_new(redq_producer **out, struct event_base *base,
-                      const redq_options *opts)
+                      const redq_options *caller_opts)
 {
     redq_producer *p;
     redq__url url;
     redq__logger lg;
     redq__conn_config cfg;
+    redq_options full, *opts = &full; /* the caller's layout, + defaults */
     int rc;
 
-    if (out == NULL || base == NULL || opts == NULL)
+    if (caller_opts == NULL)
         return REDQ_EINVAL;
-    rc = redq__options_prepare(opts, &url, &lg, "producer");
+    rc = redq__options_prepare_full(caller_opts, &full, &url, &lg, "producer");
     if (rc != 0)
         return rc;
+    if (out == NULL || base == NULL) {
+        redq__url_free(&url);
+        return redq__new_failed(caller_opts, &lg, REDQ_EINVAL,
+                                "redq_producer_new: %s is NULL",
+                                out == NULL ? "out" : "base");
+    }
 
     p = calloc(1, sizeof *p);
     if (p == NULL) {
         redq__url_free(&url);
-        return REDQ_ENOMEM;
+        return redq__new_failed(caller_opts, &lg, REDQ_ENOMEM,
+                                "redq_producer_new: out of memory");
     }
     p->base = base;
     p->log = lg;
@@ -855,8 +969,9 @@ int redq_producer_new(redq_producer **out, struct event_base *base,
         p->t_linger = event_new(base, -1, 0, linger_cb, p);
         p->t_sweep = event_new(base, -1, 0, sweep_cb, p);
         p->t_throttle = event_new(base, -1, 0, throttle_cb, p);
+        p->t_flush = event_new(base, -1, 0, flush_timer_cb, p);
         if (p->ev_defer == NULL || p->t_linger == NULL || p->t_sweep == NULL ||
-            p->t_throttle == NULL || map_grow(p) != 0)
+            p->t_throttle == NULL || p->t_flush == NULL || map_grow(p) != 0)
             rc = REDQ_ENOMEM;
     }
     if (rc != 0) {
@@ -869,9 +984,12 @@ int redq_producer_new(redq_producer **out, struct event_base *base,
             event_free(p->t_sweep);
         if (p->t_throttle)
             event_free(p->t_throttle);
+        if (p->t_flush)
+            event_free(p->t_flush);
         free(p->buckets);
         free(p);
-        return rc;
+        return redq__new_failed(caller_opts, &lg, rc,
+                                "redq_producer_new: %s", redq_strerror(rc));
     }
     redq__conn_start(p->conn);
     *out = p;
@@ -891,21 +1009,55 @@ static uint64_t coarse_now_us(void)
 #endif
 }
 
+/* The slow path of check_produce(): say why a message is refused. */
+static int refuse(redq_producer *p, int code, const char *queue, size_t qlen,
+                  size_t len)
+{
+    if (code == REDQ_EINVAL && p != NULL && queue != NULL) {
+        if (qlen == 0)
+            redq__log(&p->log, REDQ_LOG_WARN, code,
+                      "produce: the queue name is empty");
+        else if (qlen > REDQ__MAX_QUEUE_NAME)
+            redq__log(&p->log, REDQ_LOG_WARN, code,
+                      "produce: queue name of %zu bytes is longer than the "
+                      "limit of %d",
+                      qlen, REDQ__MAX_QUEUE_NAME);
+        else
+            redq__log(&p->log, REDQ_LOG_WARN, code,
+                      "produce: payload is NULL with len %zu", len);
+    } else if (code == REDQ_ETOOBIG) {
+        redq__log(&p->log, REDQ_LOG_WARN, code,
+                  "produce to %s: %zu bytes is more than %s (%zu bytes)",
+                  queue, len,
+                  len > REDQ__MAX_BULK ? "Redis takes in one value "
+                                         "(proto-max-bulk-len)"
+                  : len > p->max_message_bytes ? "max_message_bytes"
+                                               : "max_pending_bytes",
+                  len > REDQ__MAX_BULK ? REDQ__MAX_BULK
+                  : len > p->max_message_bytes ? p->max_message_bytes
+                                               : p->max_pending_bytes);
+    }
+    return code;
+}
+
 /* Validation shared by both produce calls; 0 or the error to return. */
 static REDQ__HOT_INLINE int check_produce(redq_producer *p, const char *queue,
                          const void *payload, size_t len, size_t *qlen)
 {
+    *qlen = 0;
     if (REDQ__UNLIKELY(p == NULL || queue == NULL ||
                        (payload == NULL && len > 0)))
-        return REDQ_EINVAL;
+        return refuse(p, REDQ_EINVAL, queue, 1, len);
     if (REDQ__UNLIKELY(p->closing))
         return REDQ_ECLOSED;
     *qlen = strlen(queue);
     if (REDQ__UNLIKELY(*qlen == 0 || *qlen > REDQ__MAX_QUEUE_NAME))
-        return REDQ_EINVAL;
+        return refuse(p, REDQ_EINVAL, queue, *qlen, len);
+    /* max_message_bytes is at most REDQ__MAX_BULK (options.c), so no
+     * single LPUSH value can pass Redis's bulk limit. */
     if (REDQ__UNLIKELY(len > p->max_message_bytes ||
                        len > p->max_pending_bytes))
-        return REDQ_ETOOBIG;
+        return refuse(p, REDQ_ETOOBIG, queue, *qlen, len);
     if (REDQ__UNLIKELY(p->pending_msgs >= p->max_pending_msgs ||
                        p->pending_bytes + len > p->max_pending_bytes)) {
         p->want_ready = 1;
@@ -1010,8 +1162,8 @@ static REDQ__HOT_INLINE void appended(redq_producer *p, batch *b, const char *w,
                      uint64_t now)
 {
     b->msgs[b->n].opaque = opaque;
-    b->msgs[b->n].off = (uint32_t)(data_at - b->buf);
-    b->msgs[b->n].len = (uint32_t)len;
+    b->msgs[b->n].off = (size_t)(data_at - b->buf);
+    b->msgs[b->n].len = len;
     b->len = (size_t)(w - b->buf);
     b->n++;
     b->payload_bytes += len;
@@ -1085,6 +1237,12 @@ int redq_produce_delayed(redq_producer *p, const char *queue,
     rc = check_produce(p, queue, payload, len, &qlen);
     if (rc != 0)
         return rc;
+    /* The stored value is the payload plus its metadata: refuse what cannot
+     * fit in one Redis value before encoding it (Redis would answer an
+     * over-long bulk string by closing the connection, and the resend would
+     * do it again until delivery_timeout_ms). */
+    if (len > REDQ__MAX_BULK - 256)
+        return refuse(p, REDQ_ETOOBIG, queue, qlen, len + 256);
     /* The zset needs distinct members: an envelope with a unique id. */
     snprintf(id, sizeof id, "%s-%llu", p->id,
              (unsigned long long)p->next_seq);
@@ -1092,6 +1250,10 @@ int redq_produce_delayed(redq_producer *p, const char *queue,
                                NULL, &env_len);
     if (env == NULL)
         return REDQ_ENOMEM;
+    if (env_len > REDQ__MAX_BULK) {
+        free(env);
+        return refuse(p, REDQ_ETOOBIG, queue, qlen, env_len);
+    }
     now = coarse_now_us();
     b = open_batch_for(p, B_DELAY, queue, qlen, env_len + 24, now);
     if (b == NULL || make_room(b, env_len + 64) != 0) {
@@ -1122,9 +1284,16 @@ int redq_producer_flush(redq_producer *p, redq_flush_cb cb, void *user)
     w->user = user;
     w->next = p->waiters;
     p->waiters = w;
-    /* Send what is batched now, and check (from the loop) whether there is
-     * anything to wait for at all. */
-    defer(p, DEFER_SEND | DEFER_FLUSH_CHECK);
+    /* Send what is batched now, and check whether there is anything to wait
+     * for at all in the next loop iteration: a zero timer runs after the
+     * loop has polled, where an active event could run in this iteration's
+     * active pass again and again (libevent runs events activated during
+     * that pass in the same pass). */
+    defer(p, DEFER_SEND);
+    {
+        struct timeval zero = {0, 0};
+        event_add(p->t_flush, &zero);
+    }
     return 0;
 }
 
@@ -1172,6 +1341,7 @@ static void close_now(redq_producer *p)
     event_free(p->t_linger);
     event_free(p->t_sweep);
     event_free(p->t_throttle);
+    event_free(p->t_flush);
     free(p->throttle_q);
     free(p->buckets);
     free(p);
@@ -1179,14 +1349,28 @@ static void close_now(redq_producer *p)
         cb(user);
 }
 
-void redq_producer_get_stats(const redq_producer *p, redq_producer_stats *st)
+void redq_producer_get_stats_sized(const redq_producer *p,
+                                   redq_producer_stats *st, size_t size)
 {
+    redq_producer_stats full;
     if (p == NULL || st == NULL)
         return;
-    *st = p->st;
-    st->pending_msgs = p->pending_msgs;
-    st->pending_bytes = p->pending_bytes;
-    st->inflight_batches = p->inflight;
-    st->connected = p->conn != NULL && redq__conn_ready(p->conn);
-    st->throttled = p->throttled;
+    full = p->st;
+    full.pending_msgs = p->pending_msgs;
+    full.pending_bytes = p->pending_bytes;
+    full.inflight_batches = p->inflight;
+    full.connected = p->conn != NULL && redq__conn_ready(p->conn);
+    full.throttled = p->throttled;
+    /* Only the caller's bytes: an older program's struct is smaller. */
+    if (size > sizeof full) {
+        memset((char *)st + sizeof full, 0, size - sizeof full);
+        size = sizeof full;
+    }
+    memcpy(st, &full, size);
+}
+
+/* The 0.1 entry point: programs built against 0.1's redq.h. */
+void(redq_producer_get_stats)(const redq_producer *p, redq_producer_stats *st)
+{
+    redq_producer_get_stats_sized(p, st, REDQ__PRODUCER_STATS_V1_SIZE);
 }

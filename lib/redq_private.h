@@ -68,12 +68,45 @@ int redq__options_check(const redq_options *opts, char *err, size_t errlen);
 struct redq__url;
 struct redq__conn_config;
 
+/** Bytes of the caller's redq_options for layout `version` (1 ..
+ *  REDQ_OPTIONS_VERSION), 0 for a version this library does not know. */
+size_t redq__options_size(int version);
+
 /** What every handle's *_new does first: make its logger (*log, naming
- *  `who`, e.g. "producer"), check the options, parse the URL into *url
- *  (caller frees with redq__url_free), and on failure log why.
+ *  `who`, e.g. "producer"), read the caller's options into *full (the
+ *  fields of opts->version's layout, defaults for the newer ones: read
+ *  options from *full only, never past the caller's layout), check them,
+ *  parse the URL into *url (caller frees with redq__url_free), and on
+ *  failure log why and write it to opts->errbuf (never quoting URL user
+ *  info). On success opts->errbuf gets "". full may be NULL.
  *  Returns 0, REDQ_EINVAL or REDQ_ENOMEM. */
+int redq__options_prepare_full(const redq_options *opts, redq_options *full,
+                               struct redq__url *url, redq__logger *log,
+                               const char *who);
+/** redq__options_prepare_full() without the copy. */
 int redq__options_prepare(const redq_options *opts, struct redq__url *url,
                           redq__logger *log, const char *who);
+/** A *_new failed after redq__options_prepare*(): log `code` and the
+ *  formatted reason and write it to opts->errbuf (opts as the caller gave
+ *  it; NULL or an unknown version writes nothing). Returns code. */
+int redq__new_failed(const redq_options *opts, const redq__logger *log,
+                     int code, const char *fmt, ...) REDQ__PRINTF(4, 5);
+
+/* The 0.1 layouts of the caller-allocated structs (their sizes never
+ * change; the structs only grow at the end). */
+#define REDQ__PRODUCER_STATS_V1_SIZE                                           \
+    (offsetof(redq_producer_stats, throttle_events) + sizeof(uint64_t))
+#define REDQ__CONSUMER_STATS_V1_SIZE                                           \
+    (offsetof(redq_consumer_stats, connected) + sizeof(size_t))
+
+/* lib/consumer.c defines the 0.1 function redq_consumer_get_stats(); this
+ * renames its definition into the internal fill function (of the full
+ * struct) that lib/options.c wraps as redq_consumer_get_stats_sized() and
+ * the 0.1 entry point. TODO(lead): rename the definition in consumer.c to
+ * redq__consumer_stats_fill and drop these two lines. */
+#undef redq_consumer_get_stats
+#define redq_consumer_get_stats redq__consumer_stats_fill
+void redq__consumer_stats_fill(const redq_consumer *c, redq_consumer_stats *st);
 
 /** Fill a connection config from options, a parsed URL and a logger (all
  *  borrowed). */

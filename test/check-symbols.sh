@@ -8,8 +8,13 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
 # Declarations may span lines: join the header, then pick the name before
-# the first '(' of each REDQ_API declaration.
-grep -v '^#' "$header" | tr '\n' ' ' | grep -o 'REDQ_API[^;(]*(' |
+# the first '(' of each REDQ_API declaration. A name in parentheses,
+# "REDQ_API void(redq_options_init)(...)", is a function that a macro of the
+# same name wraps (the 0.1 entry points): unwrap it first. Preprocessor
+# lines (the macros themselves) are dropped, continuation lines included.
+sed -e '/^#.*\\$/,/[^\\]$/d' -e '/^#/d' "$header" | tr '\n' ' ' |
+    sed 's/(\([a-z_][a-z0-9_]*\))[[:space:]]*(/ \1(/g' |
+    grep -o 'REDQ_API[^;(]*(' |
     sed 's/($//; s/.*[ *]//' | sort -u > "$tmp/header"
 sed -n 's/^[[:space:]]*\(redq_[a-z0-9_]*\);.*/\1/p' "$map" | sort -u > "$tmp/map"
 nm -D --defined-only "$lib" | awk '$2 == "T" { sub(/@.*/, "", $3); print $3 }' |

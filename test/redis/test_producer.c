@@ -5,12 +5,14 @@
  * Every test gets its own server (fixture.c). Callbacks only record; the
  * assertions run after the loop has returned.
  */
+#define _DEFAULT_SOURCE /* MAP_ANONYMOUS, MAP_NORESERVE */
 #include <criterion/criterion.h>
 
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "fixture.h"
 
@@ -865,4 +867,711 @@ Test(producer, max_queue_len_stops_sending_until_the_queue_drains)
     }
     fx_assert_reported(t, 0, n, 0);
     cr_assert_eq(fx_stats(t).throttled, 0);
+}
+
+/* ---- issue 8: flush from its own callback -------------------------------- */
+
+struct reflush {
+    fx_tracker *t;
+    unsigned called, limit;
+    int bad_status;
+};
+
+static void on_reflush(redq_producer *p, int status, void *user)
+{
+    struct reflush *r = user;
+    r->called++;
+    if (status != 0)
+        r->bad_status = status;
+    if (r->called < r->limit && redq_producer_flush(p, on_reflush, r) != 0)
+        r->bad_status = 1000;
+}
+
+Test(producer, flush_from_its_own_callback_returns_to_the_loop)
+{
+    fx_tracker *t = fx_tracker_new(1);
+    redq_options o;
+    opts_for_server(&o);
+    new_producer(t, &o);
+
+    /* Each flush has nothing to wait for. One loop iteration (a poll for
+     * I/O and timers, then the callbacks due) may complete at most the one
+     * flush that was started before it: the re-flush from its callback
+     * must wait for the next iteration, or the loop never gets back to
+     * I/O (the old code ran millions of them in one go). */
+    struct reflush r = {.t = t, .limit = 1000};
+    cr_assert(redq_producer_flush(t->p, on_reflush, &r) == 0);
+    unsigned iterations = 0, most = 0;
+    uint64_t deadline = fx_now_us() + 20000000u;
+    while (r.called < r.limit && fx_now_us() < deadline) {
+        unsigned before = r.called;
+        event_base_loop(fx_base(), EVLOOP_ONCE);
+        iterations++;
+        if (r.called - before > most)
+            most = r.called - before;
+    }
+    cr_assert(r.called == r.limit, "%u of %u flushes in 20 s", r.called,
+              r.limit);
+    cr_assert(r.bad_status == 0, "flush status %d", r.bad_status);
+    cr_assert(most <= 1,
+              "%u flush callbacks in one loop iteration (%u iterations)",
+              most, iterations);
+    fx_run_for(20);
+    cr_assert(r.called == r.limit, "flush callbacks after the last flush");
+    close_and_wait(t);
+}
+
+/* ---- issue 8: persisted status in reports -------------------------------- */
+
+#define PERSIST_N 64
+static int persisted_of[PERSIST_N];
+static int persisted_bad;
+
+static void record_persisted(fx_tracker *t, redq_producer *p,
+                             const redq_report *r)
+{
+    size_t seq = (size_t)(uintptr_t)r->opaque - 1;
+    (void)t;
+    (void)p;
+    if (seq < PERSIST_N)
+        persisted_of[seq] = r->persisted;
+    else
+        persisted_bad++;
+    /* Coherent with the status whatever the case. */
+    if ((r->status == 0) != (r->persisted == REDQ_PERSIST_YES))
+        persisted_bad++;
+}
+
+static void persisted_hook(fx_tracker *t)
+{
+    for (size_t i = 0; i < PERSIST_N; i++)
+        persisted_of[i] = -1;
+    persisted_bad = 0;
+    t->on_report = record_persisted;
+}
+
+Test(producer, persisted_not_when_never_connected)
+{
+    fx_tracker *t = fx_tracker_new(PERSIST_N);
+    redq_options o;
+    char url[64];
+    redq_options_init(&o);
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d", fx_free_port());
+    o.url = url;
+    persisted_hook(t);
+    new_producer(t, &o);
+    fx_produce_range(t, "q", 0, 3, 0);
+    fx_run_for(100);
+    close_and_wait(t);
+    fx_assert_reported(t, 0, 3, REDQ_ECLOSED);
+    for (size_t i = 0; i < 3; i++)
+        cr_assert(persisted_of[i] == REDQ_PERSIST_NOT,
+                  "seq %zu never sent, reported persisted %d", i,
+                  persisted_of[i]);
+    cr_assert(persisted_bad == 0);
+}
+
+Test(producer, persisted_yes_when_acked_not_when_refused)
+{
+    fx_tracker *t = fx_tracker_new(PERSIST_N);
+    redq_options o;
+    opts_for_server(&o);
+    persisted_hook(t);
+    new_producer(t, &o);
+    fx_cmd_ok("SET str x");
+    fx_produce_range(t, "q", 0, 3, 0);
+    cr_assert(fx_wait_reports(t, 3, 5000));
+    fx_produce_range(t, "str", 3, 4, 0);
+    cr_assert(fx_wait_reports(t, 4, 5000));
+    fx_assert_reported(t, 0, 3, 0);
+    fx_assert_reported(t, 3, 4, REDQ_EWRONGTYPE);
+    for (size_t i = 0; i < 3; i++)
+        cr_assert(persisted_of[i] == REDQ_PERSIST_YES, "seq %zu: %d", i,
+                  persisted_of[i]);
+    cr_assert(persisted_of[3] == REDQ_PERSIST_NOT,
+              "refused by Redis, reported persisted %d", persisted_of[3]);
+    cr_assert(persisted_bad == 0);
+}
+
+static bool cond_disconnected(void *arg)
+{
+    return fx_stats(arg).disconnects >= 1;
+}
+
+/* The LPUSH is written and held by CLIENT PAUSE WRITE; its connection is
+ * killed, so its outcome is unknown; the producer stays down (long
+ * backoff) and is closed: the report must say it may be stored. */
+Test(producer, persisted_possibly_when_killed_in_flight_then_closed)
+{
+    fx_tracker *t = fx_tracker_new(PERSIST_N);
+    redq_options o;
+    opts_for_server(&o);
+    o.reconnect_min_ms = 20000;
+    o.reconnect_max_ms = 20000;
+    persisted_hook(t);
+    new_producer(t, &o);
+    cr_assert(fx_wait_connected(t, 5000));
+    fx_cmd_ok("CLIENT PAUSE 5000 WRITE");
+    fx_produce_range(t, "q", 0, 2, 0);
+    fx_run_for(100);
+    redq_producer_stats st = fx_stats(t);
+    cr_assert(st.inflight_batches == 1, "%zu batches in flight",
+              st.inflight_batches);
+    fx_cmd_ok("CLIENT KILL TYPE normal SKIPME yes");
+    cr_assert(fx_run_until(cond_disconnected, t, 5000), "not disconnected");
+    fx_cmd_ok("CLIENT UNPAUSE");
+    close_and_wait(t);
+    fx_assert_reported(t, 0, 2, REDQ_ECLOSED);
+    for (size_t i = 0; i < 2; i++)
+        cr_assert(persisted_of[i] == REDQ_PERSIST_POSSIBLY,
+                  "seq %zu was in flight when its connection died: "
+                  "persisted %d",
+                  i, persisted_of[i]);
+    cr_assert(persisted_bad == 0);
+}
+
+Test(producer, persisted_possibly_when_timed_out_in_flight)
+{
+    fx_tracker *t = fx_tracker_new(PERSIST_N);
+    redq_options o;
+    opts_for_server(&o);
+    o.delivery_timeout_ms = 300;
+    persisted_hook(t);
+    new_producer(t, &o);
+    cr_assert(fx_wait_connected(t, 5000));
+    fx_cmd_ok("CLIENT PAUSE 3000 WRITE");
+    fx_produce_range(t, "q", 0, 1, 0);
+    cr_assert(fx_wait_reports(t, 1, 3000));
+    fx_assert_reported(t, 0, 1, REDQ_ETIMEDOUT);
+    cr_assert(persisted_of[0] == REDQ_PERSIST_POSSIBLY,
+              "timed out in flight: persisted %d", persisted_of[0]);
+    fx_cmd_ok("CLIENT UNPAUSE");
+    close_and_wait(t);
+    cr_assert(persisted_bad == 0);
+}
+
+/* ---- issue 8: stats exact at every moment -------------------------------- */
+
+static size_t stats_n, stats_size, stats_violations;
+static char stats_first[256];
+
+static void check_stats_in_report(fx_tracker *t, redq_producer *p,
+                                  const redq_report *r)
+{
+    redq_producer_stats st;
+    (void)r;
+    redq_producer_get_stats(p, &st);
+    size_t unreported = stats_n - t->reports;
+    if (st.delivered + st.failed != t->reports ||
+        st.pending_msgs != unreported ||
+        st.pending_bytes != unreported * stats_size ||
+        st.produced != st.delivered + st.failed + st.pending_msgs) {
+        if (stats_violations++ == 0)
+            snprintf(stats_first, sizeof stats_first,
+                     "in report %zu: delivered %llu failed %llu pending %zu "
+                     "msgs / %zu bytes, produced %llu",
+                     t->reports, (unsigned long long)st.delivered,
+                     (unsigned long long)st.failed, st.pending_msgs,
+                     st.pending_bytes, (unsigned long long)st.produced);
+    }
+}
+
+Test(producer, stats_are_exact_inside_each_report)
+{
+    fx_tracker *t = fx_tracker_new(300);
+    redq_options o;
+    opts_for_server(&o);
+    stats_n = 300;
+    stats_size = 100;
+    stats_violations = 0;
+    t->on_report = check_stats_in_report;
+    new_producer(t, &o);
+    cr_assert(fx_wait_connected(t, 5000));
+    fx_produce_range(t, "q", 0, 300, 100); /* one batch: one callback pass */
+    cr_assert(fx_wait_reports(t, 300, 5000));
+    fx_assert_reported(t, 0, 300, 0);
+    cr_assert(stats_violations == 0, "%zu reports saw wrong stats; first %s",
+              stats_violations, stats_first);
+}
+
+/* ---- issue 8: size-aware stats ------------------------------------------- */
+
+static union {
+    redq_producer_stats p;
+    redq_consumer_stats c;
+    unsigned char b[sizeof(redq_producer_stats) +
+                    sizeof(redq_consumer_stats) + 64];
+} sb;
+
+static void expect_sb(size_t from, size_t to, unsigned char v)
+{
+    for (size_t i = from; i < to; i++)
+        cr_assert_eq(sb.b[i], v, "stats byte %zu is 0x%02x, expected 0x%02x",
+                     i, sb.b[i], v);
+}
+
+static void ignore_msg(redq_consumer *c, redq_message *m, void *user)
+{
+    (void)c;
+    (void)user;
+    redq_ack(m);
+}
+
+static void consumer_closed(void *user)
+{
+    (*(int *)user)++;
+}
+
+static bool cond_int_set(void *arg)
+{
+    return *(int *)arg > 0;
+}
+
+Test(producer, stats_sized_fill_only_the_callers_bytes)
+{
+    fx_tracker *t = fx_tracker_new(2);
+    redq_options o;
+    opts_for_server(&o);
+    new_producer(t, &o);
+    fx_produce_range(t, "q", 0, 2, 0);
+    cr_assert(fx_wait_reports(t, 2, 5000));
+
+    size_t small = offsetof(redq_producer_stats, pending_msgs);
+    memset(sb.b, 0xab, sizeof sb.b);
+    redq_producer_get_stats_sized(t->p, &sb.p, small);
+    cr_assert_eq(sb.p.produced, 2);
+    cr_assert_eq(sb.p.delivered, 2);
+    expect_sb(small, sizeof sb.b, 0xab);
+
+    memset(sb.b, 0xab, sizeof sb.b);
+    (redq_producer_get_stats)(t->p, &sb.p); /* the 0.1 entry point */
+    cr_assert_eq(sb.p.delivered, 2);
+    cr_assert_eq(sb.p.connected, 1);
+    expect_sb(offsetof(redq_producer_stats, throttle_events) + 8, sizeof sb.b,
+              0xab);
+
+    /* A newer program's bigger struct: the tail is zeroed. */
+    memset(sb.b, 0xab, sizeof sb.b);
+    redq_producer_get_stats_sized(t->p, &sb.p, sizeof(redq_producer_stats) + 16);
+    cr_assert_eq(sb.p.delivered, 2);
+    expect_sb(sizeof(redq_producer_stats), sizeof(redq_producer_stats) + 16, 0);
+    expect_sb(sizeof(redq_producer_stats) + 16, sizeof sb.b, 0xab);
+    close_and_wait(t);
+
+    /* The consumer's, through the same wrapper. */
+    redq_consumer *c = NULL;
+    const char *queues[] = {"q"};
+    redq_options co;
+    opts_for_server(&co);
+    co.on_message = ignore_msg;
+    co.delivery = REDQ_AT_MOST_ONCE;
+    cr_assert(redq_consumer_new(&c, fx_base(), &co, queues, 1) == 0);
+    fx_run_for(200);
+    small = offsetof(redq_consumer_stats, pops);
+    memset(sb.b, 0xab, sizeof sb.b);
+    redq_consumer_get_stats_sized(c, &sb.c, small);
+    cr_assert_eq(sb.c.delivered, 2, "consumer delivered %llu",
+                 (unsigned long long)sb.c.delivered);
+    expect_sb(small, sizeof sb.b, 0xab);
+    memset(sb.b, 0xab, sizeof sb.b);
+    (redq_consumer_get_stats)(c, &sb.c);
+    cr_assert_eq(sb.c.delivered, 2);
+    expect_sb(offsetof(redq_consumer_stats, connected) + sizeof(size_t),
+              sizeof sb.b, 0xab);
+    memset(sb.b, 0xab, sizeof sb.b);
+    redq_consumer_get_stats(c, &sb.c);
+    cr_assert_eq(sb.c.delivered, 2);
+    expect_sb(sizeof(redq_consumer_stats), sizeof sb.b, 0xab);
+    int closed = 0;
+    cr_assert(redq_consumer_close(c, consumer_closed, &closed) == 0);
+    cr_assert(fx_run_until(cond_int_set, &closed, 5000));
+}
+
+/* ---- issue 8: *_new failures reach the caller ---------------------------- */
+
+Test(producer, new_failure_is_written_to_errbuf)
+{
+    redq_options o;
+    redq_producer *p = (redq_producer *)&o; /* must stay untouched */
+    char buf[256];
+    redq_options_init(&o);
+    o.errbuf = buf;
+    o.errbuf_size = sizeof buf;
+
+    o.url = "redis://default:hunter2";
+    cr_assert(redq_producer_new(&p, fx_base(), &o) == REDQ_EINVAL);
+    cr_assert(p == (redq_producer *)&o, "out written on failure");
+    cr_assert(strstr(buf, "url") != NULL, "errbuf '%s'", buf);
+    cr_assert(strstr(buf, "hunter2") == NULL, "errbuf shows the password: '%s'",
+              buf);
+
+    o.url = fx_url();
+    strcpy(buf, "stale");
+    cr_assert(redq_producer_new(&p, NULL, &o) == REDQ_EINVAL);
+    cr_assert(strstr(buf, "base") != NULL, "errbuf '%s'", buf);
+
+    /* The consumer's *_new goes through the same path. */
+    redq_consumer *c = NULL;
+    const char *queues[] = {"q"};
+    o.on_message = ignore_msg;
+    o.url = "redis://u:hunter2@h:99999";
+    strcpy(buf, "stale");
+    cr_assert(redq_consumer_new(&c, fx_base(), &o, queues, 1) == REDQ_EINVAL);
+    cr_assert(strstr(buf, "port") != NULL, "errbuf '%s'", buf);
+    cr_assert(strstr(buf, "hunter2") == NULL, "errbuf '%s'", buf);
+
+    /* And a success clears it. */
+    fx_tracker *t = fx_tracker_new(1);
+    o.url = fx_url();
+    o.on_message = NULL;
+    strcpy(buf, "stale");
+    new_producer(t, &o);
+    cr_assert_str_eq(buf, "");
+    close_and_wait(t);
+}
+
+/* ---- issue 8: edges, stored byte for byte -------------------------------- */
+
+static void raw_produce(fx_tracker *t, const char *q, const void *data,
+                        size_t len, size_t seq)
+{
+    int rc = redq_produce(t->p, q, data, len, (void *)(uintptr_t)(seq + 1));
+    cr_assert(rc == 0, "produce %zu bytes to a %zu-byte queue: %s", len,
+              strlen(q), redq_err_name(rc));
+}
+
+Test(producer, queue_names_up_to_1024_bytes)
+{
+    fx_tracker *t = fx_tracker_new(8);
+    redq_options o;
+    static char name[1026];
+    const size_t lens[] = {1, 255, 1024};
+    opts_for_server(&o);
+    t->raw = true;
+    new_producer(t, &o);
+    for (size_t i = 0; i < 3; i++) {
+        memset(name, 'a' + (int)i, lens[i]);
+        name[lens[i]] = '\0';
+        raw_produce(t, name, "m", 1, i);
+    }
+    cr_assert(fx_wait_reports(t, 3, 5000));
+    cr_assert(t->ok == 3, "%zu of 3 ok (%s)", t->ok, t->last_errstr);
+    for (size_t i = 0; i < 3; i++) {
+        memset(name, 'a' + (int)i, lens[i]);
+        name[lens[i]] = '\0';
+        redisReply *r = fx_cmd("LRANGE %b 0 -1", name, lens[i]);
+        cr_assert(r->type == REDIS_REPLY_ARRAY && r->elements == 1 &&
+                      r->element[0]->len == 1 && r->element[0]->str[0] == 'm',
+                  "queue of %zu bytes does not hold the message", lens[i]);
+    }
+
+    /* 1025 bytes: refused, and the log says why. */
+    memset(name, 'z', 1025);
+    name[1025] = '\0';
+    cr_assert(redq_produce(t->p, name, "m", 1, NULL) == REDQ_EINVAL);
+    cr_assert(t->log_by_code[-REDQ_EINVAL] == 1, "%u EINVAL logs",
+              t->log_by_code[-REDQ_EINVAL]);
+    cr_assert(strstr(t->log_first[-REDQ_EINVAL], "1025") &&
+                  strstr(t->log_first[-REDQ_EINVAL], "1024"),
+              "log: %s", t->log_first[-REDQ_EINVAL]);
+    cr_assert(redq_produce_delayed(t->p, name, "m", 1, 10, NULL) ==
+              REDQ_EINVAL);
+    cr_assert(fx_llen(name) == 0);
+    close_and_wait(t);
+}
+
+Test(producer, payloads_are_stored_byte_for_byte)
+{
+    static const char resp[] = "*3\r\n$5\r\nLPUSH\r\n$1\r\nq\r\n$1\r\nx\r\n";
+    static const char nuls[] = {'\0', 'a', '\0', '\0', '\r', '\n', '\0'};
+    static const char json[] = "{\"to\":\"a@b.c\",\"body\":\"hi\"}";
+    static char big[70000]; /* bigger than one socket read, with NULs */
+    struct {
+        const void *p;
+        size_t len;
+    } m[] = {{"", 0},   {resp, sizeof resp - 1}, {"$-1\r\n", 5},
+             {nuls, sizeof nuls}, {json, sizeof json - 1}, {big, sizeof big},
+             {"\r\n", 2}, {"-ERR x\r\n", 8}};
+    const size_t n = sizeof m / sizeof m[0];
+    for (size_t i = 0; i < sizeof big; i++)
+        big[i] = (char)(i * 7);
+
+    fx_tracker *t = fx_tracker_new(n);
+    redq_options o;
+    opts_for_server(&o);
+    t->raw = true;
+    new_producer(t, &o);
+    for (size_t i = 0; i < n; i++)
+        raw_produce(t, "q", m[i].p, m[i].len, i);
+    cr_assert(fx_wait_reports(t, n, 5000));
+    cr_assert(t->ok == n, "%zu of %zu ok (%s)", t->ok, n, t->last_errstr);
+
+    /* LPUSH: the first produced is at the tail. */
+    redisReply *r = fx_cmd("LRANGE q 0 -1");
+    cr_assert(r->type == REDIS_REPLY_ARRAY && r->elements == n, "%zu stored",
+              r->elements);
+    for (size_t i = 0; i < n; i++) {
+        redisReply *e = r->element[n - 1 - i];
+        cr_assert(e->type == REDIS_REPLY_STRING && (size_t)e->len == m[i].len &&
+                      memcmp(e->str, m[i].p, m[i].len) == 0,
+                  "payload %zu (%zu bytes) stored as %zu different bytes", i,
+                  m[i].len, (size_t)e->len);
+    }
+    close_and_wait(t);
+}
+
+/* ---- issue 8: Redis's 512 MiB bulk limit --------------------------------- */
+
+#define MIB ((size_t)1 << 20)
+
+/* Address space for `len` bytes of zeros that costs no memory until read. */
+static void *lazy_zeros(size_t len)
+{
+    void *p = mmap(NULL, len, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS |
+                   MAP_NORESERVE, -1, 0);
+    cr_assert(p != MAP_FAILED, "mmap %zu bytes", len);
+    return p;
+}
+
+Test(producer, over_the_bulk_limit_is_refused_up_front)
+{
+    const size_t limit = 512 * MIB;
+    fx_tracker *t = fx_tracker_new(1);
+    redq_options o;
+    opts_for_server(&o);
+    o.max_message_bytes = limit;
+    o.max_pending_bytes = 2 * limit;
+    new_producer(t, &o);
+    cr_assert(fx_wait_connected(t, 5000));
+    void *big = lazy_zeros(limit + 1);
+
+    cr_assert(redq_produce(t->p, "q", big, limit + 1, NULL) == REDQ_ETOOBIG);
+    /* A delayed message carries metadata: exactly 512 MiB of payload no
+     * longer fits in one value, and is refused before being encoded. */
+    uint64_t t0 = fx_now_us();
+    cr_assert(redq_produce_delayed(t->p, "q", big, limit, 1000, NULL) ==
+              REDQ_ETOOBIG);
+    cr_assert(fx_now_us() - t0 < 500000, "refusing took %llu ms: encoded first?",
+              (unsigned long long)(fx_now_us() - t0) / 1000);
+    cr_assert(t->log_by_code[-REDQ_ETOOBIG] == 2, "%u ETOOBIG logs",
+              t->log_by_code[-REDQ_ETOOBIG]);
+    cr_assert(strstr(t->log_first[-REDQ_ETOOBIG], "proto-max-bulk-len") &&
+                  strstr(t->log_first[-REDQ_ETOOBIG], "536870913"),
+              "log: %s", t->log_first[-REDQ_ETOOBIG]);
+    munmap(big, limit + 1);
+
+    redq_producer_stats st = fx_stats(t);
+    cr_assert(st.produced == 0 && st.pending_msgs == 0 && st.batches_sent == 0,
+              "a refused message was accepted");
+    fx_run_for(200);
+    st = fx_stats(t);
+    cr_assert(st.disconnects == 0 && st.connects == 1,
+              "connection redone %llu times", (unsigned long long)st.disconnects);
+    close_and_wait(t);
+}
+
+/* The one real large payload: exactly Redis's limit goes through, byte for
+ * byte (about 3 GiB of memory in all, between client and server). */
+Test(producer, exactly_512_mib_is_stored, .timeout = 240)
+{
+    const size_t limit = 512 * MIB;
+    fx_tracker *t = fx_tracker_new(1);
+    redq_options o;
+    opts_for_server(&o);
+    o.max_message_bytes = limit;
+    o.max_pending_bytes = limit;
+    o.command_timeout_ms = 60000;
+    o.delivery_timeout_ms = 120000;
+    t->raw = true;
+    new_producer(t, &o);
+    cr_assert(fx_wait_connected(t, 5000));
+    char *big = malloc(limit);
+    cr_assert(big != NULL);
+    for (size_t i = 0; i < limit; i += 4096)
+        big[i] = (char)(i >> 12);
+    big[limit - 1] = 'Z';
+    raw_produce(t, "q", big, limit, 0);
+    cr_assert(fx_wait_reports(t, 1, 120000), "no report in 120 s");
+    cr_assert(t->ok == 1, "not stored: %s", t->last_errstr);
+    redq_producer_stats st = fx_stats(t);
+    cr_assert(st.disconnects == 0, "%llu disconnects",
+              (unsigned long long)st.disconnects);
+    close_and_wait(t);
+
+    redisReply *r = fx_cmd("LINDEX q 0");
+    cr_assert(r->type == REDIS_REPLY_STRING && (size_t)r->len == limit,
+              "stored %zu bytes", (size_t)r->len);
+    cr_assert(memcmp(r->str, big, limit) == 0, "stored bytes differ");
+    free(big);
+}
+
+/* ---- issue 8: "not applied" errors keep the queue's order ---------------- */
+
+struct ticker {
+    fx_tracker *t;
+    size_t next, total, per_tick, size;
+    struct event *ev;
+    int efull;
+};
+
+static void tick(evutil_socket_t fd, short what, void *arg)
+{
+    struct ticker *k = arg;
+    struct timeval ms = {0, 1000};
+    (void)fd;
+    (void)what;
+    for (size_t i = 0; i < k->per_tick && k->next < k->total; i++) {
+        if (fx_produce(k->t, "q", k->next, k->size) != 0) {
+            k->efull++;
+            break;
+        }
+        k->next++;
+    }
+    if (k->next < k->total)
+        event_add(k->ev, &ms);
+}
+
+/* Start `script` on a connection of its own without waiting for it. */
+static redisContext *side_eval(const char *script)
+{
+    redisContext *c = redisConnect("127.0.0.1", fx_port());
+    int done = 0;
+    cr_assert(c != NULL && !c->err, "side connection");
+    cr_assert(redisAppendCommand(c, "EVAL %s 0", script) == REDIS_OK);
+    while (!done)
+        cr_assert(redisBufferWrite(c, &done) == REDIS_OK);
+    return c;
+}
+
+static void side_done(redisContext *c)
+{
+    void *r = NULL;
+    if (redisGetReply(c, &r) == REDIS_OK)
+        freeReplyObject(r);
+    redisFree(c);
+}
+
+static bool ticker_done(void *arg)
+{
+    struct ticker *k = arg;
+    return k->next == k->total && k->t->reports == k->total;
+}
+
+/* A script that keeps the server busy for `ms` milliseconds, then ends. */
+static redisContext *side_busy_for(int ms)
+{
+    char script[256];
+    snprintf(script, sizeof script,
+             "local function us() local t = redis.call('TIME') "
+             "return t[1] * 1000000 + t[2] end "
+             "local s = us() while us() - s < %d do end return 1",
+             ms * 1000);
+    return side_eval(script);
+}
+
+typedef struct busy_result {
+    size_t stored, disorder, dup;
+    unsigned order_logs;
+} busy_result;
+
+/*
+ * While a script runs past busy-reply-threshold, Redis answers BUSY to
+ * every command. A steady stream of messages to one queue meets: a script
+ * killed with SCRIPT KILL, then `short_scripts` scripts that end by
+ * themselves shortly after the server starts answering BUSY, while it is
+ * still reading a pipeline of big batches (the state then clears between
+ * two pipelined batches). The queue's list is read back in order.
+ */
+static busy_result busy_run(size_t max_inflight, size_t size,
+                            int short_scripts)
+{
+    const size_t total = size > 1000 ? 6000 : 30000;
+    fx_tracker *t = fx_tracker_new(total);
+    redq_options o;
+    busy_result res = {0};
+    opts_for_server(&o);
+    o.batch_max_msgs = 16; /* many batches in the pipeline */
+    o.max_inflight_batches = max_inflight;
+    o.reconnect_min_ms = 20;
+    o.reconnect_max_ms = 100;
+    new_producer(t, &o);
+    cr_assert(fx_wait_connected(t, 5000));
+    fx_cmd_ok("CONFIG SET busy-reply-threshold 50");
+
+    struct ticker k = {.t = t, .total = total, .per_tick = 20, .size = size};
+    k.ev = event_new(fx_base(), -1, 0, tick, &k);
+    tick(-1, 0, &k);
+    fx_run_for(150);
+    redisContext *s = side_eval("while true do end");
+    fx_run_for(400);
+    fx_cmd("SCRIPT KILL");
+    side_done(s);
+    for (int i = 0; i < short_scripts; i++) {
+        fx_run_for(100);
+        s = side_busy_for(60 + 5 * i);
+        fx_run_for(150);
+        side_done(s);
+    }
+    cr_assert(fx_run_until(ticker_done, &k, 60000),
+              "%zu produced, %zu reported of %zu", k.next, t->reports, total);
+    event_free(k.ev);
+    fx_assert_reported(t, 0, total, 0);
+
+    redq_producer_stats st = fx_stats(t);
+    cr_assert(st.disconnects > 0,
+              "the producer never saw BUSY: the test tested nothing");
+    redisReply *r = fx_cmd("LRANGE q 0 -1");
+    cr_assert(r->type == REDIS_REPLY_ARRAY);
+    size_t n = r->elements, expect = 0;
+    char *seen = calloc(total, 1);
+    cr_assert(seen != NULL);
+    for (size_t i = 0; i < n; i++) {
+        redisReply *e = r->element[n - 1 - i];
+        size_t seq = strtoul(e->str + 2, NULL, 10);
+        if (seq < total && seen[seq]++)
+            res.dup++;
+        else if (seq != expect)
+            res.disorder++;
+        if (seq >= expect)
+            expect = seq + 1;
+    }
+    free(seen);
+    res.stored = n;
+    res.order_logs = t->log_by_code[-REDQ_ESERVER];
+    cr_log_info("max_inflight %zu, %zu-byte messages: %zu stored of %zu, %zu "
+                "out of order, %zu duplicates, %llu batches resent, "
+                "%llu disconnects",
+                max_inflight, size, n, total, res.disorder, res.dup,
+                (unsigned long long)st.batches_resent,
+                (unsigned long long)st.disconnects);
+    close_and_wait(t);
+    return res;
+}
+
+Test(producer, busy_keeps_queue_order, .timeout = 120)
+{
+    busy_result r = busy_run(32, 60, 1);
+    cr_assert(r.stored == 30000 && r.dup == 0 && r.disorder == 0,
+              "%zu stored, %zu duplicates, %zu out of order", r.stored, r.dup,
+              r.disorder);
+}
+
+/* Where the state clears between two pipelined batches, the pipeline may
+ * not break the order silently or duplicate: every message once, and a
+ * break is logged. With one batch in flight the order is strict. */
+Test(producer, busy_clearing_mid_pipeline, .timeout = 180)
+{
+    busy_result r = busy_run(32, 8192, 4);
+    cr_assert(r.stored == 6000 && r.dup == 0,
+              "pipelined: %zu stored, %zu duplicates", r.stored, r.dup);
+    cr_assert(r.disorder == 0 || r.order_logs > 0,
+              "pipelined: %zu out of order and nothing logged", r.disorder);
+}
+
+Test(producer, busy_clearing_one_in_flight_is_strict, .timeout = 180)
+{
+    busy_result r = busy_run(1, 8192, 4);
+    cr_assert(r.stored == 6000 && r.dup == 0 && r.disorder == 0,
+              "one in flight: %zu stored, %zu duplicates, %zu out of order",
+              r.stored, r.dup, r.disorder);
 }
