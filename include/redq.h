@@ -84,7 +84,8 @@ struct event_base;
     XX(EWRONGTYPE, -11, "key holds a value of the wrong type")                 \
     XX(ESERVER, -12, "error reply from the server")                            \
     XX(EPROTOCOL, -13, "unexpected reply from the server")                     \
-    XX(ESELECT, -14, "could not select the database")
+    XX(ESELECT, -14, "could not select the database")                          \
+    XX(ENOPERM, -15, "permission denied by the server's ACL")
 
 enum {
     REDQ_OK = 0,
