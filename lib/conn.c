@@ -26,6 +26,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sys/ioctl.h>
+#if defined(__linux__)
+#include <linux/sockios.h> /* SIOCOUTQ */
+#endif
+
 #include <event2/event.h>
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
@@ -118,6 +123,7 @@ struct redq__conn {
     long long client_id;
     uint32_t rng;
     uint64_t activity_us; /* last time bytes came in (see on_reply) */
+    long outq_seen;       /* kernel send queue at the last deadline, -1 */
 
     /* Lazy script loading (redq__conn_send_script). */
     uint32_t scripts_loaded;  /* bit i: SCRIPT LOAD of script i was sent on
@@ -129,6 +135,7 @@ struct redq__conn {
 
     unsigned transient_warned; /* TR_* states already logged at WARN */
     int setname_warned;
+    int script_warned;
     int version_noted;
     int permanent;             /* last_code will not fix itself */
 
@@ -231,6 +238,7 @@ static void conn_activity(redq__conn *c, uint64_t now)
 {
     uint64_t dl;
     c->activity_us = now;
+    c->outq_seen = -1;
     if (c->ring_len == 0)
         return;
     dl = now + (uint64_t)c->command_timeout_ms * 1000u;
@@ -790,8 +798,10 @@ static void hs_script_cb(redq__conn *c, void *reply, void *arg)
         /* Eager loading is a compatibility path (load_scripts). A user
          * that may not load scripts may still produce; the commands that
          * need the script get this error instead of NOSCRIPT. */
-        if (c->eager_err[0] == '\0') {
+        if (c->eager_err[0] == '\0')
             snprintf(c->eager_err, sizeof c->eager_err, "%s", r->str);
+        if (!c->script_warned) {
+            c->script_warned = 1; /* once per handle, not per reconnect */
             redq__log(c->log, REDQ_LOG_WARN,
                       redq__err_from_reply(r->str, (size_t)r->len),
                       "SCRIPT LOAD on %s: %s (continuing; commands that "
@@ -942,6 +952,7 @@ static void connect_now(redq__conn *c)
     redisAsyncContext *ac;
 
     c->state = ST_CONNECTING;
+    c->outq_seen = -1;
     if (c->is_unix)
         ac = redisAsyncConnectUnix(c->path);
     else
@@ -1135,6 +1146,28 @@ static void state_timer_cb(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+/*
+ * At a reply deadline: is what we wrote still leaving the machine? A big
+ * command can sit whole in the kernel's socket buffers (several MB on
+ * Linux) and drain from there at the link's pace, with no partial write for
+ * us to see. If the kernel's send queue holds bytes and has shrunk since the
+ * last look (or this is the first look), the path is alive. A black hole
+ * leaves the queue as it is, so it costs one extra timeout at most.
+ */
+static int send_queue_moving(redq__conn *c)
+{
+#if defined(SIOCOUTQ)
+    int n = 0;
+    if (c->ac != NULL && ioctl(c->ac->c.fd, SIOCOUTQ, &n) == 0 && n > 0) {
+        int moved = c->outq_seen < 0 || (long)n < c->outq_seen;
+        c->outq_seen = n;
+        return moved;
+    }
+#endif
+    (void)c;
+    return 0;
+}
+
 static void cmd_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
     redq__conn *c = arg;
@@ -1144,6 +1177,11 @@ static void cmd_timer_cb(evutil_socket_t fd, short what, void *arg)
     c->t_cmd_armed = 0;
     if (c->ring_len == 0 || c->ac == NULL)
         return;
+    if (c->ring[c->ring_head].deadline_us <= now && send_queue_moving(c)) {
+        long keep = c->outq_seen;
+        conn_activity(c, now);
+        c->outq_seen = keep;
+    }
     if (c->ring[c->ring_head].deadline_us <= now) {
         conn_drop(c, REDQ_ETIMEDOUT, 0,
                   "nothing from %s for %d ms with a reply due; dropping the "
