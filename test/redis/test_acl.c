@@ -1057,15 +1057,24 @@ Test(conn_layer, loading_is_waited_out, .timeout = 120)
 /* SIGPIPE                                                                    */
 /* ========================================================================= */
 
-static void child_report(redq_producer *p, const redq_report *r, void *user)
+static void child_up(redq__conn *c, void *arg)
 {
-    (void)p;
-    (void)r;
-    (*(int *)user)++;
+    (void)c;
+    (*(int *)arg)++;
 }
 
-/* Runs in the child: a producer on the unix socket whose connection a
- * CLIENT KILL closed, then written to. Exit 0 if still alive after it. */
+static void child_reply(redq__conn *c, void *reply, void *arg)
+{
+    (void)c;
+    (void)reply;
+    (*(int *)arg)++;
+}
+
+/* Runs in the child: a connection on the unix socket whose server end a
+ * CLIENT KILL has closed, written to before it could notice (the write is
+ * the first event of the next loop iteration, ahead of the read that would
+ * see the close). On a unix socket that write raises SIGPIPE at once.
+ * Exit 0 if still alive after 10 of them. */
 static void sigpipe_child(const char *sock_path)
 {
     signal(SIGPIPE, SIG_DFL);
@@ -1074,50 +1083,49 @@ static void sigpipe_child(const char *sock_path)
     sigprocmask(SIG_SETMASK, &none, NULL);
 
     struct event_base *base = event_base_new();
-    char url[600];
+    char url[600], err[256];
+    redq__url u;
     snprintf(url, sizeof url, "unix://%s", sock_path);
-    redq_options o;
-    redq_options_init(&o);
-    o.url = url;
-    o.client_name = "rq-sigpipe";
-    o.linger_us = 0;
-    o.reconnect_min_ms = 10;
-    o.reconnect_max_ms = 20;
-    int reports = 0;
-    o.on_delivery = child_report;
-    o.user = &reports;
-    redq_producer *p;
-    if (redq_producer_new(&p, base, &o) != 0)
+    if (redq__url_parse(&u, url, err, sizeof err) != 0)
         _exit(10);
+    redq__conn_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.url = &u;
+    cfg.connect_timeout_ms = 2000;
+    cfg.command_timeout_ms = 2000;
+    cfg.reconnect_min_ms = 10;
+    cfg.reconnect_max_ms = 20;
+    int ups = 0, replies = 0;
+    redq__conn *c;
+    if (redq__conn_new(&c, base, &cfg, child_up, NULL, &ups) != 0)
+        _exit(11);
+    redq__conn_start(c);
     redisContext *ctl = redisConnectUnix(sock_path);
     if (!ctl || ctl->err)
-        _exit(11);
-    char payload[256];
-    memset(payload, 'p', sizeof payload);
-    for (int round = 0; round < 20; round++) {
-        /* Connected and idle. */
-        struct timeval tick = {0, 5000};
-        redq_producer_stats st;
-        for (int i = 0; i < 400; i++) {
-            redq_producer_get_stats(p, &st);
-            if (st.connected && reports == round * 8)
-                break;
+        _exit(12);
+    struct timeval tick = {0, 5000};
+    for (int round = 0; round < 10; round++) {
+        for (int i = 0; i < 400 && !(ups > round && redq__conn_ready(c));
+             i++) {
             event_base_loopexit(base, &tick);
             event_base_dispatch(base);
         }
-        redisReply *r = redisCommand(ctl, "CLIENT KILL TYPE normal SKIPME yes");
-        if (r)
-            freeReplyObject(r);
-        /* The server has closed its end; our side has not looked yet. Each
-         * write now goes to a socket with no reader. */
-        for (int i = 0; i < 8; i++)
-            redq_produce(p, "sigpipe_q", payload, sizeof payload, NULL);
-        for (int i = 0; i < 200 && reports < (round + 1) * 8; i++) {
+        if (!redq__conn_ready(c))
+            _exit(13);
+        redisReply *r =
+            redisCommand(ctl, "CLIENT KILL TYPE normal SKIPME yes");
+        if (!r || r->type != REDIS_REPLY_INTEGER || r->integer != 1)
+            _exit(14);
+        freeReplyObject(r);
+        const char *argv[] = {"PING"};
+        if (redq__conn_sendv(c, 1, argv, NULL, 0, child_reply, &replies) != 0)
+            _exit(15);
+        for (int i = 0; i < 400 && replies <= round; i++) {
             event_base_loopexit(base, &tick);
             event_base_dispatch(base);
         }
     }
-    _exit(reports == 20 * 8 ? 0 : 12);
+    _exit(replies == 10 ? 0 : 16);
 }
 
 Test(conn_layer, sigpipe_does_not_kill_the_embedder)
