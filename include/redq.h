@@ -27,10 +27,13 @@
  *    called for it from another thread. Different handles on different
  *    loops in different threads are independent.
  *
- * SIGPIPE: hiredis writes with write(2), so a write to a connection the
- * server has just closed raises SIGPIPE, which kills a process that has not
- * ignored it. Like every hiredis user, call signal(SIGPIPE, SIG_IGN) at
- * start-up; redq logs a warning when a handle is created without that.
+ * SIGPIPE: redq owns its write path. A write to a connection the server
+ * has just closed would raise SIGPIPE (hiredis writes with write(2)), whose
+ * default action kills the process; redq blocks SIGPIPE in the calling
+ * thread around each of its writes, consumes a SIGPIPE that its own write
+ * left pending, and restores the mask, so the write just fails and the
+ * connection is redone. An application need not ignore SIGPIPE for redq's
+ * sake, and its own signal disposition and mask are left as they were.
  *
  * redq never blocks the loop (host names are resolved with libevent's evdns,
  * connects and commands have timeouts), never prints, and never exits or
@@ -84,7 +87,8 @@ struct event_base;
     XX(EWRONGTYPE, -11, "key holds a value of the wrong type")                 \
     XX(ESERVER, -12, "error reply from the server")                            \
     XX(EPROTOCOL, -13, "unexpected reply from the server")                     \
-    XX(ESELECT, -14, "could not select the database")                         \
+    XX(ESELECT, -14, "could not select the database")                          \
+    XX(ENOPERM, -15, "permission denied by the server's ACL")                 \
     XX(EALREADY, -16, "message already acked or nacked")
 
 enum {

@@ -20,10 +20,16 @@
  * NULL reply; those are passed on as NULL, which callers must treat as
  * "outcome unknown" (the command may or may not have run).
  */
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <sys/ioctl.h>
+#if defined(__linux__)
+#include <linux/sockios.h> /* SIOCOUTQ */
+#endif
 
 #include <event2/event.h>
 #include <hiredis/async.h>
@@ -43,11 +49,35 @@ enum conn_state {
 static const char *const state_names[] = {
     "idle", "resolving", "connecting", "handshake", "ready", "backoff"};
 
+/* What a ring entry is, beyond its callback. */
+enum {
+    P_PLAIN = 0,
+    P_AFTER_LOAD = 1 /* follows a lazy SCRIPT LOAD: a NOSCRIPT reply is
+                        replaced by the load's own error, if it failed */
+};
+
 typedef struct pending {
     redq__reply_cb cb;
     void *arg;
     uint64_t deadline_us;
+    unsigned flags; /* P_* */
 } pending;
+
+/* Handshake failures that are a passing server state, each warned about
+ * once (see conn_drop). */
+enum {
+    TR_LOADING = 1u << 0,
+    TR_BUSY = 1u << 1,
+    TR_TRYAGAIN = 1u << 2,
+    TR_MASTERDOWN = 1u << 3,
+    TR_OOM = 1u << 4
+};
+
+/* conn_drop flags: why an attempt or connection failed, beyond its code. */
+enum {
+    DROP_PERMANENT = 1u << 8 /* retrying will not help (WRONGPASS, NOPERM) */
+    /* the low bits carry a TR_* state for transient failures */
+};
 
 struct redq__conn {
     struct event_base *base;
@@ -88,26 +118,44 @@ struct redq__conn {
     uint64_t ready_since_us;
     int server_version;
     int want_client_id;
-    int load_scripts;
+    int want_version;
+    int load_scripts; /* compatibility: SCRIPT LOAD all in the handshake */
     long long client_id;
     uint32_t rng;
+    uint64_t activity_us; /* last time bytes came in (see on_reply) */
+    long outq_seen;       /* kernel send queue at the last deadline, -1 */
+
+    /* Lazy script loading (redq__conn_send_script). */
+    uint32_t scripts_loaded;  /* bit i: SCRIPT LOAD of script i was sent on
+                                 this connection and not refused */
+    int load_err_set;         /* the lazy load just answered was refused... */
+    char load_err[256];       /* ...with this error, for the next reply */
+    char eager_err[256];      /* a handshake SCRIPT LOAD was refused: "" or
+                                 its error, given instead of NOSCRIPT */
+
+    unsigned transient_warned; /* TR_* states already logged at WARN */
+    int setname_warned;
+    int script_warned;
+    int version_noted;
+    int permanent;             /* last_code will not fix itself */
 
     int last_code;
     char last_err[256];
 
     redq__conn_up_cb on_up;
     redq__conn_down_cb on_down;
+    redq__conn_down_cb on_fail; /* an attempt failed before ready */
     void *arg;
 };
 
-static void conn_drop(redq__conn *c, int code, const char *fmt, ...)
-    REDQ__PRINTF(3, 4);
+static void conn_drop(redq__conn *c, int code, unsigned flags,
+                      const char *fmt, ...) REDQ__PRINTF(4, 5);
 static void start_attempt(redq__conn *c);
 
 /* ---- the pending ring --------------------------------------------------- */
 
 static int ring_push(redq__conn *c, redq__reply_cb cb, void *arg,
-                     uint64_t deadline)
+                     uint64_t deadline, unsigned flags)
 {
     if (c->ring_len == c->ring_cap) {
         size_t ncap = c->ring_cap ? c->ring_cap * 2 : 64;
@@ -123,7 +171,7 @@ static int ring_push(redq__conn *c, redq__reply_cb cb, void *arg,
         c->ring_head = 0;
     }
     c->ring[(c->ring_head + c->ring_len) % c->ring_cap] =
-        (pending){cb, arg, deadline};
+        (pending){cb, arg, deadline, flags};
     c->ring_len++;
     return 0;
 }
@@ -179,6 +227,25 @@ static char *dup_or_null(const char *s)
     return d;
 }
 
+/*
+ * Bytes moved on the connection (read, or a partial write drained): the
+ * oldest command is still being answered or sent, so its reply deadline
+ * counts from now. The deadline measures silence, not total time: a 100 MB
+ * reply over a slow link may take minutes and is fine as long as it flows.
+ * The timer is not touched: when it fires it re-arms for the new deadline.
+ */
+static void conn_activity(redq__conn *c, uint64_t now)
+{
+    uint64_t dl;
+    c->activity_us = now;
+    c->outq_seen = -1;
+    if (c->ring_len == 0)
+        return;
+    dl = now + (uint64_t)c->command_timeout_ms * 1000u;
+    if (c->ring[c->ring_head].deadline_us < dl)
+        c->ring[c->ring_head].deadline_us = dl;
+}
+
 static void arm_cmd_timer(redq__conn *c)
 {
     uint64_t now, dl;
@@ -218,20 +285,73 @@ typedef struct loop_io {
     int in_flush;
 } loop_io;
 
+/* The connection of a context, if the context is still its live one. */
+static redq__conn *live_conn(redisAsyncContext *ac)
+{
+    redq__conn *c = ac->data;
+    return c != NULL && c->ac == ac ? c : NULL;
+}
+
+/*
+ * hiredis writes with write(2). On a socket the server has closed, that
+ * raises SIGPIPE, whose default action kills the process: an embedder who
+ * never heard of it would die on the first CLIENT KILL or server restart.
+ * The library owns its write path, so it keeps the signal away itself:
+ * SIGPIPE is blocked in this thread around the write (the write then just
+ * fails with EPIPE, which hiredis reports as a lost connection), and a
+ * SIGPIPE that the write left pending is consumed before the mask is
+ * restored. A SIGPIPE that was already pending before (blocked by the
+ * application, from elsewhere) is not ours and is left alone. Costs three
+ * cheap system calls per write, and writes are batched per loop iteration.
+ * Process-wide signal handling is not changed.
+ */
+static void write_nosigpipe(redisAsyncContext *ac)
+{
+    sigset_t pipe_set, old, pend;
+    int ours = 1;
+
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    if (pthread_sigmask(SIG_BLOCK, &pipe_set, &old) != 0) {
+        redisAsyncHandleWrite(ac);
+        return;
+    }
+    /* An unblocked signal cannot sit pending: only when the application
+     * itself blocks SIGPIPE can one be there already. */
+    if (sigismember(&old, SIGPIPE) && sigpending(&pend) == 0 &&
+        sigismember(&pend, SIGPIPE))
+        ours = 0;
+    redisAsyncHandleWrite(ac); /* may free ac: not used below */
+    if (ours && sigpending(&pend) == 0 && sigismember(&pend, SIGPIPE)) {
+        struct timespec zero = {0, 0};
+        (void)sigtimedwait(&pipe_set, NULL, &zero);
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+
 static void io_read_cb(evutil_socket_t fd, short what, void *arg)
 {
     loop_io *io = arg;
+    redq__conn *c = live_conn(io->ac);
     (void)fd;
     (void)what;
+    if (c != NULL)
+        conn_activity(c, redq__now_us());
     redisAsyncHandleRead(io->ac);
 }
 
 static void io_write_cb(evutil_socket_t fd, short what, void *arg)
 {
     loop_io *io = arg;
+    redq__conn *c = live_conn(io->ac);
     (void)fd;
     (void)what;
-    redisAsyncHandleWrite(io->ac);
+    /* Armed after a partial write (or for the connect): writable again
+     * means the peer took what was sent, so a long command is still
+     * moving. */
+    if (c != NULL && (io->ac->c.flags & REDIS_CONNECTED))
+        conn_activity(c, redq__now_us());
+    write_nosigpipe(io->ac);
 }
 
 static void io_flush_cb(evutil_socket_t fd, short what, void *arg)
@@ -244,7 +364,7 @@ static void io_flush_cb(evutil_socket_t fd, short what, void *arg)
     /* A write that cannot finish asks for the write event (io_add_write
      * with in_flush set). The context may be freed inside: io too. */
     io->in_flush = 1;
-    redisAsyncHandleWrite(io->ac);
+    write_nosigpipe(io->ac);
 }
 
 static void io_add_read(void *arg)
@@ -332,9 +452,16 @@ static int io_attach(redisAsyncContext *ac, struct event_base *base)
  * head is the command it answers: hiredis keeps its callbacks in a FIFO and
  * so do we.
  */
+static int is_noscript(const redisReply *r)
+{
+    return r->type == REDIS_REPLY_ERROR && r->len >= 8 &&
+           memcmp(r->str, "NOSCRIPT", 8) == 0;
+}
+
 static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
 {
     redq__conn *c = ac->data;
+    redisReply *r = reply, fake;
     pending p;
     (void)privdata;
     if (c == NULL || c->ring_len == 0)
@@ -344,7 +471,42 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
     if (reply == NULL && c->ac == ac)
         c->dying = 1;
     p = ring_shift(c);
-    p.cb(c, reply, p.arg);
+    if (r != NULL) {
+        /* The next command's reply can only start now that this one is
+         * complete: its silence is counted from here (see conn_activity). */
+        if (c->ring_len > 0) {
+            uint64_t dl =
+                c->activity_us + (uint64_t)c->command_timeout_ms * 1000u;
+            if (c->ring[c->ring_head].deadline_us < dl)
+                c->ring[c->ring_head].deadline_us = dl;
+        }
+        if (REDQ__UNLIKELY(r->type == REDIS_REPLY_ERROR)) {
+            if (is_noscript(r)) {
+                /* The server has forgotten the scripts (SCRIPT FLUSH,
+                 * restart behind a proxy): load each again on next use. */
+                c->scripts_loaded = 0;
+                /* Our own SCRIPT LOAD was refused just before: hand the
+                 * caller the real cause (NOPERM...), not its symptom. */
+                if (((p.flags & P_AFTER_LOAD) && c->load_err_set) ||
+                    c->eager_err[0] != '\0') {
+                    const char *e = (p.flags & P_AFTER_LOAD) && c->load_err_set
+                                        ? c->load_err
+                                        : c->eager_err;
+                    memset(&fake, 0, sizeof fake);
+                    fake.type = REDIS_REPLY_ERROR;
+                    fake.str = (char *)e;
+                    fake.len = strlen(e);
+                    r = &fake;
+                }
+            }
+        } else if (REDQ__UNLIKELY(c->transient_warned != 0) &&
+                   c->state == ST_READY) {
+            c->transient_warned = 0; /* the server works: warn next time */
+        }
+        if (p.flags & P_AFTER_LOAD)
+            c->load_err_set = 0;
+    }
+    p.cb(c, r, p.arg);
 }
 
 static void on_connect(const redisAsyncContext *cac, int status);
@@ -361,110 +523,301 @@ static void handshake_step_done(redq__conn *c)
     c->ready_since_us = redq__now_us();
     c->last_code = 0;
     c->last_err[0] = '\0';
-    redq__log(c->log, REDQ_LOG_INFO, 0, "connected to %s (redis %d.%d.%d)",
-              where(c), c->server_version / 10000,
-              c->server_version / 100 % 100, c->server_version % 100);
+    c->permanent = 0;
+    if (c->server_version != 0)
+        redq__log(c->log, REDQ_LOG_INFO, 0, "connected to %s (redis %d.%d.%d)",
+                  where(c), c->server_version / 10000,
+                  c->server_version / 100 % 100, c->server_version % 100);
+    else
+        redq__log(c->log, REDQ_LOG_INFO, 0, "connected to %s", where(c));
     if (c->on_up != NULL)
         c->on_up(c, c->arg);
 }
 
-/* A handshake reply: NULL means the connection is already going down (the
- * drop path has recorded why), so there is nothing to add. */
-static int hs_reply_ok(redq__conn *c, redisReply *r, int code,
-                       const char *what)
+/* Which passing state an error reply is, as a TR_* bit; 0 for none. -OOM
+ * counts here: a handshake command adds no data, and a full server is one
+ * that must still be drained. */
+static unsigned transient_state(const char *s, size_t len)
 {
-    if (r == NULL || c->state != ST_HANDSHAKE)
-        return 0;
-    if (r->type == REDIS_REPLY_ERROR) {
-        int ecode = redq__err_from_reply(r->str, (size_t)r->len);
-        if (code == REDQ_EAUTH || ecode == REDQ_EAUTH)
-            ecode = REDQ_EAUTH;
-        else
-            ecode = code;
-        conn_drop(c, ecode, "%s on %s: %s", what, where(c), r->str);
-        return 0;
+    static const struct {
+        const char *word;
+        unsigned bit;
+    } states[] = {{"LOADING", TR_LOADING},
+                  {"BUSY", TR_BUSY},
+                  {"TRYAGAIN", TR_TRYAGAIN},
+                  {"MASTERDOWN", TR_MASTERDOWN},
+                  {"OOM", TR_OOM}};
+    size_t i;
+    for (i = 0; i < sizeof states / sizeof states[0]; i++) {
+        size_t n = strlen(states[i].word);
+        if (len >= n && memcmp(s, states[i].word, n) == 0 &&
+            (len == n || s[n] == ' '))
+            return states[i].bit;
     }
-    return 1;
+    return 0;
+}
+
+enum { HS_GONE, HS_OK, HS_REFUSED };
+
+/*
+ * Look at a handshake reply. HS_GONE: nothing to do (NULL: the connection
+ * is already going down and the drop path has recorded why; or the reply
+ * was a passing state or NOAUTH and this function dropped the attempt).
+ * HS_OK: not an error. HS_REFUSED: an error reply the caller judges.
+ */
+static int hs_check(redq__conn *c, redisReply *r, const char *what)
+{
+    unsigned tr;
+    if (r == NULL || c->state != ST_HANDSHAKE)
+        return HS_GONE;
+    if (r->type != REDIS_REPLY_ERROR)
+        return HS_OK;
+    tr = transient_state(r->str, (size_t)r->len);
+    if (tr != 0) {
+        conn_drop(c, REDQ_ESERVER, tr, "%s on %s: %s", what, where(c), r->str);
+        return HS_GONE;
+    }
+    if (redq__err_from_reply(r->str, (size_t)r->len) == REDQ_EAUTH) {
+        /* NOAUTH: no password given, or AUTH failed before it. */
+        conn_drop(c, REDQ_EAUTH, DROP_PERMANENT, "%s on %s: %s", what,
+                  where(c), r->str);
+        return HS_GONE;
+    }
+    return HS_REFUSED;
 }
 
 static void hs_auth_cb(redq__conn *c, void *reply, void *arg)
 {
+    redisReply *r = reply;
+    int code;
     (void)arg;
-    if (hs_reply_ok(c, reply, REDQ_EAUTH, "AUTH"))
+    switch (hs_check(c, r, "AUTH")) {
+    case HS_OK:
         handshake_step_done(c);
+        return;
+    case HS_GONE:
+        return;
+    }
+    /* WRONGPASS, "ERR invalid password" (< 6.0), "ERR AUTH <password>
+     * called without any password configured": all a wrong configuration
+     * that retrying will not fix (until someone changes the server). */
+    code = redq__err_from_reply(r->str, (size_t)r->len);
+    conn_drop(c, code == REDQ_ENOPERM ? code : REDQ_EAUTH, DROP_PERMANENT,
+              "AUTH on %s: %s", where(c), r->str);
 }
 
 static void hs_select_cb(redq__conn *c, void *reply, void *arg)
 {
+    redisReply *r = reply;
+    int code;
     (void)arg;
-    if (hs_reply_ok(c, reply, REDQ_ESELECT, "SELECT"))
+    switch (hs_check(c, r, "SELECT")) {
+    case HS_OK:
         handshake_step_done(c);
+        return;
+    case HS_GONE:
+        return;
+    }
+    /* NOPERM (the user may not SELECT), "ERR DB index is out of range",
+     * "ERR SELECT is not allowed in cluster mode". */
+    code = redq__err_from_reply(r->str, (size_t)r->len);
+    conn_drop(c, code == REDQ_ENOPERM ? code : REDQ_ESELECT, DROP_PERMANENT,
+              "SELECT %d on %s: %s", c->db, where(c), r->str);
 }
 
 static void hs_setname_cb(redq__conn *c, void *reply, void *arg)
 {
     redisReply *r = reply;
     (void)arg;
-    if (r == NULL || c->state != ST_HANDSHAKE)
+    if (hs_check(c, r, "CLIENT SETNAME") == HS_GONE)
         return;
     /* A name is a courtesy to operators: an ACL user without the right to
-     * set it still gets to produce. */
-    if (r->type == REDIS_REPLY_ERROR) {
-        if (redq__err_from_reply(r->str, (size_t)r->len) == REDQ_EAUTH &&
-            strncmp(r->str, "NOPERM", 6) != 0) {
-            conn_drop(c, REDQ_EAUTH, "CLIENT SETNAME on %s: %s", where(c),
-                      r->str);
-            return;
-        }
-        redq__log(c->log, REDQ_LOG_WARN, REDQ_ESERVER,
-                  "CLIENT SETNAME on %s: %s (continuing)", where(c), r->str);
+     * set it (NOPERM) still gets to work. Said once per handle, not on
+     * every reconnect. */
+    if (r->type == REDIS_REPLY_ERROR && !c->setname_warned) {
+        c->setname_warned = 1;
+        redq__log(c->log, REDQ_LOG_WARN, REDQ_ENOPERM,
+                  "CLIENT SETNAME on %s: %s (continuing without a name)",
+                  where(c), r->str);
     }
     handshake_step_done(c);
 }
 
-static int parse_version(const char *info)
+/* "7.2.4": each part up to the first non-digit. See redq_private.h. */
+int redq__parse_version(const char *s)
+{
+    long part[3] = {0, 0, 0};
+    int i;
+    if (s == NULL)
+        return 0;
+    for (i = 0; i < 3; i++) {
+        int digits = 0;
+        while (*s >= '0' && *s <= '9') {
+            if (part[i] <= 99999)
+                part[i] = part[i] * 10 + (*s - '0');
+            s++;
+            digits++;
+        }
+        if (digits == 0) {
+            if (i < 2)
+                return 0;
+            break; /* "7.0." or "7.0.rc1": no patch */
+        }
+        if (*s != '.')
+            break;
+        s++;
+    }
+    if (i < 1)
+        return 0; /* "7" or "7x": a major alone is not a version */
+    if (part[0] > REDQ__VERSION_MAX_MAJOR)
+        return 0;
+    /* Clamp, so that ordering still holds for 255.255.255 (unstable). */
+    if (part[1] > 99)
+        part[1] = 99;
+    if (part[2] > 99)
+        part[2] = 99;
+    return (int)(part[0] * 10000 + part[1] * 100 + part[2]);
+}
+
+static int parse_info_version(const char *info)
 {
     const char *v = strstr(info, "redis_version:");
-    int a = 0, b = 0, d = 0;
-    if (v == NULL || sscanf(v + 14, "%d.%d.%d", &a, &b, &d) < 2)
-        return 0;
-    return a * 10000 + b * 100 + d;
+    return v != NULL ? redq__parse_version(v + 14) : 0;
 }
+
+static void note_no_version(redq__conn *c, const char *why)
+{
+    c->server_version = 0;
+    if (c->version_noted)
+        return;
+    c->version_noted = 1;
+    redq__log(c->log, REDQ_LOG_INFO, 0,
+              "server version of %s unknown (%s); carrying on", where(c),
+              why);
+}
+
+static int hs_send(redq__conn *c, redq__reply_cb cb, int argc,
+                   const char **argv);
 
 static void hs_info_cb(redq__conn *c, void *reply, void *arg)
 {
     redisReply *r = reply;
     (void)arg;
-    if (!hs_reply_ok(c, r, REDQ_ESERVER, "INFO server"))
+    switch (hs_check(c, r, "INFO server")) {
+    case HS_GONE:
         return;
-    if (r->type == REDIS_REPLY_STRING)
-        c->server_version = parse_version(r->str);
+    case HS_OK:
+        if (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS)
+            c->server_version = parse_info_version(r->str);
+        if (c->server_version == 0)
+            note_no_version(c, "no redis_version in INFO");
+        break;
+    case HS_REFUSED:
+        /* Neither HELLO nor INFO: a tight ACL. The version only picks
+         * faster commands; without it the oldest ones are used. */
+        note_no_version(c, r->str);
+        break;
+    }
+    handshake_step_done(c);
+}
+
+/*
+ * HELLO without arguments (6.2+; 6.0 wants a protocol version) keeps RESP2
+ * and answers a flat array of field, value pairs with "version" in it. It is
+ * the cheapest way to the version and needs no `info` permission; older
+ * servers and ACLs without `hello` fall back to INFO server.
+ */
+static void hs_hello_cb(redq__conn *c, void *reply, void *arg)
+{
+    redisReply *r = reply;
+    size_t i;
+    (void)arg;
+    switch (hs_check(c, r, "HELLO")) {
+    case HS_GONE:
+        return;
+    case HS_REFUSED: {
+        const char *argv[] = {"INFO", "server"};
+        if (hs_send(c, hs_info_cb, 2, argv) != 0) {
+            conn_drop(c, REDQ_ENOMEM, 0, "INFO on %s: cannot send", where(c));
+            return;
+        }
+        break;
+    }
+    case HS_OK:
+        c->server_version = 0;
+        if (r->type == REDIS_REPLY_ARRAY)
+            for (i = 0; i + 1 < r->elements; i += 2) {
+                redisReply *k = r->element[i], *v = r->element[i + 1];
+                if (k->type == REDIS_REPLY_STRING && k->len == 7 &&
+                    memcmp(k->str, "version", 7) == 0 &&
+                    v->type == REDIS_REPLY_STRING) {
+                    c->server_version = redq__parse_version(v->str);
+                    break;
+                }
+            }
+        if (c->server_version == 0)
+            note_no_version(c, "no usable version in HELLO");
+        break;
+    }
     handshake_step_done(c);
 }
 
 static void hs_client_id_cb(redq__conn *c, void *reply, void *arg)
 {
     redisReply *r = reply;
+    int code;
     (void)arg;
-    if (!hs_reply_ok(c, r, REDQ_ESERVER, "CLIENT ID"))
+    switch (hs_check(c, r, "CLIENT ID")) {
+    case HS_GONE:
         return;
-    if (r->type == REDIS_REPLY_INTEGER)
-        c->client_id = r->integer;
-    handshake_step_done(c);
+    case HS_OK:
+        if (r->type == REDIS_REPLY_INTEGER)
+            c->client_id = r->integer;
+        handshake_step_done(c);
+        return;
+    }
+    /* The handle needs its id (CLIENT UNBLOCK): NOPERM, or a server before
+     * 5.0, will not change by retrying. */
+    code = redq__err_from_reply(r->str, (size_t)r->len);
+    conn_drop(c, code, DROP_PERMANENT, "CLIENT ID on %s: %s", where(c),
+              r->str);
 }
 
 static void hs_script_cb(redq__conn *c, void *reply, void *arg)
 {
+    redisReply *r = reply;
+    int which = (int)(intptr_t)arg;
     (void)arg;
-    if (hs_reply_ok(c, reply, REDQ_ESERVER, "SCRIPT LOAD"))
-        handshake_step_done(c);
+    switch (hs_check(c, r, "SCRIPT LOAD")) {
+    case HS_GONE:
+        return;
+    case HS_OK:
+        c->scripts_loaded |= 1u << which;
+        break;
+    case HS_REFUSED:
+        /* Eager loading is a compatibility path (load_scripts). A user
+         * that may not load scripts may still produce; the commands that
+         * need the script get this error instead of NOSCRIPT. */
+        if (c->eager_err[0] == '\0')
+            snprintf(c->eager_err, sizeof c->eager_err, "%s", r->str);
+        if (!c->script_warned) {
+            c->script_warned = 1; /* once per handle, not per reconnect */
+            redq__log(c->log, REDQ_LOG_WARN,
+                      redq__err_from_reply(r->str, (size_t)r->len),
+                      "SCRIPT LOAD on %s: %s (continuing; commands that "
+                      "need the script will fail)",
+                      where(c), r->str);
+        }
+        break;
+    }
+    handshake_step_done(c);
 }
 
-static int hs_send(redq__conn *c, redq__reply_cb cb, int argc,
-                   const char **argv)
+static int hs_send_arg(redq__conn *c, redq__reply_cb cb, void *arg, int argc,
+                       const char **argv)
 {
     uint64_t dl = redq__now_us() + (uint64_t)c->command_timeout_ms * 1000u;
-    if (ring_push(c, cb, NULL, dl) != 0)
+    if (ring_push(c, cb, arg, dl, P_PLAIN) != 0)
         return REDQ_ENOMEM;
     if (redisAsyncCommandArgv(c->ac, on_reply, NULL, argc, argv, NULL) !=
         REDIS_OK) {
@@ -472,13 +825,24 @@ static int hs_send(redq__conn *c, redq__reply_cb cb, int argc,
         return REDQ_EDISCONNECTED;
     }
     c->handshake_left++;
+    arm_cmd_timer(c);
     return 0;
 }
 
+static int hs_send(redq__conn *c, redq__reply_cb cb, int argc,
+                   const char **argv)
+{
+    return hs_send_arg(c, cb, NULL, argc, argv);
+}
+
 /*
- * AUTH, SELECT, CLIENT SETNAME and INFO go out pipelined in one write. If
- * AUTH fails the rest fail with NOAUTH too; the first failure drops the
+ * Only what the handle uses goes out, pipelined in one write: AUTH (if a
+ * password), SELECT (db != 0), CLIENT SETNAME (if a name), CLIENT ID and the
+ * version (if the handle asked). A least-privilege ACL user must be able to
+ * connect with exactly the commands its role needs (docs/DESIGN.md). If AUTH
+ * fails the rest fail with NOAUTH too; the first failure drops the
  * connection and the others' replies arrive as NULL and are ignored.
+ * Scripts are loaded lazily, by redq__conn_send_script.
  */
 static int start_handshake(redq__conn *c)
 {
@@ -487,6 +851,9 @@ static int start_handshake(redq__conn *c)
 
     c->state = ST_HANDSHAKE;
     c->client_id = -1;
+    c->scripts_loaded = 0;
+    c->load_err_set = 0;
+    c->eager_err[0] = '\0';
     c->handshake_left = 1; /* held until every command is queued */
     if (c->password != NULL) {
         if (c->user != NULL) {
@@ -506,24 +873,22 @@ static int start_handshake(redq__conn *c)
         const char *argv[] = {"CLIENT", "SETNAME", c->client_name};
         rc = hs_send(c, hs_setname_cb, 3, argv);
     }
-    /* Scripts are loaded on every connect: after a restart or a SCRIPT
-     * FLUSH the server has forgotten them, and EVALSHA would fail. */
+    /* Compatibility: handles that still send EVALSHA with plain
+     * redq__conn_send need every script there up front. */
     for (i = 0; rc == 0 && c->load_scripts && i < REDQ__SCRIPT_COUNT; i++) {
         const char *argv[] = {"SCRIPT", "LOAD", redq__script_source(i)};
-        rc = hs_send(c, hs_script_cb, 3, argv);
+        rc = hs_send_arg(c, hs_script_cb, (void *)(intptr_t)i, 3, argv);
     }
     if (rc == 0 && c->want_client_id) {
         const char *argv[] = {"CLIENT", "ID"};
         rc = hs_send(c, hs_client_id_cb, 2, argv);
     }
-    if (rc == 0) {
-        const char *argv[] = {"INFO", "server"};
-        rc = hs_send(c, hs_info_cb, 2, argv);
+    if (rc == 0 && c->want_version) {
+        const char *argv[] = {"HELLO"};
+        rc = hs_send(c, hs_hello_cb, 1, argv);
     }
-    if (rc == 0) {
-        arm_cmd_timer(c);
+    if (rc == 0)
         handshake_step_done(c);
-    }
     return rc;
 }
 
@@ -538,7 +903,7 @@ static void on_connect(const redisAsyncContext *cac, int status)
     if (status != REDIS_OK) {
         /* hiredis frees the context after this returns. */
         c->ac = NULL;
-        conn_drop(c, REDQ_ECONNECT, "connect %s: %s", where(c),
+        conn_drop(c, REDQ_ECONNECT, 0, "connect %s: %s", where(c),
                   ac->errstr[0] ? ac->errstr : "failed");
         return;
     }
@@ -564,9 +929,17 @@ static void on_disconnect(const redisAsyncContext *cac, int status)
         return; /* we dropped it ourselves and have moved on */
     /* hiredis frees the context after this returns. */
     c->ac = NULL;
+    if (c->arena != NULL && redq__arena_error(c->arena)[0] != '\0') {
+        /* hiredis says "Out of memory": the arena refused a reply whose
+         * announced size is absurd (a broken or hostile server). */
+        conn_drop(c, REDQ_EPROTOCOL, 0,
+                  "protocol error from %s: %s; dropping the connection",
+                  where(c), redq__arena_error(c->arena));
+        return;
+    }
     code = ac->c.err == REDIS_ERR_PROTOCOL ? REDQ_EPROTOCOL
                                            : REDQ_EDISCONNECTED;
-    conn_drop(c, code, "connection to %s lost: %s", where(c),
+    conn_drop(c, code, 0, "connection to %s lost: %s", where(c),
               status == REDIS_OK ? "closed"
               : ac->errstr[0]    ? ac->errstr
                                  : "error");
@@ -579,12 +952,13 @@ static void connect_now(redq__conn *c)
     redisAsyncContext *ac;
 
     c->state = ST_CONNECTING;
+    c->outq_seen = -1;
     if (c->is_unix)
         ac = redisAsyncConnectUnix(c->path);
     else
         ac = redisAsyncConnect(c->ip, c->port);
     if (ac == NULL) {
-        conn_drop(c, REDQ_ENOMEM, "connect %s: out of memory", where(c));
+        conn_drop(c, REDQ_ENOMEM, 0, "connect %s: out of memory", where(c));
         return;
     }
     if (ac->err) {
@@ -593,15 +967,14 @@ static void connect_now(redq__conn *c)
         char msg[200];
         snprintf(msg, sizeof msg, "%s", ac->errstr);
         redisAsyncFree(ac);
-        conn_drop(c, REDQ_ECONNECT, "connect %s: %s", where(c), msg);
+        conn_drop(c, REDQ_ECONNECT, 0, "connect %s: %s", where(c), msg);
         return;
     }
     ac->data = c;
-    if (c->arena != NULL)
-        redq__arena_attach(c->arena, ac->c.reader); /* nothing parsed yet */
+    redq__arena_attach(c->arena, ac->c.reader); /* nothing parsed yet */
     if (io_attach(ac, c->base) != 0) {
         redisAsyncFree(ac);
-        conn_drop(c, REDQ_ENOMEM, "connect %s: cannot attach to the loop",
+        conn_drop(c, REDQ_ENOMEM, 0, "connect %s: cannot attach to the loop",
                   where(c));
         return;
     }
@@ -617,7 +990,7 @@ static void resolved_cb(int status, const char *ip, const char *msg,
     if (c->state != ST_RESOLVING)
         return;
     if (status != 0) {
-        conn_drop(c, status, "resolve %s: %s", c->host, msg);
+        conn_drop(c, status, 0, "resolve %s: %s", c->host, msg);
         return;
     }
     snprintf(c->ip, sizeof c->ip, "%s", ip);
@@ -634,7 +1007,7 @@ static void start_attempt(redq__conn *c)
     }
     c->state = ST_RESOLVING;
     if (redq__resolve(c->resolver, c->host, resolved_cb, c) != 0)
-        conn_drop(c, REDQ_ENOMEM, "resolve %s: out of memory", c->host);
+        conn_drop(c, REDQ_ENOMEM, 0, "resolve %s: out of memory", c->host);
 }
 
 static long backoff_ms(redq__conn *c)
@@ -652,22 +1025,67 @@ static long backoff_ms(redq__conn *c)
 }
 
 /*
+ * Blank out every occurrence of the ACL user name and the password in msg:
+ * servers quote the user in some errors ("NOPERM User alice has no
+ * permissions", 7.2+), and no part of the credentials may reach a log.
+ */
+static void scrub(const redq__conn *c, char *msg)
+{
+    const char *secrets[2];
+    int i;
+    secrets[0] = c->user;
+    secrets[1] = c->password;
+    for (i = 0; i < 2; i++) {
+        size_t n;
+        char *p;
+        if (secrets[i] == NULL || secrets[i][0] == '\0')
+            continue;
+        n = strlen(secrets[i]);
+        while ((p = strstr(msg, secrets[i])) != NULL) {
+            /* "***" is never longer than what it replaces when n >= 3;
+             * shorter secrets are masked in place, byte for byte. */
+            if (n >= 3) {
+                memcpy(p, "***", 3);
+                memmove(p + 3, p + n, strlen(p + n) + 1);
+            } else {
+                memset(p, '*', n);
+            }
+        }
+    }
+}
+
+/*
  * Give up on the current attempt or connection: record why, free the
  * hiredis context (its pending callbacks get NULL: outcome unknown), tell
  * the owner if it was ready, and schedule the next attempt.
+ * flags: DROP_PERMANENT (retrying will not fix it, redq__conn_permanent_error
+ * says so), or a TR_* passing state (waited out: warned about once per
+ * state, then quietly retried with the backoff).
+ * The arguments may point into c->last_err (state_timer_cb quotes it): the
+ * message is built aside, then copied.
  */
-static void conn_drop(redq__conn *c, int code, const char *fmt, ...)
+static void conn_drop(redq__conn *c, int code, unsigned flags,
+                      const char *fmt, ...)
 {
     va_list ap;
     int was_ready = c->state == ST_READY;
     redisAsyncContext *ac = c->ac;
+    unsigned tr = flags & 0xffu;
+    int level;
+    char msg[sizeof c->last_err];
     long delay;
 
     va_start(ap, fmt);
-    vsnprintf(c->last_err, sizeof c->last_err, fmt, ap);
+    vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    scrub(c, msg);
+    memcpy(c->last_err, msg, sizeof msg);
     c->last_code = code;
+    c->permanent = (flags & DROP_PERMANENT) != 0;
     c->dying = 0;
+    c->scripts_loaded = 0; /* a new connection has loaded nothing yet */
+    c->load_err_set = 0;
+    c->eager_err[0] = '\0';
 
     redq__resolve_cancel(c->resolver);
     event_del(c->t_state);
@@ -687,14 +1105,23 @@ static void conn_drop(redq__conn *c, int code, const char *fmt, ...)
     else
         c->attempt++;
     delay = backoff_ms(c);
-    redq__log(c->log, was_ready ? REDQ_LOG_WARN : REDQ_LOG_ERROR, code,
-              "%s; retrying in %ld ms", c->last_err, delay);
+    level = was_ready ? REDQ_LOG_WARN : REDQ_LOG_ERROR;
+    if (tr != 0) {
+        /* LOADING after a restart may last minutes: one line, not one per
+         * attempt. Warned again once the server has worked in between. */
+        level = (c->transient_warned & tr) ? REDQ_LOG_DEBUG : REDQ_LOG_WARN;
+        c->transient_warned |= tr;
+    }
+    redq__log(c->log, level, code, "%s; %s in %ld ms", c->last_err,
+              tr != 0 ? "waiting, retrying" : "retrying", delay);
     {
         struct timeval tv = tv_ms(delay);
         event_add(c->t_state, &tv);
     }
     if (was_ready && c->on_down != NULL)
         c->on_down(c, code, c->last_err, c->arg);
+    else if (!was_ready && c->on_fail != NULL)
+        c->on_fail(c, code, c->last_err, c->arg);
 }
 
 static void state_timer_cb(evutil_socket_t fd, short what, void *arg)
@@ -710,13 +1137,35 @@ static void state_timer_cb(evutil_socket_t fd, short what, void *arg)
     case ST_RESOLVING:
     case ST_CONNECTING:
     case ST_HANDSHAKE:
-        conn_drop(c, REDQ_ETIMEDOUT, "connect %s: no %s within %d ms%s%s",
+        conn_drop(c, REDQ_ETIMEDOUT, 0, "connect %s: no %s within %d ms%s%s",
                   where(c), state_names[c->state], c->connect_timeout_ms,
                   c->last_err[0] ? " after " : "", c->last_err);
         break;
     case ST_READY:
         break;
     }
+}
+
+/*
+ * At a reply deadline: is what we wrote still leaving the machine? A big
+ * command can sit whole in the kernel's socket buffers (several MB on
+ * Linux) and drain from there at the link's pace, with no partial write for
+ * us to see. If the kernel's send queue holds bytes and has shrunk since the
+ * last look (or this is the first look), the path is alive. A black hole
+ * leaves the queue as it is, so it costs one extra timeout at most.
+ */
+static int send_queue_moving(redq__conn *c)
+{
+#if defined(SIOCOUTQ)
+    int n = 0;
+    if (c->ac != NULL && ioctl(c->ac->c.fd, SIOCOUTQ, &n) == 0 && n > 0) {
+        int moved = c->outq_seen < 0 || (long)n < c->outq_seen;
+        c->outq_seen = n;
+        return moved;
+    }
+#endif
+    (void)c;
+    return 0;
 }
 
 static void cmd_timer_cb(evutil_socket_t fd, short what, void *arg)
@@ -728,9 +1177,15 @@ static void cmd_timer_cb(evutil_socket_t fd, short what, void *arg)
     c->t_cmd_armed = 0;
     if (c->ring_len == 0 || c->ac == NULL)
         return;
+    if (c->ring[c->ring_head].deadline_us <= now && send_queue_moving(c)) {
+        long keep = c->outq_seen;
+        conn_activity(c, now);
+        c->outq_seen = keep;
+    }
     if (c->ring[c->ring_head].deadline_us <= now) {
-        conn_drop(c, REDQ_ETIMEDOUT,
-                  "no reply from %s within %d ms; dropping the connection",
+        conn_drop(c, REDQ_ETIMEDOUT, 0,
+                  "nothing from %s for %d ms with a reply due; dropping the "
+                  "connection",
                   where(c), c->command_timeout_ms);
         return;
     }
@@ -757,10 +1212,14 @@ int redq__conn_new(redq__conn **out, struct event_base *base,
     c->reconnect_max_ms = cfg->reconnect_max_ms;
     c->log = cfg->log;
     c->want_client_id = cfg->want_client_id;
+    /* Transition: the pop connections (the only ones that want a client
+     * id) pick their pop command by version and may not ask for it yet. */
+    c->want_version = cfg->want_version || cfg->want_client_id;
     c->load_scripts = cfg->load_scripts;
     c->client_id = -1;
     c->on_up = on_up;
     c->on_down = on_down;
+    c->on_fail = cfg->on_fail;
     c->arg = arg;
     c->rng = (uint32_t)(redq__now_us() ^ (uintptr_t)c) | 1u;
 
@@ -777,29 +1236,18 @@ int redq__conn_new(redq__conn **out, struct event_base *base,
         snprintf(c->where, sizeof c->where, "%s:%d", cfg->url->host,
                  c->port);
     c->resolver = redq__resolver_new(base);
-    if (cfg->arena_replies)
-        c->arena = redq__arena_new();
+    /* Every connection: the arena is also where absurd reply sizes are
+     * refused (lib/reply.c). cfg->arena_replies is no longer needed. */
+    c->arena = redq__arena_new();
     c->t_state = event_new(base, -1, 0, state_timer_cb, c);
     c->t_cmd = event_new(base, -1, 0, cmd_timer_cb, c);
 
     if ((cfg->url->host && !c->host) || (cfg->url->path && !c->path) ||
         (cfg->url->user && !c->user) || (pw && !c->password) ||
         (cfg->client_name && cfg->client_name[0] && !c->client_name) ||
-        !c->resolver || !c->t_state || !c->t_cmd ||
-        (cfg->arena_replies && !c->arena)) {
+        !c->resolver || !c->t_state || !c->t_cmd || !c->arena) {
         redq__conn_free(c);
         return REDQ_ENOMEM;
-    }
-    {
-        /* A library must not change process-wide signal handling, but it
-         * can say when the default would kill the process on a dropped
-         * connection. */
-        struct sigaction sa;
-        if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL)
-            redq__log(c->log, REDQ_LOG_WARN, 0,
-                      "SIGPIPE is not ignored: a write to a connection the "
-                      "server closed would kill the process; call "
-                      "signal(SIGPIPE, SIG_IGN) at start-up");
     }
     *out = c;
     return 0;
@@ -822,7 +1270,7 @@ static int send_common(redq__conn *c, int extra_timeout_ms, redq__reply_cb cb,
         return REDQ_EDISCONNECTED;
     dl = redq__now_us() +
          (uint64_t)(c->command_timeout_ms + extra_timeout_ms) * 1000u;
-    return ring_push(c, cb, arg, dl);
+    return ring_push(c, cb, arg, dl, P_PLAIN);
 }
 
 int redq__conn_send(redq__conn *c, const char *cmd, size_t len,
@@ -856,6 +1304,65 @@ int redq__conn_sendv(redq__conn *c, int argc, const char **argv,
     return 0;
 }
 
+/* The reply to a lazy SCRIPT LOAD. On a refusal the bit is cleared (the
+ * next use tries again) and the error is kept for the command right behind
+ * it (P_AFTER_LOAD in on_reply). */
+static void script_load_cb(redq__conn *c, void *reply, void *arg)
+{
+    redisReply *r = reply;
+    int which = (int)(intptr_t)arg;
+    if (r == NULL || r->type != REDIS_REPLY_ERROR)
+        return;
+    c->scripts_loaded &= ~(1u << which);
+    snprintf(c->load_err, sizeof c->load_err, "%s", r->str);
+    c->load_err_set = 1;
+}
+
+int redq__conn_send_script(redq__conn *c, int script, const char *cmd,
+                           size_t len, int extra_timeout_ms, redq__reply_cb cb,
+                           void *arg)
+{
+    uint32_t bit;
+    int rc;
+    if (script < 0 || script >= 32 || redq__script_source(script) == NULL)
+        return REDQ_EINVAL;
+    bit = 1u << script;
+    if (REDQ__LIKELY(c->scripts_loaded & bit))
+        return redq__conn_send(c, cmd, len, extra_timeout_ms, cb, arg);
+
+    rc = send_common(c, 0, script_load_cb, (void *)(intptr_t)script);
+    if (rc != 0)
+        return rc;
+    {
+        const char *argv[] = {"SCRIPT", "LOAD", redq__script_source(script)};
+        if (redisAsyncCommandArgv(c->ac, on_reply, NULL, 3, argv, NULL) !=
+            REDIS_OK) {
+            ring_unpush(c);
+            return REDQ_EDISCONNECTED;
+        }
+    }
+    /* Set now, not on the reply: the next use in this same iteration rides
+     * behind this load and must not load again. */
+    c->scripts_loaded |= bit;
+    rc = ring_push(c, cb, arg,
+                   redq__now_us() +
+                       (uint64_t)(c->command_timeout_ms + extra_timeout_ms) *
+                           1000u,
+                   P_AFTER_LOAD);
+    if (rc != 0) {
+        arm_cmd_timer(c); /* the load alone is in flight; harmless */
+        return rc;
+    }
+    if (redisAsyncFormattedCommand(c->ac, on_reply, NULL, cmd, len) !=
+        REDIS_OK) {
+        ring_unpush(c);
+        arm_cmd_timer(c);
+        return REDQ_EDISCONNECTED;
+    }
+    arm_cmd_timer(c);
+    return 0;
+}
+
 int redq__conn_ready(const redq__conn *c)
 {
     return c->state == ST_READY && !c->dying;
@@ -870,7 +1377,14 @@ void redq__conn_reset(redq__conn *c, int code, const char *why)
 {
     if (c->state == ST_BACKOFF || c->state == ST_IDLE)
         return;
-    conn_drop(c, code, "%s: %s", where(c), why);
+    conn_drop(c, code,
+              why != NULL ? transient_state(why, strlen(why)) : 0u,
+              "%s: %s", where(c), why != NULL ? why : "reset");
+}
+
+int redq__conn_permanent_error(const redq__conn *c)
+{
+    return c->state != ST_READY && c->permanent ? c->last_code : 0;
 }
 
 const char *redq__conn_last_error(const redq__conn *c)
@@ -897,6 +1411,7 @@ void redq__conn_free(redq__conn *c)
     c->ac = NULL;       /* on_disconnect sees a stale context and returns */
     c->on_up = NULL;
     c->on_down = NULL;
+    c->on_fail = NULL;
     c->state = ST_BACKOFF;
     if (ac != NULL)
         redisAsyncFree(ac); /* pending callbacks run now, with NULL */

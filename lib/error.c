@@ -54,9 +54,12 @@ int redq__err_from_reply(const char *str, size_t len)
         return REDQ_EPROTOCOL;
     if (has_prefix(str, len, "WRONGTYPE"))
         return REDQ_EWRONGTYPE;
-    if (has_prefix(str, len, "NOAUTH") || has_prefix(str, len, "WRONGPASS") ||
-        has_prefix(str, len, "NOPERM"))
+    if (has_prefix(str, len, "NOAUTH") || has_prefix(str, len, "WRONGPASS"))
         return REDQ_EAUTH;
+    /* Authenticated, but this ACL user may not run the command or touch the
+     * key: a configuration problem, not a wrong password. */
+    if (has_prefix(str, len, "NOPERM"))
+        return REDQ_ENOPERM;
     /* Before 6.0 a bad password was "ERR invalid password". */
     if (has_prefix(str, len, "ERR") && len >= 20 &&
         memcmp(str, "ERR invalid password", 20) == 0)
@@ -64,14 +67,22 @@ int redq__err_from_reply(const char *str, size_t len)
     return REDQ_ESERVER;
 }
 
-/* Replies that say the command was not applied and will work later:
- * LOADING (restart), BUSY (a long script), TRYAGAIN (cluster
- * migration), MASTERDOWN (replica without its master), and -OOM is not one
- * of them (it needs an operator). */
+/*
+ * Server states that pass by themselves: the command did not run and the same
+ * command on the same (or a fresh) connection will work later.
+ *   LOADING     the dataset is still being loaded (restart, AOF replay)
+ *   BUSY        a script or function runs past busy-reply-threshold
+ *   TRYAGAIN    a multi-key command during a cluster slot migration
+ *   MASTERDOWN  a replica lost its master and replica-serve-stale-data is no
+ * -OOM is not here: for a command that adds data it is the answer (the
+ * server is full), and only the caller knows whether its command would free
+ * memory or is a handshake step that must simply wait.
+ */
 int redq__err_is_transient(const char *str, size_t len)
 {
-    return str != NULL &&
-           (has_prefix(str, len, "LOADING") || has_prefix(str, len, "BUSY") ||
-            has_prefix(str, len, "TRYAGAIN") ||
-            has_prefix(str, len, "MASTERDOWN"));
+    if (str == NULL)
+        return 0;
+    return has_prefix(str, len, "LOADING") || has_prefix(str, len, "BUSY") ||
+           has_prefix(str, len, "TRYAGAIN") ||
+           has_prefix(str, len, "MASTERDOWN");
 }

@@ -53,10 +53,13 @@ void redq__log(const redq__logger *lg, int level, int code, const char *fmt,
 
 /* ---- errors (lib/error.c) ---------------------------------------------- */
 
-/** Map a Redis error reply ("WRONGTYPE ...", "NOAUTH ...") to a REDQ_E*. */
+/** Map a Redis error reply ("WRONGTYPE ...", "NOAUTH ...") to a REDQ_E*:
+ *  NOAUTH/WRONGPASS -> REDQ_EAUTH, NOPERM -> REDQ_ENOPERM, ... */
 int redq__err_from_reply(const char *str, size_t len);
-/** 1 when an error reply means "not applied, try again later" (LOADING,
- *  BUSY, TRYAGAIN, MASTERDOWN). */
+/** Nonzero when an error reply is a passing server state (LOADING, BUSY,
+ *  TRYAGAIN, MASTERDOWN): the command did not run, and the same command
+ *  later will work. Wait (with a backoff) and resend; never report it as a
+ *  failure of the message. -OOM is not included (see lib/error.c). */
 int redq__err_is_transient(const char *str, size_t len);
 
 /* ---- options (lib/options.c) ------------------------------------------- */
@@ -186,13 +189,31 @@ void redq__scripts_init(redq__scripts *s);
 
 /* ---- arena-built replies (lib/reply.c) -------------------------------- */
 
+/* The most elements one aggregate reply (array, map, set) may announce. A
+ * pop of COUNT 1024 is ~1k; this leaves room for anything redq asks for and
+ * caps what a hostile or broken server can make us allocate up front at
+ * 8 MiB of pointers. */
+#define REDQ__MAX_REPLY_ELEMENTS ((size_t)1 << 20)
+/* What an arena keeps between replies: enough for a COUNT 1024 pop of small
+ * messages without a malloc; anything bigger is given back after the reply. */
+#define REDQ__ARENA_RETAIN ((size_t)1 << 20)
+
 typedef struct redq__arena redq__arena;
 redq__arena *redq__arena_new(void);
 void redq__arena_free(redq__arena *a);
 /** Make `reader` (a hiredis redisReader*, before it parsed anything) build
  *  its replies in `a`: plain redisReply structures, rewound when hiredis
- *  frees each root reply. `a` must outlive the reader. */
+ *  frees each root reply. `a` must outlive the reader. Clears the arena's
+ *  error. An aggregate announcing more than REDQ__MAX_REPLY_ELEMENTS
+ *  elements fails the reader (hiredis reports "Out of memory", REDIS_ERR_OOM)
+ *  and redq__arena_error() then says what was refused. */
 void redq__arena_attach(redq__arena *a, void *reader);
+/** Why the reader attached to `a` failed, "" if the arena refused nothing
+ *  since the last attach. Never NULL. */
+const char *redq__arena_error(const redq__arena *a);
+/** Bytes of blocks the arena holds right now (for tests: between replies it
+ *  is at most REDQ__ARENA_RETAIN). */
+size_t redq__arena_retained(const redq__arena *a);
 
 /* ---- envelopes (lib/envelope.c) ---------------------------------------- */
 
@@ -387,11 +408,20 @@ size_t redq__pct_decode(const char *s, size_t len, char *out);
 
 /*
  * A connection to one Redis server that redoes itself: resolve, connect,
- * handshake (AUTH, SELECT, CLIENT SETNAME, INFO server), ready; on any
- * failure it drops everything and tries again after a backoff. Commands are
- * only accepted while ready. Every command gets exactly one reply callback:
- * with the reply, or with NULL when the connection went away first
- * ("outcome unknown").
+ * handshake, ready; on any failure it drops everything and tries again after
+ * a backoff. The handshake sends only what the handle uses (a least-privilege
+ * ACL user must be able to connect): AUTH if a password, SELECT if db != 0,
+ * CLIENT SETNAME if a name (refused: one warning, carry on), CLIENT ID if
+ * want_client_id, HELLO (falling back to INFO server, then to "unknown") if
+ * want_version. Passing server states (LOADING, BUSY, TRYAGAIN, MASTERDOWN,
+ * OOM) in the handshake are waited out; WRONGPASS, NOPERM, a bad db are
+ * "permanent" (still retried, see redq__conn_permanent_error).
+ *
+ * Commands are only accepted while ready. Every command gets exactly one
+ * reply callback: with the reply, or with NULL when the connection went away
+ * first ("outcome unknown"). A command's reply deadline (command_timeout_ms
+ * plus its extra) measures silence: it moves forward while the reply is
+ * still arriving or the command is still being written.
  */
 typedef struct redq__conn redq__conn;
 
@@ -404,9 +434,23 @@ typedef struct redq__conn_config {
     int reconnect_min_ms;
     int reconnect_max_ms;
     const redq__logger *log;  /* borrowed for the connection's lifetime */
-    int want_client_id;       /* learn CLIENT ID in the handshake */
-    int arena_replies;        /* build replies in an arena (lib/reply.c) */
-    int load_scripts;         /* SCRIPT LOAD lib/scripts.c in the handshake */
+    int want_client_id;       /* learn CLIENT ID in the handshake (for now
+                                 this implies want_version: the pop
+                                 connections pick their pop by version) */
+    int arena_replies;        /* ignored: every connection now builds its
+                                 replies in an arena (lib/reply.c) */
+    int load_scripts;         /* compatibility: SCRIPT LOAD every script in
+                                 the handshake; a refusal is warned about
+                                 once and NOSCRIPT replies then carry its
+                                 error. New code: 0 and
+                                 redq__conn_send_script */
+    int want_version;         /* learn the server version in the handshake
+                                 (HELLO, else INFO server, else unknown) */
+    /* Optional: an attempt failed before the connection was ready (each
+     * time; redq__conn_permanent_error says whether retrying can help).
+     * Called from the loop, or from inside redq__conn_reset; do not free
+     * the connection from it. */
+    void (*on_fail)(redq__conn *c, int code, const char *msg, void *arg);
 } redq__conn_config;
 
 /* The connection became ready (handshake done) or stopped being ready.
@@ -430,13 +474,44 @@ void redq__conn_start(redq__conn *c);
  *  REDQ_ENOMEM. */
 int redq__conn_send(redq__conn *c, const char *cmd, size_t len,
                     int extra_timeout_ms, redq__reply_cb cb, void *arg);
+/**
+ * Send a preformatted EVALSHA (or FCALL-like) command that needs Lua script
+ * `script` (an index into lib/scripts.c's table, < 32) loaded. The first
+ * time the script is used on this connection since it was (re)established,
+ * `SCRIPT LOAD <source>` is pipelined in front of the command on the same
+ * connection: order kept, no extra round trip. Loads are remembered per
+ * connection; a reconnect, and any NOSCRIPT reply on it (SCRIPT FLUSH, a
+ * restart behind a proxy), forget them all, so the next use loads again.
+ * If that SCRIPT LOAD is refused (NOPERM, ...), the command's reply (then
+ * NOSCRIPT) is replaced by the load's own error reply, verbatim ("NOPERM
+ * this user has no permissions to run the 'script|load' command"), so the
+ * callback sees the real cause; a command that ran anyway (another client
+ * had loaded the script) gets its real reply. A passing state (LOADING) on
+ * the load shows as that same state on the command. Callers that answer
+ * NOSCRIPT with redq__conn_reset and a resend keep working: the resend loads
+ * on the new connection.
+ * Returns 0 (cb runs exactly once, for the command; the load has no
+ * callback of its own), REDQ_EINVAL (unknown script), REDQ_EDISCONNECTED
+ * (not ready; no callback) or REDQ_ENOMEM.
+ */
+int redq__conn_send_script(redq__conn *c, int script, const char *cmd,
+                           size_t len, int extra_timeout_ms, redq__reply_cb cb,
+                           void *arg);
 /** Like redq__conn_send with an argv (for rare commands). */
 int redq__conn_sendv(redq__conn *c, int argc, const char **argv,
                      const size_t *argvlen, int extra_timeout_ms,
                      redq__reply_cb cb, void *arg);
 int redq__conn_ready(const redq__conn *c);
-/** Server version as major*10000+minor*100+patch, 0 when unknown. */
+/** Server version as major*10000+minor*100+patch, 0 when unknown (not
+ *  asked for with want_version, or HELLO and INFO both refused). */
 int redq__conn_server_version(const redq__conn *c);
+/** The largest major version redq__parse_version accepts. */
+#define REDQ__VERSION_MAX_MAJOR 9999
+/** "7.2.4" (anything after the digits is ignored; the patch may be missing)
+ *  as 70204; minor and patch above 99 count as 99 (unstable builds say
+ *  255.255.255). 0 ("unknown") when s is not a version or the major is above
+ *  REDQ__VERSION_MAX_MAJOR. Never overflows. */
+int redq__parse_version(const char *s);
 /** Drop the current connection (pending callbacks get NULL) and reconnect
  *  after a backoff. Used when a reply shows the connection is unusable. */
 void redq__conn_reset(redq__conn *c, int code, const char *why);
@@ -449,6 +524,16 @@ const char *redq__conn_last_error(const redq__conn *c);
 /** The server's id for this connection (CLIENT ID), when want_client_id was
  *  set and the connection is ready; else -1. */
 long long redq__conn_client_id(const redq__conn *c);
+/** The REDQ_E* of the last failure ("" / 0 after a successful handshake):
+ *  REDQ_EAUTH for WRONGPASS or NOAUTH, REDQ_ENOPERM for an ACL refusal,
+ *  REDQ_ESELECT for a bad database, ... */
 int redq__conn_last_code(const redq__conn *c);
+/** Nonzero (the REDQ_E* code) when the connection is not ready and its last
+ *  attempt failed for a reason retrying will not fix: wrong password or user
+ *  (REDQ_EAUTH), an ACL refusal in AUTH/SELECT/CLIENT ID (REDQ_ENOPERM), a
+ *  database the server does not have (REDQ_ESELECT). The connection keeps
+ *  retrying with its backoff (the server side may be fixed), but a handle
+ *  can fail fast on it. 0 otherwise. */
+int redq__conn_permanent_error(const redq__conn *c);
 
 #endif /* REDQ_PRIVATE_H */

@@ -10,12 +10,22 @@
  * code that reads replies is unchanged, but take the memory from a bump
  * arena that belongs to the connection. hiredis parses one reply at a time
  * and frees it (root only) before parsing the next, so freeing the root
- * simply rewinds the arena. The arena keeps its largest block, so steady
- * state allocates nothing.
+ * simply rewinds the arena. The arena keeps its largest block up to
+ * REDQ__ARENA_RETAIN bytes, so steady state allocates nothing; after a reply
+ * bigger than that the memory goes back to malloc, so that one 500 MB reply
+ * does not stay resident for the connection's life.
+ *
+ * The server says how many elements an aggregate has before sending them, and
+ * hiredis asks for the element pointer array at once: "*2147483647\r\n" alone
+ * would be a 16 GiB request. Aggregates above REDQ__MAX_REPLY_ELEMENTS are
+ * refused instead (the reader fails, the connection drops, and
+ * redq__arena_error() says why). Everything else is allocated as its bytes
+ * arrive, so it is bounded by what the server actually sent.
  *
  * Each node is preceded by a pointer to its arena, because hiredis's
  * freeObject() gets the object and nothing else.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -31,6 +41,7 @@ typedef struct block {
 
 struct redq__arena {
     block *head; /* current block; older (smaller) ones follow */
+    char err[128]; /* why the last reply was refused, "" if it was not */
 };
 
 /* A node: arena pointer, then the redisReply hiredis and we look at. */
@@ -86,14 +97,34 @@ static void *arena_alloc(redq__arena *a, size_t n)
     return (char *)b + BLOCK_HDR + b->used - n;
 }
 
-/* The reply is done with: keep only the newest (largest) block, empty. */
+/* The reply is done with: keep only the newest (largest) block, empty, if
+ * it is a modest size; after a large reply give it all back. */
 static void arena_rewind(redq__arena *a)
 {
     if (a->head == NULL)
         return;
+    if (a->head->cap > REDQ__ARENA_RETAIN) {
+        free_blocks(a->head);
+        a->head = NULL;
+        return;
+    }
     free_blocks(a->head->next);
     a->head->next = NULL;
     a->head->used = 0;
+}
+
+size_t redq__arena_retained(const redq__arena *a)
+{
+    const block *b;
+    size_t n = 0;
+    for (b = a->head; b != NULL; b = b->next)
+        n += b->cap;
+    return n;
+}
+
+const char *redq__arena_error(const redq__arena *a)
+{
+    return a->err;
 }
 
 static redisReply *new_node(const redisReadTask *task, int type)
@@ -135,7 +166,17 @@ static void *create_array(const redisReadTask *task, size_t n)
 static void *create_array(const redisReadTask *task, int n)
 #endif
 {
-    redisReply *r = new_node(task, task->type);
+    redq__arena *a = task->privdata;
+    redisReply *r;
+    if ((size_t)n > REDQ__MAX_REPLY_ELEMENTS) {
+        /* hiredis reports a NULL here as "Out of memory": leave the real
+         * reason where the connection will look for it. */
+        snprintf(a->err, sizeof a->err,
+                 "reply announces %lld elements (limit %lu); refusing it",
+                 (long long)n, (unsigned long)REDQ__MAX_REPLY_ELEMENTS);
+        return NULL;
+    }
+    r = new_node(task, task->type);
     if (r == NULL)
         return NULL;
     if (n > 0) {
@@ -208,6 +249,7 @@ static redisReplyObjectFunctions arena_fns = {
 void redq__arena_attach(redq__arena *a, void *reader)
 {
     redisReader *r = reader;
+    a->err[0] = '\0';
     r->fn = &arena_fns;
     r->privdata = a;
 }

@@ -64,6 +64,27 @@ static int quote_len(url_span s)
     return (int)(s.n < URL_QUOTE_MAX ? s.n : URL_QUOTE_MAX);
 }
 
+/*
+ * ' "text"' for an error message, or "" when the text must not be shown:
+ * without an '@' in the URL the host and port may be user info that lost
+ * its host ("redis://default:hunter2" parses as host "default", port
+ * "hunter2"), and no part of user info may ever be printed.
+ */
+static const char *shown(url_span s, int quote, char *buf, size_t len)
+{
+    if (!quote) {
+        buf[0] = '\0';
+        return buf;
+    }
+    snprintf(buf, len, " \"%.*s\"", quote_len(s), s.p);
+    return buf;
+}
+
+/* The hint added to a host or port error when nothing may be quoted. */
+#define URL_NO_AT_HINT                                                         \
+    " (not shown: with no '@' it may be user:password without a host; "      \
+    "write redis://user:password@host:port)"
+
 /* ASCII-only character classes: <ctype.h> depends on the locale, and a URL
  * must mean the same thing in every process that embeds us. */
 static int is_digit(unsigned char c)
@@ -311,7 +332,7 @@ static int parse_userinfo(url_span ui, redq__url *u, char *err, size_t errlen)
 
     /* An empty user (":password@") means the default user: plain AUTH. */
     if (user.n > 0) {
-        rc = decode_part(user, "user name", 0, &u->user, err, errlen);
+        rc = decode_part(user, "user name", 1, &u->user, err, errlen);
         if (rc != 0)
             return rc;
     }
@@ -320,9 +341,10 @@ static int parse_userinfo(url_span ui, redq__url *u, char *err, size_t errlen)
 
 /* Letters, digits, '.', '-', '_' (the '_' is not valid in DNS host names
  * but is common in container and /etc/hosts names, and harmless). */
-static int check_host_name(url_span h, char *err, size_t errlen)
+static int check_host_name(url_span h, int quote, char *err, size_t errlen)
 {
     size_t i;
+    char sh[URL_QUOTE_MAX + 8];
 
     if (h.n > URL_MAX_HOST)
         return url_fail(err, errlen, REDQ_EINVAL,
@@ -335,11 +357,15 @@ static int check_host_name(url_span h, char *err, size_t errlen)
 
         if (is_alpha(c) || is_digit(c) || c == '.' || c == '-' || c == '_')
             continue;
+        if (!quote)
+            return url_fail(err, errlen, REDQ_EINVAL,
+                            "invalid character in the host (letters, digits, "
+                            "'.', '-' and '_' only)" URL_NO_AT_HINT);
         describe_byte(c, what, sizeof what);
         return url_fail(err, errlen, REDQ_EINVAL,
-                        "invalid character %s in host \"%.*s\" (letters, "
+                        "invalid character %s in host%s (letters, "
                         "digits, '.', '-' and '_' only; IPv6 goes in [])",
-                        what, quote_len(h), h.p);
+                        what, shown(h, quote, sh, sizeof sh));
     }
     return 0;
 }
@@ -347,8 +373,9 @@ static int check_host_name(url_span h, char *err, size_t errlen)
 /* The inside of "[...]". Checked character by character first for a precise
  * message, then by inet_pton, which also catches "[1.2.3.4]" and "[:::]".
  * Zone ids ("fe80::1%25eth0") are not supported. */
-static int check_ipv6(url_span h, char *err, size_t errlen)
+static int check_ipv6(url_span h, int quote, char *err, size_t errlen)
 {
+    char sh[URL_QUOTE_MAX + 8];
     char buf[INET6_ADDRSTRLEN];
     unsigned char addr[16];
     size_t i;
@@ -362,11 +389,15 @@ static int check_ipv6(url_span h, char *err, size_t errlen)
 
         if (hex_value(c) >= 0 || c == ':' || c == '.')
             continue;
+        if (!quote)
+            return url_fail(err, errlen, REDQ_EINVAL,
+                            "invalid character in the IPv6 address (hex "
+                            "digits, ':' and '.' only)" URL_NO_AT_HINT);
         describe_byte(c, what, sizeof what);
         return url_fail(err, errlen, REDQ_EINVAL,
-                        "invalid character %s in IPv6 address \"[%.*s]\" "
+                        "invalid character %s in IPv6 address%s "
                         "(hex digits, ':' and '.' only)",
-                        what, quote_len(h), h.p);
+                        what, shown(h, quote, sh, sizeof sh));
     }
     if (h.n < sizeof buf) {
         memcpy(buf, h.p, h.n);
@@ -374,14 +405,20 @@ static int check_ipv6(url_span h, char *err, size_t errlen)
         if (inet_pton(AF_INET6, buf, addr) == 1)
             return 0;
     }
+    if (!quote)
+        return url_fail(err, errlen, REDQ_EINVAL,
+                        "not a valid IPv6 address" URL_NO_AT_HINT);
     return url_fail(err, errlen, REDQ_EINVAL,
                     "\"[%.*s]\" is not a valid IPv6 address", quote_len(h),
                     h.p);
 }
 
-static int parse_port(url_span s, int *port, char *err, size_t errlen)
+static int parse_port(url_span s, int quote, int *port, char *err,
+                      size_t errlen)
 {
     long v = 0;
+    char sh[URL_QUOTE_MAX + 8];
+    const char *hint = quote ? "" : URL_NO_AT_HINT;
 
     switch (parse_decimal(s, 65535, &v)) {
     case NUM_EMPTY:
@@ -390,30 +427,32 @@ static int parse_port(url_span s, int *port, char *err, size_t errlen)
                         "default %d)",
                         URL_DEFAULT_PORT);
     case NUM_NOT_DIGITS:
-        return url_fail(err, errlen, REDQ_EINVAL,
-                        "port \"%.*s\" is not a number", quote_len(s), s.p);
+        return url_fail(err, errlen, REDQ_EINVAL, "port%s is not a number%s",
+                        shown(s, quote, sh, sizeof sh), hint);
     case NUM_TOO_BIG:
         return url_fail(err, errlen, REDQ_EINVAL,
-                        "port \"%.*s\" out of range 1-65535", quote_len(s),
-                        s.p);
+                        "port%s out of range 1-65535%s",
+                        shown(s, quote, sh, sizeof sh), hint);
     default:
         break;
     }
     if (v == 0)
         return url_fail(err, errlen, REDQ_EINVAL,
-                        "port \"%.*s\" out of range 1-65535", quote_len(s),
-                        s.p);
+                        "port%s out of range 1-65535%s",
+                        shown(s, quote, sh, sizeof sh), hint);
     *port = (int)v;
     return 0;
 }
 
 /* host, host:port, [v6] or [v6]:port; sets u->host and u->port. */
-static int parse_host_port(url_span hp, redq__url *u, char *err,
+static int parse_host_port(url_span hp, int quote, redq__url *u, char *err,
                            size_t errlen)
 {
     url_span host, port = {NULL, 0};
     int has_port = 0;
     int rc;
+    char sh[URL_QUOTE_MAX + 8];
+    const char *hint = quote ? "" : URL_NO_AT_HINT;
 
     if (hp.n == 0)
         return url_fail(err, errlen, REDQ_EINVAL,
@@ -425,8 +464,8 @@ static int parse_host_port(url_span hp, redq__url *u, char *err,
 
         if (close == NULL)
             return url_fail(err, errlen, REDQ_EINVAL,
-                            "IPv6 address \"%.*s\" has no closing ']'",
-                            quote_len(hp), hp.p);
+                            "IPv6 address%s has no closing ']'%s",
+                            shown(hp, quote, sh, sizeof sh), hint);
         host.p = hp.p + 1;
         host.n = (size_t)(close - host.p);
         after.p = close + 1;
@@ -434,14 +473,14 @@ static int parse_host_port(url_span hp, redq__url *u, char *err,
         if (after.n > 0) {
             if (after.p[0] != ':')
                 return url_fail(err, errlen, REDQ_EINVAL,
-                                "unexpected \"%.*s\" after the IPv6 address: "
-                                "only :port may follow ']'",
-                                quote_len(after), after.p);
+                                "unexpected%s after the IPv6 address: "
+                                "only :port may follow ']'%s",
+                                shown(after, quote, sh, sizeof sh), hint);
             has_port = 1;
             port.p = after.p + 1;
             port.n = after.n - 1;
         }
-        rc = check_ipv6(host, err, errlen);
+        rc = check_ipv6(host, quote, err, errlen);
     } else {
         const char *colon = memchr(hp.p, ':', hp.n);
 
@@ -452,9 +491,9 @@ static int parse_host_port(url_span hp, redq__url *u, char *err,
         if (colon != NULL &&
             memchr(colon + 1, ':', hp.n - host.n - 1) != NULL)
             return url_fail(err, errlen, REDQ_EINVAL,
-                            "IPv6 address \"%.*s\" must be in brackets, e.g. "
-                            "redis://[::1]:6379",
-                            quote_len(hp), hp.p);
+                            "IPv6 address%s must be in brackets, e.g. "
+                            "redis://[::1]:6379%s",
+                            shown(hp, quote, sh, sizeof sh), hint);
         if (colon != NULL) {
             has_port = 1;
             port.p = colon + 1;
@@ -463,14 +502,14 @@ static int parse_host_port(url_span hp, redq__url *u, char *err,
         if (host.n == 0)
             return url_fail(err, errlen, REDQ_EINVAL,
                             "empty host: write redis://host[:port][/db]");
-        rc = check_host_name(host, err, errlen);
+        rc = check_host_name(host, quote, err, errlen);
     }
     if (rc != 0)
         return rc;
 
     u->port = URL_DEFAULT_PORT;
     if (has_port) {
-        rc = parse_port(port, &u->port, err, errlen);
+        rc = parse_port(port, quote, &u->port, err, errlen);
         if (rc != 0)
             return rc;
     }
@@ -674,7 +713,13 @@ int redq__url_parse(redq__url *out, const char *url, char *err, size_t errlen)
         if (rc != 0)
             goto fail;
     } else {
-        rc = parse_host_port(auth, &u, err, errlen);
+        /* Quote from the host part only when it cannot be user info that
+         * lost its host: after an '@', or with no ':' in it (user info is
+         * always "user:password"), or a whole IPv6 literal "[...]". */
+        int quote = at != NULL || memchr(auth.p, ':', auth.n) == NULL ||
+                    (auth.n > 0 && auth.p[0] == '[' &&
+                     memchr(auth.p, ']', auth.n) != NULL);
+        rc = parse_host_port(auth, quote, &u, err, errlen);
         if (rc != 0)
             goto fail;
         rc = parse_query(query, &u.db, &have_query_db, err, errlen);

@@ -637,7 +637,7 @@ static void clean_log_text(const char *msg, char *out, size_t cap)
 
 static int exit_code_for(int code)
 {
-    return code == REDQ_EAUTH ? RC_AUTH : RC_CONNECT;
+    return code == REDQ_EAUTH || code == REDQ_ENOPERM ? RC_AUTH : RC_CONNECT;
 }
 
 /* "cannot connect to 127.0.0.1:1: Connection refused" and the like, from
@@ -711,7 +711,8 @@ static void session_log(int level, int code, const char *msg, void *user)
         if (level == REDQ_LOG_ERROR && code < 0) {
             s->last_code = code;
             snprintf(s->last_err, sizeof s->last_err, "%s", text);
-            if (code == REDQ_EAUTH || code == REDQ_ESELECT)
+            if (code == REDQ_EAUTH || code == REDQ_ESELECT ||
+                code == REDQ_ENOPERM)
                 session_fail_connect(s);
         }
         return;

@@ -51,9 +51,29 @@ Test(error, redis_error_replies_map_to_codes)
                      "disabled."),
                  REDQ_EAUTH);
     cr_assert_eq(MAP("ERR invalid password"), REDQ_EAUTH);
+    cr_assert_eq(MAP("NOPERM this user has no permissions to run the 'info' "
+                     "command"),
+                 REDQ_ENOPERM);
     cr_assert_eq(MAP("OOM command not allowed"), REDQ_ESERVER);
     /* A prefix must be a whole word. */
     cr_assert_eq(MAP("WRONGTYPEX something"), REDQ_ESERVER);
     cr_assert_eq(redq__err_from_reply(NULL, 0), REDQ_EPROTOCOL);
 #undef MAP
+}
+
+Test(error, transient_server_states)
+{
+#define T(s) redq__err_is_transient(s, strlen(s))
+    cr_assert(T("LOADING Redis is loading the dataset in memory"));
+    cr_assert(T("BUSY Redis is busy running a script."));
+    cr_assert(T("TRYAGAIN Multiple keys request during rehashing of slot"));
+    cr_assert(T("MASTERDOWN Link with MASTER is down"));
+    cr_assert(T("LOADING"));
+    cr_assert(!T("OOM command not allowed when used memory > 'maxmemory'."));
+    cr_assert(!T("BUSYKEY Target key name already exists."));
+    cr_assert(!T("NOPERM this user has no permissions"));
+    cr_assert(!T("ERR LOADING"));
+    cr_assert(!T(""));
+    cr_assert(!redq__err_is_transient(NULL, 0));
+#undef T
 }

@@ -378,7 +378,10 @@ Test(url_bad, host_characters)
 {
     expect_einval("redis://ho st", "invalid character ' '");
     expect_einval("redis://h%41", "invalid character '%'");
-    expect_einval("redis://h!x:6379", "host \"h!x\"");
+    expect_einval("redis://h!x", "host \"h!x\"");
+    expect_einval("redis://:pw@h!x:6379", "host \"h!x\"");
+    /* With a ':' and no '@' it may be user:password: nothing quoted. */
+    expect_einval("redis://h!x:6379", "invalid character in the host");
     expect_einval("redis://h\n", "byte 0x0a");
 }
 
@@ -418,11 +421,14 @@ Test(url_bad, port)
 {
     expect_einval("redis://h:", "empty port");
     expect_einval("redis://h:/0", "empty port");
-    expect_einval("redis://h:0", "port \"0\" out of range 1-65535");
+    expect_einval("redis://h:0", "port out of range 1-65535");
+    expect_einval("redis://:pw@h:0", "port \"0\" out of range 1-65535");
     expect_einval("redis://h:65536", "out of range 1-65535");
-    expect_einval("redis://h:70000", "port \"70000\" out of range 1-65535");
+    expect_einval("redis://u:pw@h:70000",
+                  "port \"70000\" out of range 1-65535");
     expect_einval("redis://h:99999999999999999999999", "out of range");
-    expect_einval("redis://h:abc", "port \"abc\" is not a number");
+    expect_einval("redis://h:abc", "port is not a number");
+    expect_einval("redis://:pw@h:abc", "port \"abc\" is not a number");
     expect_einval("redis://h:-1", "not a number");
     expect_einval("redis://h:+1", "not a number");
     expect_einval("redis://h: 1", "not a number");
@@ -630,7 +636,7 @@ Test(url_args, short_err_buffer_is_truncated_and_terminated)
     char err[8];
 
     memset(err, 'x', sizeof err);
-    cr_assert_eq(redq__url_parse(&u, "redis://h:70000", err, sizeof err),
+    cr_assert_eq(redq__url_parse(&u, "redis://:p@h:70000", err, sizeof err),
                  REDQ_EINVAL);
     cr_assert_eq(strlen(err), sizeof err - 1);
     cr_assert_str_eq(err, "port \"7");
@@ -702,4 +708,93 @@ Test(url_free, result_owns_copies)
     cr_assert_str_eq(u.user, "alice");
     cr_assert_str_eq(u.password, "pw");
     redq__url_free(&u);
+}
+
+/* ---- secrets never in messages ----------------------------------------- */
+
+/*
+ * Malformed URLs that carry a user name and a password in every position a
+ * parser might quote from. None of the message may contain either, nor a
+ * long-enough piece of them.
+ */
+Test(url_secrets, no_message_quotes_user_info)
+{
+    static const char *const fmts[] = {
+        /* the host forgotten: user info parsed as host:port */
+        "redis://%s:%s",
+        "redis://%s:%s/0",
+        "redis://%s:%s?db=1",
+        "redis://%s:%s:6379",
+        "redis://[%s:%s",
+        "redis://%s:%s]",
+        /* the ':' or the '@' forgotten */
+        "redis://%s%s@host",
+        "redis://%s%s@",
+        /* raw '/', '?', '#', '@' in the password */
+        "redis://%s:%s/x@host",
+        "redis://%s:%s?x@host",
+        "redis://%s:%s#x@host",
+        "redis://%s:%s@@host",
+        /* bad escapes in user or password */
+        "redis://%s%%zz:%s@host",
+        "redis://%s:%s%%zz@host",
+        "redis://%s:%s%%4@host",
+        "redis://%s%%00:%s@host",
+        "redis://%s:%s%%00@host",
+        /* the rest of the URL wrong, user info fine */
+        "redis://%s:%s@",
+        "redis://%s:%s@ho st",
+        "redis://%s:%s@h:99999",
+        "redis://%s:%s@h/x",
+        "redis://%s:%s@h?password=x",
+        "unix://%s:%s@tmp/sock",
+        "unix://%s:%s",
+        "rediss://%s:%s@host",
+        "http://%s:%s@host",
+        "%s:%s@host:6379",
+        "redis:/%s:%s@host",
+        "redis://%s:%s@[::g]:1",
+    };
+    static const char *const creds[][2] = {
+        {"dfltusr", "hunter2"}, /* not "default": the messages say "default user" */
+        {"alice", "s3cr3t!word"},
+        {"svc-user", "12345"},
+        {"bob", "pa ss"},
+        {"carol", "[::2]x"},
+        {"dave", "70000"},
+        {"erin", "abc.def"},
+    };
+    for (size_t f = 0; f < sizeof fmts / sizeof fmts[0]; f++) {
+        for (size_t c = 0; c < sizeof creds / sizeof creds[0]; c++) {
+            char url[256], err[512];
+            redq__url u;
+            int rc;
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wformat-nonliteral"
+            snprintf(url, sizeof url, fmts[f], creds[c][0], creds[c][1]);
+#pragma GCC diagnostic pop
+            rc = redq__url_parse(&u, url, err, sizeof err);
+            if (rc == 0) {
+                redq__url_free(&u);
+                continue; /* some are valid (a host named like a user) */
+            }
+            cr_assert_eq(rc, REDQ_EINVAL, "%s: %d", url, rc);
+            cr_assert_null(strstr(err, creds[c][1]),
+                           "%s: the password appears in \"%s\"", url, err);
+            cr_assert_null(strstr(err, creds[c][0]),
+                           "%s: the user appears in \"%s\"", url, err);
+        }
+    }
+}
+
+Test(url_secrets, forgotten_host_says_what_to_write)
+{
+    char err[512];
+    redq__url u;
+    cr_assert_eq(redq__url_parse(&u, "redis://default:hunter2", err,
+                                 sizeof err),
+                 REDQ_EINVAL);
+    cr_assert_null(strstr(err, "hunter2"), "%s", err);
+    cr_assert_null(strstr(err, "default"), "%s", err);
+    cr_assert_not_null(strstr(err, "user:password@host"), "%s", err);
 }
