@@ -145,7 +145,7 @@ static void on_sigterm(evutil_socket_t fd, short what, void *arg)
 static void on_log(int level, int code, const char *msg, void *user)
 {
     (void)user;
-    fprintf(stderr, "%lld consumer: [%d] %s (%s)\n", fault_now_ms(), level, msg,
+    fprintf(stderr, "%lld consumer: [%d] %.300s (%s)\n", fault_now_ms(), level, msg,
             redq_err_name(code));
 }
 

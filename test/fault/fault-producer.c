@@ -167,7 +167,7 @@ static void on_sigterm(evutil_socket_t fd, short what, void *arg)
 static void on_log(int level, int code, const char *msg, void *user)
 {
     prod *pr = user;
-    fprintf(stderr, "%lld producer %u: [%d] %s (%s)\n", fault_now_ms(), pr->id,
+    fprintf(stderr, "%lld producer %u: [%d] %.300s (%s)\n", fault_now_ms(), pr->id,
             level, msg, redq_err_name(code));
 }
 
