@@ -348,9 +348,10 @@ class Harness:
     def setup_workers(self):
         b = self.a.build
         seed = self.a.seed
-        qargs_alo = ["%d:%s" % (i, q) for i, q in enumerate(ALO_QUEUES)]
+        ok = lambda q: len(q) <= self.a.max_name_len
+        qargs_alo = ["%d:%s" % (i, q) for i, q in enumerate(ALO_QUEUES) if ok(q)]
         base = len(ALO_QUEUES)
-        qargs_amo = ["%d:%s" % (base + i, q) for i, q in enumerate(AMO_QUEUES)]
+        qargs_amo = ["%d:%s" % (base + i, q) for i, q in enumerate(AMO_QUEUES) if ok(q)]
         self.qmode = {i: "alo" for i in range(len(ALO_QUEUES))}
         self.qmode.update({base + i: "amo" for i in range(len(AMO_QUEUES))})
         self.qname = {i: q for i, q in enumerate(ALO_QUEUES + AMO_QUEUES)}
@@ -917,6 +918,8 @@ def main():
     ap.add_argument("--rate", type=int, default=200, help="messages/s per producer")
     ap.add_argument("--big-every", type=int, default=2000,
                     help="every Nth message of a producer is 1 MiB (0: none)")
+    ap.add_argument("--max-name-len", type=int, default=1024,
+                    help="leave out queues with longer names (default 1024: all)")
     ap.add_argument("--drain", type=float, default=40, help="max seconds to wait for quiet")
     ap.add_argument("--show", type=int, default=20, help="discrepancies printed")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs, AOF)")
