@@ -823,13 +823,25 @@ def check(h):
                            "flight: %s (%s) sent to queue %d at +%.2fs%s"
                            % (tag, s[4], s[0], t_sent - h.t0,
                               " (still in key %r)" % shortkey(where) if where else ""))
+    by_key = collections.OrderedDict()
+    for tag, s, t_sent in sorted(lost_alo, key=lambda x: x[2]):
+        where = h.stranded.get(tag)
+        if where:
+            by_key.setdefault(where, []).append((tag, s, t_sent))
+    for where, lst in by_key.items():
+        tag, s, t_sent = lst[0]
+        nf = nearest_fault(h.timeline, t_sent, t_sent)
+        bad.append("STRANDED: %d messages reported ok on at-least-once queues, never "
+                   "consumed, are still in key %r; the first: %s (%s) sent at +%.2fs%s"
+                   % (len(lst), shortkey(where), tag, s[4], t_sent - h.t0,
+                      " (nearest fault: %s at +%.1fs)" % (nf[1]["kind"], nf[1]["start"] - h.t0) if nf else ""))
     for tag, s, t_sent in sorted(lost_alo, key=lambda x: x[2]):
         nf = nearest_fault(h.timeline, t_sent, t_sent)
-        where = h.stranded.get(tag)
-        bad.append("%s: %s (%s, %d bytes) reported ok on at-least-once queue %d at "
-                   "+%.2fs, never consumed%s%s"
-                   % ("STRANDED" if where else "LOST", tag, s[4], s[1], s[0], t_sent - h.t0,
-                      " (still in key %r)" % shortkey(where) if where else "",
+        if h.stranded.get(tag):
+            continue
+        bad.append("LOST: %s (%s, %d bytes) reported ok on at-least-once queue %d at "
+                   "+%.2fs, never consumed%s"
+                   % (tag, s[4], s[1], s[0], t_sent - h.t0,
                       " (nearest fault: %s at +%.1fs)" % (nf[1]["kind"], nf[1]["start"] - h.t0) if nf else ""))
     stats["lost_alo"] = len(lost_alo)
 
