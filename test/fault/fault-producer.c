@@ -2,7 +2,7 @@
  * fault-producer: one producer process of the fault harness (test/fault/).
  *
  *   fault-producer -u URL -l LOG -i ID -s SEED [-r RATE] [-b BIG_EVERY]
- *                  [-n NAME] IDX:QUEUE...
+ *                  [-n NAME] [-V SHAPE,...] IDX:QUEUE...
  *
  * Produces RATE messages a second (default 300) from the deterministic
  * generator in fault-common.h, each to one of the queues (chosen from the
@@ -44,6 +44,7 @@ typedef struct prod {
     uint64_t seq;     /* next message to produce */
     unsigned rate;    /* messages per second */
     unsigned big_every;
+    const char *variants; /* ",a,b," or NULL: which shapes to send */
     int full;         /* waiting for on_ready */
     int stopping;
     uint64_t produced, delivered, failed;
@@ -55,6 +56,17 @@ static int queue_of(const prod *pr, uint64_t seq)
 {
     uint64_t rng = pr->seed ^ ((uint64_t)pr->id << 20) ^ (seq * 0x9e3779b97f4a7c15ULL);
     return (int)(fault_splitmix(&rng) % (uint64_t)pr->nq);
+}
+
+/* -V a,b,c: only these shapes (the others' sequence numbers are skipped,
+ * so the payloads of the rest stay the same as in a run without -V). */
+static int variant_wanted(const prod *pr, const char *variant)
+{
+    char key[64];
+    if (!pr->variants)
+        return 1;
+    snprintf(key, sizeof key, ",%s,", variant);
+    return strstr(pr->variants, key) != NULL;
 }
 
 static int qslot(const prod *pr, const char *queue)
@@ -95,6 +107,10 @@ static void produce_some(prod *pr)
         const char *variant;
         size_t len = fault_payload(pr->buf, pr->seed, pr->id, pr->seq,
                                    pr->big_every, &variant);
+        if (!variant_wanted(pr, variant)) {
+            pr->seq++;
+            continue;
+        }
         int q = queue_of(pr, pr->seq);
         int rc = redq_produce(pr->p, pr->qname[q], pr->buf, len,
                               (void *)(uintptr_t)pr->seq);
@@ -174,7 +190,7 @@ static void on_log(int level, int code, const char *msg, void *user)
 static void usage(void)
 {
     fprintf(stderr, "usage: fault-producer -u URL -l LOG -i ID -s SEED [-r RATE] "
-                    "[-b BIG_EVERY] [-n NAME] IDX:QUEUE...\n");
+                    "[-b BIG_EVERY] [-n NAME] [-V SHAPE,...] IDX:QUEUE...\n");
     exit(2);
 }
 
@@ -186,7 +202,8 @@ int main(int argc, char **argv)
 
     memset(&pr, 0, sizeof pr);
     pr.rate = 300;
-    while ((opt = getopt(argc, argv, "u:l:i:s:r:b:n:")) != -1) {
+    char vbuf[512];
+    while ((opt = getopt(argc, argv, "u:l:i:s:r:b:n:V:")) != -1) {
         switch (opt) {
         case 'u': url = optarg; break;
         case 'l': logpath = optarg; break;
@@ -195,6 +212,10 @@ int main(int argc, char **argv)
         case 'r': pr.rate = (unsigned)strtoul(optarg, NULL, 10); break;
         case 'b': pr.big_every = (unsigned)strtoul(optarg, NULL, 10); break;
         case 'n': name = optarg; break;
+        case 'V':
+            snprintf(vbuf, sizeof vbuf, ",%s,", optarg);
+            pr.variants = vbuf;
+            break;
         default: usage();
         }
     }
