@@ -281,8 +281,10 @@ static batch *batch_new(redq_producer *p, int kind, const char *queue,
         if (b == NULL)
             return NULL;
     }
+    /* The delayed zset's key is the queue's (lib/keys.c): at most the name
+     * plus a tag of 6 digits, braces and the suffix. */
     if (ensure(&b->qname, &b->qcap, qlen + 1) != 0 ||
-        ensure(&b->buf, &b->cap, HEADER_ROOM + 96 + 24 + qlen + 10) != 0) {
+        ensure(&b->buf, &b->cap, HEADER_ROOM + 96 + 24 + 2 * qlen + 40) != 0) {
         batch_destroy(b);
         return NULL;
     }
@@ -311,22 +313,28 @@ static batch *batch_new(redq_producer *p, int kind, const char *queue,
         memcpy(w, queue, qlen);
         w += qlen;
     } else {
-        /* Keys derive from the queue name (hash tags keep one slot). */
+        /* The delayed zset of the queue, in its slot (lib/keys.c). */
         static const char pre[] = "$7\r\nEVALSHA\r\n$40\r\n";
         static const char mid[] = "\r\n$1\r\n1\r\n$";
+        char *key = redq__key(queue, qlen, "delayed");
+        size_t klen;
+        if (key == NULL) {
+            batch_destroy(b);
+            return NULL;
+        }
+        klen = strlen(key);
         memcpy(w, pre, sizeof pre - 1);
         w += sizeof pre - 1;
         memcpy(w, p->scripts.sha[REDQ__SCRIPT_DELAY], 40);
         w += 40;
         memcpy(w, mid, sizeof mid - 1);
         w += sizeof mid - 1;
-        w += put_uint(w, qlen + 8);
+        w += put_uint(w, klen);
         *w++ = '\r';
         *w++ = '\n';
-        memcpy(w, queue, qlen);
-        w += qlen;
-        memcpy(w, ":delayed", 8);
-        w += 8;
+        memcpy(w, key, klen);
+        w += klen;
+        free(key);
     }
     *w++ = '\r';
     *w++ = '\n';
@@ -1227,9 +1235,9 @@ int redq_produce_delayed(redq_producer *p, const char *queue,
                          void *opaque)
 {
     batch *b;
-    size_t qlen, env_len;
+    size_t qlen, hlen;
     uint64_t now;
-    char *w, *at, *env, id[48], dbuf[24];
+    char *w, *at, id[48], dbuf[24], hdr[160];
     int rc;
 
     if (delay_ms < 0 || delay_ms > 10LL * 366 * 24 * 3600 * 1000)
@@ -1243,29 +1251,33 @@ int redq_produce_delayed(redq_producer *p, const char *queue,
      * do it again until delivery_timeout_ms). */
     if (len > REDQ__MAX_BULK - 256)
         return refuse(p, REDQ_ETOOBIG, queue, qlen, len + 256);
-    /* The zset needs distinct members: an envelope with a unique id. */
+    /* The zset needs distinct members: a frame (lib/frame.c) with a
+     * unique id, then the payload verbatim. The report shows the payload
+     * alone. */
     snprintf(id, sizeof id, "%s-%llu", p->id,
              (unsigned long long)p->next_seq);
-    env = redq__envelope_build(payload, len, id, redq__wall_ms(), 0, NULL, 0,
-                               NULL, &env_len);
-    if (env == NULL)
-        return REDQ_ENOMEM;
-    if (env_len > REDQ__MAX_BULK) {
-        free(env);
-        return refuse(p, REDQ_ETOOBIG, queue, qlen, env_len);
-    }
+    hlen = redq__frame_build(hdr, NULL, 0, id, 0, redq__wall_ms(), NULL, -1,
+                             NULL);
     now = coarse_now_us();
-    b = open_batch_for(p, B_DELAY, queue, qlen, env_len + 24, now);
-    if (b == NULL || make_room(b, env_len + 64) != 0) {
-        free(env);
+    b = open_batch_for(p, B_DELAY, queue, qlen, hlen + len + 24, now);
+    if (b == NULL || make_room(b, hlen + len + 64) != 0)
         return nomem(p, b);
-    }
     w = b->buf + b->len;
     put_bulk(p, &w, dbuf,
              (size_t)snprintf(dbuf, sizeof dbuf, "%lld", delay_ms));
-    at = put_bulk(p, &w, env, env_len);
-    free(env);
-    appended(p, b, w, at, env_len, opaque, now);
+    *w++ = '$';
+    w += put_uint(w, hlen + len);
+    *w++ = '\r';
+    *w++ = '\n';
+    memcpy(w, hdr, hlen);
+    w += hlen;
+    at = w;
+    if (len > 0)
+        memcpy(w, payload, len);
+    w += len;
+    *w++ = '\r';
+    *w++ = '\n';
+    appended(p, b, w, at, len, opaque, now);
     return 0;
 }
 
