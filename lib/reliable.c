@@ -943,8 +943,8 @@ static void members_reply(redq__conn *conn, void *reply, void *arg)
         goto out;
     if (n > 512)
         n = 512; /* the rest next period */
-    argv = calloc(5 + 2 * n, sizeof *argv);
-    lens = calloc(5 + 2 * n, sizeof *lens);
+    argv = calloc(7 + 2 * n, sizeof *argv);
+    lens = calloc(7 + 2 * n, sizeof *lens);
     keys = calloc(n, sizeof *keys);
     if (argv == NULL || lens == NULL || keys == NULL)
         goto out;
