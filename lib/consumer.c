@@ -913,29 +913,45 @@ static void consumer_free(redq_consumer *c)
 }
 
 int redq_consumer_new(redq_consumer **out, struct event_base *base,
-                      const redq_options *opts, const char *const *queues,
+                      const redq_options *user_opts, const char *const *queues,
                       size_t nqueues)
 {
     redq_consumer *c;
     redq__url url;
     redq__logger lg;
     redq__conn_config cfg;
+    redq_options full, *opts = &full; /* the caller's layout, defaults after */
     size_t i;
     int rc;
 
-    if (out == NULL || base == NULL || opts == NULL || queues == NULL ||
-        nqueues == 0 || nqueues > 10000)
+    if (out == NULL || base == NULL || user_opts == NULL)
         return REDQ_EINVAL;
-    for (i = 0; i < nqueues; i++)
-        if (queues[i] == NULL || queues[i][0] == '\0' ||
-            strlen(queues[i]) > REDQ__MAX_QUEUE_NAME)
-            return REDQ_EINVAL;
-    if (opts->version >= 1 && opts->version <= REDQ_OPTIONS_VERSION &&
-        opts->on_message == NULL)
-        return REDQ_EINVAL;
-    rc = redq__options_prepare(opts, &url, &lg, "consumer");
+    rc = redq__options_prepare_full(user_opts, &full, &url, &lg, "consumer");
     if (rc != 0)
         return rc;
+    rc = REDQ_EINVAL;
+    if (queues == NULL || nqueues == 0 || nqueues > 10000) {
+        redq__new_failed(user_opts, &lg, rc,
+                         "%zu queues: give 1 to 10000 queue names", nqueues);
+        redq__url_free(&url);
+        return rc;
+    }
+    for (i = 0; i < nqueues; i++)
+        if (queues[i] == NULL || queues[i][0] == '\0' ||
+            strlen(queues[i]) > REDQ__MAX_QUEUE_NAME) {
+            redq__new_failed(user_opts, &lg, rc,
+                             "queue %zu: a name of 1 to %d bytes is needed", i,
+                             REDQ__MAX_QUEUE_NAME);
+            redq__url_free(&url);
+            return rc;
+        }
+    if (opts->on_message == NULL) {
+        redq__new_failed(user_opts, &lg, rc,
+                         "options.on_message is NULL: a consumer needs a "
+                         "handler");
+        redq__url_free(&url);
+        return rc;
+    }
 
     c = calloc(1, sizeof *c);
     if (c == NULL) {
@@ -1160,7 +1176,7 @@ static void close_now(redq_consumer *c)
         cb(user);
 }
 
-void redq_consumer_get_stats(const redq_consumer *c, redq_consumer_stats *st)
+void redq__consumer_stats_fill(const redq_consumer *c, redq_consumer_stats *st)
 {
     size_t i;
     if (c == NULL || st == NULL)

@@ -102,13 +102,8 @@ int redq__new_failed(const redq_options *opts, const redq__logger *log,
 #define REDQ__CONSUMER_STATS_V1_SIZE                                           \
     (offsetof(redq_consumer_stats, connected) + sizeof(size_t))
 
-/* lib/consumer.c defines the 0.1 function redq_consumer_get_stats(); this
- * renames its definition into the internal fill function (of the full
- * struct) that lib/options.c wraps as redq_consumer_get_stats_sized() and
- * the 0.1 entry point. TODO(lead): rename the definition in consumer.c to
- * redq__consumer_stats_fill and drop these two lines. */
-#undef redq_consumer_get_stats
-#define redq_consumer_get_stats redq__consumer_stats_fill
+/* lib/consumer.c: the consumer's counters, the whole struct (lib/options.c
+ * wraps it as redq_consumer_get_stats_sized() and the 0.1 entry point). */
 void redq__consumer_stats_fill(const redq_consumer *c, redq_consumer_stats *st);
 
 /** Fill a connection config from options, a parsed URL and a logger (all
