@@ -490,6 +490,29 @@ class Harness:
                 self.kill_redis()
                 time.sleep(d)
                 self.start_redis()
+            elif kind == "sabotage":
+                # Not a fault redq must survive: the harness's own check.
+                # Flip the last byte of a ready message (the checker must say
+                # CORRUPT) and delete a ready list (it must say LOST).
+                qs = [q for i, q in self.qname.items() if self.qmode[i] == "alo"]
+                done = []
+                held = [w for w in self.workers if w.role == "consumer"]
+                for w in held:          # let messages wait in the ready lists
+                    w.proc.send_signal(signal.SIGSTOP)
+                time.sleep(0.5)
+                for q in r.sample(qs, len(qs)):
+                    v = self.rcmd("LINDEX", q, 0)
+                    if v and not done:
+                        self.rcmd("LSET", q, 0, v[:-1] + bytes([v[-1] ^ 1]))
+                        done.append("flipped a byte in %s" % q[:20])
+                    elif v:
+                        n = self.rcmd("DEL", q)
+                        done.append("deleted %s (%d)" % (q[:20], n))
+                        break
+                for w in held:
+                    w.proc.send_signal(signal.SIGCONT)
+                ent["detail"] = "; ".join(done) or "nothing ready to sabotage"
+                ent["consumer"] = False
             elif kind == "scriptflush":
                 self.rcmd("SCRIPT", "FLUSH")
                 ent["detail"] = "SCRIPT FLUSH"
@@ -870,6 +893,7 @@ def check(h):
                 stats["lost_alo"] += n - got
             else:
                 amo_lost_explained += n - got
+    stats["consumed"] += sum(empty_consumed.values())
     for q, got in empty_consumed.items():
         if got > empty_sent.get(q, 0):
             dups_explained += got - empty_sent.get(q, 0)
@@ -978,7 +1002,9 @@ def main():
         a.faults = [f for f in a.faults.split(",") if f]
         for f in a.faults:
             if f not in FAULT_KINDS:
-                ap.error("unknown fault %r (known: %s)" % (f, ",".join(FAULT_KINDS)))
+                if f != "sabotage":
+                    ap.error("unknown fault %r (known: %s, and sabotage to check the "
+                             "checker)" % (f, ",".join(FAULT_KINDS)))
     if a.variants == "all":
         a.variants = None
     elif a.variants == "safe":
