@@ -621,7 +621,7 @@ class Harness:
             while True:
                 cursor, keys = c.cmd("SCAN", cursor, "COUNT", 1000)
                 for k in keys:
-                    if k.endswith(b":reaper") or k.startswith(b"redq:"):
+                    if k.endswith((b":reaper", b"/reaper")) or k.startswith(b"redq:"):
                         continue
                     t = c.cmd("TYPE", k).decode()
                     n = {"list": "LLEN", "zset": "ZCARD", "set": "SCARD",
