@@ -150,6 +150,9 @@ struct redq__conn {
 
 static void conn_drop(redq__conn *c, int code, unsigned flags,
                       const char *fmt, ...) REDQ__PRINTF(4, 5);
+static void conn_log(const redq__conn *c, int level, int code,
+                     const char *fmt, ...) REDQ__PRINTF(4, 5);
+static void scrub(const redq__conn *c, char *msg);
 static void start_attempt(redq__conn *c);
 
 /* ---- the pending ring --------------------------------------------------- */
@@ -462,6 +465,7 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
 {
     redq__conn *c = ac->data;
     redisReply *r = reply, fake;
+    char fake_str[256];
     pending p;
     (void)privdata;
     if (c == NULL || c->ring_len == 0)
@@ -492,10 +496,13 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
                     const char *e = (p.flags & P_AFTER_LOAD) && c->load_err_set
                                         ? c->load_err
                                         : c->eager_err;
+                    /* A copy: the callback may reset the connection,
+                     * which clears c's buffers while it still reads. */
                     memset(&fake, 0, sizeof fake);
                     fake.type = REDIS_REPLY_ERROR;
-                    fake.str = (char *)e;
                     fake.len = strlen(e);
+                    memcpy(fake_str, e, (size_t)fake.len + 1);
+                    fake.str = fake_str;
                     r = &fake;
                 }
             }
@@ -636,7 +643,7 @@ static void hs_setname_cb(redq__conn *c, void *reply, void *arg)
      * every reconnect. */
     if (r->type == REDIS_REPLY_ERROR && !c->setname_warned) {
         c->setname_warned = 1;
-        redq__log(c->log, REDQ_LOG_WARN, REDQ_ENOPERM,
+        conn_log(c, REDQ_LOG_WARN, REDQ_ENOPERM,
                   "CLIENT SETNAME on %s: %s (continuing without a name)",
                   where(c), r->str);
     }
@@ -691,7 +698,7 @@ static void note_no_version(redq__conn *c, const char *why)
     if (c->version_noted)
         return;
     c->version_noted = 1;
-    redq__log(c->log, REDQ_LOG_INFO, 0,
+    conn_log(c, REDQ_LOG_INFO, 0,
               "server version of %s unknown (%s); carrying on", where(c),
               why);
 }
@@ -802,7 +809,7 @@ static void hs_script_cb(redq__conn *c, void *reply, void *arg)
             snprintf(c->eager_err, sizeof c->eager_err, "%s", r->str);
         if (!c->script_warned) {
             c->script_warned = 1; /* once per handle, not per reconnect */
-            redq__log(c->log, REDQ_LOG_WARN,
+            conn_log(c, REDQ_LOG_WARN,
                       redq__err_from_reply(r->str, (size_t)r->len),
                       "SCRIPT LOAD on %s: %s (continuing; commands that "
                       "need the script will fail)",
@@ -1038,20 +1045,32 @@ static void scrub(const redq__conn *c, char *msg)
     for (i = 0; i < 2; i++) {
         size_t n;
         char *p;
-        if (secrets[i] == NULL || secrets[i][0] == '\0')
+        /* One or two bytes would turn up by chance in any text and only
+         * garble it (a password "1" in "127.0.0.1"): not masked. */
+        if (secrets[i] == NULL || strlen(secrets[i]) < 3)
             continue;
         n = strlen(secrets[i]);
         while ((p = strstr(msg, secrets[i])) != NULL) {
-            /* "***" is never longer than what it replaces when n >= 3;
-             * shorter secrets are masked in place, byte for byte. */
-            if (n >= 3) {
+            /* "***" is never longer than what it replaces. */
                 memcpy(p, "***", 3);
-                memmove(p + 3, p + n, strlen(p + n) + 1);
-            } else {
-                memset(p, '*', n);
-            }
+            memmove(p + 3, p + n, strlen(p + n) + 1);
         }
     }
+}
+
+/* A log line that may quote the server (whose errors may quote the user). */
+static void conn_log(const redq__conn *c, int level, int code,
+                     const char *fmt, ...)
+{
+    char msg[400];
+    va_list ap;
+    if (c->log == NULL || c->log->cb == NULL || level > c->log->level)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    scrub(c, msg);
+    redq__log(c->log, level, code, "%s", msg);
 }
 
 /*

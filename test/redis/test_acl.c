@@ -1053,6 +1053,51 @@ Test(conn_layer, loading_is_waited_out, .timeout = 120)
                        t->log_first[-REDQ_ESERVER]);
 }
 
+/*
+ * BUSY in the handshake (a script runs past busy-reply-threshold: CLIENT
+ * SETNAME is refused with -BUSY): waited out with the backoff, said once at
+ * WARN, not permanent; ready as soon as the script is killed.
+ */
+static const char *const busy_args[] = {"--busy-reply-threshold", "100",
+                                        NULL};
+
+Test(conn_layer, busy_handshake_is_waited_out, .init = fx_setup_noserver)
+{
+    fx_server_start(busy_args);
+    /* The endless script, from a socket of its own that never reads. */
+    int fd = connect_port(fx_port());
+    cr_assert_geq(fd, 0);
+    static const char eval[] =
+        "*3\r\n$4\r\nEVAL\r\n$17\r\nwhile true do end\r\n$1\r\n0\r\n";
+    cr_assert(write_all(fd, eval, sizeof eval - 1));
+    /* Busy once PING says so. */
+    uint64_t end = fx_now_us() + 5000000u;
+    bool busy = false;
+    while (!busy && fx_now_us() < end) {
+        redisReply *r = fx_cmd("PING");
+        busy = r->type == REDIS_REPLY_ERROR && !strncmp(r->str, "BUSY", 4);
+        if (!busy)
+            nap_ms(20);
+    }
+    cr_assert(busy, "the server never became busy");
+
+    tc_opts o = {.name = "rq-busy"};
+    tc *t = tc_open(fx_url(), &o);
+    cr_assert(fx_run_until(cond_fail3, t, 5000), "no failed attempts:%s",
+              tc_logs(t));
+    cr_assert_eq(t->ups, 0);
+    cr_assert_eq(redq__conn_permanent_error(t->c), 0);
+    cr_assert_eq(tc_count(t, REDQ_LOG_WARN, REDQ_ESERVER), 1,
+                 "BUSY not said exactly once at WARN:%s", tc_logs(t));
+    cr_assert_eq(tc_count(t, REDQ_LOG_ERROR, REDQ_ESERVER), 0, "%s",
+                 tc_logs(t));
+    cr_assert(tc_logged(t, "BUSY"), "%s", tc_logs(t));
+
+    fx_cmd_ok("SCRIPT KILL");
+    tc_wait_up(t, 3000);
+    close(fd);
+}
+
 /* ========================================================================= */
 /* SIGPIPE                                                                    */
 /* ========================================================================= */
