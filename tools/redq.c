@@ -6,9 +6,10 @@
  *   redq pop  [options] QUEUE...             print each message and a \n;
  *                                            --reliable: at-least-once
  *   redq dead list|requeue|purge [options] QUEUE
- *                                            the dead-letter list QUEUE:dead
- *   redq stats [options] QUEUE...            ready / processing / delayed /
- *                                            dead counts, live consumers
+ *                                            QUEUE's dead letters
+ *   redq stats [options] QUEUE...            ready / due / processing /
+ *                                            delayed / dead counts,
+ *                                            consumers, orphaned lists
  *
  * push and pop run the library the way an application would: one
  * event_base, one producer or consumer on it, signals as libevent events.
@@ -21,9 +22,12 @@
  * (redq_private.h) and its dependencies: the URL is parsed by the
  * library's own parser, so the grammar and its errors are the same as for
  * push and pop; they talk to Redis through hiredis's blocking API ("admin
- * connection" below), with the same --connect-timeout and exit codes; dead
- * letters are read and rewritten with jansson. Every change they make is
- * one Lua script call, so each message moves atomically.
+ * connection" below), with the same --connect-timeout and exit codes. Key
+ * names come from the library's layout (redq__key) and dead letters are
+ * the library's frames (redq__frame_parse); requeueing is the library's
+ * own DEADREQUEUE script, so the tool never touches payload bytes. Every
+ * change they make is one Lua script call, so each message moves
+ * atomically.
  *
  * Layout: the command table and the shared option parser (getopt_long) come
  * first; a "session" holds what push and pop need around their handle (the
@@ -65,7 +69,6 @@
 
 #include <event2/event.h>
 #include <hiredis/hiredis.h>
-#include <jansson.h>
 
 #define DEFAULT_URL "redis://127.0.0.1:6379"
 
@@ -109,9 +112,8 @@ enum {
 #define RELIABLE_VISIBILITY_MS INT_MAX
 /* Admin commands: a reply may go this long without a byte arriving (the
  * socket timeout hiredis sets); one connect attempt, with its handshake,
- * at most ADMIN_CONNECT_ATTEMPT_MS. Dead-letter pages and requeue batches
- * are this many messages (each batch is one script run, so this also
- * bounds how long the server is busy with one). */
+ * at most ADMIN_CONNECT_ATTEMPT_MS. `dead list` reads pages of
+ * ADMIN_PAGE entries (requeue batches: ADMIN_REQUEUE_BATCH, below). */
 #define ADMIN_COMMAND_TIMEOUT_MS 10000
 #define ADMIN_CONNECT_ATTEMPT_MS 2000
 #define ADMIN_PAGE 100
@@ -266,7 +268,7 @@ static const command commands[] = {
      "killed redq had not written yet, is lost.\n"
      "\n"
      "With --reliable (at-least-once), a popped message moves to this run's\n"
-     "processing list (QUEUE:proc:<id>) and is acked, i.e. removed, only\n"
+     "processing list ({QUEUE}/proc:<holder>) and is acked, i.e. removed, only\n"
      "after it has been written to stdout and flushed. A redq killed at any\n"
      "moment loses nothing: its heartbeat expires --consumer-ttl-ms later and\n"
      "then a live consumer of the queue (another redq pop --reliable, or any\n"
@@ -291,40 +293,43 @@ static const command commands[] = {
      "                          the -n tail print twice\n",
      ":qhn:t:", pop_longopts, 1, -1, cmd_pop},
     {"dead list", "[options] QUEUE",
-     "show the dead letters of QUEUE (QUEUE:dead), newest first",
-     "Print the dead letters of QUEUE (the list QUEUE:dead), newest first,\n"
+     "show the dead letters of QUEUE, newest first",
+     "Print the dead letters of QUEUE (the list {QUEUE}/dead; see\n"
+     "docs/DESIGN.md, \"Key layout\", for names with braces), newest first,\n"
      "one per line:\n"
      "\n"
      "  INDEX<TAB>ATTEMPTS<TAB>DEAD_TS<TAB>REASON<TAB>BODY\n"
      "\n"
-     "INDEX is the position in QUEUE:dead (0: the newest, as LINDEX counts).\n"
+     "INDEX is the position in the list (0: the newest, as LINDEX counts).\n"
      "ATTEMPTS is how many deliveries were made. DEAD_TS is when it was\n"
      "dead-lettered, in ISO 8601 UTC (2025-01-31T12:00:00.123Z). REASON is\n"
-     "why. BODY is the message; bodies longer than 160 characters end in\n"
+     "why. BODY is the payload; bodies longer than 160 characters end in\n"
      "\"...\". In REASON and BODY a backslash, tab, newline, carriage return\n"
      "and other control bytes are escaped (\\\\ \\t \\n \\r \\xHH), and so\n"
-     "is every byte of a binary body (body_b64) that is not printable ASCII.\n"
-     "A field the entry lacks is \"-\"; an entry that is not a dead-letter\n"
-     "envelope shows all of itself as BODY.\n"
-     "With --json, each entry is printed exactly as stored (the library\n"
-     "stores one-line JSON: {\"id\",\"ts\",\"attempts\",\"body\"|\"body_b64\",\n"
-     "\"dead_reason\",\"dead_ts\",\"queue\"}).\n"
+     "is every byte >= 0x80 of a body that is not UTF-8. A field the entry\n"
+     "lacks is \"-\"; an entry that is not a redq dead letter (put there by\n"
+     "hand) shows all of itself as BODY, with a note on stderr.\n"
+     "With --json, one JSON object per line: {\"index\",\"id\",\"attempts\",\n"
+     "\"ts\",\"dead_ts\",\"dead_reason\",\"queue\",\"body\"}, fields the entry\n"
+     "lacks omitted, \"body_b64\" (base64) instead of \"body\" when the payload\n"
+     "is not UTF-8; for an entry that is not a dead letter, \"error\" and the\n"
+     "whole entry as the body.\n"
      "The list is read in pages of 100: entries added or removed meanwhile\n"
      "may shift what a page shows.\n",
      "  -n, --count N           the N newest only (default: all)\n"
-     "  --json                  print the stored JSON, one entry per line\n",
+     "  --json                  one JSON object per entry (see above)\n",
      ":qhn:", dead_list_longopts, 1, 1, cmd_dead_list},
     {"dead requeue", "[options] QUEUE (--all | -n N)",
      "move dead letters of QUEUE back to the queue, oldest first",
-     "Move dead letters of QUEUE back to QUEUE, oldest first: each goes to\n"
-     "the end of the queue that is popped last (LPUSH), like a new message,\n"
-     "with its attempt count reset to 0 and its dead_reason, dead_ts and\n"
-     "queue fields removed; everything else in it (id, ts, body) is kept\n"
-     "byte for byte. The moves are Lua scripts that take entries off the\n"
-     "tail of QUEUE:dead only if they are still the ones read, so a run\n"
-     "that is interrupted or fails has moved every message either\n"
-     "completely or not at all, and never one twice. An entry that is not\n"
-     "an envelope (a JSON object with body or body_b64) moves as it is.\n"
+     "Move dead letters of QUEUE back, oldest first: each goes to the end of\n"
+     "QUEUE's due list (retried and requeued messages, popped before the\n"
+     "messages waiting in QUEUE itself), with its attempt count reset to 0\n"
+     "and its dead-letter reason, time and queue removed; its id and the\n"
+     "payload are kept byte for byte. The moves are the library's own script,\n"
+     "up to 1000 messages per call, each call atomic: a run that is\n"
+     "interrupted or fails has moved every message either completely or not\n"
+     "at all, and never one twice. An entry that is not a redq dead letter\n"
+     "(put there by hand) goes back whole, as the payload.\n"
      "--all moves the dead letters there were when the command started (not\n"
      "those added meanwhile). Prints \"requeued N\" on stdout.\n",
      "  --all                   all of them\n"
@@ -332,26 +337,35 @@ static const command commands[] = {
      ":qhn:", dead_requeue_longopts, 1, 1, cmd_dead_requeue},
     {"dead purge", "[options] QUEUE",
      "delete the dead letters of QUEUE",
-     "Delete the list QUEUE:dead and print \"purged N\" (how many it held)\n"
-     "on stdout. Atomic: dead letters added later are not touched.\n",
+     "Delete QUEUE's dead-letter list and print \"purged N\" (how many it\n"
+     "held) on stdout. Atomic: dead letters added later are not touched.\n",
      "", ":qh", plain_longopts, 1, 1, cmd_dead_purge},
     {"stats", "[options] QUEUE...",
-     "show ready, processing, delayed and dead counts, and consumers",
+     "show ready, due, processing, delayed and dead counts, and consumers",
      "Print, for each QUEUE, a snapshot (one Lua script per queue, so the\n"
-     "numbers of one queue are consistent with each other):\n"
-     "  READY       messages waiting in QUEUE\n"
+     "counts of one queue are consistent with each other; then a SCAN for\n"
+     "orphaned lists):\n"
+     "  READY       messages waiting in QUEUE, as producers pushed them\n"
+     "  DUE         retried, recovered and requeued messages, popped first\n"
      "  PROCESSING  taken by at-least-once consumers and not acked yet (the\n"
-     "              QUEUE:proc:<id> lists of the consumers in\n"
-     "              QUEUE:consumers)\n"
-     "  DELAYED     scheduled and retried messages (QUEUE:delayed)\n"
-     "  DEAD        dead letters (QUEUE:dead)\n"
-     "  CONSUMERS   live at-least-once consumers (heartbeat present)\n"
-     "  REGISTERED  consumers in QUEUE:consumers; those not live have died\n"
-     "              and a live consumer will requeue what they hold\n"
-     "Fast (at-most-once) consumers leave no trace and are not counted.\n"
-     "Output is a table with a header line; with --json, one JSON object:\n"
-     "{\"queues\":[{\"queue\":\"Q\",\"ready\":0,\"processing\":0,\"delayed\":0,\n"
-     "\"dead\":0,\"consumers\":0,\"registered\":0},...]}\n",
+     "              processing lists of the consumers in {QUEUE}/consumers)\n"
+     "  DELAYED     scheduled and retried messages not due yet\n"
+     "  DEAD        dead letters\n"
+     "  CONSUMERS   live at-least-once consumer connections (heartbeat\n"
+     "              present)\n"
+     "  REGISTERED  consumer connections in {QUEUE}/consumers; those not live\n"
+     "              have died and a live consumer will requeue what they hold\n"
+     "  ORPHANED    messages in processing lists whose holder is not\n"
+     "              registered: no consumer will ever return them. Each such\n"
+     "              list is named below the table (and a warning goes to\n"
+     "              stderr), so its messages can be moved back by hand\n"
+     "Finding orphaned lists SCANs the whole database (SCAN MATCH, 1000 keys\n"
+     "a step). Fast (at-most-once) consumers leave no trace and are not\n"
+     "counted. Output is a table with a header line; with --json, one JSON\n"
+     "object: {\"queues\":[{\"queue\":\"Q\",\"ready\":0,\"due\":0,\n"
+     "\"processing\":0,\"delayed\":0,\"dead\":0,\"consumers\":0,\n"
+     "\"registered\":0,\"orphaned\":0,\"orphans\":[{\"key\":\"..\",\n"
+     "\"messages\":0},...]},...]}\n",
      "  --json                  one JSON object instead of the table\n",
      ":qh", stats_longopts, 1, -1, cmd_stats},
 };
@@ -1985,11 +1999,12 @@ static char *escape_text(const char *p, size_t n, size_t max, int utf8)
     return out;
 }
 
-/* s as a JSON string (quoted); bytes that are not UTF-8 become U+FFFD. */
-static void put_json_string(FILE *f, const char *s)
+/* [p, p+n) as a JSON string (quoted); bytes that are not UTF-8 become
+ * U+FFFD, NUL and other control bytes \u00XX. */
+static void put_json_bytes(FILE *f, const char *s, size_t n)
 {
     const unsigned char *p = (const unsigned char *)s;
-    size_t n = strlen(s), i = 0;
+    size_t i = 0;
 
     putc('"', f);
     while (i < n) {
@@ -2008,6 +2023,26 @@ static void put_json_string(FILE *f, const char *s)
         i += l ? l : 1;
     }
     putc('"', f);
+}
+
+static void put_json_string(FILE *f, const char *s)
+{
+    put_json_bytes(f, s, strlen(s));
+}
+
+/* 1 when [p, p+n) is well-formed UTF-8 throughout. */
+static int is_utf8(const char *p, size_t n)
+{
+    size_t i = 0;
+
+    while (i < n) {
+        size_t l = utf8_len((const unsigned char *)p + i, n - i);
+
+        if (l == 0)
+            return 0;
+        i += l;
+    }
+    return 1;
 }
 
 /* "2025-01-31T12:00:00.123Z" for milliseconds since the epoch. */
@@ -2030,317 +2065,94 @@ static void iso_utc_ms(long long ms, char *buf, size_t cap)
     snprintf(buf + strlen(buf), cap - strlen(buf), ".%03dZ", (int)rem);
 }
 
-/* Base64 (with padding) into a new buffer; -1 if it is not base64. */
-static int b64_decode(const char *s, size_t n, char **out, size_t *outlen)
+/* A percent-encoded frame field (reason, queue) decoded into a new string
+ * (*out_len bytes, NUL-terminated; it may hold NULs), or NULL. */
+static char *pct_decoded(const char *s, size_t len, size_t *out_len)
 {
-    static const char alphabet[] =
-        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    unsigned char *d;
-    size_t i, o = 0;
+    char *d = malloc(len + 1);
 
-    if (n % 4 != 0)
-        return -1;
-    d = malloc(n / 4 * 3 + 1);
-    if (!d)
-        return -1;
-    for (i = 0; i < n; i += 4) {
-        unsigned v = 0;
-        int k, pad = 0;
-
-        for (k = 0; k < 4; k++) {
-            const char *c = s[i + k] ? strchr(alphabet, s[i + k]) : NULL;
-
-            if (s[i + k] == '=' && i + 4 == n && k >= 2 &&
-                (k == 3 || s[i + 3] == '=')) {
-                pad++;
-                v <<= 6;
-            } else if (c && !pad) {
-                v = v << 6 | (unsigned)(c - alphabet);
-            } else {
-                free(d);
-                return -1;
-            }
-        }
-        d[o++] = (unsigned char)(v >> 16);
-        if (pad < 2)
-            d[o++] = (unsigned char)(v >> 8);
-        if (pad < 1)
-            d[o++] = (unsigned char)v;
-    }
-    *out = (char *)d;
-    *outlen = o;
-    return 0;
-}
-
-/* ---- dead letters as JSON (jansson) --------------------------------------- */
-
-/*
- * The fields of a dead letter that `dead list` shows. Strings are borrowed
- * from `root`, which dead_entry_free releases. A body may hold NUL bytes
- * (\u0000: JSON_ALLOW_NUL), hence the lengths.
- */
-typedef struct dead_entry {
-    json_t *root;
-    int has_attempts, has_dead_ts;
-    long long attempts, dead_ts;
-    const char *reason, *body, *b64;
-    size_t reason_len, body_len, b64_len;
-} dead_entry;
-
-static void dead_entry_free(dead_entry *e)
-{
-    json_decref(e->root);
-    memset(e, 0, sizeof *e);
-}
-
-/* A string member of e->root, or NULL when absent or of another type. */
-static const char *dead_string(const dead_entry *e, const char *key,
-                               size_t *len)
-{
-    const json_t *v = json_object_get(e->root, key);
-
-    if (!json_is_string(v))
-        return NULL;
-    *len = json_string_length(v);
-    return json_string_value(v);
-}
-
-/* A number member that is a whole number within +-9e15 (exact in a
- * double), e.g. 3 or 3.0; 0 when absent or not such a number. */
-static int dead_number(const dead_entry *e, const char *key, long long *out)
-{
-    const json_t *v = json_object_get(e->root, key);
-    double d;
-
-    if (!json_is_number(v))
-        return 0;
-    d = json_number_value(v);
-    if (!(d >= -9e15 && d <= 9e15) || d != (double)(long long)d)
-        return 0;
-    *out = (long long)d;
-    return 1;
-}
-
-/* 0 when [s, s+n) is one JSON object (fields in *e), else -1. Numbers are
- * read as doubles (JSON_DECODE_INT_AS_REAL), so an integer too large for a
- * long long does not make the whole entry unreadable: it is just not shown. */
-static int dead_parse(const char *s, size_t n, dead_entry *e)
-{
-    memset(e, 0, sizeof *e);
-    e->root = json_loadb(s, n, JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL,
-                         NULL);
-    if (!json_is_object(e->root)) {
-        dead_entry_free(e);
-        return -1;
-    }
-    e->reason = dead_string(e, "dead_reason", &e->reason_len);
-    e->body = dead_string(e, "body", &e->body_len);
-    e->b64 = dead_string(e, "body_b64", &e->b64_len);
-    e->has_attempts = dead_number(e, "attempts", &e->attempts);
-    e->has_dead_ts = dead_number(e, "dead_ts", &e->dead_ts);
-    return 0;
-}
-
-/* Past JSON whitespace. */
-static const char *json_ws(const char *p, const char *end)
-{
-    while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
-        p++;
-    return p;
-}
-
-/*
- * The one JSON value that starts at p, decoded by jansson, and in *used its
- * length in bytes: with JSON_DISABLE_EOF_CHECK jansson stops after the
- * value and reports where (error.position, set on success too). Numbers
- * are read as doubles so that no integer is too large to step over. NULL
- * when there is no valid value at p.
- */
-static json_t *json_value_at(const char *p, const char *end, size_t *used)
-{
-    json_error_t je;
-    json_t *v = json_loadb(p, (size_t)(end - p),
-                           JSON_DECODE_ANY | JSON_DISABLE_EOF_CHECK |
-                               JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL,
-                           &je);
-
-    if (v)
-        *used = (size_t)je.position;
-    return v;
-}
-
-/*
- * dead requeue's rewrite of one dead letter: "attempts" becomes 0 and
- * "dead_reason", "dead_ts" and "queue" go; every other member is kept byte
- * for byte (no re-encoding: numbers keep all their digits, strings their
- * escapes). So the object is walked member by member here, only for its
- * punctuation; jansson reads each key and value and says where it ends.
- * Returns a new string, or NULL when the entry is not an envelope (not a
- * JSON object with a string body or body_b64), which then goes back as it
- * is. *nomem tells the two NULLs apart.
- */
-static char *requeue_rewrite(const char *s, size_t n, size_t *out_len,
-                             int *nomem)
-{
-    const char *p = s, *end = s + n;
-    char *out = malloc(n + 16), *w;
-    int envelope = 0, first = 1;
-
-    *nomem = out == NULL;
-    if (!out)
-        return NULL;
-    w = out;
-    *w++ = '{';
-    p = json_ws(p, end);
-    if (p >= end || *p++ != '{')
-        goto raw;
-    p = json_ws(p, end);
-    if (p < end && *p == '}') {
-        p++;
-        goto end;
-    }
-    for (;;) {
-        const char *kstart, *vstart, *key;
-        json_t *k, *v;
-        size_t klen, vlen;
-        int drop, zero, is_body;
-
-        p = json_ws(p, end);
-        kstart = p;
-        if (p >= end || *p != '"' || !(k = json_value_at(p, end, &klen)))
-            goto raw;
-        p += klen;
-        key = json_string_value(k);
-        drop = !strcmp(key, "dead_reason") || !strcmp(key, "dead_ts") ||
-               !strcmp(key, "queue");
-        zero = !strcmp(key, "attempts");
-        is_body = !strcmp(key, "body") || !strcmp(key, "body_b64");
-        json_decref(k);
-        p = json_ws(p, end);
-        if (p >= end || *p++ != ':')
-            goto raw;
-        p = json_ws(p, end);
-        vstart = p;
-        if (!(v = json_value_at(p, end, &vlen)))
-            goto raw;
-        if (is_body && json_is_string(v))
-            envelope = 1;
-        json_decref(v);
-        p += vlen;
-        if (!drop) {
-            if (!first)
-                *w++ = ',';
-            first = 0;
-            memcpy(w, kstart, klen);
-            w += klen;
-            *w++ = ':';
-            if (zero) {
-                *w++ = '0';
-            } else {
-                memcpy(w, vstart, vlen);
-                w += vlen;
-            }
-        }
-        p = json_ws(p, end);
-        if (p >= end)
-            goto raw;
-        if (*p == ',') {
-            p++;
-            continue;
-        }
-        if (*p++ != '}')
-            goto raw;
-        break;
-    }
-end:
-    p = json_ws(p, end);
-    if (p != end || !envelope)
-        goto raw;
-    *w++ = '}';
-    *out_len = (size_t)(w - out);
-    return out;
-raw:
-    free(out);
-    return NULL;
+    if (d)
+        *out_len = redq__pct_decode(s, len, d);
+    return d;
 }
 
 /* ---- the admin commands --------------------------------------------------- */
 
 /*
- * dead requeue: move the k oldest dead letters to the end of the ready list
- * that is popped last, if they are still exactly what the tool read and
- * rewrote. KEYS[1]: Q:dead; KEYS[2]: Q; ARGV[1]: k; ARGV[2..k+1]: the k
- * entries as read (LRANGE Q:dead -k -1, so the oldest last); ARGV[k+2..]:
- * what goes back, oldest first. The ready list's type is checked first, so
- * nothing leaves the dead list that cannot arrive. Returns k, or -1 when
- * the tail changed meanwhile (the tool reads it again).
+ * Every key but the ready list comes from the library's key layout
+ * (redq__key, lib/keys.c), and the dead-letter entries are the library's
+ * frames (redq__frame_parse, lib/frame.c): the tool never spells a key or
+ * a format of its own, so it cannot drift from what consumers write.
+ * Moving dead letters is the library's own DEADREQUEUE script, so a
+ * requeued message is exactly what a consumer's recovery would make of it:
+ * the payload is never decoded, re-encoded or even read by the tool.
  */
-static const char requeue_lua[] =
-    "local t = redis.call('TYPE', KEYS[2])['ok']\n"
-    "if t ~= 'list' and t ~= 'none' then\n"
-    "  return redis.error_reply('WRONGTYPE ' .. KEYS[2] .. ' holds a ' .. t "
-    ".. ', not a list')\n"
-    "end\n"
-    "local k = tonumber(ARGV[1])\n"
-    "local tail = redis.call('LRANGE', KEYS[1], -k, -1)\n"
-    "if #tail ~= k then return -1 end\n"
-    "for i = 1, k do\n"
-    "  if tail[i] ~= ARGV[1 + i] then return -1 end\n"
-    "end\n"
-    "redis.call('LTRIM', KEYS[1], 0, -(k + 1))\n"
-    "for i = k + 2, 2 * k + 1 do\n"
-    "  redis.call('LPUSH', KEYS[2], ARGV[i])\n"
-    "end\n"
-    "return k\n";
 
-/* dead purge: KEYS[1]: Q:dead. LLEN refuses a non-list before anything is
- * deleted. */
+/* Dead letters moved per DEADREQUEUE call: one script run each, so this
+ * bounds how long the server is busy with one. */
+#define ADMIN_REQUEUE_BATCH 1000
+/* SCAN's COUNT hint for stats' look for orphaned processing lists. */
+#define ADMIN_SCAN_COUNT 1000
+/* stats: reread the consumers set this many times at most when it changes
+ * between reading it and counting. */
+#define STATS_TRIES 3
+
+/* dead purge: KEYS[1]: the dead list. LLEN refuses a non-list before
+ * anything is deleted, and the count is of what was deleted. */
 static const char purge_lua[] =
     "local n = redis.call('LLEN', KEYS[1])\n"
     "redis.call('UNLINK', KEYS[1])\n"
     "return n\n";
 
 /*
- * stats: KEYS[1]: Q; the other keys are derived from it, as the library's
- * scripts do. Returns {ready, processing, delayed, dead, live, registered}.
+ * stats, one queue: KEYS: Q, due, delayed, dead, consumers, then hb:<h>,
+ * proc:<h>, fproc:<h> for each holder h in ARGV (as SMEMBERS read them).
+ * Holders that left the set meanwhile are skipped. Returns {ready, due,
+ * processing, delayed, dead, live, registered, holders counted}: the
+ * caller reads the set again when holders joined meanwhile (counted <
+ * registered). One script, so one queue's numbers are one moment's.
  */
 static const char stats_lua[] =
-    "local q = KEYS[1]\n"
-    "local ids = redis.call('SMEMBERS', q .. ':consumers')\n"
-    "local live, proc = 0, 0\n"
-    "for _, id in ipairs(ids) do\n"
-    "  if redis.call('EXISTS', q .. ':hb:' .. id) == 1 then\n"
-    "    live = live + 1\n"
+    "local reg = redis.call('SCARD', KEYS[5])\n"
+    "local live, proc, seen = 0, 0, 0\n"
+    "for i = 1, #ARGV do\n"
+    "  if redis.call('SISMEMBER', KEYS[5], ARGV[i]) == 1 then\n"
+    "    local k = 3 * i + 3\n"
+    "    seen = seen + 1\n"
+    "    if redis.call('EXISTS', KEYS[k]) == 1 then live = live + 1 end\n"
+    "    proc = proc + redis.call('LLEN', KEYS[k + 1]) +\n"
+    "      redis.call('LLEN', KEYS[k + 2])\n"
     "  end\n"
-    "  proc = proc + redis.call('LLEN', q .. ':proc:' .. id)\n"
     "end\n"
-    "return {redis.call('LLEN', q), proc, redis.call('ZCARD', q .. "
-    "':delayed'),\n"
-    "        redis.call('LLEN', q .. ':dead'), live, #ids}\n";
+    "return {redis.call('LLEN', KEYS[1]), redis.call('LLEN', KEYS[2]), proc,\n"
+    "        redis.call('ZCARD', KEYS[3]), redis.call('LLEN', KEYS[4]),\n"
+    "        live, reg, seen}\n";
 
-/* Queue names for the admin commands: the library's rule (non-empty). */
+/* Queue names for the admin commands: the library's rule (1 to
+ * REDQ__MAX_QUEUE_NAME bytes). */
 static int admin_check_queues(const cli *o)
 {
     int i;
 
-    for (i = 0; i < o->nargs; i++)
+    for (i = 0; i < o->nargs; i++) {
         if (!o->args[i][0])
             return usage_error(o->cmd, "invalid queue name (empty)");
+        if (strlen(o->args[i]) > REDQ__MAX_QUEUE_NAME)
+            return usage_error(o->cmd,
+                               "invalid queue name (longer than %d bytes)",
+                               REDQ__MAX_QUEUE_NAME);
+    }
     return 0;
 }
 
-/* "Q" + suffix, or NULL (reported). */
+/* The key `suffix` of `queue` in the library's layout ("{Q}/dead", ...),
+ * or NULL (reported). */
 static char *queue_key(const char *queue, const char *suffix)
 {
-    size_t n = strlen(queue), m = strlen(suffix);
-    char *k = malloc(n + m + 1);
+    char *k = redq__key(queue, strlen(queue), suffix);
 
-    if (!k) {
+    if (!k)
         fprintf(stderr, "redq: out of memory\n");
-        return NULL;
-    }
-    memcpy(k, queue, n);
-    memcpy(k + n, suffix, m + 1);
     return k;
 }
 
@@ -2357,25 +2169,6 @@ static int admin_report(admin *a, const redisReply *r, const char *what)
     return RC_FAILED;
 }
 
-/* EVAL script with keys and one optional argument. */
-static redisReply *admin_eval(admin *a, const char *script, int nkeys,
-                              const char *const *keys, const char *arg)
-{
-    const char *argv[8];
-    char nk[8];
-    int argc = 0, i;
-
-    snprintf(nk, sizeof nk, "%d", nkeys);
-    argv[argc++] = "EVAL";
-    argv[argc++] = script;
-    argv[argc++] = nk;
-    for (i = 0; i < nkeys && i < 4; i++)
-        argv[argc++] = keys[i];
-    if (arg)
-        argv[argc++] = arg;
-    return admin_cmd(a, argc, argv, NULL);
-}
-
 /* Stdout after the listing: -1 if it could not be written (reported). */
 static int admin_output_ok(void)
 {
@@ -2385,38 +2178,138 @@ static int admin_output_ok(void)
     return -1;
 }
 
-/* One line of `dead list`: INDEX ATTEMPTS DEAD_TS REASON BODY. */
-static void dead_print(uint64_t index, const redisReply *r)
+/* 0 when `key` is a list or absent; else RC_FAILED, reported as the
+ * WRONGTYPE it is. Checked before a script that would write to it. */
+static int admin_check_list(admin *a, const char *key)
 {
-    dead_entry e;
-    char ts[48], att[24];
-    char *reason = NULL, *body = NULL, *bin = NULL;
-    size_t binlen;
-    int envelope = dead_parse(r->str, r->len, &e) == 0;
+    const char *argv[2] = {"TYPE", key};
+    redisReply *r = admin_cmd(a, 2, argv, NULL);
+    int code = 0;
+
+    if (!r || r->type != REDIS_REPLY_STATUS) {
+        code = admin_report(a, r, key);
+    } else if (strcmp(r->str, "list") != 0 && strcmp(r->str, "none") != 0) {
+        fprintf(stderr, "redq: WRONGTYPE %s holds a %s, not a list\n", key,
+                r->str);
+        code = RC_FAILED;
+    }
+    freeReplyObject(r);
+    return code;
+}
+
+/* SCRIPT LOAD the library's script `which`; its SHA into sha. 0, or -1
+ * (reported). */
+static int admin_script_load(admin *a, int which, char sha[41])
+{
+    const char *argv[3] = {"SCRIPT", "LOAD", redq__script_source(which)};
+    redisReply *r = admin_cmd(a, 3, argv, NULL);
+
+    if (!r || r->type != REDIS_REPLY_STRING || r->len != 40) {
+        admin_report(a, r, "SCRIPT LOAD");
+        freeReplyObject(r);
+        return -1;
+    }
+    memcpy(sha, r->str, 40);
+    sha[40] = '\0';
+    freeReplyObject(r);
+    return 0;
+}
+
+/* ---- dead list ------------------------------------------------------------ */
+
+/* One line of `dead list`: INDEX ATTEMPTS DEAD_TS REASON BODY. A value
+ * that is not a frame (put there by hand) is shown whole as BODY, and
+ * stderr says so. */
+static void dead_print(uint64_t index, const redisReply *r, int quiet)
+{
+    redq__frame f;
+    char err[128], ts[48], att[24];
+    char *reason = NULL, *body, *dec = NULL;
+    int framed = redq__frame_parse(r->str, r->len, &f, err, sizeof err) == 0;
+    const char *p = framed ? f.body : r->str;
+    size_t n = framed ? f.body_len : r->len, declen;
 
     snprintf(att, sizeof att, "-");
     snprintf(ts, sizeof ts, "-");
-    if (envelope && e.has_attempts)
-        snprintf(att, sizeof att, "%lld", e.attempts);
-    if (envelope && e.has_dead_ts)
-        iso_utc_ms(e.dead_ts, ts, sizeof ts);
-    if (envelope && e.reason)
-        reason = escape_text(e.reason, e.reason_len, 0, 1);
-    if (!envelope)
-        body = escape_text(r->str, r->len, DEAD_BODY_SHOW, 1);
-    else if (e.body)
-        body = escape_text(e.body, e.body_len, DEAD_BODY_SHOW, 1);
-    else if (e.b64 && b64_decode(e.b64, e.b64_len, &bin, &binlen) == 0)
-        body = escape_text(bin, binlen, DEAD_BODY_SHOW, 0);
-    else if (e.b64) /* not base64 after all: show it as it is */
-        body = escape_text(e.b64, e.b64_len, DEAD_BODY_SHOW, 1);
+    if (framed) {
+        snprintf(att, sizeof att, "%d", f.attempts);
+        if (f.dead_ts_ms >= 0)
+            iso_utc_ms(f.dead_ts_ms, ts, sizeof ts);
+        if (f.reason && (dec = pct_decoded(f.reason, f.reason_len, &declen)))
+            reason = escape_text(dec, declen, 0, 1);
+    } else if (!quiet) {
+        fprintf(stderr,
+                "redq: dead letter %llu is not a redq frame (%s): shown "
+                "whole as BODY\n",
+                (unsigned long long)index, err);
+    }
+    /* A payload that is not UTF-8 is binary: every byte >= 0x80 escaped. */
+    body = escape_text(p, n, DEAD_BODY_SHOW, is_utf8(p, n));
     printf("%llu\t%s\t%s\t%s\t%s\n", (unsigned long long)index, att, ts,
            reason && reason[0] ? reason : "-", body ? body : "-");
+    free(dec);
     free(reason);
     free(body);
-    free(bin);
-    if (envelope)
-        dead_entry_free(&e);
+}
+
+/* One line of `dead list --json`: {"index":N,"id":..,"attempts":..,"ts":..,
+ * "dead_reason":..,"dead_ts":..,"queue":..,"body"|"body_b64":..}, fields
+ * the frame lacks omitted; for a value that is not a frame, "error" and
+ * the whole value as the body. -1 when out of memory. */
+static int dead_print_json(uint64_t index, const redisReply *r)
+{
+    redq__frame f;
+    char err[128];
+    int framed = redq__frame_parse(r->str, r->len, &f, err, sizeof err) == 0;
+    const char *p = framed ? f.body : r->str;
+    size_t n = framed ? f.body_len : r->len;
+
+    printf("{\"index\":%llu", (unsigned long long)index);
+    if (!framed) {
+        fputs(",\"error\":", stdout);
+        put_json_string(stdout, err);
+    } else {
+        const char *const names[2] = {"dead_reason", "queue"};
+        const char *vals[2] = {f.reason, f.queue};
+        size_t lens[2] = {f.reason_len, f.queue_len};
+        int i;
+
+        if (f.id[0]) {
+            fputs(",\"id\":", stdout);
+            put_json_string(stdout, f.id);
+        }
+        printf(",\"attempts\":%d", f.attempts);
+        if (f.ts_ms >= 0)
+            printf(",\"ts\":%lld", f.ts_ms);
+        if (f.dead_ts_ms >= 0)
+            printf(",\"dead_ts\":%lld", f.dead_ts_ms);
+        for (i = 0; i < 2; i++) {
+            size_t dl;
+            char *d;
+
+            if (!vals[i])
+                continue;
+            if (!(d = pct_decoded(vals[i], lens[i], &dl)))
+                return -1;
+            printf(",\"%s\":", names[i]);
+            put_json_bytes(stdout, d, dl);
+            free(d);
+        }
+    }
+    if (is_utf8(p, n)) {
+        fputs(",\"body\":", stdout);
+        put_json_bytes(stdout, p, n);
+    } else {
+        char *b = malloc(4 * ((n + 2) / 3) + 1);
+
+        if (!b)
+            return -1;
+        redq__b64_encode(p, n, b);
+        printf(",\"body_b64\":\"%s\"", b);
+        free(b);
+    }
+    fputs("}\n", stdout);
+    return 0;
 }
 
 static int cmd_dead_list(const cli *o)
@@ -2430,7 +2323,7 @@ static int cmd_dead_list(const cli *o)
         return code;
     if (limit == 0)
         return RC_OK; /* like head -n 0 */
-    if (!(key = queue_key(o->args[0], ":dead")))
+    if (!(key = queue_key(o->args[0], "dead")))
         return RC_FAILED;
     if ((code = admin_connect(&a, o)) != 0) {
         free(key);
@@ -2452,20 +2345,20 @@ static int cmd_dead_list(const cli *o)
             freeReplyObject(r);
             break;
         }
-        for (i = 0; i < r->elements; i++) {
+        for (i = 0; i < r->elements && code == RC_OK; i++) {
             const redisReply *e = r->element[i];
             if (e->type != REDIS_REPLY_STRING)
                 continue;
-            if (o->json) {
-                fwrite(e->str, 1, e->len, stdout);
-                putchar('\n');
-            } else {
-                dead_print(idx + i, e);
+            if (!o->json) {
+                dead_print(idx + i, e, o->quiet);
+            } else if (dead_print_json(idx + i, e) < 0) {
+                fprintf(stderr, "redq: out of memory\n");
+                code = RC_FAILED;
             }
         }
         n = r->elements;
         freeReplyObject(r);
-        if (ferror(stdout) || n < page)
+        if (code != RC_OK || ferror(stdout) || n < page)
             break;
         idx += n;
     }
@@ -2476,136 +2369,97 @@ static int cmd_dead_list(const cli *o)
     return code;
 }
 
-/* One batch of dead requeue: the oldest entries, at most `max`. Returns
- * how many moved (0: the list is empty), or -1 (reported). */
-static long long requeue_batch(admin *a, const char *dead, const char *ready,
-                               uint64_t max)
+/* ---- dead requeue, dead purge --------------------------------------------- */
+
+/* One DEADREQUEUE call: at most `max` of the oldest dead letters to the
+ * back of due. Returns how many moved, and in *left how many dead letters
+ * remain; -1 (reported) on failure. NOSCRIPT (the server's script cache
+ * was flushed since the load) loads it again, once. */
+static long long requeue_batch(admin *a, char sha[41], const char *dead,
+                               const char *due, uint64_t max,
+                               long long *left)
 {
+    char count[24];
     int tries;
 
-    for (tries = 0; tries < 100; tries++) {
-        char start[24], kbuf[24];
-        const char *lr[4] = {"LRANGE", dead, start, "-1"};
-        const char **argv = NULL;
-        size_t *lens = NULL, k, i, bytes = 0, first;
-        char **rewritten = NULL;
-        long long moved = -1;
-        redisReply *r, *e = NULL;
+    snprintf(count, sizeof count, "%llu", (unsigned long long)max);
+    for (tries = 0; tries < 2; tries++) {
+        const char *argv[6] = {"EVALSHA", sha, "2", dead, due, count};
+        redisReply *r = admin_cmd(a, 6, argv, NULL);
+        long long moved;
 
-        snprintf(start, sizeof start, "-%llu", (unsigned long long)max);
-        r = admin_cmd(a, 4, lr, NULL);
-        if (!r || r->type != REDIS_REPLY_ARRAY) {
+        if (r && r->type == REDIS_REPLY_ERROR && tries == 0 &&
+            !strncmp(r->str, "NOSCRIPT", 8)) {
+            freeReplyObject(r);
+            if (admin_script_load(a, REDQ__SCRIPT_DEADREQUEUE, sha) < 0)
+                return -1;
+            continue;
+        }
+        if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+            r->element[0]->type != REDIS_REPLY_INTEGER ||
+            r->element[1]->type != REDIS_REPLY_INTEGER) {
             admin_report(a, r, dead);
             freeReplyObject(r);
             return -1;
         }
-        if (r->elements == 0) {
-            freeReplyObject(r);
-            return 0;
-        }
-        /* From the tail (the oldest), as many as keep the script's
-         * arguments well within the server's query buffer limit. */
-        for (k = 0; k < r->elements; k++) {
-            bytes += r->element[r->elements - 1 - k]->len;
-            if (k > 0 && bytes > ((size_t)64 << 20))
-                break;
-        }
-        first = r->elements - k;
-        argv = calloc(2 * k + 6, sizeof *argv);
-        lens = calloc(2 * k + 6, sizeof *lens);
-        rewritten = calloc(k, sizeof *rewritten);
-        if (!argv || !lens || !rewritten)
-            goto oom;
-        argv[0] = "EVAL";
-        argv[1] = requeue_lua;
-        argv[2] = "2";
-        argv[3] = dead;
-        argv[4] = ready;
-        snprintf(kbuf, sizeof kbuf, "%zu", k);
-        argv[5] = kbuf;
-        for (i = 0; i < 6; i++)
-            lens[i] = strlen(argv[i]);
-        for (i = 0; i < k; i++) {
-            const redisReply *old = r->element[first + i];
-            /* What goes back, oldest first: from the end of the range. */
-            const redisReply *back = r->element[r->elements - 1 - i];
-            size_t len = 0;
-            int nomem;
-
-            argv[6 + i] = old->str;
-            lens[6 + i] = old->len;
-            rewritten[i] = requeue_rewrite(back->str, back->len, &len, &nomem);
-            if (nomem)
-                goto oom;
-            argv[6 + k + i] = rewritten[i] ? rewritten[i] : back->str;
-            lens[6 + k + i] = rewritten[i] ? len : back->len;
-        }
-        e = admin_cmd(a, (int)(2 * k + 6), argv, lens);
-        if (!e || e->type != REDIS_REPLY_INTEGER)
-            admin_report(a, e, dead);
-        else
-            moved = e->integer;
-        if (0) {
-        oom:
-            fprintf(stderr, "redq: out of memory\n");
-        }
-        if (rewritten)
-            for (i = 0; i < k; i++)
-                free(rewritten[i]);
-        free(rewritten);
-        free(argv);
-        free(lens);
+        moved = r->element[0]->integer;
+        *left = r->element[1]->integer;
         freeReplyObject(r);
-        if (e && e->type == REDIS_REPLY_INTEGER && moved == -1) {
-            freeReplyObject(e);
-            continue; /* the tail changed under us: read it again */
-        }
-        freeReplyObject(e);
         return moved;
     }
-    fprintf(stderr, "redq: %s keeps changing; gave up\n", dead);
-    return -1;
+    return -1; /* not reached: the second try returns */
 }
 
 static int cmd_dead_requeue(const cli *o)
 {
     uint64_t limit = o->count, moved = 0;
-    char *dead;
+    char *dead = NULL, *due = NULL, sha[41];
     admin a;
     int code;
 
     if ((code = admin_check_queues(o)) != 0)
         return code;
-    if (!(dead = queue_key(o->args[0], ":dead")))
+    if (!(dead = queue_key(o->args[0], "dead")) ||
+        !(due = queue_key(o->args[0], "due"))) {
+        free(dead);
         return RC_FAILED;
+    }
     if ((code = admin_connect(&a, o)) != 0) {
         free(dead);
+        free(due);
         return code;
     }
-    if (o->all) {
+    /* DEADREQUEUE pops before it pushes: a due key of another type would
+     * fail the push after the pop. Refuse before anything moves. */
+    code = admin_check_list(&a, due);
+    if (code == RC_OK && o->all) {
         /* Those there are now: a stream of new dead letters (a requeued
          * poison message dying again) must not keep this going. */
         const char *argv[2] = {"LLEN", dead};
         redisReply *r = admin_cmd(&a, 2, argv, NULL);
 
-        if (!r || r->type != REDIS_REPLY_INTEGER) {
+        if (!r || r->type != REDIS_REPLY_INTEGER)
             code = admin_report(&a, r, dead);
-            limit = 0;
-        } else {
+        else
             limit = (uint64_t)r->integer;
-        }
         freeReplyObject(r);
     }
-    while (moved < limit) {
-        uint64_t batch = limit - moved < ADMIN_PAGE ? limit - moved : ADMIN_PAGE;
-        long long n = requeue_batch(&a, dead, o->args[0], batch);
+    if (code == RC_OK && limit > 0 &&
+        admin_script_load(&a, REDQ__SCRIPT_DEADREQUEUE, sha) < 0)
+        code = RC_FAILED;
+    while (code == RC_OK && moved < limit) {
+        uint64_t batch = limit - moved < ADMIN_REQUEUE_BATCH
+                             ? limit - moved
+                             : ADMIN_REQUEUE_BATCH;
+        long long left = 0;
+        long long n = requeue_batch(&a, sha, dead, due, batch, &left);
 
         if (n < 0) {
             code = RC_FAILED;
             break;
         }
         moved += (uint64_t)n;
-        if (n == 0)
+        if ((uint64_t)n < batch || left == 0)
             break; /* the list ran out */
     }
     if (!o->quiet && (code == RC_OK || moved > 0))
@@ -2614,12 +2468,13 @@ static int cmd_dead_requeue(const cli *o)
         code = RC_FAILED;
     admin_close(&a);
     free(dead);
+    free(due);
     return code;
 }
 
 static int cmd_dead_purge(const cli *o)
 {
-    const char *keys[1];
+    const char *argv[4];
     char *dead;
     admin a;
     redisReply *r;
@@ -2627,14 +2482,17 @@ static int cmd_dead_purge(const cli *o)
 
     if ((code = admin_check_queues(o)) != 0)
         return code;
-    if (!(dead = queue_key(o->args[0], ":dead")))
+    if (!(dead = queue_key(o->args[0], "dead")))
         return RC_FAILED;
     if ((code = admin_connect(&a, o)) != 0) {
         free(dead);
         return code;
     }
-    keys[0] = dead;
-    r = admin_eval(&a, purge_lua, 1, keys, NULL);
+    argv[0] = "EVAL";
+    argv[1] = purge_lua;
+    argv[2] = "1";
+    argv[3] = dead;
+    r = admin_cmd(&a, 4, argv, NULL);
     if (!r || r->type != REDIS_REPLY_INTEGER)
         code = admin_report(&a, r, dead);
     else if (!o->quiet)
@@ -2647,18 +2505,372 @@ static int cmd_dead_purge(const cli *o)
     return code;
 }
 
-enum { ST_READY, ST_PROC, ST_DELAYED, ST_DEAD, ST_LIVE, ST_REG, ST_N };
+/* ---- stats ------------------------------------------------------------------ */
+
+enum {
+    ST_READY,
+    ST_DUE,
+    ST_PROC,
+    ST_DELAYED,
+    ST_DEAD,
+    ST_LIVE,
+    ST_REG,
+    ST_ORPHANED,
+    ST_N
+};
 
 static const char *const stat_names[ST_N] = {
-    "ready", "processing", "delayed", "dead", "consumers", "registered"};
+    "ready", "due",        "processing", "delayed",
+    "dead",  "consumers", "registered", "orphaned"};
 static const char *const stat_heads[ST_N] = {
-    "READY", "PROCESSING", "DELAYED", "DEAD", "CONSUMERS", "REGISTERED"};
+    "READY", "DUE",       "PROCESSING", "DELAYED",
+    "DEAD",  "CONSUMERS", "REGISTERED", "ORPHANED"};
+
+/* A processing list whose holder is not in the consumers set: no reaper
+ * looks at it, so its messages are never delivered again. */
+typedef struct orphan {
+    char *key;
+    long long messages;
+} orphan;
+
+typedef struct qstats {
+    long long val[ST_N];
+    orphan *orphans;
+    size_t norphans, cap;
+} qstats;
+
+static void qstats_free(qstats *st)
+{
+    size_t i;
+
+    for (i = 0; i < st->norphans; i++)
+        free(st->orphans[i].key);
+    free(st->orphans);
+    memset(st, 0, sizeof *st);
+}
+
+/* A holder id as redq makes them: "<consumer id>.<connection>", hex
+ * digits, one dot, decimal digits, at most 32 bytes (lib/reliable.c). So a
+ * key that merely ends like a processing list (the dead list of a queue
+ * named "{a}:proc" is "{a}:proc:dead") is not taken for one of "{a}"'s. */
+static int valid_holder(const char *s, size_t len)
+{
+    size_t i = 0, hex, dig;
+
+    if (len == 0 || len > 32)
+        return 0;
+    while (i < len && ((s[i] >= '0' && s[i] <= '9') ||
+                       (s[i] >= 'a' && s[i] <= 'f')))
+        i++;
+    hex = i;
+    if (hex == 0 || i == len || s[i++] != '.')
+        return 0;
+    dig = i;
+    while (i < len && s[i] >= '0' && s[i] <= '9')
+        i++;
+    return i == len && i > dig;
+}
+
+/* The holder of a processing list of the queue whose keys start with
+ * `prefix` ("{Q}/"): the key is prefix "proc:" or "fproc:" holder. NULL
+ * when `key` is no such list. */
+static const char *proc_holder(const char *key, size_t len,
+                               const char *prefix, size_t plen,
+                               size_t *hlen)
+{
+    const char *s = key + plen;
+    size_t n = len - plen, k;
+
+    if (len <= plen || memcmp(key, prefix, plen) != 0)
+        return NULL;
+    if (n > 5 && !memcmp(s, "proc:", 5))
+        k = 5;
+    else if (n > 6 && !memcmp(s, "fproc:", 6))
+        k = 6;
+    else
+        return NULL;
+    if (!valid_holder(s + k, n - k))
+        return NULL;
+    *hlen = n - k;
+    return s + k;
+}
+
+/* `s` with Redis glob's special characters (* ? [ ] \) escaped, then
+ * `tail` as it is (a pattern). A new string, or NULL. */
+static char *glob_escape(const char *s, const char *tail)
+{
+    size_t n = strlen(s), i, o = 0;
+    char *out = malloc(2 * n + strlen(tail) + 1);
+
+    if (!out)
+        return NULL;
+    for (i = 0; i < n; i++) {
+        if (strchr("*?[]\\", s[i]))
+            out[o++] = '\\';
+        out[o++] = s[i];
+    }
+    strcpy(out + o, tail);
+    return out;
+}
+
+static int orphan_add(qstats *st, const char *key, size_t len)
+{
+    size_t i;
+
+    for (i = 0; i < st->norphans; i++) /* SCAN may return a key twice */
+        if (strlen(st->orphans[i].key) == len &&
+            !memcmp(st->orphans[i].key, key, len))
+            return 0;
+    if (st->norphans == st->cap) {
+        size_t cap = st->cap ? 2 * st->cap : 8;
+        orphan *o = realloc(st->orphans, cap * sizeof *o);
+
+        if (!o)
+            return -1;
+        st->orphans = o;
+        st->cap = cap;
+    }
+    if (!(st->orphans[st->norphans].key = malloc(len + 1)))
+        return -1;
+    memcpy(st->orphans[st->norphans].key, key, len);
+    st->orphans[st->norphans].key[len] = '\0';
+    st->orphans[st->norphans].messages = 0;
+    st->norphans++;
+    return 0;
+}
+
+/*
+ * Find the queue's processing lists whose holder is not registered:
+ * SCAN MATCH "<prefix>*proc:*" (the prefix glob-escaped: a queue name may
+ * hold * ? [), filtered to exactly proc:<holder> / fproc:<holder>; then,
+ * for each, whether its holder is in the consumers set now (a holder
+ * registers before it takes anything) and how many messages it holds.
+ * Holders in the set are counted by the stats script instead. SCAN walks
+ * the whole keyspace, in steps of ADMIN_SCAN_COUNT keys. 0, or RC_FAILED
+ * (reported).
+ */
+static int stats_orphans(admin *a, const char *queue, const char *consumers,
+                         qstats *st)
+{
+    char *prefix = queue_key(queue, ""), *pattern = NULL, cursor[32] = "0";
+    char cnt[16];
+    size_t plen, i, kept = 0;
+    int code = RC_OK;
+
+    if (!prefix)
+        return RC_FAILED;
+    plen = strlen(prefix);
+    if (!(pattern = glob_escape(prefix, "*proc:*"))) {
+        fprintf(stderr, "redq: out of memory\n");
+        free(prefix);
+        return RC_FAILED;
+    }
+    snprintf(cnt, sizeof cnt, "%d", ADMIN_SCAN_COUNT);
+    do {
+        const char *argv[6] = {"SCAN", cursor, "MATCH", pattern, "COUNT", cnt};
+        redisReply *r = admin_cmd(a, 6, argv, NULL), *keys;
+
+        if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+            r->element[0]->type != REDIS_REPLY_STRING ||
+            r->element[1]->type != REDIS_REPLY_ARRAY ||
+            r->element[0]->len >= sizeof cursor) {
+            code = admin_report(a, r, "SCAN");
+            freeReplyObject(r);
+            break;
+        }
+        memcpy(cursor, r->element[0]->str, r->element[0]->len + 1);
+        keys = r->element[1];
+        for (i = 0; i < keys->elements; i++) {
+            const redisReply *k = keys->element[i];
+            size_t hl;
+
+            if (k->type == REDIS_REPLY_STRING &&
+                proc_holder(k->str, k->len, prefix, plen, &hl) &&
+                orphan_add(st, k->str, k->len) < 0) {
+                fprintf(stderr, "redq: out of memory\n");
+                code = RC_FAILED;
+            }
+        }
+        freeReplyObject(r);
+    } while (code == RC_OK && strcmp(cursor, "0") != 0);
+
+    /* Keep the candidates whose holder is unregistered and that hold
+     * messages (a key of another type is not redq's: skipped). */
+    for (i = 0; i < st->norphans; i++) {
+        orphan *o = &st->orphans[i];
+        int keep = 0;
+
+        if (code == RC_OK) {
+            size_t hl;
+            const char *h = proc_holder(o->key, strlen(o->key), prefix, plen,
+                                        &hl);
+            char holder[40];
+            const char *ism[3] = {"SISMEMBER", consumers, holder};
+            const char *llen[2] = {"LLEN", o->key};
+            redisReply *m, *l = NULL;
+
+            memcpy(holder, h, hl); /* valid_holder: at most 32 bytes */
+            holder[hl] = '\0';
+            m = admin_cmd(a, 3, ism, NULL);
+            if (!m || m->type != REDIS_REPLY_INTEGER) {
+                code = admin_report(a, m, consumers);
+            } else if (m->integer == 0) {
+                l = admin_cmd(a, 2, llen, NULL);
+                if (!l) {
+                    code = admin_report(a, NULL, o->key);
+                } else if (l->type == REDIS_REPLY_INTEGER && l->integer > 0) {
+                    o->messages = l->integer;
+                    keep = 1;
+                }
+            }
+            freeReplyObject(m);
+            freeReplyObject(l);
+        }
+        if (keep)
+            st->orphans[kept++] = *o;
+        else
+            free(o->key);
+    }
+    st->norphans = kept;
+    for (i = 0; i < kept; i++)
+        st->val[ST_ORPHANED] += st->orphans[i].messages;
+    free(pattern);
+    free(prefix);
+    return code;
+}
+
+/* A members' entry redq can have keys for: a string without NUL. */
+static int usable_member(const redisReply *e)
+{
+    return e->type == REDIS_REPLY_STRING && strlen(e->str) == e->len;
+}
+
+/* The key kind:holder ("proc:<h>") of `queue`, or NULL. */
+static char *holder_key(const char *queue, const char *kind,
+                        const char *holder)
+{
+    size_t kl = strlen(kind), hl = strlen(holder);
+    char *sfx = malloc(kl + hl + 1), *k;
+
+    if (!sfx)
+        return NULL;
+    memcpy(sfx, kind, kl);
+    memcpy(sfx + kl, holder, hl + 1);
+    k = redq__key(queue, strlen(queue), sfx);
+    free(sfx);
+    return k;
+}
+
+/* One run of the stats script for the holders `mem` (SMEMBERS of the
+ * consumers set); base: Q, due, delayed, dead, consumers. *again is set
+ * when holders joined the set after it was read. 0, or RC_FAILED
+ * (reported). */
+static int stats_run(admin *a, const char *queue, char *const base[5],
+                     const redisReply *mem, qstats *st, int *again)
+{
+    static const char *const kinds[3] = {"hb:", "proc:", "fproc:"};
+    size_t n = 0, i, j, nkeys;
+    char **hkeys, nk[24];
+    const char **argv;
+    redisReply *r = NULL;
+    int code = RC_OK, k;
+
+    for (i = 0; i < mem->elements; i++)
+        n += (size_t)usable_member(mem->element[i]);
+    nkeys = 5 + 3 * n;
+    hkeys = calloc(3 * n + 1, sizeof *hkeys);
+    argv = calloc(3 + nkeys + n, sizeof *argv);
+    if (!hkeys || !argv)
+        goto oom;
+    snprintf(nk, sizeof nk, "%zu", nkeys);
+    argv[0] = "EVAL";
+    argv[1] = stats_lua;
+    argv[2] = nk;
+    for (k = 0; k < 5; k++)
+        argv[3 + k] = base[k];
+    for (i = 0, j = 0; i < mem->elements; i++) {
+        const redisReply *e = mem->element[i];
+
+        if (!usable_member(e))
+            continue;
+        for (k = 0; k < 3; k++) {
+            char *key = holder_key(queue, kinds[k], e->str);
+
+            if (!key)
+                goto oom;
+            hkeys[3 * j + (size_t)k] = key;
+            argv[8 + 3 * j + (size_t)k] = key;
+        }
+        argv[3 + nkeys + j] = e->str;
+        j++;
+    }
+    r = admin_cmd(a, (int)(3 + nkeys + n), argv, NULL);
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 8) {
+        code = admin_report(a, r, queue);
+        goto out;
+    }
+    for (k = 0; k < 8; k++)
+        if (r->element[k]->type != REDIS_REPLY_INTEGER) {
+            code = admin_report(a, r, queue);
+            goto out;
+        }
+    st->val[ST_READY] = r->element[0]->integer;
+    st->val[ST_DUE] = r->element[1]->integer;
+    st->val[ST_PROC] = r->element[2]->integer;
+    st->val[ST_DELAYED] = r->element[3]->integer;
+    st->val[ST_DEAD] = r->element[4]->integer;
+    st->val[ST_LIVE] = r->element[5]->integer;
+    st->val[ST_REG] = r->element[6]->integer;
+    *again = r->element[7]->integer + (long long)(mem->elements - n) <
+             st->val[ST_REG];
+    goto out;
+oom:
+    fprintf(stderr, "redq: out of memory\n");
+    code = RC_FAILED;
+out:
+    if (hkeys)
+        for (i = 0; i < 3 * n; i++)
+            free(hkeys[i]);
+    free(hkeys);
+    free(argv);
+    freeReplyObject(r);
+    return code;
+}
+
+/* The numbers of one queue: the stats script (every key from the
+ * library's layout), then the orphan search. 0, or RC_FAILED (reported). */
+static int stats_queue(admin *a, const char *queue, qstats *st)
+{
+    static const char *const sfx[4] = {"due", "delayed", "dead",
+                                       "consumers"};
+    char *base[5] = {(char *)queue, NULL, NULL, NULL, NULL};
+    int code = RC_OK, again = 1, tries, k;
+
+    for (k = 0; k < 4 && code == RC_OK; k++)
+        if (!(base[k + 1] = queue_key(queue, sfx[k])))
+            code = RC_FAILED;
+    for (tries = 0; code == RC_OK && again && tries < STATS_TRIES; tries++) {
+        const char *sm[2] = {"SMEMBERS", base[4]};
+        redisReply *mem = admin_cmd(a, 2, sm, NULL);
+
+        if (!mem || mem->type != REDIS_REPLY_ARRAY)
+            code = admin_report(a, mem, base[4]);
+        else
+            code = stats_run(a, queue, base, mem, st, &again);
+        freeReplyObject(mem);
+    }
+    if (code == RC_OK)
+        code = stats_orphans(a, queue, base[4], st);
+    for (k = 1; k < 5; k++)
+        free(base[k]);
+    return code;
+}
 
 static int cmd_stats(const cli *o)
 {
-    long long (*val)[ST_N] = NULL;
+    qstats *st = NULL;
     char **names = NULL;
-    size_t qw = strlen("QUEUE"), w[ST_N];
+    size_t qw = strlen("QUEUE"), w[ST_N], norph = 0, j;
     admin a;
     int code, i, k;
 
@@ -2666,27 +2878,17 @@ static int cmd_stats(const cli *o)
         return code;
     if ((code = admin_connect(&a, o)) != 0)
         return code;
-    val = calloc((size_t)o->nargs, sizeof *val);
+    st = calloc((size_t)o->nargs, sizeof *st);
     names = calloc((size_t)o->nargs, sizeof *names);
-    if (!val || !names) {
+    if (!st || !names) {
         fprintf(stderr, "redq: out of memory\n");
         code = RC_FAILED;
         goto out;
     }
     /* All first: a failure prints no half table. */
     for (i = 0; i < o->nargs && code == RC_OK; i++) {
-        const char *keys[1] = {o->args[i]};
-        redisReply *r = admin_eval(&a, stats_lua, 1, keys, NULL);
-
-        if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != ST_N) {
-            code = admin_report(&a, r, o->args[i]);
-        } else {
-            for (k = 0; k < ST_N; k++)
-                val[i][k] = r->element[k]->type == REDIS_REPLY_INTEGER
-                                ? r->element[k]->integer
-                                : -1;
-        }
-        freeReplyObject(r);
+        code = stats_queue(&a, o->args[i], &st[i]);
+        norph += st[i].norphans;
     }
     if (code != RC_OK)
         goto out;
@@ -2697,8 +2899,14 @@ static int cmd_stats(const cli *o)
             fputs(i ? ",{\"queue\":" : "{\"queue\":", stdout);
             put_json_string(stdout, o->args[i]);
             for (k = 0; k < ST_N; k++)
-                printf(",\"%s\":%lld", stat_names[k], val[i][k]);
-            putchar('}');
+                printf(",\"%s\":%lld", stat_names[k], st[i].val[k]);
+            fputs(",\"orphans\":[", stdout);
+            for (j = 0; j < st[i].norphans; j++) {
+                fputs(j ? ",{\"key\":" : "{\"key\":", stdout);
+                put_json_string(stdout, st[i].orphans[j].key);
+                printf(",\"messages\":%lld}", st[i].orphans[j].messages);
+            }
+            fputs("]}", stdout);
         }
         fputs("]}\n", stdout);
     } else {
@@ -2717,7 +2925,7 @@ static int cmd_stats(const cli *o)
                 qw = strlen(names[i]);
             for (k = 0; k < ST_N; k++) {
                 size_t n = (size_t)snprintf(num, sizeof num, "%lld",
-                                            val[i][k]);
+                                            st[i].val[k]);
                 if (n > w[k])
                     w[k] = n;
             }
@@ -2729,10 +2937,29 @@ static int cmd_stats(const cli *o)
         for (i = 0; i < o->nargs; i++) {
             printf("%-*s", (int)qw, names[i]);
             for (k = 0; k < ST_N; k++)
-                printf("  %*lld", (int)w[k], val[i][k]);
+                printf("  %*lld", (int)w[k], st[i].val[k]);
             putchar('\n');
         }
+        /* Messages nobody will deliver again: name each list, so that
+         * they can be moved back by hand. */
+        if (norph > 0)
+            printf("\norphaned processing lists (holder not registered: no "
+                   "consumer will return their messages):\n");
+        for (i = 0; i < o->nargs; i++)
+            for (j = 0; j < st[i].norphans; j++) {
+                char *key = escape_text(st[i].orphans[j].key,
+                                        strlen(st[i].orphans[j].key), 0, 1);
+
+                printf("  %s\t%lld\n", key ? key : "?",
+                       st[i].orphans[j].messages);
+                free(key);
+            }
     }
+    if (norph > 0 && !o->quiet)
+        fprintf(stderr,
+                "redq: warning: %zu orphaned processing list%s: their "
+                "messages are in no queue\n",
+                norph, norph == 1 ? "" : "s");
     if (admin_output_ok() < 0)
         code = RC_FAILED;
 out:
@@ -2740,7 +2967,10 @@ out:
         for (i = 0; i < o->nargs; i++)
             free(names[i]);
     free(names);
-    free(val);
+    if (st)
+        for (i = 0; i < o->nargs; i++)
+            qstats_free(&st[i]);
+    free(st);
     admin_close(&a);
     return code;
 }

@@ -1,11 +1,13 @@
 /*
  * The redq tool's at-least-once side against a real redis-server: pop
  * --reliable (-n exactness, acks only after output, SIGTERM, a write that
- * fails, SIGKILL at an arbitrary moment with a second run recovering), the
- * dead-letter commands (list, requeue, purge) on dead letters made by the
- * library and by hand, stats against a layout built key by key, and the
- * exit codes of the admin commands (bad URL, unreachable, password,
- * WRONGTYPE, usage).
+ * fails, SIGKILL at an arbitrary moment with a second run recovering, many
+ * queues, payloads that look like redq's old envelopes), the dead-letter
+ * commands (list, requeue, purge) on frames made by the library and by
+ * hand, stats against a layout built key by key (orphaned processing lists
+ * included), a 1024-byte queue name through every command, and the exit
+ * codes of the admin commands (bad URL, unreachable, password, WRONGTYPE,
+ * usage). Keys are the library's layout (lib/keys.c): "{q}/dead" for q.
  *
  * Every run of the tool is a child process on pipes, waited for with a
  * bound; children are killed at teardown and when the test process dies.
@@ -57,11 +59,12 @@ static cli_child *run(const char *const *args)
 
 /* ---- server-side helpers ---------------------------------------------------- */
 
-/* Messages held in processing lists of `queue` (any id, registered or
- * not): the test may use KEYS, the tool must not. */
+/* Messages held in processing lists (raw proc: and framed fproc:) of
+ * `queue` (any holder, registered or not): the test may use KEYS, the
+ * tool must not. */
 static long long processing(const char *queue)
 {
-    redisReply *r = fx_cmd_ok("KEYS %s:proc:*", queue);
+    redisReply *r = fx_cmd_ok("KEYS {%s}/*proc:*", queue);
     long long sum = 0;
     for (size_t i = 0; i < r->elements; i++)
         sum += fx_llen(r->element[i]->str);
@@ -73,7 +76,7 @@ static void wait_no_processing(const char *queue)
 {
     uint64_t deadline = fx_now_us() + 10000000u;
     while (processing(queue) > 0) {
-        cr_assert(fx_now_us() < deadline, "%lld messages still in %s:proc:*",
+        cr_assert(fx_now_us() < deadline, "%lld messages still in {%s}/proc:*",
                   processing(queue), queue);
         cli_nap_ms(5);
     }
@@ -150,11 +153,6 @@ static bool lc_got_one(void *a)
     return ((lib_consumer *)a)->got > 0;
 }
 
-static bool dead_has_one(void *a)
-{
-    return fx_llen(a) == 1;
-}
-
 static void lc_close(lib_consumer *lc)
 {
     cr_assert_eq(redq_consumer_close(lc->c, lc_closed, lc), 0);
@@ -174,7 +172,7 @@ Test(cli_reliable, pop_reliable_n_prints_exactly_n_and_acks_them)
     wait_no_processing("q");
     cli_assert_list_seq("q", "m", 4, 10);
     /* Deregistered on the way out: nothing for a reaper to look at. */
-    cr_assert_eq(fx_cmd_int("SCARD q:consumers"), 0);
+    cr_assert_eq(fx_cmd_int("SCARD {q}/consumers"), 0);
 }
 
 Test(cli_reliable, pop_without_reliable_stays_at_most_once)
@@ -233,8 +231,8 @@ Test(cli_reliable, pop_reliable_sigterm_acks_and_deregisters)
     cr_assert_str_eq(c->out, "m0\nm1\nm2\n");
     cr_assert_eq(fx_llen("q"), 0);
     cr_assert_eq(processing("q"), 0);
-    cr_assert_eq(fx_cmd_int("SCARD q:consumers"), 0);
-    cr_assert_eq(fx_cmd_ok("KEYS q:hb:*")->elements, 0);
+    cr_assert_eq(fx_cmd_int("SCARD {q}/consumers"), 0);
+    cr_assert_eq(fx_cmd_ok("KEYS {q}/hb:*")->elements, 0);
 }
 
 Test(cli_reliable, pop_reliable_write_failure_nacks_and_loses_nothing)
@@ -247,7 +245,9 @@ Test(cli_reliable, pop_reliable_write_failure_nacks_and_loses_nothing)
     cr_assert(strstr(c->err, "write to stdout") != NULL, "stderr: %s", c->err);
     /* Nacked: on the retry path, not acked, not in a processing list. */
     cr_assert_eq(processing("q"), 0);
-    cr_assert_eq(fx_cmd_int("ZCARD q:delayed") + fx_llen("q"), 3);
+    cr_assert_eq(fx_cmd_int("ZCARD {q}/delayed") + fx_llen("{q}/due") +
+                     fx_llen("q"),
+                 3);
 
     /* Retried (after the backoff) to a reader that works: all three. */
     c = run(ARGS("pop", "--reliable", "--url", fx_url(), "-n", "3", "q"));
@@ -316,10 +316,10 @@ Test(cli_reliable, pop_reliable_sigkill_loses_nothing)
     wait_tool_disconnected();
 
     /* What A had taken and not acked, as Redis has it now. */
-    redisReply *ids = fx_cmd_ok("SMEMBERS q:consumers");
+    redisReply *ids = fx_cmd_ok("SMEMBERS {q}/consumers");
     cr_assert_eq(ids->elements, 1, "A should still be registered");
     char proc[96];
-    snprintf(proc, sizeof proc, "q:proc:%s", ids->element[0]->str);
+    snprintf(proc, sizeof proc, "{q}/proc:%s", ids->element[0]->str);
     redisReply *taken = fx_cmd_ok("LRANGE %s 0 -1", proc);
     cr_assert_gt(taken->elements, 0);
     for (size_t i = 0; i < taken->elements; i++) {
@@ -367,28 +367,79 @@ Test(cli_reliable, pop_reliable_sigkill_loses_nothing)
     /* Nothing left anywhere; recovered messages were not dead-lettered. */
     cr_assert_eq(fx_llen("q"), 0);
     cr_assert_eq(processing("q"), 0);
-    cr_assert_eq(fx_llen("q:dead"), 0);
-    cr_assert_eq(fx_cmd_int("SCARD q:consumers"), 0);
+    cr_assert_eq(fx_llen("{q}/dead"), 0);
+    cr_assert_eq(fx_cmd_int("SCARD {q}/consumers"), 0);
     cr_log_info("kill test: A printed %zu lines, held %zu, duplicates %d",
                 cli_count_lines(a), taken->elements, dups);
 }
 
 /* ---- dead letters --------------------------------------------------------------- */
 
+/* fx_run_until condition: the list `key` holds exactly `n`. */
+typedef struct llen_want {
+    const char *key;
+    long long n;
+} llen_want;
+
+static bool llen_is(void *a)
+{
+    const llen_want *w = a;
+    return fx_llen(w->key) == w->n;
+}
+
+/* LINDEX key i, with its length (binary-safe); freed by the caller. */
+static redisReply *lindex(const char *key, long i)
+{
+    redisReply *r = redisCommand(fx_redis(), "LINDEX %s %ld", key, i);
+    cr_assert(r && r->type == REDIS_REPLY_STRING, "LINDEX %s %ld", key, i);
+    return r;
+}
+
+/* A requeued frame (the head of due, the newest there): metadata reset
+ * (attempts 0, no dead-letter fields), the payload after the header
+ * exactly `body`. */
+static void assert_requeued_frame(const char *due, const void *body,
+                                  size_t len)
+{
+    redisReply *f = lindex(due, 0);
+    const char *nl = memchr(f->str, '\n', f->len);
+    cr_assert(nl != NULL && strncmp(f->str, "RQ1 ", 4) == 0, "not a frame: %s",
+              f->str);
+    size_t hl = (size_t)(nl - f->str);
+    char *hdr = strndup(f->str, hl);
+    cr_assert(strstr(hdr, " a=0") != NULL, "attempts not reset: %s", hdr);
+    cr_assert(strstr(hdr, " dr=") == NULL && strstr(hdr, " dts=") == NULL &&
+                  strstr(hdr, " q=") == NULL,
+              "dead-letter fields kept: %s", hdr);
+    cr_assert_eq(f->len - hl - 1, len, "payload length %zu, want %zu",
+                 f->len - hl - 1, len);
+    cr_assert(memcmp(nl + 1, body, len) == 0, "payload changed");
+    free(hdr);
+    freeReplyObject(f);
+}
+
 Test(cli_reliable, dead_letter_from_the_library_listed_requeued_popped)
 {
+    /* JSON with "id" and "body": the old envelope code took it for its own
+     * and delivered "order 42" alone. It is a payload like any other. */
+    static const char body[] = "{\"id\":42,\"body\":\"order 42\"}";
+    llen_want dead1 = {"{q}/dead", 1};
     lib_consumer lc;
     char *line, *tab;
 
-    fx_cmd_ok("LPUSH q %s", "order 42");
+    fx_cmd_ok("LPUSH q %s", body);
     lc_start(&lc, "q", true);
-    cr_assert(fx_run_until(dead_has_one, "q:dead", 10000), "not dead-lettered");
+    cr_assert(fx_run_until(llen_is, &dead1, 10000), "not dead-lettered");
     lc_close(&lc);
     cr_assert_eq(fx_llen("q"), 0);
+    cr_assert_eq(lc.attempt, 1);
+    cr_assert_eq(lc.body_len, strlen(body));
+    cr_assert(memcmp(lc.body, body, lc.body_len) == 0);
 
     cli_child *c = run(ARGS("dead", "list", "--url", fx_url(), "q"));
     assert_code(c, 0);
     cr_assert_eq(cli_count_lines(c), 1, "stdout: %s", c->out);
+    cr_assert_eq(c->err_len, 0, "stderr: %s", c->err);
     /* INDEX ATTEMPTS DEAD_TS REASON BODY */
     line = c->out;
     cr_assert(strncmp(line, "0\t1\t", 4) == 0, "line: %s", line);
@@ -399,27 +450,33 @@ Test(cli_reliable, dead_letter_from_the_library_listed_requeued_popped)
     cr_assert(line[4 + 10] == 'T' && line[4 + 23] == 'Z', "line: %s", line);
     cr_assert(strstr(tab, "\tnack: bad payload (attempt 1 of 1)\t") == tab,
               "line: %s", line);
-    cr_assert(strstr(line, "\torder 42\n") != NULL, "line: %s", line);
+    cr_assert(strstr(line, "\t{\"id\":42,\"body\":\"order 42\"}\n") != NULL,
+              "line: %s", line);
 
     c = run(ARGS("dead", "list", "--json", "--url", fx_url(), "q"));
     assert_code(c, 0);
-    redisReply *stored = fx_cmd_ok("LINDEX q:dead 0");
-    cr_assert_eq(c->out_len, (size_t)stored->len + 1);
-    cr_assert(memcmp(c->out, stored->str, (size_t)stored->len) == 0);
+    cr_assert_eq(cli_count_lines(c), 1, "stdout: %s", c->out);
+    cr_assert(strncmp(c->out, "{\"index\":0,\"id\":\"", 17) == 0, "%s", c->out);
+    cr_assert(strstr(c->out, ",\"attempts\":1,") != NULL, "%s", c->out);
+    cr_assert(strstr(c->out, ",\"dead_reason\":\"nack: bad payload (attempt 1 "
+                             "of 1)\",\"queue\":\"q\",") != NULL,
+              "%s", c->out);
+    cr_assert(strstr(c->out, ",\"body\":\"{\\\"id\\\":42,\\\"body\\\":\\\"order "
+                             "42\\\"}\"}\n") != NULL,
+              "%s", c->out);
 
     c = run(ARGS("dead", "requeue", "--url", fx_url(), "q", "--all"));
     assert_code(c, 0);
     cr_assert_str_eq(c->out, "requeued 1\n");
-    cr_assert_eq(fx_llen("q:dead"), 0);
-    cr_assert_eq(fx_llen("q"), 1);
-    const char *env = fx_cmd_ok("LINDEX q 0")->str;
-    cr_assert(strstr(env, "dead_") == NULL && strstr(env, "\"queue\"") == NULL,
-              "requeued: %s", env);
-    cr_assert(strstr(env, "\"attempts\":0") != NULL, "requeued: %s", env);
+    cr_assert_eq(fx_llen("{q}/dead"), 0);
+    cr_assert_eq(fx_llen("{q}/due"), 1);
+    assert_requeued_frame("{q}/due", body, strlen(body));
 
-    c = run(ARGS("pop", "--url", fx_url(), "q", "-n", "1"));
+    c = run(ARGS("pop", "--reliable", "--url", fx_url(), "q", "-n", "1"));
     assert_code(c, 0);
-    cr_assert_str_eq(c->out, "order 42\n");
+    cr_assert_str_eq(c->out, "{\"id\":42,\"body\":\"order 42\"}\n");
+    wait_no_processing("q");
+    cr_assert_eq(fx_llen("{q}/due"), 0);
 
     c = run(ARGS("dead", "purge", "--url", fx_url(), "q"));
     assert_code(c, 0);
@@ -428,7 +485,9 @@ Test(cli_reliable, dead_letter_from_the_library_listed_requeued_popped)
 
 Test(cli_reliable, dead_binary_body_requeued_intact_with_attempts_reset)
 {
-    static const char body[] = "b\xff\x00z";
+    /* Not UTF-8, a NUL, CR LF: kept verbatim in the frame, no base64. */
+    static const char body[] = "b\xff\x00z\r\n\x80";
+    llen_want dead1 = {"{q}/dead", 1};
     lib_consumer lc;
 
     redisReply *r = redisCommand(fx_redis(), "LPUSH q %b", body,
@@ -436,17 +495,29 @@ Test(cli_reliable, dead_binary_body_requeued_intact_with_attempts_reset)
     cr_assert(r && r->type == REDIS_REPLY_INTEGER);
     freeReplyObject(r);
     lc_start(&lc, "q", true);
-    cr_assert(fx_run_until(dead_has_one, "q:dead", 10000));
+    cr_assert(fx_run_until(llen_is, &dead1, 10000));
     lc_close(&lc);
-    cr_assert(strstr(fx_cmd_ok("LINDEX q:dead 0")->str, "body_b64") != NULL);
+    r = lindex("{q}/dead", 0);
+    const char *nl = memchr(r->str, '\n', r->len);
+    cr_assert(nl != NULL && r->str + r->len - (nl + 1) == sizeof body - 1 &&
+                  memcmp(nl + 1, body, sizeof body - 1) == 0,
+              "the dead letter does not hold the payload verbatim");
+    freeReplyObject(r);
 
     cli_child *c = run(ARGS("dead", "list", "--url", fx_url(), "q"));
     assert_code(c, 0);
-    cr_assert(strstr(c->out, "\tb\\xff\\x00z\n") != NULL, "stdout: %s", c->out);
+    cr_assert(strncmp(c->out, "0\t1\t", 4) == 0, "stdout: %s", c->out);
+    cr_assert(strstr(c->out, "\tb\\xff\\x00z\\r\\n\\x80\n") != NULL,
+              "stdout: %s", c->out);
+    c = run(ARGS("dead", "list", "--json", "--url", fx_url(), "q"));
+    assert_code(c, 0);
+    cr_assert(strstr(c->out, ",\"body_b64\":\"Yv8Aeg0KgA==\"}\n") != NULL,
+              "stdout: %s", c->out);
 
     c = run(ARGS("dead", "requeue", "--url", fx_url(), "q", "-n", "5"));
     assert_code(c, 0);
     cr_assert_str_eq(c->out, "requeued 1\n");
+    assert_requeued_frame("{q}/due", body, sizeof body - 1);
 
     /* Delivered again, whole, as a first attempt. */
     lc_start(&lc, "q", false);
@@ -457,25 +528,35 @@ Test(cli_reliable, dead_binary_body_requeued_intact_with_attempts_reset)
     lc_close(&lc);
 }
 
-/* A dead letter as the library writes one. */
+/* A dead letter as the library writes one, to the head of `queue`'s dead
+ * list; `reason` already percent-encoded. */
+static void push_dead_to(const char *queue, const char *id, const char *body,
+                         int attempts, const char *reason, long long dead_ts)
+{
+    char buf[512], key[2048];
+    int n = snprintf(buf, sizeof buf,
+                     "RQ1 id=%s a=%d ts=1700000000000 dr=%s dts=%lld q=q\n%s",
+                     id, attempts, reason, dead_ts, body);
+    snprintf(key, sizeof key, "{%s}/dead", queue);
+    redisReply *r = redisCommand(fx_redis(), "LPUSH %s %b", key, buf,
+                                 (size_t)n);
+    cr_assert(r && r->type == REDIS_REPLY_INTEGER);
+    freeReplyObject(r);
+}
+
 static void push_dead(const char *id, const char *body, int attempts,
                       const char *reason, long long dead_ts)
 {
-    char buf[512];
-    snprintf(buf, sizeof buf,
-             "{\"id\":\"%s\",\"ts\":1700000000000,\"attempts\":%d,\"body\":"
-             "\"%s\",\"dead_reason\":\"%s\",\"dead_ts\":%lld,\"queue\":\"q\"}",
-             id, attempts, body, reason, dead_ts);
-    fx_cmd_ok("LPUSH q:dead %s", buf);
+    push_dead_to("q", id, body, attempts, reason, dead_ts);
 }
 
 Test(cli_reliable, dead_list_requeue_n_oldest_first_and_purge)
 {
     /* Oldest first: d1 is at the tail. */
     push_dead("1", "one", 5, "boom", 1700000000123LL);
-    push_dead("2", "two\\ttab", 3, "line\\nbreak", 1700000001000LL);
+    push_dead("2", "two\ttab", 3, "line%0Abreak", 1700000001000LL);
     push_dead("3", "three", 2, "late", 1700000002000LL);
-    fx_cmd_ok("LPUSH q:dead %s", "not json\tat all");
+    fx_cmd_ok("LPUSH {q}/dead %s", "not json\tat all"); /* by hand */
 
     cli_child *c = run(ARGS("dead", "list", "--url", fx_url(), "q"));
     assert_code(c, 0);
@@ -484,39 +565,53 @@ Test(cli_reliable, dead_list_requeue_n_oldest_first_and_purge)
                      "1\t2\t2023-11-14T22:13:22.000Z\tlate\tthree\n"
                      "2\t3\t2023-11-14T22:13:21.000Z\tline\\nbreak\ttwo\\ttab\n"
                      "3\t5\t2023-11-14T22:13:20.123Z\tboom\tone\n");
+    /* The raw entry is shown, with a note on stderr (not on stdout). */
+    cr_assert(strstr(c->err, "dead letter 0 is not a redq frame") != NULL,
+              "stderr: %s", c->err);
 
     c = run(ARGS("dead", "list", "--url", fx_url(), "-n", "2", "q"));
     assert_code(c, 0);
     cr_assert_eq(cli_count_lines(c), 2);
     cr_assert(strncmp(c->out, "0\t", 2) == 0 && strstr(c->out, "\n1\t") != NULL);
 
-    c = run(ARGS("dead", "list", "--url", fx_url(), "--json", "-n", "1", "q"));
+    c = run(ARGS("dead", "list", "--url", fx_url(), "--json", "-n", "2", "q"));
     assert_code(c, 0);
-    cr_assert_str_eq(c->out, "not json\tat all\n");
+    cr_assert_str_eq(c->out,
+                     "{\"index\":0,\"error\":\"malformed frame: does not start "
+                     "with \\\"RQ1\\\"\",\"body\":\"not json\\u0009at all\"}\n"
+                     "{\"index\":1,\"id\":\"3\",\"attempts\":2,\"ts\":"
+                     "1700000000000,\"dead_ts\":1700000002000,\"dead_reason\":"
+                     "\"late\",\"queue\":\"q\",\"body\":\"three\"}\n");
 
-    /* The two oldest go back, in their order, to the end popped last. */
+    /* The two oldest go back, in their order, to the end of due, which
+     * is taken before the ready list. */
     fx_cmd_ok("LPUSH q %s", "ready");
     c = run(ARGS("dead", "requeue", "--url", fx_url(), "-n", "2", "q"));
     assert_code(c, 0);
     cr_assert_str_eq(c->out, "requeued 2\n");
-    cr_assert_eq(fx_llen("q:dead"), 2);
-    c = run(ARGS("pop", "--url", fx_url(), "-n", "3", "q"));
+    cr_assert_eq(fx_llen("{q}/dead"), 2);
+    cr_assert_eq(fx_llen("{q}/due"), 2);
+    c = run(ARGS("pop", "--reliable", "--url", fx_url(), "-n", "3", "q"));
     assert_code(c, 0);
-    cr_assert_str_eq(c->out, "ready\none\ntwo\ttab\n");
+    cr_assert_str_eq(c->out, "one\ntwo\ttab\nready\n");
 
-    /* Fewer there than asked for. */
+    /* Fewer there than asked for; the entry made by hand goes back whole
+     * as a payload. */
     c = run(ARGS("dead", "requeue", "--url", fx_url(), "-n", "5", "q"));
     assert_code(c, 0);
     cr_assert_str_eq(c->out, "requeued 2\n");
-    /* The non-envelope entry went back as it was. */
-    cr_assert_str_eq(fx_cmd_ok("LINDEX q 0")->str, "not json\tat all");
+    assert_requeued_frame("{q}/due", "not json\tat all", 15);
+    c = run(ARGS("pop", "--reliable", "--url", fx_url(), "-n", "2", "q"));
+    assert_code(c, 0);
+    cr_assert_str_eq(c->out, "three\nnot json\tat all\n");
+    wait_no_processing("q");
 
     push_dead("4", "four", 5, "x", 1700000000000LL);
     push_dead("5", "five", 5, "x", 1700000000000LL);
     c = run(ARGS("dead", "purge", "--url", fx_url(), "q"));
     assert_code(c, 0);
     cr_assert_str_eq(c->out, "purged 2\n");
-    cr_assert_eq(fx_cmd_int("EXISTS q:dead"), 0);
+    cr_assert_eq(fx_cmd_int("EXISTS {q}/dead"), 0);
 
     /* Empty: nothing listed, nothing moved. */
     c = run(ARGS("dead", "list", "--url", fx_url(), "q"));
@@ -529,24 +624,151 @@ Test(cli_reliable, dead_list_requeue_n_oldest_first_and_purge)
 
 Test(cli_reliable, dead_requeue_rewrites_only_what_it_must)
 {
-    /* A 16-digit ts (a client's microseconds), escapes, members redq does
-     * not know: all kept byte for byte; only attempts and the dead_*
-     * and queue members change. */
-    fx_cmd_ok("LPUSH q:dead %s",
-              "{\"id\":\"x\", \"ts\":1764000000000123,\"attempts\":4,"
-              "\"body\":\"a\\/b \\u00e9\",\"dead_reason\":\"r\","
-              "\"dead_ts\":1,\"queue\":\"q\",\"extra\":[],"
-              "\"n\":{\"queue\":1.50}}");
+    /* A 16-digit ts (a client's microseconds), a field redq does not know,
+     * a payload that looks like an old envelope: all kept byte for byte;
+     * only attempts and the dead-letter fields change. */
+    static const char body[] = "{\"body\":\"a\\/b \\u00e9\",\"attempts\":"
+                               "\"two\",\"n\":1.50}\n";
+    char frame[256];
+    int n = snprintf(frame, sizeof frame,
+                     "RQ1 id=x ts=1764000000000123 a=4 zz=keep%%20me dr=r "
+                     "dts=1 q=q\n%s",
+                     body);
+    redisReply *r = redisCommand(fx_redis(), "LPUSH {q}/dead %b", frame,
+                                 (size_t)n);
+    freeReplyObject(r);
     cli_child *c = run(ARGS("dead", "requeue", "--all", "--url", fx_url(), "q"));
     assert_code(c, 0);
     cr_assert_str_eq(c->out, "requeued 1\n");
-    cr_assert_str_eq(fx_cmd_ok("LINDEX q 0")->str,
-                     "{\"id\":\"x\",\"ts\":1764000000000123,\"attempts\":0,"
-                     "\"body\":\"a\\/b \\u00e9\",\"extra\":[],"
-                     "\"n\":{\"queue\":1.50}}");
-    c = run(ARGS("pop", "--url", fx_url(), "-n", "1", "q"));
+    assert_requeued_frame("{q}/due", body, strlen(body));
+    r = lindex("{q}/due", 0);
+    cr_assert(strstr(r->str, " id=x") && strstr(r->str, " ts=1764000000000123") &&
+                  strstr(r->str, " zz=keep%20me"),
+              "requeued: %s", r->str);
+    freeReplyObject(r);
+    c = run(ARGS("pop", "--reliable", "--url", fx_url(), "-n", "1", "q"));
     assert_code(c, 0);
-    cr_assert_str_eq(c->out, "a/b \xc3\xa9\n");
+    cr_assert_eq(c->out_len, strlen(body) + 1);
+    cr_assert(memcmp(c->out, body, strlen(body)) == 0, "stdout: %s", c->out);
+    wait_no_processing("q");
+}
+
+/* ---- payloads, names, many queues ------------------------------------------------- */
+
+Test(cli_reliable, pop_reliable_prints_json_payloads_as_pushed)
+{
+    /* The shapes the old envelope code rewrote or dead-lettered. */
+    static const char *const bodies[] = {
+        "{\"to\":\"a@b.c\",\"subject\":\"hi\",\"body\":\"hello\"}",
+        "{\"id\":42,\"body\":\"x\"}",
+        "{\"body_b64\":\"not base64!\"}",
+        "{\"body\":\"x\",\"attempts\":\"two\"}",
+        "{\"body\":{\"n\":12345678901234567890}}",
+        "RQ1 a=7\nnot a frame: pushed by a user",
+    };
+    enum { N = sizeof bodies / sizeof bodies[0] };
+    char want[1024] = "", count[8];
+
+    for (int i = 0; i < N; i++) {
+        fx_cmd_ok("LPUSH q %s", bodies[i]); /* a plain client */
+        strcat(want, bodies[i]);
+        strcat(want, "\n");
+    }
+    snprintf(count, sizeof count, "%d", N);
+    cli_child *c = run(ARGS("pop", "--reliable", "--url", fx_url(), "-n", count,
+                        "q"));
+    assert_code(c, 0);
+    cr_assert_str_eq(c->out, want);
+    wait_no_processing("q");
+    cr_assert_eq(fx_llen("{q}/dead"), 0, "a payload was dead-lettered");
+    cr_assert_eq(fx_llen("q"), 0);
+}
+
+Test(cli_reliable, queue_name_of_1024_bytes_everywhere)
+{
+    static char name[1025];
+    char dead[1100];
+    llen_want dead2 = {dead, 2};
+    lib_consumer lc;
+
+    memset(name, 'n', 1024);
+    memcpy(name, "long:queue-", 11);
+    name[1024] = '\0';
+    snprintf(dead, sizeof dead, "{%s}/dead", name);
+
+    cli_child *c = run(ARGS("push", "--url", fx_url(), name, "m1", "m2", "m3"));
+    assert_code(c, 0);
+    cr_assert_eq(fx_llen(name), 3);
+    c = run(ARGS("pop", "--reliable", "--url", fx_url(), "-n", "1", name));
+    assert_code(c, 0);
+    cr_assert_str_eq(c->out, "m1\n");
+    wait_no_processing(name);
+
+    lc_start(&lc, name, true);
+    cr_assert(fx_run_until(llen_is, &dead2, 10000), "not dead-lettered");
+    lc_close(&lc);
+
+    c = run(ARGS("dead", "list", "--url", fx_url(), name));
+    assert_code(c, 0);
+    cr_assert_eq(cli_count_lines(c), 2, "stdout: %s", c->out);
+    cr_assert(strstr(c->out, "\tnack: bad payload (attempt 1 of 1)\tm3\n") &&
+                  strstr(c->out, "\tnack: bad payload (attempt 1 of 1)\tm2\n"),
+              "stdout: %s", c->out);
+
+    c = run(ARGS("stats", "--json", "--url", fx_url(), name));
+    assert_code(c, 0);
+    cr_assert(strstr(c->out, name) != NULL, "the name is not in: %s", c->out);
+    cr_assert(strstr(c->out, "\"ready\":0,\"due\":0,\"processing\":0,"
+                             "\"delayed\":0,\"dead\":2,") != NULL,
+              "stdout ends: %s", c->out + c->out_len - 150);
+    c = run(ARGS("stats", "--url", fx_url(), name));
+    assert_code(c, 0);
+    cr_assert(strstr(c->out, name) != NULL, "stdout: %s", c->out);
+
+    c = run(ARGS("dead", "requeue", "--all", "--url", fx_url(), name));
+    assert_code(c, 0);
+    cr_assert_str_eq(c->out, "requeued 2\n");
+    c = run(ARGS("pop", "--reliable", "--url", fx_url(), "-n", "2", name));
+    assert_code(c, 0);
+    cr_assert_str_eq(c->out, "m2\nm3\n");
+    wait_no_processing(name);
+
+    c = run(ARGS("dead", "purge", "--url", fx_url(), name));
+    assert_code(c, 0);
+    cr_assert_str_eq(c->out, "purged 0\n");
+    c = run(ARGS("stats", "--json", "--url", fx_url(), name));
+    assert_code(c, 0);
+    cr_assert(strstr(c->out, "\"ready\":0,\"due\":0,\"processing\":0,"
+                             "\"delayed\":0,\"dead\":0,") != NULL &&
+                  strstr(c->out, ",\"orphaned\":0,\"orphans\":[]}]}\n"),
+              "stdout ends: %s", c->out + c->out_len - 150);
+}
+
+Test(cli_reliable, pop_reliable_over_six_queues)
+{
+    /* TAKE's arguments grow with the queues (4 keys each): 5 and more
+     * used to write past the consumer's argument array. */
+    static const char *const qs[] = {"q1", "q2", "q3", "q4", "q5", "q6"};
+    char want[256] = "";
+
+    for (int i = 0; i < 6; i++)
+        for (int k = 0; k < 2; k++) {
+            char m[16];
+            snprintf(m, sizeof m, "%s.%d", qs[i], k);
+            fx_cmd_ok("LPUSH %s %s", qs[i], m);
+            strcat(want, m);
+            strcat(want, "\n");
+        }
+    cli_child *c = run(ARGS("pop", "--reliable", "--url", fx_url(), "-n", "12",
+                        "q1", "q2", "q3", "q4", "q5", "q6"));
+    assert_code(c, 0);
+    /* Earlier queues first. */
+    cr_assert_str_eq(c->out, want);
+    for (int i = 0; i < 6; i++) {
+        wait_no_processing(qs[i]);
+        cr_assert_eq(fx_llen(qs[i]), 0);
+        cr_assert_eq(fx_cmd_int("SCARD {%s}/consumers", qs[i]), 0);
+    }
 }
 
 /* ---- stats ----------------------------------------------------------------------- */
@@ -554,37 +776,102 @@ Test(cli_reliable, dead_requeue_rewrites_only_what_it_must)
 Test(cli_reliable, stats_match_a_layout_built_by_hand)
 {
     fx_cmd_ok("RPUSH q r1 r2 r3");
-    fx_cmd_ok("ZADD q:delayed 4102444800000 d1 4102444800000 d2");
-    fx_cmd_ok("LPUSH q:dead x");
-    /* A live consumer holding two, a dead one holding none yet, and a
-     * processing list nobody registered (not counted). */
-    fx_cmd_ok("SADD q:consumers live1 dead1");
-    fx_cmd_ok("SET q:hb:live1 1 PX 600000");
-    fx_cmd_ok("RPUSH q:proc:live1 p1 p2");
-    fx_cmd_ok("RPUSH q:proc:ghost g1 g2 g3");
+    fx_cmd_ok("RPUSH {q}/due f1");
+    fx_cmd_ok("ZADD {q}/delayed 4102444800000 d1 4102444800000 d2");
+    fx_cmd_ok("LPUSH {q}/dead x");
+    /* A live holder with two raw and one framed message, a dead one (no
+     * heartbeat) holding one: both registered, both counted. */
+    fx_cmd_ok("SADD {q}/consumers 0123456789abcdef.0 fedcba9876543210.1");
+    fx_cmd_ok("SET {q}/hb:0123456789abcdef.0 1 PX 600000");
+    fx_cmd_ok("RPUSH {q}/proc:0123456789abcdef.0 p1 p2");
+    fx_cmd_ok("RPUSH {q}/fproc:0123456789abcdef.0 p3");
+    fx_cmd_ok("RPUSH {q}/proc:fedcba9876543210.1 p4");
 
     cli_child *c = run(ARGS("stats", "--url", fx_url(), "q", "other"));
     assert_code(c, 0);
     cr_assert_str_eq(c->out,
-                     "QUEUE  READY  PROCESSING  DELAYED  DEAD  CONSUMERS  "
-                     "REGISTERED\n"
-                     "q          3           2        2     1          1  "
-                     "         2\n"
-                     "other      0           0        0     0          0  "
-                     "         0\n");
+                     "QUEUE  READY  DUE  PROCESSING  DELAYED  DEAD  CONSUMERS  "
+                     "REGISTERED  ORPHANED\n"
+                     "q          3    1           4        2     1          1  "
+                     "         2         0\n"
+                     "other      0    0           0        0     0          0  "
+                     "         0         0\n");
+    cr_assert_eq(c->err_len, 0, "stderr: %s", c->err);
 
     c = run(ARGS("stats", "--json", "--url", fx_url(), "q"));
     assert_code(c, 0);
     cr_assert_str_eq(c->out,
-                     "{\"queues\":[{\"queue\":\"q\",\"ready\":3,"
-                     "\"processing\":2,\"delayed\":2,\"dead\":1,"
-                     "\"consumers\":1,\"registered\":2}]}\n");
+                     "{\"queues\":[{\"queue\":\"q\",\"ready\":3,\"due\":1,"
+                     "\"processing\":4,\"delayed\":2,\"dead\":1,"
+                     "\"consumers\":1,\"registered\":2,\"orphaned\":0,"
+                     "\"orphans\":[]}]}\n");
 
-    /* The dead consumer's heartbeat was never there; the live one's goes. */
-    fx_cmd_ok("DEL q:hb:live1");
+    /* The dead holder's heartbeat was never there; the live one's goes. */
+    fx_cmd_ok("DEL {q}/hb:0123456789abcdef.0");
     c = run(ARGS("stats", "--json", "--url", fx_url(), "q"));
-    cr_assert(strstr(c->out, "\"consumers\":0,\"registered\":2") != NULL,
+    cr_assert(strstr(c->out, "\"consumers\":0,\"registered\":2,") != NULL,
               "stdout: %s", c->out);
+}
+
+Test(cli_reliable, stats_names_orphaned_processing_lists)
+{
+    /* A name with every glob character: the SCAN pattern must escape them
+     * or it would not even match the queue's own keys. */
+    static const char weird[] = "w[e]i*r?d\\";
+    char key[128];
+
+    fx_cmd_ok("RPUSH q r1");
+    /* Registered: counted as processing, not orphaned. */
+    fx_cmd_ok("SADD {q}/consumers 0123456789abcdef.0");
+    fx_cmd_ok("SET {q}/hb:0123456789abcdef.0 1 PX 600000");
+    fx_cmd_ok("RPUSH {q}/proc:0123456789abcdef.0 p1");
+    /* Orphaned: a holder nobody registered (or a stop that forgot it). */
+    fx_cmd_ok("RPUSH {q}/proc:00000000deadbeef.7 g1 g2 g3");
+    fx_cmd_ok("RPUSH {q}/fproc:00000000deadbeef.7 g4");
+    /* Not processing lists of q: the dead list of a queue named "{q}/proc"
+     * ("{q}/proc:dead"), a string, another queue's orphan. */
+    fx_cmd_ok("RPUSH {q}/proc:dead x");
+    fx_cmd_ok("SET {q}/proc:00000000deadbeef.8 str");
+    fx_cmd_ok("RPUSH {other}/proc:00000000deadbeef.9 o1");
+    snprintf(key, sizeof key, "{%s}/proc:00000000cafe0000.1", weird);
+    fx_cmd_ok("RPUSH %s w1 w2", key);
+
+    cli_child *c = run(ARGS("stats", "--url", fx_url(), "q", weird));
+    assert_code(c, 0);
+    cr_assert(strstr(c->out,
+                     "QUEUE        READY  DUE  PROCESSING  DELAYED  DEAD  "
+                     "CONSUMERS  REGISTERED  ORPHANED\n"
+                     "q                1    0           1        0     0  "
+                     "        1           1         4\n"
+                     "w[e]i*r?d\\\\      0    0           0        0     0  "
+                     "        0           0         2\n"
+                     "\norphaned processing lists") == c->out,
+              "stdout: %s", c->out);
+    cr_assert(strstr(c->out, "\n  {q}/proc:00000000deadbeef.7\t3\n"),
+              "stdout: %s", c->out);
+    cr_assert(strstr(c->out, "\n  {q}/fproc:00000000deadbeef.7\t1\n"),
+              "stdout: %s", c->out);
+    cr_assert(strstr(c->out, "\n  {w[e]i*r?d\\\\}/proc:00000000cafe0000.1\t2\n"),
+              "stdout: %s", c->out);
+    cr_assert_eq(cli_count_lines(c), 8, "stdout: %s", c->out);
+    cr_assert(strstr(c->err, "3 orphaned processing lists") != NULL,
+              "stderr: %s", c->err);
+
+    c = run(ARGS("stats", "--json", "--url", fx_url(), "q"));
+    assert_code(c, 0);
+    cr_assert(strstr(c->out, "\"processing\":1,") &&
+                  strstr(c->out, "\"orphaned\":4,\"orphans\":[{\"key\":\""),
+              "stdout: %s", c->out);
+    cr_assert(strstr(c->out, "{\"key\":\"{q}/proc:00000000deadbeef.7\","
+                             "\"messages\":3}") &&
+                  strstr(c->out, "{\"key\":\"{q}/fproc:00000000deadbeef.7\","
+                                 "\"messages\":1}"),
+              "stdout: %s", c->out);
+
+    /* -q: the listing stays, the warning goes. */
+    c = run(ARGS("stats", "-q", "--url", fx_url(), "q"));
+    assert_code(c, 0);
+    cr_assert_eq(c->err_len, 0, "stderr: %s", c->err);
 }
 
 Test(cli_reliable, stats_over_unix_socket_and_other_database)
@@ -697,23 +984,24 @@ Test(cli_reliable, admin_password_exits_5_or_works, .init = fx_setup_noserver)
 
 Test(cli_reliable, admin_wrongtype_exits_1_and_moves_nothing)
 {
-    fx_cmd_ok("SET q:dead text");
+    fx_cmd_ok("SET {q}/dead text");
     for (int w = 0; w < 4; w++) {
         cli_child *c = run(admin_cmd_args(w, fx_url()));
         assert_code(c, 1);
         cr_assert(strstr(c->err, "WRONGTYPE") != NULL, "stderr: %s", c->err);
     }
-    cr_assert_str_eq(fx_cmd_ok("GET q:dead")->str, "text");
+    cr_assert_str_eq(fx_cmd_ok("GET {q}/dead")->str, "text");
 
-    /* The ready list is the wrong type: requeue must not pop the dead
+    /* The due list is the wrong type: requeue must not pop the dead
      * letter it could not push. */
-    fx_cmd_ok("DEL q:dead");
+    fx_cmd_ok("DEL {q}/dead");
     push_dead("1", "one", 5, "boom", 1700000000000LL);
-    fx_cmd_ok("SET q text");
+    fx_cmd_ok("SET {q}/due text");
     cli_child *c = run(ARGS("dead", "requeue", "--all", "--url", fx_url(), "q"));
     assert_code(c, 1);
     cr_assert(strstr(c->err, "WRONGTYPE") != NULL, "stderr: %s", c->err);
-    cr_assert_eq(fx_llen("q:dead"), 1);
+    cr_assert_eq(fx_llen("{q}/dead"), 1);
+    cr_assert_str_eq(fx_cmd_ok("GET {q}/due")->str, "text");
 }
 
 /* ---- usage ---------------------------------------------------------------------------- */
@@ -750,6 +1038,8 @@ Test(cli_reliable, help_for_the_new_commands)
 
 Test(cli_reliable, usage_errors_exit_2)
 {
+    static char toolong[1026];
+    memset(toolong, 'n', 1025);
     const char *const *const cases[] = {
         ARGS("dead"),
         ARGS("dead", "frob", "q"),
@@ -758,6 +1048,8 @@ Test(cli_reliable, usage_errors_exit_2)
         ARGS("dead", "list", "-n", "x", "q"),
         ARGS("dead", "list", "--all", "q"),
         ARGS("dead", "list", ""),
+        ARGS("dead", "list", toolong),
+        ARGS("stats", "q", toolong),
         ARGS("dead", "requeue", "q"),
         ARGS("dead", "requeue", "q", "--all", "-n", "2"),
         ARGS("dead", "purge", "-n", "1", "q"),
