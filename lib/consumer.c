@@ -374,12 +374,21 @@ static int pop_reply_begin(popper *pp, redisReply *r)
 {
     redq_consumer *c = pp->owner;
     pp->outstanding--;
-    if (c->closing)
+    if (c->closing) {
+        /* A closing consumer gives back what its lists hold once no pop
+         * is out; what this one took is in them, untracked. */
+        if (pp->outstanding == 0)
+            defer(c, DEFER_CHECK_STOP);
         return 0;
+    }
     if (r == NULL) {
-        /* At-least-once, the pop may have run: reconcile before the next. */
+        /* At-least-once, the pop may have run (or may still run, late, if
+         * the server stalled with it in its buffer): reconcile once this
+         * connection is back, which says the server is answering again,
+         * and before the next pop. */
         round_end(pp);
-        redq__rel_sync(c, pp);
+        if (c->reliable)
+            pp->sync = 1;
         return 0;
     }
     c->st.pops++;
@@ -583,6 +592,7 @@ static size_t usable_queues(redq_consumer *c, size_t at, popper *pp)
         if (pp != NULL) {
             c->argv[at++] = c->rq[i].pl[2 * pp->idx + 1].key;
             c->argv[at++] = c->rq[i].pl[2 * pp->idx].key;
+            c->argv[at++] = c->rq[i].consumers;
             pp->round_q[nkeys] = i;
         }
         nkeys++;
@@ -621,14 +631,15 @@ static int start_reliable_round(popper *pp, size_t n, char *tbuf,
     if (nkeys == 0)
         return REDQ_EINVAL;
     pp->nround = nkeys;
-    argc += 4 * nkeys;
-    snprintf(nbuf, 24, "%zu", 4 * nkeys);
+    argc += 5 * nkeys;
+    snprintf(nbuf, 24, "%zu", 5 * nkeys);
     c->argv[argc++] = tbuf + 32; /* the count, below */
     snprintf(tbuf + 32, 24, "%zu", n);
+    c->argv[argc++] = pp->holder;
     for (i = 0; i < argc; i++)
         c->argvlen[i] = strlen(c->argv[i]);
-    rc = redq__conn_sendv(pp->conn, (int)argc, c->argv, c->argvlen, 0,
-                          on_take_reply, pp);
+    rc = redq__rel_send_script(pp->conn, REDQ__SCRIPT_TAKE, argc, c->argv,
+                               c->argvlen, 0, on_take_reply, pp);
     if (rc == 0) {
         pp->stage = R_TAKE;
         pp->reserved = n;
@@ -722,7 +733,7 @@ static void on_unblock_reply(redq__conn *conn, void *reply, void *arg)
     redq_consumer *c = pp->owner;
     redisReply *r = reply;
     (void)conn;
-    if (c->closing)
+    if (c->closing && !c->close_draining)
         return;
     pp->unblock_sent = 0;
     /* 0: the pop was not blocked yet (still on its way to the server).
@@ -760,17 +771,41 @@ static void unblock_all(redq_consumer *c)
  * REDQ_ETIMEDOUT and whatever is still unanswered carries on until close.
  * A close that waits for its acks (close_draining) finishes here too.
  */
+/* A popper whose pop reply was lost has not been reconciled yet: giving
+ * everything back before it reconnects could race that pop, run late. */
+static size_t pops_out(const redq_consumer *c)
+{
+    size_t i, n = 0;
+    for (i = 0; i < c->npool; i++)
+        n += c->pool[i].outstanding > 0 && redq__conn_ready(c->pool[i].conn);
+    return n;
+}
+
+static int syncs_pending(const redq_consumer *c)
+{
+    size_t i;
+    for (i = 0; i < c->npool; i++)
+        if (c->pool[i].sync != 0)
+            return 1;
+    return 0;
+}
+
 static void check_stop(redq_consumer *c)
 {
     redq_stop_cb cb;
     if (c->closing) {
-        if (c->close_draining && redq__rel_quiet(c))
+        if (!c->close_draining)
+            return;
+        if (!c->deregistered && pops_out(c) == 0 && !syncs_pending(c))
+            redq__rel_return_all(c);
+        if (redq__rel_quiet(c) && (c->deregistered || syncs_pending(c)))
             close_now(c);
         return;
     }
     if (!c->stopping || c->stop_done)
         return;
-    if (!c->stop_timed_out && (c->n_idle < c->npool || c->unacked > 0))
+    if (!c->stop_timed_out &&
+        (c->n_idle < c->npool || c->unacked > 0 || syncs_pending(c)))
         return;
     if (c->stop_timed_out || c->unacked == 0) {
         redq__rel_flush_acks(c);
@@ -802,7 +837,7 @@ static void retry_cb(evutil_socket_t fd, short what, void *arg)
     redq_consumer *c = arg;
     (void)fd;
     (void)what;
-    if (c->stopping)
+    if (c->stopping || c->closing)
         unblock_all(c);
     else
         kick_all(c);
@@ -848,6 +883,8 @@ static void popper_up(redq__conn *conn, void *arg)
     popper *pp = arg;
     (void)conn;
     pp->owner->st.connects++;
+    if (pp->sync == 1)
+        redq__rel_sync(pp->owner, pp); /* waits in the outbox if ctl is down */
     kick(pp);
 }
 
@@ -983,10 +1020,10 @@ int redq_consumer_new(redq_consumer **out, struct event_base *base,
     c->queues = calloc(nqueues, sizeof *c->queues);
     c->qlens = calloc(nqueues, sizeof *c->qlens);
     c->bad_until = calloc(nqueues, sizeof *c->bad_until);
-    /* The longest command: TAKE, "EVALSHA sha numkeys" + 4 keys a queue +
-     * the count; BLMPOP needs 2 a queue + 6. */
-    c->argv = calloc(4 * nqueues + 8, sizeof *c->argv);
-    c->argvlen = calloc(4 * nqueues + 8, sizeof *c->argvlen);
+    /* The longest command: TAKE, "EVALSHA sha numkeys" + 5 keys a queue +
+     * the count and the holder; BLMPOP needs 2 a queue + 6. */
+    c->argv = calloc(5 * nqueues + 8, sizeof *c->argv);
+    c->argvlen = calloc(5 * nqueues + 8, sizeof *c->argvlen);
     c->pool = calloc(c->npool, sizeof *c->pool);
     c->ev_defer = event_new(base, -1, 0, defer_cb, c);
     c->t_retry = event_new(base, -1, 0, retry_cb, c);
@@ -1010,11 +1047,11 @@ int redq_consumer_new(redq_consumer **out, struct event_base *base,
     if (redq__rel_init(c, opts) != 0)
         goto fail;
     redq__conn_config_init(&cfg, opts, &url, &c->log);
-    cfg.load_scripts = 1; /* acks, retries, promotion */
+    cfg.load_scripts = 0; /* scripts load on first use */
     if (redq__conn_new(&c->ctl, base, &cfg, ctl_up, NULL, c) != 0)
         goto fail;
-    cfg.load_scripts = c->reliable; /* TAKE */
-    cfg.want_client_id = 1;
+    cfg.want_client_id = 1; /* CLIENT UNBLOCK at stop */
+    cfg.want_version = 1;   /* the pop command depends on it */
     cfg.arena_replies = 1; /* many small elements per reply */
     for (i = 0; i < c->npool; i++) {
         c->pool[i].owner = c;
@@ -1154,18 +1191,22 @@ static void close_now(redq_consumer *c)
 {
     redq_close_cb cb = c->close_cb;
     void *user = c->close_user;
-    /* Acks already accepted (redq_ack returned 0) are sent and awaited,
-     * for a bounded time, before the connections go: otherwise an ack
-     * followed by a close in the same iteration would never leave. */
+    /* At-least-once, for at most a second before the connections go:
+     * acks already accepted (redq_ack returned 0) are sent and answered, or
+     * an ack followed by a close in the same iteration would never leave;
+     * and since message pointers die with the close, what the handler
+     * holds can never be acked: it is given back now, with everything else
+     * the lists hold, and the consumer leaves the consumers set (once the
+     * pops out, unblocked, have answered: none may land after that). */
     if (c->reliable && !c->close_draining && redq__conn_ready(c->ctl)) {
+        struct timeval tv = {1, 0};
+        c->close_draining = 1;
         redq__rel_flush_acks(c);
-        if (!redq__rel_quiet(c)) {
-            struct timeval tv = {1, 0};
-            c->close_draining = 1;
-            event_del(c->t_stop);
-            event_add(c->t_stop, &tv);
-            return;
-        }
+        unblock_all(c);
+        event_del(c->t_stop);
+        event_add(c->t_stop, &tv);
+        check_stop(c);
+        return;
     }
     if (c->stopping && !c->stop_done) {
         c->stop_done = 1;

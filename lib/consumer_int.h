@@ -102,6 +102,7 @@ typedef struct outcmd {
     size_t len;
     int kind; /* OUT_ACK, OUT_ACKFAST, OUT_SETTLE, OUT_SYNC, OUT_OTHER */
     void *ctx; /* OUT_SYNC: the popper */
+    int script; /* the REDQ__SCRIPT_* it runs (loaded on first use) */
     char *fallback; /* OUT_ACKFAST: the full ACK, if the server says -1 */
     size_t fallback_len;
 } outcmd;
@@ -190,6 +191,13 @@ struct redq_consumer {
 void redq__consumer_defer(redq_consumer *c, int flag);
 
 /* ---- lib/reliable.c ---- */
+
+/** Format argv (lens NULL: strlen each) and send it on `conn` as a call of
+ *  Lua script `script`, loading the script on its first use there
+ *  (redq__conn_send_script). Same returns. */
+int redq__rel_send_script(redq__conn *conn, int script, size_t argc,
+                          const char **argv, const size_t *lens,
+                          int extra_timeout_ms, redq__reply_cb cb, void *arg);
 
 /** Set up at-least-once state (keys, timers, id) for a new consumer. */
 int redq__rel_init(redq_consumer *c, const redq_options *o);

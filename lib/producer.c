@@ -429,8 +429,15 @@ static void pump(redq_producer *p)
     while (p->next_unsent != NULL && p->inflight < limit &&
            !p->throttled && redq__conn_ready(p->conn)) {
         batch *b = p->next_unsent;
-        int rc = redq__conn_send(p->conn, b->buf + b->start, b->len - b->start,
-                                 0, on_batch_reply, b);
+        /* The delay script is loaded on its first use on a connection. */
+        int rc = b->kind == B_DELAY
+                     ? redq__conn_send_script(p->conn, REDQ__SCRIPT_DELAY,
+                                              b->buf + b->start,
+                                              b->len - b->start, 0,
+                                              on_batch_reply, b)
+                     : redq__conn_send(p->conn, b->buf + b->start,
+                                       b->len - b->start, 0, on_batch_reply,
+                                       b);
         if (rc != 0) {
             /* Not ready after all (or no memory for the ring): it stays
              * unsent, and on_up or the next reply retries. */
@@ -657,7 +664,9 @@ static void on_batch_reply(redq__conn *c, void *reply, void *arg)
             p->redo = 1;
             p->redo_code = redq__err_from_reply(r->str, (size_t)r->len);
             snprintf(p->redo_msg, sizeof p->redo_msg, "%s", r->str);
-            redq__log(&p->log, REDQ_LOG_WARN, p->redo_code,
+            /* The connection says it (at WARN, once per state) when the
+             * redo resets it; here only the detail. */
+            redq__log(&p->log, REDQ_LOG_DEBUG, p->redo_code,
                       "LPUSH %s not applied: %s; resending one batch at a "
                       "time",
                       b->qname, r->str);
@@ -969,7 +978,7 @@ int redq_producer_new(redq_producer **out, struct event_base *base,
              (unsigned)(redq__now_us() ^ (uintptr_t)p),
              (unsigned)((uint64_t)redq__wall_ms() ^ ((uintptr_t)p >> 16)));
     redq__conn_config_init(&cfg, opts, &url, &p->log);
-    cfg.load_scripts = 1; /* the delay script, after any restart or flush */
+    cfg.load_scripts = 0; /* the delay script loads on first use */
     rc = redq__conn_new(&p->conn, base, &cfg, conn_up, conn_down, p);
     redq__url_free(&url);
     if (rc == 0) {

@@ -96,6 +96,34 @@ static char *format_cmdz(size_t argc, const char **argv, size_t *out_len)
     return format_cmd(argc, argv, lens, out_len);
 }
 
+int redq__rel_send_script(redq__conn *conn, int script, size_t argc,
+                          const char **argv, const size_t *lens,
+                          int extra_timeout_ms, redq__reply_cb cb, void *arg)
+{
+    size_t n, i, stack[32], *ln = stack;
+    char *cmd;
+    int rc;
+    if (lens == NULL) {
+        if (argc > 32 && (ln = malloc(argc * sizeof *ln)) == NULL)
+            return REDQ_ENOMEM;
+        for (i = 0; i < argc; i++)
+            ln[i] = strlen(argv[i]);
+    } else {
+        ln = (size_t *)lens;
+    }
+    cmd = format_cmd(argc, argv, ln, &n);
+    if (ln != stack && ln != lens)
+        free(ln);
+    if (cmd == NULL)
+        return REDQ_ENOMEM;
+    /* The connection loads the script on its first use (a least-privilege
+     * user that never needs a script never needs SCRIPT LOAD). */
+    rc = redq__conn_send_script(conn, script, cmd, n, extra_timeout_ms, cb,
+                                arg);
+    free(cmd);
+    return rc;
+}
+
 /* ---- the outbox ----------------------------------------------------------
  * out_head: not sent yet (the control connection is down); sent_head: sent,
  * replies awaited, in send order. A command that must be sent again goes
@@ -107,7 +135,8 @@ static void out_send_all(redq_consumer *c)
 {
     while (c->out_head != NULL && redq__conn_ready(c->ctl)) {
         outcmd *o = c->out_head;
-        if (redq__conn_send(c->ctl, o->buf, o->len, 0, on_out_reply, c) != 0)
+        if (redq__conn_send_script(c->ctl, o->script, o->buf, o->len, 0,
+                                   on_out_reply, c) != 0)
             break;
         c->out_head = o->next;
         if (c->out_head == NULL)
@@ -136,8 +165,8 @@ static const char *kind_name(int kind)
     }
 }
 
-static void out_push(redq_consumer *c, char *buf, size_t len, int kind,
-                     char *fallback, size_t fallback_len, void *ctx)
+static void out_push(redq_consumer *c, int script, char *buf, size_t len,
+                     int kind, char *fallback, size_t fallback_len, void *ctx)
 {
     outcmd *o = malloc(sizeof *o);
     if (o == NULL) {
@@ -153,6 +182,7 @@ static void out_push(redq_consumer *c, char *buf, size_t len, int kind,
     }
     o->buf = buf;
     o->len = len;
+    o->script = script;
     o->kind = kind;
     o->fallback = fallback;
     o->fallback_len = fallback_len;
@@ -241,7 +271,8 @@ static void on_out_reply(redq__conn *conn, void *reply, void *arg)
     if (o->kind == OUT_ACKFAST && r->type == REDIS_REPLY_INTEGER &&
         r->integer < 0) {
         /* The list was not as the client saw it: ack one by one. */
-        out_push(c, o->fallback, o->fallback_len, OUT_ACK, NULL, 0, NULL);
+        out_push(c, REDQ__SCRIPT_ACK, o->fallback, o->fallback_len, OUT_ACK,
+                 NULL, 0, NULL);
         o->fallback = NULL;
     } else if (r->type == REDIS_REPLY_ERROR) {
         c->st.errors++;
@@ -521,10 +552,8 @@ static void settle(redq_consumer *c, redq_message *m, const char *why,
     argv[7] = frame;
     argv[8] = delay;
     argv[9] = m->state == M_FAST ? "0" : "1";
-    for (i = 0; i < 10; i++)
-        lens[i] = strlen(argv[i]);
-    lens[6] = m->raw_len;
-    lens[7] = flen;
+    for (i = 0; i < 10; i++) /* the message and frame are not strings */
+        lens[i] = i == 6 ? m->raw_len : i == 7 ? flen : strlen(argv[i]);
     cmd = format_cmd(10, argv, lens, &cmd_len);
     free(frame);
     if (cmd == NULL)
@@ -536,7 +565,7 @@ static void settle(redq_consumer *c, redq_message *m, const char *why,
     } else {
         c->st.retried++;
     }
-    out_push(c, cmd, cmd_len, OUT_SETTLE, NULL, 0, NULL);
+    out_push(c, REDQ__SCRIPT_SETTLE, cmd, cmd_len, OUT_SETTLE, NULL, 0, NULL);
     return;
 nomem:
     redq__log(&c->log, REDQ_LOG_ERROR, REDQ_ENOMEM,
@@ -745,13 +774,14 @@ static void flush_plist(redq_consumer *c, plist *pl)
         ln[6] = pl->last_len;
         fast = format_cmd(7, av, ln, &flen);
         if (fast != NULL) {
-            out_push(c, fast, flen, OUT_ACKFAST, buf, blen, NULL);
+            out_push(c, REDQ__SCRIPT_ACKFAST, fast, flen, OUT_ACKFAST, buf,
+                     blen, NULL);
             pl->acklen = 0;
             pl->nacks = 0;
             return;
         }
     }
-    out_push(c, buf, blen, OUT_ACK, NULL, 0, NULL);
+    out_push(c, REDQ__SCRIPT_ACK, buf, blen, OUT_ACK, NULL, 0, NULL);
     pl->acklen = 0;
     pl->nacks = 0;
 }
@@ -808,13 +838,14 @@ static void send_return(redq_consumer *c, size_t i, size_t k, int stop,
             sync_done(c, pp, NULL);
         return;
     }
-    out_push(c, cmd, n, stop ? OUT_OTHER : OUT_SYNC, NULL, 0, pp);
+    out_push(c, REDQ__SCRIPT_RETURN, cmd, n, stop ? OUT_OTHER : OUT_SYNC,
+             NULL, 0, pp);
 }
 
 void redq__rel_sync(redq_consumer *c, popper *pp)
 {
     size_t i;
-    if (!c->reliable || pp->sync != 0 || c->closing)
+    if (!c->reliable || pp->sync == 2 || c->closing)
         return;
     /* Gathered acks first: the counts sent assume them applied. */
     redq__rel_flush_acks(c);
@@ -992,8 +1023,8 @@ static void members_reply(redq__conn *conn, void *reply, void *arg)
             if (lens[i] == 0)
                 lens[i] = strlen(argv[i]);
         if (ref2 != NULL &&
-            redq__conn_sendv(c->ctl, (int)argc, argv, lens, 0, scan_reply,
-                             ref2) == 0)
+            redq__rel_send_script(c->ctl, REDQ__SCRIPT_REAPSCAN, argc, argv,
+                                  lens, 0, scan_reply, ref2) == 0)
             c->reap_inflight++;
         else
             free(ref2);
@@ -1033,8 +1064,8 @@ static void send_reap(redq_consumer *c, size_t qi, const char *h, size_t hlen)
                               hb, hbuf, maxa, lim, prefix, q->qenc};
         snprintf(hbuf, sizeof hbuf, "%.*s", (int)hlen, h);
         n = NELEM(argv);
-        if (redq__conn_sendv(c->ctl, (int)n, argv, NULL, 0, reap_reply,
-                             ref) == 0) {
+        if (redq__rel_send_script(c->ctl, REDQ__SCRIPT_REAP, n, argv, NULL,
+                                  0, reap_reply, ref) == 0) {
             c->reap_inflight++;
             ref = NULL;
         }
@@ -1135,8 +1166,8 @@ static void heartbeat_cb(evutil_socket_t fd, short what, void *arg)
                 argv[argc++] = c->pool[k + j].holder;
             ref = qref_new(c, i);
             if (ref == NULL ||
-                redq__conn_sendv(c->ctl, (int)argc, argv, NULL, 0, hb_reply,
-                                 ref) != 0)
+                redq__rel_send_script(c->ctl, REDQ__SCRIPT_HEARTBEAT, argc,
+                                      argv, NULL, 0, hb_reply, ref) != 0)
                 free(ref);
         }
         if (c->registered && c->reap_inflight == 0) {
@@ -1178,9 +1209,18 @@ static void on_promote_reply(redq__conn *conn, void *reply, void *arg)
         if (r->element[0]->integer >= 1000)
             wait = 0; /* more due than one call moves */
     } else if (r->type == REDIS_REPLY_ERROR) {
+        int code = redq__err_from_reply(r->str, (size_t)r->len);
         c->st.errors++;
-        redq__log(&c->log, REDQ_LOG_ERROR,
-                  redq__err_from_reply(r->str, (size_t)r->len),
+        if (code == REDQ_ENOPERM && !c->reliable) {
+            /* An at-most-once consumer of a user without scripts: delayed
+             * and retried messages need them; say so once, then stop
+             * asking (plain pops go on). */
+            redq__log(&c->log, REDQ_LOG_WARN, code,
+                      "delayed and retried messages will not be promoted: %s",
+                      r->str);
+            return;
+        }
+        redq__log(&c->log, REDQ_LOG_ERROR, code,
                   "promoting delayed messages: %s", r->str);
         redq__rel_script_error(c, c->ctl, r->str);
     }
@@ -1207,7 +1247,8 @@ static void promote_cb(evutil_socket_t fd, short what, void *arg)
     for (i = 0; i < c->nq && redq__conn_ready(c->ctl) && !c->stop_done; i++) {
         const char *argv[] = {"EVALSHA", c->scripts.sha[REDQ__SCRIPT_PROMOTE],
                               "2", c->rq[i].delayed, c->rq[i].due, "1000"};
-        redq__conn_sendv(c->ctl, NELEM(argv), argv, NULL, 0, on_promote_reply, c);
+        redq__rel_send_script(c->ctl, REDQ__SCRIPT_PROMOTE, NELEM(argv), argv,
+                              NULL, 0, on_promote_reply, c);
     }
 }
 

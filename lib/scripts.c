@@ -77,33 +77,41 @@
 /*
  * TAKE: move up to ARGV[1] messages into this holder's processing lists,
  * queues in priority order, each queue's due frames before its ready list.
- * KEYS, 4 per queue: due, Q, fproc:<holder>, proc:<holder>.
+ * KEYS, 5 per queue: due, Q, fproc:<holder>, proc:<holder>, consumers.
+ * ARGV: count, holder.
  * Returns {-1, i} when queue i's key holds a non-list (nothing moved), else
  * one group per source that had messages: {queue (1-based), kind (0: frames
  * from due, 1: raw from Q), {message, ...} oldest first}.
+ * A holder that is not registered takes nothing: a TAKE the server runs
+ * late (its connection dropped while the server stalled) after the holder
+ * gave everything back and left must not fill lists nobody watches.
  * Per source one LMPOP and one LPUSH of the same array: both lists end as
  * that many RPOPLPUSHes would leave them, with no per-message Lua work.
  */
 static const char take_src[] =
     SHEBANG LUA_PUSHALL
     "for i = 1, #KEYS do\n"
-    "  local t = redis.call('TYPE', KEYS[i])['ok']\n"
-    "  if t ~= 'list' and t ~= 'none' then\n"
-    "    return {-1, math.floor((i - 1) / 4) + 1}\n"
+    "  if i % 5 ~= 0 then\n"
+    "    local t = redis.call('TYPE', KEYS[i])['ok']\n"
+    "    if t ~= 'list' and t ~= 'none' then\n"
+    "      return {-1, math.floor((i - 1) / 5) + 1}\n"
+    "    end\n"
     "  end\n"
     "end\n"
     "local n = tonumber(ARGV[1])\n"
     "local out = {}\n"
     "local got = 0\n"
-    "for i = 1, #KEYS, 4 do\n"
-    "  for j = 0, 1 do\n"
-    "    if got >= n then return out end\n"
-    "    local r = redis.call('LMPOP', 1, KEYS[i + j], 'RIGHT', 'COUNT', "
+    "for i = 1, #KEYS, 5 do\n"
+    "  if redis.call('SISMEMBER', KEYS[i + 4], ARGV[2]) == 1 then\n"
+    "    for j = 0, 1 do\n"
+    "      if got >= n then return out end\n"
+    "      local r = redis.call('LMPOP', 1, KEYS[i + j], 'RIGHT', 'COUNT', "
     "n - got)\n"
-    "    if r then\n"
-    "      pushall('LPUSH', KEYS[i + 2 + j], r[2])\n"
-    "      out[#out + 1] = {(i + 3) / 4, j, r[2]}\n"
-    "      got = got + #r[2]\n"
+    "      if r then\n"
+    "        pushall('LPUSH', KEYS[i + 2 + j], r[2])\n"
+    "        out[#out + 1] = {(i + 4) / 5, j, r[2]}\n"
+    "        got = got + #r[2]\n"
+    "      end\n"
     "    end\n"
     "  end\n"
     "end\n"
@@ -328,10 +336,17 @@ static const char heartbeat_src[] =
  * of due. KEYS: dead, due. Each frame keeps its id, its ts and any field
  * redq does not know, loses the dead-letter fields, and starts again at
  * attempts 0; the payload is untouched. A value that is not a frame (put
- * there by hand) becomes the payload of a new one. Returns {moved, left}.
+ * there by hand) becomes the payload of a new one. Both keys' types are
+ * checked before anything moves. Returns {moved, left}.
  */
 static const char deadrequeue_src[] =
     SHEBANG
+    "for i = 1, 2 do\n"
+    "  local t = redis.call('TYPE', KEYS[i])['ok']\n"
+    "  if t ~= 'list' and t ~= 'none' then\n"
+    "    return redis.error_reply('WRONGTYPE ' .. KEYS[i] .. ' holds a ' .. t)\n"
+    "  end\n"
+    "end\n"
     "local moved = 0\n"
     "while moved < tonumber(ARGV[1]) do\n"
     "  local v = redis.call('RPOP', KEYS[1])\n"
