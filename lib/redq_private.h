@@ -249,9 +249,11 @@ void redq__sha1_hex(const void *data, size_t len, char out[41]);
  * hashes to Q's own Redis Cluster slot, whatever Q's name, so that a script
  * can touch all of them on one node:
  *   - Q has a hash tag ("{orders}", "jobs{x}"):  Q ":" suffix
- *   - Q has no tag and no '}':                   "{" Q "}:" suffix
- *   - otherwise (no tag, some '}'):              "{" T "}" Q ":" suffix, with
+ *   - Q has no tag and no '}':                   "{" Q "}/" suffix
+ *   - otherwise (no tag, some '}'):              "{" T "}" Q "/" suffix, with
  *     T the shortest decimal string whose slot is Q's (found by search).
+ * ('/' where redq made the tag, ':' where the name has its own, so the keys
+ * of "a" and of "{a}" never meet.)
  * Scripts never build key names: every key they touch comes in KEYS.
  *
  * Suffixes (docs/DESIGN.md, "Key layout"):
