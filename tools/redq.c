@@ -53,6 +53,7 @@
  */
 #include "redq.h"
 #include "redq_private.h" /* redq__url_parse */
+#include "cli_lines.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -1018,27 +1019,18 @@ static int push_lines(push_state *ps)
     int i;
 
     for (i = 0; i < PRODUCE_CHUNK; i++) {
-        char *start, *nl;
-        size_t n;
+        size_t n, next, scan = ps->scan;
         int rc;
 
-        if (ps->scan == ps->len)
-            return 0; /* nothing new (buf may still be NULL) */
-        start = ps->buf + ps->off;
-        nl = memchr(ps->buf + ps->scan, '\n', ps->len - ps->scan);
-        if (!nl) {
-            ps->scan = ps->len;
+        if (!cli_line_next(ps->buf, ps->off, &scan, ps->len, 0, &n, &next)) {
+            ps->scan = scan;
             return 0;
         }
-        n = (size_t)(nl - start);
-        if (n > 0 && start[n - 1] == '\r')
-            n--;
-        rc = push_one(ps, start, n);
+        rc = push_one(ps, ps->buf + ps->off, n);
         if (rc != 0)
             return rc;
         ps->line++;
-        ps->off = (size_t)(nl - ps->buf) + 1;
-        ps->scan = ps->off;
+        ps->off = ps->scan = next;
     }
     push_schedule(ps); /* more lines may be buffered: next iteration */
     return 2;
@@ -1120,13 +1112,16 @@ static void push_pump(push_state *ps)
         return;
     }
     if (ps->eof) {
-        if (ps->len > ps->off && !ps->input_error) {
+        size_t n, next, scan = ps->scan;
+
+        if (!ps->input_error &&
+            cli_line_next(ps->buf, ps->off, &scan, ps->len, 1, &n, &next)) {
             /* A last line without \n. */
-            rc = push_one(ps, ps->buf + ps->off, ps->len - ps->off);
+            rc = push_one(ps, ps->buf + ps->off, n);
             if (rc != 0)
                 return;
             ps->line++;
-            ps->off = ps->scan = ps->len;
+            ps->off = ps->scan = next;
         }
         push_finish(&ps->s);
         return;
