@@ -962,6 +962,13 @@ static void members_reply(redq__conn *conn, void *reply, void *arg)
     char lockms[24];
     (void)conn;
 
+    if (!c->closing && r != NULL && r->type == REDIS_REPLY_ERROR) {
+        c->st.errors++;
+        redq__log(&c->log, REDQ_LOG_ERROR,
+                  redq__err_from_reply(r->str, (size_t)r->len),
+                  "%s: listing consumers to find dead ones: %s",
+                  c->queues[ref->qi], r->str);
+    }
     if (c->closing || r == NULL || r->type != REDIS_REPLY_ARRAY ||
         !redq__conn_ready(c->ctl))
         goto out;

@@ -670,3 +670,74 @@ Test(contract, extend_keeps_a_message_past_its_visibility_timeout)
     cr_assert_eq(t->stop_status, 0);
     cfinish(t);
 }
+
+/* ---- least-privilege ACL users: exactly the lists in docs/DESIGN.md ------ */
+
+typedef struct logrec {
+    unsigned errors;
+    char first[256];
+} logrec;
+
+static logrec acl_log; /* options share one user pointer: a global here */
+
+static void on_acl_log(int level, int code, const char *msg, void *user)
+{
+    logrec *l = &acl_log;
+    (void)code;
+    (void)user;
+    if (level <= REDQ_LOG_ERROR && l->errors++ == 0)
+        snprintf(l->first, sizeof l->first, "%s", msg);
+}
+
+static void acl_consume(const char *user, int delivery, int nack_once)
+{
+    ctrack *t = ctrack_new();
+    redq_options o;
+    const char *qs[2] = {"jobs", "{orders}"};
+    char url[256];
+    int k;
+
+    for (k = 0; k < 50; k++) {
+        fx_cmd_ok("LPUSH jobs j%d", k);
+        fx_cmd_ok("LPUSH {orders} o%d", k);
+    }
+    if (delivery == REDQ_AT_LEAST_ONCE) {
+        /* A dead consumer's message: the reaper's scripts run too. */
+        fx_cmd_ok("SADD {jobs}/consumers 00000000deadbeef.0");
+        fx_cmd_ok("LPUSH {jobs}/proc:00000000deadbeef.0 orphan");
+    }
+    snprintf(url, sizeof url, "redis://%s:pw-%s@127.0.0.1:%d", user, user,
+             fx_port());
+    copts(&o, t);
+    o.url = url;
+    o.delivery = delivery;
+    o.log = on_acl_log;
+    o.user = t;
+    t->mode = nack_once ? 2 : 0;
+    memset(&acl_log, 0, sizeof acl_log);
+    cr_assert_eq(redq_consumer_new(&t->c, fx_base(), &o, qs, 2), 0);
+    cr_assert(wait_got(t, nack_once ? 201 : 100, 15000),
+              "user %s: %zu deliveries", user, t->got);
+    fx_run_for(500); /* a few heartbeat periods: registration, reaper */
+    cstop(t);
+    cr_assert_eq(t->stop_status, 0, "user %s: stop %d", user, t->stop_status);
+    cr_assert_eq(acl_log.errors, 0, "user %s: %u errors, first: %s", user,
+                 acl_log.errors, acl_log.first);
+    cfinish(t);
+}
+
+Test(contract, least_privilege_consumers)
+{
+    /* docs/DESIGN.md, "ACL users": the at-least-once consumer. */
+    fx_cmd_ok("ACL SETUSER alo on >pw-alo ~* -@all +blmove +client|id "
+              "+client|unblock +evalsha +script|load +smembers "
+              "+type +lmpop +lpush +sismember +lrange +ltrim +lrem +lindex "
+              "+llen +zadd +time +zrangebyscore +zrem +zrange +get +set "
+              "+exists +lpop +rpush +srem +del +sadd");
+    acl_consume("alo", REDQ_AT_LEAST_ONCE, 1);
+    /* The at-most-once consumer: pops only; no scripts at all. */
+    fx_cmd_ok("ACL SETUSER amo on >pw-amo ~* -@all +blmpop +client|id "
+              "+client|unblock");
+    acl_consume("amo", REDQ_AT_MOST_ONCE, 0);
+    fx_cmd_ok("ACL DELUSER alo amo");
+}
