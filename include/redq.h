@@ -199,9 +199,10 @@ enum {
 /** A consumer's delivery guarantee (redq_options.delivery). */
 enum {
     /** Each pop moves the message into this consumer's processing list
-     *  (BLMOVE); redq_ack() removes it. A consumer that dies holding it, or
-     *  a handler that does not ack within visibility_timeout_ms, gets it
-     *  retried; after max_attempts it is dead-lettered. */
+     *  (BLMOVE, or a script that takes a batch); redq_ack() removes it. A
+     *  consumer that dies holding it, or a handler that does not ack within
+     *  visibility_timeout_ms, gets it retried; after max_attempts it is
+     *  dead-lettered. Needs Redis >= 7.0 (its scripts carry flags). */
     REDQ_AT_LEAST_ONCE = 0,
     /** Plain pops (BLMPOP/BRPOP): a popped message is gone from Redis, and
      *  lost if the consumer dies before its work is done. The fastest. */
@@ -311,7 +312,14 @@ typedef struct redq_options {
     int retry_max_ms;          /**< longest retry delay (default 60000) */
     int consumer_ttl_ms;       /**< a consumer that has not heartbeaten this
                                     long is presumed dead and its messages
-                                    are requeued (default 15000) */
+                                    are requeued, counting an attempt. It
+                                    beats every ttl/3 from the loop, so it
+                                    must be longer than any stall of the
+                                    loop (a handler that blocks); keep it
+                                    above visibility_timeout_ms, or a slow
+                                    handler is declared dead before its
+                                    message times out (a warning is logged
+                                    when it is not) (default 60000) */
     int promote_interval_ms;   /**< delayed and retried messages become ready
                                     at most about this late (default 200) */
 
@@ -518,9 +526,15 @@ REDQ_API void(redq_producer_get_stats)(const redq_producer *p,
  * waits in this consumer's processing list until redq_ack() (see
  * REDQ_AT_LEAST_ONCE); or at-most-once, where a popped message is gone from
  * Redis and acks only bound the window (max_unacked) and tell
- * redq_consumer_stop() when the work is done. At-least-once, a queue also
- * gets <queue>:proc:<id>, :hb:<id>, :consumers, :delayed, :dead and :reaper
- * keys (docs/DESIGN.md); a hash-tagged name keeps them in one slot.
+ * redq_consumer_stop() when the work is done. A queue's other keys
+ * (due, delayed, dead; at-least-once also processing lists, heartbeats and
+ * a consumers set) hash to the queue's own cluster slot whatever its name:
+ * "{jobs}/dead" for "jobs", "{orders}:dead" for "{orders}" (docs/DESIGN.md,
+ * "Key layout").
+ *
+ * Payloads are delivered byte for byte as they were pushed, whatever they
+ * look like: redq keeps its metadata (attempts, ids, reasons) in frames
+ * that live only in its own keys, never in the ready list.
  *
  * 0            created; connecting and popping start from the loop
  * REDQ_EINVAL  out, base, opts, queues or opts->on_message is NULL,

@@ -982,6 +982,13 @@ int redq_consumer_new(redq_consumer **out, struct event_base *base,
             redq__url_free(&url);
             return rc;
         }
+    if (opts->delivery == REDQ_AT_LEAST_ONCE &&
+        opts->consumer_ttl_ms < opts->visibility_timeout_ms)
+        redq__log(&lg, REDQ_LOG_WARN, 0,
+                  "consumer_ttl_ms %d is below visibility_timeout_ms %d: a "
+                  "handler that stalls the loop is taken for dead (and its "
+                  "messages retried) before its messages time out",
+                  opts->consumer_ttl_ms, opts->visibility_timeout_ms);
     if (opts->on_message == NULL) {
         redq__new_failed(user_opts, &lg, rc,
                          "options.on_message is NULL: a consumer needs a "

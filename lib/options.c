@@ -52,7 +52,7 @@ static void defaults(redq_options *opts)
     opts->max_attempts = 5;
     opts->retry_base_ms = 1000;
     opts->retry_max_ms = 60000;
-    opts->consumer_ttl_ms = 15000;
+    opts->consumer_ttl_ms = 60000;
     opts->promote_interval_ms = 200;
 }
 

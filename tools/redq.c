@@ -286,7 +286,7 @@ static const command commands[] = {
      "  --reliable              at-least-once delivery (see above)\n"
      "  --consumer-ttl-ms MS    with --reliable: how long this run's heartbeat\n"
      "                          lives; a killed run's messages are requeued\n"
-     "                          that long after its last beat (default 15000,\n"
+     "                          that long after its last beat (default 60000,\n"
      "                          at least 100)\n"
      "  --visibility-ms MS      with --reliable: retry a message printed but\n"
      "                          not acked for this long (default 2147483647:\n"
