@@ -2,6 +2,7 @@
 #define _DEFAULT_SOURCE
 
 #include "fixture.h"
+#include "redq_private.h" /* redq__key: lib/keys.c is compiled in */
 
 #include <criterion/criterion.h>
 
@@ -1032,4 +1033,11 @@ void fx_teardown(void)
     if (fx.base && loop_usable)
         event_base_free(fx.base);
     fx.base = NULL;
+}
+
+char *fx_queue_key(const char *q, const char *suffix)
+{
+    char *k = redq__key(q, strlen(q), suffix);
+    cr_assert_not_null(k);
+    return k;
 }

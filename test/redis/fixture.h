@@ -52,6 +52,10 @@ void fx_server_stop(void);
 /** Start it again on the same port with the same arguments (empty data). */
 void fx_server_restart(void);
 
+/** The key `suffix` of queue `q` as the library names it (lib/keys.c), e.g.
+ *  "{jobs}/dead"; malloc'd, the caller frees it. */
+char *fx_queue_key(const char *q, const char *suffix);
+
 /** A loopback TCP port nobody listened on a moment ago. */
 int fx_free_port(void);
 int fx_port(void);

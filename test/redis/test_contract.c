@@ -401,10 +401,20 @@ Test(contract, names_of_1_255_and_1024_bytes_everywhere)
         cr_assert_eq(redq_produce_delayed(p->p, q, "c", 1, 50, NULL), 0);
         cr_assert(fx_wait_reports(p, 3, 5000));
         cr_assert_eq(p->ok, 3, "%s", p->last_errstr);
+        {
+            /* A dead consumer's message on this queue: the reaper's keys
+             * for the name, built as the library builds them. */
+            char *set = fx_queue_key(q, "consumers");
+            char *proc = fx_queue_key(q, "proc:00000000deadbeef.0");
+            fx_cmd_ok("SADD %s 00000000deadbeef.0", set);
+            fx_cmd_ok("LPUSH %s d", proc);
+            free(set);
+            free(proc);
+        }
         copts(&o, t);
         t->mode = 2; /* nack once: retry path, delayed, promote */
         cr_assert_eq(redq_consumer_new(&t->c, fx_base(), &o, qs, 1), 0);
-        cr_assert(wait_got(t, 6, 10000), "name of %zu: %zu deliveries",
+        cr_assert(wait_got(t, 7, 10000), "name of %zu: %zu deliveries",
                   lens[li], t->got);
         cstop(t);
         cr_assert_eq(t->stop_status, 0);
@@ -740,4 +750,26 @@ Test(contract, least_privilege_consumers)
               "+client|unblock");
     acl_consume("amo", REDQ_AT_MOST_ONCE, 0);
     fx_cmd_ok("ACL DELUSER alo amo");
+}
+
+/* The control connection comes back while a stop runs: the consumer must
+ * not register again (it would look alive for consumer_ttl_ms after it
+ * exited). */
+Test(contract, connections_back_during_stop_do_not_register_again)
+{
+    ctrack *t = ctrack_new();
+    redq_options o;
+    const char *qs[1] = {"q"};
+
+    copts(&o, t);
+    o.reconnect_min_ms = 5;
+    cr_assert_eq(redq_consumer_new(&t->c, fx_base(), &o, qs, 1), 0);
+    fx_cmd_ok("LPUSH q a");
+    cr_assert(wait_got(t, 1, 5000));
+    fx_cmd_ok("CLIENT KILL TYPE normal SKIPME yes");
+    cstop(t);
+    fx_run_for(3 * 600 / 3 + 100); /* past a heartbeat period */
+    cr_assert_eq(fx_cmd_int("EXISTS {q}/consumers"), 0,
+                 "registered again after the stop");
+    cfinish(t);
 }
