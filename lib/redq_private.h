@@ -210,79 +210,11 @@ const char *redq__arena_error(const redq__arena *a);
  *  is at most REDQ__ARENA_RETAIN). */
 size_t redq__arena_retained(const redq__arena *a);
 
-/* ---- envelopes (lib/envelope.c) ---------------------------------------- */
+/* ---- text (lib/text.c) -------------------------------------------------- */
 
-/*
- * At-least-once delivery has to count delivery attempts across retries and
- * crashes, so the count travels with the message: a JSON envelope
- *   {"id":"..","ts":1700000000000,"attempts":2,"body":".."}
- * ("body_b64" instead of "body" when the payload is not valid UTF-8). It is
- * the common {"id","ts","body"} shape plain clients produce, and Lua cjson
- * in server-side scripts can read and rewrite it. Anything else in a list
- * is a raw message and is delivered as it is. lib/envelope.c is the only
- * file that includes jansson.
- */
-
-/* The largest "attempts" an envelope may carry; build clamps to it. */
-#define REDQ__MAX_ATTEMPTS 1000000
-
-typedef struct redq__envelope {
-    int is_envelope;     /* 0: a raw message (plain clients' payload as-is) */
-    const char *body;    /* the payload: into `msg` (raw) or `body_out` (envelope) */
-    size_t body_len;
-    int attempts;        /* deliveries that already happened (0 for raw / absent) */
-    long long ts_ms;     /* "ts" if present, else -1 */
-    char id[65];         /* "id" if present (cut to 64 bytes), else "" */
-} redq__envelope;
-
-/*
- * Parse a message as stored in a Redis list.
- * - First non-whitespace byte not '{' (or nothing but whitespace): raw,
- *   body = msg, no allocation, no jansson call.
- * - Otherwise it must be one JSON object with nothing after it, else
- *   MALFORMED. An object with neither "body" nor "body_b64" is raw.
- * - "body" (a string, NULs allowed) or "body_b64" (standard base64 with
- *   padding): an envelope. Both, a non-string, or bad base64: MALFORMED.
- * - "attempts": absent -> 0, an integer 0..REDQ__MAX_ATTEMPTS -> that (a
- *   real with no fraction counts as an integer: Lua may hand numbers back
- *   that way), else MALFORMED. "ts": integer -> ts_ms, absent -> -1, else
- *   MALFORMED. "id": string -> copied (cut to at most 64 bytes, never inside
- *   a UTF-8 sequence), absent -> "", else MALFORMED. Unknown fields are
- *   ignored: other clients may add their own.
- * body_out must have room for len + 1 bytes (a decoded body is never longer
- * than its message); an envelope's body is written there NUL-terminated.
- * It is not touched for raw messages.
- * Returns 0; REDQ_EPROTOCOL for MALFORMED with `err` (errlen bytes,
- * NUL-terminated) saying what is wrong, e.g. "malformed envelope: '}'
- * expected near end of file (line 1, column 12)" or "envelope: attempts must
- * be an integer in 0..1000000"; or REDQ_ENOMEM when jansson ran out of
- * memory (the message may be fine: do not dead-letter it for that). Limit:
- * jansson reports a failed allocation of a string token as a syntax error,
- * so out of memory can also show as REDQ_EPROTOCOL; such a message is then
- * dead-lettered with that reason (kept, requeueable), not lost.
- * On failure *env describes the message as raw, so it can be dead-lettered
- * as it is. err is "" on success; err may be NULL when errlen is 0.
- */
-int redq__envelope_parse(const char *msg, size_t len, redq__envelope *env,
-                         char *body_out, char *err, size_t errlen);
-
-/*
- * Build an envelope: {"id":..,"ts":..,"attempts":..,"body":..} in that key
- * order, compact, no trailing newline; "body_b64" instead of "body" when the
- * body is not valid UTF-8. id NULL omits "id" and ts_ms < 0 omits "ts", so
- * that parse gives back what was built; attempts is clamped to
- * 0..REDQ__MAX_ATTEMPTS so that parse accepts it. When `reason` is non-NULL
- * it is the dead-letter form, with "dead_reason": reason, "dead_ts":
- * dead_ts_ms and "queue": queue (omitted when NULL) after the body.
- * id, reason and queue that are not valid UTF-8 get U+FFFD for the bad
- * bytes (JSON strings must be UTF-8). body may be NULL when body_len is 0.
- * Returns a malloc'd NUL-terminated string and its length in *out_len, or
- * NULL on out of memory. The caller frees it with free().
- */
-char *redq__envelope_build(const void *body, size_t body_len, const char *id,
-                           long long ts_ms, int attempts, const char *reason,
-                           long long dead_ts_ms, const char *queue,
-                           size_t *out_len);
+/** 1 when the len bytes at s are well-formed UTF-8 (RFC 3629: no overlongs,
+ *  no surrogates, nothing above U+10FFFF), else 0. */
+int redq__utf8_valid(const void *s, size_t len);
 
 /* Standard base64 (RFC 4648 section 4, with padding). encode: out needs
  * 4*((len+2)/3)+1 bytes, is NUL-terminated; returns the length without the
