@@ -477,10 +477,9 @@ static void on_take_reply(redq__conn *conn, void *reply, void *arg)
         long long qi = r->element[1]->type == REDIS_REPLY_INTEGER
                            ? r->element[1]->integer
                            : 0;
-        size_t k = 0, i;
-        for (i = 0; i < c->nq; i++) /* the qi-th usable queue */
-            if (c->bad_until[i] <= redq__now_us() && ++k == (size_t)qi)
-                break;
+        size_t i = c->nq;
+        if (qi >= 1 && (size_t)qi <= pp->nround)
+            i = pp->round_q[qi - 1]; /* the round's qi-th queue */
         if (i < c->nq) {
             if (c->bad_until[i] <= redq__now_us())
                 redq__log(&c->log, REDQ_LOG_ERROR, REDQ_EWRONGTYPE,
