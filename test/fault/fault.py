@@ -1017,7 +1017,10 @@ def main():
         if not os.access(os.path.join(a.build, "test/fault", exe), os.X_OK):
             ap.error("%s/test/fault/%s not built" % (a.build, exe))
     a.build = os.path.abspath(a.build)
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    # SIGPIPE stays ignored here: the proxy writes to sockets that a fault
+    # or a worker closed, and must see EPIPE, not die of it. The workers get
+    # the default disposition back anyway (subprocess restore_signals), so
+    # the library's own SIGPIPE handling is what keeps them alive.
 
     h = Harness(a)
     print("fault: seed %d, %gs, faults %s, temp dir %s" % (a.seed, a.seconds,
