@@ -420,7 +420,7 @@ REDQ_API int redq_produce(redq_producer *p, const char *queue,
  * payload. The report says ok once Redis has scheduled it.
  *
  * Same return values as redq_produce(); REDQ_EINVAL also for a negative
- * delay_ms or one over 10 years.
+ * delay_ms or one over 3653 days (10 years).
  */
 REDQ_API int redq_produce_delayed(redq_producer *p, const char *queue,
                                   const void *payload, size_t len,
@@ -585,8 +585,9 @@ REDQ_API int redq_ack(redq_message *msg);
 /**
  * Finish a message unsuccessfully: it is retried after a backoff
  * (retry_base_ms doubling up to retry_max_ms, with jitter), or, if this was
- * delivery max_attempts, moved to the dead-letter list `<queue>:dead` with
- * `reason` (copied; may be NULL), the attempt count and the time. Works in
+ * delivery max_attempts, moved to the queue's dead-letter list with
+ * `reason` (copied, cut to its first 1024 bytes; may be NULL), the attempt
+ * count and the time. Works in
  * both modes (at-most-once, the message is pushed back). `msg` is invalid
  * afterwards.
  *

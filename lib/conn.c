@@ -1287,8 +1287,9 @@ static int send_common(redq__conn *c, int extra_timeout_ms, redq__reply_cb cb,
     uint64_t dl;
     if (REDQ__UNLIKELY(c->state != ST_READY || c->dying))
         return REDQ_EDISCONNECTED;
-    dl = redq__now_us() +
-         (uint64_t)(c->command_timeout_ms + extra_timeout_ms) * 1000u;
+    /* In 64 bits: both may be up to INT_MAX (a pop that blocks "forever"). */
+    dl = redq__now_us() + ((uint64_t)(unsigned)c->command_timeout_ms +
+                           (uint64_t)(unsigned)extra_timeout_ms) * 1000u;
     return ring_push(c, cb, arg, dl, P_PLAIN);
 }
 
@@ -1365,8 +1366,8 @@ int redq__conn_send_script(redq__conn *c, int script, const char *cmd,
     c->scripts_loaded |= bit;
     rc = ring_push(c, cb, arg,
                    redq__now_us() +
-                       (uint64_t)(c->command_timeout_ms + extra_timeout_ms) *
-                           1000u,
+                       ((uint64_t)(unsigned)c->command_timeout_ms +
+                        (uint64_t)(unsigned)extra_timeout_ms) * 1000u,
                    P_AFTER_LOAD);
     if (rc != 0) {
         arm_cmd_timer(c); /* the load alone is in flight; harmless */

@@ -972,7 +972,7 @@ int redq_consumer_new(redq_consumer **out, struct event_base *base,
         redq__url_free(&url);
         return rc;
     }
-    for (i = 0; i < nqueues; i++)
+    for (i = 0; i < nqueues; i++) {
         if (queues[i] == NULL || queues[i][0] == '\0' ||
             strlen(queues[i]) > REDQ__MAX_QUEUE_NAME) {
             redq__new_failed(user_opts, &lg, rc,
@@ -981,6 +981,15 @@ int redq_consumer_new(redq_consumer **out, struct event_base *base,
             redq__url_free(&url);
             return rc;
         }
+        if (redq__key_reserved(queues[i], strlen(queues[i]))) {
+            redq__new_failed(user_opts, &lg, rc,
+                             "queue %zu (%.200s) is another queue's own key "
+                             "(its due, dead, ... list): docs/DESIGN.md, "
+                             "\"Key layout\"", i, queues[i]);
+            redq__url_free(&url);
+            return rc;
+        }
+    }
     if (opts->delivery == REDQ_AT_LEAST_ONCE &&
         opts->consumer_ttl_ms < opts->visibility_timeout_ms)
         redq__log(&lg, REDQ_LOG_WARN, 0,

@@ -109,3 +109,60 @@ char *redq__key(const char *q, size_t qlen, const char *suffix)
     memcpy(w, suffix, slen + 1);
     return k;
 }
+
+/* A suffix of the layout: one of the fixed names, or a per-holder list or
+ * heartbeat ("proc:<holder>", ...). */
+static int layout_suffix(const char *s, size_t n)
+{
+    static const char *const fixed[] = {"due",       "delayed", "dead",
+                                        "consumers", "reaper",  "meta"};
+    static const char *const per_holder[] = {"proc:", "fproc:", "hb:"};
+    size_t i;
+    for (i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
+        if (n == strlen(fixed[i]) && memcmp(s, fixed[i], n) == 0)
+            return 1;
+    for (i = 0; i < sizeof per_holder / sizeof per_holder[0]; i++) {
+        size_t k = strlen(per_holder[i]);
+        if (n > k && memcmp(s, per_holder[i], k) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+int redq__key_reserved(const char *q, size_t qlen)
+{
+    size_t i, off, n;
+    /* Only a name with a hash tag can be another queue's key: every key
+     * redq__key() makes has one. */
+    if (!hash_tag(q, qlen, &off, &n))
+        return 0;
+    for (i = 0; i < qlen; i++) {
+        if ((q[i] != ':' && q[i] != '/') || !layout_suffix(q + i + 1, qlen - i - 1))
+            continue;
+        /* q = prefix SEP suffix: is it the key `suffix` of queue prefix? */
+        {
+            char *k = NULL;
+            size_t plen = i;
+            int same;
+            if (q[i] == ':') {
+                k = redq__key(q, plen, "x"); /* tagged prefix: "P:x" */
+            } else if (q[0] == '{') {
+                /* "{X}/s" (X is the queue) or "{T}X/s": try both readings. */
+                const char *close = memchr(q, '}', plen);
+                if (close != NULL && (size_t)(close - q) == plen - 1)
+                    k = redq__key(q + 1, plen - 2, "x");
+                else if (close != NULL)
+                    k = redq__key(close + 1, plen - (size_t)(close + 1 - q),
+                                  "x");
+            }
+            if (k == NULL)
+                continue;
+            /* Same prefix up to the separator as redq would build. */
+            same = strlen(k) == plen + 2 && memcmp(k, q, plen + 1) == 0;
+            free(k);
+            if (same)
+                return 1;
+        }
+    }
+    return 0;
+}

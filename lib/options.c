@@ -300,9 +300,24 @@ int redq__options_prepare_full(const redq_options *opts, redq_options *full,
     log->user = size ? opts->user : NULL;
     log->prefix = who;
     if (size == 0) {
-        redq__log(log, REDQ_LOG_ERROR, REDQ_EINVAL,
-                  "options.version unknown: fill options with "
-                  "redq_options_init()");
+        if (opts->version > REDQ_OPTIONS_VERSION) {
+            /* Built against a newer header: structs only grow at the end,
+             * so this library's fields are where it expects them. */
+            char msg[200];
+            snprintf(msg, sizeof msg,
+                     "options.version %d is newer than this library's (%d): "
+                     "build against the redq.h of the library you link",
+                     opts->version, REDQ_OPTIONS_VERSION);
+            log->cb = opts->log;
+            log->level = opts->log_level;
+            log->user = opts->user;
+            redq__log(log, REDQ_LOG_ERROR, REDQ_EINVAL, "%s", msg);
+            put_err(opts, msg);
+        } else {
+            redq__log(log, REDQ_LOG_ERROR, REDQ_EINVAL,
+                      "options.version unknown: fill options with "
+                      "redq_options_init()");
+        }
         return REDQ_EINVAL;
     }
     /* Read the caller's layout only; newer fields keep their defaults. */

@@ -1027,6 +1027,13 @@ static uint64_t coarse_now_us(void)
 }
 
 /* The slow path of check_produce(): say why a message is refused. */
+/* Why an EINVAL: a NULL payload comes with len > 0, a reserved name with
+ * a name that redq__key_reserved() refuses. */
+static int payload_ok(const char *queue, size_t len)
+{
+    return len == 0 && redq__key_reserved(queue, strlen(queue));
+}
+
 static int refuse(redq_producer *p, int code, const char *queue, size_t qlen,
                   size_t len)
 {
@@ -1039,6 +1046,12 @@ static int refuse(redq_producer *p, int code, const char *queue, size_t qlen,
                       "produce: queue name of %zu bytes is longer than the "
                       "limit of %d",
                       qlen, REDQ__MAX_QUEUE_NAME);
+        else if (payload_ok(queue, len))
+            redq__log(&p->log, REDQ_LOG_WARN, code,
+                      "produce: queue name %.*s is another queue's own key "
+                      "(its due, dead, ... list; docs/DESIGN.md, \"Key "
+                      "layout\")",
+                      (int)(qlen > 200 ? 200 : qlen), queue);
         else
             redq__log(&p->log, REDQ_LOG_WARN, code,
                       "produce: payload is NULL with len %zu", len);
@@ -1070,6 +1083,13 @@ static REDQ__HOT_INLINE int check_produce(redq_producer *p, const char *queue,
     *qlen = strlen(queue);
     if (REDQ__UNLIKELY(*qlen == 0 || *qlen > REDQ__MAX_QUEUE_NAME))
         return refuse(p, REDQ_EINVAL, queue, *qlen, len);
+    /* A name that is another queue's key would write into that queue's
+     * own lists. Checked when the queue differs from the last one's: a
+     * one-queue producer pays one memcmp, which the batch lookup repeats. */
+    if (REDQ__UNLIKELY((p->last == NULL || p->last->qlen != *qlen ||
+                        memcmp(p->last->qname, queue, *qlen) != 0) &&
+                       redq__key_reserved(queue, *qlen)))
+        return refuse(p, REDQ_EINVAL, queue, *qlen, 0);
     /* max_message_bytes is at most REDQ__MAX_BULK (options.c), so no
      * single LPUSH value can pass Redis's bulk limit. */
     if (REDQ__UNLIKELY(len > p->max_message_bytes ||
@@ -1249,7 +1269,8 @@ int redq_produce_delayed(redq_producer *p, const char *queue,
     char *w, *at, id[48], dbuf[24], hdr[160];
     int rc;
 
-    if (delay_ms < 0 || delay_ms > 10LL * 366 * 24 * 3600 * 1000)
+    /* 10 years of 365.25 days, leap days included. */
+    if (delay_ms < 0 || delay_ms > 3653LL * 24 * 3600 * 1000)
         return REDQ_EINVAL;
     rc = check_produce(p, queue, payload, len, &qlen);
     if (rc != 0)

@@ -264,6 +264,10 @@ char *redq__key(const char *q, size_t qlen, const char *suffix);
 /** The Redis Cluster slot of a key (CRC16 of its hash tag or whole name,
  *  modulo 16384). */
 unsigned redq__key_slot(const char *key, size_t len);
+/** 1 when queue name `q` is itself one of another queue's keys (its due,
+ *  dead, delayed... list: "{jobs}/due", "{orders}:dead"): using it as a
+ *  queue would write into that queue's own keys, so it is refused. */
+int redq__key_reserved(const char *q, size_t qlen);
 
 /* ---- frames (lib/frame.c) ---------------------------------------------- */
 

@@ -14,7 +14,8 @@
  *   the payload after it untouched. Lua only reads and rewrites the header.
  * - Each checks what it needs before its first write, so an error never
  *   leaves a half-moved batch (TAKE checks every key's type first).
- * - "#!lua flags=allow-oom": moving messages between lists adds no memory,
+ * - "#!lua flags=allow-oom" (all but DELAY, which adds messages and is
+ *   refused whole at maxmemory, like an LPUSH): moving messages adds no memory,
  *   and a server at maxmemory is exactly when a queue must be drained.
  *   Without the flag Redis 7 refuses a write command mid-script, after
  *   earlier ones ran (an LMPOP done, its LPUSH refused: messages gone).
@@ -29,6 +30,9 @@
 #include "redq_private.h"
 
 #define SHEBANG "#!lua flags=allow-oom\n"
+/* Scripts that add data (DELAY schedules new messages) carry no flag: at
+ * maxmemory Redis refuses them before they start, as it refuses LPUSH. */
+#define SHEBANG_ADDS "#!lua\n"
 
 /* Server time in milliseconds. */
 #define LUA_NOW                                                                \
@@ -191,7 +195,7 @@ static const char settle_src[] =
  * stay distinct members). Returns how many.
  */
 static const char delay_src[] =
-    SHEBANG LUA_NOW
+    SHEBANG_ADDS LUA_NOW
     "for i = 1, #ARGV, 2 do\n"
     "  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[i]), ARGV[i + 1])\n"
     "end\n"

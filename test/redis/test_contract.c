@@ -773,3 +773,93 @@ Test(contract, connections_back_during_stop_do_not_register_again)
                  "registered again after the stop");
     cfinish(t);
 }
+
+/* ---- what an outsider found (issue 8 review) ----------------------------- */
+
+/* Delayed produce adds data: at maxmemory it is refused like an LPUSH, not
+ * let past the cap by the scripts' allow-oom. */
+Test(contract, delayed_produce_is_refused_at_maxmemory)
+{
+    fx_tracker *p = fx_tracker_new(4);
+    redq_options po;
+    redq_options_init(&po);
+    po.url = fx_url();
+    cr_assert_eq(fx_producer_new(p, &po), 0);
+    fx_cmd_ok("CONFIG SET maxmemory-policy noeviction");
+    fx_cmd_ok("CONFIG SET maxmemory 1");
+    cr_assert_eq(redq_produce_delayed(p->p, "q", "x", 1, 10, NULL), 0);
+    cr_assert(fx_wait_reports(p, 1, 5000));
+    cr_assert_eq(p->ok, 0, "a delayed message was stored past maxmemory");
+    cr_assert_eq(p->last_fail_status, REDQ_ESERVER);
+    cr_assert(strstr(p->last_errstr, "OOM") != NULL, "%s", p->last_errstr);
+    fx_cmd_ok("CONFIG SET maxmemory 0");
+    cr_assert_eq(fx_cmd_int("EXISTS {q}/delayed"), 0);
+    fx_close(p);
+}
+
+/* A queue name that is another queue's key is refused everywhere, with a
+ * reason: it would write into that queue's own lists. */
+Test(contract, names_that_are_other_queues_keys_are_refused)
+{
+    fx_tracker *p = fx_tracker_new(4);
+    redq_options po, o;
+    redq_consumer *c = NULL;
+    char err[256] = "";
+    const char *qs[1] = {"{jobs}/due"};
+    ctrack *t = ctrack_new();
+
+    redq_options_init(&po);
+    po.url = fx_url();
+    cr_assert_eq(fx_producer_new(p, &po), 0);
+    cr_assert_eq(redq_produce(p->p, "{jobs}/due", "RQ1 a=0\nINJECTED", 16,
+                              NULL),
+                 REDQ_EINVAL);
+    cr_assert_eq(redq_produce_delayed(p->p, "{orders}:delayed", "x", 1, 5,
+                                      NULL),
+                 REDQ_EINVAL);
+    cr_assert_eq(redq_produce(p->p, "jobs", "ok", 2, NULL), 0);
+    cr_assert(fx_wait_reports(p, 1, 5000));
+    cr_assert_eq(p->ok, 1);
+    copts(&o, t);
+    o.errbuf = err;
+    o.errbuf_size = sizeof err;
+    cr_assert_eq(redq_consumer_new(&c, fx_base(), &o, qs, 1), REDQ_EINVAL);
+    cr_assert(strstr(err, "another queue's own key") != NULL, "%s", err);
+    cr_assert_eq(fx_cmd_int("EXISTS {jobs}/due"), 0);
+    fx_close(p);
+    cfinish(t);
+}
+
+Test(contract, delay_bound_is_ten_years_to_the_day)
+{
+    fx_tracker *p = fx_tracker_new(4);
+    redq_options po;
+    const long long day = 24LL * 3600 * 1000;
+    redq_options_init(&po);
+    po.url = fx_url();
+    cr_assert_eq(fx_producer_new(p, &po), 0);
+    cr_assert_eq(redq_produce_delayed(p->p, "q", "x", 1, 3653 * day + 1, NULL),
+                 REDQ_EINVAL);
+    cr_assert_eq(redq_produce_delayed(p->p, "q", "x", 1, 3653 * day, NULL), 0);
+    cr_assert(fx_wait_reports(p, 1, 5000));
+    cr_assert_eq(p->ok, 1);
+    fx_close(p);
+}
+
+/* Timeouts at INT_MAX are accepted; their deadlines must not overflow (the
+ * ASan + UBSan build reports it if they do). */
+Test(contract, timeouts_at_int_max_work)
+{
+    ctrack *t = ctrack_new();
+    redq_options o;
+    const char *qs[1] = {"q"};
+    fx_cmd_ok("LPUSH q a");
+    copts(&o, t);
+    o.pop_timeout_ms = 2147483647;
+    o.command_timeout_ms = 2147483647;
+    cr_assert_eq(redq_consumer_new(&t->c, fx_base(), &o, qs, 1), 0);
+    cr_assert(wait_got(t, 1, 5000));
+    cstop(t);
+    cr_assert_eq(t->stop_status, 0);
+    cfinish(t);
+}

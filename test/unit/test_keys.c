@@ -89,3 +89,36 @@ Test(keys, distinct_queues_distinct_keys)
             free(y);
         }
 }
+
+Test(keys, names_that_are_other_queues_keys_are_reserved)
+{
+    static const char *const reserved[] = {
+        "{jobs}/due", "{jobs}/dead", "{jobs}/delayed", "{jobs}/consumers",
+        "{jobs}/proc:0123456789abcdef.0", "{jobs}/fproc:x.1", "{jobs}/hb:x",
+        "{orders}:due", "{orders}:dead", "jobs{x}:reaper", "{orders}:meta",
+    };
+    static const char *const fine[] = {
+        "jobs", "{orders}", "x:proc:y", "a}b", "{jobs}/other", "{jobs}:ready",
+        "jobs/due",   /* no tag: its own keys are "{jobs/due}/..." */
+        "{jobs}due", "{}/due", "{a}b/due",
+    };
+    size_t i;
+    for (i = 0; i < sizeof reserved / sizeof reserved[0]; i++)
+        cr_assert(redq__key_reserved(reserved[i], strlen(reserved[i])),
+                  "%s not reserved", reserved[i]);
+    for (i = 0; i < sizeof fine / sizeof fine[0]; i++)
+        cr_assert(!redq__key_reserved(fine[i], strlen(fine[i])),
+                  "%s reserved", fine[i]);
+    /* Every key redq__key builds is reserved, for every kind of name. */
+    {
+        static const char *const qs[] = {"jobs", "{orders}", "a}b", "x:proc:y"};
+        static const char *const sfx[] = {"due", "dead", "proc:ab.1", "hb:c.2"};
+        size_t a, b;
+        for (a = 0; a < 4; a++)
+            for (b = 0; b < 4; b++) {
+                char *k = redq__key(qs[a], strlen(qs[a]), sfx[b]);
+                cr_assert(redq__key_reserved(k, strlen(k)), "%s", k);
+                free(k);
+            }
+    }
+}

@@ -247,11 +247,19 @@ Test(options, errbuf_on_bad_option_success_and_small_buffer)
     cr_assert_eq(prepare(&o, &full), REDQ_EINVAL);
     cr_assert_eq(strlen(tiny), sizeof tiny - 1, "cut and NUL-terminated");
 
-    /* An unknown version: no field can be trusted, errbuf included. */
+    /* A version newer than the library (built against a newer redq.h):
+     * structs only grow, so errbuf and the log are where they were, and
+     * the caller is told what is wrong. */
     o.errbuf = buf;
     o.errbuf_size = sizeof buf;
     strcpy(buf, "untouched");
     o.version = 99;
+    cr_assert_eq(prepare(&o, &full), REDQ_EINVAL);
+    cr_assert_not_null(strstr(buf, "options.version 99 is newer"), "'%s'", buf);
+    /* An older-than-known one (0, negative: not filled by init): no field
+     * can be trusted, errbuf included. */
+    strcpy(buf, "untouched");
+    o.version = 0;
     cr_assert_eq(prepare(&o, &full), REDQ_EINVAL);
     cr_assert_str_eq(buf, "untouched");
 }
