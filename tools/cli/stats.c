@@ -42,9 +42,6 @@ static const char stats_lua[] =
     "        redis.call('ZCARD', KEYS[3]), redis.call('LLEN', KEYS[4]),\n"
     "        live, reg, seen}\n";
 
-
-/* ---- stats ------------------------------------------------------------------ */
-
 enum {
     ST_READY,
     ST_DUE,
