@@ -1,6 +1,6 @@
 /*
  * Line splitting for `redq push` reading stdin: one message per line.
- * Kept apart from tools/redq.c so that it can be fuzzed on its own
+ * Kept apart from tools/cli/push.c so that it can be fuzzed on its own
  * (fuzz/fuzz_lines.c): the bytes between the lines must come back exactly.
  */
 #ifndef REDQ_CLI_LINES_H

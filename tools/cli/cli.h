@@ -1,0 +1,276 @@
+/*
+ * The redq command-line tool's internals shared between its files. Nothing
+ * here is installed or seen by the library: it is the tool's own header.
+ *
+ * Where things are (tools/cli/):
+ *   main.c     the command table, every --help text, option parsing,
+ *              dispatch to a command, the exit codes
+ *   session.c  what push and pop need around their handle: the event loop,
+ *              signals, the --connect-timeout watchdog, the library's log
+ *              lines turned into the tool's messages and exit codes
+ *   push.c     redq push (arguments or stdin lines -> a producer)
+ *   pop.c      redq pop (a consumer -> stdout), fast and --reliable
+ *   admin.c    the blocking admin connection (hiredis) of dead and stats:
+ *              URL, handshake, retries, one command at a time
+ *   text.c     output escaping: terminal-safe text and JSON strings
+ *   dead.c     redq dead list / requeue / purge
+ *   stats.c    redq stats
+ * and tools/cli_lines.c, the stdin line splitting of push (fuzzed alone).
+ *
+ * Everything shared is named cli_*; the rest of each file is static.
+ * A new command is a row in main.c's table (its help, options and
+ * operands), its options in main.c's parser, and a cli_cmd_* function
+ * declared below.
+ */
+#ifndef REDQ_CLI_H
+#define REDQ_CLI_H
+
+#include "redq.h"
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/time.h>
+
+#include <hiredis/hiredis.h>
+
+#if defined(__GNUC__)
+#define CLI_PRINTF_LIKE(fmt, args) __attribute__((format(printf, fmt, args)))
+#else
+#define CLI_PRINTF_LIKE(fmt, args)
+#endif
+
+/* Exit status of every command (also in --help and the README). */
+enum {
+    CLI_RC_OK = 0,
+    CLI_RC_FAILED = 1,  /* messages failed, server error reply, I/O error */
+    CLI_RC_USAGE = 2,
+    CLI_RC_BADURL = 3,
+    CLI_RC_CONNECT = 4, /* unreachable, or the handshake failed */
+    CLI_RC_AUTH = 5
+    /* 128 + N: stopped by signal N (cli_session_exit_code) */
+};
+
+/* ------------------------------------------------------------------------ */
+/* Options (main.c)                                                          */
+/* ------------------------------------------------------------------------ */
+
+/* A row of the command table; defined in main.c, opaque elsewhere. */
+typedef struct cli_command cli_command;
+
+/* A command's parsed options and operands: what cli_cmd_* gets. */
+typedef struct cli_options {
+    const cli_command *cmd;
+    const char *url;
+    double connect_timeout_s;   /* 0: retry forever */
+    int delivery_timeout_ms;    /* push; 0: wait forever */
+    size_t max_pending;         /* push; 0: the library's default */
+    int has_count;
+    uint64_t count;             /* pop, dead list, dead requeue: -n */
+    double timeout_s;           /* pop: idle time before exiting; 0: never */
+    int reliable;               /* pop --reliable */
+    int visibility_ms;          /* pop --visibility-ms; 0: the tool's default */
+    int consumer_ttl_ms;        /* pop --consumer-ttl-ms; 0: the library's */
+    int json;                   /* dead list, stats: --json */
+    int all;                    /* dead requeue --all */
+    int quiet;
+    char **args;                /* operands */
+    int nargs;
+} cli_options;
+
+/*
+ * A usage error of command `c` (NULL: of redq itself): "redq CMD: <what>",
+ * a blank line, then the command's (or redq's) usage, all on stderr.
+ * Returns CLI_RC_USAGE, for `return cli_usage_error(...)`.
+ */
+int cli_usage_error(const cli_command *c, const char *fmt, ...)
+    CLI_PRINTF_LIKE(2, 3);
+
+/*
+ * The commands. Each runs one command to its end with options parsed and
+ * checked by main.c, prints its output and diagnostics, and returns the
+ * process's exit status (CLI_RC_*, or 128 + N after signal N).
+ */
+int cli_cmd_push(const cli_options *o);        /* push.c */
+int cli_cmd_pop(const cli_options *o);         /* pop.c */
+int cli_cmd_dead_list(const cli_options *o);   /* dead.c */
+int cli_cmd_dead_requeue(const cli_options *o); /* dead.c */
+int cli_cmd_dead_purge(const cli_options *o);  /* dead.c */
+int cli_cmd_stats(const cli_options *o);       /* stats.c */
+
+/* ------------------------------------------------------------------------ */
+/* The session of push and pop (session.c)                                   */
+/* ------------------------------------------------------------------------ */
+
+struct event;
+
+typedef struct cli_session cli_session;
+
+/* What the session asks of the command that owns the handle. */
+typedef struct cli_session_ops {
+    /* 1 once the handle has had a working connection. */
+    int (*ever_connected)(cli_session *s);
+    /* Take nothing more, finish what is in flight, then close. */
+    void (*finish)(cli_session *s);
+    /* Close now. */
+    void (*abort)(cli_session *s);
+    /* A connected handle logged an error: return 1 when the command made
+     * it fatal (with cli_session_fail), 0 to have it printed as a warning.
+     * May be NULL: every such error is a warning. */
+    int (*on_error)(cli_session *s, int code, const char *text);
+} cli_session_ops;
+
+/*
+ * The loop, signals, connect watchdog, log and exit code around one
+ * producer or consumer. A command embeds it first in its own state, so
+ * that the ops can cast the cli_session * back. Its fields are read by
+ * the commands (base, o, fatal, last_code, in_new) and written only here,
+ * except in_new, which the command sets around redq_*_new().
+ */
+struct cli_session {
+    const cli_options *o;
+    const cli_session_ops *ops;
+    struct event_base *base;
+    struct event *sigint, *sigterm;
+    struct event *watchdog; /* --connect-timeout */
+
+    int signal; /* the first SIGINT/SIGTERM received, or 0 */
+    int fatal;  /* exit code of the error that ended the run, or 0 */
+    int closed; /* the handle's close callback has run */
+
+    int in_new;          /* inside redq_*_new(): log lines explain its error */
+    char new_err[512];
+    int last_code;       /* the last failure while never connected */
+    char last_err[512];
+};
+
+/*
+ * Set up *s (zeroed first): a new event_base, the SIGINT/SIGTERM events
+ * and the watchdog timer, none armed yet. Returns 0, or -1 after printing
+ * why; either way the caller ends with cli_session_free(s).
+ */
+int cli_session_init(cli_session *s, const cli_options *o,
+                     const cli_session_ops *ops);
+
+/*
+ * redq_options_init() and what both handles share: the URL, the client
+ * name, the log callback (user: s) and a connect timeout that fits in
+ * --connect-timeout. The command sets its own fields on top.
+ */
+void cli_session_options(cli_session *s, redq_options *opts);
+
+/* What a failed redq_*_new() (rc < 0) means for the user: printed on
+ * stderr; returns the exit code. */
+int cli_session_new_failed(cli_session *s, int rc);
+
+/* Arm the signal events and the watchdog, once the handle exists. */
+void cli_session_start(cli_session *s);
+
+/*
+ * End the run with exit code `rc` and a one-line error on stderr. The
+ * first failure stands; later ones are not printed (they are usually its
+ * consequences). A handle that never connected has nothing in flight worth
+ * waiting for and is aborted at once; otherwise it finishes gracefully.
+ * Safe from any library callback.
+ */
+void cli_session_fail(cli_session *s, int rc, const char *fmt, ...)
+    CLI_PRINTF_LIKE(3, 4);
+
+/* The handle's close callback calls this: nothing of the session may keep
+ * the loop alive after it, and the loop is told to exit. */
+void cli_session_closed(cli_session *s);
+
+/* Free what cli_session_init made (any part of it may be missing). */
+void cli_session_free(cli_session *s);
+
+/* The exit code once the loop is done, before command-specific outcomes:
+ * the fatal error's, else 128 + the signal, else CLI_RC_OK. */
+int cli_session_exit_code(const cli_session *s);
+
+/* "cannot connect to 127.0.0.1:1: Connection refused" and the like, from
+ * the last failure the library logged, into out (cap bytes). */
+void cli_describe_connect_failure(const cli_session *s, char *out,
+                                  size_t cap);
+
+/* The exit code of a connection failure with library error `code`:
+ * CLI_RC_AUTH for refused credentials, CLI_RC_CONNECT otherwise. */
+int cli_exit_code_for(int code);
+
+/* s seconds (>= 0) as a timeval, for libevent timers. */
+struct timeval cli_seconds_tv(double s);
+
+/* ------------------------------------------------------------------------ */
+/* The admin connection of dead and stats (admin.c)                          */
+/* ------------------------------------------------------------------------ */
+
+/* A blocking hiredis connection; see admin.c for why blocking is right. */
+typedef struct cli_admin {
+    redisContext *c;
+    int timeout_ms;        /* for one read or write: the socket timeout */
+    char where[300];       /* "127.0.0.1:6379", "[::1]:6379", a socket path */
+    char err[512];         /* why the last call failed */
+} cli_admin;
+
+/*
+ * Parse o->url with the library's parser, connect, authenticate, select
+ * the database, PING. Returns 0 with *a ready (close it with
+ * cli_admin_close), or an exit code after printing why (then *a holds no
+ * connection). Connection failures are retried with backoff until
+ * --connect-timeout has passed; a refused password or database is final.
+ */
+int cli_admin_connect(cli_admin *a, const cli_options *o);
+
+/*
+ * Send one command and read its whole reply, which the caller frees with
+ * freeReplyObject. NULL on an I/O failure or a reply that did not come
+ * within the command timeout: a->err says which, and the connection is
+ * unusable after that. lens may be NULL for C strings. An error reply is
+ * a reply (REDIS_REPLY_ERROR), not NULL.
+ */
+redisReply *cli_admin_cmd(cli_admin *a, int argc, const char *const *argv,
+                          const size_t *lens);
+
+/* Close the connection, if any; *a may be closed again. */
+void cli_admin_close(cli_admin *a);
+
+/* Report a failed admin command as "redq: <what>: <why>" on stderr;
+ * returns CLI_RC_FAILED. `r` may be NULL (I/O error, a->err) or an error
+ * reply; any other reply is "unexpected". */
+int cli_admin_report(cli_admin *a, const redisReply *r, const char *what);
+
+/* Flush stdout after a listing: 0, or -1 if it could not be written
+ * (reported on stderr). */
+int cli_admin_output_ok(void);
+
+/* Check the operands as queue names by the library's rule (1 to
+ * REDQ__MAX_QUEUE_NAME bytes): 0, or a usage error's exit code. */
+int cli_admin_check_queues(const cli_options *o);
+
+/* The key `suffix` of `queue` in the library's layout ("{Q}/dead", ...),
+ * a new string, or NULL (reported). */
+char *cli_queue_key(const char *queue, const char *suffix);
+
+/* ------------------------------------------------------------------------ */
+/* Output escaping (text.c)                                                  */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * [p, p+n) for a terminal and for cut/awk: backslash, tab, newline, CR and
+ * every other control byte (C0, DEL, and C1 as U+0080..U+009F) escaped as
+ * \\ \t \n \r \xHH. With `utf8`, well-formed UTF-8 characters are kept,
+ * other bytes >= 0x80 escaped; without, every byte >= 0x80 is. At most
+ * `max` characters (0: no limit), then "...". A new string, or NULL.
+ */
+char *cli_escape_text(const char *p, size_t n, size_t max, int utf8);
+
+/* [s, s+n) to f as a JSON string (quoted); bytes that are not UTF-8
+ * become U+FFFD, NUL and other control bytes \u00XX. */
+void cli_put_json_bytes(FILE *f, const char *s, size_t n);
+
+/* The C string s to f as a JSON string (cli_put_json_bytes). */
+void cli_put_json_string(FILE *f, const char *s);
+
+/* 1 when [p, p+n) is well-formed UTF-8 throughout, else 0. */
+int cli_is_utf8(const char *p, size_t n);
+
+#endif /* REDQ_CLI_H */

@@ -1,0 +1,574 @@
+/*
+ * redq: the command-line tool. This file: the command table with every
+ * --help text, the option parser shared by the commands, and main(), which
+ * picks the command and returns its exit status. The commands themselves
+ * are in push.c, pop.c, dead.c and stats.c (cli.h lists every file).
+ *
+ *   redq push [options] QUEUE [MESSAGE...]   one message per argument, or
+ *                                            one per line of stdin
+ *   redq pop  [options] QUEUE...             print each message and a \n;
+ *                                            --reliable: at-least-once
+ *   redq dead list|requeue|purge [options] QUEUE
+ *                                            QUEUE's dead letters
+ *   redq stats [options] QUEUE...            ready / due / processing /
+ *                                            delayed / dead counts,
+ *                                            consumers, orphaned lists
+ *
+ * push and pop run the library the way an application would: one
+ * event_base, one producer or consumer on it, signals as libevent events
+ * (session.c). Nothing there blocks the loop except reads of a regular
+ * file on stdin, which never wait, and writes to stdout.
+ *
+ * dead and stats are one-shot admin commands on keys the library derives
+ * from the queue name (docs/DESIGN.md, "Key layout"). redq.h has no API for
+ * them, so the tool links a static copy of the library's internals
+ * (redq_private.h) and its dependencies: the URL is parsed by the
+ * library's own parser, so the grammar and its errors are the same as for
+ * push and pop; they talk to Redis through hiredis's blocking API (the
+ * "admin connection", admin.c), with the same --connect-timeout and exit
+ * codes. Key names come from the library's layout (redq__key) and dead
+ * letters are the library's frames (redq__frame_parse); requeueing is the
+ * library's own DEADREQUEUE script, so the tool never touches payload
+ * bytes. Every change they make is one Lua script call, so each message
+ * moves atomically.
+ *
+ * A new command is a row in `commands[]` (a name with a space, "dead
+ * list", is a sub-command), its options in parse_args()'s switch, and a
+ * cli_cmd_* function (cli.h).
+ *
+ * Output: pop writes payloads to stdout and nothing else; dead list and
+ * stats write their listing to stdout, dead requeue/purge their one-line
+ * result; every diagnostic, and push's "pushed N" summary, goes to stderr,
+ * so stdout stays clean for scripts.
+ *
+ * Exit status (also in --help and the README; CLI_RC_* in cli.h):
+ *   0  done          1  some messages failed, an error reply (WRONGTYPE),
+ *                       or output failed
+ *   2  usage         3  invalid URL
+ *   4  cannot connect (or the connection could not be set up)
+ *   5  authentication failed
+ *   128+N  stopped by signal N (130 SIGINT, 143 SIGTERM), after finishing
+ *          the messages in flight
+ */
+#include "cli.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DEFAULT_URL "redis://127.0.0.1:6379"
+
+/* Defaults of the tool (the library's own defaults suit servers, not a
+ * command that someone waits for). */
+#define DEFAULT_CONNECT_TIMEOUT_S 5.0
+#define DEFAULT_DELIVERY_TIMEOUT_MS 10000
+
+/* ------------------------------------------------------------------------ */
+/* Options and the command table                                             */
+/* ------------------------------------------------------------------------ */
+
+/* A row of the command table (typedef in cli.h). */
+struct cli_command {
+    const char *name;
+    const char *synopsis;  /* after "redq NAME " */
+    const char *summary;   /* one line for `redq --help` */
+    const char *details;   /* the command's own --help, before the options */
+    const char *options;   /* its options, as help text */
+    const char *shortopts; /* getopt_long's; starts with ':' */
+    const struct option *longopts;
+    int min_args, max_args; /* operands; max_args -1: unlimited */
+    int (*run)(const cli_options *o);
+};
+
+/* Long-only options get values above any char. */
+enum {
+    OPT_URL = 256,
+    OPT_CONNECT_TIMEOUT,
+    OPT_DELIVERY_TIMEOUT,
+    OPT_MAX_PENDING,
+    OPT_RELIABLE,
+    OPT_VISIBILITY,
+    OPT_CONSUMER_TTL,
+    OPT_JSON,
+    OPT_ALL
+};
+
+#define COMMON_LONGOPTS                                                        \
+    {"url", required_argument, NULL, OPT_URL},                                 \
+        {"connect-timeout", required_argument, NULL, OPT_CONNECT_TIMEOUT},     \
+        {"quiet", no_argument, NULL, 'q'}, {"help", no_argument, NULL, 'h'}
+
+#define COMMON_HELP                                                            \
+    "  --url URL               the server (default $REDQ_URL, else\n"           \
+    "                          " DEFAULT_URL ")\n"                             \
+    "                          redis://[[user]:password@]host[:port][/db] or\n" \
+    "                          unix:///path/to/redis.sock[?db=N]\n"             \
+    "  --connect-timeout SEC   give up when no connection could be made for\n"  \
+    "                          this long (default 5; 0: keep trying)\n"         \
+    "  -q, --quiet             no summary, no warnings; errors only\n"          \
+    "  -h, --help              this text\n"
+
+#define EXIT_HELP                                                              \
+    "exit status:\n"                                                           \
+    "  0    done\n"                                                            \
+    "  1    some messages failed, or the server answered with an error\n"       \
+    "       (e.g. WRONGTYPE: the key is not a list), or output failed\n"        \
+    "       (pop --reliable: what could not be written is retried)\n"          \
+    "  2    usage error\n"                                                     \
+    "  3    invalid URL\n"                                                     \
+    "  4    could not connect to the server\n"                                 \
+    "  5    authentication failed\n"                                           \
+    "  130  interrupted (SIGINT; 143 for SIGTERM), after finishing the\n"       \
+    "       messages in flight\n"
+
+
+static const struct option push_longopts[] = {
+    COMMON_LONGOPTS,
+    {"delivery-timeout", required_argument, NULL, OPT_DELIVERY_TIMEOUT},
+    {"max-pending", required_argument, NULL, OPT_MAX_PENDING},
+    {NULL, 0, NULL, 0}};
+
+static const struct option pop_longopts[] = {
+    COMMON_LONGOPTS,
+    {"count", required_argument, NULL, 'n'},
+    {"timeout", required_argument, NULL, 't'},
+    {"reliable", no_argument, NULL, OPT_RELIABLE},
+    {"visibility-ms", required_argument, NULL, OPT_VISIBILITY},
+    {"consumer-ttl-ms", required_argument, NULL, OPT_CONSUMER_TTL},
+    {NULL, 0, NULL, 0}};
+
+static const struct option dead_list_longopts[] = {
+    COMMON_LONGOPTS,
+    {"count", required_argument, NULL, 'n'},
+    {"json", no_argument, NULL, OPT_JSON},
+    {NULL, 0, NULL, 0}};
+
+static const struct option dead_requeue_longopts[] = {
+    COMMON_LONGOPTS,
+    {"count", required_argument, NULL, 'n'},
+    {"all", no_argument, NULL, OPT_ALL},
+    {NULL, 0, NULL, 0}};
+
+static const struct option plain_longopts[] = {COMMON_LONGOPTS,
+                                               {NULL, 0, NULL, 0}};
+
+static const struct option stats_longopts[] = {
+    COMMON_LONGOPTS,
+    {"json", no_argument, NULL, OPT_JSON},
+    {NULL, 0, NULL, 0}};
+
+static const cli_command commands[] = {
+    {"push", "[options] QUEUE [MESSAGE...]",
+     "push messages (arguments, or lines of stdin) onto QUEUE",
+     "Push each MESSAGE onto QUEUE (LPUSH, in batches), in order. Without\n"
+     "MESSAGE arguments, push one message per line of stdin: the line ends at\n"
+     "\\n, a \\r before it is dropped, an empty line is an empty message, and\n"
+     "a last line without \\n counts. Any other byte, NUL included, is kept.\n"
+     "Use -- before a MESSAGE that starts with '-'.\n"
+     "When every message has been confirmed by Redis (or has failed), prints\n"
+     "\"pushed N\" (the confirmed ones) on stderr.\n",
+     "  --delivery-timeout MS   a message not confirmed by Redis this long\n"
+     "                          after it was read fails (default 10000;\n"
+     "                          0: wait forever)\n"
+     "  --max-pending N         messages read but not yet confirmed, at most;\n"
+     "                          reading pauses at this bound (default 100000)\n",
+     ":qh", push_longopts, 1, -1, cli_cmd_push},
+    {"pop", "[options] QUEUE...",
+     "pop messages from the QUEUEs and print them, one per line",
+     "Pop messages (oldest first) and write each to stdout followed by \\n.\n"
+     "With several queues, earlier ones take priority.\n"
+     "Runs until -n messages were printed, until --timeout seconds pass with\n"
+     "none, or until SIGINT/SIGTERM (then it finishes what it has taken; a\n"
+     "second signal exits at once).\n"
+     "With -n it never takes more than COUNT messages out of the queue.\n"
+     "\n"
+     "Without --reliable (at-most-once, the fastest), a message is removed\n"
+     "from Redis when it is popped: one that cannot be written, or that a\n"
+     "killed redq had not written yet, is lost.\n"
+     "\n"
+     "With --reliable (at-least-once), a popped message moves to this run's\n"
+     "processing list ({QUEUE}/proc:<holder>) and is acked, i.e. removed, only\n"
+     "after it has been written to stdout and flushed. A redq killed at any\n"
+     "moment loses nothing: its heartbeat expires --consumer-ttl-ms later and\n"
+     "then a live consumer of the queue (another redq pop --reliable, or any\n"
+     "at-least-once redq consumer) returns what it held to the queue, to be\n"
+     "popped next, counting one attempt each. What it had printed but not\n"
+     "acked yet comes back too and is printed again: the last batch written\n"
+     "(acks follow each flush of stdout at once), and with -n up to the last\n"
+     "256 of the COUNT, which are acked when the run ends. A message that\n"
+     "cannot be written is nacked (retried after a backoff, one attempt\n"
+     "counted) and the run ends with status 1.\n",
+     "  -n, --count COUNT       stop after COUNT messages (default: no limit)\n"
+     "  -t, --timeout SEC       stop when no message came for SEC seconds\n"
+     "                          (default 0: wait forever); exit status 0\n"
+     "  --reliable              at-least-once delivery (see above)\n"
+     "  --consumer-ttl-ms MS    with --reliable: how long this run's heartbeat\n"
+     "                          lives; a killed run's messages are requeued\n"
+     "                          that long after its last beat (default 60000,\n"
+     "                          at least 100)\n"
+     "  --visibility-ms MS      with --reliable: retry a message printed but\n"
+     "                          not acked for this long (default 2147483647:\n"
+     "                          never; at least 10). A shorter one can make\n"
+     "                          the -n tail print twice\n",
+     ":qhn:t:", pop_longopts, 1, -1, cli_cmd_pop},
+    {"dead list", "[options] QUEUE",
+     "show the dead letters of QUEUE, newest first",
+     "Print the dead letters of QUEUE (the list {QUEUE}/dead; see\n"
+     "docs/DESIGN.md, \"Key layout\", for names with braces), newest first,\n"
+     "one per line:\n"
+     "\n"
+     "  INDEX<TAB>ATTEMPTS<TAB>DEAD_TS<TAB>REASON<TAB>BODY\n"
+     "\n"
+     "INDEX is the position in the list (0: the newest, as LINDEX counts).\n"
+     "ATTEMPTS is how many deliveries were made. DEAD_TS is when it was\n"
+     "dead-lettered, in ISO 8601 UTC (2025-01-31T12:00:00.123Z). REASON is\n"
+     "why. BODY is the payload; bodies longer than 160 characters end in\n"
+     "\"...\". In REASON and BODY a backslash, tab, newline, carriage return\n"
+     "and other control bytes are escaped (\\\\ \\t \\n \\r \\xHH), and so\n"
+     "is every byte >= 0x80 of a body that is not UTF-8. A field the entry\n"
+     "lacks is \"-\"; an entry that is not a redq dead letter (put there by\n"
+     "hand) shows all of itself as BODY, with a note on stderr.\n"
+     "With --json, one JSON object per line: {\"index\",\"id\",\"attempts\",\n"
+     "\"ts\",\"dead_ts\",\"dead_reason\",\"queue\",\"body\"}, fields the entry\n"
+     "lacks omitted, \"body_b64\" (base64) instead of \"body\" when the payload\n"
+     "is not UTF-8; for an entry that is not a dead letter, \"error\" and the\n"
+     "whole entry as the body.\n"
+     "The list is read in pages of 100: entries added or removed meanwhile\n"
+     "may shift what a page shows.\n",
+     "  -n, --count N           the N newest only (default: all)\n"
+     "  --json                  one JSON object per entry (see above)\n",
+     ":qhn:", dead_list_longopts, 1, 1, cli_cmd_dead_list},
+    {"dead requeue", "[options] QUEUE (--all | -n N)",
+     "move dead letters of QUEUE back to the queue, oldest first",
+     "Move dead letters of QUEUE back, oldest first: each goes to the end of\n"
+     "QUEUE's due list (retried and requeued messages, popped before the\n"
+     "messages waiting in QUEUE itself), with its attempt count reset to 0\n"
+     "and its dead-letter reason, time and queue removed; its id and the\n"
+     "payload are kept byte for byte. The moves are the library's own script,\n"
+     "up to 1000 messages per call, each call atomic: a run that is\n"
+     "interrupted or fails has moved every message either completely or not\n"
+     "at all, and never one twice. An entry that is not a redq dead letter\n"
+     "(put there by hand) goes back whole, as the payload.\n"
+     "--all moves the dead letters there were when the command started (not\n"
+     "those added meanwhile). Prints \"requeued N\" on stdout.\n",
+     "  --all                   all of them\n"
+     "  -n, --count N           the N oldest\n",
+     ":qhn:", dead_requeue_longopts, 1, 1, cli_cmd_dead_requeue},
+    {"dead purge", "[options] QUEUE",
+     "delete the dead letters of QUEUE",
+     "Delete QUEUE's dead-letter list and print \"purged N\" (how many it\n"
+     "held) on stdout. Atomic: dead letters added later are not touched.\n",
+     "", ":qh", plain_longopts, 1, 1, cli_cmd_dead_purge},
+    {"stats", "[options] QUEUE...",
+     "show ready, due, processing, delayed and dead counts, and consumers",
+     "Print, for each QUEUE, a snapshot (one Lua script per queue, so the\n"
+     "counts of one queue are consistent with each other; then a SCAN for\n"
+     "orphaned lists):\n"
+     "  READY       messages waiting in QUEUE, as producers pushed them\n"
+     "  DUE         retried, recovered and requeued messages, popped first\n"
+     "  PROCESSING  taken by at-least-once consumers and not acked yet (the\n"
+     "              processing lists of the consumers in {QUEUE}/consumers)\n"
+     "  DELAYED     scheduled and retried messages not due yet\n"
+     "  DEAD        dead letters\n"
+     "  CONSUMERS   live at-least-once consumer connections (heartbeat\n"
+     "              present)\n"
+     "  REGISTERED  consumer connections in {QUEUE}/consumers; those not live\n"
+     "              have died and a live consumer will requeue what they hold\n"
+     "  ORPHANED    messages in processing lists whose holder is not\n"
+     "              registered: no consumer will ever return them. Each such\n"
+     "              list is named below the table (and a warning goes to\n"
+     "              stderr), so its messages can be moved back by hand\n"
+     "Finding orphaned lists SCANs the whole database (SCAN MATCH, 1000 keys\n"
+     "a step). Fast (at-most-once) consumers leave no trace and are not\n"
+     "counted. Output is a table with a header line; with --json, one JSON\n"
+     "object: {\"queues\":[{\"queue\":\"Q\",\"ready\":0,\"due\":0,\n"
+     "\"processing\":0,\"delayed\":0,\"dead\":0,\"consumers\":0,\n"
+     "\"registered\":0,\"orphaned\":0,\"orphans\":[{\"key\":\"..\",\n"
+     "\"messages\":0},...]},...]}\n",
+     "  --json                  one JSON object instead of the table\n",
+     ":qh", stats_longopts, 1, -1, cli_cmd_stats},
+};
+
+#define NCOMMANDS (sizeof commands / sizeof commands[0])
+
+static void usage_main(FILE *f)
+{
+    size_t i;
+
+    fprintf(f, "usage: redq COMMAND [options] [arguments]\n"
+               "       redq COMMAND --help\n\n"
+               "Message queues on Redis lists (redq %s).\n\ncommands:\n",
+            redq_version());
+    for (i = 0; i < NCOMMANDS; i++)
+        fprintf(f, "  %-13s %s\n", commands[i].name, commands[i].summary);
+    fprintf(f, "\noptions of every command:\n" COMMON_HELP "\n" EXIT_HELP);
+}
+
+/* Does command `c` belong to the group `group` ("dead" for "dead list")?
+ * Then *sub is its name in the group. */
+static int in_group(const cli_command *c, const char *group, const char **sub)
+{
+    size_t n = strlen(group);
+
+    if (strncmp(c->name, group, n) != 0 || c->name[n] != ' ')
+        return 0;
+    *sub = c->name + n + 1;
+    return 1;
+}
+
+/* `redq dead --help`: the group's commands. */
+static void usage_group(FILE *f, const char *group)
+{
+    const char *sub;
+    size_t i;
+
+    fprintf(f, "usage: redq %s COMMAND [options] QUEUE\n"
+               "       redq %s COMMAND --help\n\ncommands:\n",
+            group, group);
+    for (i = 0; i < NCOMMANDS; i++)
+        if (in_group(&commands[i], group, &sub))
+            fprintf(f, "  %-8s %s\n", sub, commands[i].summary);
+    fprintf(f, "\noptions of every command:\n" COMMON_HELP "\n" EXIT_HELP);
+}
+
+static void usage_command(FILE *f, const cli_command *c)
+{
+    fprintf(f, "usage: redq %s %s\n\n%s\noptions:\n%s" COMMON_HELP "\n" EXIT_HELP,
+            c->name, c->synopsis, c->details, c->options);
+}
+
+/* A usage error: what is wrong, then the usage, on stderr (cli.h). */
+int cli_usage_error(const cli_command *c, const char *fmt, ...)
+{
+    va_list ap;
+
+    fprintf(stderr, "redq%s%s: ", c ? " " : "", c ? c->name : "");
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputs("\n\n", stderr);
+    if (c)
+        usage_command(stderr, c);
+    else
+        usage_main(stderr);
+    return CLI_RC_USAGE;
+}
+
+static int parse_u64(const char *s, uint64_t max, uint64_t *out)
+{
+    unsigned long long v;
+    char *end;
+
+    if (s[0] < '0' || s[0] > '9')
+        return -1;
+    errno = 0;
+    v = strtoull(s, &end, 10);
+    if (errno != 0 || *end != '\0' || v > max)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+/* Seconds: a non-negative decimal ("5", "0.25"), at most a year. */
+static int parse_seconds(const char *s, double *out)
+{
+    double v;
+    char *end;
+
+    if ((s[0] < '0' || s[0] > '9') && s[0] != '.')
+        return -1;
+    errno = 0;
+    v = strtod(s, &end);
+    if (errno != 0 || *end != '\0' || !(v >= 0) || v > 365.0 * 86400)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+
+/*
+ * Parse a command's options and operands (argv[0] is the command name) into
+ * *o. Returns 0 to go on, CLI_RC_OK after printing --help, or CLI_RC_USAGE
+ * after explaining what is wrong.
+ */
+static int parse_args(const cli_command *c, int argc, char **argv,
+                      cli_options *o, int *done)
+{
+    const char *env = getenv("REDQ_URL");
+    uint64_t v;
+    int ch;
+
+    *done = 0;
+    memset(o, 0, sizeof *o);
+    o->cmd = c;
+    o->url = env && *env ? env : DEFAULT_URL;
+    o->connect_timeout_s = DEFAULT_CONNECT_TIMEOUT_S;
+    o->delivery_timeout_ms = DEFAULT_DELIVERY_TIMEOUT_MS;
+
+    optind = 1;
+    opterr = 0; /* our messages name the command */
+    while ((ch = getopt_long(argc, argv, c->shortopts, c->longopts, NULL)) !=
+           -1) {
+        const char *arg = optarg;
+
+        switch (ch) {
+        case 'h':
+            usage_command(stdout, c);
+            *done = 1;
+            return CLI_RC_OK;
+        case 'q':
+            o->quiet = 1;
+            break;
+        case OPT_URL:
+            if (!*arg)
+                return cli_usage_error(c, "--url needs a value");
+            o->url = arg;
+            break;
+        case OPT_CONNECT_TIMEOUT:
+            if (parse_seconds(arg, &o->connect_timeout_s) < 0)
+                return cli_usage_error(c, "--connect-timeout: '%s' is not a "
+                                          "number of seconds", arg);
+            break;
+        case OPT_DELIVERY_TIMEOUT:
+            if (parse_u64(arg, INT_MAX, &v) < 0)
+                return cli_usage_error(c, "--delivery-timeout: '%s' is not a "
+                                          "number of milliseconds", arg);
+            o->delivery_timeout_ms = (int)v;
+            break;
+        case OPT_MAX_PENDING:
+            if (parse_u64(arg, SIZE_MAX, &v) < 0 || v == 0)
+                return cli_usage_error(c, "--max-pending: '%s' is not a count "
+                                          "above 0", arg);
+            o->max_pending = (size_t)v;
+            break;
+        case 'n':
+            if (parse_u64(arg, UINT64_MAX, &o->count) < 0)
+                return cli_usage_error(c, "-n/--count: '%s' is not a count",
+                                       arg);
+            o->has_count = 1;
+            break;
+        case 't':
+            if (parse_seconds(arg, &o->timeout_s) < 0)
+                return cli_usage_error(c, "-t/--timeout: '%s' is not a number "
+                                          "of seconds", arg);
+            break;
+        case OPT_RELIABLE:
+            o->reliable = 1;
+            break;
+        case OPT_VISIBILITY:
+            if (parse_u64(arg, INT_MAX, &v) < 0 || v < 10)
+                return cli_usage_error(c, "--visibility-ms: '%s' is not a "
+                                          "number of milliseconds from 10",
+                                       arg);
+            o->visibility_ms = (int)v;
+            break;
+        case OPT_CONSUMER_TTL:
+            if (parse_u64(arg, INT_MAX, &v) < 0 || v < 100)
+                return cli_usage_error(c, "--consumer-ttl-ms: '%s' is not a "
+                                          "number of milliseconds from 100",
+                                       arg);
+            o->consumer_ttl_ms = (int)v;
+            break;
+        case OPT_JSON:
+            o->json = 1;
+            break;
+        case OPT_ALL:
+            o->all = 1;
+            break;
+        case ':':
+            return cli_usage_error(c, "option '%s' needs a value",
+                                   argv[optind - 1]);
+        default:
+            /* A short option (perhaps inside a cluster like -qx) is named
+             * by optopt; a long one only by its argument. */
+            if (optopt > 0 && optopt < 256 && argv[optind - 1][1] != '-')
+                return cli_usage_error(c, "unknown option '-%c'", optopt);
+            return cli_usage_error(c, "unknown option '%s'", argv[optind - 1]);
+        }
+    }
+    o->args = argv + optind;
+    o->nargs = argc - optind;
+    if (o->nargs < c->min_args)
+        return cli_usage_error(c, "missing QUEUE");
+    if (c->max_args >= 0 && o->nargs > c->max_args)
+        return cli_usage_error(c, "too many arguments");
+    if ((o->visibility_ms || o->consumer_ttl_ms) && !o->reliable)
+        return cli_usage_error(c, "--%s needs --reliable",
+                               o->visibility_ms ? "visibility-ms"
+                                                : "consumer-ttl-ms");
+    if (c->run == cli_cmd_dead_requeue && o->all == o->has_count)
+        return cli_usage_error(c, o->all ? "--all and -n exclude each other"
+                                         : "say how many: --all or -n N");
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* main                                                                      */
+/* ------------------------------------------------------------------------ */
+
+int main(int argc, char **argv)
+{
+    const cli_command *c = NULL;
+    cli_options o;
+    size_t i;
+    int rc, done, group = 0;
+
+    /* hiredis writes with write(2); a server closing the connection must
+     * not kill us (redq.h). pop's stdout going away is noticed through
+     * EPIPE as well. */
+    signal(SIGPIPE, SIG_IGN);
+
+    if (argc < 2)
+        return cli_usage_error(NULL, "missing COMMAND");
+    if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") ||
+        !strcmp(argv[1], "help")) {
+        usage_main(stdout);
+        return CLI_RC_OK;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("redq %s\n", redq_version());
+        return CLI_RC_OK;
+    }
+    for (i = 0; i < NCOMMANDS && !c; i++) {
+        const char *sub;
+
+        if (!strcmp(argv[1], commands[i].name)) {
+            c = &commands[i];
+        } else if (in_group(&commands[i], argv[1], &sub)) {
+            /* "redq dead list ...": the sub-command's name is its argv[0]. */
+            group = 1;
+            if (argc > 2 && !strcmp(argv[2], sub))
+                c = &commands[i];
+        }
+    }
+    if (!c && group) {
+        if (argc > 2 && (!strcmp(argv[2], "-h") || !strcmp(argv[2], "--help"))) {
+            usage_group(stdout, argv[1]);
+            return CLI_RC_OK;
+        }
+        fprintf(stderr, "redq %s: %s%s%s\n\n", argv[1],
+                argc > 2 ? "unknown command '" : "missing COMMAND",
+                argc > 2 ? argv[2] : "", argc > 2 ? "'" : "");
+        usage_group(stderr, argv[1]);
+        return CLI_RC_USAGE;
+    }
+    if (!c) {
+        if (argv[1][0] == '-')
+            return cli_usage_error(NULL, "unknown option '%s'", argv[1]);
+        return cli_usage_error(NULL, "unknown command '%s'", argv[1]);
+    }
+    if (group) {
+        argc--;
+        argv++;
+    }
+    rc = parse_args(c, argc - 1, argv + 1, &o, &done);
+    if (rc != 0 || done)
+        return rc;
+    return c->run(&o);
+}

@@ -1,0 +1,137 @@
+/*
+ * Output escaping for dead list and stats: payloads and queue names are
+ * arbitrary bytes, and what the tool prints must stay one line per entry
+ * for a terminal, cut and awk (cli_escape_text), or valid JSON
+ * (cli_put_json_*). UTF-8 is checked here, by hand, so that the rules are
+ * exactly the ones written in --help.
+ */
+#include "cli.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Length of the well-formed UTF-8 sequence at p (at most n bytes), or 0. */
+static size_t utf8_len(const unsigned char *p, size_t n)
+{
+    size_t len, i;
+    unsigned lo = 0x80, hi = 0xbf;
+
+    if (p[0] < 0x80)
+        return 1;
+    if (p[0] >= 0xc2 && p[0] <= 0xdf)
+        len = 2;
+    else if (p[0] >= 0xe0 && p[0] <= 0xef)
+        len = 3;
+    else if (p[0] >= 0xf0 && p[0] <= 0xf4)
+        len = 4;
+    else
+        return 0;
+    if (n < len)
+        return 0;
+    if (p[0] == 0xe0)
+        lo = 0xa0;
+    else if (p[0] == 0xed)
+        hi = 0x9f; /* no surrogates */
+    else if (p[0] == 0xf0)
+        lo = 0x90;
+    else if (p[0] == 0xf4)
+        hi = 0x8f;
+    if (p[1] < lo || p[1] > hi)
+        return 0;
+    for (i = 2; i < len; i++)
+        if (p[i] < 0x80 || p[i] > 0xbf)
+            return 0;
+    return len;
+}
+
+/*
+ * [p, p+n) for a terminal and for cut/awk: backslash, tab, newline, CR and
+ * every other control byte (C0, DEL, and C1 as U+0080..U+009F) escaped as
+ * \\ \t \n \r \xHH. With `utf8`, well-formed UTF-8 characters are kept,
+ * other bytes >= 0x80 escaped; without, every byte >= 0x80 is. At most
+ * `max` characters (0: no limit), then "...". A new string, or NULL.
+ */
+char *cli_escape_text(const char *p, size_t n, size_t max, int utf8)
+{
+    const unsigned char *s = (const unsigned char *)p;
+    size_t cap = (max && max < n ? max : n) * 4 + 8, o = 0, i = 0, chars = 0;
+    char *out = malloc(cap);
+
+    if (!out)
+        return NULL;
+    while (i < n) {
+        size_t l = utf8 ? utf8_len(s + i, n - i) : (s[i] < 0x80);
+
+        if (max && chars == max) {
+            memcpy(out + o, "...", 3);
+            o += 3;
+            break;
+        }
+        if (s[i] == '\\' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r') {
+            out[o++] = '\\';
+            out[o++] = s[i] == '\\' ? '\\'
+                       : s[i] == '\t' ? 't'
+                       : s[i] == '\n' ? 'n'
+                                      : 'r';
+            i++;
+        } else if (l == 0 || s[i] < 0x20 || s[i] == 0x7f ||
+                   (l == 2 && s[i] == 0xc2 && s[i + 1] < 0xa0)) {
+            o += (size_t)sprintf(out + o, "\\x%02x", s[i]);
+            i++;
+        } else {
+            memcpy(out + o, s + i, l);
+            o += l;
+            i += l;
+        }
+        chars++;
+    }
+    out[o] = '\0';
+    return out;
+}
+
+/* [p, p+n) as a JSON string (quoted); bytes that are not UTF-8 become
+ * U+FFFD, NUL and other control bytes \u00XX. */
+void cli_put_json_bytes(FILE *f, const char *s, size_t n)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    size_t i = 0;
+
+    putc('"', f);
+    while (i < n) {
+        size_t l = utf8_len(p + i, n - i);
+
+        if (p[i] == '"' || p[i] == '\\') {
+            fprintf(f, "\\%c", p[i]);
+        } else if (p[i] < 0x20) {
+            fprintf(f, "\\u%04x", p[i]);
+        } else if (l == 0) {
+            fputs("\\ufffd", f);
+            l = 1;
+        } else {
+            fwrite(p + i, 1, l, f);
+        }
+        i += l ? l : 1;
+    }
+    putc('"', f);
+}
+
+void cli_put_json_string(FILE *f, const char *s)
+{
+    cli_put_json_bytes(f, s, strlen(s));
+}
+
+/* 1 when [p, p+n) is well-formed UTF-8 throughout. */
+int cli_is_utf8(const char *p, size_t n)
+{
+    size_t i = 0;
+
+    while (i < n) {
+        size_t l = utf8_len((const unsigned char *)p + i, n - i);
+
+        if (l == 0)
+            return 0;
+        i += l;
+    }
+    return 1;
+}
