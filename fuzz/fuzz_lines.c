@@ -4,7 +4,7 @@
  *
  * The first byte picks how the rest arrives: in one piece, or in reads of
  * 1..16 bytes driven by the following bytes, with the consumed prefix
- * shifted out of the buffer between reads as tools/redq.c does. Checked:
+ * shifted out of the buffer between reads as tools/cli/ does. Checked:
  * - every line is the bytes before its separator, which is "\n", "\r\n"
  *   or, for the last line at eof only, nothing; a line never holds a '\n',
  *   and ends in '\r' only as a last line at eof (that '\r' has no '\n');

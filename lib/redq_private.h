@@ -215,6 +215,9 @@ size_t redq__arena_retained(const redq__arena *a);
 /** 1 when the len bytes at s are well-formed UTF-8 (RFC 3629: no overlongs,
  *  no surrogates, nothing above U+10FFFF), else 0. */
 int redq__utf8_valid(const void *s, size_t len);
+/** Length of the well-formed UTF-8 sequence at p (n > 0 bytes there), or 0
+ *  when the bytes there are not one. */
+size_t redq__utf8_seq_len(const unsigned char *p, size_t n);
 
 /* Standard base64 (RFC 4648 section 4, with padding). encode: out needs
  * 4*((len+2)/3)+1 bytes, is NUL-terminated; returns the length without the

@@ -15,7 +15,7 @@
  * surrogates, nothing above U+10FFFF), or 0 when the
  * bytes there are not one. n > 0 bytes are available.
  */
-static size_t utf8_seq_len(const unsigned char *p, size_t n)
+size_t redq__utf8_seq_len(const unsigned char *p, size_t n)
 {
     uint32_t cp;
     size_t need, i;
@@ -54,7 +54,7 @@ int redq__utf8_valid(const void *s, size_t len)
     const unsigned char *p = s;
     size_t i = 0;
     while (i < len) {
-        size_t n = utf8_seq_len(p + i, len - i);
+        size_t n = redq__utf8_seq_len(p + i, len - i);
         if (n == 0)
             return 0;
         i += n;

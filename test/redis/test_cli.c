@@ -1,5 +1,5 @@
 /*
- * The redq command-line tool (tools/redq.c) against a real redis-server:
+ * The redq command-line tool (tools/cli/) against a real redis-server:
  * push and pop round trips (arguments and stdin), -n exactness, queue
  * priority, the idle timeout, signals, and the exit code of each failure
  * (bad URL, unreachable server, wrong password, WRONGTYPE, usage).

@@ -2,47 +2,20 @@
  * Output escaping for dead list and stats: payloads and queue names are
  * arbitrary bytes, and what the tool prints must stay one line per entry
  * for a terminal, cut and awk (cli_escape_text), or valid JSON
- * (cli_put_json_*). UTF-8 is checked here, by hand, so that the rules are
- * exactly the ones written in --help.
+ * (cli_put_json_*). UTF-8 is checked by the library (lib/text.c).
  */
 #include "cli.h"
+#include "redq_private.h" /* redq__utf8_* (lib/text.c) */
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* Length of the well-formed UTF-8 sequence at p (at most n bytes), or 0. */
+/* UTF-8 is the library's check (lib/text.c), so the tool and the library
+ * agree on what is text. */
 static size_t utf8_len(const unsigned char *p, size_t n)
 {
-    size_t len, i;
-    unsigned lo = 0x80, hi = 0xbf;
-
-    if (p[0] < 0x80)
-        return 1;
-    if (p[0] >= 0xc2 && p[0] <= 0xdf)
-        len = 2;
-    else if (p[0] >= 0xe0 && p[0] <= 0xef)
-        len = 3;
-    else if (p[0] >= 0xf0 && p[0] <= 0xf4)
-        len = 4;
-    else
-        return 0;
-    if (n < len)
-        return 0;
-    if (p[0] == 0xe0)
-        lo = 0xa0;
-    else if (p[0] == 0xed)
-        hi = 0x9f; /* no surrogates */
-    else if (p[0] == 0xf0)
-        lo = 0x90;
-    else if (p[0] == 0xf4)
-        hi = 0x8f;
-    if (p[1] < lo || p[1] > hi)
-        return 0;
-    for (i = 2; i < len; i++)
-        if (p[i] < 0x80 || p[i] > 0xbf)
-            return 0;
-    return len;
+    return redq__utf8_seq_len(p, n);
 }
 
 /*
@@ -124,14 +97,5 @@ void cli_put_json_string(FILE *f, const char *s)
 /* 1 when [p, p+n) is well-formed UTF-8 throughout. */
 int cli_is_utf8(const char *p, size_t n)
 {
-    size_t i = 0;
-
-    while (i < n) {
-        size_t l = utf8_len((const unsigned char *)p + i, n - i);
-
-        if (l == 0)
-            return 0;
-        i += l;
-    }
-    return 1;
+    return redq__utf8_valid(p, n);
 }
