@@ -686,6 +686,132 @@ REDQ_API void redq_consumer_get_stats_sized(const redq_consumer *c,
 REDQ_API void(redq_consumer_get_stats)(const redq_consumer *c,
                                        redq_consumer_stats *st);
 
+/* ------------------------------------------------------------------------ */
+/* Admin: what operators ask every day (lib/admin.c)                          */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * An admin handle answers operators' questions about queues and acts on
+ * them, asynchronously on the caller's loop like the other handles (one
+ * connection; every call takes a callback that runs exactly once, from the
+ * loop). The CLI, `redq serve` and its dashboard are built on it alone.
+ *
+ * Queues are found without KEYS: producers and consumers record the queues
+ * they use in a registry (the sorted set "redq:queues", member the queue
+ * name, score the last time it was seen, ms), refreshed at most every
+ * minute per queue and handle; the admin drops entries not seen for a day
+ * whose keys are all empty.
+ *
+ * Pointers handed to callbacks (names, payloads, reasons, the arrays) are
+ * borrowed until the callback returns. Every `queue` argument is copied.
+ */
+typedef struct redq_admin redq_admin;
+
+/** Create an admin handle on `base` with the connection options of `opts`
+ *  (url, password, timeouts, log, errbuf; the producer and consumer fields
+ *  are ignored). Same returns as redq_producer_new(). */
+REDQ_API int redq_admin_new(redq_admin **out, struct event_base *base,
+                            const redq_options *opts);
+
+/** Close it: calls not yet answered get REDQ_ECLOSED, then `cb` (may be
+ *  NULL) is its last callback. 0, REDQ_EINVAL, REDQ_ECLOSED. */
+REDQ_API int redq_admin_close(redq_admin *a, redq_close_cb cb, void *user);
+
+/** One queue, as one consistent snapshot (one script per queue). */
+typedef struct redq_queue_info {
+    const char *name;          /**< the queue (borrowed) */
+    uint64_t ready;            /**< in the ready list */
+    uint64_t due;              /**< retried, recovered, requeued: taken first */
+    uint64_t processing;       /**< taken by at-least-once consumers, unacked */
+    uint64_t delayed;          /**< scheduled, not due yet */
+    uint64_t dead;             /**< dead letters */
+    uint64_t consumers;        /**< live consumer connections (heartbeat) */
+    uint64_t registered;       /**< consumer connections registered, live or
+                                    not (dead ones are recovered soon) */
+    long long oldest_age_ms;   /**< age of the oldest ready message when it
+                                    can be known (it carries a frame time or
+                                    the queue's first-seen time), else -1 */
+    int paused;                /**< 1 when consumers do not take from it */
+    long long last_seen_ms;    /**< registry: last use by a producer or
+                                    consumer, ms since the epoch; -1 unknown */
+} redq_queue_info;
+
+/** status 0 and `n` queues, or a REDQ_E* and errstr (n is then 0). */
+typedef void (*redq_queues_cb)(redq_admin *a, int status, const char *errstr,
+                               const redq_queue_info *queues, size_t n,
+                               void *user);
+
+/** Every queue in the registry, snapshotted, sorted by name. */
+REDQ_API int redq_admin_queues(redq_admin *a, redq_queues_cb cb, void *user);
+/** One queue (whether or not it is in the registry). */
+REDQ_API int redq_admin_queue(redq_admin *a, const char *queue,
+                              redq_queues_cb cb, void *user);
+
+/** A message as an operator sees it. */
+typedef struct redq_admin_msg {
+    const void *data;      /**< the payload, byte for byte (borrowed) */
+    size_t len;
+    const char *id;        /**< "" when it has none */
+    int attempts;          /**< deliveries already made */
+    long long ts_ms;       /**< first enqueued, -1 unknown */
+    const char *reason;    /**< dead letters: why (decoded), else NULL */
+    long long dead_ts_ms;  /**< dead letters: when, else -1 */
+    size_t index;          /**< peek: 0 is the next to be taken; dead: 0 is
+                                the newest */
+} redq_admin_msg;
+
+typedef void (*redq_msgs_cb)(redq_admin *a, int status, const char *errstr,
+                             const redq_admin_msg *msgs, size_t n,
+                             void *user);
+
+/** The next `count` messages to be taken (due first, then the ready
+ *  list), without taking them. */
+REDQ_API int redq_admin_peek(redq_admin *a, const char *queue, size_t count,
+                             redq_msgs_cb cb, void *user);
+/** Dead letters, newest first, from `offset`, at most `count`. */
+REDQ_API int redq_admin_dead(redq_admin *a, const char *queue, size_t offset,
+                             size_t count, redq_msgs_cb cb, void *user);
+
+/** Done: status 0 and how many messages (or queues) it concerned. */
+typedef void (*redq_done_cb)(redq_admin *a, int status, const char *errstr,
+                             uint64_t n, void *user);
+
+/** Move the oldest `count` dead letters (SIZE_MAX: all there are when it
+ *  starts) back to be taken first, attempts reset, payloads untouched;
+ *  batches of at most 1000 per script. */
+REDQ_API int redq_admin_requeue(redq_admin *a, const char *queue, size_t count,
+                                redq_done_cb cb, void *user);
+/** Requeue the one dead letter with this id (n is 0 when none has it). */
+REDQ_API int redq_admin_requeue_id(redq_admin *a, const char *queue,
+                                   const char *id, redq_done_cb cb,
+                                   void *user);
+/** Delete the one dead letter with this id (n is 0 when none has it). */
+REDQ_API int redq_admin_delete_dead(redq_admin *a, const char *queue,
+                                    const char *id, redq_done_cb cb,
+                                    void *user);
+/** Delete every dead letter; n is how many there were. */
+REDQ_API int redq_admin_purge(redq_admin *a, const char *queue,
+                              redq_done_cb cb, void *user);
+/** Pause (1) or resume (0) a queue: consumers of both modes stop taking
+ *  from a paused queue within about promote_interval_ms, and start again
+ *  as soon after a resume; producers are not affected. */
+REDQ_API int redq_admin_pause(redq_admin *a, const char *queue, int paused,
+                              redq_done_cb cb, void *user);
+/** Recover the messages of the queue's dead consumers now (instead of at
+ *  the next live consumer's heartbeat); n is how many moved. */
+REDQ_API int redq_admin_recover(redq_admin *a, const char *queue,
+                                redq_done_cb cb, void *user);
+
+/** Text built by the admin handle: status 0 and `len` bytes at `text`
+ *  (borrowed), or an error. */
+typedef void (*redq_text_cb)(redq_admin *a, int status, const char *errstr,
+                             const char *text, size_t len, void *user);
+/** Every registered queue in the Prometheus text exposition format
+ *  (version 0.0.4): redq_queue_ready{queue="..."} and the other fields of
+ *  redq_queue_info, with HELP and TYPE lines; label values escaped as the
+ *  format says. For an embedding server to mount on its own evhttp. */
+REDQ_API int redq_admin_metrics(redq_admin *a, redq_text_cb cb, void *user);
+
 #ifdef __cplusplus
 }
 #endif
