@@ -7,8 +7,8 @@
  * - on success: host/path/port/db are what redq_private.h promises;
  * - on failure: *out is zeroed, err is NUL-terminated within errlen, and a
  *   small err buffer gets a prefix of the same message (vsnprintf cut);
- * - on failure: err never quotes the password (issue 8, item 11), see
- *   check_secret() for what counts as the password.
+ * - on failure: err never quotes the user name or password (issue 8,
+ *   item 11), see check_secrets() for what counts as those.
  * REDQ_FUZZ_NO_SECRETS=1 in the environment turns the last check off, to
  * look for other bugs while a known leak is being fixed; =hostless turns
  * off only its "redis://user:password" (no '@') half.
@@ -127,6 +127,12 @@ static void check_secrets(const char *url, const char *err, int hostless)
         at = strchr(rest, '@');
     if (at != NULL) {
         colon = memchr(rest, ':', (size_t)(at - rest));
+        /* The user name is kept out of messages too (issue 8, item 11:
+         * no part of the user info); a lone "xyz@" is as likely a
+         * password that lost its ':'. */
+        check_secret(url, (size_t)(rest - url),
+                     (size_t)((colon != NULL ? colon : at) - rest), err,
+                     "the user name");
         if (colon != NULL)
             check_secret(url, (size_t)(colon + 1 - url),
                          (size_t)(at - colon - 1), err, "the password");
