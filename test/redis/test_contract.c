@@ -863,3 +863,37 @@ Test(contract, timeouts_at_int_max_work)
     cr_assert_eq(t->stop_status, 0);
     cfinish(t);
 }
+
+/* The reaper and the dead-letter requeue keep every byte too: lookalikes
+ * left in a dead consumer's processing lists come back as they were sent,
+ * on their second attempt. */
+Test(contract, lookalikes_survive_the_reaper)
+{
+    ctrack *t = ctrack_new();
+    redq_options o;
+    const char *qs[1] = {"q"};
+    size_t i;
+
+    fx_cmd_ok("SADD {q}/consumers 00000000deadbeef.3");
+    for (i = 0; i < NLOOK; i++)
+        fx_cmd_ok("LPUSH {q}/proc:00000000deadbeef.3 %b", lookalikes[i],
+                  strlen(lookalikes[i]));
+    copts(&o, t);
+    cr_assert_eq(redq_consumer_new(&t->c, fx_base(), &o, qs, 1), 0);
+    cr_assert(wait_got(t, NLOOK, 10000), "%zu of %zu recovered", t->got,
+              (size_t)NLOOK);
+    for (i = 0; i < NLOOK; i++) {
+        size_t j;
+        int found = 0;
+        for (j = 0; j < NLOOK; j++)
+            found |= t->len[i] == strlen(lookalikes[j]) &&
+                     memcmp(t->body[i], lookalikes[j], t->len[i]) == 0;
+        cr_assert(found, "the reaper rewrote a payload: %.*s", (int)t->len[i],
+                  t->body[i]);
+        cr_assert_eq(t->attempt[i], 2);
+    }
+    cstop(t);
+    cr_assert_eq(t->stop_status, 0);
+    cr_assert_eq(leftover(), 0);
+    cfinish(t);
+}
