@@ -89,7 +89,10 @@ struct event_base;
     XX(EPROTOCOL, -13, "unexpected reply from the server")                     \
     XX(ESELECT, -14, "could not select the database")                          \
     XX(ENOPERM, -15, "permission denied by the server's ACL")                 \
-    XX(EALREADY, -16, "message already acked or nacked")
+    XX(EALREADY, -16, "message already acked or nacked")                      \
+    XX(ENOMASTER, -17, "the sentinels know no master by that name")           \
+    XX(ENOTREPLICATED, -18,                                                    \
+       "stored on the master, not acknowledged by enough replicas")
 
 enum {
     REDQ_OK = 0,
@@ -151,9 +154,10 @@ typedef struct redq_report {
     void *opaque;        /**< the `opaque` given to redq_produce() */
     int status;          /**< 0: Redis acknowledged it; < 0: REDQ_E* */
     const char *errstr;  /**< NULL when status is 0, else why it failed */
-    int persisted;       /**< REDQ_PERSIST_*: YES when status is 0; for a
-                              failure, POSSIBLY when some write of it got no
-                              answer, else NOT (added in 0.2) */
+    int persisted;       /**< REDQ_PERSIST_*: YES when status is 0 or
+                              REDQ_ENOTREPLICATED; for another failure,
+                              POSSIBLY when some write of it got no answer,
+                              else NOT (added in 0.2) */
 } redq_report;
 
 /**
@@ -165,6 +169,9 @@ typedef struct redq_report {
  *   REDQ_ETIMEDOUT  not acknowledged within delivery_timeout_ms.
  *   REDQ_ECLOSED    the producer was closed before it was acknowledged.
  *   REDQ_ETOOBIG    never: too big a message is refused by redq_produce().
+ *   REDQ_ENOTREPLICATED  (min_replicas) stored on the master, but fewer
+ *                   replicas than asked acknowledged it in time: persisted
+ *                   is REDQ_PERSIST_YES, yet a failover could still lose it.
  * report->persisted says which failures may still be in Redis: a message
  * whose command was written and never answered (in flight when the time ran
  * out or the producer closed, or on a connection that dropped before its
@@ -210,13 +217,14 @@ enum {
 };
 
 /** Version of redq_options this header describes. Version 1 is the layout
- *  of the first release (0.1.0); version 2 adds errbuf and errbuf_size. New
+ *  of the first release (0.1.0); version 2 adds errbuf and errbuf_size;
+ *  version 3 adds min_replicas and replica_timeout_ms. New
  *  fields are added at the end only, and each addition bumps this number.
  *  The version names the layout, hence the struct's size: redq_*_new()
  *  reads only the fields of the caller's version and takes the defaults for
  *  the rest, so a program built against an older redq.h keeps working with
  *  a newer library. */
-#define REDQ_OPTIONS_VERSION 2
+#define REDQ_OPTIONS_VERSION 3
 
 /**
  * Settings for a producer. Fill it with redq_options_init(), then change what
@@ -231,6 +239,17 @@ typedef struct redq_options {
     /** Where Redis is (default "redis://127.0.0.1:6379"):
      *    redis://[[user]:password@]host[:port][/db]
      *    unix:///path/to/redis.sock[?db=N]
+     *    redis+sentinel://[[user]:password@]host[:port][,host[:port]..]
+     *        /master_name[/db][?sentinel_user=U&sentinel_password=P]
+     *  The last names the sentinels (port 26379 by default) of a master
+     *  they know as master_name; every connection asks them where the
+     *  master is, checks ROLE, and follows failovers (+switch-master,
+     *  READONLY, a lost connection). The user info authenticates to the
+     *  data nodes; sentinel_user/sentinel_password (%XX-encoded) to the
+     *  sentinels. Errors: REDQ_ENOMASTER (no sentinel knows the name),
+     *  REDQ_EAUTH (a sentinel refused the credentials), REDQ_ECONNECT (no
+     *  sentinel answered), given to the log callback; the connection
+     *  keeps retrying with its backoff.
      *  user, password and path may be %XX-encoded. host may be a name
      *  (resolved without blocking), an IPv4 address or [IPv6]. */
     const char *url;
@@ -344,6 +363,20 @@ typedef struct redq_options {
      *  any, gets the same message. (default NULL: not written) */
     char *errbuf;
     size_t errbuf_size; /**< bytes at errbuf (default 0) */
+
+    /* --- version 3: high availability ---------------------------------- */
+
+    /** Producer: replicas that must hold a batch before its reports say ok
+     *  (default 0: the master's answer is enough). A `WAIT n timeout` is
+     *  pipelined behind the batches written together, so no batch waits an
+     *  extra round trip. Fewer replicas within replica_timeout_ms (or a
+     *  WAIT refused) reports REDQ_ENOTREPLICATED with persisted
+     *  REDQ_PERSIST_YES: stored on the master, which a failover before it
+     *  replicates would lose. A connection lost before the WAIT answered
+     *  resends the batch (a duplicate if it had replicated). 0..64. */
+    int min_replicas;
+    /** How long each WAIT waits for those replicas (default 1000; > 0). */
+    int replica_timeout_ms;
 } redq_options;
 
 /**

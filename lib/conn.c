@@ -39,6 +39,7 @@
 
 enum conn_state {
     ST_IDLE,
+    ST_DISCOVERING, /* asking the sentinels where the master is */
     ST_RESOLVING,
     ST_CONNECTING,
     ST_HANDSHAKE,
@@ -47,7 +48,7 @@ enum conn_state {
 };
 
 static const char *const state_names[] = {
-    "idle", "resolving", "connecting", "handshake", "ready", "backoff"};
+    "idle", "discovery", "resolving", "connecting", "handshake", "ready", "backoff"};
 
 /* What a ring entry is, beyond its callback. */
 enum {
@@ -146,6 +147,29 @@ struct redq__conn {
     redq__conn_down_cb on_down;
     redq__conn_down_cb on_fail; /* an attempt failed before ready */
     void *arg;
+
+    /* Sentinel discovery (redis+sentinel:// URLs; see "Discovery" below).
+     * host/port/ip/where then name the master last found. */
+    int sentinel;
+    size_t nsent;
+    redq__url_node *sent;      /* the sentinels, copied */
+    char *master_name;
+    char *sent_user, *sent_password;
+    size_t sent_first;         /* whom a round asks first: the last that
+                                  answered, or the one after a bad answer */
+    size_t sent_tried;         /* asked in this round */
+    size_t sent_idx;           /* the one being asked */
+    redq__conn *probe;         /* the connection to it */
+    redq__conn *probe_dead;    /* to free from the loop, not its callback */
+    struct event *ev_probe;    /* zero timer: free probe_dead, then act */
+    int probe_next;            /* PROBE_* for ev_probe */
+    unsigned round_flags;      /* RF_* seen in this round */
+    char round_err[256];       /* the first sentinel failure of the round */
+    redq__logger quiet;        /* the probes' logger: they say nothing, the
+                                  round says what went wrong */
+    redisAsyncContext *watch;  /* SUBSCRIBE +switch-master on a sentinel */
+    size_t watch_idx;
+    char found[80];            /* "host:port" the sentinels named last */
 };
 
 static void conn_drop(redq__conn *c, int code, unsigned flags,
@@ -154,6 +178,10 @@ static void conn_log(const redq__conn *c, int level, int code,
                      const char *fmt, ...) REDQ__PRINTF(4, 5);
 static void scrub(const redq__conn *c, char *msg);
 static void start_attempt(redq__conn *c);
+static void discovery_start(redq__conn *c);
+static void probe_retire(redq__conn *c);
+static void watch_close(redq__conn *c);
+static void connect_after_discovery(redq__conn *c);
 
 /* ---- the pending ring --------------------------------------------------- */
 
@@ -820,6 +848,44 @@ static void hs_script_cb(redq__conn *c, void *reply, void *arg)
     handshake_step_done(c);
 }
 
+/* ROLE (sentinel mode): "master" goes on; a replica (or a sentinel) sends
+ * the attempt back to discovery, asking the next sentinel first. */
+static void hs_role_cb(redq__conn *c, void *reply, void *arg)
+{
+    redisReply *r = reply;
+    (void)arg;
+    switch (hs_check(c, r, "ROLE")) {
+    case HS_GONE:
+        return;
+    case HS_REFUSED:
+        /* An ACL user without ROLE: the role cannot be checked, a replica
+         * still answers writes with READONLY, which also rediscovers. */
+        if (!c->version_noted) {
+            c->version_noted = 1;
+            conn_log(c, REDQ_LOG_WARN, redq__err_from_reply(r->str,
+                                                             (size_t)r->len),
+                     "ROLE on %s: %s (cannot check it is the master; "
+                     "allow +role for this user)",
+                     where(c), r->str);
+        }
+        break;
+    case HS_OK:
+        if (r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
+            r->element[0]->type == REDIS_REPLY_STRING &&
+            strcmp(r->element[0]->str, "master") != 0) {
+            c->sent_first = (c->sent_idx + 1) % c->nsent;
+            conn_drop(c, REDQ_ESERVER, 0,
+                      "%s is a %s, not the master of %s (a stale sentinel "
+                      "answer, or a failover under way); asking the "
+                      "sentinels again",
+                      where(c), r->element[0]->str, c->master_name);
+            return;
+        }
+        break;
+    }
+    handshake_step_done(c);
+}
+
 static int hs_send_arg(redq__conn *c, redq__reply_cb cb, void *arg, int argc,
                        const char **argv)
 {
@@ -893,6 +959,12 @@ static int start_handshake(redq__conn *c)
     if (rc == 0 && c->want_version) {
         const char *argv[] = {"HELLO"};
         rc = hs_send(c, hs_hello_cb, 1, argv);
+    }
+    /* A sentinel's answer may be stale (it has not seen the failover yet,
+     * or names a master that was demoted): trust the node's own word. */
+    if (rc == 0 && c->sentinel) {
+        const char *argv[] = {"ROLE"};
+        rc = hs_send(c, hs_role_cb, 1, argv);
     }
     if (rc == 0)
         handshake_step_done(c);
@@ -990,6 +1062,346 @@ static void connect_now(redq__conn *c)
     c->ac = ac;
 }
 
+
+/* ---- Discovery (redis+sentinel://) --------------------------------------- */
+
+/*
+ * A round asks the sentinels one after the other, each over a connection of
+ * its own (a redq__conn: resolve, connect, AUTH with the sentinel's
+ * credentials, all with deadlines), "SENTINEL get-master-addr-by-name". The
+ * first address wins; the master connection then resolves, connects and
+ * checks ROLE as usual. A round where nobody answered with an address ends
+ * the attempt with the most telling reason: REDQ_ENOMASTER when a sentinel
+ * said it knows no such master, REDQ_EAUTH when one refused our
+ * credentials (both permanent: retrying will not fix them), else
+ * REDQ_ECONNECT. The next round starts after the usual backoff.
+ *
+ * The sentinel that answered is also watched: a SUBSCRIBE to
+ * +switch-master on it moves the connection as soon as a failover is
+ * decided, instead of when the old master's socket dies (or never, for a
+ * demoted master that stays up). Probes are freed from the loop (ev_probe),
+ * never from inside their own callbacks.
+ */
+enum { PROBE_NONE, PROBE_NEXT, PROBE_CONNECT };
+enum { RF_UNKNOWN = 1u, RF_AUTH = 2u };
+
+static void probe_up(redq__conn *sub, void *arg);
+static void probe_down(redq__conn *sub, int code, const char *msg, void *arg);
+
+/* Note a sentinel's failure; the first one is kept for the round's
+ * message (it is usually the most useful one). */
+static void probe_note(redq__conn *c, unsigned flag, const char *fmt, ...)
+    REDQ__PRINTF(3, 4);
+static void probe_note(redq__conn *c, unsigned flag, const char *fmt, ...)
+{
+    char msg[sizeof c->round_err];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    scrub(c, msg);
+    redq__log(c->log, REDQ_LOG_DEBUG, 0, "sentinel discovery: %s", msg);
+    /* The most specific reason wins: unknown name over bad credentials
+     * over an unreachable sentinel. */
+    if ((flag & RF_UNKNOWN) && !(c->round_flags & RF_UNKNOWN))
+        memcpy(c->round_err, msg, sizeof msg);
+    else if ((flag & RF_AUTH) && !(c->round_flags & (RF_UNKNOWN | RF_AUTH)))
+        memcpy(c->round_err, msg, sizeof msg);
+    else if (c->round_err[0] == '\0')
+        memcpy(c->round_err, msg, sizeof msg);
+    c->round_flags |= flag;
+}
+
+/* Stop using the current probe: freed from the loop, then `next`. */
+static void probe_schedule(redq__conn *c, int next)
+{
+    if (c->probe != NULL) {
+        if (c->probe_dead != NULL)
+            redq__conn_free(c->probe_dead); /* not in its callback: older */
+        c->probe_dead = c->probe;
+        c->probe = NULL;
+    }
+    c->probe_next = next;
+    event_active(c->ev_probe, EV_TIMEOUT, 0);
+}
+
+static void probe_retire(redq__conn *c)
+{
+    if (c->probe != NULL)
+        probe_schedule(c, PROBE_NONE);
+    else if (c->probe_next != PROBE_NONE)
+        c->probe_next = PROBE_NONE;
+}
+
+static void probe_ask(redq__conn *c)
+{
+    redq__conn_config cfg;
+    redq__url u;
+    const redq__url_node *n;
+    int rc;
+
+    if (c->sent_tried == c->nsent) {
+        unsigned f = c->round_flags;
+        int code = (f & RF_UNKNOWN) ? REDQ_ENOMASTER
+                   : (f & RF_AUTH)  ? REDQ_EAUTH
+                                    : REDQ_ECONNECT;
+        c->sent_first = (c->sent_first + 1) % c->nsent;
+        conn_drop(c, code, code == REDQ_ECONNECT ? 0u : DROP_PERMANENT,
+                  "master %s: %s%s%s", c->master_name,
+                  code == REDQ_ECONNECT ? "no sentinel answered (" : "",
+                  c->round_err,
+                  code == REDQ_ECONNECT ? ")" : "");
+        return;
+    }
+    c->sent_idx = (c->sent_first + c->sent_tried) % c->nsent;
+    c->sent_tried++;
+    n = &c->sent[c->sent_idx];
+    memset(&u, 0, sizeof u);
+    u.host = n->host;
+    u.port = n->port;
+    u.user = c->sent_user;
+    u.password = c->sent_password;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.url = &u;
+    cfg.client_name = c->client_name;
+    cfg.connect_timeout_ms = c->connect_timeout_ms;
+    cfg.command_timeout_ms = c->command_timeout_ms;
+    cfg.reconnect_min_ms = c->reconnect_min_ms;
+    cfg.reconnect_max_ms = c->reconnect_max_ms;
+    cfg.log = &c->quiet;
+    cfg.on_fail = probe_down;
+    rc = redq__conn_new(&c->probe, c->base, &cfg, probe_up, probe_down, c);
+    if (rc != 0) {
+        c->probe = NULL;
+        conn_drop(c, rc, 0, "sentinel discovery: %s", redq_strerror(rc));
+        return;
+    }
+    redq__conn_start(c->probe);
+}
+
+static void probe_event_cb(evutil_socket_t fd, short what, void *arg)
+{
+    redq__conn *c = arg;
+    int next = c->probe_next;
+    (void)fd;
+    (void)what;
+    c->probe_next = PROBE_NONE;
+    redq__conn_free(c->probe_dead);
+    c->probe_dead = NULL;
+    if (c->state != ST_DISCOVERING)
+        return;
+    if (next == PROBE_NEXT)
+        probe_ask(c);
+    else if (next == PROBE_CONNECT)
+        connect_after_discovery(c);
+}
+
+static void discovery_start(redq__conn *c)
+{
+    c->state = ST_DISCOVERING;
+    c->sent_tried = 0;
+    c->round_flags = 0;
+    c->round_err[0] = '\0';
+    probe_ask(c);
+}
+
+/* The probe failed before it was ready (connect, AUTH, its deadline), or
+ * lost its connection before answering. */
+static void probe_down(redq__conn *sub, int code, const char *msg, void *arg)
+{
+    redq__conn *c = arg;
+    if (sub != c->probe || c->state != ST_DISCOVERING)
+        return;
+    probe_note(c, code == REDQ_EAUTH || code == REDQ_ENOPERM ? RF_AUTH : 0,
+               "sentinel %s", msg);
+    probe_schedule(c, PROBE_NEXT);
+}
+
+static void watch_start(redq__conn *c, const char *ip);
+static void resolved_cb(int status, const char *ip, const char *msg,
+                        void *arg);
+
+static void probe_reply(redq__conn *sub, void *reply, void *arg)
+{
+    redq__conn *c = arg;
+    redisReply *r = reply;
+    const char *sw = sub->where;
+    if (sub != c->probe || c->state != ST_DISCOVERING)
+        return;
+    if (r == NULL) {
+        probe_note(c, 0, "sentinel %s: %s", sw, sub->last_err);
+    } else if (r->type == REDIS_REPLY_NIL ||
+               (r->type == REDIS_REPLY_ARRAY && r->elements == 0)) {
+        probe_note(c, RF_UNKNOWN, "sentinel %s knows no master named \"%s\"",
+                   sw, c->master_name);
+    } else if (r->type == REDIS_REPLY_ERROR) {
+        int code = redq__err_from_reply(r->str, (size_t)r->len);
+        probe_note(c, code == REDQ_EAUTH || code == REDQ_ENOPERM ? RF_AUTH : 0,
+                   "sentinel %s: SENTINEL get-master-addr-by-name: %s", sw,
+                   r->str);
+    } else if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+               r->element[0]->type == REDIS_REPLY_STRING &&
+               r->element[1]->type == REDIS_REPLY_STRING &&
+               r->element[0]->len > 0 && r->element[0]->len < 64 &&
+               atoi(r->element[1]->str) > 0 &&
+               atoi(r->element[1]->str) < 65536) {
+        char *h = dup_or_null(r->element[0]->str);
+        char found[sizeof c->found];
+        if (h == NULL) {
+            probe_note(c, 0, "sentinel %s: out of memory", sw);
+            probe_schedule(c, PROBE_NEXT);
+            return;
+        }
+        free(c->host);
+        c->host = h;
+        c->port = atoi(r->element[1]->str);
+        snprintf(found, sizeof found, strchr(h, ':') ? "[%s]:%d" : "%s:%d",
+                 h, c->port);
+        if (strcmp(found, c->found) != 0)
+            conn_log(c, REDQ_LOG_INFO, 0,
+                     "sentinel %s: master %s is at %s", sw, c->master_name,
+                     found);
+        memcpy(c->found, found, sizeof found);
+        snprintf(c->where, sizeof c->where, "%s (master %s)", found,
+                 c->master_name);
+        c->sent_first = c->sent_idx;
+        if (c->watch == NULL || c->watch_idx != c->sent_idx) {
+            /* Watch the sentinel we trust now, at the address it resolved
+             * to (the probe's ip). */
+            watch_close(c);
+            c->watch_idx = c->sent_idx;
+            watch_start(c, sub->ip);
+        }
+        probe_schedule(c, PROBE_CONNECT);
+        return;
+    } else {
+        probe_note(c, 0, "sentinel %s: unexpected reply to "
+                         "get-master-addr-by-name", sw);
+    }
+    probe_schedule(c, PROBE_NEXT);
+}
+
+static void probe_up(redq__conn *sub, void *arg)
+{
+    redq__conn *c = arg;
+    const char *argv[] = {"SENTINEL", "get-master-addr-by-name",
+                          c->master_name};
+    if (sub != c->probe)
+        return;
+    if (redq__conn_sendv(sub, 3, argv, NULL, 0, probe_reply, c) != 0) {
+        probe_note(c, 0, "sentinel %s: cannot send", sub->where);
+        probe_schedule(c, PROBE_NEXT);
+    }
+}
+
+/* The master is known: connect to it, with the attempt's deadline. */
+static void connect_after_discovery(redq__conn *c)
+{
+    struct timeval tv = tv_ms(c->connect_timeout_ms);
+    event_add(c->t_state, &tv);
+    c->state = ST_RESOLVING;
+    if (redq__resolve(c->resolver, c->host, resolved_cb, c) != 0)
+        conn_drop(c, REDQ_ENOMEM, 0, "resolve %s: out of memory", c->host);
+}
+
+/* ---- the +switch-master watch ---- */
+
+static void watch_close(redq__conn *c)
+{
+    redisAsyncContext *ac = c->watch;
+    c->watch = NULL; /* its callbacks see a stale context and return */
+    if (ac != NULL)
+        redisAsyncFree(ac);
+}
+
+/* "+switch-master <name> <old-ip> <old-port> <new-ip> <new-port>" */
+static void watch_msg_cb(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    redq__conn *c = ac->data;
+    redisReply *r = reply, *m;
+    char name[160], nip[64], nport[8], oip[64], oport[8];
+    (void)privdata;
+    if (c == NULL || c->watch != ac || r == NULL)
+        return;
+    if (r->type == REDIS_REPLY_ERROR) {
+        /* NOAUTH or NOPERM on SUBSCRIBE: no early moves, no harm. */
+        conn_log(c, REDQ_LOG_DEBUG, 0, "sentinel watch: %s", r->str);
+        watch_close(c);
+        return;
+    }
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 3)
+        return;
+    m = r->element[2];
+    if (r->element[0]->type != REDIS_REPLY_STRING ||
+        strcmp(r->element[0]->str, "message") != 0 ||
+        m->type != REDIS_REPLY_STRING)
+        return;
+    if (sscanf(m->str, "%159s %63s %7s %63s %7s", name, oip, oport, nip,
+               nport) != 5 ||
+        strcmp(name, c->master_name) != 0)
+        return;
+    conn_log(c, REDQ_LOG_INFO, 0,
+             "sentinel: master %s switched from %s:%s to %s:%s", name, oip,
+             oport, nip, nport);
+    if (c->state == ST_READY &&
+        !(strcmp(nip, c->ip) == 0 && atoi(nport) == c->port)) {
+        conn_drop(c, REDQ_EDISCONNECTED, 0,
+                  "%s: the sentinels switched master %s to %s:%s; following",
+                  where(c), name, nip, nport);
+    } else if (c->state == ST_BACKOFF) {
+        struct timeval now = {0, 0};
+        event_add(c->t_state, &now); /* no need to wait out the backoff */
+    }
+}
+
+static void watch_on_connect(const redisAsyncContext *cac, int status)
+{
+    redisAsyncContext *ac = (redisAsyncContext *)cac;
+    redq__conn *c = ac->data;
+    if (c == NULL || c->watch != ac)
+        return;
+    if (status != REDIS_OK) {
+        c->watch = NULL; /* hiredis frees it */
+        return;
+    }
+    redisEnableKeepAlive(&ac->c);
+}
+
+static void watch_on_disconnect(const redisAsyncContext *cac, int status)
+{
+    redisAsyncContext *ac = (redisAsyncContext *)cac;
+    redq__conn *c = ac->data;
+    (void)status;
+    if (c != NULL && c->watch == ac)
+        c->watch = NULL; /* the next discovery starts another */
+}
+
+static void watch_start(redq__conn *c, const char *ip)
+{
+    redisAsyncContext *ac;
+    const redq__url_node *n = &c->sent[c->watch_idx];
+    ac = redisAsyncConnect(ip[0] ? ip : n->host, n->port);
+    if (ac == NULL)
+        return;
+    if (ac->err || io_attach(ac, c->base) != 0) {
+        redisAsyncFree(ac);
+        return;
+    }
+    ac->data = c;
+    redisAsyncSetConnectCallback(ac, watch_on_connect);
+    redisAsyncSetDisconnectCallback(ac, watch_on_disconnect);
+    c->watch = ac;
+    if (c->sent_password != NULL) {
+        /* A refusal shows as NOAUTH on the SUBSCRIBE below. */
+        if (c->sent_user != NULL)
+            redisAsyncCommand(ac, NULL, NULL, "AUTH %s %s", c->sent_user,
+                              c->sent_password);
+        else
+            redisAsyncCommand(ac, NULL, NULL, "AUTH %s", c->sent_password);
+    }
+    redisAsyncCommand(ac, watch_msg_cb, NULL, "SUBSCRIBE +switch-master");
+}
+
 static void resolved_cb(int status, const char *ip, const char *msg,
                         void *arg)
 {
@@ -1007,6 +1419,15 @@ static void resolved_cb(int status, const char *ip, const char *msg,
 static void start_attempt(redq__conn *c)
 {
     struct timeval tv = tv_ms(c->connect_timeout_ms);
+    if (c->sentinel && c->state != ST_DISCOVERING) {
+        /* Every attempt asks the sentinels first: a lost connection, a
+         * replica's READONLY, LOADING or MASTERDOWN in the handshake may
+         * all mean the master has moved. The deadline of the attempt
+         * starts once the master is known (each sentinel asked has
+         * connect_timeout_ms of its own). */
+        discovery_start(c);
+        return;
+    }
     event_add(c->t_state, &tv); /* the deadline for the whole attempt */
     if (c->is_unix) {
         connect_now(c);
@@ -1038,11 +1459,13 @@ static long backoff_ms(redq__conn *c)
  */
 static void scrub(const redq__conn *c, char *msg)
 {
-    const char *secrets[2];
+    const char *secrets[4];
     int i;
     secrets[0] = c->user;
     secrets[1] = c->password;
-    for (i = 0; i < 2; i++) {
+    secrets[2] = c->sent_user;
+    secrets[3] = c->sent_password;
+    for (i = 0; i < 4; i++) {
         size_t n;
         char *p;
         /* One or two bytes would turn up by chance in any text and only
@@ -1107,6 +1530,7 @@ static void conn_drop(redq__conn *c, int code, unsigned flags,
     c->eager_err[0] = '\0';
 
     redq__resolve_cancel(c->resolver);
+    probe_retire(c);
     event_del(c->t_state);
     c->state = ST_BACKOFF;
     c->ac = NULL;
@@ -1153,6 +1577,8 @@ static void state_timer_cb(evutil_socket_t fd, short what, void *arg)
     case ST_BACKOFF:
         start_attempt(c);
         break;
+    case ST_DISCOVERING:
+        break; /* the probes have deadlines of their own */
     case ST_RESOLVING:
     case ST_CONNECTING:
     case ST_HANDSHAKE:
@@ -1249,7 +1675,33 @@ int redq__conn_new(redq__conn **out, struct event_base *base,
     c->password = dup_or_null(pw);
     if (cfg->client_name != NULL && cfg->client_name[0] != '\0')
         c->client_name = dup_or_null(cfg->client_name);
-    if (c->is_unix)
+    if (cfg->url->is_sentinel) {
+        size_t i;
+        c->sentinel = 1;
+        c->quiet.prefix = "sentinel";
+        c->nsent = cfg->url->nsentinels;
+        c->sent = calloc(c->nsent ? c->nsent : 1, sizeof *c->sent);
+        for (i = 0; c->sent != NULL && i < c->nsent; i++) {
+            c->sent[i].port = cfg->url->sentinels[i].port;
+            c->sent[i].host = dup_or_null(cfg->url->sentinels[i].host);
+            if (c->sent[i].host == NULL) {
+                redq__conn_free(c);
+                return REDQ_ENOMEM;
+            }
+        }
+        c->master_name = dup_or_null(cfg->url->master_name);
+        c->sent_user = dup_or_null(cfg->url->sentinel_user);
+        c->sent_password = dup_or_null(cfg->url->sentinel_password);
+        c->ev_probe = event_new(base, -1, 0, probe_event_cb, c);
+        if (c->sent == NULL || c->master_name == NULL || c->ev_probe == NULL ||
+            (cfg->url->sentinel_user && !c->sent_user) ||
+            (cfg->url->sentinel_password && !c->sent_password)) {
+            redq__conn_free(c);
+            return REDQ_ENOMEM;
+        }
+        snprintf(c->where, sizeof c->where, "master %s (not found yet)",
+                 c->master_name);
+    } else if (c->is_unix)
         snprintf(c->where, sizeof c->where, "unix:%s", cfg->url->path);
     else
         snprintf(c->where, sizeof c->where, "%s:%d", cfg->url->host,
@@ -1435,6 +1887,23 @@ void redq__conn_free(redq__conn *c)
     c->state = ST_BACKOFF;
     if (ac != NULL)
         redisAsyncFree(ac); /* pending callbacks run now, with NULL */
+    watch_close(c);
+    redq__conn_free(c->probe);
+    redq__conn_free(c->probe_dead);
+    if (c->ev_probe != NULL)
+        event_free(c->ev_probe);
+    if (c->sent != NULL) {
+        size_t i;
+        for (i = 0; i < c->nsent; i++)
+            free(c->sent[i].host);
+        free(c->sent);
+    }
+    free(c->master_name);
+    free(c->sent_user);
+    if (c->sent_password != NULL) {
+        memset(c->sent_password, 0, strlen(c->sent_password));
+        free(c->sent_password);
+    }
     redq__arena_free(c->arena); /* after the context: it frees into it */
     if (c->resolver != NULL)
         redq__resolver_free(c->resolver);

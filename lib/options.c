@@ -54,6 +54,9 @@ static void defaults(redq_options *opts)
     opts->retry_max_ms = 60000;
     opts->consumer_ttl_ms = 60000;
     opts->promote_interval_ms = 200;
+
+    opts->min_replicas = 0;
+    opts->replica_timeout_ms = 1000;
 }
 
 /*
@@ -67,6 +70,8 @@ size_t redq__options_size(int version)
     case 1:
         return offsetof(redq_options, errbuf);
     case 2:
+        return offsetof(redq_options, min_replicas);
+    case 3:
         return sizeof(redq_options);
     default:
         return 0;
@@ -197,6 +202,11 @@ int redq__options_check(const redq_options *o, char *err, size_t errlen)
     if (o->promote_interval_ms < 1 || o->promote_interval_ms > 60000)
         return bad(err, errlen,
                    "options.promote_interval_ms must be 1..60000");
+    if (o->min_replicas < 0 || o->min_replicas > 64)
+        return bad(err, errlen, "options.min_replicas must be 0..64");
+    if (o->replica_timeout_ms <= 0)
+        return bad(err, errlen, "options.replica_timeout_ms must be > 0 "
+                                "(WAIT 0 would wait forever)");
     return 0;
 }
 

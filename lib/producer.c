@@ -43,8 +43,10 @@ enum batch_state {
     B_OPEN,     /* in the map, taking messages */
     B_SEALED,   /* in the FIFO, not written (or to be rewritten) */
     B_INFLIGHT, /* in the FIFO, written, reply awaited */
-    B_ZOMBIE    /* in flight but already reported (timeout, close): the
+    B_ZOMBIE,   /* in flight but already reported (timeout, close): the
                    reply is awaited only to free it */
+    B_STORED    /* min_replicas: the master answered the LPUSH; waiting for
+                   the WAIT behind it before reporting */
 };
 
 typedef struct msg_entry {
@@ -78,6 +80,8 @@ typedef struct batch {
     int sent_before;    /* written at least once: a rewrite is a resend */
     int unknown;        /* some write of it got no answer: it may be stored
                            (reported REDQ_PERSIST_POSSIBLY if it fails) */
+    int stored;         /* the master answered it (B_STORED): a failure now
+                           is reported REDQ_PERSIST_YES */
 } batch;
 
 typedef struct blist {
@@ -153,6 +157,14 @@ struct redq_producer {
     int redo_code;
     char redo_msg[256];
     int careful;           /* one batch in flight until a batch succeeds */
+
+    /* Replica-acknowledged delivery (min_replicas): a WAIT is pipelined
+     * behind the batches of each pump; see on_wait_reply. */
+    int min_replicas;
+    int replica_timeout_ms;
+    size_t waits;          /* WAIT commands awaiting a reply */
+    char wait_cmd[64];     /* "WAIT n ms" in RESP */
+    size_t wait_len;
 
     int closing;
     redq_close_cb close_cb;
@@ -300,6 +312,7 @@ static batch *batch_new(redq_producer *p, int kind, const char *queue,
     b->payload_bytes = 0;
     b->sent_before = 0;
     b->unknown = 0;
+    b->stored = 0;
     b->start = 0;
 
     w = b->buf + HEADER_ROOM;
@@ -419,11 +432,13 @@ static void seal_all(redq_producer *p)
 }
 
 static void on_batch_reply(redq__conn *c, void *reply, void *arg);
+static void on_wait_reply(redq__conn *c, void *reply, void *arg);
 
 static void pump(redq_producer *p)
 {
     /* Careful mode pipelines one batch at a time (see on_batch_reply). */
     size_t limit = p->careful ? 1 : p->max_inflight;
+    size_t sent = 0;
     if (p->redo)
         return;
     while (p->next_unsent != NULL && p->inflight < limit &&
@@ -452,6 +467,21 @@ static void pump(redq_producer *p)
             p->st.batches_resent++;
         b->sent_before = 1;
         p->next_unsent = b->next;
+        sent++;
+    }
+    /* One WAIT behind everything this pump wrote: it covers every write
+     * before it on the connection, so batches pipelined together share it
+     * and no batch costs an extra round trip. */
+    if (sent > 0 && p->min_replicas > 0) {
+        int rc = redq__conn_send(p->conn, p->wait_cmd, p->wait_len,
+                                 p->replica_timeout_ms, on_wait_reply, p);
+        if (rc == 0)
+            p->waits++;
+        else
+            /* Not sent: the batches' own replies come back NULL (the
+             * connection is going) and they are resent with a WAIT. */
+            redq__log(&p->log, REDQ_LOG_DEBUG, rc, "WAIT not sent: %s",
+                      redq_strerror(rc));
     }
 }
 
@@ -480,9 +510,9 @@ static void report_batch(redq_producer *p, batch *b, int status,
     r.status = status;
     r.errstr = status == 0 ? NULL : errstr;
     /* unknown: a write got no answer (a NULL reply, or failed in flight) */
-    r.persisted = status == 0   ? REDQ_PERSIST_YES
-                  : b->unknown ? REDQ_PERSIST_POSSIBLY
-                               : REDQ_PERSIST_NOT;
+    r.persisted = status == 0 || b->stored ? REDQ_PERSIST_YES
+                  : b->unknown                 ? REDQ_PERSIST_POSSIBLY
+                                               : REDQ_PERSIST_NOT;
     if (p->on_delivery == NULL) {
         p->pending_msgs -= b->n;
         p->pending_bytes -= b->payload_bytes;
@@ -672,8 +702,23 @@ static void on_batch_reply(redq__conn *c, void *reply, void *arg)
                       b->qname, r->str);
         }
         p->careful = 1;
-        if (p->inflight == 0)
+        if (p->inflight == 0 && p->waits == 0)
             redo_now(p, c);
+        return;
+    }
+    if (p->min_replicas > 0 && b->state == B_INFLIGHT &&
+        r->type == REDIS_REPLY_INTEGER) {
+        /* On the master; the WAIT behind it says whether it is also on
+         * enough replicas. It stays in the FIFO, in order. */
+        if (p->redo)
+            check_order(p, b);
+        else
+            p->careful = 0;
+        if (p->max_queue_len && b->kind == B_LPUSH &&
+            (size_t)r->integer >= p->max_queue_len)
+            throttle(p, b->qname);
+        b->state = B_STORED;
+        b->stored = 1;
         return;
     }
     bl_remove(&p->fifo, b);
@@ -704,12 +749,77 @@ static void on_batch_reply(redq__conn *c, void *reply, void *arg)
     if (p->closing)
         return;
     if (p->redo) {
-        if (p->inflight == 0)
+        if (p->inflight == 0 && p->waits == 0)
             redo_now(p, c);
         return;
     }
     /* Room in the pipeline. With nothing else in flight, adaptive mode
      * sends what gathered meanwhile instead of waiting for linger. */
+    if (p->adaptive && p->inflight == 0)
+        seal_all(p);
+    pump(p);
+    maybe_ready(p);
+}
+
+/*
+ * The reply to a WAIT: every batch the master has answered since the last
+ * WAIT (B_STORED, in FIFO order) is covered by it. Enough replicas: ok.
+ * Fewer within replica_timeout_ms, or WAIT refused: REDQ_ENOTREPLICATED,
+ * persisted YES (the master has it; a failover before it replicates would
+ * lose it). No reply (the connection went): the master may be gone with
+ * the only copy, so the batches are resent (at-least-once: a duplicate
+ * where the first copy had replicated after all).
+ */
+static void on_wait_reply(redq__conn *c, void *reply, void *arg)
+{
+    redq_producer *p = arg;
+    redisReply *r = reply;
+    char why[160];
+    batch *b;
+    int status = 0;
+
+    p->waits--;
+    if (p->closing)
+        return;
+    if (r == NULL) {
+        for (b = p->fifo.head; b != NULL; b = b->next)
+            if (b->state == B_STORED) {
+                b->state = B_SEALED;
+                b->stored = 0;
+                b->unknown = 1;
+                p->next_unsent = NULL; /* recomputed on reconnect */
+            }
+        return;
+    }
+    if (r->type == REDIS_REPLY_INTEGER && r->integer >= p->min_replicas) {
+        status = 0;
+    } else if (r->type == REDIS_REPLY_INTEGER) {
+        status = REDQ_ENOTREPLICATED;
+        snprintf(why, sizeof why,
+                 "stored on the master; %lld of %d replicas acknowledged "
+                 "within %d ms",
+                 r->integer, p->min_replicas, p->replica_timeout_ms);
+    } else {
+        status = REDQ_ENOTREPLICATED;
+        snprintf(why, sizeof why, "stored on the master; WAIT: %.100s",
+                 r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+    }
+    for (;;) {
+        for (b = p->fifo.head; b != NULL && b->state != B_STORED; b = b->next)
+            ;
+        if (b == NULL)
+            break;
+        bl_remove(&p->fifo, b);
+        report_batch(p, b, status, status == 0 ? NULL : why);
+        batch_recycle(p, b);
+        if (p->closing)
+            return;
+    }
+    if (p->redo) {
+        if (p->inflight == 0 && p->waits == 0)
+            redo_now(p, c);
+        return;
+    }
     if (p->adaptive && p->inflight == 0)
         seal_all(p);
     pump(p);
@@ -805,6 +915,16 @@ static void fail_batch(redq_producer *p, batch *b, int code, const char *why)
         if (p->next_unsent == b)
             p->next_unsent = b->next;
         bl_remove(&p->fifo, b);
+    }
+    if (b->state == B_STORED) {
+        /* On the master, not confirmed on the replicas: say so. */
+        char w[400];
+        snprintf(w, sizeof w, "stored on the master; replicas did not "
+                 "acknowledge it before: %s", why);
+        bl_remove(&p->fifo, b);
+        report_batch(p, b, REDQ_ENOTREPLICATED, w);
+        batch_recycle(p, b);
+        return;
     }
     if (b->state == B_INFLIGHT) {
         /* The reply (or NULL) is still to come and points at it; Redis may
@@ -972,6 +1092,17 @@ int redq_producer_new(redq_producer **out, struct event_base *base,
     p->delivery_timeout_us = (uint64_t)opts->delivery_timeout_ms * 1000u;
     p->span_max_us = p->delivery_timeout_us / 16;
     p->max_queue_len = opts->max_queue_len;
+    p->min_replicas = opts->min_replicas;
+    p->replica_timeout_ms = opts->replica_timeout_ms;
+    if (p->min_replicas > 0) {
+        char n[16], t[16];
+        int nl = snprintf(n, sizeof n, "%d", p->min_replicas);
+        int tl = snprintf(t, sizeof t, "%d", p->replica_timeout_ms);
+        p->wait_len = (size_t)snprintf(p->wait_cmd, sizeof p->wait_cmd,
+                                       "*3\r\n$4\r\nWAIT\r\n$%d\r\n%s\r\n"
+                                       "$%d\r\n%s\r\n",
+                                       nl, n, tl, t);
+    }
 
     redq__scripts_init(&p->scripts);
     snprintf(p->id, sizeof p->id, "%08x%08x",

@@ -115,14 +115,27 @@ void redq__conn_config_init(struct redq__conn_config *cfg,
 
 /* ---- URLs (lib/url.c) -------------------------------------------------- */
 
+typedef struct redq__url_node {
+    char *host; /* name or IP literal, no brackets */
+    int port;
+} redq__url_node;
+
 typedef struct redq__url {
     int is_unix;    /* 1 for unix://, 0 for redis:// */
     char *host;     /* redis://: name or IP literal, no brackets; else NULL */
     int port;       /* redis://: 1..65535 (default 6379); else 0 */
     char *path;     /* unix://: socket path, decoded; else NULL */
-    char *user;     /* ACL user name, decoded; NULL when none */
-    char *password; /* decoded; NULL when none */
+    char *user;     /* ACL user name, decoded; NULL when none (for
+                       redis+sentinel://: the data nodes' user) */
+    char *password; /* decoded; NULL when none (likewise) */
     int db;         /* database index, 0 by default */
+    /* redis+sentinel:// only (is_sentinel 1; host and path are NULL): */
+    int is_sentinel;
+    size_t nsentinels;         /* 1..16 */
+    redq__url_node *sentinels; /* port 26379 by default */
+    char *master_name;         /* the name the sentinels know the master by */
+    char *sentinel_user;       /* ?sentinel_user=, decoded; NULL when none */
+    char *sentinel_password;   /* ?sentinel_password=, decoded; NULL: none */
 } redq__url;
 
 /**

@@ -3,6 +3,15 @@
  *
  *   redis://[[user]:password@]host[:port][/db][?db=N]
  *   unix://[[user]:password@]/abs/path/to.sock[?db=N]
+ *   redis+sentinel://[[user]:password@]host[:port][,host[:port]]...
+ *       /master_name[/db][?db=N][&sentinel_user=U][&sentinel_password=P]
+ *
+ * For redis+sentinel://, the hosts are the sentinels (port 26379 unless
+ * given) and the user info is for the data nodes (the master the sentinels
+ * name), exactly as in redis://: it is what the queues' ACL users are. The
+ * sentinels often have their own password (or none): it goes in the query,
+ * sentinel_password=P and optionally sentinel_user=U, %XX-encoded like the
+ * user info, never quoted in errors.
  *
  * The grammar follows RFC 3986 where it matters: the authority ends at the
  * first '/' or '?', and user, password and socket path are %XX-encoded.
@@ -27,6 +36,11 @@
 #include "redq_private.h"
 
 #define URL_DEFAULT_PORT 6379
+#define URL_SENTINEL_PORT 26379
+/* Sentinels in one URL, at most: a deployment has 3 or 5. */
+#define URL_MAX_SENTINELS 16
+/* Sentinel master names are short identifiers. */
+#define URL_MAX_MASTER_NAME 128
 /* The longest DNS name (RFC 1035, without the trailing dot). */
 #define URL_MAX_HOST 253
 /* sockaddr_un.sun_path is 108 bytes on Linux, one of them for the NUL.
@@ -255,8 +269,8 @@ fail:
  * "localhost:6379" or "secret@host" there is no scheme to name, and the
  * text before "://" could hold anything.
  */
-static int parse_scheme(const char *url, int *is_unix, const char **rest,
-                        char *err, size_t errlen)
+static int parse_scheme(const char *url, int *is_unix, int *is_sentinel,
+                        const char **rest, char *err, size_t errlen)
 {
     const char *sep = strstr(url, "://");
     url_span scheme;
@@ -265,13 +279,18 @@ static int parse_scheme(const char *url, int *is_unix, const char **rest,
 
     if (sep == NULL)
         return url_fail(err, errlen, REDQ_EINVAL,
-                        "URL must start with redis:// or unix://");
+                        "URL must start with redis://, unix:// or redis+sentinel://");
     scheme.p = url;
     scheme.n = (size_t)(sep - url);
     *rest = sep + 3;
 
     if (span_is(scheme, "redis")) {
         *is_unix = 0;
+        return 0;
+    }
+    if (span_is(scheme, "redis+sentinel")) {
+        *is_unix = 0;
+        *is_sentinel = 1;
         return 0;
     }
     if (span_is(scheme, "unix")) {
@@ -293,10 +312,10 @@ static int parse_scheme(const char *url, int *is_unix, const char **rest,
     }
     if (!plausible)
         return url_fail(err, errlen, REDQ_EINVAL,
-                        "URL must start with redis:// or unix://");
+                        "URL must start with redis://, unix:// or redis+sentinel://");
     return url_fail(err, errlen, REDQ_EINVAL,
                     "unsupported URL scheme \"%.*s://\": URL must start with "
-                    "redis:// or unix://",
+                    "redis://, unix:// or redis+sentinel://",
                     quote_len(scheme), scheme.p);
 }
 
@@ -445,7 +464,8 @@ static int parse_port(url_span s, int quote, int *port, char *err,
 }
 
 /* host, host:port, [v6] or [v6]:port; sets u->host and u->port. */
-static int parse_host_port(url_span hp, int quote, redq__url *u, char *err,
+static int parse_host_port(url_span hp, int quote, int default_port,
+                           char **host_out, int *port_out, char *err,
                            size_t errlen)
 {
     url_span host, port = {NULL, 0};
@@ -507,14 +527,14 @@ static int parse_host_port(url_span hp, int quote, redq__url *u, char *err,
     if (rc != 0)
         return rc;
 
-    u->port = URL_DEFAULT_PORT;
+    *port_out = default_port;
     if (has_port) {
-        rc = parse_port(port, quote, &u->port, err, errlen);
+        rc = parse_port(port, quote, port_out, err, errlen);
         if (rc != 0)
             return rc;
     }
-    u->host = span_dup(host);
-    if (u->host == NULL)
+    *host_out = span_dup(host);
+    if (*host_out == NULL)
         return url_fail(err, errlen, REDQ_ENOMEM,
                         "out of memory copying the host");
     return 0;
@@ -546,12 +566,14 @@ static int parse_db(url_span s, const char *where, int *db, char *err,
 }
 
 /*
- * "name=value&..." after '?'. Only db is known; anything else is refused by
- * name rather than ignored, so "?password=x" or "?timeout=5" do not look as
- * if they worked. Only names are quoted back, never values. An empty query
- * ("redis://host?") has no parameters and is accepted.
+ * "name=value&..." after '?'. db is known everywhere; sentinel_user and
+ * sentinel_password only in redis+sentinel:// (u->is_sentinel). Anything
+ * else is refused by name rather than ignored, so "?password=x" or
+ * "?timeout=5" do not look as if they worked. Only names are quoted back,
+ * never values. An empty query ("redis://host?") has no parameters and is
+ * accepted.
  */
-static int parse_query(url_span q, int *db, int *have_db, char *err,
+static int parse_query(url_span q, redq__url *u, int *have_db, char *err,
                        size_t errlen)
 {
     const char *p = q.p;
@@ -566,32 +588,158 @@ static int parse_query(url_span q, int *db, int *have_db, char *err,
         url_span name = {param.p,
                          eq != NULL ? (size_t)(eq - param.p) : param.n};
         url_span value = {NULL, 0};
+        char **secret = NULL;
         int rc;
 
         if (param.n == 0)
             return url_fail(err, errlen, REDQ_EINVAL,
                             "empty query parameter (a stray '&'?)");
-        if (name.n != 2 || memcmp(name.p, "db", 2) != 0)
+        if (u->is_sentinel && span_is(name, "sentinel_password"))
+            secret = &u->sentinel_password;
+        else if (u->is_sentinel && span_is(name, "sentinel_user"))
+            secret = &u->sentinel_user;
+        else if (name.n != 2 || memcmp(name.p, "db", 2) != 0)
             return url_fail(err, errlen, REDQ_EINVAL,
-                            "unknown query parameter \"%.*s\" (only db=N is "
-                            "supported)",
-                            quote_len(name), name.p);
+                            "unknown query parameter \"%.*s\" (only db=N%s "
+                            "is supported)",
+                            quote_len(name), name.p,
+                            u->is_sentinel
+                                ? ", sentinel_user=U and sentinel_password=P"
+                                : "");
         if (eq == NULL)
             return url_fail(err, errlen, REDQ_EINVAL,
-                            "query parameter \"db\" needs a value: ?db=N");
-        if (*have_db)
-            return url_fail(err, errlen, REDQ_EINVAL,
-                            "query parameter \"db\" given more than once");
+                            "query parameter \"%.*s\" needs a value",
+                            quote_len(name), name.p);
         value.p = eq + 1;
         value.n = param.n - name.n - 1;
-        rc = parse_db(value, "in ?db=", db, err, errlen);
-        if (rc != 0)
-            return rc;
-        *have_db = 1;
+        if (secret != NULL) {
+            if (*secret != NULL)
+                return url_fail(err, errlen, REDQ_EINVAL,
+                                "query parameter \"%.*s\" given more than "
+                                "once",
+                                quote_len(name), name.p);
+            if (value.n == 0)
+                return url_fail(err, errlen, REDQ_EINVAL,
+                                "query parameter \"%.*s\" is empty",
+                                quote_len(name), name.p);
+            rc = decode_part(value, secret == &u->sentinel_password
+                                        ? "sentinel password"
+                                        : "sentinel user name",
+                             1, secret, err, errlen);
+            if (rc != 0)
+                return rc;
+        } else {
+            if (*have_db)
+                return url_fail(err, errlen, REDQ_EINVAL,
+                                "query parameter \"db\" given more than once");
+            rc = parse_db(value, "in ?db=", &u->db, err, errlen);
+            if (rc != 0)
+                return rc;
+            *have_db = 1;
+        }
         if (amp == NULL)
             return 0;
         p = amp + 1;
     }
+}
+
+/*
+ * The sentinels of a redis+sentinel:// URL: "h1[:p1],h2[:p2],...", each
+ * like a redis:// host (names, IPv4, [IPv6]), port 26379 by default.
+ */
+static int parse_sentinels(url_span hosts, int quote, redq__url *u, char *err,
+                           size_t errlen)
+{
+    const char *p = hosts.p, *end = hosts.p + hosts.n;
+    size_t n = 1, i;
+
+    for (i = 0; i < hosts.n; i++)
+        if (hosts.p[i] == ',')
+            n++;
+    if (hosts.n == 0)
+        return url_fail(err, errlen, REDQ_EINVAL,
+                        "missing sentinels: write redis+sentinel://host[:port]"
+                        "[,host[:port]...]/master_name");
+    if (n > URL_MAX_SENTINELS)
+        return url_fail(err, errlen, REDQ_EINVAL,
+                        "%zu sentinels in the URL; at most %d are allowed", n,
+                        URL_MAX_SENTINELS);
+    u->sentinels = calloc(n, sizeof *u->sentinels);
+    if (u->sentinels == NULL)
+        return url_fail(err, errlen, REDQ_ENOMEM,
+                        "out of memory copying the sentinels");
+    for (i = 0; i < n; i++) {
+        const char *comma = memchr(p, ',', (size_t)(end - p));
+        url_span one = {p, (size_t)((comma != NULL ? comma : end) - p)};
+        int rc;
+
+        if (one.n == 0)
+            return url_fail(err, errlen, REDQ_EINVAL,
+                            "empty sentinel address in the list (a stray "
+                            "',')");
+        rc = parse_host_port(one, quote, URL_SENTINEL_PORT,
+                             &u->sentinels[i].host, &u->sentinels[i].port, err,
+                             errlen);
+        u->nsentinels = i + (u->sentinels[i].host != NULL ? 1 : 0);
+        if (rc != 0)
+            return rc;
+        p = comma != NULL ? comma + 1 : end;
+    }
+    return 0;
+}
+
+/* "/master_name[/db]": the name Sentinel knows the master by (letters,
+ * digits and -_.: after %XX-decoding), then an optional database. */
+static int parse_master_path(url_span path, redq__url *u, int have_query_db,
+                             char *err, size_t errlen)
+{
+    url_span name, db = {NULL, 0};
+    const char *slash;
+    size_t i;
+    int rc;
+
+    if (path.n <= 1)
+        return url_fail(err, errlen, REDQ_EINVAL,
+                        "redis+sentinel:// URL needs the master's name: "
+                        "redis+sentinel://host:26379/mymaster");
+    name.p = path.p + 1;
+    slash = memchr(name.p, '/', path.n - 1);
+    name.n = slash != NULL ? (size_t)(slash - name.p) : path.n - 1;
+    if (slash != NULL) {
+        db.p = slash + 1;
+        db.n = path.n - 1 - name.n - 1;
+    }
+    if (name.n == 0)
+        return url_fail(err, errlen, REDQ_EINVAL,
+                        "empty master name in the path: "
+                        "redis+sentinel://host:26379/mymaster");
+    rc = decode_part(name, "master name", 0, &u->master_name, err, errlen);
+    if (rc != 0)
+        return rc;
+    if (strlen(u->master_name) > URL_MAX_MASTER_NAME)
+        return url_fail(err, errlen, REDQ_EINVAL,
+                        "master name is %zu bytes long; at most %d",
+                        strlen(u->master_name), URL_MAX_MASTER_NAME);
+    for (i = 0; u->master_name[i] != '\0'; i++) {
+        unsigned char c = (unsigned char)u->master_name[i];
+        char what[16];
+        if (is_alpha(c) || is_digit(c) || c == '-' || c == '_' || c == '.' ||
+            c == ':')
+            continue;
+        describe_byte(c, what, sizeof what);
+        return url_fail(err, errlen, REDQ_EINVAL,
+                        "invalid character %s in the master name (letters, "
+                        "digits and -_.: only)",
+                        what);
+    }
+    if (db.p != NULL && db.n > 0) {
+        if (have_query_db)
+            return url_fail(err, errlen, REDQ_EINVAL,
+                            "database given both in the path (/N) and as "
+                            "?db=N; use one");
+        return parse_db(db, "in the path", &u->db, err, errlen);
+    }
+    return 0;
 }
 
 /* The decoded unix socket path. The raw path starts with '/' (the authority
@@ -645,7 +793,7 @@ int redq__url_parse(redq__url *out, const char *url, char *err, size_t errlen)
         return url_fail(err, errlen, REDQ_EINVAL, "%s is NULL",
                         out == NULL ? "out" : "url");
 
-    rc = parse_scheme(url, &u.is_unix, &rest, err, errlen);
+    rc = parse_scheme(url, &u.is_unix, &u.is_sentinel, &rest, err, errlen);
     if (rc != 0)
         goto fail;
 
@@ -709,7 +857,18 @@ int redq__url_parse(redq__url *out, const char *url, char *err, size_t errlen)
         rc = parse_unix_path(path, &u, err, errlen);
         if (rc != 0)
             goto fail;
-        rc = parse_query(query, &u.db, &have_query_db, err, errlen);
+        rc = parse_query(query, &u, &have_query_db, err, errlen);
+        if (rc != 0)
+            goto fail;
+    } else if (u.is_sentinel) {
+        int quote = at != NULL || memchr(auth.p, ':', auth.n) == NULL;
+        rc = parse_sentinels(auth, quote, &u, err, errlen);
+        if (rc != 0)
+            goto fail;
+        rc = parse_query(query, &u, &have_query_db, err, errlen);
+        if (rc != 0)
+            goto fail;
+        rc = parse_master_path(path, &u, have_query_db, err, errlen);
         if (rc != 0)
             goto fail;
     } else {
@@ -719,10 +878,11 @@ int redq__url_parse(redq__url *out, const char *url, char *err, size_t errlen)
         int quote = at != NULL || memchr(auth.p, ':', auth.n) == NULL ||
                     (auth.n > 0 && auth.p[0] == '[' &&
                      memchr(auth.p, ']', auth.n) != NULL);
-        rc = parse_host_port(auth, quote, &u, err, errlen);
+        rc = parse_host_port(auth, quote, URL_DEFAULT_PORT, &u.host, &u.port,
+                             err, errlen);
         if (rc != 0)
             goto fail;
-        rc = parse_query(query, &u.db, &have_query_db, err, errlen);
+        rc = parse_query(query, &u, &have_query_db, err, errlen);
         if (rc != 0)
             goto fail;
         /* "" and "/" select nothing (db 0 unless ?db= says otherwise). */
@@ -753,11 +913,19 @@ fail:
  * was never parsed into) is harmless. */
 void redq__url_free(redq__url *u)
 {
+    size_t i;
+
     if (u == NULL)
         return;
     free(u->host);
     free(u->path);
     free(u->user);
     wipe_free(u->password);
+    for (i = 0; i < u->nsentinels; i++)
+        free(u->sentinels[i].host);
+    free(u->sentinels);
+    free(u->master_name);
+    wipe_free(u->sentinel_user);
+    wipe_free(u->sentinel_password);
     memset(u, 0, sizeof *u);
 }

@@ -1041,3 +1041,319 @@ char *fx_queue_key(const char *q, const char *suffix)
     cr_assert_not_null(k);
     return k;
 }
+
+/* ------------------------------------------------------------------------ */
+/* high availability: a master, replicas and sentinels                       */
+/* ------------------------------------------------------------------------ */
+
+#define FX_HA_MAX 5
+
+static struct {
+    char dir[160];
+    int nnodes, nsent;
+    int port[FX_HA_MAX];
+    pid_t pid[FX_HA_MAX];
+    int sport[FX_HA_MAX];
+    pid_t spid[FX_HA_MAX];
+    char spass[64];
+    char url[512];
+} ha;
+
+/* fork + exec argv with stdout to /dev/null, dying with the test. */
+static pid_t ha_spawn(const char *const *argv)
+{
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    cr_assert(pid >= 0, "fork: %s", strerror(errno));
+    if (pid == 0) {
+#ifdef __linux__
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+#endif
+        if (getppid() != parent)
+            _exit(126);
+        int devnull = open("/dev/null", O_RDWR);
+        if (devnull >= 0) {
+            dup2(devnull, STDIN_FILENO);
+            dup2(devnull, STDOUT_FILENO);
+        }
+        close_inherited_fds();
+        union {
+            const char *const *c;
+            char *const *v;
+        } av = {.c = argv};
+        execv(argv[0], av.v);
+        _exit(127);
+    }
+    return pid;
+}
+
+redisContext *fx_ha_connect(int port, const char *password)
+{
+    struct timeval tv = {1, 0};
+    redisContext *c = redisConnectWithTimeout("127.0.0.1", port, tv);
+    if (c == NULL || c->err) {
+        if (c)
+            redisFree(c);
+        return NULL;
+    }
+    struct timeval ctv = {5, 0};
+    redisSetTimeout(c, ctv);
+    if (password != NULL) {
+        redisReply *r = redisCommand(c, "AUTH %s", password);
+        if (r)
+            freeReplyObject(r);
+    }
+    return c;
+}
+
+/* A reply's string for a quick look, or NULL. Caller frees the reply. */
+static bool ha_info_has(int port, const char *pw, const char *section,
+                        const char *needle)
+{
+    redisContext *c = fx_ha_connect(port, pw);
+    bool ok = false;
+    if (c == NULL)
+        return false;
+    redisReply *r = redisCommand(c, "INFO %s", section);
+    ok = r && r->type == REDIS_REPLY_STRING && strstr(r->str, needle);
+    if (r)
+        freeReplyObject(r);
+    redisFree(c);
+    return ok;
+}
+
+static void ha_start_node(int i, int master_port)
+{
+    char portbuf[16], mbuf[32], logbuf[256], dirbuf[200];
+    const char *bin = getenv("REDQ_TEST_REDIS_SERVER");
+    cr_assert(bin && *bin, "REDQ_TEST_REDIS_SERVER is not set");
+    snprintf(portbuf, sizeof portbuf, "%d", ha.port[i]);
+    snprintf(mbuf, sizeof mbuf, "127.0.0.1 %d", master_port);
+    snprintf(logbuf, sizeof logbuf, "%s/node%d.log", ha.dir, i);
+    snprintf(dirbuf, sizeof dirbuf, "%s/n%d", ha.dir, i);
+    mkdir(dirbuf, 0700);
+    const char *argv[32];
+    size_t n = 0;
+    argv[n++] = bin;
+    argv[n++] = "--port";
+    argv[n++] = portbuf;
+    argv[n++] = "--bind";
+    argv[n++] = "127.0.0.1";
+    argv[n++] = "--save";
+    argv[n++] = "";
+    argv[n++] = "--appendonly";
+    argv[n++] = "no";
+    argv[n++] = "--dir";
+    argv[n++] = dirbuf;
+    argv[n++] = "--logfile";
+    argv[n++] = logbuf;
+    argv[n++] = "--daemonize";
+    argv[n++] = "no";
+    argv[n++] = "--repl-diskless-sync";
+    argv[n++] = "yes";
+    argv[n++] = "--repl-diskless-sync-delay";
+    argv[n++] = "0";
+    if (master_port > 0) {
+        argv[n++] = "--replicaof";
+        argv[n++] = mbuf;
+    }
+    argv[n] = NULL;
+    ha.pid[i] = ha_spawn(argv);
+    uint64_t deadline = fx_now_us() + FX_START_TIMEOUT_MS * 1000u;
+    while (!ha_info_has(ha.port[i], NULL, "server", "redis_version")) {
+        cr_assert(fx_now_us() < deadline, "node %d did not come up", i);
+        nap_ms(5);
+    }
+}
+
+void fx_ha_start_sentinel(int i)
+{
+    char conf[256], portbuf[16];
+    const char *bin = getenv("REDQ_TEST_REDIS_SERVER");
+    snprintf(conf, sizeof conf, "%s/sentinel%d.conf", ha.dir, i);
+    if (access(conf, F_OK) != 0) {
+        FILE *f = fopen(conf, "w");
+        cr_assert(f, "cannot write %s", conf);
+        fprintf(f,
+                "port %d\nbind 127.0.0.1\ndaemonize no\n"
+                "logfile %s/sentinel%d.log\ndir %s\n"
+                "sentinel monitor mymaster 127.0.0.1 %d 2\n"
+                "sentinel down-after-milliseconds mymaster 1000\n"
+                "sentinel failover-timeout mymaster 3000\n"
+                "sentinel parallel-syncs mymaster 2\n",
+                ha.sport[i], ha.dir, i, ha.dir, ha.port[0]);
+        if (ha.spass[0])
+            fprintf(f, "requirepass %s\n", ha.spass);
+        fclose(f);
+    }
+    snprintf(portbuf, sizeof portbuf, "%d", ha.sport[i]);
+    const char *argv[] = {bin, conf, "--sentinel", NULL};
+    ha.spid[i] = ha_spawn(argv);
+    uint64_t deadline = fx_now_us() + FX_START_TIMEOUT_MS * 1000u;
+    while (!ha_info_has(ha.sport[i], ha.spass[0] ? ha.spass : NULL,
+                        "sentinel", "sentinel_masters:1")) {
+        cr_assert(fx_now_us() < deadline, "sentinel %d did not come up", i);
+        nap_ms(5);
+    }
+}
+
+void fx_ha_stop_sentinel(int i)
+{
+    if (ha.spid[i] > 0)
+        stop_pid(ha.spid[i]);
+    ha.spid[i] = 0;
+}
+
+/* Has every sentinel found every replica and every other sentinel (what a
+ * failover needs)? */
+static bool ha_settled(void)
+{
+    char want[64];
+    for (int i = 0; i < ha.nsent; i++) {
+        redisContext *c =
+            fx_ha_connect(ha.sport[i], ha.spass[0] ? ha.spass : NULL);
+        if (c == NULL)
+            return false;
+        redisReply *r = redisCommand(c, "SENTINEL master mymaster");
+        bool ok = false;
+        if (r && r->type == REDIS_REPLY_ARRAY) {
+            int slaves = -1, others = -1;
+            for (size_t k = 0; k + 1 < r->elements; k += 2) {
+                if (!strcmp(r->element[k]->str, "num-slaves"))
+                    slaves = atoi(r->element[k + 1]->str);
+                if (!strcmp(r->element[k]->str, "num-other-sentinels"))
+                    others = atoi(r->element[k + 1]->str);
+            }
+            ok = slaves == ha.nnodes - 1 && others == ha.nsent - 1;
+        }
+        if (r)
+            freeReplyObject(r);
+        redisFree(c);
+        if (!ok)
+            return false;
+    }
+    (void)want;
+    return true;
+}
+
+void fx_ha_start(int nreplicas, int nsentinels, const char *sentinel_password)
+{
+    cr_assert(nreplicas + 1 <= FX_HA_MAX && nsentinels <= FX_HA_MAX);
+    memset(&ha, 0, sizeof ha);
+    snprintf(ha.dir, sizeof ha.dir, "%s/redq-ha-XXXXXX", tmp_root());
+    cr_assert(mkdtemp(ha.dir), "mkdtemp: %s", strerror(errno));
+    ha.nnodes = nreplicas + 1;
+    ha.nsent = nsentinels;
+    if (sentinel_password)
+        snprintf(ha.spass, sizeof ha.spass, "%s", sentinel_password);
+    for (int i = 0; i < ha.nnodes; i++) {
+        ha.port[i] = fx_free_port();
+        for (int k = 0; k < i; k++)
+            if (ha.port[k] == ha.port[i])
+                ha.port[i] = fx_free_port(), k = -1;
+    }
+    for (int i = 0; i < ha.nsent; i++) {
+        ha.sport[i] = fx_free_port();
+        for (int k = 0; k < ha.nnodes; k++)
+            if (ha.port[k] == ha.sport[i])
+                ha.sport[i] = fx_free_port(), k = -1;
+        for (int k = 0; k < i; k++)
+            if (ha.sport[k] == ha.sport[i])
+                ha.sport[i] = fx_free_port(), k = -1;
+    }
+    ha_start_node(0, 0);
+    for (int i = 1; i < ha.nnodes; i++)
+        ha_start_node(i, ha.port[0]);
+    uint64_t deadline = fx_now_us() + 10000000u;
+    for (int i = 1; i < ha.nnodes; i++)
+        while (!ha_info_has(ha.port[i], NULL, "replication",
+                            "master_link_status:up")) {
+            cr_assert(fx_now_us() < deadline, "replica %d never synced", i);
+            nap_ms(10);
+        }
+    for (int i = 0; i < ha.nsent; i++)
+        fx_ha_start_sentinel(i);
+    deadline = fx_now_us() + 20000000u;
+    while (!ha_settled()) {
+        cr_assert(fx_now_us() < deadline,
+                  "sentinels never saw every replica and each other");
+        nap_ms(50);
+    }
+    size_t n = (size_t)snprintf(ha.url, sizeof ha.url, "redis+sentinel://");
+    for (int i = 0; i < ha.nsent; i++)
+        n += (size_t)snprintf(ha.url + n, sizeof ha.url - n, "%s127.0.0.1:%d",
+                              i ? "," : "", ha.sport[i]);
+    snprintf(ha.url + n, sizeof ha.url - n, "/mymaster%s%s",
+             ha.spass[0] ? "?sentinel_password=" : "", ha.spass);
+}
+
+const char *fx_ha_url(void)
+{
+    return ha.url;
+}
+
+int fx_ha_node_port(int i)
+{
+    return ha.port[i];
+}
+
+int fx_ha_sentinel_port(int i)
+{
+    return ha.sport[i];
+}
+
+/* The node that a sentinel names as master now (-1: none answered). */
+int fx_ha_master(void)
+{
+    for (int i = 0; i < ha.nsent; i++) {
+        if (ha.spid[i] <= 0)
+            continue;
+        redisContext *c =
+            fx_ha_connect(ha.sport[i], ha.spass[0] ? ha.spass : NULL);
+        if (c == NULL)
+            continue;
+        redisReply *r =
+            redisCommand(c, "SENTINEL get-master-addr-by-name mymaster");
+        int port = r && r->type == REDIS_REPLY_ARRAY && r->elements == 2
+                       ? atoi(r->element[1]->str)
+                       : -1;
+        if (r)
+            freeReplyObject(r);
+        redisFree(c);
+        for (int k = 0; k < ha.nnodes; k++)
+            if (ha.port[k] == port)
+                return k;
+    }
+    return -1;
+}
+
+/* Is node i up and a master by its own word? */
+bool fx_ha_is_master(int i)
+{
+    return ha.pid[i] > 0 &&
+           ha_info_has(ha.port[i], NULL, "replication", "role:master");
+}
+
+void fx_ha_kill_node(int i)
+{
+    int st;
+    if (ha.pid[i] <= 0)
+        return;
+    kill(ha.pid[i], SIGKILL);
+    waitpid(ha.pid[i], &st, 0);
+    ha.pid[i] = 0;
+}
+
+void fx_ha_stop(void)
+{
+    for (int i = 0; i < ha.nsent; i++)
+        fx_ha_stop_sentinel(i);
+    for (int i = 0; i < ha.nnodes; i++)
+        if (ha.pid[i] > 0) {
+            stop_pid(ha.pid[i]);
+            ha.pid[i] = 0;
+        }
+    if (ha.dir[0] && getenv("REDQ_TEST_KEEP") == NULL)
+        remove_tree(ha.dir);
+    ha.dir[0] = '\0';
+}

@@ -187,4 +187,31 @@ bool fx_contains_nocase(const char *hay, const char *needle);
 
 redq_producer_stats fx_stats(fx_tracker *t);
 
+/* ---- high availability (test_sentinel.c) ----------------------------- */
+
+/** Start a master, `nreplicas` replicas (synced) and `nsentinels` sentinels
+ *  (monitoring "mymaster" with quorum 2, down-after 1 s, failover-timeout
+ *  3 s; requirepass `sentinel_password` when non-NULL), all on loopback in
+ *  a temp dir, and wait until every sentinel knows every replica and the
+ *  other sentinels. Stop with fx_ha_stop(). */
+void fx_ha_start(int nreplicas, int nsentinels, const char *sentinel_password);
+/** Stop every process fx_ha_start() started (by pid) and remove the dir. */
+void fx_ha_stop(void);
+/** "redis+sentinel://127.0.0.1:P1,.../mymaster[?sentinel_password=..]". */
+const char *fx_ha_url(void);
+int fx_ha_node_port(int i);     /* node 0 is the first master */
+int fx_ha_sentinel_port(int i);
+/** The node the sentinels name as master, -1 if none answers. */
+int fx_ha_master(void);
+/** Node i is running and says role:master. */
+bool fx_ha_is_master(int i);
+/** SIGKILL node i. */
+void fx_ha_kill_node(int i);
+void fx_ha_stop_sentinel(int i);
+/** (Re)start sentinel i with its (possibly rewritten) config. */
+void fx_ha_start_sentinel(int i);
+/** A synchronous connection to a loopback port (AUTH when password), or
+ *  NULL. The caller frees it with redisFree. */
+redisContext *fx_ha_connect(int port, const char *password);
+
 #endif /* REDQ_TEST_FIXTURE_H */

@@ -798,3 +798,115 @@ Test(url_secrets, forgotten_host_says_what_to_write)
     cr_assert_null(strstr(err, "default"), "%s", err);
     cr_assert_not_null(strstr(err, "user:password@host"), "%s", err);
 }
+
+/* ---- redis+sentinel:// ------------------------------------------------ */
+
+static void expect_sentinel(const char *url, size_t n, const char *h0, int p0,
+                            const char *hlast, int plast, const char *master,
+                            int db, const char *user, const char *password,
+                            const char *suser, const char *spass)
+{
+    redq__url u;
+    char err[ERRLEN];
+    int rc;
+
+    fill_garbage(&u);
+    rc = redq__url_parse(&u, url, err, sizeof err);
+    cr_assert_eq(rc, 0, "%s: rc %d (%s)", url, rc, err);
+    cr_assert_eq(u.is_sentinel, 1, "%s: is_sentinel", url);
+    cr_assert_eq(u.is_unix, 0, "%s: is_unix", url);
+    cr_assert_null(u.host, "%s: host should be NULL", url);
+    cr_assert_eq(u.nsentinels, n, "%s: %zu sentinels, want %zu", url,
+                 u.nsentinels, n);
+    assert_str_or_null(u.sentinels[0].host, h0, "sentinel 0", url);
+    cr_assert_eq(u.sentinels[0].port, p0, "%s: port 0", url);
+    assert_str_or_null(u.sentinels[n - 1].host, hlast, "last sentinel", url);
+    cr_assert_eq(u.sentinels[n - 1].port, plast, "%s: last port", url);
+    assert_str_or_null(u.master_name, master, "master", url);
+    cr_assert_eq(u.db, db, "%s: db %d, want %d", url, u.db, db);
+    assert_str_or_null(u.user, user, "user", url);
+    assert_str_or_null(u.password, password, "password", url);
+    assert_str_or_null(u.sentinel_user, suser, "sentinel_user", url);
+    assert_str_or_null(u.sentinel_password, spass, "sentinel_password", url);
+    redq__url_free(&u);
+    assert_zeroed(&u, url);
+    cr_assert_null(u.sentinels);
+    cr_assert_null(u.master_name);
+}
+
+Test(url_sentinel, one_default_port)
+{
+    expect_sentinel("redis+sentinel://s1/mymaster", 1, "s1", 26379, "s1",
+                    26379, "mymaster", 0, NULL, NULL, NULL, NULL);
+    expect_sentinel("REDIS+SENTINEL://s1:5000/m", 1, "s1", 5000, "s1", 5000,
+                    "m", 0, NULL, NULL, NULL, NULL);
+}
+
+Test(url_sentinel, several_and_ipv6)
+{
+    expect_sentinel("redis+sentinel://10.0.0.1:26379,[::1]:26380,h3/mm/3", 3,
+                    "10.0.0.1", 26379, "h3", 26379, "mm", 3, NULL, NULL, NULL,
+                    NULL);
+    expect_sentinel("redis+sentinel://a,[::1]:7/mm", 2, "a", 26379, "::1", 7,
+                    "mm", 0, NULL, NULL, NULL, NULL);
+}
+
+Test(url_sentinel, data_auth_and_sentinel_auth_differ)
+{
+    expect_sentinel("redis+sentinel://alice:p%40ss@h1,h2/orders?db=2&"
+                    "sentinel_password=s%26cret&sentinel_user=watch",
+                    2, "h1", 26379, "h2", 26379, "orders", 2, "alice",
+                    "p@ss", "watch", "s&cret");
+    expect_sentinel("redis+sentinel://h1/m?sentinel_password=x", 1, "h1",
+                    26379, "h1", 26379, "m", 0, NULL, NULL, NULL, "x");
+}
+
+Test(url_sentinel, master_name_characters)
+{
+    expect_sentinel("redis+sentinel://h/my-master_1.a:b", 1, "h", 26379, "h",
+                    26379, "my-master_1.a:b", 0, NULL, NULL, NULL, NULL);
+}
+
+Test(url_sentinel, refused)
+{
+    expect_einval("redis+sentinel://h1:26379", "master");
+    expect_einval("redis+sentinel://h1:26379/", "master");
+    expect_einval("redis+sentinel:///m", "sentinels");
+    expect_einval("redis+sentinel://h1,,h2/m", "empty sentinel");
+    expect_einval("redis+sentinel://h1,/m", "empty sentinel");
+    expect_einval("redis+sentinel://h1:0/m", "out of range");
+    expect_einval("redis+sentinel://h1/m%20x", "master name");
+    expect_einval("redis+sentinel://h1/m/x", "not a number");
+    expect_einval("redis+sentinel://h1/m/1?db=2", "both");
+    expect_einval("redis+sentinel://h1/m?sentinel_password=", "empty");
+    expect_einval("redis+sentinel://h1/m?sentinel_password=a&"
+                  "sentinel_password=b",
+                  "more than once");
+    expect_einval("redis+sentinel://h1/m?password=x", "unknown query");
+    expect_einval("redis+sentinel://h1,h2,h3,h4,h5,h6,h7,h8,h9,h10,h11,h12,"
+                  "h13,h14,h15,h16,h17/m",
+                  "at most 16");
+    /* Sentinel parameters mean nothing in a plain URL. */
+    expect_einval("redis://h1/0?sentinel_password=x", "unknown query");
+}
+
+/* Neither password shows up in any error, whatever else is wrong. */
+Test(url_sentinel, secrets_never_quoted)
+{
+    static const char *const bad[] = {
+        "redis+sentinel://u:hunter22@h1,,h2/m?sentinel_password=sekrit99",
+        "redis+sentinel://h1/m?sentinel_password=sekrit99%zz",
+        "redis+sentinel://u:hunter22@h1/m?sentinel_password=sekrit99&x=1",
+        "redis+sentinel://u:hunter22@h1/bad%20name?sentinel_password=sekrit99",
+        "redis+sentinel://hunter22:sekrit99/m",
+    };
+    size_t i;
+    for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        redq__url u;
+        char err[ERRLEN];
+        int rc = redq__url_parse(&u, bad[i], err, sizeof err);
+        cr_assert_eq(rc, REDQ_EINVAL, "%s: rc %d", bad[i], rc);
+        cr_assert_null(strstr(err, "hunter22"), "%s: %s", bad[i], err);
+        cr_assert_null(strstr(err, "sekrit99"), "%s: %s", bad[i], err);
+    }
+}
