@@ -346,6 +346,8 @@ Test(sentinel_replicas, too_few_replicas_is_not_replicated)
      * the batches when several are in flight. */
     fx_tracker *t2 = fx_tracker_new(5000);
     o.min_replicas = 1;
+    /* Generous: on a loaded machine a replica can lag 200 ms behind. */
+    o.replica_timeout_ms = 10000;
     o.batch_max_msgs = 10;
     cr_assert_eq(fx_producer_new(t2, &o), 0);
     fx_produce_range(t2, "q2", 0, 5000, 16);
