@@ -121,7 +121,7 @@ Test(sentinel_errors, no_sentinel_reachable)
 
 /* ---- failovers under a stream ----------------------------------------- */
 
-#define NMSG 20000
+#define NMSG 200000
 #define QUEUE "orders"
 
 static unsigned seen[NMSG];
@@ -156,7 +156,7 @@ static void stream_cb(evutil_socket_t fd, short what, void *arg)
     struct timeval tv = {0, 1000};
     (void)fd;
     (void)what;
-    for (int k = 0; k < 5 && s->next < NMSG; k++) {
+    for (int k = 0; k < 50 && s->next < NMSG; k++) {
         if (fx_produce(s->t, QUEUE, s->next, 32) != 0)
             break;
         s->next++;
