@@ -218,6 +218,8 @@ typedef struct bench_config {
     unsigned linger_us;
     int linger_set;
     size_t max_queue; /* producer max_queue_len (0: none) */
+    int replicas;           /* producer min_replicas (0: none) */
+    int replica_timeout_ms; /* producer replica_timeout_ms (0: default) */
     double rate;
     int rate_set;
     int compare;

@@ -86,6 +86,9 @@ static void usage(FILE *f)
         "  --linger-us N    producer linger_us (default: the library's, 1000)\n"
         "  --max-queue N    producer max_queue_len: stop sending while the list\n"
         "                   holds N; bounds e2e latency at saturation (default 0)\n"
+        "  --replicas N     producer min_replicas: a report is ok only once N\n"
+        "                   replicas hold the batch (WAIT pipelined behind it)\n"
+        "  --replica-timeout-ms MS  how long WAIT waits (default: the library's)\n"
         "  --rate R         latency mode: messages per second\n"
         "  --compare        also run the matching redis-benchmark line (produce,\n"
         "                   consume, e2e) and print the ratio\n"
@@ -209,6 +212,14 @@ static int parse_args(int argc, char **argv, bench_config *cfg)
             if (parse_u64(v, 0, 1000000000, &u) != 0)
                 goto bad;
             cfg->max_queue = (size_t)u;
+        } else if (opt(argc, argv, &i, "--replicas", &v)) {
+            if (parse_u64(v, 0, 64, &u) != 0)
+                goto bad;
+            cfg->replicas = (int)u;
+        } else if (opt(argc, argv, &i, "--replica-timeout-ms", &v)) {
+            if (parse_u64(v, 1, 2147483647, &u) != 0)
+                goto bad;
+            cfg->replica_timeout_ms = (int)u;
         } else if (opt(argc, argv, &i, "--rate", &v)) {
             if (parse_pos_double(v, &cfg->rate) != 0)
                 goto bad;
@@ -453,6 +464,8 @@ static void print_table(const summary *sm)
         printf(", linger %u us", cfg->linger_us);
     if (cfg->max_queue)
         printf(", max queue %zu", cfg->max_queue);
+    if (cfg->replicas)
+        printf(", %d replica(s) must ack", cfg->replicas);
     if (cfg->mode == BENCH_LATENCY)
         printf(", rate %.0f msg/s", cfg->rate);
     printf("\n");

@@ -298,6 +298,9 @@ void bench_fill_options(redq_options *o, const bench_config *cfg, bench_run *r)
     if (cfg->linger_set)
         o->linger_us = cfg->linger_us;
     o->max_queue_len = cfg->max_queue;
+    o->min_replicas = cfg->replicas;
+    if (cfg->replica_timeout_ms > 0)
+        o->replica_timeout_ms = cfg->replica_timeout_ms;
     if (r->mode == BENCH_IDLE)
         o->pop_timeout_ms = BENCH_IDLE_POP_TIMEOUT_MS;
     if (r->mode == BENCH_MEMORY && !r->fill)
