@@ -189,6 +189,7 @@ struct redq_consumer {
     size_t reap_inflight;   /* reaper commands awaiting replies */
     uint32_t rng;
     redq__registry *registry; /* queues recorded for admin tools */
+    redq__stats stats;        /* on_stats (lib/stats.c) */
 
     redq_consumer_stats st;
 };

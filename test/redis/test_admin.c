@@ -860,3 +860,163 @@ Test(admin, recover_returns_a_dead_holders_messages_now_and_leaves_live_ones)
     cr_expect_eq(r->n, 0);
     admin_close();
 }
+
+/* ---- statistics as JSON ------------------------------------------------------ */
+
+#include <jansson.h>
+
+typedef struct strack {
+    redq_producer *p;
+    redq_consumer *c;
+    unsigned calls, bad;
+    char why[512];
+    json_int_t last_delivered, last_acked, last_dead, last_rtt;
+    int done;
+} strack;
+
+static json_int_t jint(json_t *o, const char *k, strack *t)
+{
+    json_t *v = json_object_get(o, k);
+    if (!json_is_integer(v)) {
+        t->bad++;
+        snprintf(t->why, sizeof t->why, "field %s missing or not an integer",
+                 k);
+        return -1;
+    }
+    return json_integer_value(v);
+}
+
+#define SAME(obj, key, val)                                                    \
+    do {                                                                       \
+        json_int_t v_ = jint((obj), (key), t);                                 \
+        if (v_ != (json_int_t)(val)) {                                         \
+            t->bad++;                                                          \
+            snprintf(t->why, sizeof t->why, "%s: json %lld, stats %lld",       \
+                     (key), (long long)v_, (long long)(val));                  \
+        }                                                                      \
+    } while (0)
+
+static void on_stats_json(const char *json, size_t len, void *user)
+{
+    strack *t = user;
+    json_error_t err;
+    json_t *o = json_loadb(json, len, 0, &err);
+    t->calls++;
+    if (o == NULL || json[len] != '\0' || strlen(json) != len) {
+        t->bad++;
+        snprintf(t->why, sizeof t->why, "not JSON: %s (%.200s)", err.text,
+                 json);
+        json_decref(o);
+        return;
+    }
+    if (t->p != NULL) {
+        redq_producer_stats st;
+        redq_producer_get_stats(t->p, &st);
+        if (strcmp(json_string_value(json_object_get(o, "type")), "producer"))
+            t->bad++;
+        SAME(o, "produced", st.produced);
+        SAME(o, "delivered", st.delivered);
+        SAME(o, "failed", st.failed);
+        SAME(o, "pending", st.pending_msgs);
+        SAME(o, "pending_bytes", st.pending_bytes);
+        SAME(o, "inflight_batches", st.inflight_batches);
+        SAME(o, "batches_sent", st.batches_sent);
+        SAME(o, "reconnects", st.disconnects);
+        SAME(o, "connected", st.connected);
+        t->last_delivered = jint(o, "delivered", t);
+    } else {
+        redq_consumer_stats st;
+        redq_consumer_get_stats(t->c, &st);
+        if (strcmp(json_string_value(json_object_get(o, "type")), "consumer"))
+            t->bad++;
+        SAME(o, "pops", st.pops);
+        SAME(o, "empty_pops", st.empty_pops);
+        SAME(o, "delivered", st.delivered);
+        SAME(o, "acked", st.acked);
+        SAME(o, "nacked", st.nacked);
+        SAME(o, "unacked", st.unacked);
+        SAME(o, "retried", st.retried);
+        SAME(o, "dead_lettered", st.dead_lettered);
+        SAME(o, "recovered", st.recovered);
+        SAME(o, "returned", st.returned);
+        SAME(o, "errors", st.errors);
+        t->last_acked = jint(o, "acked", t);
+        t->last_dead = jint(o, "dead_lettered", t);
+        t->last_delivered = jint(o, "delivered", t);
+    }
+    if (jint(o, "ts_ms", t) < (json_int_t)time(NULL) * 1000 - 60000)
+        t->bad++;
+    t->last_rtt = jint(o, "rtt_us", t);
+    json_decref(o);
+}
+
+static bool cond_stats_prod(void *a)
+{
+    strack *t = a;
+    return t->last_delivered >= 100 && t->last_rtt > 0;
+}
+
+static bool cond_stats_cons(void *a)
+{
+    strack *t = a;
+    return t->last_acked >= 99 && t->last_dead >= 1 && t->last_rtt > 0;
+}
+
+static void on_smsg(redq_consumer *c, redq_message *m, void *user)
+{
+    (void)c;
+    (void)user;
+    if (redq_msg_len(m) >= 3 && memcmp(redq_msg_data(m), "bad", 3) == 0)
+        redq_nack(m, "bad one");
+    else
+        redq_ack(m);
+}
+
+Test(admin, stats_json_on_an_interval_matches_the_stats_structs)
+{
+    strack tp = {0}, tc = {0};
+    redq_options o;
+    int i, closed = 0;
+    ctrack dummy = {0};
+    static const char *const qs[] = {"statq"};
+
+    redq_options_init(&o);
+    cr_expect_eq(o.version, 3);
+    cr_expect_eq(o.stats_interval_ms, 0);
+    cr_expect_null(o.on_stats);
+    o.url = fx_url();
+    o.on_stats = on_stats_json;
+    o.stats_interval_ms = 40;
+    o.user = &tp;
+    cr_assert(redq_producer_new(&tp.p, fx_base(), &o) == 0);
+    for (i = 0; i < 99; i++)
+        cr_assert(redq_produce(tp.p, "statq", "m", 1, NULL) == 0);
+    cr_assert(redq_produce(tp.p, "statq", "bad", 3, NULL) == 0);
+    cr_assert(fx_run_until(cond_stats_prod, &tp, 5000), "delivered %lld",
+              (long long)tp.last_delivered);
+    cr_expect_eq(tp.bad, 0, "%s", tp.why);
+    cr_expect(tp.calls >= 2);
+
+    o.user = &tc;
+    o.on_message = on_smsg;
+    o.max_attempts = 1;
+    o.promote_interval_ms = 50;
+    o.pool_size = 2;
+    cr_assert(redq_consumer_new(&tc.c, fx_base(), &o, qs, 1) == 0);
+    cr_assert(fx_run_until(cond_stats_cons, &tc, 5000), "acked %lld dead %lld",
+              (long long)tc.last_acked, (long long)tc.last_dead);
+    cr_expect_eq(tc.bad, 0, "%s", tc.why);
+
+    /* Off by default: none without an interval. */
+    cr_assert(redq_producer_close(tp.p, on_pclosed, &closed) == 0);
+    g_cnt_target = 1;
+    cr_assert(fx_run_until(cond_cnt, &closed, 5000));
+    dummy.c = tc.c;
+    consumer_close(&dummy);
+    /* Bad values are refused. */
+    {
+        redq_producer *p2 = NULL;
+        o.stats_interval_ms = -1;
+        cr_expect_eq(redq_producer_new(&p2, fx_base(), &o), REDQ_EINVAL);
+    }
+}
