@@ -747,7 +747,7 @@ Test(contract, least_privilege_consumers)
               "+client|unblock +evalsha +script|load +smembers "
               "+type +lmpop +lpush +sismember +lrange +ltrim +lrem +lindex "
               "+llen +zadd +time +zrangebyscore +zrem +zrange +get +set "
-              "+exists +lpop +rpush +srem +del +sadd");
+              "+exists +lpop +rpush +srem +del +sadd +hget");
     acl_consume("alo", REDQ_AT_LEAST_ONCE, 1);
     /* The at-most-once consumer: pops only; no scripts at all. */
     fx_cmd_ok("ACL SETUSER amo on >pw-amo ~* -@all +blmpop +client|id "
