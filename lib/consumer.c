@@ -734,6 +734,7 @@ static void kick(popper *pp)
     if (rc != 0)
         return; /* not ready after all (conn_up kicks again) or no queue */
     c->n_idle--;
+    pp->pause_gen = c->pause_gen;
     pp->outstanding = 1;
     c->reserved += pp->reserved;
 }
@@ -855,12 +856,23 @@ static void stop_timer_cb(evutil_socket_t fd, short what, void *arg)
 static void retry_cb(evutil_socket_t fd, short what, void *arg)
 {
     redq_consumer *c = arg;
+    size_t i;
     (void)fd;
     (void)what;
-    if (c->stopping || c->closing)
+    if (c->stopping || c->closing) {
         unblock_all(c);
-    else
-        kick_all(c);
+        return;
+    }
+    /* A CLIENT UNBLOCK that came before its pop was blocked (a pause
+     * changed meanwhile) is tried again here: a pop on stale keys must not
+     * sit out its whole timeout with a paused queue in them. */
+    for (i = 0; i < c->npool; i++)
+        if (c->pool[i].stage == R_BLOCKING &&
+            c->pool[i].pause_gen != c->pause_gen) {
+            unblock_all(c);
+            break;
+        }
+    kick_all(c);
 }
 
 /* ---- deferred work and connection events ------------------------------- */

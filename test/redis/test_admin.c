@@ -1029,3 +1029,68 @@ Test(admin, stats_json_on_an_interval_matches_the_stats_structs)
         cr_expect_eq(redq_producer_new(&p2, fx_base(), &o), REDQ_EINVAL);
     }
 }
+
+/* ---- a least-privilege producer without ZADD ---------------------------------- */
+
+typedef struct lptrack {
+    int ok, warn_noperm, errors;
+    char first[256];
+} lptrack;
+
+static void on_lp_report(redq_producer *p, const redq_report *rep, void *u)
+{
+    (void)p;
+    if (rep->status == 0)
+        ((lptrack *)u)->ok++;
+}
+
+static void on_lp_log(int level, int code, const char *msg, void *u)
+{
+    lptrack *t = u;
+    if (code == REDQ_ENOPERM && level == REDQ_LOG_WARN) {
+        if (t->warn_noperm++ == 0)
+            snprintf(t->first, sizeof t->first, "%s", msg);
+    } else if (level == REDQ_LOG_ERROR) {
+        t->errors++;
+    }
+}
+
+static bool cond_lp(void *a)
+{
+    return ((lptrack *)a)->ok >= 40;
+}
+
+Test(admin, a_producer_without_zadd_keeps_working_with_one_warning)
+{
+    lptrack t = {0};
+    redq_options o;
+    redq_producer *p;
+    char url[128];
+    int i, closed = 0;
+    fx_cmd_ok("ACL SETUSER lp on >pw-lp ~* -@all +lpush");
+    snprintf(url, sizeof url, "redis://lp:pw-lp@127.0.0.1:%d", fx_port());
+    redq_options_init(&o);
+    o.url = url;
+    o.client_name = NULL;
+    o.on_delivery = on_lp_report;
+    o.log = on_lp_log;
+    o.log_level = REDQ_LOG_DEBUG;
+    o.user = &t;
+    cr_assert(redq_producer_new(&p, fx_base(), &o) == 0);
+    /* Two queues, several batches each: every first use tries a ZADD. */
+    for (i = 0; i < 40; i++) {
+        cr_assert(redq_produce(p, i % 2 ? "lp-a" : "lp-b", "x", 1, NULL) == 0);
+        if (i % 10 == 9)
+            fx_run_for(20);
+    }
+    cr_assert(fx_run_until(cond_lp, &t, 5000), "%d delivered", t.ok);
+    cr_expect_eq(t.warn_noperm, 1, "NOPERM warnings: %d", t.warn_noperm);
+    cr_expect(strstr(t.first, "redq:queues") != NULL, "%s", t.first);
+    cr_expect_eq(t.errors, 0);
+    cr_expect_eq(fx_llen("lp-a") + fx_llen("lp-b"), 40);
+    cr_expect_eq(fx_cmd_int("EXISTS redq:queues"), 0);
+    cr_assert(redq_producer_close(p, on_pclosed, &closed) == 0);
+    g_cnt_target = 1;
+    cr_assert(fx_run_until(cond_cnt, &closed, 5000));
+    fx_cmd_ok("ACL DELUSER lp");
+}
