@@ -528,8 +528,8 @@ static void on_block_reply(redq__conn *conn, void *reply, void *arg)
     if (!pop_reply_begin(pp, r))
         return;
     if (r->type == REDIS_REPLY_STRING) {
-        deliver_one(c, (int)pp->block_q, 0, &c->rq[pp->block_q].pl[2 * pp->idx],
-                    r);
+        deliver_one(c, (int)pp->cur_block_q, 0,
+                    &c->rq[pp->cur_block_q].pl[2 * pp->idx], r);
         pp->block_next = 0; /* there may be more: TAKE a batch next */
     } else {
         /* Timed out, or woken because frames wait in a due list. */
@@ -586,17 +586,22 @@ static size_t usable_queues(redq_consumer *c, size_t at, popper *pp)
                 next_check = c->bad_until[i];
             continue;
         }
+        /* Paused (redq_admin_pause()): left out until a promote tick
+         * sees it resumed, which kicks the pool. */
+        if (c->rq[i].paused)
+            continue;
         c->argv[at++] = c->rq[i].due;
         c->argv[at++] = c->queues[i];
         if (pp != NULL) {
             c->argv[at++] = c->rq[i].pl[2 * pp->idx + 1].key;
             c->argv[at++] = c->rq[i].pl[2 * pp->idx].key;
             c->argv[at++] = c->rq[i].consumers;
+            c->argv[at++] = c->rq[i].meta;
             pp->round_q[nkeys] = i;
         }
         nkeys++;
     }
-    if (nkeys == 0)
+    if (nkeys == 0 && next_check != UINT64_MAX)
         arm_retry(c, next_check - now); /* look again later */
     return nkeys;
 }
@@ -610,8 +615,24 @@ static int start_reliable_round(popper *pp, size_t n, char *tbuf,
     size_t argc = 0, i, nkeys;
     int rc;
 
-    if (pp->block_next && c->bad_until[pp->block_q] <= redq__now_us()) {
-        size_t q = pp->block_q;
+    /* Block on this popper's queue, or, that one being paused or
+     * skipped, on the next usable one; with none usable, stay idle (a
+     * resume or a recheck kicks the pool). Never TAKE again at once: the
+     * last one found nothing. */
+    if (pp->block_next) {
+        uint64_t now = redq__now_us();
+        size_t q = pp->block_q, k;
+        for (k = 0; k < c->nq; k++, q = (q + 1) % c->nq)
+            if (c->bad_until[q] <= now && !c->rq[q].paused)
+                break;
+        if (k == c->nq) {
+            (void)usable_queues(c, 0, NULL); /* arms the wrong-type recheck */
+            return REDQ_EINVAL;
+        }
+        pp->cur_block_q = q;
+    }
+    if (pp->block_next) {
+        size_t q = pp->cur_block_q;
         const char *argv[] = {"BLMOVE", c->queues[q],
                               c->rq[q].pl[2 * pp->idx].key, "RIGHT", "LEFT",
                               tbuf};
@@ -630,8 +651,8 @@ static int start_reliable_round(popper *pp, size_t n, char *tbuf,
     if (nkeys == 0)
         return REDQ_EINVAL;
     pp->nround = nkeys;
-    argc += 5 * nkeys;
-    snprintf(nbuf, 24, "%zu", 5 * nkeys);
+    argc += 6 * nkeys;
+    snprintf(nbuf, 24, "%zu", 6 * nkeys);
     c->argv[argc++] = tbuf + 32; /* the count, below */
     snprintf(tbuf + 32, 24, "%zu", n);
     c->argv[argc++] = pp->holder;
@@ -713,6 +734,7 @@ static void kick(popper *pp)
     if (rc != 0)
         return; /* not ready after all (conn_up kicks again) or no queue */
     c->n_idle--;
+    pp->pause_gen = c->pause_gen;
     pp->outstanding = 1;
     c->reserved += pp->reserved;
 }
@@ -834,12 +856,23 @@ static void stop_timer_cb(evutil_socket_t fd, short what, void *arg)
 static void retry_cb(evutil_socket_t fd, short what, void *arg)
 {
     redq_consumer *c = arg;
+    size_t i;
     (void)fd;
     (void)what;
-    if (c->stopping || c->closing)
+    if (c->stopping || c->closing) {
         unblock_all(c);
-    else
-        kick_all(c);
+        return;
+    }
+    /* A CLIENT UNBLOCK that came before its pop was blocked (a pause
+     * changed meanwhile) is tried again here: a pop on stale keys must not
+     * sit out its whole timeout with a paused queue in them. */
+    for (i = 0; i < c->npool; i++)
+        if (c->pool[i].stage == R_BLOCKING &&
+            c->pool[i].pause_gen != c->pause_gen) {
+            unblock_all(c);
+            break;
+        }
+    kick_all(c);
 }
 
 /* ---- deferred work and connection events ------------------------------- */
@@ -908,6 +941,34 @@ static void ctl_up(redq__conn *conn, void *arg)
         kick_all(c); /* at-least-once pops wait for this connection */
 }
 
+/* on_stats: the consumer's counters as JSON (redq_stats_cb). */
+static void stats_emit(void *arg)
+{
+    redq_consumer *c = arg;
+    redq_consumer_stats st;
+    char buf[1024];
+    size_t n;
+    redq__consumer_stats_fill(c, &st);
+    n = redq__stats_head(&c->stats, buf, sizeof buf, "consumer",
+                         redq__conn_ready(c->ctl), st.disconnects);
+    n += (size_t)snprintf(
+        buf + n, sizeof buf - n,
+        ",\"pops\":%llu,\"empty_pops\":%llu,\"delivered\":%llu,"
+        "\"acked\":%llu,\"nacked\":%llu,\"unacked\":%zu,"
+        "\"retried\":%llu,\"dead_lettered\":%llu,\"expired\":%llu,"
+        "\"recovered\":%llu,\"promoted\":%llu,\"returned\":%llu,"
+        "\"errors\":%llu}",
+        (unsigned long long)st.pops, (unsigned long long)st.empty_pops,
+        (unsigned long long)st.delivered, (unsigned long long)st.acked,
+        (unsigned long long)st.nacked, st.unacked,
+        (unsigned long long)st.retried, (unsigned long long)st.dead_lettered,
+        (unsigned long long)st.expired, (unsigned long long)st.recovered,
+        (unsigned long long)st.promoted, (unsigned long long)st.returned,
+        (unsigned long long)st.errors);
+    c->stats.cb(buf, n, c->stats.user);
+    redq__stats_ping(&c->stats, c->ctl);
+}
+
 /* ---- the API ------------------------------------------------------------ */
 
 static void consumer_free(redq_consumer *c)
@@ -918,6 +979,7 @@ static void consumer_free(redq_consumer *c)
         for (i = 0; i < c->npool; i++)
             redq__conn_free(c->pool[i].conn);
     redq__conn_free(c->ctl);
+    redq__stats_free(&c->stats);
     redq__rel_free(c);
     while ((ch = c->live.head) != NULL) {
         c->live.head = ch->next;
@@ -1035,10 +1097,10 @@ int redq_consumer_new(redq_consumer **out, struct event_base *base,
     c->queues = calloc(nqueues, sizeof *c->queues);
     c->qlens = calloc(nqueues, sizeof *c->qlens);
     c->bad_until = calloc(nqueues, sizeof *c->bad_until);
-    /* The longest command: TAKE, "EVALSHA sha numkeys" + 5 keys a queue +
+    /* The longest command: TAKE, "EVALSHA sha numkeys" + 6 keys a queue +
      * the count and the holder; BLMPOP needs 2 a queue + 6. */
-    c->argv = calloc(5 * nqueues + 8, sizeof *c->argv);
-    c->argvlen = calloc(5 * nqueues + 8, sizeof *c->argvlen);
+    c->argv = calloc(6 * nqueues + 8, sizeof *c->argv);
+    c->argvlen = calloc(6 * nqueues + 8, sizeof *c->argvlen);
     c->pool = calloc(c->npool, sizeof *c->pool);
     c->ev_defer = event_new(base, -1, 0, defer_cb, c);
     c->t_retry = event_new(base, -1, 0, retry_cb, c);
@@ -1059,7 +1121,8 @@ int redq_consumer_new(redq_consumer **out, struct event_base *base,
         memcpy(c->queues[i], queues[i], c->qlens[i] + 1);
     }
 
-    if (redq__rel_init(c, opts) != 0)
+    if (redq__rel_init(c, opts) != 0 ||
+        redq__stats_init(&c->stats, base, opts, stats_emit, c) != 0)
         goto fail;
     redq__conn_config_init(&cfg, opts, &url, &c->log);
     cfg.load_scripts = 0; /* scripts load on first use */

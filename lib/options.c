@@ -207,6 +207,9 @@ int redq__options_check(const redq_options *o, char *err, size_t errlen)
     if (o->replica_timeout_ms <= 0)
         return bad(err, errlen, "options.replica_timeout_ms must be > 0 "
                                 "(WAIT 0 would wait forever)");
+    if (o->stats_interval_ms < 0 || o->stats_interval_ms > 86400000)
+        return bad(err, errlen,
+                   "options.stats_interval_ms must be 0..86400000");
     return 0;
 }
 

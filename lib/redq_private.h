@@ -183,6 +183,10 @@ enum {
     REDQ__SCRIPT_HEARTBEAT,   /* register / refresh holders */
     REDQ__SCRIPT_DEADREQUEUE, /* dead letters back to due, bounded */
     REDQ__SCRIPT_ACKFAST,     /* ack the k oldest of a processing list */
+    REDQ__SCRIPT_DEADONE,     /* admin: requeue/delete one dead letter by id */
+    REDQ__SCRIPT_PURGE,       /* admin: delete the dead list, counted */
+    REDQ__SCRIPT_SNAPSHOT,    /* admin: a queue's numbers, read only */
+    REDQ__SCRIPT_PEEK,        /* admin: the next values to be taken */
     REDQ__SCRIPT_COUNT
 };
 
@@ -482,5 +486,62 @@ int redq__conn_last_code(const redq__conn *c);
  *  retrying with its backoff (the server side may be fixed), but a handle
  *  can fail fast on it. 0 otherwise. */
 int redq__conn_permanent_error(const redq__conn *c);
+
+/* ---- admin helpers (lib/prom.c) ---------------------------------------- */
+
+/** Escape len bytes at s as a Prometheus label value (text format 0.0.4):
+ *  backslash, double quote and line feed become \\, \" and \n; bytes that
+ *  are not well-formed UTF-8 become U+FFFD. out needs 3 * len + 1 bytes; it
+ *  is NUL-terminated. Returns the length written (without the NUL). */
+size_t redq__prom_escape(const char *s, size_t len, char *out);
+
+/* ---- the queue registry (lib/registry.c) ------------------------------- */
+
+/* The sorted set of queues in use: member the name, score last seen (ms). */
+#define REDQ__REGISTRY_KEY "redq:queues"
+
+typedef struct redq__registry redq__registry;
+
+/** A handle's memory of what it registered; `log` is borrowed for its
+ *  lifetime. NULL when out of memory (the handle then registers nothing). */
+redq__registry *redq__registry_new(const redq__logger *log);
+/** Free it, after the connection it used is gone (or will never answer:
+ *  replies that come back NULL do not touch it). NULL is fine. */
+void redq__registry_free(redq__registry *r);
+/** Queue q (len bytes) is in use: the first time, and then at most once a
+ *  minute, pipeline `ZADD redq:queues <now ms> q` on c when it is ready.
+ *  Otherwise one hash lookup. An error reply is logged once (WARN). */
+void redq__registry_touch(redq__registry *r, redq__conn *c, const char *q,
+                          size_t len);
+
+/* ---- statistics as JSON (lib/stats.c) ----------------------------------- */
+
+struct event;
+
+typedef struct redq__stats {
+    struct event *ev;       /* the interval timer; NULL when off */
+    redq_stats_cb cb;
+    void *user;
+    void (*emit)(void *handle); /* builds the JSON and calls cb */
+    void *handle;
+    long long rtt_us, rtt_avg_us; /* -1 until a PING was answered */
+    uint64_t ping_sent_us;
+    int ping_out;
+} redq__stats;
+
+/** Start the timer of opts->on_stats every opts->stats_interval_ms (off
+ *  when either is unset: then nothing else here does anything); emit(handle)
+ *  runs on each tick. Returns 0 or REDQ_ENOMEM. */
+int redq__stats_init(redq__stats *s, struct event_base *base,
+                     const redq_options *opts, void (*emit)(void *),
+                     void *handle);
+/** Stop the timer (from the handle's free, after its connection). */
+void redq__stats_free(redq__stats *s);
+/** Send a PING on c to measure the round trip (one at a time). */
+void redq__stats_ping(redq__stats *s, redq__conn *c);
+/** Write the JSON object's opening and the common fields (no closing
+ *  brace) into buf; returns the length. */
+size_t redq__stats_head(const redq__stats *s, char *buf, size_t cap,
+                        const char *type, int connected, uint64_t reconnects);
 
 #endif /* REDQ_PRIVATE_H */
