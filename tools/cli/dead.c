@@ -27,13 +27,14 @@ typedef struct dead_cmd {
 /*
  * Whether the entry was a redq frame. redq_admin_msg does not say so: an
  * entry put there by hand comes back whole as the payload, with no id,
- * reason or times, which no dead letter of the library lacks all of.
+ * reason ("") or times, which no dead letter of the library lacks all of.
  * TODO(issue 9): a field of redq_admin_msg saying it (and the frame's
  * "q") would make this exact.
  */
 static int dead_framed(const redq_admin_msg *m)
 {
-    return m->id[0] || m->reason || m->ts_ms >= 0 || m->dead_ts_ms >= 0;
+    return m->id[0] || (m->reason && m->reason[0]) || m->ts_ms >= 0 ||
+           m->dead_ts_ms >= 0;
 }
 
 /* One line of `dead list`: INDEX ATTEMPTS DEAD_TS REASON BODY. */
@@ -100,7 +101,7 @@ static int dead_print_json(const redq_admin_msg *m, const char *queue)
             printf(",\"ts\":%lld", m->ts_ms);
         if (m->dead_ts_ms >= 0)
             printf(",\"dead_ts\":%lld", m->dead_ts_ms);
-        if (m->reason) {
+        if (m->reason && m->reason[0]) {
             fputs(",\"dead_reason\":", stdout);
             cli_put_json_string(stdout, m->reason);
         }
