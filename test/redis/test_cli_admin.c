@@ -10,12 +10,18 @@
 
 #include <criterion/criterion.h>
 
+#include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
+#include <poll.h>
+#include <pty.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "cli_child.h"
 #include "fixture.h"
@@ -336,7 +342,7 @@ Test(cli_admin, pause_holds_messages_from_a_running_pop_until_resume)
     assert_code(p, 128 + SIGTERM);
 
     /* queues shows the flag. */
-    fx_cmd_ok("ZADD redq:queues 1 q");
+    fx_cmd_ok("ZADD redq:queues %lld q", now_ms());
     c = run(ARGS("pause", "--url", fx_url(), "q", "other"));
     assert_code(c, 0);
     cr_assert_str_eq(c->out, "paused\tq\npaused\tother\n");
@@ -397,7 +403,7 @@ Test(cli_admin, top_piped_two_refreshes_with_a_known_rate)
     /* Refresh 1 sees 100 ready; then the test pushes exactly 500 (no
      * consumer), so refresh 2, one interval later, sees 600 and an
      * inflow of 500 per interval. */
-    fx_cmd_ok("ZADD redq:queues 1 t");
+    fx_cmd_ok("ZADD redq:queues %lld t", now_ms());
     cli_lpush_seq("t", "m", 0, 100, 0);
     cli_child *p = cli_spawn(NULL, ARGS("top", "--url", fx_url(), "--interval",
                                         "1000", "--count", "2"));
@@ -458,6 +464,60 @@ Test(cli_admin, top_json_one_object_per_refresh_and_signals)
     cli_finish(p, 5000);
     cr_assert(!p->timed_out, "top did not stop on SIGINT");
     assert_code(p, 128 + SIGINT);
+}
+
+Test(cli_admin, top_on_a_terminal_redraws_in_place)
+{
+    /* stdout a pseudo-terminal: each refresh starts with cursor home and
+     * clear screen, and no empty line separates them. */
+    int master, slave, status;
+    char out[16384];
+    size_t len = 0;
+    pid_t pid;
+
+    /* Seen now: an old entry whose keys are empty would be pruned. */
+    fx_cmd_ok("ZADD redq:queues %lld tq", now_ms());
+    cr_assert_eq(openpty(&master, &slave, NULL, NULL, NULL), 0);
+    pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        int null = open("/dev/null", O_RDWR);
+        dup2(null, 0);
+        dup2(slave, 1);
+        dup2(null, 2);
+        close(master);
+        execl(cli_path(), cli_path(), "top", "-n", "3", "--interval", "50",
+              "--url", fx_url(), (char *)NULL);
+        _exit(127);
+    }
+    close(slave);
+    uint64_t deadline = fx_now_us() + (uint64_t)RUN_MS * 1000u;
+    for (;;) {
+        struct pollfd pf = {master, POLLIN, 0};
+        cr_assert(cli_ms_left(deadline) > 0, "top did not end: %.*s",
+                  (int)len, out);
+        if (poll(&pf, 1, cli_ms_left(deadline)) <= 0)
+            continue;
+        ssize_t n = read(master, out + len, sizeof out - 1 - len);
+        if (n <= 0) /* EIO once the child has closed the terminal */
+            break;
+        len += (size_t)n;
+        cr_assert_lt(len, sizeof out - 1);
+    }
+    out[len] = '\0';
+    close(master);
+    cr_assert_eq(waitpid(pid, &status, 0), pid);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %d",
+              status);
+    cr_assert(strncmp(out, "\033[H\033[2Jredq top  ", 17) == 0, "output: %s",
+              out);
+    int redraws = 0;
+    for (const char *p = out; (p = strstr(p, "\033[H\033[2J")); p++)
+        redraws++;
+    cr_assert_eq(redraws, 3, "output: %s", out);
+    cr_assert(strstr(out, "\r\n\r\n") == NULL && strstr(out, "\n\n") == NULL,
+              "an empty line on a terminal: %s", out);
+    cr_assert(strstr(out, "\ntq "), "no row: %s", out);
 }
 
 /* ---- failures and usage ------------------------------------------------------------- */
