@@ -295,6 +295,46 @@ Test(cli_admin, dead_requeue_and_delete_by_id)
     cr_assert_str_eq(c->out, "due1\ndead1\n");
 }
 
+Test(cli_admin, dead_list_pages_through_the_admin_api)
+{
+    /* 250 dead letters: three pages of the tool's 100, in order, with
+     * -n cutting inside a page. */
+    for (int i = 0; i < 250; i++) {
+        char hdr[128], body[16];
+        snprintf(hdr, sizeof hdr, "RQ1 id=i%d a=1 dr=r dts=%d q=q", i,
+                 1000 + i);
+        snprintf(body, sizeof body, "b%d", i);
+        push_frame("LPUSH", "{q}/dead", hdr, body, strlen(body));
+    }
+    cli_child *c = run(ARGS("dead", "list", "--url", fx_url(), "q"));
+    assert_code(c, 0);
+    cr_assert_eq(cli_count_lines(c), 250);
+    char *line = c->out;
+    for (int i = 0; i < 250; i++) {
+        char want[64];
+        /* newest first: index 0 is b249 */
+        snprintf(want, sizeof want, "%d\t1\t", i);
+        cr_assert(strncmp(line, want, strlen(want)) == 0, "line %d: %.40s", i,
+                  line);
+        snprintf(want, sizeof want, "\tr\tb%d\n", 249 - i);
+        char *nl = strchr(line, '\n');
+        cr_assert(strncmp(nl + 1 - strlen(want), want, strlen(want)) == 0,
+                  "line %d: %.*s", i, (int)(nl - line), line);
+        line = nl + 1;
+    }
+    c = run(ARGS("dead", "list", "--json", "-n", "150", "--url", fx_url(),
+                 "q"));
+    assert_code(c, 0);
+    cr_assert_eq(cli_count_lines(c), 150);
+    char *last = c->out + c->out_len - 1;
+    while (last > c->out && last[-1] != '\n')
+        last--;
+    json_t *m = parse(last, (size_t)(c->out + c->out_len - 1 - last));
+    cr_assert_eq(jint(m, "index"), 149);
+    cr_assert_str_eq(jstr(m, "id"), "i100");
+    json_decref(m);
+}
+
 /* ---- pause, resume, recover ------------------------------------------------------ */
 
 static bool lines_at_least(cli_child *p, size_t n, int ms)
