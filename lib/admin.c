@@ -26,7 +26,7 @@
 #include "consumer_int.h" /* redq__rel_send_script */
 #include "redq_private.h"
 
-#define REGISTRY_KEY "redq:queues"
+#define REGISTRY_KEY REDQ__REGISTRY_KEY
 /* The most queues one listing snapshots (the registry is read with one
  * ZRANGE; a fleet with more has bigger problems than a dashboard). */
 #define MAX_LISTED 10000

@@ -482,4 +482,23 @@ int redq__conn_permanent_error(const redq__conn *c);
  *  is NUL-terminated. Returns the length written (without the NUL). */
 size_t redq__prom_escape(const char *s, size_t len, char *out);
 
+/* ---- the queue registry (lib/registry.c) ------------------------------- */
+
+/* The sorted set of queues in use: member the name, score last seen (ms). */
+#define REDQ__REGISTRY_KEY "redq:queues"
+
+typedef struct redq__registry redq__registry;
+
+/** A handle's memory of what it registered; `log` is borrowed for its
+ *  lifetime. NULL when out of memory (the handle then registers nothing). */
+redq__registry *redq__registry_new(const redq__logger *log);
+/** Free it, after the connection it used is gone (or will never answer:
+ *  replies that come back NULL do not touch it). NULL is fine. */
+void redq__registry_free(redq__registry *r);
+/** Queue q (len bytes) is in use: the first time, and then at most once a
+ *  minute, pipeline `ZADD redq:queues <now ms> q` on c when it is ready.
+ *  Otherwise one hash lookup. An error reply is logged once (WARN). */
+void redq__registry_touch(redq__registry *r, redq__conn *c, const char *q,
+                          size_t len);
+
 #endif /* REDQ_PRIVATE_H */

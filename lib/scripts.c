@@ -81,8 +81,11 @@
 /*
  * TAKE: move up to ARGV[1] messages into this holder's processing lists,
  * queues in priority order, each queue's due frames before its ready list.
- * KEYS, 5 per queue: due, Q, fproc:<holder>, proc:<holder>, consumers.
- * ARGV: count, holder.
+ * KEYS, 6 per queue: due, Q, fproc:<holder>, proc:<holder>, consumers,
+ * meta. ARGV: count, holder.
+ * A paused queue (meta's field paused is "1", set by redq_admin_pause())
+ * is skipped: the client learns pauses only every promote tick, so the
+ * server has the last word (type checks still come first).
  * Returns {-1, i} when queue i's key holds a non-list (nothing moved), else
  * one group per source that had messages: {queue (1-based), kind (0: frames
  * from due, 1: raw from Q), {message, ...} oldest first}.
@@ -95,25 +98,27 @@
 static const char take_src[] =
     SHEBANG LUA_PUSHALL
     "for i = 1, #KEYS do\n"
-    "  if i % 5 ~= 0 then\n"
+    "  if i % 6 ~= 5 and i % 6 ~= 0 then\n"
     "    local t = redis.call('TYPE', KEYS[i])['ok']\n"
     "    if t ~= 'list' and t ~= 'none' then\n"
-    "      return {-1, math.floor((i - 1) / 5) + 1}\n"
+    "      return {-1, math.floor((i - 1) / 6) + 1}\n"
     "    end\n"
     "  end\n"
     "end\n"
     "local n = tonumber(ARGV[1])\n"
     "local out = {}\n"
     "local got = 0\n"
-    "for i = 1, #KEYS, 5 do\n"
-    "  if redis.call('SISMEMBER', KEYS[i + 4], ARGV[2]) == 1 then\n"
+    "for i = 1, #KEYS, 6 do\n"
+    "  if redis.call('SISMEMBER', KEYS[i + 4], ARGV[2]) == 1 and\n"
+    "     not (redis.call('TYPE', KEYS[i + 5])['ok'] == 'hash' and\n"
+    "          redis.call('HGET', KEYS[i + 5], 'paused') == '1') then\n"
     "    for j = 0, 1 do\n"
     "      if got >= n then return out end\n"
     "      local r = redis.call('LMPOP', 1, KEYS[i + j], 'RIGHT', 'COUNT', "
     "n - got)\n"
     "      if r then\n"
     "        pushall('LPUSH', KEYS[i + 2 + j], r[2])\n"
-    "        out[#out + 1] = {(i + 4) / 5, j, r[2]}\n"
+    "        out[#out + 1] = {(i + 5) / 6, j, r[2]}\n"
     "        got = got + #r[2]\n"
     "      end\n"
     "    end\n"
@@ -203,9 +208,11 @@ static const char delay_src[] =
 
 /*
  * PROMOTE: move due frames of the delayed zset to the back of the due
- * list. KEYS: delayed, due; ARGV[1]: at most this many.
- * Returns {promoted, ms until the next is due (-1: none), due's length},
- * so the caller can sleep exactly that long and wake its blocked pops.
+ * list. KEYS: delayed, due, meta; ARGV[1]: at most this many.
+ * Returns {promoted, ms until the next is due (-1: none), due's length,
+ * 1 if the queue is paused}, so the caller can sleep exactly that long,
+ * wake its blocked pops, and learn every tick whether to take from the
+ * queue at all (redq_admin_pause()).
  */
 static const char promote_src[] =
     SHEBANG LUA_NOW LUA_PUSHALL
@@ -222,7 +229,10 @@ static const char promote_src[] =
     "if nxt[2] then\n"
     "  wait = math.max(0, math.floor(tonumber(nxt[2]) - now))\n"
     "end\n"
-    "return {#due, wait, redis.call('LLEN', KEYS[2])}\n";
+    "local paused = 0\n"
+    "if redis.call('TYPE', KEYS[3])['ok'] == 'hash' and\n"
+    "   redis.call('HGET', KEYS[3], 'paused') == '1' then paused = 1 end\n"
+    "return {#due, wait, redis.call('LLEN', KEYS[2]), paused}\n";
 
 /*
  * REAPSCAN: which holders of a queue stopped heartbeating. KEYS: consumers,
