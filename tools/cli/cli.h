@@ -10,14 +10,19 @@
  *              lines turned into the tool's messages and exit codes
  *   push.c     redq push (arguments or stdin lines -> a producer)
  *   pop.c      redq pop (a consumer -> stdout), fast and --reliable
- *   admin.c    the blocking admin connection (hiredis) of dead and stats:
- *              URL, handshake, retries, one command at a time
+ *   adm.c      the same around an admin handle (redq_admin_*), for every
+ *              other command: one chain of calls, then close
  *   text.c     output escaping: terminal-safe text and JSON strings
- *   dead.c     redq dead list / requeue / purge
+ *   dead.c     redq dead list / requeue / purge / delete
  *   stats.c    redq stats
+ *   queues.c   redq queues, peek, pause, resume, recover
+ *   top.c      redq top
+ *   private.c  the only user of the library's internals (redq_private.h):
+ *              UTF-8 and base64, and stats' orphan search (TODO there)
  * and tools/cli_lines.c, the stdin line splitting of push (fuzzed alone).
  *
  * Everything shared is named cli_*; the rest of each file is static.
+ * Every file but private.c includes redq.h only (through this header).
  * A new command is a row in main.c's table (its help, options and
  * operands), its options in main.c's parser, and a cli_cmd_* function
  * declared below.
@@ -31,8 +36,6 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <sys/time.h>
-
-#include <hiredis/hiredis.h>
 
 #if defined(__GNUC__)
 #define CLI_PRINTF_LIKE(fmt, args) __attribute__((format(printf, fmt, args)))
@@ -71,8 +74,10 @@ typedef struct cli_options {
     int reliable;               /* pop --reliable */
     int visibility_ms;          /* pop --visibility-ms; 0: the tool's default */
     int consumer_ttl_ms;        /* pop --consumer-ttl-ms; 0: the library's */
-    int json;                   /* dead list, stats: --json */
+    int json;                   /* every reading command: --json */
     int all;                    /* dead requeue --all */
+    const char *id;             /* dead requeue, dead delete: --id */
+    int interval_ms;            /* top --interval; 0: the default */
     int quiet;
     char **args;                /* operands */
     int nargs;
@@ -96,7 +101,14 @@ int cli_cmd_pop(const cli_options *o);         /* pop.c */
 int cli_cmd_dead_list(const cli_options *o);   /* dead.c */
 int cli_cmd_dead_requeue(const cli_options *o); /* dead.c */
 int cli_cmd_dead_purge(const cli_options *o);  /* dead.c */
+int cli_cmd_dead_delete(const cli_options *o); /* dead.c */
 int cli_cmd_stats(const cli_options *o);       /* stats.c */
+int cli_cmd_queues(const cli_options *o);      /* queues.c */
+int cli_cmd_peek(const cli_options *o);        /* queues.c */
+int cli_cmd_pause(const cli_options *o);       /* queues.c */
+int cli_cmd_resume(const cli_options *o);      /* queues.c */
+int cli_cmd_recover(const cli_options *o);     /* queues.c */
+int cli_cmd_top(const cli_options *o);         /* top.c */
 
 /* ------------------------------------------------------------------------ */
 /* The session of push and pop (session.c)                                   */
@@ -200,55 +212,119 @@ int cli_exit_code_for(int code);
 struct timeval cli_seconds_tv(double s);
 
 /* ------------------------------------------------------------------------ */
-/* The admin connection of dead and stats (admin.c)                          */
+/* The admin commands' session (adm.c)                                       */
 /* ------------------------------------------------------------------------ */
 
-/* A blocking hiredis connection; see admin.c for why blocking is right. */
-typedef struct cli_admin {
-    redisContext *c;
-    int timeout_ms;        /* for one read or write: the socket timeout */
-    char where[300];       /* "127.0.0.1:6379", "[::1]:6379", a socket path */
-    char err[512];         /* why the last call failed */
-} cli_admin;
+typedef struct cli_adm cli_adm;
+
+/* Issues a command's first call on ad->a; called again, after a short
+ * wait, when that call failed for want of a connection and none was ever
+ * made (until --connect-timeout ends the run). */
+typedef void (*cli_adm_start_fn)(cli_adm *ad);
 
 /*
- * Parse o->url with the library's parser, connect, authenticate, select
- * the database, PING. Returns 0 with *a ready (close it with
- * cli_admin_close), or an exit code after printing why (then *a holds no
- * connection). Connection failures are retried with backoff until
- * --connect-timeout has passed; a refused password or database is final.
+ * The session (session.c) around one redq_admin handle: the loop, signals,
+ * the --connect-timeout watchdog, the exit code. A command runs as a chain
+ * of admin calls whose callbacks check their status with cli_adm_check and
+ * end the run with cli_adm_done.
  */
-int cli_admin_connect(cli_admin *a, const cli_options *o);
+struct cli_adm {
+    cli_session s; /* first: the session's ops get a cli_session * */
+    redq_admin *a;
+    cli_adm_start_fn start;
+    cli_adm_start_fn stop; /* frees what the command put on the loop */
+    void *cmd;             /* the command's own state */
+    struct event *retry;   /* start again after a connection failure */
+    int connected;         /* some call has succeeded */
+    int done;              /* cli_adm_done was called */
+    int rc;                /* the command's outcome (CLI_RC_*) */
+};
 
 /*
- * Send one command and read its whole reply, which the caller frees with
- * freeReplyObject. NULL on an I/O failure or a reply that did not come
- * within the command timeout: a->err says which, and the connection is
- * unusable after that. lens may be NULL for C strings. An error reply is
- * a reply (REDIS_REPLY_ERROR), not NULL.
+ * Run an admin command: check the operands as queue names, open the
+ * handle on a new loop, call start(ad) and run the loop until the handle
+ * is closed; then stop(ad) (may be NULL), once, with the loop still there
+ * for the command to free its events. Returns the exit code: a connection or usage failure's, the
+ * signal's (128 + N), else the command's ad->rc.
  */
-redisReply *cli_admin_cmd(cli_admin *a, int argc, const char *const *argv,
-                          const size_t *lens);
+int cli_adm_run(const cli_options *o, cli_adm_start_fn start,
+                cli_adm_start_fn stop, void *cmd);
 
-/* Close the connection, if any; *a may be closed again. */
-void cli_admin_close(cli_admin *a);
+/*
+ * In a callback: 0 when status is 0 (the connection is known to work);
+ * else -1 after dealing with the failure: a missing connection before
+ * any worked is retried (start again) until the watchdog gives up; a
+ * refused password ends the run with CLI_RC_AUTH; REDQ_ECLOSED (the run
+ * is ending) says nothing; any other failure is printed as
+ * "redq: WHAT: ERRSTR" and ends the run with CLI_RC_FAILED (a
+ * WRONGTYPE reply keeps that word in the message).
+ */
+int cli_adm_check(cli_adm *ad, int status, const char *errstr,
+                  const char *what);
 
-/* Report a failed admin command as "redq: <what>: <why>" on stderr;
- * returns CLI_RC_FAILED. `r` may be NULL (I/O error, a->err) or an error
- * reply; any other reply is "unexpected". */
-int cli_admin_report(cli_admin *a, const redisReply *r, const char *what);
+/* The command is over with outcome rc: stdout is flushed (a failed write
+ * makes rc CLI_RC_FAILED, reported) and the handle is closed. */
+void cli_adm_done(cli_adm *ad, int rc);
 
-/* Flush stdout after a listing: 0, or -1 if it could not be written
- * (reported on stderr). */
-int cli_admin_output_ok(void);
+/* Check the operands as queue names by the library's rule (1 to 1024
+ * bytes, redq.h): 0, or a usage error's exit code. */
+int cli_check_queue_names(const cli_options *o);
 
-/* Check the operands as queue names by the library's rule (1 to
- * REDQ__MAX_QUEUE_NAME bytes): 0, or a usage error's exit code. */
-int cli_admin_check_queues(const cli_options *o);
+/* "2025-01-31T12:00:00.123Z" for milliseconds since the epoch. */
+void cli_iso_utc_ms(long long ms, char *buf, size_t cap);
 
-/* The key `suffix` of `queue` in the library's layout ("{Q}/dead", ...),
- * a new string, or NULL (reported). */
-char *cli_queue_key(const char *queue, const char *suffix);
+/* A table: ncols cells per row, the first row the header; printed with
+ * the first column left-aligned and the others right-aligned, two spaces
+ * apart (queues.c). */
+typedef struct cli_table {
+    size_t ncols;
+    size_t n, cap;
+    char **cells;
+} cli_table;
+
+/* Append a copy of `cell` (row after row). 0, or -1 when out of memory. */
+int cli_table_add(cli_table *t, const char *cell);
+void cli_table_print(FILE *f, const cli_table *t);
+void cli_table_free(cli_table *t);
+
+/* An age for a table: "-" when negative, "4.2s", "12m05s", "3h07m",
+ * "2d04h". */
+void cli_format_age(long long ms, char *buf, size_t cap);
+
+/* A queue snapshot as the JSON object of `redq queues --json`, without
+ * its closing brace: top adds its rates. */
+void cli_put_queue_json(FILE *f, const redq_queue_info *q);
+
+/* ------------------------------------------------------------------------ */
+/* What still needs the library's internals (private.c; TODO there)         */
+/* ------------------------------------------------------------------------ */
+
+/* A processing list whose holder is not registered, and its length. */
+typedef struct cli_orphan {
+    char *key;
+    long long messages;
+} cli_orphan;
+
+typedef struct cli_orphans {
+    cli_orphan *orphans;
+    size_t norphans, cap;
+    long long messages; /* the sum */
+} cli_orphans;
+
+/*
+ * For each operand of o, the queue's orphaned processing lists (SCAN, then
+ * SISMEMBER and LLEN each), into per_queue[i] (zeroed by the caller, freed
+ * with cli_orphans_free). Over a blocking connection of its own. Returns
+ * 0, or an exit code after printing why.
+ */
+int cli_find_orphans(const cli_options *o, cli_orphans *per_queue);
+void cli_orphans_free(cli_orphans *st);
+
+/* The length of the well-formed UTF-8 character at p (1 to 4), or 0. */
+size_t cli_utf8_seq_len(const unsigned char *p, size_t n);
+
+/* [p, p+n) in base64, a new NUL-terminated string, or NULL. */
+char *cli_b64_encode(const void *p, size_t n);
 
 /* ------------------------------------------------------------------------ */
 /* Output escaping (text.c)                                                  */
@@ -267,10 +343,14 @@ char *cli_escape_text(const char *p, size_t n, size_t max, int utf8);
  * become U+FFFD, NUL and other control bytes \u00XX. */
 void cli_put_json_bytes(FILE *f, const char *s, size_t n);
 
+/* ,"body":"..." for a UTF-8 payload, else ,"body_b64":"..." (dead.c).
+ * 0, or -1 when out of memory. */
+int cli_put_json_payload(FILE *f, const void *data, size_t len);
+
 /* The C string s to f as a JSON string (cli_put_json_bytes). */
 void cli_put_json_string(FILE *f, const char *s);
 
-/* 1 when [p, p+n) is well-formed UTF-8 throughout, else 0. */
+/* 1 when [p, p+n) is well-formed UTF-8 throughout, else 0 (private.c). */
 int cli_is_utf8(const char *p, size_t n);
 
 #endif /* REDQ_CLI_H */

@@ -2,43 +2,40 @@
  * redq: the command-line tool. This file: the command table with every
  * --help text, the option parser shared by the commands, and main(), which
  * picks the command and returns its exit status. The commands themselves
- * are in push.c, pop.c, dead.c and stats.c (cli.h lists every file).
+ * are in push.c, pop.c, dead.c, stats.c, queues.c and top.c (cli.h lists
+ * every file).
  *
  *   redq push [options] QUEUE [MESSAGE...]   one message per argument, or
  *                                            one per line of stdin
  *   redq pop  [options] QUEUE...             print each message and a \n;
  *                                            --reliable: at-least-once
- *   redq dead list|requeue|purge [options] QUEUE
+ *   redq dead list|requeue|purge|delete [options] QUEUE
  *                                            QUEUE's dead letters
- *   redq stats [options] QUEUE...            ready / due / processing /
- *                                            delayed / dead counts,
- *                                            consumers, orphaned lists
+ *   redq stats [options] QUEUE...            counts, consumers, orphans
+ *   redq queues | peek | pause | resume | recover | top
+ *                                            the registry, the next
+ *                                            messages, pausing, recovery,
+ *                                            a live table
  *
  * push and pop run the library the way an application would: one
  * event_base, one producer or consumer on it, signals as libevent events
  * (session.c). Nothing there blocks the loop except reads of a regular
  * file on stdin, which never wait, and writes to stdout.
  *
- * dead and stats are one-shot admin commands on keys the library derives
- * from the queue name (docs/DESIGN.md, "Key layout"). redq.h has no API for
- * them, so the tool links a static copy of the library's internals
- * (redq_private.h) and its dependencies: the URL is parsed by the
- * library's own parser, so the grammar and its errors are the same as for
- * push and pop; they talk to Redis through hiredis's blocking API (the
- * "admin connection", admin.c), with the same --connect-timeout and exit
- * codes. Key names come from the library's layout (redq__key) and dead
- * letters are the library's frames (redq__frame_parse); requeueing is the
- * library's own DEADREQUEUE script, so the tool never touches payload
- * bytes. Every change they make is one Lua script call, so each message
- * moves atomically.
+ * The other commands run the library's admin handle (redq_admin_*) the
+ * same way (adm.c): the library owns the key layout, the frames and the
+ * scripts, so the tool never spells a key or a format of its own; every
+ * change is the library's, one script per batch, so each message moves
+ * atomically. stats' orphan search is the one part the admin API lacks
+ * (private.c).
  *
  * A new command is a row in `commands[]` (a name with a space, "dead
  * list", is a sub-command), its options in parse_args()'s switch, and a
  * cli_cmd_* function (cli.h).
  *
- * Output: pop writes payloads to stdout and nothing else; dead list and
- * stats write their listing to stdout, dead requeue/purge their one-line
- * result; every diagnostic, and push's "pushed N" summary, goes to stderr,
+ * Output: pop writes payloads to stdout and nothing else; the reading
+ * commands write their listing to stdout, the changing ones their
+ * one-line result; every diagnostic, and push's "pushed N" summary, goes to stderr,
  * so stdout stays clean for scripts.
  *
  * Exit status (also in --help and the README; CLI_RC_* in cli.h):
@@ -96,7 +93,9 @@ enum {
     OPT_VISIBILITY,
     OPT_CONSUMER_TTL,
     OPT_JSON,
-    OPT_ALL
+    OPT_ALL,
+    OPT_ID,
+    OPT_INTERVAL
 };
 
 #define COMMON_LONGOPTS                                                        \
@@ -153,6 +152,25 @@ static const struct option dead_requeue_longopts[] = {
     COMMON_LONGOPTS,
     {"count", required_argument, NULL, 'n'},
     {"all", no_argument, NULL, OPT_ALL},
+    {"id", required_argument, NULL, OPT_ID},
+    {NULL, 0, NULL, 0}};
+
+static const struct option dead_delete_longopts[] = {
+    COMMON_LONGOPTS,
+    {"id", required_argument, NULL, OPT_ID},
+    {NULL, 0, NULL, 0}};
+
+static const struct option peek_longopts[] = {
+    COMMON_LONGOPTS,
+    {"count", required_argument, NULL, 'n'},
+    {"json", no_argument, NULL, OPT_JSON},
+    {NULL, 0, NULL, 0}};
+
+static const struct option top_longopts[] = {
+    COMMON_LONGOPTS,
+    {"count", required_argument, NULL, 'n'},
+    {"interval", required_argument, NULL, OPT_INTERVAL},
+    {"json", no_argument, NULL, OPT_JSON},
     {NULL, 0, NULL, 0}};
 
 static const struct option plain_longopts[] = {COMMON_LONGOPTS,
@@ -244,7 +262,7 @@ static const cli_command commands[] = {
      "  -n, --count N           the N newest only (default: all)\n"
      "  --json                  one JSON object per entry (see above)\n",
      ":qhn:", dead_list_longopts, 1, 1, cli_cmd_dead_list},
-    {"dead requeue", "[options] QUEUE (--all | -n N)",
+    {"dead requeue", "[options] QUEUE (--all | -n N | --id ID)",
      "move dead letters of QUEUE back to the queue, oldest first",
      "Move dead letters of QUEUE back, oldest first: each goes to the end of\n"
      "QUEUE's due list (retried and requeued messages, popped before the\n"
@@ -256,15 +274,25 @@ static const cli_command commands[] = {
      "at all, and never one twice. An entry that is not a redq dead letter\n"
      "(put there by hand) goes back whole, as the payload.\n"
      "--all moves the dead letters there were when the command started (not\n"
-     "those added meanwhile). Prints \"requeued N\" on stdout.\n",
+     "those added meanwhile); --id ID the one with that id (see dead list\n"
+     "--json), and exits 1 when there is none. Prints \"requeued N\" on\n"
+     "stdout.\n",
      "  --all                   all of them\n"
-     "  -n, --count N           the N oldest\n",
+     "  -n, --count N           the N oldest\n"
+     "  --id ID                 the one with this id\n",
      ":qhn:", dead_requeue_longopts, 1, 1, cli_cmd_dead_requeue},
     {"dead purge", "[options] QUEUE",
      "delete the dead letters of QUEUE",
      "Delete QUEUE's dead-letter list and print \"purged N\" (how many it\n"
      "held) on stdout. Atomic: dead letters added later are not touched.\n",
      "", ":qh", plain_longopts, 1, 1, cli_cmd_dead_purge},
+    {"dead delete", "[options] QUEUE --id ID",
+     "delete one dead letter of QUEUE, by id",
+     "Delete the dead letter of QUEUE whose id is ID (the \"id\" of dead list\n"
+     "--json) and print \"deleted 1\"; when none has it, say so on stderr\n"
+     "and exit 1. Atomic: the others are not touched.\n",
+     "  --id ID                 the dead letter's id (required)\n",
+     ":qh", dead_delete_longopts, 1, 1, cli_cmd_dead_delete},
     {"stats", "[options] QUEUE...",
      "show ready, due, processing, delayed and dead counts, and consumers",
      "Print, for each QUEUE, a snapshot (one Lua script per queue, so the\n"
@@ -293,6 +321,84 @@ static const cli_command commands[] = {
      "\"messages\":0},...]},...]}\n",
      "  --json                  one JSON object instead of the table\n",
      ":qh", stats_longopts, 1, -1, cli_cmd_stats},
+    {"queues", "[options]",
+     "list every queue producers and consumers have used, with its numbers",
+     "Print every queue in the registry (the queues producers and consumers\n"
+     "have used; a queue unused for a day whose keys are empty ages out),\n"
+     "sorted by name, each as one snapshot:\n"
+     "  READY DUE PROCESSING DELAYED DEAD CONSUMERS REGISTERED  as in stats\n"
+     "  OLDEST      age of the oldest ready message when it can be known\n"
+     "              (4.2s, 12m05s, 3h07m, 2d04h), else -\n"
+     "  PAUSED      yes when consumers do not take from it (redq pause)\n"
+     "Queue names are escaped as dead list escapes text. With --json, one\n"
+     "JSON object: {\"queues\":[{\"queue\":\"Q\",\"ready\":0,\"due\":0,\n"
+     "\"processing\":0,\"delayed\":0,\"dead\":0,\"consumers\":0,\n"
+     "\"registered\":0,\"oldest_age_ms\":N|null,\"paused\":false,\n"
+     "\"last_seen_ms\":N|null},...]} (last_seen_ms: when a producer or\n"
+     "consumer last recorded it, ms since the epoch).\n",
+     "  --json                  one JSON object instead of the table\n",
+     ":qh", stats_longopts, 0, 0, cli_cmd_queues},
+    {"peek", "[options] QUEUE",
+     "show the next messages of QUEUE without taking them",
+     "Print the next N messages QUEUE's consumers would take (retried and\n"
+     "requeued ones first, then the oldest ready), without taking them, one\n"
+     "per line:\n"
+     "\n"
+     "  INDEX<TAB>ATTEMPTS<TAB>TS<TAB>BODY\n"
+     "\n"
+     "INDEX 0 is the next to be taken. ATTEMPTS is the deliveries already\n"
+     "made, TS when it was first enqueued (ISO 8601 UTC) or - when unknown.\n"
+     "BODY is escaped and cut as dead list shows it. With --json, one JSON\n"
+     "object per line: {\"index\",\"id\",\"attempts\",\"ts\",\"body\"} with\n"
+     "\"body_b64\" instead of \"body\" when the payload is not UTF-8, fields\n"
+     "it lacks omitted.\n",
+     "  -n, --count N           the next N (default 10)\n"
+     "  --json                  one JSON object per message\n",
+     ":qhn:", peek_longopts, 1, 1, cli_cmd_peek},
+    {"pause", "[options] QUEUE...",
+     "stop consumers taking from the QUEUEs",
+     "Pause each QUEUE: consumers of both modes stop taking from it within\n"
+     "about their promote interval (1 s by default) and start again after\n"
+     "redq resume. Producers are not affected: messages pushed meanwhile\n"
+     "wait in the queue. Prints \"paused<TAB>QUEUE\" for each.\n",
+     "", ":qh", plain_longopts, 1, -1, cli_cmd_pause},
+    {"resume", "[options] QUEUE...",
+     "let consumers take from the paused QUEUEs again",
+     "Resume each QUEUE (see redq pause). Prints \"resumed<TAB>QUEUE\" for\n"
+     "each.\n",
+     "", ":qh", plain_longopts, 1, -1, cli_cmd_resume},
+    {"recover", "[options] QUEUE",
+     "return the messages of QUEUE's dead consumers now",
+     "Move the messages held by QUEUE's dead at-least-once consumers (those\n"
+     "registered whose heartbeat has expired) back to be taken first, now\n"
+     "rather than at a live consumer's next heartbeat, and print\n"
+     "\"recovered N\".\n",
+     "", ":qh", plain_longopts, 1, 1, cli_cmd_recover},
+    {"top", "[options] [QUEUE...]",
+     "a live table of the queues with their rates",
+     "Every --interval, a snapshot of every registered queue (or of the\n"
+     "QUEUEs), with rates from the previous one:\n"
+     "  READY       ready and due messages\n"
+     "  PROCESSING  taken by at-least-once consumers, not acked yet\n"
+     "  DEAD        dead letters\n"
+     "  IN/s OUT/s  how fast the queue's total (ready, due, delayed,\n"
+     "              processing, dead) grew or shrank: messages that came in\n"
+     "              beyond those that went out, or the other way round (a\n"
+     "              queue taking in as fast as it hands out shows 0 for both)\n"
+     "  READY/s PROC/s DEAD/s  how fast each of those grew (negative: shrank)\n"
+     "  CONSUMERS OLDEST PAUSED  as in queues\n"
+     "Rates are - on the first refresh. On a terminal the table is redrawn in\n"
+     "place; otherwise each refresh is a block: a \"redq top\" line with the\n"
+     "time, the table, an empty line. With --json, one JSON object per\n"
+     "refresh and line: {\"ts\":MS,\"interval_ms\":MS,\"queues\":[...]}, each\n"
+     "queue as in queues --json plus \"ready_rate\", \"processing_rate\",\n"
+     "\"dead_rate\", \"in_rate\", \"out_rate\" (per second, null on the\n"
+     "first). Runs until SIGINT or SIGTERM (exit 130, 143), or -n refreshes\n"
+     "(exit 0). A connection lost meanwhile is a warning; top goes on.\n",
+     "  --interval MS           between refreshes (default 1000, at least 10)\n"
+     "  -n, --count N           stop after N refreshes\n"
+     "  --json                  one JSON object per refresh\n",
+     ":qhn:", top_longopts, 0, -1, cli_cmd_top},
 };
 
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
@@ -481,6 +587,18 @@ static int parse_args(const cli_command *c, int argc, char **argv,
         case OPT_ALL:
             o->all = 1;
             break;
+        case OPT_ID:
+            if (!*arg)
+                return cli_usage_error(c, "--id needs a value");
+            o->id = arg;
+            break;
+        case OPT_INTERVAL:
+            if (parse_u64(arg, INT_MAX, &v) < 0 || v < 10)
+                return cli_usage_error(c, "--interval: '%s' is not a number "
+                                          "of milliseconds from 10",
+                                       arg);
+            o->interval_ms = (int)v;
+            break;
         case ':':
             return cli_usage_error(c, "option '%s' needs a value",
                                    argv[optind - 1]);
@@ -496,15 +614,21 @@ static int parse_args(const cli_command *c, int argc, char **argv,
     o->nargs = argc - optind;
     if (o->nargs < c->min_args)
         return cli_usage_error(c, "missing QUEUE");
+    if (c->max_args == 0 && o->nargs > 0)
+        return cli_usage_error(c, "unexpected argument '%s'", o->args[0]);
     if (c->max_args >= 0 && o->nargs > c->max_args)
         return cli_usage_error(c, "too many arguments");
     if ((o->visibility_ms || o->consumer_ttl_ms) && !o->reliable)
         return cli_usage_error(c, "--%s needs --reliable",
                                o->visibility_ms ? "visibility-ms"
                                                 : "consumer-ttl-ms");
-    if (c->run == cli_cmd_dead_requeue && o->all == o->has_count)
-        return cli_usage_error(c, o->all ? "--all and -n exclude each other"
-                                         : "say how many: --all or -n N");
+    if (c->run == cli_cmd_dead_requeue &&
+        o->all + o->has_count + (o->id != NULL) != 1)
+        return cli_usage_error(c, o->all + o->has_count + (o->id != NULL)
+                                      ? "--all, -n and --id exclude each other"
+                                      : "say which: --all, -n N or --id ID");
+    if (c->run == cli_cmd_dead_delete && !o->id)
+        return cli_usage_error(c, "say which: --id ID");
     return 0;
 }
 

@@ -34,7 +34,8 @@ struct timeval cli_seconds_tv(double s)
  * does next: the tool decides that. */
 static void clean_log_text(const char *msg, char *out, size_t cap)
 {
-    static const char *const prefixes[] = {"producer: ", "consumer: "};
+    static const char *const prefixes[] = {"producer: ", "consumer: ",
+                                           "admin: "};
     const char *semi;
     size_t i, n;
 

@@ -2,10 +2,10 @@
  * Output escaping for dead list and stats: payloads and queue names are
  * arbitrary bytes, and what the tool prints must stay one line per entry
  * for a terminal, cut and awk (cli_escape_text), or valid JSON
- * (cli_put_json_*). UTF-8 is checked by the library (lib/text.c).
+ * (cli_put_json_*). UTF-8 is checked by the library's own check
+ * (lib/text.c, through private.c).
  */
 #include "cli.h"
-#include "redq_private.h" /* redq__utf8_* (lib/text.c) */
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,7 +15,7 @@
  * agree on what is text. */
 static size_t utf8_len(const unsigned char *p, size_t n)
 {
-    return redq__utf8_seq_len(p, n);
+    return cli_utf8_seq_len(p, n);
 }
 
 /*
@@ -92,10 +92,4 @@ void cli_put_json_bytes(FILE *f, const char *s, size_t n)
 void cli_put_json_string(FILE *f, const char *s)
 {
     cli_put_json_bytes(f, s, strlen(s));
-}
-
-/* 1 when [p, p+n) is well-formed UTF-8 throughout. */
-int cli_is_utf8(const char *p, size_t n)
-{
-    return redq__utf8_valid(p, n);
 }
