@@ -15,6 +15,8 @@
  *   text.c     output escaping: terminal-safe text and JSON strings
  *   dead.c     redq dead list / requeue / purge
  *   stats.c    redq stats
+ *   serve.c    redq serve: /metrics, the JSON API and the dashboard
+ *              (dashboard/, embedded through serve_assets.h)
  * and tools/cli_lines.c, the stdin line splitting of push (fuzzed alone).
  *
  * Everything shared is named cli_*; the rest of each file is static.
@@ -74,6 +76,9 @@ typedef struct cli_options {
     int json;                   /* dead list, stats: --json */
     int all;                    /* dead requeue --all */
     int quiet;
+    const char *serve_listen;   /* serve --listen; NULL: the default */
+    const char *serve_token;    /* serve --token; NULL: none */
+    int serve_interval_ms;      /* serve --interval: the page's refresh */
     char **args;                /* operands */
     int nargs;
 } cli_options;
@@ -97,6 +102,7 @@ int cli_cmd_dead_list(const cli_options *o);   /* dead.c */
 int cli_cmd_dead_requeue(const cli_options *o); /* dead.c */
 int cli_cmd_dead_purge(const cli_options *o);  /* dead.c */
 int cli_cmd_stats(const cli_options *o);       /* stats.c */
+int cli_cmd_serve(const cli_options *o);       /* serve.c */
 
 /* ------------------------------------------------------------------------ */
 /* The session of push and pop (session.c)                                   */
