@@ -64,6 +64,9 @@
 #define HTTP_TIMEOUT_S 30    /* an idle or slow client is dropped */
 #define MAX_LIST 1000        /* messages per dead/peek request */
 #define MAX_PAYLOAD_SHOWN 65536 /* bytes of each payload in the API */
+/* An admin call waits for a connection while Redis is unreachable; the
+ * HTTP client should hear why sooner than its own timeout. */
+#define ANSWER_TIMEOUT_S 5
 
 typedef struct serve {
     const cli_options *o;
@@ -78,6 +81,7 @@ typedef struct serve {
     size_t nhosts;
     char redis_shown[512]; /* the URL without user info */
     char secret[256];      /* the password, to scrub from texts; "" none */
+    char last_err[512];    /* the last connection error logged (scrubbed) */
     int signal;
     int closed;
 } serve;
@@ -85,7 +89,8 @@ typedef struct serve {
 /* One request waiting for the admin handle. */
 typedef struct serve_req {
     serve *s;
-    struct evhttp_request *req;
+    struct evhttp_request *req; /* NULL once answered by the deadline */
+    struct event *deadline;
     const char *action; /* for the POST replies */
     char *queue;        /* decoded; NULL for /api/queues */
     size_t max_shown;
@@ -339,8 +344,31 @@ static void reply_json(serve_req *r, struct evbuffer *b)
 
 static void req_free(serve_req *r)
 {
+    if (r->deadline)
+        event_free(r->deadline);
     free(r->queue);
     free(r);
+}
+
+/* The admin call's answer came after the deadline had replied: drop it. */
+static int req_gone(serve_req *r)
+{
+    if (r->req)
+        return 0;
+    req_free(r);
+    return 1;
+}
+
+static void on_deadline(evutil_socket_t fd, short what, void *user)
+{
+    serve_req *r = user;
+
+    (void)fd;
+    (void)what;
+    reply_error(r->s, r->req, 503, redq_err_name(REDQ_ETIMEDOUT),
+                "Redis did not answer within %d s%s%s", ANSWER_TIMEOUT_S,
+                r->s->last_err[0] ? ": " : "", r->s->last_err);
+    r->req = NULL; /* the admin callback frees r when it comes */
 }
 
 /* ------------------------------------------------------------------------ */
@@ -354,6 +382,8 @@ static void on_metrics(redq_admin *a, int status, const char *errstr,
     struct evbuffer *b;
 
     (void)a;
+    if (req_gone(r))
+        return;
     if (status < 0 || !(b = evbuffer_new())) {
         reply_admin_error(r, status < 0 ? status : REDQ_ENOMEM, errstr);
     } else {
@@ -372,6 +402,8 @@ static void on_queues(redq_admin *a, int status, const char *errstr,
     size_t i;
 
     (void)a;
+    if (req_gone(r))
+        return;
     if (status < 0 || !(b = evbuffer_new())) {
         reply_admin_error(r, status < 0 ? status : REDQ_ENOMEM, errstr);
         req_free(r);
@@ -410,6 +442,8 @@ static void on_msgs(redq_admin *a, int status, const char *errstr,
     size_t i;
 
     (void)a;
+    if (req_gone(r))
+        return;
     if (status < 0 || !(b = evbuffer_new())) {
         reply_admin_error(r, status < 0 ? status : REDQ_ENOMEM, errstr);
         req_free(r);
@@ -435,6 +469,8 @@ static void on_done(redq_admin *a, int status, const char *errstr,
     struct evbuffer *b;
 
     (void)a;
+    if (req_gone(r))
+        return;
     if (status < 0 || !(b = evbuffer_new())) {
         reply_admin_error(r, status < 0 ? status : REDQ_ENOMEM, errstr);
         req_free(r);
@@ -607,9 +643,15 @@ static serve_req *req_new(serve *s, struct evhttp_request *req,
     r->s = s;
     r->req = req;
     r->max_shown = MAX_PAYLOAD_SHOWN;
-    if (queue && !(r->queue = strdup(queue))) {
-        free(r);
+    r->deadline = evtimer_new(s->base, on_deadline, r);
+    if (!r->deadline || (queue && !(r->queue = strdup(queue)))) {
+        req_free(r);
         return NULL;
+    }
+    {
+        struct timeval tv = {ANSWER_TIMEOUT_S, 0};
+
+        evtimer_add(r->deadline, &tv);
     }
     return r;
 }
@@ -883,12 +925,16 @@ static void on_log(int level, int code, const char *msg, void *user)
     serve *s = user;
     char text[512];
 
-    (void)code;
-    if (s->o->quiet || level > REDQ_LOG_WARN)
+    if (code == 0 && level == REDQ_LOG_INFO)
+        s->last_err[0] = '\0'; /* a state change: connected again */
+    if (level > REDQ_LOG_WARN)
         return;
     snprintf(text, sizeof text, "%s", msg);
     scrub(s, text);
-    fprintf(stderr, "redq serve: %s\n", text);
+    if (level <= REDQ_LOG_WARN && code < 0)
+        snprintf(s->last_err, sizeof s->last_err, "%s", text);
+    if (!s->o->quiet)
+        fprintf(stderr, "redq serve: %s\n", text);
 }
 
 /* Split "HOST:PORT" or "[V6]:PORT". 0, or -1. */
@@ -1016,7 +1062,7 @@ int cli_cmd_serve(const cli_options *o)
     redq_options_init(&ro);
     ro.url = o->url;
     ro.log = on_log;
-    ro.log_level = REDQ_LOG_WARN;
+    ro.log_level = REDQ_LOG_INFO;
     ro.user = &s;
     if (o->connect_timeout_s > 0)
         ro.connect_timeout_ms = o->connect_timeout_s * 1000 > INT_MAX
