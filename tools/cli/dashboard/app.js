@@ -104,12 +104,19 @@ function record(queues) {
   }
 }
 
-// Net change of ready + due per second over the last two samples.
+// Net change of ready + due per second over about the last 10 seconds
+// (producers minus consumers: the depth alone is all the API tells).
 function netRate(name) {
   const h = state.history.get(name);
   if (!h || h.length < 2) return null;
-  const a = h[h.length - 2], b = h[h.length - 1];
+  const b = h[h.length - 1];
+  const a = h.find((p) => p.t >= b.t - 10000 - state.refreshMs / 2) || h[0];
+  if (a === b) return null;
   return (b.backlog - a.backlog) / ((b.t - a.t) / 1000);
+}
+
+function fmtSpan(ms) {
+  return ms >= 120000 ? Math.round(ms / 60000) + ' min' : Math.round(ms / 1000) + ' s';
 }
 
 function drawChart() {
@@ -121,14 +128,17 @@ function drawChart() {
   g.setTransform(ratio, 0, 0, ratio, 0, 0);
   g.clearRect(0, 0, w, hgt);
   const h = state.history.get(state.selected) || [];
-  const now = Date.now(), t0 = now - HISTORY_MS;
+  // The window grows with the history the page has seen, from 1 to 5 min.
+  const now = Date.now();
+  const span = Math.min(HISTORY_MS, Math.max(60000, h.length ? now - h[0].t : 0));
+  const t0 = now - span;
   const left = 48, right = 8, top = 8, bottom = 20;
   let max = 1;
   for (const p of h) for (const s of SERIES) max = Math.max(max, p[s.key]);
   // Round the scale up to 1, 2 or 5 times a power of ten.
   const mag = Math.pow(10, Math.floor(Math.log10(max)));
   max = [1, 2, 5, 10].map((k) => k * mag).find((v) => v >= max);
-  const x = (t) => left + (t - t0) / HISTORY_MS * (w - left - right);
+  const x = (t) => left + (t - t0) / span * (w - left - right);
   const y = (v) => hgt - bottom - v / max * (hgt - top - bottom);
   g.font = '11px system-ui, sans-serif';
   g.fillStyle = '#6b7385';
@@ -139,9 +149,9 @@ function drawChart() {
     g.beginPath(); g.moveTo(left, yy); g.lineTo(w - right, yy); g.stroke();
     g.fillText(String(Math.round(v * 100) / 100), 4, yy + 4);
   }
-  for (let m = 0; m <= 5; m++) {
-    const xx = x(now - m * 60000);
-    g.fillText(m === 0 ? 'now' : '-' + m + ' min', xx - 14, hgt - 5);
+  for (let m = 0; m <= 4; m++) {
+    const xx = x(now - m * span / 4);
+    g.fillText(m === 0 ? 'now' : '-' + fmtSpan(m * span / 4), xx - 14, hgt - 5);
   }
   for (const s of SERIES) {
     g.strokeStyle = s.color;
@@ -229,7 +239,7 @@ async function loadMessages() {
   for (const m of dead.messages) {
     const tr = el('tr');
     tr.append(el('td', m.index, 'n'), el('td', m.id || '-', 'qname'), el('td', m.attempts, 'n'),
-              el('td', fmtTime(m.dead_ts_ms)), el('td', m.reason || '-'));
+              el('td', fmtTime(m.dead_ts_ms)), el('td', m.reason || '-', 'reason'));
     const body = el('td', bodyText(m, 200), 'body');
     body.title = bodyText(m, 4000);
     tr.append(body);
