@@ -528,8 +528,8 @@ static void on_block_reply(redq__conn *conn, void *reply, void *arg)
     if (!pop_reply_begin(pp, r))
         return;
     if (r->type == REDIS_REPLY_STRING) {
-        deliver_one(c, (int)pp->block_q, 0, &c->rq[pp->block_q].pl[2 * pp->idx],
-                    r);
+        deliver_one(c, (int)pp->cur_block_q, 0,
+                    &c->rq[pp->cur_block_q].pl[2 * pp->idx], r);
         pp->block_next = 0; /* there may be more: TAKE a batch next */
     } else {
         /* Timed out, or woken because frames wait in a due list. */
@@ -586,17 +586,22 @@ static size_t usable_queues(redq_consumer *c, size_t at, popper *pp)
                 next_check = c->bad_until[i];
             continue;
         }
+        /* Paused (redq_admin_pause()): left out until a promote tick
+         * sees it resumed, which kicks the pool. */
+        if (c->rq[i].paused)
+            continue;
         c->argv[at++] = c->rq[i].due;
         c->argv[at++] = c->queues[i];
         if (pp != NULL) {
             c->argv[at++] = c->rq[i].pl[2 * pp->idx + 1].key;
             c->argv[at++] = c->rq[i].pl[2 * pp->idx].key;
             c->argv[at++] = c->rq[i].consumers;
+            c->argv[at++] = c->rq[i].meta;
             pp->round_q[nkeys] = i;
         }
         nkeys++;
     }
-    if (nkeys == 0)
+    if (nkeys == 0 && next_check != UINT64_MAX)
         arm_retry(c, next_check - now); /* look again later */
     return nkeys;
 }
@@ -610,8 +615,24 @@ static int start_reliable_round(popper *pp, size_t n, char *tbuf,
     size_t argc = 0, i, nkeys;
     int rc;
 
-    if (pp->block_next && c->bad_until[pp->block_q] <= redq__now_us()) {
-        size_t q = pp->block_q;
+    /* Block on this popper's queue, or, that one being paused or
+     * skipped, on the next usable one; with none usable, stay idle (a
+     * resume or a recheck kicks the pool). Never TAKE again at once: the
+     * last one found nothing. */
+    if (pp->block_next) {
+        uint64_t now = redq__now_us();
+        size_t q = pp->block_q, k;
+        for (k = 0; k < c->nq; k++, q = (q + 1) % c->nq)
+            if (c->bad_until[q] <= now && !c->rq[q].paused)
+                break;
+        if (k == c->nq) {
+            (void)usable_queues(c, 0, NULL); /* arms the wrong-type recheck */
+            return REDQ_EINVAL;
+        }
+        pp->cur_block_q = q;
+    }
+    if (pp->block_next) {
+        size_t q = pp->cur_block_q;
         const char *argv[] = {"BLMOVE", c->queues[q],
                               c->rq[q].pl[2 * pp->idx].key, "RIGHT", "LEFT",
                               tbuf};
@@ -630,8 +651,8 @@ static int start_reliable_round(popper *pp, size_t n, char *tbuf,
     if (nkeys == 0)
         return REDQ_EINVAL;
     pp->nround = nkeys;
-    argc += 5 * nkeys;
-    snprintf(nbuf, 24, "%zu", 5 * nkeys);
+    argc += 6 * nkeys;
+    snprintf(nbuf, 24, "%zu", 6 * nkeys);
     c->argv[argc++] = tbuf + 32; /* the count, below */
     snprintf(tbuf + 32, 24, "%zu", n);
     c->argv[argc++] = pp->holder;
@@ -1035,10 +1056,10 @@ int redq_consumer_new(redq_consumer **out, struct event_base *base,
     c->queues = calloc(nqueues, sizeof *c->queues);
     c->qlens = calloc(nqueues, sizeof *c->qlens);
     c->bad_until = calloc(nqueues, sizeof *c->bad_until);
-    /* The longest command: TAKE, "EVALSHA sha numkeys" + 5 keys a queue +
+    /* The longest command: TAKE, "EVALSHA sha numkeys" + 6 keys a queue +
      * the count and the holder; BLMPOP needs 2 a queue + 6. */
-    c->argv = calloc(5 * nqueues + 8, sizeof *c->argv);
-    c->argvlen = calloc(5 * nqueues + 8, sizeof *c->argvlen);
+    c->argv = calloc(6 * nqueues + 8, sizeof *c->argv);
+    c->argvlen = calloc(6 * nqueues + 8, sizeof *c->argvlen);
     c->pool = calloc(c->npool, sizeof *c->pool);
     c->ev_defer = event_new(base, -1, 0, defer_cb, c);
     c->t_retry = event_new(base, -1, 0, retry_cb, c);

@@ -85,6 +85,8 @@ typedef struct popper {
     size_t *round_q;    /* TAKE: the queue index of each group it names */
     size_t nround;
     size_t block_q;     /* at-least-once: the queue this one blocks on */
+    size_t cur_block_q; /* ... or, that one being paused, the one its
+                           BLMOVE in flight is on */
     int block_next;     /* at-least-once: the last block timed out, so
                            block again without a TAKE first */
     size_t idx;         /* in the pool */
@@ -115,6 +117,9 @@ typedef struct relq {
     plist *pl;   /* at-least-once: [2k] proc, [2k + 1] fproc of popper k */
     char **hb;   /* at-least-once: hb:<holder> of popper k */
     int registered; /* its first heartbeat was acknowledged */
+    char *meta;     /* the queue's meta hash (its pause flag) */
+    int paused;     /* redq_admin_pause(): learnt each promote tick; no
+                       pop takes from it (both modes) while set */
 } relq;
 
 enum { DEFER_KICK = 1, DEFER_CHECK_STOP = 2, DEFER_CLOSE = 4,
@@ -183,6 +188,7 @@ struct redq_consumer {
                                pops (which watch Q only) TAKE next */
     size_t reap_inflight;   /* reaper commands awaiting replies */
     uint32_t rng;
+    redq__registry *registry; /* queues recorded for admin tools */
 
     redq_consumer_stats st;
 };

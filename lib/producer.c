@@ -159,6 +159,10 @@ struct redq_producer {
     void *close_user;
 
     redq_producer_stats st;
+
+    /* Queues recorded in the registry (lib/registry.c), touched per batch
+     * at seal time, never per message. */
+    redq__registry *registry;
 };
 
 static void pump(redq_producer *p);
@@ -401,6 +405,9 @@ static void seal(redq_producer *p, batch *b)
     size_t n = put_uint(tmp, b->kind == B_LPUSH ? (uint64_t)b->n + 2
                                                 : 2 * (uint64_t)b->n + 4);
     map_remove(p, b);
+    /* Once per batch: at most one ZADD a minute per queue, sent ahead of
+     * the batch on the same connection. */
+    redq__registry_touch(p->registry, p->conn, b->qname, b->qlen);
     b->start = HEADER_ROOM - (n + 3);
     b->buf[b->start] = '*';
     memcpy(b->buf + b->start + 1, tmp, n);
@@ -987,7 +994,9 @@ int redq_producer_new(redq_producer **out, struct event_base *base,
         p->t_sweep = event_new(base, -1, 0, sweep_cb, p);
         p->t_throttle = event_new(base, -1, 0, throttle_cb, p);
         p->t_flush = event_new(base, -1, 0, flush_timer_cb, p);
-        if (p->ev_defer == NULL || p->t_linger == NULL || p->t_sweep == NULL ||
+        p->registry = redq__registry_new(&p->log);
+        if (p->registry == NULL ||
+            p->ev_defer == NULL || p->t_linger == NULL || p->t_sweep == NULL ||
             p->t_throttle == NULL || p->t_flush == NULL || map_grow(p) != 0)
             rc = REDQ_ENOMEM;
     }
@@ -1003,6 +1012,7 @@ int redq_producer_new(redq_producer **out, struct event_base *base,
             event_free(p->t_throttle);
         if (p->t_flush)
             event_free(p->t_flush);
+        redq__registry_free(p->registry);
         free(p->buckets);
         free(p);
         return redq__new_failed(caller_opts, &lg, rc,
@@ -1373,6 +1383,7 @@ static void close_now(redq_producer *p)
      * are recycled by on_batch_reply. */
     redq__conn_free(p->conn);
     p->conn = NULL;
+    redq__registry_free(p->registry);
 
     while (p->free_list != NULL) {
         b = p->free_list;

@@ -170,6 +170,10 @@ enum {
     REDQ__SCRIPT_HEARTBEAT,   /* register / refresh holders */
     REDQ__SCRIPT_DEADREQUEUE, /* dead letters back to due, bounded */
     REDQ__SCRIPT_ACKFAST,     /* ack the k oldest of a processing list */
+    REDQ__SCRIPT_DEADONE,     /* admin: requeue/delete one dead letter by id */
+    REDQ__SCRIPT_PURGE,       /* admin: delete the dead list, counted */
+    REDQ__SCRIPT_SNAPSHOT,    /* admin: a queue's numbers, read only */
+    REDQ__SCRIPT_PEEK,        /* admin: the next values to be taken */
     REDQ__SCRIPT_COUNT
 };
 
@@ -469,5 +473,32 @@ int redq__conn_last_code(const redq__conn *c);
  *  retrying with its backoff (the server side may be fixed), but a handle
  *  can fail fast on it. 0 otherwise. */
 int redq__conn_permanent_error(const redq__conn *c);
+
+/* ---- admin helpers (lib/prom.c) ---------------------------------------- */
+
+/** Escape len bytes at s as a Prometheus label value (text format 0.0.4):
+ *  backslash, double quote and line feed become \\, \" and \n; bytes that
+ *  are not well-formed UTF-8 become U+FFFD. out needs 3 * len + 1 bytes; it
+ *  is NUL-terminated. Returns the length written (without the NUL). */
+size_t redq__prom_escape(const char *s, size_t len, char *out);
+
+/* ---- the queue registry (lib/registry.c) ------------------------------- */
+
+/* The sorted set of queues in use: member the name, score last seen (ms). */
+#define REDQ__REGISTRY_KEY "redq:queues"
+
+typedef struct redq__registry redq__registry;
+
+/** A handle's memory of what it registered; `log` is borrowed for its
+ *  lifetime. NULL when out of memory (the handle then registers nothing). */
+redq__registry *redq__registry_new(const redq__logger *log);
+/** Free it, after the connection it used is gone (or will never answer:
+ *  replies that come back NULL do not touch it). NULL is fine. */
+void redq__registry_free(redq__registry *r);
+/** Queue q (len bytes) is in use: the first time, and then at most once a
+ *  minute, pipeline `ZADD redq:queues <now ms> q` on c when it is ready.
+ *  Otherwise one hash lookup. An error reply is logged once (WARN). */
+void redq__registry_touch(redq__registry *r, redq__conn *c, const char *q,
+                          size_t len);
 
 #endif /* REDQ_PRIVATE_H */

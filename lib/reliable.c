@@ -328,7 +328,9 @@ int redq__rel_init(redq_consumer *c, const redq_options *o)
     c->t_visibility = event_new(c->base, -1, 0, visibility_cb, c);
     c->t_heartbeat = event_new(c->base, -1, 0, heartbeat_cb, c);
     c->t_promote = event_new(c->base, -1, 0, promote_cb, c);
-    if (!c->rq || !c->t_visibility || !c->t_heartbeat || !c->t_promote)
+    c->registry = redq__registry_new(&c->log);
+    if (!c->rq || !c->t_visibility || !c->t_heartbeat || !c->t_promote ||
+        !c->registry)
         return REDQ_ENOMEM;
     for (i = 0; i < c->npool; i++) {
         c->pool[i].idx = i;
@@ -344,9 +346,10 @@ int redq__rel_init(redq_consumer *c, const redq_options *o)
         q->dead = redq__key(qn, ql, "dead");
         q->consumers = redq__key(qn, ql, "consumers");
         q->reaper = redq__key(qn, ql, "reaper");
+        q->meta = redq__key(qn, ql, "meta");
         q->qenc = malloc(3 * ql + 1);
         if (!q->due || !q->delayed || !q->dead || !q->consumers ||
-            !q->reaper || !q->qenc)
+            !q->reaper || !q->qenc || !q->meta)
             return REDQ_ENOMEM;
         /* "q=" in the dead-letter frames REAP makes, encoded as
          * lib/frame.c encodes values. */
@@ -396,6 +399,7 @@ void redq__rel_free(redq_consumer *c)
             free(q->dead);
             free(q->consumers);
             free(q->reaper);
+            free(q->meta);
             free(q->qenc);
             if (q->pl != NULL)
                 for (k = 0; k < 2 * c->npool; k++) {
@@ -410,6 +414,7 @@ void redq__rel_free(redq_consumer *c)
         }
         free(c->rq);
     }
+    redq__registry_free(c->registry);
     free_outcmds(c->out_head);
     free_outcmds(c->sent_head);
     if (c->t_visibility != NULL)
@@ -1193,19 +1198,35 @@ static void heartbeat_cb(evutil_socket_t fd, short what, void *arg)
 
 static void on_promote_reply(redq__conn *conn, void *reply, void *arg)
 {
-    redq_consumer *c = arg;
+    qref *ref = arg;
+    redq_consumer *c = ref->c;
+    size_t qi = ref->qi;
     redisReply *r = reply;
     long long wait = c->promote_interval_ms;
     struct timeval tv;
     (void)conn;
+    free(ref);
     if (c->closing || r == NULL)
         return;
-    if (r->type == REDIS_REPLY_ARRAY && r->elements == 3 &&
+    if (r->type == REDIS_REPLY_ARRAY && r->elements == 4 &&
         r->element[0]->type == REDIS_REPLY_INTEGER &&
         r->element[1]->type == REDIS_REPLY_INTEGER &&
-        r->element[2]->type == REDIS_REPLY_INTEGER) {
+        r->element[2]->type == REDIS_REPLY_INTEGER &&
+        r->element[3]->type == REDIS_REPLY_INTEGER) {
+        int paused = r->element[3]->integer == 1;
         c->st.promoted += (uint64_t)r->element[0]->integer;
-        if (r->element[2]->integer > 0 && !c->due_waiting) {
+        if (paused != c->rq[qi].paused) {
+            /* Paused: pops blocked on it are released and come back
+             * without it. Resumed: blocked pops are released to TAKE (or
+             * pop) from it again, and idle ones start. */
+            c->rq[qi].paused = paused;
+            redq__log(&c->log, REDQ_LOG_INFO, 0, "queue %s %s",
+                      c->queues[qi], paused ? "paused: not taking from it"
+                                            : "resumed");
+            c->due_waiting = 1;
+            redq__consumer_defer(c, DEFER_KICK | DEFER_WAKE);
+        }
+        if (r->element[2]->integer > 0 && !paused && !c->due_waiting) {
             /* Frames wait in due; pops blocked on Q would not see them. */
             c->due_waiting = 1;
             redq__consumer_defer(c, DEFER_KICK | DEFER_WAKE);
@@ -1253,9 +1274,15 @@ static void promote_cb(evutil_socket_t fd, short what, void *arg)
     c->promote_at_us = 0;
     for (i = 0; i < c->nq && redq__conn_ready(c->ctl) && !c->stop_done; i++) {
         const char *argv[] = {"EVALSHA", c->scripts.sha[REDQ__SCRIPT_PROMOTE],
-                              "2", c->rq[i].delayed, c->rq[i].due, "1000"};
-        redq__rel_send_script(c->ctl, REDQ__SCRIPT_PROMOTE, NELEM(argv), argv,
-                              NULL, 0, on_promote_reply, c);
+                              "3", c->rq[i].delayed, c->rq[i].due,
+                              c->rq[i].meta, "1000"};
+        qref *ref = qref_new(c, i);
+        if (ref == NULL ||
+            redq__rel_send_script(c->ctl, REDQ__SCRIPT_PROMOTE, NELEM(argv),
+                                  argv, NULL, 0, on_promote_reply, ref) != 0)
+            free(ref);
+        /* The registry (admin tools): a lookup per tick, a ZADD a minute. */
+        redq__registry_touch(c->registry, c->ctl, c->queues[i], c->qlens[i]);
     }
 }
 

@@ -81,8 +81,11 @@
 /*
  * TAKE: move up to ARGV[1] messages into this holder's processing lists,
  * queues in priority order, each queue's due frames before its ready list.
- * KEYS, 5 per queue: due, Q, fproc:<holder>, proc:<holder>, consumers.
- * ARGV: count, holder.
+ * KEYS, 6 per queue: due, Q, fproc:<holder>, proc:<holder>, consumers,
+ * meta. ARGV: count, holder.
+ * A paused queue (meta's field paused is "1", set by redq_admin_pause())
+ * is skipped: the client learns pauses only every promote tick, so the
+ * server has the last word (type checks still come first).
  * Returns {-1, i} when queue i's key holds a non-list (nothing moved), else
  * one group per source that had messages: {queue (1-based), kind (0: frames
  * from due, 1: raw from Q), {message, ...} oldest first}.
@@ -95,25 +98,27 @@
 static const char take_src[] =
     SHEBANG LUA_PUSHALL
     "for i = 1, #KEYS do\n"
-    "  if i % 5 ~= 0 then\n"
+    "  if i % 6 ~= 5 and i % 6 ~= 0 then\n"
     "    local t = redis.call('TYPE', KEYS[i])['ok']\n"
     "    if t ~= 'list' and t ~= 'none' then\n"
-    "      return {-1, math.floor((i - 1) / 5) + 1}\n"
+    "      return {-1, math.floor((i - 1) / 6) + 1}\n"
     "    end\n"
     "  end\n"
     "end\n"
     "local n = tonumber(ARGV[1])\n"
     "local out = {}\n"
     "local got = 0\n"
-    "for i = 1, #KEYS, 5 do\n"
-    "  if redis.call('SISMEMBER', KEYS[i + 4], ARGV[2]) == 1 then\n"
+    "for i = 1, #KEYS, 6 do\n"
+    "  if redis.call('SISMEMBER', KEYS[i + 4], ARGV[2]) == 1 and\n"
+    "     not (redis.call('TYPE', KEYS[i + 5])['ok'] == 'hash' and\n"
+    "          redis.call('HGET', KEYS[i + 5], 'paused') == '1') then\n"
     "    for j = 0, 1 do\n"
     "      if got >= n then return out end\n"
     "      local r = redis.call('LMPOP', 1, KEYS[i + j], 'RIGHT', 'COUNT', "
     "n - got)\n"
     "      if r then\n"
     "        pushall('LPUSH', KEYS[i + 2 + j], r[2])\n"
-    "        out[#out + 1] = {(i + 4) / 5, j, r[2]}\n"
+    "        out[#out + 1] = {(i + 5) / 6, j, r[2]}\n"
     "        got = got + #r[2]\n"
     "      end\n"
     "    end\n"
@@ -203,9 +208,11 @@ static const char delay_src[] =
 
 /*
  * PROMOTE: move due frames of the delayed zset to the back of the due
- * list. KEYS: delayed, due; ARGV[1]: at most this many.
- * Returns {promoted, ms until the next is due (-1: none), due's length},
- * so the caller can sleep exactly that long and wake its blocked pops.
+ * list. KEYS: delayed, due, meta; ARGV[1]: at most this many.
+ * Returns {promoted, ms until the next is due (-1: none), due's length,
+ * 1 if the queue is paused}, so the caller can sleep exactly that long,
+ * wake its blocked pops, and learn every tick whether to take from the
+ * queue at all (redq_admin_pause()).
  */
 static const char promote_src[] =
     SHEBANG LUA_NOW LUA_PUSHALL
@@ -222,7 +229,10 @@ static const char promote_src[] =
     "if nxt[2] then\n"
     "  wait = math.max(0, math.floor(tonumber(nxt[2]) - now))\n"
     "end\n"
-    "return {#due, wait, redis.call('LLEN', KEYS[2])}\n";
+    "local paused = 0\n"
+    "if redis.call('TYPE', KEYS[3])['ok'] == 'hash' and\n"
+    "   redis.call('HGET', KEYS[3], 'paused') == '1' then paused = 1 end\n"
+    "return {#due, wait, redis.call('LLEN', KEYS[2]), paused}\n";
 
 /*
  * REAPSCAN: which holders of a queue stopped heartbeating. KEYS: consumers,
@@ -343,38 +353,161 @@ static const char heartbeat_src[] =
  * there by hand) becomes the payload of a new one. Both keys' types are
  * checked before anything moves. Returns {moved, left}.
  */
-static const char deadrequeue_src[] =
-    SHEBANG
-    "for i = 1, 2 do\n"
-    "  local t = redis.call('TYPE', KEYS[i])['ok']\n"
-    "  if t ~= 'list' and t ~= 'none' then\n"
-    "    return redis.error_reply('WRONGTYPE ' .. KEYS[i] .. ' holds a ' .. t)\n"
-    "  end\n"
+/*
+ * revive(v): dead letter v as a frame to take again: it keeps its id, its
+ * ts and any field redq does not know, loses the dead-letter fields, and
+ * starts again at attempts 0; the payload is untouched. A value that is
+ * not a frame (put there by hand) becomes the payload of a new one.
+ */
+#define LUA_REVIVE                                                             \
+    "local function revive(v)\n"                                               \
+    "  local nl = string.find(v, '\\n', 1, true)\n"                            \
+    "  if nl and string.sub(v, 1, 3) == '" REDQ__FRAME_MAGIC "' then\n"        \
+    "    local parts = {'" REDQ__FRAME_MAGIC "'}\n"                            \
+    "    for fld in string.gmatch(string.sub(v, 4, nl - 1), '[^ ]+') do\n"     \
+    "      local name = string.match(fld, '^([^=]*)=')\n"                      \
+    "      if name ~= 'a' and name ~= 'dr' and name ~= 'dts' and "             \
+    "name ~= 'q' then\n"                                                       \
+    "        parts[#parts + 1] = fld\n"                                        \
+    "      end\n"                                                              \
+    "    end\n"                                                                \
+    "    parts[#parts + 1] = 'a=0'\n"                                          \
+    "    return table.concat(parts, ' ') .. string.sub(v, nl)\n"               \
+    "  end\n"                                                                  \
+    "  return '" REDQ__FRAME_MAGIC " a=0\\n' .. v\n"                           \
     "end\n"
+
+/* Refuse (before any write) keys KEYS[1..n] that hold something other
+ * than a list. */
+#define LUA_LISTS_ONLY(n)                                                      \
+    "for i = 1, " #n " do\n"                                                   \
+    "  local t = redis.call('TYPE', KEYS[i])['ok']\n"                          \
+    "  if t ~= 'list' and t ~= 'none' then\n"                                  \
+    "    return redis.error_reply('WRONGTYPE ' .. KEYS[i] .. ' holds a ' .. "  \
+    "t)\n"                                                                     \
+    "  end\n"                                                                  \
+    "end\n"
+
+/*
+ * DEADREQUEUE: move up to ARGV[1] dead letters, oldest first, to the back
+ * of due, each revive()d. KEYS: dead, due. Both keys' types are checked
+ * before anything moves. Returns {moved, left}.
+ */
+static const char deadrequeue_src[] =
+    SHEBANG LUA_REVIVE LUA_LISTS_ONLY(2)
     "local moved = 0\n"
     "while moved < tonumber(ARGV[1]) do\n"
     "  local v = redis.call('RPOP', KEYS[1])\n"
     "  if not v then break end\n"
-    "  local nl = string.find(v, '\\n', 1, true)\n"
-    "  local f\n"
-    "  if nl and string.sub(v, 1, 3) == '" REDQ__FRAME_MAGIC "' then\n"
-    "    local parts = {'" REDQ__FRAME_MAGIC "'}\n"
-    "    for fld in string.gmatch(string.sub(v, 4, nl - 1), '[^ ]+') do\n"
-    "      local name = string.match(fld, '^([^=]*)=')\n"
-    "      if name ~= 'a' and name ~= 'dr' and name ~= 'dts' and "
-    "name ~= 'q' then\n"
-    "        parts[#parts + 1] = fld\n"
-    "      end\n"
-    "    end\n"
-    "    parts[#parts + 1] = 'a=0'\n"
-    "    f = table.concat(parts, ' ') .. string.sub(v, nl)\n"
-    "  else\n"
-    "    f = '" REDQ__FRAME_MAGIC " a=0\\n' .. v\n"
-    "  end\n"
-    "  redis.call('LPUSH', KEYS[2], f)\n"
+    "  redis.call('LPUSH', KEYS[2], revive(v))\n"
     "  moved = moved + 1\n"
     "end\n"
     "return {moved, redis.call('LLEN', KEYS[1])}\n";
+
+/*
+ * DEADONE (admin): requeue or delete the one dead letter whose frame has
+ * id ARGV[2] (percent-encoded as frames store it). KEYS: dead, due; ARGV:
+ * "requeue" | "delete", id, first index to look at, most values to look
+ * at in this call (bounded: a script blocks the server). The list is read
+ * in pages of 100 from the head; the value found is removed with LREM
+ * count 1 of its exact bytes (equal values are interchangeable).
+ * Returns {1, -1} when done, {0, -1} when the list ended without it, and
+ * {0, next index} when the bound was reached first (call again from
+ * there).
+ */
+static const char deadone_src[] =
+    SHEBANG LUA_REVIVE LUA_LISTS_ONLY(2)
+    "local from = tonumber(ARGV[3])\n"
+    "local lim = tonumber(ARGV[4])\n"
+    "local want = 'id=' .. ARGV[2]\n"
+    "local seen = 0\n"
+    "while seen < lim do\n"
+    "  local vals = redis.call('LRANGE', KEYS[1], from, from + 99)\n"
+    "  if #vals == 0 then return {0, -1} end\n"
+    "  for _, v in ipairs(vals) do\n"
+    "    local nl = string.find(v, '\\n', 1, true)\n"
+    "    if nl and string.sub(v, 1, 3) == '" REDQ__FRAME_MAGIC "' then\n"
+    "      for fld in string.gmatch(string.sub(v, 4, nl - 1), '[^ ]+') do\n"
+    "        if fld == want and redis.call('LREM', KEYS[1], 1, v) == 1 then\n"
+    "          if ARGV[1] == 'requeue' then\n"
+    "            redis.call('LPUSH', KEYS[2], revive(v))\n"
+    "          end\n"
+    "          return {1, -1}\n"
+    "        end\n"
+    "      end\n"
+    "    end\n"
+    "  end\n"
+    "  from = from + #vals\n"
+    "  seen = seen + #vals\n"
+    "end\n"
+    "return {0, from}\n";
+
+/*
+ * PURGE (admin): delete the dead list. KEYS[1]: dead. Returns how many
+ * values it held (LLEN and UNLINK in one step, so the count is exact).
+ */
+static const char purge_src[] =
+    SHEBANG LUA_LISTS_ONLY(1)
+    "local n = redis.call('LLEN', KEYS[1])\n"
+    "redis.call('UNLINK', KEYS[1])\n"
+    "return n\n";
+
+/*
+ * SNAPSHOT (admin, read only): one queue's numbers at one instant.
+ * KEYS: Q, due, delayed, dead, consumers, meta, then hb, proc, fproc of
+ * each holder in ARGV (the members of consumers, read just before). A key
+ * of an unexpected type counts 0 (a snapshot never fails on one queue).
+ * Returns {ready, due, delayed, dead, registered, live, processing,
+ * paused, ts of the oldest due frame (-1 unknown: the ready list holds
+ * raw payloads, so only when it is empty), server time ms}.
+ */
+static const char snapshot_src[] =
+    "#!lua flags=no-writes\n" LUA_NOW
+    "local function len(k)\n"
+    "  local t = redis.call('TYPE', k)['ok']\n"
+    "  if t == 'list' then return redis.call('LLEN', k) end\n"
+    "  if t == 'zset' then return redis.call('ZCARD', k) end\n"
+    "  if t == 'set' then return redis.call('SCARD', k) end\n"
+    "  return 0\n"
+    "end\n"
+    "local isset = redis.call('TYPE', KEYS[5])['ok'] == 'set'\n"
+    "local live, proc = 0, 0\n"
+    "for i = 7, #KEYS, 3 do\n"
+    "  local h = ARGV[(i - 7) / 3 + 1]\n"
+    "  if isset and redis.call('SISMEMBER', KEYS[5], h) == 1 then\n"
+    "    if redis.call('EXISTS', KEYS[i]) == 1 then live = live + 1 end\n"
+    "    proc = proc + len(KEYS[i + 1]) + len(KEYS[i + 2])\n"
+    "  end\n"
+    "end\n"
+    "local paused = 0\n"
+    "if redis.call('TYPE', KEYS[6])['ok'] == 'hash' and\n"
+    "   redis.call('HGET', KEYS[6], 'paused') == '1' then paused = 1 end\n"
+    "local ready, due = len(KEYS[1]), len(KEYS[2])\n"
+    "local oldest = -1\n"
+    "if ready == 0 and due > 0 and "
+    "redis.call('TYPE', KEYS[2])['ok'] == 'list' then\n"
+    "  local v = redis.call('LINDEX', KEYS[2], -1)\n"
+    "  local nl = string.find(v, '\\n', 1, true)\n"
+    "  if nl and string.sub(v, 1, 3) == '" REDQ__FRAME_MAGIC "' then\n"
+    "    oldest = tonumber(string.match(string.sub(v, 1, nl - 1), "
+    "' ts=(%d+)')) or -1\n"
+    "  end\n"
+    "end\n"
+    "return {ready, due, len(KEYS[3]), len(KEYS[4]), len(KEYS[5]), live, "
+    "proc, paused, oldest, now}\n";
+
+/*
+ * PEEK (admin, read only): the next ARGV[1] values to be taken. KEYS:
+ * due, Q. Returns {values of due, values of Q}, each as LRANGE gives them
+ * (the next to be taken last: both are taken from the right).
+ */
+static const char peek_src[] =
+    "#!lua flags=no-writes\n" LUA_LISTS_ONLY(2)
+    "local n = tonumber(ARGV[1])\n"
+    "local d = redis.call('LRANGE', KEYS[1], -n, -1)\n"
+    "local q = {}\n"
+    "if #d < n then q = redis.call('LRANGE', KEYS[2], -(n - #d), -1) end\n"
+    "return {d, q}\n";
 
 static const char *const sources[REDQ__SCRIPT_COUNT] = {
     [REDQ__SCRIPT_TAKE] = take_src,
@@ -388,6 +521,10 @@ static const char *const sources[REDQ__SCRIPT_COUNT] = {
     [REDQ__SCRIPT_HEARTBEAT] = heartbeat_src,
     [REDQ__SCRIPT_DEADREQUEUE] = deadrequeue_src,
     [REDQ__SCRIPT_ACKFAST] = ackfast_src,
+    [REDQ__SCRIPT_DEADONE] = deadone_src,
+    [REDQ__SCRIPT_PURGE] = purge_src,
+    [REDQ__SCRIPT_SNAPSHOT] = snapshot_src,
+    [REDQ__SCRIPT_PEEK] = peek_src,
 };
 
 const char *redq__script_source(int which)

@@ -1,0 +1,1496 @@
+/*
+ * The admin handle (redq.h, "Admin"): what operators ask about queues, and
+ * the few things they do to them, on one connection of its own.
+ *
+ * Every call becomes a request (areq) that runs as a small sequence of
+ * commands: it starts when the connection is ready (or waits for it, up to
+ * connect_timeout_ms + command_timeout_ms), each reply may send the next
+ * command, and when nothing of it is outstanding any more its callback is
+ * made from an event of its own, never from inside the API call or a reply
+ * callback (so a user callback may close the handle). A reply lost with
+ * the connection fails the request (REDQ_EDISCONNECTED): operators' writes
+ * are not blindly resent, and a reader just asks again.
+ *
+ * Keys come from lib/keys.c only; multi-key reads of one queue are one
+ * script (lib/scripts.c: SNAPSHOT, PEEK) so that a snapshot is consistent,
+ * and writes reuse the scripts consumers run (DEADREQUEUE, REAP) or admin
+ * scripts with the same rules (DEADONE, PURGE).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+#include <hiredis/hiredis.h>
+
+#include "consumer_int.h" /* redq__rel_send_script */
+#include "redq_private.h"
+
+#define REGISTRY_KEY REDQ__REGISTRY_KEY
+/* The most queues one listing snapshots (the registry is read with one
+ * ZRANGE; a fleet with more has bigger problems than a dashboard). */
+#define MAX_LISTED 10000
+/* Holders one snapshot looks at (the consumers set is bounded by the
+ * fleet's pool sizes; this caps one script's work). */
+#define MAX_HOLDERS 1024
+/* A registry entry not seen this long, whose keys are all empty, is gone. */
+#define REGISTRY_STALE_MS (24LL * 3600 * 1000)
+/* Dead letters DEADREQUEUE moves per script, and DEADONE looks at. */
+#define REQUEUE_BATCH 1000
+#define DEADONE_SCAN 10000
+/* Messages one peek or dead listing returns at most. */
+#define MAX_LIST 100000
+
+enum areq_kind {
+    K_QUEUES, K_QUEUE, K_PEEK, K_DEAD, K_REQUEUE, K_REQUEUE_ID, K_DELETE_ID,
+    K_PURGE, K_PAUSE, K_RECOVER, K_METRICS
+};
+
+typedef struct qsnap {
+    char *name;
+    size_t len;
+    redq_queue_info info;
+    int done;
+} qsnap;
+
+typedef struct areq areq;
+
+/* The argument of one command's reply callback. */
+typedef struct aref {
+    areq *r;
+    size_t i;
+    char holder[48];
+} aref;
+
+struct areq {
+    redq_admin *a;
+    areq *prev, *next;
+    int kind;
+    int started, finishing;
+    size_t outstanding;
+    struct event *ev; /* the wait deadline, then the deferred finish */
+
+    char *queue, *arg; /* copies of the caller's strings */
+    size_t qlen;
+    size_t count, offset;
+    int paused;
+    long long offset_ll; /* DEADONE: where to look next */
+    uint64_t n;
+
+    union {
+        redq_queues_cb queues;
+        redq_msgs_cb msgs;
+        redq_done_cb done;
+        redq_text_cb text;
+    } cb;
+    void *user;
+
+    int status;
+    char errstr[256];
+
+    qsnap *snaps;
+    size_t nsnaps;
+    redq_admin_msg *msgs;
+    char **bufs; /* copies msgs point into */
+    size_t nmsgs;
+    char *text;
+    size_t textlen;
+};
+
+struct redq_admin {
+    struct event_base *base;
+    redq__logger log;
+    redq__conn *conn;
+    redq__scripts scripts;
+    int wait_ms, max_attempts;
+    areq *head;
+    int closing;
+    redq_close_cb close_cb;
+    void *close_user;
+    struct event *ev_close;
+};
+
+/* ---- requests ----------------------------------------------------------- */
+
+static void run(areq *r);
+static void snaps_prune_sort(areq *r);
+static void build_metrics(areq *r);
+
+static void req_free(areq *r)
+{
+    size_t i;
+    for (i = 0; i < r->nsnaps; i++)
+        free(r->snaps[i].name);
+    free(r->snaps);
+    for (i = 0; i < r->nmsgs; i++)
+        free(r->bufs[i]);
+    free(r->bufs);
+    free(r->msgs);
+    free(r->text);
+    free(r->queue);
+    free(r->arg);
+    if (r->ev != NULL)
+        event_free(r->ev);
+    free(r);
+}
+
+static void maybe_closed(redq_admin *a)
+{
+    redq_close_cb cb;
+    void *user;
+    if (!a->closing || a->head != NULL || a->conn != NULL)
+        return;
+    cb = a->close_cb;
+    user = a->close_user;
+    event_free(a->ev_close);
+    free(a);
+    if (cb != NULL)
+        cb(user); /* the handle is gone: its last callback */
+}
+
+/* Make the callback and release the request (from its event only). */
+static void finish(areq *r)
+{
+    redq_admin *a = r->a;
+    const char *es = r->status == 0 ? NULL : r->errstr;
+    static const redq_queue_info none_q[1];
+    static const redq_admin_msg none_m[1];
+
+    if (r->prev != NULL)
+        r->prev->next = r->next;
+    else
+        a->head = r->next;
+    if (r->next != NULL)
+        r->next->prev = r->prev;
+    if (r->status == 0 && (r->kind == K_QUEUES || r->kind == K_METRICS))
+        snaps_prune_sort(r);
+    if (r->status == 0 && r->kind == K_METRICS)
+        build_metrics(r);
+    switch (r->kind) {
+    case K_QUEUES:
+    case K_QUEUE: {
+        redq_queue_info *v = NULL;
+        size_t i, n = 0;
+        if (r->status == 0 && r->nsnaps > 0) {
+            v = malloc(r->nsnaps * sizeof *v);
+            if (v == NULL) {
+                r->status = REDQ_ENOMEM;
+                snprintf(r->errstr, sizeof r->errstr, "out of memory");
+                es = r->errstr;
+            }
+            for (i = 0; v != NULL && i < r->nsnaps; i++)
+                if (r->snaps[i].done)
+                    v[n++] = r->snaps[i].info;
+        }
+        r->cb.queues(a, r->status, es, v != NULL ? v : none_q,
+                     r->status == 0 ? n : 0, r->user);
+        free(v);
+        break;
+    }
+    case K_PEEK:
+    case K_DEAD:
+        r->cb.msgs(a, r->status, es, r->msgs != NULL ? r->msgs : none_m,
+                   r->status == 0 ? r->nmsgs : 0, r->user);
+        break;
+    case K_METRICS:
+        r->cb.text(a, r->status, es, r->status == 0 && r->text ? r->text : "",
+                   r->status == 0 ? r->textlen : 0, r->user);
+        break;
+    default:
+        r->cb.done(a, r->status, es, r->status == 0 ? r->n : 0, r->user);
+        break;
+    }
+    req_free(r);
+    maybe_closed(a);
+}
+
+static void req_ev_cb(evutil_socket_t fd, short what, void *arg)
+{
+    areq *r = arg;
+    (void)fd;
+    (void)what;
+    if (r->finishing) {
+        finish(r);
+        return;
+    }
+    /* The deadline of a request still waiting for the connection. */
+    if (!r->started) {
+        const char *why = redq__conn_last_error(r->a->conn);
+        r->status = REDQ_ETIMEDOUT;
+        snprintf(r->errstr, sizeof r->errstr, "no connection to Redis%s%s",
+                 why[0] ? ": " : "", why);
+        r->finishing = 1;
+        finish(r);
+    }
+}
+
+/* Record the first failure; the request ends once nothing is outstanding. */
+static void fail(areq *r, int code, const char *fmt, ...) REDQ__PRINTF(3, 4);
+static void fail(areq *r, int code, const char *fmt, ...)
+{
+    va_list ap;
+    if (r->status != 0)
+        return;
+    r->status = code;
+    va_start(ap, fmt);
+    vsnprintf(r->errstr, sizeof r->errstr, fmt, ap);
+    va_end(ap);
+}
+
+/* Nothing outstanding: schedule the callback. */
+static void settle(areq *r)
+{
+    if (r->outstanding > 0 || r->finishing)
+        return;
+    r->finishing = 1;
+    event_del(r->ev);
+    event_active(r->ev, EV_TIMEOUT, 0);
+}
+
+/* A reply is usable, else the request is failed with why. */
+static int reply_ok(areq *r, redisReply *rep, const char *what)
+{
+    if (rep == NULL) {
+        fail(r, r->a->closing ? REDQ_ECLOSED : REDQ_EDISCONNECTED,
+             r->a->closing ? "admin handle closed"
+                           : "%s: connection lost; outcome unknown", what);
+        return 0;
+    }
+    if (rep->type == REDIS_REPLY_ERROR) {
+        fail(r, redq__err_from_reply(rep->str, (size_t)rep->len), "%s: %s",
+             what, rep->str);
+        if (strncmp(rep->str, "NOSCRIPT", 8) == 0)
+            redq__conn_reset(r->a->conn, REDQ_ESERVER, "scripts flushed");
+        return 0;
+    }
+    return 1;
+}
+
+static aref *ref_new(areq *r, size_t i)
+{
+    aref *f = calloc(1, sizeof *f);
+    if (f != NULL) {
+        f->r = r;
+        f->i = i;
+    }
+    return f;
+}
+
+/* Send argv (lens NULL: strlen each) as a plain command (script < 0) or a
+ * script call. Counts it outstanding; on failure the request is failed
+ * and `ref` freed. */
+static int send_cmd(areq *r, int script, size_t argc, const char **argv,
+                    const size_t *lens, redq__reply_cb cb, aref *ref)
+{
+    int rc;
+    if (ref == NULL) {
+        fail(r, REDQ_ENOMEM, "out of memory");
+        return REDQ_ENOMEM;
+    }
+    if (script >= 0)
+        rc = redq__rel_send_script(r->a->conn, script, argc, argv, lens, 0,
+                                   cb, ref);
+    else
+        rc = redq__conn_sendv(r->a->conn, (int)argc, argv, lens, 0, cb, ref);
+    if (rc != 0) {
+        free(ref);
+        fail(r, rc, "sending a command: %s", redq_strerror(rc));
+        return rc;
+    }
+    r->outstanding++;
+    return 0;
+}
+
+/* Begin a reply callback: the request and index, the ref freed. */
+static areq *reply_begin(void *arg, size_t *i, char *holder)
+{
+    aref *f = arg;
+    areq *r = f->r;
+    if (i != NULL)
+        *i = f->i;
+    if (holder != NULL)
+        memcpy(holder, f->holder, sizeof f->holder);
+    free(f);
+    r->outstanding--;
+    return r;
+}
+
+static char *qkey(areq *r, const char *q, size_t qlen, const char *sfx)
+{
+    char *k = redq__key(q, qlen, sfx);
+    if (k == NULL)
+        fail(r, REDQ_ENOMEM, "out of memory");
+    return k;
+}
+
+/* A holder id as consumers make them (lib/reliable.c): hex and dots. */
+static int valid_holder(const char *s, size_t len)
+{
+    size_t i;
+    if (len == 0 || len > 32)
+        return 0;
+    for (i = 0; i < len; i++)
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f') ||
+              s[i] == '.'))
+            return 0;
+    return 1;
+}
+
+static long long reply_ll(const redisReply *e)
+{
+    if (e->type == REDIS_REPLY_INTEGER)
+        return e->integer;
+    if (e->type == REDIS_REPLY_STRING)
+        return strtoll(e->str, NULL, 10);
+    return -1;
+}
+
+/* ---- snapshots ---------------------------------------------------------- */
+
+static void on_snapshot(redq__conn *c, void *reply, void *arg)
+{
+    size_t i;
+    areq *r = reply_begin(arg, &i, NULL);
+    redisReply *rep = reply;
+    qsnap *s = &r->snaps[i];
+    (void)c;
+    if (reply_ok(r, rep, "snapshot")) {
+        if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 10) {
+            long long v[10];
+            size_t k;
+            for (k = 0; k < 10; k++)
+                v[k] = reply_ll(rep->element[k]);
+            s->info.ready = (uint64_t)v[0];
+            s->info.due = (uint64_t)v[1];
+            s->info.delayed = (uint64_t)v[2];
+            s->info.dead = (uint64_t)v[3];
+            s->info.registered = (uint64_t)v[4];
+            s->info.consumers = (uint64_t)v[5];
+            s->info.processing = (uint64_t)v[6];
+            s->info.paused = v[7] == 1;
+            s->info.oldest_age_ms =
+                v[8] >= 0 ? (v[9] > v[8] ? v[9] - v[8] : 0) : -1;
+            s->done = 1;
+        } else {
+            fail(r, REDQ_EPROTOCOL, "snapshot: unexpected reply");
+        }
+    }
+    settle(r);
+}
+
+/* The consumers set's members are in: snapshot the queue with their keys. */
+static void on_members(redq__conn *c, void *reply, void *arg)
+{
+    size_t i, k, nh = 0, argc = 0;
+    areq *r = reply_begin(arg, &i, NULL);
+    redisReply *rep = reply;
+    qsnap *s = &r->snaps[i];
+    const char **argv = NULL;
+    size_t *lens = NULL;
+    char **keys = NULL;
+    char nk[24];
+    static const char *const fixed[] = {"due", "delayed", "dead", "consumers",
+                                        "meta"};
+    (void)c;
+
+    if (!reply_ok(r, rep, "listing consumers") || r->status != 0)
+        goto out;
+    if (rep->type == REDIS_REPLY_ARRAY)
+        for (k = 0; k < rep->elements && nh < MAX_HOLDERS; k++)
+            if (rep->element[k]->type == REDIS_REPLY_STRING &&
+                valid_holder(rep->element[k]->str,
+                             (size_t)rep->element[k]->len))
+                nh++;
+    argv = calloc(9 + 4 * nh, sizeof *argv);
+    lens = calloc(9 + 4 * nh, sizeof *lens);
+    keys = calloc(5 + 3 * nh, sizeof *keys);
+    if (argv == NULL || lens == NULL || keys == NULL) {
+        fail(r, REDQ_ENOMEM, "out of memory");
+        goto out;
+    }
+    argv[argc++] = "EVALSHA";
+    argv[argc++] = r->a->scripts.sha[REDQ__SCRIPT_SNAPSHOT];
+    snprintf(nk, sizeof nk, "%zu", 6 + 3 * nh);
+    argv[argc++] = nk;
+    argv[argc] = s->name;
+    lens[argc++] = s->len;
+    for (k = 0; k < 5; k++)
+        if ((keys[k] = qkey(r, s->name, s->len, fixed[k])) == NULL)
+            goto out;
+        else
+            argv[argc++] = keys[k];
+    {
+        size_t j = 0, ki = 5, hs = argc + 3 * nh;
+        for (k = 0; k < rep->elements && j < nh; k++) {
+            redisReply *e = rep->element[k];
+            static const char *const pre[] = {"hb:", "proc:", "fproc:"};
+            size_t m;
+            if (e->type != REDIS_REPLY_STRING ||
+                !valid_holder(e->str, (size_t)e->len))
+                continue;
+            for (m = 0; m < 3; m++) {
+                char sfx[48];
+                snprintf(sfx, sizeof sfx, "%s%.*s", pre[m], (int)e->len,
+                         e->str);
+                if ((keys[ki] = qkey(r, s->name, s->len, sfx)) == NULL)
+                    goto out;
+                argv[argc++] = keys[ki++];
+            }
+            argv[hs + j] = e->str;
+            lens[hs + j] = (size_t)e->len;
+            j++;
+        }
+        argc += nh;
+    }
+    for (k = 0; k < argc; k++)
+        if (lens[k] == 0 && argv[k] != NULL)
+            lens[k] = strlen(argv[k]);
+    send_cmd(r, REDQ__SCRIPT_SNAPSHOT, argc, argv, lens, on_snapshot,
+             ref_new(r, i));
+out:
+    if (keys != NULL)
+        for (k = 0; k < 5 + 3 * nh; k++)
+            free(keys[k]);
+    free(keys);
+    free(argv);
+    free(lens);
+    settle(r);
+}
+
+static void on_score(redq__conn *c, void *reply, void *arg)
+{
+    size_t i;
+    areq *r = reply_begin(arg, &i, NULL);
+    redisReply *rep = reply;
+    (void)c;
+    if (reply_ok(r, rep, "reading the registry") &&
+        rep->type == REDIS_REPLY_STRING)
+        r->snaps[i].info.last_seen_ms = strtoll(rep->str, NULL, 10);
+    settle(r);
+}
+
+/* Snapshot r->snaps[i]: SMEMBERS of its consumers, then SNAPSHOT. */
+static void snap_start(areq *r, size_t i)
+{
+    qsnap *s = &r->snaps[i];
+    char *ck = qkey(r, s->name, s->len, "consumers");
+    const char *argv[2];
+    if (ck == NULL)
+        return;
+    argv[0] = "SMEMBERS";
+    argv[1] = ck;
+    send_cmd(r, -1, 2, argv, NULL, on_members, ref_new(r, i));
+    free(ck);
+}
+
+static int snap_add(areq *r, const char *name, size_t len, long long seen)
+{
+    qsnap *s;
+    if ((r->nsnaps & (r->nsnaps + 1)) == 0 || r->snaps == NULL) {
+        qsnap *v = realloc(r->snaps, (2 * r->nsnaps + 1) * sizeof *v);
+        if (v == NULL)
+            return REDQ_ENOMEM;
+        r->snaps = v;
+    }
+    s = &r->snaps[r->nsnaps];
+    memset(s, 0, sizeof *s);
+    s->name = malloc(len + 1);
+    if (s->name == NULL)
+        return REDQ_ENOMEM;
+    memcpy(s->name, name, len);
+    s->name[len] = '\0';
+    s->len = len;
+    s->info.name = s->name;
+    s->info.oldest_age_ms = -1;
+    s->info.last_seen_ms = seen;
+    r->nsnaps++;
+    return 0;
+}
+
+static int snap_cmp(const void *x, const void *y)
+{
+    const qsnap *a = x, *b = y;
+    size_t n = a->len < b->len ? a->len : b->len;
+    int c = memcmp(a->name, b->name, n);
+    return c != 0 ? c : (a->len > b->len) - (a->len < b->len);
+}
+
+static void ignore_reply(redq__conn *c, void *reply, void *arg)
+{
+    (void)c;
+    (void)reply;
+    (void)arg;
+}
+
+/* Every snapshot is in (K_QUEUES, K_METRICS): drop registry entries of
+ * queues long unseen whose keys are all empty, sort by name. */
+static void snaps_prune_sort(areq *r)
+{
+    long long now = redq__wall_ms();
+    size_t i, w = 0;
+    for (i = 0; i < r->nsnaps; i++) {
+        qsnap *s = &r->snaps[i];
+        const redq_queue_info *q = &s->info;
+        if (s->done && q->last_seen_ms >= 0 &&
+            now - q->last_seen_ms > REGISTRY_STALE_MS && q->ready == 0 &&
+            q->due == 0 && q->delayed == 0 && q->dead == 0 &&
+            q->processing == 0 && q->registered == 0 && !q->paused) {
+            const char *argv[3] = {"ZREM", REGISTRY_KEY, s->name};
+            size_t lens[3] = {4, sizeof REGISTRY_KEY - 1, s->len};
+            redq__log(&r->a->log, REDQ_LOG_INFO, 0,
+                      "queue %.200s: unseen for a day and empty; dropped from "
+                      "the registry", s->name);
+            if (r->a->conn != NULL && !r->a->closing)
+                redq__conn_sendv(r->a->conn, 3, argv, lens, 0, ignore_reply,
+                                 NULL);
+            free(s->name);
+            continue;
+        }
+        r->snaps[w++] = *s;
+    }
+    r->nsnaps = w;
+    if (w > 1)
+        qsort(r->snaps, w, sizeof *r->snaps, snap_cmp);
+    for (i = 0; i < w; i++)
+        r->snaps[i].info.name = r->snaps[i].name;
+}
+
+static void build_metrics(areq *r);
+
+/* The registry's members are in: snapshot each. */
+static void on_registry(redq__conn *c, void *reply, void *arg)
+{
+    areq *r = reply_begin(arg, NULL, NULL);
+    redisReply *rep = reply;
+    size_t i;
+    (void)c;
+    if (reply_ok(r, rep, "reading the registry") &&
+        rep->type == REDIS_REPLY_ARRAY) {
+        int resp3 = rep->elements > 0 &&
+                    rep->element[0]->type == REDIS_REPLY_ARRAY;
+        size_t step = resp3 ? 1 : 2;
+        for (i = 0; i + step <= rep->elements && r->status == 0; i += step) {
+            redisReply *nm = resp3 ? rep->element[i]->element[0]
+                                   : rep->element[i];
+            redisReply *sc = resp3 ? rep->element[i]->element[1]
+                                   : rep->element[i + 1];
+            if (resp3 && rep->element[i]->elements != 2)
+                continue;
+            if (nm->type != REDIS_REPLY_STRING || nm->len == 0 ||
+                (size_t)nm->len > REDQ__MAX_QUEUE_NAME)
+                continue;
+            if (snap_add(r, nm->str, (size_t)nm->len, reply_ll(sc)) != 0)
+                fail(r, REDQ_ENOMEM, "out of memory");
+        }
+        for (i = 0; i < r->nsnaps && r->status == 0; i++)
+            snap_start(r, i);
+    }
+    settle(r);
+}
+
+/* ---- peek and dead letters ---------------------------------------------- */
+
+/* Append one message (a copy of v) to r->msgs; framed: parse the frame. */
+static int add_msg(areq *r, const char *v, size_t len, int framed, int dead)
+{
+    redq_admin_msg *m;
+    char *buf;
+    size_t need = len + 1 + 65;
+    redq__frame f;
+    int isframe = 0;
+
+    if (framed && redq__frame_parse(v, len, &f, NULL, 0) == 0)
+        isframe = 1;
+    if (isframe && f.reason != NULL)
+        need += f.reason_len + 1;
+    buf = malloc(need);
+    if (buf == NULL)
+        return REDQ_ENOMEM;
+    r->bufs[r->nmsgs] = buf;
+    m = &r->msgs[r->nmsgs];
+    memset(m, 0, sizeof *m);
+    m->index = r->nmsgs + (dead ? r->offset : 0);
+    m->ts_ms = -1;
+    m->dead_ts_ms = -1;
+    /* buf: payload NUL | id NUL | reason NUL */
+    if (isframe) {
+        memcpy(buf, f.body, f.body_len);
+        buf[f.body_len] = '\0';
+        m->data = buf;
+        m->len = f.body_len;
+        m->id = strcpy(buf + f.body_len + 1, f.id);
+        m->attempts = f.attempts;
+        m->ts_ms = f.ts_ms;
+        if (dead) {
+            m->dead_ts_ms = f.dead_ts_ms;
+            if (f.reason != NULL) {
+                char *rs = buf + f.body_len + 1 + strlen(f.id) + 1;
+                redq__pct_decode(f.reason, f.reason_len, rs);
+                m->reason = rs;
+            } else {
+                m->reason = "";
+            }
+        }
+    } else {
+        memcpy(buf, v, len);
+        buf[len] = '\0';
+        m->data = buf;
+        m->len = len;
+        m->id = buf + len; /* "" */
+        if (dead)
+            m->reason = "";
+    }
+    r->nmsgs++;
+    return 0;
+}
+
+static int msgs_alloc(areq *r, size_t n)
+{
+    r->msgs = calloc(n ? n : 1, sizeof *r->msgs);
+    r->bufs = calloc(n ? n : 1, sizeof *r->bufs);
+    return r->msgs && r->bufs ? 0 : REDQ_ENOMEM;
+}
+
+static void on_peek(redq__conn *c, void *reply, void *arg)
+{
+    areq *r = reply_begin(arg, NULL, NULL);
+    redisReply *rep = reply;
+    size_t k, j, total;
+    (void)c;
+    if (!reply_ok(r, rep, "peek"))
+        goto out;
+    if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 2 ||
+        rep->element[0]->type != REDIS_REPLY_ARRAY ||
+        rep->element[1]->type != REDIS_REPLY_ARRAY) {
+        fail(r, REDQ_EPROTOCOL, "peek: unexpected reply");
+        goto out;
+    }
+    total = rep->element[0]->elements + rep->element[1]->elements;
+    if (msgs_alloc(r, total) != 0) {
+        fail(r, REDQ_ENOMEM, "out of memory");
+        goto out;
+    }
+    /* Both lists are taken from the right: the next one is the last. */
+    for (k = 0; k < 2; k++) {
+        redisReply *l = rep->element[k];
+        for (j = l->elements; j-- > 0;) {
+            redisReply *e = l->element[j];
+            if (e->type != REDIS_REPLY_STRING)
+                continue;
+            if (add_msg(r, e->str, (size_t)e->len, k == 0, 0) != 0) {
+                fail(r, REDQ_ENOMEM, "out of memory");
+                goto out;
+            }
+        }
+    }
+out:
+    settle(r);
+}
+
+static void on_dead(redq__conn *c, void *reply, void *arg)
+{
+    areq *r = reply_begin(arg, NULL, NULL);
+    redisReply *rep = reply;
+    size_t j;
+    (void)c;
+    if (!reply_ok(r, rep, "listing dead letters"))
+        goto out;
+    if (rep->type != REDIS_REPLY_ARRAY) {
+        fail(r, REDQ_EPROTOCOL, "listing dead letters: unexpected reply");
+        goto out;
+    }
+    if (msgs_alloc(r, rep->elements) != 0) {
+        fail(r, REDQ_ENOMEM, "out of memory");
+        goto out;
+    }
+    for (j = 0; j < rep->elements; j++) {
+        redisReply *e = rep->element[j];
+        if (e->type == REDIS_REPLY_STRING &&
+            add_msg(r, e->str, (size_t)e->len, 1, 1) != 0) {
+            fail(r, REDQ_ENOMEM, "out of memory");
+            break;
+        }
+    }
+out:
+    settle(r);
+}
+
+/* ---- dead-letter actions ------------------------------------------------ */
+
+static void send_deadrequeue(areq *r);
+
+static void on_deadrequeue(redq__conn *c, void *reply, void *arg)
+{
+    areq *r = reply_begin(arg, NULL, NULL);
+    redisReply *rep = reply;
+    (void)c;
+    if (reply_ok(r, rep, "requeue")) {
+        if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 2) {
+            long long moved = reply_ll(rep->element[0]);
+            long long left = reply_ll(rep->element[1]);
+            if (moved > 0) {
+                r->n += (uint64_t)moved;
+                r->count -= (size_t)moved < r->count ? (size_t)moved
+                                                     : r->count;
+            }
+            if (moved > 0 && left > 0 && r->count > 0)
+                send_deadrequeue(r);
+        } else {
+            fail(r, REDQ_EPROTOCOL, "requeue: unexpected reply");
+        }
+    }
+    settle(r);
+}
+
+static void send_deadrequeue(areq *r)
+{
+    char *dead = qkey(r, r->queue, r->qlen, "dead");
+    char *due = qkey(r, r->queue, r->qlen, "due");
+    char nb[24];
+    if (dead != NULL && due != NULL) {
+        const char *argv[] = {"EVALSHA", r->a->scripts.sha[REDQ__SCRIPT_DEADREQUEUE],
+                              "2", dead, due, nb};
+        snprintf(nb, sizeof nb, "%zu",
+                 r->count < REQUEUE_BATCH ? r->count : (size_t)REQUEUE_BATCH);
+        send_cmd(r, REDQ__SCRIPT_DEADREQUEUE, 6, argv, NULL, on_deadrequeue,
+                 ref_new(r, 0));
+    }
+    free(dead);
+    free(due);
+}
+
+static void on_deadlen(redq__conn *c, void *reply, void *arg)
+{
+    areq *r = reply_begin(arg, NULL, NULL);
+    redisReply *rep = reply;
+    (void)c;
+    if (reply_ok(r, rep, "counting dead letters")) {
+        long long n = rep->type == REDIS_REPLY_INTEGER ? rep->integer : 0;
+        r->count = n > 0 ? (size_t)n : 0;
+        if (r->count > 0)
+            send_deadrequeue(r);
+    }
+    settle(r);
+}
+
+static void send_deadone(areq *r);
+
+static void on_deadone(redq__conn *c, void *reply, void *arg)
+{
+    areq *r = reply_begin(arg, NULL, NULL);
+    redisReply *rep = reply;
+    (void)c;
+    if (reply_ok(r, rep, r->kind == K_REQUEUE_ID ? "requeue" : "delete")) {
+        if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 2) {
+            r->n = reply_ll(rep->element[0]) == 1;
+            r->offset_ll = reply_ll(rep->element[1]);
+            if (r->n == 0 && r->offset_ll > 0)
+                send_deadone(r);
+        } else {
+            fail(r, REDQ_EPROTOCOL, "unexpected reply");
+        }
+    }
+    settle(r);
+}
+
+static void send_deadone(areq *r)
+{
+    char *dead = qkey(r, r->queue, r->qlen, "dead");
+    char *due = qkey(r, r->queue, r->qlen, "due");
+    char from[24], lim[24];
+    if (dead != NULL && due != NULL) {
+        const char *argv[] = {"EVALSHA", r->a->scripts.sha[REDQ__SCRIPT_DEADONE],
+                              "2", dead, due,
+                              r->kind == K_REQUEUE_ID ? "requeue" : "delete",
+                              r->arg, from, lim};
+        snprintf(from, sizeof from, "%lld", r->offset_ll);
+        snprintf(lim, sizeof lim, "%d", DEADONE_SCAN);
+        send_cmd(r, REDQ__SCRIPT_DEADONE, 9, argv, NULL, on_deadone,
+                 ref_new(r, 0));
+    }
+    free(dead);
+    free(due);
+}
+
+static void on_count(redq__conn *c, void *reply, void *arg)
+{
+    areq *r = reply_begin(arg, NULL, NULL);
+    redisReply *rep = reply;
+    (void)c;
+    if (reply_ok(r, rep, r->kind == K_PURGE ? "purge" : "pause"))
+        r->n = r->kind == K_PAUSE ? 1
+               : rep->type == REDIS_REPLY_INTEGER && rep->integer > 0
+                   ? (uint64_t)rep->integer
+                   : 0;
+    settle(r);
+}
+
+/* ---- recover ------------------------------------------------------------ */
+
+static void send_reap(areq *r, const char *h);
+
+static void on_reap(redq__conn *c, void *reply, void *arg)
+{
+    char h[48];
+    areq *r = reply_begin(arg, NULL, h);
+    redisReply *rep = reply;
+    (void)c;
+    if (reply_ok(r, rep, "recover")) {
+        if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 3) {
+            long long moved = reply_ll(rep->element[0]);
+            if (moved > 0)
+                r->n += (uint64_t)moved;
+            /* Bounded per call: go on while it says more remain. */
+            if (reply_ll(rep->element[2]) == 1 && moved > 0)
+                send_reap(r, h);
+        } else {
+            fail(r, REDQ_EPROTOCOL, "recover: unexpected reply");
+        }
+    }
+    settle(r);
+}
+
+static void send_reap(areq *r, const char *h)
+{
+    static const char *const fixed[] = {"due", "dead", "consumers"};
+    static const char *const pre[] = {"proc:", "fproc:", "hb:"};
+    char *keys[6] = {0};
+    char sfx[48], maxa[24], prefix[48], *qenc;
+    size_t k, n = 0;
+    static const char hex[] = "0123456789ABCDEF";
+
+    qenc = malloc(3 * r->qlen + 1);
+    for (k = 0; k < 3; k++)
+        keys[k] = qkey(r, r->queue, r->qlen, fixed[k]);
+    for (k = 0; k < 3; k++) {
+        snprintf(sfx, sizeof sfx, "%s%s", pre[k], h);
+        keys[3 + k] = qkey(r, r->queue, r->qlen, sfx);
+    }
+    if (qenc == NULL)
+        fail(r, REDQ_ENOMEM, "out of memory");
+    if (r->status == 0) {
+        /* "q=" of the dead letters it may make, encoded as lib/frame.c
+         * and lib/reliable.c encode values. */
+        for (k = 0; k < r->qlen; k++) {
+            unsigned char ch = (unsigned char)r->queue[k];
+            if (ch > 0x20 && ch < 0x7f && ch != '%') {
+                qenc[n++] = (char)ch;
+            } else {
+                qenc[n++] = '%';
+                qenc[n++] = hex[ch >> 4];
+                qenc[n++] = hex[ch & 15];
+            }
+        }
+        qenc[n] = '\0';
+        snprintf(maxa, sizeof maxa, "%d", r->a->max_attempts);
+        snprintf(prefix, sizeof prefix, "%s.r", h);
+        {
+            const char *argv[] = {"EVALSHA", r->a->scripts.sha[REDQ__SCRIPT_REAP],
+                                  "6", keys[0], keys[1], keys[2], keys[3],
+                                  keys[4], keys[5], h, maxa, "256", prefix,
+                                  qenc};
+            aref *f = ref_new(r, 0);
+            if (f != NULL)
+                snprintf(f->holder, sizeof f->holder, "%s", h);
+            send_cmd(r, REDQ__SCRIPT_REAP, 14, argv, NULL, on_reap, f);
+        }
+    }
+    for (k = 0; k < 6; k++)
+        free(keys[k]);
+    free(qenc);
+}
+
+static void on_recover_members(redq__conn *c, void *reply, void *arg)
+{
+    areq *r = reply_begin(arg, NULL, NULL);
+    redisReply *rep = reply;
+    size_t k;
+    (void)c;
+    /* REAP leaves a holder that still beats alone, so every registered
+     * holder can be asked: no lock, no scan first. */
+    if (reply_ok(r, rep, "listing consumers") &&
+        (rep->type == REDIS_REPLY_ARRAY))
+        for (k = 0; k < rep->elements && k < MAX_HOLDERS && r->status == 0;
+             k++) {
+            redisReply *e = rep->element[k];
+            char h[48];
+            if (e->type != REDIS_REPLY_STRING ||
+                !valid_holder(e->str, (size_t)e->len))
+                continue;
+            snprintf(h, sizeof h, "%.*s", (int)e->len, e->str);
+            send_reap(r, h);
+        }
+    settle(r);
+}
+
+/* ---- metrics ------------------------------------------------------------ */
+
+typedef struct sbuf {
+    char *p;
+    size_t len, cap;
+    int oom;
+} sbuf;
+
+static void sb_add(sbuf *b, const char *s, size_t n)
+{
+    if (b->oom)
+        return;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 4096;
+        char *p;
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        p = realloc(b->p, cap);
+        if (p == NULL) {
+            b->oom = 1;
+            return;
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+static void sb_printf(sbuf *b, const char *fmt, ...) REDQ__PRINTF(2, 3);
+static void sb_printf(sbuf *b, const char *fmt, ...)
+{
+    char tmp[512];
+    va_list ap;
+    int n;
+    va_start(ap, fmt);
+    n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    if (n > 0)
+        sb_add(b, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
+}
+
+enum { F_U64, F_AGE, F_PAUSED, F_SEEN };
+
+static void build_metrics(areq *r)
+{
+    static const struct {
+        const char *name, *help;
+        int kind;
+        size_t off;
+    } fam[] = {
+        {"redq_queue_ready", "Messages in the ready list.", F_U64,
+         offsetof(redq_queue_info, ready)},
+        {"redq_queue_due",
+         "Retried, recovered and requeued messages, taken before the ready "
+         "list.", F_U64, offsetof(redq_queue_info, due)},
+        {"redq_queue_processing",
+         "Messages taken by at-least-once consumers and not acked yet.",
+         F_U64, offsetof(redq_queue_info, processing)},
+        {"redq_queue_delayed", "Scheduled messages not due yet.", F_U64,
+         offsetof(redq_queue_info, delayed)},
+        {"redq_queue_dead", "Dead letters.", F_U64,
+         offsetof(redq_queue_info, dead)},
+        {"redq_queue_consumers",
+         "Live consumer connections (with a heartbeat).", F_U64,
+         offsetof(redq_queue_info, consumers)},
+        {"redq_queue_consumers_registered",
+         "Consumer connections registered, live or not.", F_U64,
+         offsetof(redq_queue_info, registered)},
+        {"redq_queue_oldest_age_seconds",
+         "Age of the oldest ready message, where it can be known.", F_AGE,
+         0},
+        {"redq_queue_paused", "1 when consumers do not take from the queue.",
+         F_PAUSED, 0},
+        {"redq_queue_last_seen_timestamp_seconds",
+         "Last use by a producer or consumer (registry), seconds since the "
+         "epoch.", F_SEEN, 0},
+    };
+    sbuf b = {0};
+    size_t f, i;
+    char *esc = malloc(3 * REDQ__MAX_QUEUE_NAME + 1);
+
+    if (esc == NULL) {
+        fail(r, REDQ_ENOMEM, "out of memory");
+        return;
+    }
+    for (f = 0; f < sizeof fam / sizeof fam[0]; f++) {
+        sb_printf(&b, "# HELP %s %s\n# TYPE %s gauge\n", fam[f].name,
+                  fam[f].help, fam[f].name);
+        for (i = 0; i < r->nsnaps; i++) {
+            const redq_queue_info *q = &r->snaps[i].info;
+            size_t el = redq__prom_escape(r->snaps[i].name, r->snaps[i].len,
+                                          esc);
+            char val[48];
+            switch (fam[f].kind) {
+            case F_U64:
+                snprintf(val, sizeof val, "%llu",
+                         (unsigned long long)*(const uint64_t *)(
+                             (const char *)q + fam[f].off));
+                break;
+            case F_AGE:
+                if (q->oldest_age_ms < 0)
+                    continue; /* unknown: no sample rather than a lie */
+                snprintf(val, sizeof val, "%lld.%03lld",
+                         q->oldest_age_ms / 1000, q->oldest_age_ms % 1000);
+                break;
+            case F_PAUSED:
+                snprintf(val, sizeof val, "%d", q->paused ? 1 : 0);
+                break;
+            default:
+                if (q->last_seen_ms < 0)
+                    continue;
+                snprintf(val, sizeof val, "%lld.%03lld",
+                         q->last_seen_ms / 1000, q->last_seen_ms % 1000);
+                break;
+            }
+            sb_add(&b, fam[f].name, strlen(fam[f].name));
+            sb_add(&b, "{queue=\"", 8);
+            sb_add(&b, esc, el);
+            sb_add(&b, "\"} ", 3);
+            sb_add(&b, val, strlen(val));
+            sb_add(&b, "\n", 1);
+        }
+    }
+    free(esc);
+    if (b.oom) {
+        free(b.p);
+        fail(r, REDQ_ENOMEM, "out of memory");
+        return;
+    }
+    r->text = b.p;
+    r->textlen = b.len;
+}
+
+/* ---- running requests --------------------------------------------------- */
+
+/* Send the request's first command(s); the connection is ready. */
+static void run(areq *r)
+{
+    redq_admin *a = r->a;
+    r->started = 1;
+    event_del(r->ev);
+    switch (r->kind) {
+    case K_QUEUES:
+    case K_METRICS: {
+        const char *argv[] = {"ZRANGE", REGISTRY_KEY, "0", "9999",
+                              "WITHSCORES"};
+        send_cmd(r, -1, 5, argv, NULL, on_registry, ref_new(r, 0));
+        break;
+    }
+    case K_QUEUE: {
+        const char *argv[] = {"ZSCORE", REGISTRY_KEY, r->queue};
+        size_t lens[] = {6, sizeof REGISTRY_KEY - 1, r->qlen};
+        if (send_cmd(r, -1, 3, argv, lens, on_score, ref_new(r, 0)) == 0)
+            snap_start(r, 0);
+        break;
+    }
+    case K_PEEK: {
+        char *due = qkey(r, r->queue, r->qlen, "due");
+        char nb[24];
+        if (due != NULL) {
+            const char *argv[] = {"EVALSHA", a->scripts.sha[REDQ__SCRIPT_PEEK],
+                                  "2", due, r->queue, nb};
+            size_t lens[] = {7, 40, 1, strlen(due), r->qlen, 0};
+            snprintf(nb, sizeof nb, "%zu", r->count);
+            lens[5] = strlen(nb);
+            send_cmd(r, REDQ__SCRIPT_PEEK, 6, argv, lens, on_peek,
+                     ref_new(r, 0));
+        }
+        free(due);
+        break;
+    }
+    case K_DEAD: {
+        char *dead = qkey(r, r->queue, r->qlen, "dead");
+        char from[24], to[24];
+        if (dead != NULL) {
+            const char *argv[] = {"LRANGE", dead, from, to};
+            snprintf(from, sizeof from, "%zu", r->offset);
+            snprintf(to, sizeof to, "%zu", r->offset + r->count - 1);
+            send_cmd(r, -1, 4, argv, NULL, on_dead, ref_new(r, 0));
+        }
+        free(dead);
+        break;
+    }
+    case K_REQUEUE:
+        if (r->count == SIZE_MAX) {
+            /* "All there are when it starts": later arrivals stay. */
+            char *dead = qkey(r, r->queue, r->qlen, "dead");
+            if (dead != NULL) {
+                const char *argv[] = {"LLEN", dead};
+                send_cmd(r, -1, 2, argv, NULL, on_deadlen, ref_new(r, 0));
+            }
+            free(dead);
+        } else {
+            send_deadrequeue(r);
+        }
+        break;
+    case K_REQUEUE_ID:
+    case K_DELETE_ID:
+        send_deadone(r);
+        break;
+    case K_PURGE: {
+        char *dead = qkey(r, r->queue, r->qlen, "dead");
+        if (dead != NULL) {
+            const char *argv[] = {"EVALSHA", a->scripts.sha[REDQ__SCRIPT_PURGE],
+                                  "1", dead};
+            send_cmd(r, REDQ__SCRIPT_PURGE, 4, argv, NULL, on_count,
+                     ref_new(r, 0));
+        }
+        free(dead);
+        break;
+    }
+    case K_PAUSE: {
+        char *meta = qkey(r, r->queue, r->qlen, "meta");
+        if (meta != NULL) {
+            const char *on[] = {"HSET", meta, "paused", "1"};
+            const char *off[] = {"HDEL", meta, "paused"};
+            if (r->paused)
+                send_cmd(r, -1, 4, on, NULL, on_count, ref_new(r, 0));
+            else
+                send_cmd(r, -1, 3, off, NULL, on_count, ref_new(r, 0));
+        }
+        free(meta);
+        break;
+    }
+    case K_RECOVER: {
+        char *ck = qkey(r, r->queue, r->qlen, "consumers");
+        if (ck != NULL) {
+            const char *argv[] = {"SMEMBERS", ck};
+            send_cmd(r, -1, 2, argv, NULL, on_recover_members, ref_new(r, 0));
+        }
+        free(ck);
+        break;
+    }
+    }
+    settle(r);
+}
+
+static void on_up(redq__conn *c, void *arg)
+{
+    redq_admin *a = arg;
+    areq *r;
+    (void)c;
+    for (r = a->head; r != NULL; r = r->next)
+        if (!r->started && !r->finishing)
+            run(r);
+}
+
+static void on_down(redq__conn *c, int code, const char *msg, void *arg)
+{
+    (void)c;
+    (void)code;
+    (void)msg;
+    (void)arg;
+}
+
+/* The common part of every call: check, copy, queue, start. */
+static int submit(redq_admin *a, int kind, const char *queue, int has_cb,
+                  void *user, areq **out)
+{
+    areq *r;
+    size_t ql = 0;
+    if (a == NULL || !has_cb)
+        return REDQ_EINVAL;
+    if (a->closing)
+        return REDQ_ECLOSED;
+    if (kind != K_QUEUES && kind != K_METRICS) {
+        if (queue == NULL)
+            return REDQ_EINVAL;
+        ql = strlen(queue);
+        if (ql == 0 || ql > REDQ__MAX_QUEUE_NAME)
+            return REDQ_EINVAL;
+    }
+    r = calloc(1, sizeof *r);
+    if (r == NULL)
+        return REDQ_ENOMEM;
+    r->a = a;
+    r->kind = kind;
+    r->user = user;
+    r->ev = event_new(a->base, -1, 0, req_ev_cb, r);
+    if (queue != NULL) {
+        r->queue = malloc(ql + 1);
+        if (r->queue != NULL)
+            memcpy(r->queue, queue, ql + 1);
+        r->qlen = ql;
+    }
+    if (r->ev == NULL || (queue != NULL && r->queue == NULL) ||
+        (kind == K_QUEUE && snap_add(r, queue, ql, -1) != 0)) {
+        req_free(r);
+        return REDQ_ENOMEM;
+    }
+    r->next = a->head;
+    if (a->head != NULL)
+        a->head->prev = r;
+    a->head = r;
+    *out = r;
+    return 0;
+}
+
+/* Start r now if the connection is ready, else when it is (bounded). */
+static int launch(areq *r)
+{
+    redq_admin *a = r->a;
+    if (redq__conn_ready(a->conn)) {
+        run(r);
+    } else {
+        struct timeval tv;
+        tv.tv_sec = a->wait_ms / 1000;
+        tv.tv_usec = (a->wait_ms % 1000) * 1000;
+        event_add(r->ev, &tv);
+    }
+    return 0;
+}
+
+/* ---- the API ------------------------------------------------------------ */
+
+int redq_admin_new(redq_admin **out, struct event_base *base,
+                   const redq_options *caller_opts)
+{
+    redq_admin *a;
+    redq__url url;
+    redq__logger lg;
+    redq__conn_config cfg;
+    redq_options full;
+    int rc;
+
+    if (caller_opts == NULL)
+        return REDQ_EINVAL;
+    rc = redq__options_prepare_full(caller_opts, &full, &url, &lg, "admin");
+    if (rc != 0)
+        return rc;
+    if (out == NULL || base == NULL) {
+        redq__url_free(&url);
+        return redq__new_failed(caller_opts, &lg, REDQ_EINVAL,
+                                "redq_admin_new: %s is NULL",
+                                out == NULL ? "out" : "base");
+    }
+    a = calloc(1, sizeof *a);
+    if (a == NULL) {
+        redq__url_free(&url);
+        return redq__new_failed(caller_opts, &lg, REDQ_ENOMEM,
+                                "redq_admin_new: out of memory");
+    }
+    a->base = base;
+    a->log = lg;
+    a->wait_ms = full.connect_timeout_ms + full.command_timeout_ms;
+    a->max_attempts = full.max_attempts;
+    redq__scripts_init(&a->scripts);
+    redq__conn_config_init(&cfg, &full, &url, &a->log);
+    cfg.load_scripts = 0; /* each script loads on its first use */
+    rc = redq__conn_new(&a->conn, base, &cfg, on_up, on_down, a);
+    redq__url_free(&url);
+    if (rc == 0 &&
+        (a->ev_close = event_new(base, -1, 0, NULL, NULL)) == NULL)
+        rc = REDQ_ENOMEM;
+    if (rc != 0) {
+        if (a->conn != NULL)
+            redq__conn_free(a->conn);
+        free(a);
+        return redq__new_failed(caller_opts, &lg, rc, "redq_admin_new: %s",
+                                redq_strerror(rc));
+    }
+    redq__conn_start(a->conn);
+    *out = a;
+    return 0;
+}
+
+static void close_cb(evutil_socket_t fd, short what, void *arg)
+{
+    redq_admin *a = arg;
+    redq__conn *conn = a->conn;
+    areq *r, *next;
+    (void)fd;
+    (void)what;
+    /* Replies still awaited come back NULL now: those requests fail with
+     * REDQ_ECLOSED (reply_ok) and finish from their events. */
+    a->conn = NULL;
+    redq__conn_free(conn);
+    for (r = a->head; r != NULL; r = next) {
+        next = r->next;
+        if (!r->started && !r->finishing) {
+            r->started = 1;
+            fail(r, REDQ_ECLOSED, "admin handle closed");
+            settle(r);
+        }
+    }
+    maybe_closed(a);
+}
+
+int redq_admin_close(redq_admin *a, redq_close_cb cb, void *user)
+{
+    if (a == NULL)
+        return REDQ_EINVAL;
+    if (a->closing)
+        return REDQ_ECLOSED;
+    a->closing = 1;
+    a->close_cb = cb;
+    a->close_user = user;
+    event_assign(a->ev_close, a->base, -1, 0, close_cb, a);
+    event_active(a->ev_close, EV_TIMEOUT, 0);
+    return 0;
+}
+
+int redq_admin_queues(redq_admin *a, redq_queues_cb cb, void *user)
+{
+    areq *r;
+    int rc = submit(a, K_QUEUES, NULL, cb != NULL, user, &r);
+    if (rc != 0)
+        return rc;
+    r->cb.queues = cb;
+    return launch(r);
+}
+
+int redq_admin_queue(redq_admin *a, const char *queue, redq_queues_cb cb,
+                     void *user)
+{
+    areq *r;
+    int rc = submit(a, K_QUEUE, queue, cb != NULL, user, &r);
+    if (rc != 0)
+        return rc;
+    r->cb.queues = cb;
+    return launch(r);
+}
+
+int redq_admin_peek(redq_admin *a, const char *queue, size_t count,
+                    redq_msgs_cb cb, void *user)
+{
+    areq *r;
+    int rc = submit(a, K_PEEK, queue, cb != NULL, user, &r);
+    if (rc != 0)
+        return rc;
+    r->cb.msgs = cb;
+    r->count = count < MAX_LIST ? count : MAX_LIST;
+    if (r->count == 0) {
+        settle(r); /* nothing to ask */
+        return 0;
+    }
+    return launch(r);
+}
+
+int redq_admin_dead(redq_admin *a, const char *queue, size_t offset,
+                    size_t count, redq_msgs_cb cb, void *user)
+{
+    areq *r;
+    int rc;
+    if (offset > (size_t)1 << 40)
+        return REDQ_EINVAL;
+    rc = submit(a, K_DEAD, queue, cb != NULL, user, &r);
+    if (rc != 0)
+        return rc;
+    r->cb.msgs = cb;
+    r->offset = offset;
+    r->count = count < MAX_LIST ? count : MAX_LIST;
+    if (r->count == 0) {
+        settle(r);
+        return 0;
+    }
+    return launch(r);
+}
+
+int redq_admin_requeue(redq_admin *a, const char *queue, size_t count,
+                       redq_done_cb cb, void *user)
+{
+    areq *r;
+    int rc = submit(a, K_REQUEUE, queue, cb != NULL, user, &r);
+    if (rc != 0)
+        return rc;
+    r->cb.done = cb;
+    r->count = count;
+    if (count == 0) {
+        settle(r);
+        return 0;
+    }
+    return launch(r);
+}
+
+/* The id as frames store it: percent-encoded like lib/frame.c does. */
+static int id_call(redq_admin *a, int kind, const char *queue, const char *id,
+                   redq_done_cb cb, void *user)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    areq *r;
+    size_t il, i, n = 0;
+    int rc;
+    if (id == NULL || (il = strlen(id)) == 0 || il > 64)
+        return REDQ_EINVAL;
+    rc = submit(a, kind, queue, cb != NULL, user, &r);
+    if (rc != 0)
+        return rc;
+    r->cb.done = cb;
+    r->arg = malloc(3 * il + 1);
+    if (r->arg == NULL) {
+        if (r->prev != NULL)
+            r->prev->next = r->next;
+        else
+            a->head = r->next;
+        if (r->next != NULL)
+            r->next->prev = r->prev;
+        req_free(r);
+        return REDQ_ENOMEM;
+    }
+    for (i = 0; i < il; i++) {
+        unsigned char ch = (unsigned char)id[i];
+        if (ch > 0x20 && ch < 0x7f && ch != '%') {
+            r->arg[n++] = (char)ch;
+        } else {
+            r->arg[n++] = '%';
+            r->arg[n++] = hex[ch >> 4];
+            r->arg[n++] = hex[ch & 15];
+        }
+    }
+    r->arg[n] = '\0';
+    return launch(r);
+}
+
+int redq_admin_requeue_id(redq_admin *a, const char *queue, const char *id,
+                          redq_done_cb cb, void *user)
+{
+    return id_call(a, K_REQUEUE_ID, queue, id, cb, user);
+}
+
+int redq_admin_delete_dead(redq_admin *a, const char *queue, const char *id,
+                           redq_done_cb cb, void *user)
+{
+    return id_call(a, K_DELETE_ID, queue, id, cb, user);
+}
+
+int redq_admin_purge(redq_admin *a, const char *queue, redq_done_cb cb,
+                     void *user)
+{
+    areq *r;
+    int rc = submit(a, K_PURGE, queue, cb != NULL, user, &r);
+    if (rc != 0)
+        return rc;
+    r->cb.done = cb;
+    return launch(r);
+}
+
+int redq_admin_pause(redq_admin *a, const char *queue, int paused,
+                     redq_done_cb cb, void *user)
+{
+    areq *r;
+    int rc = submit(a, K_PAUSE, queue, cb != NULL, user, &r);
+    if (rc != 0)
+        return rc;
+    r->cb.done = cb;
+    r->paused = paused != 0;
+    return launch(r);
+}
+
+int redq_admin_recover(redq_admin *a, const char *queue, redq_done_cb cb,
+                       void *user)
+{
+    areq *r;
+    int rc = submit(a, K_RECOVER, queue, cb != NULL, user, &r);
+    if (rc != 0)
+        return rc;
+    r->cb.done = cb;
+    return launch(r);
+}
+
+int redq_admin_metrics(redq_admin *a, redq_text_cb cb, void *user)
+{
+    areq *r;
+    int rc = submit(a, K_METRICS, NULL, cb != NULL, user, &r);
+    if (rc != 0)
+        return rc;
+    r->cb.text = cb;
+    return launch(r);
+}

@@ -1,0 +1,153 @@
+/*
+ * The queue registry (redq.h, "Admin"): producers and consumers record
+ * the queues they use in the sorted set "redq:queues" (member the name,
+ * score the time in ms), so an admin tool finds queues without KEYS.
+ *
+ * It must cost the hot path nothing that matters: a handle calls
+ * redq__registry_touch() once per batch (producer) or timer tick
+ * (consumer), which is one hash lookup; at most once a minute per queue a
+ * ZADD is pipelined on the handle's own connection and its reply ignored,
+ * except that an error (a least-privilege user without ZADD) is logged once
+ * and the handle carries on.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <hiredis/hiredis.h>
+
+#include "redq_private.h"
+
+#define REFRESH_US (60u * 1000000u)
+
+typedef struct regent {
+    struct regent *next;
+    uint32_t hash;
+    size_t len;
+    uint64_t at_us; /* when its last ZADD was sent; 0: never */
+    char name[];
+} regent;
+
+struct redq__registry {
+    const redq__logger *log;
+    regent **b;
+    size_t nb, n;
+    int warned;
+};
+
+redq__registry *redq__registry_new(const redq__logger *log)
+{
+    redq__registry *r = calloc(1, sizeof *r);
+    if (r == NULL)
+        return NULL;
+    r->log = log;
+    r->nb = 64;
+    r->b = calloc(r->nb, sizeof *r->b);
+    if (r->b == NULL) {
+        free(r);
+        return NULL;
+    }
+    return r;
+}
+
+void redq__registry_free(redq__registry *r)
+{
+    size_t i;
+    if (r == NULL)
+        return;
+    for (i = 0; i < r->nb; i++)
+        while (r->b[i] != NULL) {
+            regent *e = r->b[i];
+            r->b[i] = e->next;
+            free(e);
+        }
+    free(r->b);
+    free(r);
+}
+
+static uint32_t fnv1a(const char *s, size_t n)
+{
+    uint32_t h = 2166136261u;
+    size_t i;
+    for (i = 0; i < n; i++)
+        h = (h ^ (unsigned char)s[i]) * 16777619u;
+    return h;
+}
+
+static void grow(redq__registry *r)
+{
+    size_t nb = 2 * r->nb, i;
+    regent **b = calloc(nb, sizeof *b);
+    if (b == NULL)
+        return; /* longer chains, still correct */
+    for (i = 0; i < r->nb; i++)
+        while (r->b[i] != NULL) {
+            regent *e = r->b[i];
+            r->b[i] = e->next;
+            e->next = b[e->hash & (nb - 1)];
+            b[e->hash & (nb - 1)] = e;
+        }
+    free(r->b);
+    r->b = b;
+    r->nb = nb;
+}
+
+/* The reply of a ZADD: only an error matters, logged once per handle.
+ * A NULL reply (connection gone, or the handle closing) touches nothing:
+ * the registry may be freed right after its connection. */
+static void on_zadd(redq__conn *c, void *reply, void *arg)
+{
+    redq__registry *r = arg;
+    redisReply *rep = reply;
+    (void)c;
+    if (rep == NULL || rep->type != REDIS_REPLY_ERROR || r->warned)
+        return;
+    r->warned = 1;
+    redq__log(r->log, REDQ_LOG_WARN,
+              redq__err_from_reply(rep->str, (size_t)rep->len),
+              "recording queues in the registry (" REDQ__REGISTRY_KEY
+              ", for admin tools) failed; carrying on without: %s",
+              rep->str);
+}
+
+void redq__registry_touch(redq__registry *r, redq__conn *c, const char *q,
+                          size_t len)
+{
+    uint32_t h;
+    regent *e;
+    uint64_t now;
+    char ms[24];
+
+    if (r == NULL || c == NULL)
+        return;
+    h = fnv1a(q, len);
+    for (e = r->b[h & (r->nb - 1)]; e != NULL; e = e->next)
+        if (e->hash == h && e->len == len && memcmp(e->name, q, len) == 0)
+            break;
+    now = redq__now_us();
+    if (e != NULL && e->at_us != 0 && now - e->at_us < REFRESH_US)
+        return; /* the common case */
+    if (e == NULL) {
+        e = malloc(sizeof *e + len + 1);
+        if (e == NULL)
+            return;
+        e->hash = h;
+        e->len = len;
+        e->at_us = 0;
+        memcpy(e->name, q, len);
+        e->name[len] = '\0';
+        e->next = r->b[h & (r->nb - 1)];
+        r->b[h & (r->nb - 1)] = e;
+        if (++r->n > 2 * r->nb)
+            grow(r);
+    }
+    if (!redq__conn_ready(c))
+        return; /* next time */
+    {
+        const char *argv[4] = {"ZADD", REDQ__REGISTRY_KEY, ms, e->name};
+        size_t lens[4] = {4, sizeof REDQ__REGISTRY_KEY - 1, 0, len};
+        lens[2] = (size_t)snprintf(ms, sizeof ms, "%lld", redq__wall_ms());
+        if (redq__conn_sendv(c, 4, argv, lens, 0, on_zadd, r) == 0)
+            e->at_us = now;
+    }
+}

@@ -1,0 +1,672 @@
+/*
+ * The admin API (redq.h, "Admin") against a real redis-server: snapshots
+ * of layouts built by hand and by real producers and consumers, peek
+ * order, dead-letter paging and actions, pause with running consumers in
+ * both modes, recovery, metrics text, the registry.
+ *
+ * Callbacks only record (copies); assertions run after the loop returns.
+ */
+#include <criterion/criterion.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "fixture.h"
+#include "redq_private.h" /* redq__prom_escape (lib/prom.c, linked in) */
+
+TestSuite(admin, .init = fx_setup, .fini = fx_teardown, .timeout = 120);
+
+/* ---- synchronous wrappers over the admin calls ------------------------- */
+
+typedef struct amsg {
+    char *data;
+    size_t len;
+    char id[80];
+    int attempts;
+    long long ts, dts;
+    char reason[1100];
+    int has_reason;
+    size_t index;
+} amsg;
+
+typedef struct ares {
+    int done, status;
+    char err[256];
+    redq_queue_info q[64];
+    char qname[64][1100];
+    size_t nq;
+    amsg m[256];
+    size_t nm;
+    uint64_t n;
+    char *text;
+    size_t textlen;
+} ares;
+
+static redq_admin *g_admin;
+static ares g_res;
+
+static void res_reset(ares *r)
+{
+    size_t i;
+    for (i = 0; i < r->nm; i++)
+        free(r->m[i].data);
+    free(r->text);
+    memset(r, 0, sizeof *r);
+}
+
+static void rec_err(ares *r, int status, const char *es)
+{
+    r->done++;
+    r->status = status;
+    snprintf(r->err, sizeof r->err, "%s", es ? es : "");
+}
+
+static void on_queues(redq_admin *a, int status, const char *es,
+                      const redq_queue_info *q, size_t n, void *user)
+{
+    ares *r = user;
+    size_t i;
+    (void)a;
+    rec_err(r, status, es);
+    for (i = 0; i < n && i < 64; i++) {
+        r->q[i] = q[i];
+        snprintf(r->qname[i], sizeof r->qname[i], "%s", q[i].name);
+        r->q[i].name = r->qname[i];
+    }
+    r->nq = n;
+}
+
+static void on_msgs(redq_admin *a, int status, const char *es,
+                    const redq_admin_msg *m, size_t n, void *user)
+{
+    ares *r = user;
+    size_t i;
+    (void)a;
+    rec_err(r, status, es);
+    for (i = 0; i < n && i < 256; i++) {
+        amsg *d = &r->m[i];
+        d->data = malloc(m[i].len + 1);
+        memcpy(d->data, m[i].data, m[i].len);
+        d->len = m[i].len;
+        snprintf(d->id, sizeof d->id, "%s", m[i].id);
+        d->attempts = m[i].attempts;
+        d->ts = m[i].ts_ms;
+        d->dts = m[i].dead_ts_ms;
+        d->has_reason = m[i].reason != NULL;
+        snprintf(d->reason, sizeof d->reason, "%s",
+                 m[i].reason ? m[i].reason : "");
+        d->index = m[i].index;
+    }
+    r->nm = n;
+}
+
+static void on_done(redq_admin *a, int status, const char *es, uint64_t n,
+                    void *user)
+{
+    ares *r = user;
+    (void)a;
+    rec_err(r, status, es);
+    r->n = n;
+}
+
+static void on_text(redq_admin *a, int status, const char *es,
+                    const char *text, size_t len, void *user)
+{
+    ares *r = user;
+    (void)a;
+    rec_err(r, status, es);
+    r->text = malloc(len + 1);
+    memcpy(r->text, text, len);
+    r->text[len] = '\0';
+    r->textlen = len;
+}
+
+static bool cond_done(void *arg)
+{
+    return ((ares *)arg)->done > 0;
+}
+
+static redq_admin *admin(void)
+{
+    if (g_admin == NULL) {
+        redq_options o;
+        redq_options_init(&o);
+        o.url = fx_url();
+        cr_assert(redq_admin_new(&g_admin, fx_base(), &o) == 0);
+    }
+    return g_admin;
+}
+
+/* Wait for the call started with rc; the result is g_res. */
+static ares *wait_res(int rc)
+{
+    cr_assert(rc == 0, "admin call: %s", redq_err_name(rc));
+    cr_assert(g_res.done == 0, "callback ran inside the call");
+    cr_assert(fx_run_until(cond_done, &g_res, 10000), "no answer");
+    cr_assert(g_res.done == 1);
+    return &g_res;
+}
+
+#define CALL(expr) (res_reset(&g_res), wait_res(expr))
+
+static ares *snap(const char *q)
+{
+    ares *r = CALL(redq_admin_queue(admin(), q, on_queues, &g_res));
+    cr_assert(r->status == 0, "snapshot %s: %s", q, r->err);
+    cr_assert(r->nq == 1);
+    return r;
+}
+
+static const redq_queue_info *find_q(ares *r, const char *name)
+{
+    size_t i;
+    for (i = 0; i < r->nq; i++)
+        if (strcmp(r->qname[i], name) == 0)
+            return &r->q[i];
+    return NULL;
+}
+
+static int closed_n;
+static void on_admin_closed(void *u)
+{
+    (void)u;
+    closed_n++;
+}
+static bool cond_closed_n(void *a)
+{
+    return closed_n >= *(int *)a;
+}
+
+static void admin_close(void)
+{
+    int want = closed_n + 1;
+    if (g_admin == NULL)
+        return;
+    cr_assert(redq_admin_close(g_admin, on_admin_closed, NULL) == 0);
+    cr_assert(fx_run_until(cond_closed_n, &want, 5000));
+    g_admin = NULL;
+}
+
+/* ---- hand-built layouts -------------------------------------------------- */
+
+#define K(q, s) fx_queue_key((q), (s))
+
+Test(admin, snapshot_matches_a_layout_built_by_hand)
+{
+    const char *q = "snapq";
+    long long now = (long long)time(NULL) * 1000;
+    char fr[256];
+    ares *r;
+
+    fx_cmd_ok("LPUSH %s r1 r2 r3", q);
+    snprintf(fr, sizeof fr, "RQ1 id=d1 a=1 ts=%lld\nbody", now - 5000);
+    /* The right end is taken next: the frame with a ts is the oldest. */
+    fx_cmd_ok("RPUSH %s %s", K(q, "due"), "RQ1 id=d2 a=1\nx");
+    fx_cmd_ok("RPUSH %s %s", K(q, "due"), fr);
+    fx_cmd_ok("ZADD %s 1 a 2 b", K(q, "delayed"));
+    fx_cmd_ok("LPUSH %s x1 x2 x3 x4", K(q, "dead"));
+    fx_cmd_ok("SADD %s abc.0 abc.1 def.0", K(q, "consumers"));
+    fx_cmd_ok("SET %s 1", K(q, "hb:abc.0"));
+    fx_cmd_ok("SET %s 1", K(q, "hb:abc.1"));
+    fx_cmd_ok("SET %s 1", K(q, "hb:gone.0")); /* not registered: not live */
+    fx_cmd_ok("LPUSH %s p1 p2", K(q, "proc:abc.0"));
+    fx_cmd_ok("LPUSH %s f1", K(q, "fproc:abc.1"));
+    fx_cmd_ok("LPUSH %s p3", K(q, "proc:def.0"));
+    fx_cmd_ok("LPUSH %s p4 p5", K(q, "proc:gone.0")); /* not registered */
+    fx_cmd_ok("HSET %s paused 1", K(q, "meta"));
+    fx_cmd_ok("ZADD redq:queues 12345 %s", q);
+
+    r = snap(q);
+    cr_expect_str_eq(r->q[0].name, q);
+    cr_expect_eq(r->q[0].ready, 3);
+    cr_expect_eq(r->q[0].due, 2);
+    cr_expect_eq(r->q[0].delayed, 2);
+    cr_expect_eq(r->q[0].dead, 4);
+    cr_expect_eq(r->q[0].registered, 3);
+    cr_expect_eq(r->q[0].consumers, 2);
+    cr_expect_eq(r->q[0].processing, 4);
+    cr_expect_eq(r->q[0].paused, 1);
+    cr_expect_eq(r->q[0].last_seen_ms, 12345);
+    /* The ready list holds raw payloads: their age is unknown. */
+    cr_expect_eq(r->q[0].oldest_age_ms, -1);
+
+    /* With the ready list empty the oldest due frame's ts tells. */
+    fx_cmd_ok("DEL %s", q);
+    fx_cmd_ok("LPUSH %s %s", K(q, "due"), "RQ1 id=d3 a=1\nnewest");
+    fx_cmd_ok("HDEL %s paused", K(q, "meta"));
+    r = snap(q);
+    cr_expect_eq(r->q[0].ready, 0);
+    cr_expect_eq(r->q[0].paused, 0);
+    cr_expect(r->q[0].oldest_age_ms >= 4000 && r->q[0].oldest_age_ms < 60000,
+              "oldest_age_ms %lld", r->q[0].oldest_age_ms);
+
+    /* A queue nobody used: zeros, not an error; not in the registry. */
+    r = snap("nothing-here");
+    cr_expect_eq(r->q[0].ready + r->q[0].dead + r->q[0].registered, 0);
+    cr_expect_eq(r->q[0].last_seen_ms, -1);
+    cr_expect_eq(r->q[0].oldest_age_ms, -1);
+
+    /* A key of the wrong type counts 0 rather than failing the snapshot. */
+    fx_cmd_ok("SET %s oops", K(q, "dead"));
+    r = snap(q);
+    cr_expect_eq(r->q[0].dead, 0);
+    cr_expect_eq(r->q[0].delayed, 2);
+    admin_close();
+}
+
+Test(admin, peek_shows_due_then_ready_in_take_order_without_taking)
+{
+    const char *q = "peekq";
+    /* Producers LPUSH: the oldest is at the right, taken first. */
+    fx_cmd_ok("LPUSH %s first second third", q);
+    /* due: taken from the right too; frames. */
+    fx_cmd_ok("LPUSH %s %s", K(q, "due"), "RQ1 id=u1 a=2 ts=77\nDUE-A");
+    fx_cmd_ok("LPUSH %s %s", K(q, "due"), "RQ1 id=u2 a=1\nDUE-B");
+    ares *r = CALL(redq_admin_peek(admin(), q, 4, on_msgs, &g_res));
+    cr_assert_eq(r->status, 0, "%s", r->err);
+    cr_assert_eq(r->nm, 4);
+    cr_expect_eq(r->m[0].len, 5);
+    cr_expect(memcmp(r->m[0].data, "DUE-A", 5) == 0);
+    cr_expect_str_eq(r->m[0].id, "u1");
+    cr_expect_eq(r->m[0].attempts, 2);
+    cr_expect_eq(r->m[0].ts, 77);
+    cr_expect(!r->m[0].has_reason);
+    cr_expect(memcmp(r->m[1].data, "DUE-B", 5) == 0);
+    cr_expect(r->m[2].len == 5 && memcmp(r->m[2].data, "first", 5) == 0);
+    cr_expect_str_eq(r->m[2].id, "");
+    cr_expect_eq(r->m[2].ts, -1);
+    cr_expect(r->m[3].len == 6 && memcmp(r->m[3].data, "second", 6) == 0);
+    cr_expect_eq(r->m[3].index, 3);
+    /* Nothing was taken. */
+    cr_expect_eq(fx_llen(q), 3);
+    cr_expect_eq(fx_llen(K(q, "due")), 2);
+
+    /* More than there is: all of it. */
+    r = CALL(redq_admin_peek(admin(), q, 100, on_msgs, &g_res));
+    cr_expect_eq(r->nm, 5);
+    /* A wrong-typed key is an error, not a guess. */
+    fx_cmd_ok("SET wrongq x");
+    r = CALL(redq_admin_peek(admin(), "wrongq", 3, on_msgs, &g_res));
+    cr_expect_eq(r->status, REDQ_EWRONGTYPE, "%s", r->err);
+    admin_close();
+}
+
+Test(admin, payloads_that_look_like_frames_or_json_are_shown_byte_for_byte)
+{
+    const char *q = "rawq";
+    static const char frame_like[] = "RQ1 id=evil a=999\nnot a frame";
+    static const char json[] = "{\"a\":\"<script>\\n\"}";
+    static const char bin[] = {'a', 0, '\n', (char)0xff, 'z'};
+    fx_cmd_ok("LPUSH %s %b", q, frame_like, sizeof frame_like - 1);
+    fx_cmd_ok("LPUSH %s %b", q, json, sizeof json - 1);
+    fx_cmd_ok("LPUSH %s %b", q, bin, sizeof bin);
+    ares *r = CALL(redq_admin_peek(admin(), q, 3, on_msgs, &g_res));
+    cr_assert_eq(r->nm, 3);
+    cr_expect(r->m[0].len == sizeof frame_like - 1 &&
+              memcmp(r->m[0].data, frame_like, r->m[0].len) == 0);
+    cr_expect_str_eq(r->m[0].id, ""); /* a ready payload is never parsed */
+    cr_expect_eq(r->m[0].attempts, 0);
+    cr_expect(r->m[1].len == sizeof json - 1 &&
+              memcmp(r->m[1].data, json, r->m[1].len) == 0);
+    cr_expect(r->m[2].len == sizeof bin &&
+              memcmp(r->m[2].data, bin, sizeof bin) == 0);
+
+    /* A dead letter by hand (not a frame) is shown whole as its payload. */
+    fx_cmd_ok("LPUSH %s %b", K(q, "dead"), json, sizeof json - 1);
+    r = CALL(redq_admin_dead(admin(), q, 0, 10, on_msgs, &g_res));
+    cr_assert_eq(r->nm, 1);
+    cr_expect(r->m[0].len == sizeof json - 1 &&
+              memcmp(r->m[0].data, json, r->m[0].len) == 0);
+    admin_close();
+}
+
+/* Dead letters as consumers make them: "RQ1 id=.. a=.. ts=.. dr=.. dts=..
+ * q=..\npayload", newest LPUSHed at the head. */
+static void push_dead(const char *q, int i)
+{
+    char fr[256];
+    int n = snprintf(fr, sizeof fr,
+                     "RQ1 id=m%d a=5 ts=%d dr=failed%%20number%%20%d dts=%d "
+                     "q=%s\npayload-%d",
+                     i, 1000 + i, i, 2000 + i, q, i);
+    fx_cmd_ok("LPUSH %s %b", K(q, "dead"), fr, (size_t)n);
+}
+
+Test(admin, dead_letters_page_newest_first_with_reasons_decoded)
+{
+    const char *q = "deadq";
+    int i;
+    for (i = 0; i < 25; i++)
+        push_dead(q, i);
+    ares *r = CALL(redq_admin_dead(admin(), q, 0, 10, on_msgs, &g_res));
+    cr_assert_eq(r->status, 0, "%s", r->err);
+    cr_assert_eq(r->nm, 10);
+    cr_expect_str_eq(r->m[0].id, "m24");
+    cr_expect_str_eq(r->m[0].reason, "failed number 24");
+    cr_expect_eq(r->m[0].attempts, 5);
+    cr_expect_eq(r->m[0].ts, 1024);
+    cr_expect_eq(r->m[0].dts, 2024);
+    cr_expect(r->m[0].len == 10 && memcmp(r->m[0].data, "payload-24", 10) == 0);
+    cr_expect_eq(r->m[0].index, 0);
+    r = CALL(redq_admin_dead(admin(), q, 20, 10, on_msgs, &g_res));
+    cr_assert_eq(r->nm, 5);
+    cr_expect_str_eq(r->m[0].id, "m4");
+    cr_expect_eq(r->m[0].index, 20);
+    cr_expect_str_eq(r->m[4].id, "m0");
+    cr_expect_eq(r->m[4].index, 24);
+    r = CALL(redq_admin_dead(admin(), q, 30, 10, on_msgs, &g_res));
+    cr_expect_eq(r->status, 0);
+    cr_expect_eq(r->nm, 0);
+    admin_close();
+}
+
+Test(admin, requeue_n_then_all_one_by_id_delete_by_id_and_purge)
+{
+    const char *q = "rqq";
+    int i;
+    redisReply *rep;
+    for (i = 0; i < 30; i++)
+        push_dead(q, i);
+
+    /* N: the oldest first (m0, m1, m2), attempts reset, payload kept. */
+    ares *r = CALL(redq_admin_requeue(admin(), q, 3, on_done, &g_res));
+    cr_assert_eq(r->status, 0, "%s", r->err);
+    cr_expect_eq(r->n, 3);
+    cr_expect_eq(fx_llen(K(q, "dead")), 27);
+    rep = fx_cmd_ok("LRANGE %s 0 -1", K(q, "due"));
+    cr_assert_eq(rep->elements, 3);
+    /* The next taken (rightmost) is the oldest dead letter. */
+    cr_expect(strstr(rep->element[2]->str, "id=m0") != NULL, "%s",
+              rep->element[2]->str);
+    cr_expect(strstr(rep->element[2]->str, " a=0") != NULL);
+    cr_expect(strstr(rep->element[2]->str, "dr=") == NULL);
+    cr_expect(strstr(rep->element[2]->str, "\npayload-0") != NULL);
+
+    /* One by id, from the middle; then the same id again finds none. */
+    r = CALL(redq_admin_requeue_id(admin(), q, "m17", on_done, &g_res));
+    cr_expect_eq(r->status, 0, "%s", r->err);
+    cr_expect_eq(r->n, 1);
+    cr_expect_eq(fx_llen(K(q, "dead")), 26);
+    cr_expect_eq(fx_llen(K(q, "due")), 4);
+    rep = fx_cmd_ok("LINDEX %s 0", K(q, "due"));
+    cr_expect(strstr(rep->str, "id=m17 ") != NULL, "%s", rep->str);
+    r = CALL(redq_admin_requeue_id(admin(), q, "m17", on_done, &g_res));
+    cr_expect_eq(r->n, 0);
+    /* An id that is a prefix of others matches only itself: m2 was
+     * requeued, m20..m29 are still there. */
+    r = CALL(redq_admin_delete_dead(admin(), q, "m2", on_done, &g_res));
+    cr_expect_eq(r->n, 0);
+    r = CALL(redq_admin_delete_dead(admin(), q, "m25", on_done, &g_res));
+    cr_expect_eq(r->n, 1);
+    cr_expect_eq(fx_llen(K(q, "dead")), 25);
+    cr_expect_eq(fx_llen(K(q, "due")), 4);
+    rep = fx_cmd_ok("LRANGE %s 0 -1", K(q, "dead"));
+    for (i = 0; i < (int)rep->elements; i++) {
+        cr_expect(strstr(rep->element[i]->str, "id=m25 ") == NULL);
+        cr_expect(strstr(rep->element[i]->str, "id=m17 ") == NULL);
+    }
+    r = CALL(redq_admin_delete_dead(admin(), q, "nope", on_done, &g_res));
+    cr_expect_eq(r->n, 0);
+
+    /* All: every one there is. */
+    r = CALL(redq_admin_requeue(admin(), q, SIZE_MAX, on_done, &g_res));
+    cr_expect_eq(r->n, 25);
+    cr_expect_eq(fx_llen(K(q, "dead")), 0);
+    cr_expect_eq(fx_llen(K(q, "due")), 29);
+
+    /* Purge counts exactly. */
+    for (i = 0; i < 7; i++)
+        push_dead(q, 100 + i);
+    r = CALL(redq_admin_purge(admin(), q, on_done, &g_res));
+    cr_expect_eq(r->n, 7);
+    cr_expect_eq(fx_cmd_int("EXISTS %s", K(q, "dead")), 0);
+    r = CALL(redq_admin_purge(admin(), q, on_done, &g_res));
+    cr_expect_eq(r->n, 0);
+    admin_close();
+}
+
+Test(admin, requeue_all_moves_more_than_one_batch)
+{
+    const char *q = "bigdead";
+    int i;
+    redisReply *rep;
+    /* 2500 dead letters: three DEADREQUEUE calls of at most 1000. */
+    for (i = 0; i < 2500; i += 500) {
+        char cmd[64];
+        int j;
+        const char *argv[502];
+        size_t lens[502];
+        char bufs[500][32];
+        argv[0] = "LPUSH";
+        argv[1] = K(q, "dead");
+        lens[0] = 5;
+        lens[1] = strlen(argv[1]);
+        for (j = 0; j < 500; j++) {
+            lens[2 + j] = (size_t)snprintf(bufs[j], sizeof bufs[j],
+                                           "RQ1 id=b%d a=5\nx", i + j);
+            argv[2 + j] = bufs[j];
+        }
+        (void)cmd;
+        rep = redisCommandArgv(fx_redis(), 502, argv, lens);
+        cr_assert(rep && rep->type == REDIS_REPLY_INTEGER);
+        freeReplyObject(rep);
+    }
+    ares *r = CALL(redq_admin_requeue(admin(), q, SIZE_MAX, on_done, &g_res));
+    cr_expect_eq(r->status, 0, "%s", r->err);
+    cr_expect_eq(r->n, 2500);
+    cr_expect_eq(fx_llen(K(q, "due")), 2500);
+    /* And an id deep in a long list (past one DEADONE page of 100). */
+    fx_cmd_ok("RENAME %s %s", K(q, "due"), K(q, "dead"));
+    r = CALL(redq_admin_delete_dead(admin(), q, "b7", on_done, &g_res));
+    cr_expect_eq(r->n, 1);
+    cr_expect_eq(fx_llen(K(q, "dead")), 2499);
+    admin_close();
+}
+
+/* ---- names ---------------------------------------------------------------- */
+
+Test(admin, names_of_1024_bytes_and_odd_bytes_work)
+{
+    char name[1025], over[1026];
+    memset(name, 'n', 1024);
+    name[0] = '{';
+    name[5] = '}';
+    name[1024] = '\0';
+    memset(over, 'o', 1025);
+    over[1025] = '\0';
+    fx_cmd_ok("LPUSH %s a b", name);
+    fx_cmd_ok("LPUSH %s %s", K(name, "dead"), "RQ1 id=z a=1\nzz");
+    ares *r = snap(name);
+    cr_expect_eq(r->q[0].ready, 2);
+    cr_expect_eq(r->q[0].dead, 1);
+    cr_expect_eq(strlen(r->q[0].name), 1024);
+    r = CALL(redq_admin_requeue_id(admin(), name, "z", on_done, &g_res));
+    cr_expect_eq(r->n, 1);
+    cr_expect_eq(redq_admin_queue(admin(), over, on_queues, &g_res),
+                 REDQ_EINVAL);
+    cr_expect_eq(redq_admin_queue(admin(), "", on_queues, &g_res),
+                 REDQ_EINVAL);
+    cr_expect_eq(redq_admin_peek(admin(), NULL, 1, on_msgs, &g_res),
+                 REDQ_EINVAL);
+    cr_expect_eq(redq_admin_requeue_id(admin(), "x", "", on_done, &g_res),
+                 REDQ_EINVAL);
+    admin_close();
+}
+
+/* ---- metrics ------------------------------------------------------------- */
+
+Test(admin, prometheus_label_escaping)
+{
+    char out[64];
+    size_t n = redq__prom_escape("a\\b\"c\nd", 7, out);
+    cr_expect_str_eq(out, "a\\\\b\\\"c\\nd");
+    cr_expect_eq(n, strlen("a\\\\b\\\"c\\nd"));
+    n = redq__prom_escape("x\xffy\xc3\xa9", 5, out);
+    cr_expect_str_eq(out, "x\xEF\xBF\xBDy\xc3\xa9");
+    cr_expect_eq(n, 7);
+}
+
+static const char *const fields[] = {
+    "redq_queue_ready", "redq_queue_due", "redq_queue_processing",
+    "redq_queue_delayed", "redq_queue_dead", "redq_queue_consumers",
+    "redq_queue_consumers_registered", "redq_queue_paused",
+    "redq_queue_last_seen_timestamp_seconds"};
+
+Test(admin, metrics_name_every_registered_queue_and_field)
+{
+    static const char *const names[] = {"m-one", "m\"two\\", "m\nthree"};
+    static const char *const esc[] = {"m-one", "m\\\"two\\\\", "m\\nthree"};
+    size_t i, f;
+    char line[2048];
+    for (i = 0; i < 3; i++) {
+        fx_cmd_ok("ZADD redq:queues 1700000000000 %s", names[i]);
+        fx_cmd_ok("LPUSH %s a", names[i]);
+        fx_cmd_ok("LPUSH %s a", names[i]);
+    }
+    fx_cmd_ok("LPUSH %s x y z", K(names[1], "dead"));
+    fx_cmd_ok("HSET %s paused 1", K(names[2], "meta"));
+    ares *r = CALL(redq_admin_metrics(admin(), on_text, &g_res));
+    cr_assert_eq(r->status, 0, "%s", r->err);
+    cr_assert_eq(strlen(r->text), r->textlen);
+    for (f = 0; f < sizeof fields / sizeof fields[0]; f++) {
+        snprintf(line, sizeof line, "# TYPE %s gauge\n", fields[f]);
+        cr_expect(strstr(r->text, line) != NULL, "no %s", line);
+        snprintf(line, sizeof line, "# HELP %s ", fields[f]);
+        cr_expect(strstr(r->text, line) != NULL, "no %s", line);
+        for (i = 0; i < 3; i++) {
+            snprintf(line, sizeof line, "\n%s{queue=\"%s\"} ", fields[f],
+                     esc[i]);
+            cr_expect(strstr(r->text, line) != NULL, "no %s", line);
+        }
+    }
+    snprintf(line, sizeof line, "\nredq_queue_ready{queue=\"%s\"} 2\n", esc[0]);
+    cr_expect(strstr(r->text, line) != NULL, "%s", r->text);
+    snprintf(line, sizeof line, "\nredq_queue_dead{queue=\"%s\"} 3\n", esc[1]);
+    cr_expect(strstr(r->text, line) != NULL, "%s", r->text);
+    snprintf(line, sizeof line, "\nredq_queue_paused{queue=\"%s\"} 1\n", esc[2]);
+    cr_expect(strstr(r->text, line) != NULL, "%s", r->text);
+    cr_expect(strstr(r->text,
+                     "redq_queue_last_seen_timestamp_seconds{queue=\"m-one\"}"
+                     " 1700000000.000\n") != NULL);
+
+    /* The real parser: promtool, when installed. */
+    if (access("/usr/bin/promtool", X_OK) == 0) {
+        char path[512], cmd[1100];
+        FILE *fp;
+        snprintf(path, sizeof path, "%s/metrics.txt", fx_dir());
+        fp = fopen(path, "w");
+        cr_assert_not_null(fp);
+        fwrite(r->text, 1, r->textlen, fp);
+        fclose(fp);
+        snprintf(cmd, sizeof cmd, "/usr/bin/promtool check metrics < '%s' 2>&1",
+                 path);
+        cr_expect_eq(system(cmd), 0, "promtool rejected:\n%s", r->text);
+    } else {
+        cr_log_warn("promtool not installed (apt-get install prometheus): "
+                    "the metrics text was not checked by it");
+    }
+    admin_close();
+}
+
+/* ---- the registry ---------------------------------------------------------- */
+
+static void on_rep_count(redq_producer *p, const redq_report *rep, void *u)
+{
+    (void)p;
+    if (rep->status == 0)
+        ++*(int *)u;
+}
+static int g_cnt_target;
+static bool cond_cnt(void *a)
+{
+    return *(int *)a >= g_cnt_target;
+}
+static void on_pclosed(void *u)
+{
+    ++*(int *)u;
+}
+
+Test(admin, a_fresh_admin_finds_the_queues_producers_used_and_prunes_old)
+{
+    redq_producer *p;
+    redq_options o;
+    int ok = 0, closed = 0;
+    char big[1025];
+    memset(big, 'q', 1024);
+    big[1024] = '\0';
+    redq_options_init(&o);
+    o.url = fx_url();
+    o.on_delivery = on_rep_count;
+    o.user = &ok;
+    cr_assert(redq_producer_new(&p, fx_base(), &o) == 0);
+    cr_assert(redq_produce(p, "reg-a", "1", 1, NULL) == 0);
+    cr_assert(redq_produce(p, "reg-b", "2", 1, NULL) == 0);
+    cr_assert(redq_produce(p, "reg-b", "3", 1, NULL) == 0);
+    cr_assert(redq_produce(p, big, "4", 1, NULL) == 0);
+    g_cnt_target = 4;
+    cr_assert(fx_run_until(cond_cnt, &ok, 5000));
+    /* An old entry whose keys are empty ages out; an old one with data
+     * stays. */
+    fx_cmd_ok("ZADD redq:queues 1000 gone-q 1000 old-but-full");
+    fx_cmd_ok("LPUSH old-but-full x");
+
+    ares *r = CALL(redq_admin_queues(admin(), on_queues, &g_res));
+    cr_assert_eq(r->status, 0, "%s", r->err);
+    cr_expect_eq(r->nq, 4, "%zu queues", r->nq);
+    cr_assert_not_null(find_q(r, "reg-a"));
+    cr_assert_not_null(find_q(r, "reg-b"));
+    cr_assert_not_null(find_q(r, big));
+    cr_assert_not_null(find_q(r, "old-but-full"));
+    cr_expect_null(find_q(r, "gone-q"));
+    cr_expect_eq(find_q(r, "reg-b")->ready, 2);
+    cr_expect(find_q(r, "reg-a")->last_seen_ms >
+              (long long)time(NULL) * 1000 - 60000);
+    /* Sorted by name. */
+    for (size_t i = 1; i < r->nq; i++)
+        cr_expect(strcmp(r->qname[i - 1], r->qname[i]) < 0);
+    /* The ZREM went out before the callback; the next call is behind it. */
+    r = CALL(redq_admin_queues(admin(), on_queues, &g_res));
+    cr_expect_eq(r->nq, 4);
+    cr_expect_eq(fx_cmd("ZSCORE redq:queues gone-q")->type, REDIS_REPLY_NIL,
+                 "a stale, empty entry was not removed");
+    cr_expect_eq(fx_cmd("ZSCORE redq:queues old-but-full")->type,
+                 REDIS_REPLY_STRING);
+    cr_assert(redq_producer_close(p, on_pclosed, &closed) == 0);
+    g_cnt_target = 1;
+    cr_assert(fx_run_until(cond_cnt, &closed, 5000));
+    admin_close();
+}
+
+/* ---- lifecycle ------------------------------------------------------------- */
+
+Test(admin, close_fails_calls_not_answered_then_calls_close_last)
+{
+    redq_options o;
+    redq_admin *a;
+    int want;
+    redq_options_init(&o);
+    o.url = "redis://127.0.0.1:1"; /* nothing listens: calls wait */
+    o.connect_timeout_ms = 200;
+    cr_assert(redq_admin_new(&a, fx_base(), &o) == 0);
+    res_reset(&g_res);
+    cr_assert(redq_admin_queues(a, on_queues, &g_res) == 0);
+    cr_assert(redq_admin_close(a, on_admin_closed, NULL) == 0);
+    cr_expect_eq(redq_admin_close(a, on_admin_closed, NULL), REDQ_ECLOSED);
+    want = closed_n + 1;
+    cr_assert(fx_run_until(cond_closed_n, &want, 5000));
+    cr_expect_eq(g_res.done, 1);
+    cr_expect_eq(g_res.status, REDQ_ECLOSED);
+
+    /* Without a server a call ends, timed out, after connect + command. */
+    o.command_timeout_ms = 300;
+    cr_assert(redq_admin_new(&a, fx_base(), &o) == 0);
+    res_reset(&g_res);
+    cr_assert(redq_admin_purge(a, "x", on_done, &g_res) == 0);
+    cr_assert(fx_run_until(cond_done, &g_res, 5000));
+    cr_expect_eq(g_res.status, REDQ_ETIMEDOUT);
+    want = closed_n + 1;
+    cr_assert(redq_admin_close(a, on_admin_closed, NULL) == 0);
+    cr_assert(fx_run_until(cond_closed_n, &want, 5000));
+}
