@@ -11,7 +11,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import puppeteer from 'puppeteer-core';
 import {
-  check, summary, startRedis, stopRedis, rcli, llen, addDead, register, startServe,
+  check, summary, startRedis, stopRedis, rcli, llen, addDead, startServe,
   startChild, stopAll, waitFor, redq, root,
 } from './lib.mjs';
 
@@ -39,7 +39,7 @@ async function main() {
   push(Q, ...Array.from({ length: 12 }, (_, i) => `{"to":"user${i}@example.com","template":"welcome"}`));
   push('thumbnails', 'img-1', 'img-2', 'img-3');
   push('webhooks', 'w1');
-  for (const q of [Q, 'thumbnails', 'webhooks']) register(r, q);
+  // No register(): redq push records the queues in the registry itself.
   addDead(r, Q, 'm-1001', 'SMTP%20550%20mailbox%20unavailable', '{"to":"gone@example.com","template":"welcome"}');
   addDead(r, Q, 'm-1002', 'handler%20threw', HOSTILE);
   addDead(r, Q, 'm-1003', 'handler%20threw', HOSTILE2);
