@@ -187,6 +187,43 @@ typedef void (*redq_ready_cb)(redq_producer *p, void *user);
 typedef void (*redq_message_cb)(redq_consumer *c, redq_message *msg,
                                 void *user);
 
+/**
+ * Statistics of a producer or consumer as one JSON object (`len` bytes at
+ * `json`, NUL-terminated, borrowed), every redq_options.stats_interval_ms,
+ * from the loop, like librdkafka's statistics callback. Fields (all
+ * numbers; counters count since the handle was created):
+ *   "type"            "producer" or "consumer"
+ *   "ts_ms"           wall-clock time it was made, ms since the epoch
+ *   "rtt_us"          round trip of the last PING sent on the handle's
+ *                     connection (the consumer's control connection), queued
+ *                     behind its other commands, in microseconds; -1 until
+ *                     one has been answered
+ *   "rtt_avg_us"      moving average of those (weight 1/8 per sample), -1
+ *   "connected"       1 when (the control) connection is up, else 0
+ *   "reconnects"      connections lost (each is redone with a backoff)
+ * producer:
+ *   "produced"        messages accepted by redq_produce*()
+ *   "delivered"       reports with status 0 (Redis has them)
+ *   "failed"          reports with status < 0
+ *   "pending"         accepted, not reported yet (in flight or waiting)
+ *   "pending_bytes"   their payload bytes
+ *   "inflight_batches" commands written and not answered
+ *   "batches_sent"    LPUSH (and delay) commands written, resends included
+ * consumer:
+ *   "pops"            pop commands sent (TAKE, BLMOVE, BLMPOP, BRPOP, RPOP)
+ *   "empty_pops"      of those, answered with nothing
+ *   "delivered"       messages handed to on_message (handled)
+ *   "acked"           messages finished with redq_ack()
+ *   "nacked"          messages finished with redq_nack()
+ *   "unacked"         delivered and not finished yet (in flight)
+ *   "retried", "dead_lettered", "expired", "recovered", "promoted",
+ *   "returned", "errors"   as in redq_consumer_stats
+ * The counters are those of redq_producer_get_stats() and
+ * redq_consumer_get_stats() at the moment the JSON is made. Unknown fields
+ * may be added; never rely on their order.
+ */
+typedef void (*redq_stats_cb)(const char *json, size_t len, void *user);
+
 /** How the consumer pops; REDQ_POP_AUTO picks by the server's version. */
 enum {
     REDQ_POP_AUTO = 0,       /**< BLMPOP on >= 7.0, else BRPOP + RPOP count
@@ -210,13 +247,14 @@ enum {
 };
 
 /** Version of redq_options this header describes. Version 1 is the layout
- *  of the first release (0.1.0); version 2 adds errbuf and errbuf_size. New
+ *  of the first release (0.1.0); version 2 adds errbuf and errbuf_size;
+ *  version 3 adds on_stats and stats_interval_ms. New
  *  fields are added at the end only, and each addition bumps this number.
  *  The version names the layout, hence the struct's size: redq_*_new()
  *  reads only the fields of the caller's version and takes the defaults for
  *  the rest, so a program built against an older redq.h keeps working with
  *  a newer library. */
-#define REDQ_OPTIONS_VERSION 2
+#define REDQ_OPTIONS_VERSION 3
 
 /**
  * Settings for a producer. Fill it with redq_options_init(), then change what
@@ -344,6 +382,15 @@ typedef struct redq_options {
      *  any, gets the same message. (default NULL: not written) */
     char *errbuf;
     size_t errbuf_size; /**< bytes at errbuf (default 0) */
+
+    /* --- version 3 ------------------------------------------------------ */
+
+    /** Statistics as JSON (see redq_stats_cb), for producers and consumers
+     *  (default NULL: none). */
+    redq_stats_cb on_stats;
+    /** How often on_stats is called, ms; 0 never (default 0). At most
+     *  86400000. */
+    int stats_interval_ms;
 } redq_options;
 
 /**

@@ -734,6 +734,7 @@ static void kick(popper *pp)
     if (rc != 0)
         return; /* not ready after all (conn_up kicks again) or no queue */
     c->n_idle--;
+    pp->pause_gen = c->pause_gen;
     pp->outstanding = 1;
     c->reserved += pp->reserved;
 }
@@ -855,12 +856,23 @@ static void stop_timer_cb(evutil_socket_t fd, short what, void *arg)
 static void retry_cb(evutil_socket_t fd, short what, void *arg)
 {
     redq_consumer *c = arg;
+    size_t i;
     (void)fd;
     (void)what;
-    if (c->stopping || c->closing)
+    if (c->stopping || c->closing) {
         unblock_all(c);
-    else
-        kick_all(c);
+        return;
+    }
+    /* A CLIENT UNBLOCK that came before its pop was blocked (a pause
+     * changed meanwhile) is tried again here: a pop on stale keys must not
+     * sit out its whole timeout with a paused queue in them. */
+    for (i = 0; i < c->npool; i++)
+        if (c->pool[i].stage == R_BLOCKING &&
+            c->pool[i].pause_gen != c->pause_gen) {
+            unblock_all(c);
+            break;
+        }
+    kick_all(c);
 }
 
 /* ---- deferred work and connection events ------------------------------- */
@@ -929,6 +941,34 @@ static void ctl_up(redq__conn *conn, void *arg)
         kick_all(c); /* at-least-once pops wait for this connection */
 }
 
+/* on_stats: the consumer's counters as JSON (redq_stats_cb). */
+static void stats_emit(void *arg)
+{
+    redq_consumer *c = arg;
+    redq_consumer_stats st;
+    char buf[1024];
+    size_t n;
+    redq__consumer_stats_fill(c, &st);
+    n = redq__stats_head(&c->stats, buf, sizeof buf, "consumer",
+                         redq__conn_ready(c->ctl), st.disconnects);
+    n += (size_t)snprintf(
+        buf + n, sizeof buf - n,
+        ",\"pops\":%llu,\"empty_pops\":%llu,\"delivered\":%llu,"
+        "\"acked\":%llu,\"nacked\":%llu,\"unacked\":%zu,"
+        "\"retried\":%llu,\"dead_lettered\":%llu,\"expired\":%llu,"
+        "\"recovered\":%llu,\"promoted\":%llu,\"returned\":%llu,"
+        "\"errors\":%llu}",
+        (unsigned long long)st.pops, (unsigned long long)st.empty_pops,
+        (unsigned long long)st.delivered, (unsigned long long)st.acked,
+        (unsigned long long)st.nacked, st.unacked,
+        (unsigned long long)st.retried, (unsigned long long)st.dead_lettered,
+        (unsigned long long)st.expired, (unsigned long long)st.recovered,
+        (unsigned long long)st.promoted, (unsigned long long)st.returned,
+        (unsigned long long)st.errors);
+    c->stats.cb(buf, n, c->stats.user);
+    redq__stats_ping(&c->stats, c->ctl);
+}
+
 /* ---- the API ------------------------------------------------------------ */
 
 static void consumer_free(redq_consumer *c)
@@ -939,6 +979,7 @@ static void consumer_free(redq_consumer *c)
         for (i = 0; i < c->npool; i++)
             redq__conn_free(c->pool[i].conn);
     redq__conn_free(c->ctl);
+    redq__stats_free(&c->stats);
     redq__rel_free(c);
     while ((ch = c->live.head) != NULL) {
         c->live.head = ch->next;
@@ -1080,7 +1121,8 @@ int redq_consumer_new(redq_consumer **out, struct event_base *base,
         memcpy(c->queues[i], queues[i], c->qlens[i] + 1);
     }
 
-    if (redq__rel_init(c, opts) != 0)
+    if (redq__rel_init(c, opts) != 0 ||
+        redq__stats_init(&c->stats, base, opts, stats_emit, c) != 0)
         goto fail;
     redq__conn_config_init(&cfg, opts, &url, &c->log);
     cfg.load_scripts = 0; /* scripts load on first use */

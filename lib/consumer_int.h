@@ -87,6 +87,7 @@ typedef struct popper {
     size_t block_q;     /* at-least-once: the queue this one blocks on */
     size_t cur_block_q; /* ... or, that one being paused, the one its
                            BLMOVE in flight is on */
+    unsigned pause_gen; /* the consumer's pause_gen when its round began */
     int block_next;     /* at-least-once: the last block timed out, so
                            block again without a TAKE first */
     size_t idx;         /* in the pool */
@@ -189,6 +190,9 @@ struct redq_consumer {
     size_t reap_inflight;   /* reaper commands awaiting replies */
     uint32_t rng;
     redq__registry *registry; /* queues recorded for admin tools */
+    unsigned pause_gen;       /* bumped when a queue's pause flag changes:
+                                 a pop begun before is on stale keys */
+    redq__stats stats;        /* on_stats (lib/stats.c) */
 
     redq_consumer_stats st;
 };

@@ -67,6 +67,8 @@ size_t redq__options_size(int version)
     case 1:
         return offsetof(redq_options, errbuf);
     case 2:
+        return offsetof(redq_options, on_stats);
+    case 3:
         return sizeof(redq_options);
     default:
         return 0;
@@ -197,6 +199,9 @@ int redq__options_check(const redq_options *o, char *err, size_t errlen)
     if (o->promote_interval_ms < 1 || o->promote_interval_ms > 60000)
         return bad(err, errlen,
                    "options.promote_interval_ms must be 1..60000");
+    if (o->stats_interval_ms < 0 || o->stats_interval_ms > 86400000)
+        return bad(err, errlen,
+                   "options.stats_interval_ms must be 0..86400000");
     return 0;
 }
 

@@ -163,6 +163,7 @@ struct redq_producer {
     /* Queues recorded in the registry (lib/registry.c), touched per batch
      * at seal time, never per message. */
     redq__registry *registry;
+    redq__stats stats; /* on_stats (lib/stats.c) */
 };
 
 static void pump(redq_producer *p);
@@ -933,6 +934,28 @@ static void conn_down(redq__conn *c, int code, const char *msg, void *arg)
     p->st.disconnects++;
 }
 
+/* on_stats: the producer's counters as JSON (redq_stats_cb). */
+static void stats_emit(void *arg)
+{
+    redq_producer *p = arg;
+    redq_producer_stats st;
+    char buf[1024];
+    size_t n;
+    redq_producer_get_stats(p, &st);
+    n = redq__stats_head(&p->stats, buf, sizeof buf, "producer", st.connected,
+                         st.disconnects);
+    n += (size_t)snprintf(
+        buf + n, sizeof buf - n,
+        ",\"produced\":%llu,\"delivered\":%llu,\"failed\":%llu,"
+        "\"pending\":%zu,\"pending_bytes\":%zu,\"inflight_batches\":%zu,"
+        "\"batches_sent\":%llu}",
+        (unsigned long long)st.produced, (unsigned long long)st.delivered,
+        (unsigned long long)st.failed, st.pending_msgs, st.pending_bytes,
+        st.inflight_batches, (unsigned long long)st.batches_sent);
+    p->stats.cb(buf, n, p->stats.user);
+    redq__stats_ping(&p->stats, p->conn);
+}
+
 /* ---- the API ------------------------------------------------------------ */
 
 int redq_producer_new(redq_producer **out, struct event_base *base,
@@ -995,7 +1018,8 @@ int redq_producer_new(redq_producer **out, struct event_base *base,
         p->t_throttle = event_new(base, -1, 0, throttle_cb, p);
         p->t_flush = event_new(base, -1, 0, flush_timer_cb, p);
         p->registry = redq__registry_new(&p->log);
-        if (p->registry == NULL ||
+        if (redq__stats_init(&p->stats, base, opts, stats_emit, p) != 0 ||
+            p->registry == NULL ||
             p->ev_defer == NULL || p->t_linger == NULL || p->t_sweep == NULL ||
             p->t_throttle == NULL || p->t_flush == NULL || map_grow(p) != 0)
             rc = REDQ_ENOMEM;
@@ -1013,6 +1037,7 @@ int redq_producer_new(redq_producer **out, struct event_base *base,
         if (p->t_flush)
             event_free(p->t_flush);
         redq__registry_free(p->registry);
+        redq__stats_free(&p->stats);
         free(p->buckets);
         free(p);
         return redq__new_failed(caller_opts, &lg, rc,
@@ -1384,6 +1409,7 @@ static void close_now(redq_producer *p)
     redq__conn_free(p->conn);
     p->conn = NULL;
     redq__registry_free(p->registry);
+    redq__stats_free(&p->stats);
 
     while (p->free_list != NULL) {
         b = p->free_list;

@@ -501,4 +501,34 @@ void redq__registry_free(redq__registry *r);
 void redq__registry_touch(redq__registry *r, redq__conn *c, const char *q,
                           size_t len);
 
+/* ---- statistics as JSON (lib/stats.c) ----------------------------------- */
+
+struct event;
+
+typedef struct redq__stats {
+    struct event *ev;       /* the interval timer; NULL when off */
+    redq_stats_cb cb;
+    void *user;
+    void (*emit)(void *handle); /* builds the JSON and calls cb */
+    void *handle;
+    long long rtt_us, rtt_avg_us; /* -1 until a PING was answered */
+    uint64_t ping_sent_us;
+    int ping_out;
+} redq__stats;
+
+/** Start the timer of opts->on_stats every opts->stats_interval_ms (off
+ *  when either is unset: then nothing else here does anything); emit(handle)
+ *  runs on each tick. Returns 0 or REDQ_ENOMEM. */
+int redq__stats_init(redq__stats *s, struct event_base *base,
+                     const redq_options *opts, void (*emit)(void *),
+                     void *handle);
+/** Stop the timer (from the handle's free, after its connection). */
+void redq__stats_free(redq__stats *s);
+/** Send a PING on c to measure the round trip (one at a time). */
+void redq__stats_ping(redq__stats *s, redq__conn *c);
+/** Write the JSON object's opening and the common fields (no closing
+ *  brace) into buf; returns the length. */
+size_t redq__stats_head(const redq__stats *s, char *buf, size_t cap,
+                        const char *type, int connected, uint64_t reconnects);
+
 #endif /* REDQ_PRIVATE_H */

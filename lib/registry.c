@@ -20,8 +20,11 @@
 
 #define REFRESH_US (60u * 1000000u)
 
+typedef struct redq__registry reg;
+
 typedef struct regent {
     struct regent *next;
+    reg *owner;
     uint32_t hash;
     size_t len;
     uint64_t at_us; /* when its last ZADD was sent; 0: never */
@@ -92,15 +95,27 @@ static void grow(redq__registry *r)
     r->nb = nb;
 }
 
-/* The reply of a ZADD: only an error matters, logged once per handle.
- * A NULL reply (connection gone, or the handle closing) touches nothing:
- * the registry may be freed right after its connection. */
+/* The reply of a ZADD: only an error matters. A passing server state
+ * (LOADING, BUSY..., and OOM: a full server refuses the ZADD, not the
+ * handle's work) is retried at the next touch, silently; anything else
+ * (NOPERM for a least-privilege user) is logged once per handle. A NULL
+ * reply (connection gone, or the handle closing) touches nothing: the
+ * registry may be freed right after its connection. */
 static void on_zadd(redq__conn *c, void *reply, void *arg)
 {
-    redq__registry *r = arg;
+    regent *e = arg;
+    redq__registry *r;
     redisReply *rep = reply;
     (void)c;
-    if (rep == NULL || rep->type != REDIS_REPLY_ERROR || r->warned)
+    if (rep == NULL || rep->type != REDIS_REPLY_ERROR)
+        return;
+    r = e->owner;
+    if (redq__err_is_transient(rep->str, (size_t)rep->len) ||
+        (rep->len >= 3 && memcmp(rep->str, "OOM", 3) == 0)) {
+        e->at_us = 0;
+        return;
+    }
+    if (r->warned)
         return;
     r->warned = 1;
     redq__log(r->log, REDQ_LOG_WARN,
@@ -131,6 +146,7 @@ void redq__registry_touch(redq__registry *r, redq__conn *c, const char *q,
         e = malloc(sizeof *e + len + 1);
         if (e == NULL)
             return;
+        e->owner = r;
         e->hash = h;
         e->len = len;
         e->at_us = 0;
@@ -147,7 +163,7 @@ void redq__registry_touch(redq__registry *r, redq__conn *c, const char *q,
         const char *argv[4] = {"ZADD", REDQ__REGISTRY_KEY, ms, e->name};
         size_t lens[4] = {4, sizeof REDQ__REGISTRY_KEY - 1, 0, len};
         lens[2] = (size_t)snprintf(ms, sizeof ms, "%lld", redq__wall_ms());
-        if (redq__conn_sendv(c, 4, argv, lens, 0, on_zadd, r) == 0)
+        if (redq__conn_sendv(c, 4, argv, lens, 0, on_zadd, e) == 0)
             e->at_us = now;
     }
 }

@@ -1220,6 +1220,7 @@ static void on_promote_reply(redq__conn *conn, void *reply, void *arg)
              * without it. Resumed: blocked pops are released to TAKE (or
              * pop) from it again, and idle ones start. */
             c->rq[qi].paused = paused;
+            c->pause_gen++;
             redq__log(&c->log, REDQ_LOG_INFO, 0, "queue %s %s",
                       c->queues[qi], paused ? "paused: not taking from it"
                                             : "resumed");

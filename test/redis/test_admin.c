@@ -191,7 +191,16 @@ static void admin_close(void)
 
 /* ---- hand-built layouts -------------------------------------------------- */
 
-#define K(q, s) fx_queue_key((q), (s))
+/* A queue's key, kept in a ring so that tests can use it inline without
+ * freeing (LeakSanitizer sees the ring as reachable). */
+static const char *K(const char *q, const char *sfx)
+{
+    static char *ring[64];
+    static size_t at;
+    free(ring[at % 64]);
+    ring[at % 64] = fx_queue_key(q, sfx);
+    return ring[at++ % 64];
+}
 
 Test(admin, snapshot_matches_a_layout_built_by_hand)
 {
@@ -669,4 +678,419 @@ Test(admin, close_fails_calls_not_answered_then_calls_close_last)
     want = closed_n + 1;
     cr_assert(redq_admin_close(a, on_admin_closed, NULL) == 0);
     cr_assert(fx_run_until(cond_closed_n, &want, 5000));
+}
+
+/* ---- with real consumers -------------------------------------------------- */
+
+typedef struct ctrack {
+    redq_consumer *c;
+    size_t got, per_q[4];
+    int hold; /* 1: never ack */
+    int stopped, closed;
+} ctrack;
+
+static void on_cmsg(redq_consumer *c, redq_message *m, void *user)
+{
+    ctrack *t = user;
+    (void)c;
+    t->got++;
+    if (strcmp(redq_msg_queue(m), "other") == 0)
+        t->per_q[1]++;
+    else
+        t->per_q[0]++;
+    if (!t->hold)
+        redq_ack(m);
+}
+
+static void on_cclosed(void *u)
+{
+    ((ctrack *)u)->closed = 1;
+}
+
+static bool cond_cclosed(void *a)
+{
+    return ((ctrack *)a)->closed;
+}
+
+static size_t g_want;
+static bool cond_got(void *a)
+{
+    return ((ctrack *)a)->got >= g_want;
+}
+static bool cond_q0(void *a)
+{
+    return ((ctrack *)a)->per_q[0] >= g_want;
+}
+static bool cond_q1(void *a)
+{
+    return ((ctrack *)a)->per_q[1] >= g_want;
+}
+
+static void consumer_start(ctrack *t, int mode, const char *const *qs,
+                           size_t nq, size_t pool)
+{
+    redq_options o;
+    redq_options_init(&o);
+    o.url = fx_url();
+    o.delivery = mode;
+    o.on_message = on_cmsg;
+    o.user = t;
+    o.pool_size = pool;
+    o.promote_interval_ms = 50;
+    o.pop_timeout_ms = 3000; /* long: a pop left blocked would be seen */
+    o.consumer_ttl_ms = 3000;
+    o.reconnect_max_ms = 100;
+    cr_assert(redq_consumer_new(&t->c, fx_base(), &o, qs, nq) == 0);
+}
+
+static void consumer_close(ctrack *t)
+{
+    cr_assert(redq_consumer_close(t->c, on_cclosed, t) == 0);
+    cr_assert(fx_run_until(cond_cclosed, t, 5000));
+}
+
+static void pause_resume_with_running_consumer(int mode)
+{
+    static const char *const qs[] = {"pq", "other"};
+    ctrack t = {0};
+    ares *r;
+    int i;
+
+    consumer_start(&t, mode, qs, 2, 3);
+    fx_cmd_ok("LPUSH pq a1 a2 a3 a4 a5");
+    g_want = 5;
+    cr_assert(fx_run_until(cond_got, &t, 5000), "got %zu", t.got);
+
+    r = CALL(redq_admin_pause(admin(), "pq", 1, on_done, &g_res));
+    cr_assert_eq(r->status, 0, "%s", r->err);
+    cr_expect_eq(r->n, 1);
+    cr_expect_str_eq(fx_cmd_ok("HGET %s paused", K("pq", "meta"))->str, "1");
+    /* The consumer learns it within a promote tick (50 ms): give it a few,
+     * then push; nothing of pq may be taken, while "other" still is. */
+    fx_run_for(300);
+    for (i = 0; i < 10; i++)
+        fx_cmd_ok("LPUSH pq b%d", i);
+    fx_cmd_ok("LPUSH other o1 o2 o3");
+    g_want = 3;
+    cr_assert(fx_run_until(cond_q1, &t, 5000), "other: %zu", t.per_q[1]);
+    fx_run_for(500);
+    cr_expect_eq(t.per_q[0], 5, "took %zu from a paused queue",
+                 t.per_q[0] - 5);
+    cr_expect_eq(fx_llen("pq"), 10);
+    r = snap("pq");
+    cr_expect_eq(r->q[0].paused, 1);
+    cr_expect_eq(r->q[0].ready, 10);
+
+    /* Resume: all of it is taken again, promptly. */
+    r = CALL(redq_admin_pause(admin(), "pq", 0, on_done, &g_res));
+    cr_assert_eq(r->status, 0, "%s", r->err);
+    g_want = 15;
+    cr_assert(fx_run_until(cond_q0, &t, 2000), "after resume: %zu",
+              t.per_q[0]);
+    cr_expect_eq(fx_llen("pq"), 0);
+    r = snap("pq");
+    cr_expect_eq(r->q[0].paused, 0);
+    consumer_close(&t);
+    admin_close();
+}
+
+Test(admin, pause_stops_a_running_at_least_once_consumer_and_resume_restarts)
+{
+    pause_resume_with_running_consumer(REDQ_AT_LEAST_ONCE);
+}
+
+Test(admin, pause_stops_a_running_at_most_once_consumer_and_resume_restarts)
+{
+    pause_resume_with_running_consumer(REDQ_AT_MOST_ONCE);
+}
+
+Test(admin, snapshot_of_real_consumers_holding_messages_and_registry)
+{
+    static const char *const qs[] = {"realq"};
+    ctrack t = {0};
+    ares *r;
+    const redq_queue_info *qi;
+    int i;
+    t.hold = 1;
+    for (i = 0; i < 20; i++)
+        fx_cmd_ok("LPUSH realq m%d", i);
+    {
+        redq_options o;
+        redq_options_init(&o);
+        o.url = fx_url();
+        o.on_message = on_cmsg;
+        o.user = &t;
+        o.pool_size = 2;
+        o.max_unacked = 7; /* holds 7, leaves 13 */
+        o.promote_interval_ms = 50;
+        cr_assert(redq_consumer_new(&t.c, fx_base(), &o, qs, 1) == 0);
+    }
+    g_want = 7;
+    cr_assert(fx_run_until(cond_got, &t, 5000));
+    fx_run_for(200);
+    /* The consumer registered the queue (nobody produced through redq). */
+    r = CALL(redq_admin_queues(admin(), on_queues, &g_res));
+    cr_assert_eq(r->status, 0, "%s", r->err);
+    qi = find_q(r, "realq");
+    cr_assert_not_null(qi, "the consumer did not register its queue");
+    cr_expect_eq(qi->ready, 13);
+    cr_expect_eq(qi->processing, 7);
+    cr_expect_eq(qi->consumers, 2);
+    cr_expect_eq(qi->registered, 2);
+    cr_expect_eq(qi->paused, 0);
+    consumer_close(&t); /* unacked stay in the processing lists */
+    admin_close();
+}
+
+Test(admin, recover_returns_a_dead_holders_messages_now_and_leaves_live_ones)
+{
+    const char *q = "recq";
+    ares *r;
+    redisReply *rep;
+    fx_cmd_ok("SADD %s dead0.0 live0.0", K(q, "consumers"));
+    fx_cmd_ok("LPUSH %s r1 r2 r3", K(q, "proc:dead0.0"));
+    fx_cmd_ok("LPUSH %s %s", K(q, "fproc:dead0.0"), "RQ1 id=f1 a=1\nF");
+    fx_cmd_ok("LPUSH %s l1 l2", K(q, "proc:live0.0"));
+    fx_cmd_ok("SET %s 1 PX 60000", K(q, "hb:live0.0"));
+    /* A consumer holds the reaper lock: the admin is not held back. */
+    fx_cmd_ok("SET %s someone PX 60000", K(q, "reaper"));
+    r = CALL(redq_admin_recover(admin(), q, on_done, &g_res));
+    cr_assert_eq(r->status, 0, "%s", r->err);
+    cr_expect_eq(r->n, 4);
+    cr_expect_eq(fx_llen(K(q, "due")), 4);
+    cr_expect_eq(fx_llen(K(q, "proc:dead0.0")), 0);
+    cr_expect_eq(fx_llen(K(q, "proc:live0.0")), 2);
+    cr_expect_eq(fx_cmd_int("SISMEMBER %s dead0.0", K(q, "consumers")), 0);
+    cr_expect_eq(fx_cmd_int("SISMEMBER %s live0.0", K(q, "consumers")), 1);
+    rep = fx_cmd_ok("LRANGE %s 0 -1", K(q, "due"));
+    cr_expect(strstr(rep->element[0]->str, "id=f1 a=2") != NULL, "%s",
+              rep->element[0]->str);
+    r = CALL(redq_admin_recover(admin(), q, on_done, &g_res));
+    cr_expect_eq(r->n, 0);
+    admin_close();
+}
+
+/* ---- statistics as JSON ------------------------------------------------------ */
+
+#include <jansson.h>
+
+typedef struct strack {
+    redq_producer *p;
+    redq_consumer *c;
+    unsigned calls, bad;
+    char why[512];
+    json_int_t last_delivered, last_acked, last_dead, last_rtt;
+    int done;
+} strack;
+
+static json_int_t jint(json_t *o, const char *k, strack *t)
+{
+    json_t *v = json_object_get(o, k);
+    if (!json_is_integer(v)) {
+        t->bad++;
+        snprintf(t->why, sizeof t->why, "field %s missing or not an integer",
+                 k);
+        return -1;
+    }
+    return json_integer_value(v);
+}
+
+#define SAME(obj, key, val)                                                    \
+    do {                                                                       \
+        json_int_t v_ = jint((obj), (key), t);                                 \
+        if (v_ != (json_int_t)(val)) {                                         \
+            t->bad++;                                                          \
+            snprintf(t->why, sizeof t->why, "%s: json %lld, stats %lld",       \
+                     (key), (long long)v_, (long long)(val));                  \
+        }                                                                      \
+    } while (0)
+
+static void on_stats_json(const char *json, size_t len, void *user)
+{
+    strack *t = user;
+    json_error_t err;
+    json_t *o = json_loadb(json, len, 0, &err);
+    t->calls++;
+    if (o == NULL || json[len] != '\0' || strlen(json) != len) {
+        t->bad++;
+        snprintf(t->why, sizeof t->why, "not JSON: %s (%.200s)", err.text,
+                 json);
+        json_decref(o);
+        return;
+    }
+    if (t->p != NULL) {
+        redq_producer_stats st;
+        redq_producer_get_stats(t->p, &st);
+        if (strcmp(json_string_value(json_object_get(o, "type")), "producer"))
+            t->bad++;
+        SAME(o, "produced", st.produced);
+        SAME(o, "delivered", st.delivered);
+        SAME(o, "failed", st.failed);
+        SAME(o, "pending", st.pending_msgs);
+        SAME(o, "pending_bytes", st.pending_bytes);
+        SAME(o, "inflight_batches", st.inflight_batches);
+        SAME(o, "batches_sent", st.batches_sent);
+        SAME(o, "reconnects", st.disconnects);
+        SAME(o, "connected", st.connected);
+        t->last_delivered = jint(o, "delivered", t);
+    } else {
+        redq_consumer_stats st;
+        redq_consumer_get_stats(t->c, &st);
+        if (strcmp(json_string_value(json_object_get(o, "type")), "consumer"))
+            t->bad++;
+        SAME(o, "pops", st.pops);
+        SAME(o, "empty_pops", st.empty_pops);
+        SAME(o, "delivered", st.delivered);
+        SAME(o, "acked", st.acked);
+        SAME(o, "nacked", st.nacked);
+        SAME(o, "unacked", st.unacked);
+        SAME(o, "retried", st.retried);
+        SAME(o, "dead_lettered", st.dead_lettered);
+        SAME(o, "recovered", st.recovered);
+        SAME(o, "returned", st.returned);
+        SAME(o, "errors", st.errors);
+        t->last_acked = jint(o, "acked", t);
+        t->last_dead = jint(o, "dead_lettered", t);
+        t->last_delivered = jint(o, "delivered", t);
+    }
+    if (jint(o, "ts_ms", t) < (json_int_t)time(NULL) * 1000 - 60000)
+        t->bad++;
+    t->last_rtt = jint(o, "rtt_us", t);
+    json_decref(o);
+}
+
+static bool cond_stats_prod(void *a)
+{
+    strack *t = a;
+    return t->last_delivered >= 100 && t->last_rtt > 0;
+}
+
+static bool cond_stats_cons(void *a)
+{
+    strack *t = a;
+    return t->last_acked >= 99 && t->last_dead >= 1 && t->last_rtt > 0;
+}
+
+static void on_smsg(redq_consumer *c, redq_message *m, void *user)
+{
+    (void)c;
+    (void)user;
+    if (redq_msg_len(m) >= 3 && memcmp(redq_msg_data(m), "bad", 3) == 0)
+        redq_nack(m, "bad one");
+    else
+        redq_ack(m);
+}
+
+Test(admin, stats_json_on_an_interval_matches_the_stats_structs)
+{
+    strack tp = {0}, tc = {0};
+    redq_options o;
+    int i, closed = 0;
+    ctrack dummy = {0};
+    static const char *const qs[] = {"statq"};
+
+    redq_options_init(&o);
+    cr_expect_eq(o.version, 3);
+    cr_expect_eq(o.stats_interval_ms, 0);
+    cr_expect_null(o.on_stats);
+    o.url = fx_url();
+    o.on_stats = on_stats_json;
+    o.stats_interval_ms = 40;
+    o.user = &tp;
+    cr_assert(redq_producer_new(&tp.p, fx_base(), &o) == 0);
+    for (i = 0; i < 99; i++)
+        cr_assert(redq_produce(tp.p, "statq", "m", 1, NULL) == 0);
+    cr_assert(redq_produce(tp.p, "statq", "bad", 3, NULL) == 0);
+    cr_assert(fx_run_until(cond_stats_prod, &tp, 5000), "delivered %lld",
+              (long long)tp.last_delivered);
+    cr_expect_eq(tp.bad, 0, "%s", tp.why);
+    cr_expect(tp.calls >= 2);
+
+    o.user = &tc;
+    o.on_message = on_smsg;
+    o.max_attempts = 1;
+    o.promote_interval_ms = 50;
+    o.pool_size = 2;
+    cr_assert(redq_consumer_new(&tc.c, fx_base(), &o, qs, 1) == 0);
+    cr_assert(fx_run_until(cond_stats_cons, &tc, 5000), "acked %lld dead %lld",
+              (long long)tc.last_acked, (long long)tc.last_dead);
+    cr_expect_eq(tc.bad, 0, "%s", tc.why);
+
+    /* Off by default: none without an interval. */
+    cr_assert(redq_producer_close(tp.p, on_pclosed, &closed) == 0);
+    g_cnt_target = 1;
+    cr_assert(fx_run_until(cond_cnt, &closed, 5000));
+    dummy.c = tc.c;
+    consumer_close(&dummy);
+    /* Bad values are refused. */
+    {
+        redq_producer *p2 = NULL;
+        o.stats_interval_ms = -1;
+        cr_expect_eq(redq_producer_new(&p2, fx_base(), &o), REDQ_EINVAL);
+    }
+}
+
+/* ---- a least-privilege producer without ZADD ---------------------------------- */
+
+typedef struct lptrack {
+    int ok, warn_noperm, errors;
+    char first[256];
+} lptrack;
+
+static void on_lp_report(redq_producer *p, const redq_report *rep, void *u)
+{
+    (void)p;
+    if (rep->status == 0)
+        ((lptrack *)u)->ok++;
+}
+
+static void on_lp_log(int level, int code, const char *msg, void *u)
+{
+    lptrack *t = u;
+    if (code == REDQ_ENOPERM && level == REDQ_LOG_WARN) {
+        if (t->warn_noperm++ == 0)
+            snprintf(t->first, sizeof t->first, "%s", msg);
+    } else if (level == REDQ_LOG_ERROR) {
+        t->errors++;
+    }
+}
+
+static bool cond_lp(void *a)
+{
+    return ((lptrack *)a)->ok >= 40;
+}
+
+Test(admin, a_producer_without_zadd_keeps_working_with_one_warning)
+{
+    lptrack t = {0};
+    redq_options o;
+    redq_producer *p;
+    char url[128];
+    int i, closed = 0;
+    fx_cmd_ok("ACL SETUSER lp on >pw-lp ~* -@all +lpush");
+    snprintf(url, sizeof url, "redis://lp:pw-lp@127.0.0.1:%d", fx_port());
+    redq_options_init(&o);
+    o.url = url;
+    o.client_name = NULL;
+    o.on_delivery = on_lp_report;
+    o.log = on_lp_log;
+    o.log_level = REDQ_LOG_DEBUG;
+    o.user = &t;
+    cr_assert(redq_producer_new(&p, fx_base(), &o) == 0);
+    /* Two queues, several batches each: every first use tries a ZADD. */
+    for (i = 0; i < 40; i++) {
+        cr_assert(redq_produce(p, i % 2 ? "lp-a" : "lp-b", "x", 1, NULL) == 0);
+        if (i % 10 == 9)
+            fx_run_for(20);
+    }
+    cr_assert(fx_run_until(cond_lp, &t, 5000), "%d delivered", t.ok);
+    cr_expect_eq(t.warn_noperm, 1, "NOPERM warnings: %d", t.warn_noperm);
+    cr_expect(strstr(t.first, "redq:queues") != NULL, "%s", t.first);
+    cr_expect_eq(t.errors, 0);
+    cr_expect_eq(fx_llen("lp-a") + fx_llen("lp-b"), 40);
+    cr_expect_eq(fx_cmd_int("EXISTS redq:queues"), 0);
+    cr_assert(redq_producer_close(p, on_pclosed, &closed) == 0);
+    g_cnt_target = 1;
+    cr_assert(fx_run_until(cond_cnt, &closed, 5000));
+    fx_cmd_ok("ACL DELUSER lp");
 }
