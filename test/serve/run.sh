@@ -12,6 +12,7 @@
 # test/serve/node_modules, once). Every server a test starts listens on
 # 127.0.0.1 and is stopped by pid.
 #
+# Arguments name the tests to run (http prometheus dashboard; default all).
 # Exit 0: all passed; 1: a test failed; 77: something they need is not
 # installed (tools/bootstrap installs it), with what on stderr.
 set -euo pipefail
@@ -44,7 +45,8 @@ if [ ! -f "$here/node_modules/.package-lock.json" ] ||
 fi
 
 rc=0
-for t in http prometheus dashboard; do
+[ $# -gt 0 ] || set -- http prometheus dashboard
+for t in "$@"; do
     echo "=== serve: $t.test.mjs"
     timeout 300 node "$here/$t.test.mjs" || rc=1
 done

@@ -675,6 +675,7 @@ static void handle_api(serve *s, struct evhttp_request *req, const char *path,
 
     TAILQ_INIT(&q);
     if (split_path(path, &g) < 0) {
+        segs_free(&g); /* the segments decoded before the bad one */
         reply_error(s, req, 400, "bad_path", "malformed path");
         return;
     }
