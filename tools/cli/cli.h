@@ -19,6 +19,8 @@
  *   top.c      redq top
  *   private.c  the only user of the library's internals (redq_private.h):
  *              UTF-8 and base64, and stats' orphan search (TODO there)
+ *   serve.c    redq serve: /metrics, the JSON API and the dashboard
+ *              (dashboard/, embedded through serve_assets.h)
  * and tools/cli_lines.c, the stdin line splitting of push (fuzzed alone).
  *
  * Everything shared is named cli_*; the rest of each file is static.
@@ -79,6 +81,9 @@ typedef struct cli_options {
     const char *id;             /* dead requeue, dead delete: --id */
     int interval_ms;            /* top --interval; 0: the default */
     int quiet;
+    const char *serve_listen;   /* serve --listen; NULL: the default */
+    const char *serve_token;    /* serve --token; NULL: none */
+    int serve_interval_ms;      /* serve --interval: the page's refresh */
     char **args;                /* operands */
     int nargs;
 } cli_options;
@@ -109,6 +114,7 @@ int cli_cmd_pause(const cli_options *o);       /* queues.c */
 int cli_cmd_resume(const cli_options *o);      /* queues.c */
 int cli_cmd_recover(const cli_options *o);     /* queues.c */
 int cli_cmd_top(const cli_options *o);         /* top.c */
+int cli_cmd_serve(const cli_options *o);       /* serve.c */
 
 /* ------------------------------------------------------------------------ */
 /* The session of push and pop (session.c)                                   */

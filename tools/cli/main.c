@@ -95,6 +95,8 @@ enum {
     OPT_JSON,
     OPT_ALL,
     OPT_ID,
+    OPT_LISTEN,
+    OPT_TOKEN,
     OPT_INTERVAL
 };
 
@@ -179,6 +181,13 @@ static const struct option plain_longopts[] = {COMMON_LONGOPTS,
 static const struct option stats_longopts[] = {
     COMMON_LONGOPTS,
     {"json", no_argument, NULL, OPT_JSON},
+    {NULL, 0, NULL, 0}};
+
+static const struct option serve_longopts[] = {
+    COMMON_LONGOPTS,
+    {"listen", required_argument, NULL, OPT_LISTEN},
+    {"token", required_argument, NULL, OPT_TOKEN},
+    {"interval", required_argument, NULL, OPT_INTERVAL},
     {NULL, 0, NULL, 0}};
 
 static const cli_command commands[] = {
@@ -399,6 +408,37 @@ static const cli_command commands[] = {
      "  -n, --count N           stop after N refreshes\n"
      "  --json                  one JSON object per refresh\n",
      ":qhn:", top_longopts, 0, -1, cli_cmd_top},
+    {"serve", "[options]",
+     "serve Prometheus metrics, a JSON API and a dashboard over HTTP",
+     "Serve, over HTTP (one process, one Redis connection):\n"
+     "  /metrics    every registered queue's depths, consumers, oldest age\n"
+     "              and pause flag, in the Prometheus text format\n"
+     "  /           a dashboard: the queues with live depths and a rate\n"
+     "              chart, dead letters, buttons to requeue, delete, purge,\n"
+     "              pause and resume (all in the binary; works offline)\n"
+     "  /api/...    the JSON the page reads and the POSTs it sends:\n"
+     "              GET  /api/queues, /api/queues/Q,\n"
+     "                   /api/queues/Q/dead?offset=&count=,\n"
+     "                   /api/queues/Q/peek?count=\n"
+     "              POST /api/queues/Q/pause|resume|requeue|purge|recover,\n"
+     "                   /api/queues/Q/dead/ID/requeue|delete\n"
+     "              (Q and ID percent-encoded; requeue takes an optional\n"
+     "              body {\"count\": N}, default all)\n"
+     "Only POST changes anything; a POST needs \"Content-Type:\n"
+     "application/json\" or \"X-Redq-Request: 1\", and one from another\n"
+     "origin is refused (403). It listens on a loopback address unless a\n"
+     "token is set; with a token, /metrics and /api need \"Authorization:\n"
+     "Bearer TOKEN\" (the page asks for it). The Redis password is never\n"
+     "shown. Runs until SIGINT/SIGTERM; \"listening on http://...\" on\n"
+     "stderr says where (--listen 127.0.0.1:0 picks a free port).\n",
+     "  --listen HOST:PORT      where to listen (default 127.0.0.1:9090;\n"
+     "                          [::1]:PORT for IPv6). Not a loopback\n"
+     "                          address: only with a token\n"
+     "  --token T               require \"Authorization: Bearer T\" (default\n"
+     "                          $REDQ_SERVE_TOKEN, which keeps it out of ps)\n"
+     "  --interval MS           the page refreshes this often (default 2000,\n"
+     "                          at least 200)\n",
+     ":qh", serve_longopts, 0, 0, cli_cmd_serve},
 };
 
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
@@ -516,6 +556,7 @@ static int parse_args(const cli_command *c, int argc, char **argv,
     o->url = env && *env ? env : DEFAULT_URL;
     o->connect_timeout_s = DEFAULT_CONNECT_TIMEOUT_S;
     o->delivery_timeout_ms = DEFAULT_DELIVERY_TIMEOUT_MS;
+    o->serve_interval_ms = 2000;
 
     optind = 1;
     opterr = 0; /* our messages name the command */
@@ -592,7 +633,22 @@ static int parse_args(const cli_command *c, int argc, char **argv,
                 return cli_usage_error(c, "--id needs a value");
             o->id = arg;
             break;
+        case OPT_LISTEN:
+            o->serve_listen = arg;
+            break;
+        case OPT_TOKEN:
+            o->serve_token = arg;
+            break;
         case OPT_INTERVAL:
+            /* top: refreshes; serve: the page's refresh. */
+            if (strcmp(c->name, "serve") == 0) {
+                if (parse_u64(arg, 3600000, &v) < 0 || v < 200)
+                    return cli_usage_error(c, "--interval: '%s' is not a "
+                                              "number of milliseconds from "
+                                              "200", arg);
+                o->serve_interval_ms = (int)v;
+                break;
+            }
             if (parse_u64(arg, INT_MAX, &v) < 0 || v < 10)
                 return cli_usage_error(c, "--interval: '%s' is not a number "
                                           "of milliseconds from 10",
