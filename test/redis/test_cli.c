@@ -386,3 +386,21 @@ Test(cli, usage_errors_exit_2_on_stderr)
     /* Nothing reached the server. */
     cr_assert_eq(fx_llen("q"), 0);
 }
+
+/* push --replicas N (issue 10): with no replica to hold it, a message is
+ * stored on the master but not confirmed; the tool says so and exits 1. */
+Test(cli, push_replicas_not_replicated_fails_but_is_stored)
+{
+    cli_child *p = cli_run(NULL, ARGS("push", "--url", fx_url(), "--replicas",
+                                      "1", "--replica-timeout-ms", "100", "q",
+                                      "a"));
+    assert_code(p, 1);
+    cr_assert(strstr(p->err, "replica") != NULL, "stderr: %s", p->err);
+    cr_assert_eq(fx_llen("q"), 1, "not stored on the master");
+    p = cli_run(NULL, ARGS("push", "--url", fx_url(), "--replicas", "0", "q",
+                           "b"));
+    assert_code(p, 0);
+    p = cli_run(NULL, ARGS("push", "--url", fx_url(), "--replicas", "65", "q",
+                           "c"));
+    assert_code(p, 2);
+}

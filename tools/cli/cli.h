@@ -69,6 +69,9 @@ typedef struct cli_options {
     const char *url;
     double connect_timeout_s;   /* 0: retry forever */
     int delivery_timeout_ms;    /* push; 0: wait forever */
+    int replicas;               /* push --replicas; 0: the master's answer */
+    int replica_timeout_ms;     /* push --replica-timeout-ms; 0: the
+                                   library's */
     size_t max_pending;         /* push; 0: the library's default */
     int has_count;
     uint64_t count;             /* pop, dead list, dead requeue: -n */

@@ -88,6 +88,8 @@ enum {
     OPT_URL = 256,
     OPT_CONNECT_TIMEOUT,
     OPT_DELIVERY_TIMEOUT,
+    OPT_REPLICAS,
+    OPT_REPLICA_TIMEOUT,
     OPT_MAX_PENDING,
     OPT_RELIABLE,
     OPT_VISIBILITY,
@@ -133,6 +135,8 @@ static const struct option push_longopts[] = {
     COMMON_LONGOPTS,
     {"delivery-timeout", required_argument, NULL, OPT_DELIVERY_TIMEOUT},
     {"max-pending", required_argument, NULL, OPT_MAX_PENDING},
+    {"replicas", required_argument, NULL, OPT_REPLICAS},
+    {"replica-timeout-ms", required_argument, NULL, OPT_REPLICA_TIMEOUT},
     {NULL, 0, NULL, 0}};
 
 static const struct option pop_longopts[] = {
@@ -204,7 +208,13 @@ static const cli_command commands[] = {
      "                          after it was read fails (default 10000;\n"
      "                          0: wait forever)\n"
      "  --max-pending N         messages read but not yet confirmed, at most;\n"
-     "                          reading pauses at this bound (default 100000)\n",
+     "                          reading pauses at this bound (default 100000)\n"
+     "  --replicas N            a message counts as confirmed only once N\n"
+     "                          replicas hold it (WAIT); fewer in time fails\n"
+     "                          it (stored on the master, not replicated)\n"
+     "                          (default 0: the master's answer)\n"
+     "  --replica-timeout-ms MS how long to wait for those replicas\n"
+     "                          (default 1000)\n",
      ":qh", push_longopts, 1, -1, cli_cmd_push},
     {"pop", "[options] QUEUE...",
      "pop messages from the QUEUEs and print them, one per line",
@@ -581,6 +591,19 @@ static int parse_args(const cli_command *c, int argc, char **argv,
             if (parse_seconds(arg, &o->connect_timeout_s) < 0)
                 return cli_usage_error(c, "--connect-timeout: '%s' is not a "
                                           "number of seconds", arg);
+            break;
+        case OPT_REPLICAS:
+            if (parse_u64(arg, 64, &v) < 0)
+                return cli_usage_error(c, "--replicas: '%s' is not a number "
+                                          "of replicas (0..64)", arg);
+            o->replicas = (int)v;
+            break;
+        case OPT_REPLICA_TIMEOUT:
+            if (parse_u64(arg, INT_MAX, &v) < 0 || v == 0)
+                return cli_usage_error(c, "--replica-timeout-ms: '%s' is not "
+                                          "a number of milliseconds from 1",
+                                       arg);
+            o->replica_timeout_ms = (int)v;
             break;
         case OPT_DELIVERY_TIMEOUT:
             if (parse_u64(arg, INT_MAX, &v) < 0)

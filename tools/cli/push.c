@@ -384,6 +384,9 @@ int cli_cmd_push(const cli_options *o)
     opts.on_delivery = push_on_delivery;
     opts.on_ready = push_on_ready;
     opts.delivery_timeout_ms = o->delivery_timeout_ms;
+    opts.min_replicas = o->replicas;
+    if (o->replica_timeout_ms > 0)
+        opts.replica_timeout_ms = o->replica_timeout_ms;
     if (o->max_pending) {
         opts.max_pending_msgs = o->max_pending;
     }
