@@ -410,3 +410,43 @@ Test(sentinel_replicas, sentinels_down_then_back)
     freeReplyObject(r);
     redisFree(m);
 }
+
+/* A stale sentinel (down during a failover, back with its old view) names
+ * the old master first: the connection must not stay on it, and must not
+ * write to it; the next sentinel's answer wins, checked with ROLE. */
+Test(sentinel_errors, stale_sentinel_naming_the_old_master)
+{
+    redq_options o;
+    fx_ha_start(1, 3, NULL);
+    fx_ha_stop_sentinel(0); /* keeps "node 0 is the master" */
+    fx_ha_kill_node(0);
+    {
+        uint64_t until = fx_now_us() + 30000000u;
+        while (fx_ha_master() != 1 && fx_now_us() < until)
+            fx_run_for(100);
+    }
+    cr_assert_eq(fx_ha_master(), 1, "no failover to node 1");
+    fx_ha_start_sentinel(0);
+    {
+        /* Sentinel 0 (listed first in the URL) still names node 0. */
+        redisContext *s = fx_ha_connect(fx_ha_sentinel_port(0), NULL);
+        redisReply *r =
+            redisCommand(s, "SENTINEL get-master-addr-by-name mymaster");
+        cr_assert(r && r->type == REDIS_REPLY_ARRAY && r->elements == 2);
+        cr_assert_eq(atoi(r->element[1]->str), fx_ha_node_port(0),
+                     "sentinel 0 was not stale: the test proves nothing");
+        freeReplyObject(r);
+        redisFree(s);
+    }
+    ha_opts(&o, fx_ha_url());
+    fx_tracker *t = fx_tracker_new(10);
+    cr_assert_eq(fx_producer_new(t, &o), 0);
+    fx_produce_range(t, "q", 0, 10, 16);
+    cr_assert(fx_wait_reports(t, 10, 15000), "%zu reports", t->reports);
+    fx_assert_reported(t, 0, 10, 0);
+    redisContext *m = fx_ha_connect(fx_ha_node_port(1), NULL);
+    redisReply *r = redisCommand(m, "LLEN q");
+    cr_assert_eq(r->integer, 10);
+    freeReplyObject(r);
+    redisFree(m);
+}
