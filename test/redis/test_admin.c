@@ -29,6 +29,9 @@ typedef struct amsg {
     char reason[1100];
     int has_reason;
     size_t index;
+    int framed;
+    char queue[1100];
+    int has_queue;
 } amsg;
 
 typedef struct ares {
@@ -42,6 +45,10 @@ typedef struct ares {
     uint64_t n;
     char *text;
     size_t textlen;
+    char okey[64][1100];
+    char oholder[64][48];
+    uint64_t omsgs[64];
+    size_t no;
 } ares;
 
 static redq_admin *g_admin;
@@ -98,6 +105,9 @@ static void on_msgs(redq_admin *a, int status, const char *es,
         snprintf(d->reason, sizeof d->reason, "%s",
                  m[i].reason ? m[i].reason : "");
         d->index = m[i].index;
+        d->framed = m[i].framed;
+        d->has_queue = m[i].queue != NULL;
+        snprintf(d->queue, sizeof d->queue, "%s", m[i].queue ? m[i].queue : "");
     }
     r->nm = n;
 }
@@ -121,6 +131,21 @@ static void on_text(redq_admin *a, int status, const char *es,
     memcpy(r->text, text, len);
     r->text[len] = '\0';
     r->textlen = len;
+}
+
+static void on_orphans(redq_admin *a, int status, const char *es,
+                       const redq_orphan *o, size_t n, void *user)
+{
+    ares *r = user;
+    size_t i;
+    (void)a;
+    rec_err(r, status, es);
+    for (i = 0; i < n && i < 64; i++) {
+        snprintf(r->okey[i], sizeof r->okey[i], "%s", o[i].key);
+        snprintf(r->oholder[i], sizeof r->oholder[i], "%s", o[i].holder);
+        r->omsgs[i] = o[i].messages;
+    }
+    r->no = n;
 }
 
 static bool cond_done(void *arg)
@@ -359,6 +384,9 @@ Test(admin, dead_letters_page_newest_first_with_reasons_decoded)
     cr_expect_eq(r->m[0].dts, 2024);
     cr_expect(r->m[0].len == 10 && memcmp(r->m[0].data, "payload-24", 10) == 0);
     cr_expect_eq(r->m[0].index, 0);
+    cr_expect_eq(r->m[0].framed, 1);
+    cr_expect(r->m[0].has_queue);
+    cr_expect_str_eq(r->m[0].queue, q);
     r = CALL(redq_admin_dead(admin(), q, 20, 10, on_msgs, &g_res));
     cr_assert_eq(r->nm, 5);
     cr_expect_str_eq(r->m[0].id, "m4");
@@ -867,6 +895,104 @@ Test(admin, recover_returns_a_dead_holders_messages_now_and_leaves_live_ones)
               rep->element[0]->str);
     r = CALL(redq_admin_recover(admin(), q, on_done, &g_res));
     cr_expect_eq(r->n, 0);
+    admin_close();
+}
+
+/* redq_admin_msg.framed and .queue: a frame's fields, a raw value's
+ * defaults, and the "q=" field percent-decoded (a name with a space and a
+ * percent sign) only for dead letters. */
+Test(admin, messages_say_whether_framed_and_which_queue_a_dead_letter_left)
+{
+    const char *q = "fq";
+    ares *r;
+    fx_cmd_ok("LPUSH %s %s", K(q, "dead"), "raw dead value");
+    fx_cmd_ok("LPUSH %s %s", K(q, "dead"),
+              "RQ1 id=x1 a=3 dr=why dts=5 q=my%20q%25\nbody");
+    fx_cmd_ok("LPUSH %s %s", K(q, "dead"), "RQ1 id=x2 a=3 dr=why dts=6\nb2");
+    r = CALL(redq_admin_dead(admin(), q, 0, 10, on_msgs, &g_res));
+    cr_assert_eq(r->status, 0, "%s", r->err);
+    cr_assert_eq(r->nm, 3);
+    cr_expect_eq(r->m[0].framed, 1);         /* x2: no q= field */
+    cr_expect(!r->m[0].has_queue);
+    cr_expect_eq(r->m[1].framed, 1);
+    cr_expect(r->m[1].has_queue);
+    cr_expect_str_eq(r->m[1].queue, "my q%");
+    cr_expect_str_eq(r->m[1].reason, "why");
+    cr_expect_eq(r->m[2].framed, 0);         /* raw: as it is */
+    cr_expect(!r->m[2].has_queue);
+    cr_expect(r->m[2].len == 14 &&
+              memcmp(r->m[2].data, "raw dead value", 14) == 0);
+
+    fx_cmd_ok("LPUSH %s plain", q);
+    fx_cmd_ok("LPUSH %s %s", K(q, "due"), "RQ1 id=d1 a=1 q=zz\nD");
+    r = CALL(redq_admin_peek(admin(), q, 10, on_msgs, &g_res));
+    cr_assert_eq(r->nm, 2);
+    cr_expect_eq(r->m[0].framed, 1);         /* due first */
+    cr_expect(!r->m[0].has_queue, "queue is for dead letters only");
+    cr_expect_eq(r->m[1].framed, 0);
+    admin_close();
+}
+
+/* Orphaned processing lists: found by SCAN whatever the keyspace holds
+ * around them, only when unregistered and non-empty, never a key that
+ * merely ends like one, with the queue's glob characters taken literally;
+ * then recovered (a holder with a heartbeat left alone). */
+Test(admin, orphans_are_found_by_scan_and_recovered_on_demand)
+{
+    const char *q = "orph*[q]?";
+    const char *other = "orphXqX";  /* what an unescaped pattern matches */
+    ares *r;
+    int i;
+
+    for (i = 0; i < 3000; i++) /* several SCAN pages */
+        fx_cmd_ok("SET filler:%d x", i);
+    fx_cmd_ok("SADD %s aa.0", K(q, "consumers"));
+    fx_cmd_ok("LPUSH %s r1 r2", K(q, "proc:aa.0"));       /* registered */
+    fx_cmd_ok("SET %s 1 PX 60000", K(q, "hb:aa.0"));      /* and alive */
+    fx_cmd_ok("LPUSH %s o1 o2 o3", K(q, "proc:bb.0"));    /* orphan */
+    fx_cmd_ok("LPUSH %s %s", K(q, "fproc:bb.0"), "RQ1 id=f1 a=1\nF");
+    fx_cmd_ok("LPUSH %s l1", K(q, "proc:cc.1"));          /* orphan, alive */
+    fx_cmd_ok("SET %s 1 PX 60000", K(q, "hb:cc.1"));
+    fx_cmd_ok("SET %s notalist", K(q, "proc:dd.0"));      /* not redq's */
+    fx_cmd_ok("LPUSH %s x", K(q, "proc:dead"));           /* no holder id */
+    fx_cmd_ok("LPUSH %s z", K(other, "proc:ee.0"));       /* another queue */
+
+    r = CALL(redq_admin_orphans(admin(), q, on_orphans, &g_res));
+    cr_assert_eq(r->status, 0, "%s", r->err);
+    cr_assert_eq(r->no, 3, "found %zu", r->no);
+    /* Sorted by key: "{q}/fproc:bb.0" < "{q}/proc:bb.0" < "{q}/proc:cc.1". */
+    cr_expect_str_eq(r->okey[0], K(q, "fproc:bb.0"));
+    cr_expect_str_eq(r->oholder[0], "bb.0");
+    cr_expect_eq(r->omsgs[0], 1);
+    cr_expect_str_eq(r->okey[1], K(q, "proc:bb.0"));
+    cr_expect_eq(r->omsgs[1], 3);
+    cr_expect_str_eq(r->okey[2], K(q, "proc:cc.1"));
+
+    /* recover() starts from the set: orphans are not its business. */
+    r = CALL(redq_admin_recover(admin(), q, on_done, &g_res));
+    cr_expect_eq(fx_llen(K(q, "proc:bb.0")), 3);
+
+    r = CALL(redq_admin_recover_orphans(admin(), q, on_done, &g_res));
+    cr_assert_eq(r->status, 0, "%s", r->err);
+    cr_expect_eq(r->n, 4);
+    cr_expect_eq(fx_llen(K(q, "proc:bb.0")), 0);
+    cr_expect_eq(fx_llen(K(q, "fproc:bb.0")), 0);
+    cr_expect_eq(fx_llen(K(q, "due")), 4);
+    cr_expect_eq(fx_llen(K(q, "proc:cc.1")), 1);   /* it beats: alive */
+    cr_expect_eq(fx_llen(K(q, "proc:aa.0")), 2);
+    cr_expect_eq(fx_llen(K(other, "proc:ee.0")), 1);
+
+    r = CALL(redq_admin_orphans(admin(), q, on_orphans, &g_res));
+    cr_assert_eq(r->no, 1);
+    cr_expect_str_eq(r->okey[0], K(q, "proc:cc.1"));
+
+    /* Nothing of the kind: an empty answer. */
+    r = CALL(redq_admin_orphans(admin(), "no-such-queue", on_orphans, &g_res));
+    cr_expect_eq(r->status, 0);
+    cr_expect_eq(r->no, 0);
+    cr_expect_eq(redq_admin_orphans(admin(), "", on_orphans, NULL),
+                 REDQ_EINVAL);
+    cr_expect_eq(redq_admin_orphans(admin(), q, NULL, NULL), REDQ_EINVAL);
     admin_close();
 }
 
