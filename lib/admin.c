@@ -386,10 +386,10 @@ static void on_snapshot(redq__conn *c, void *reply, void *arg)
     qsnap *s = &r->snaps[i];
     (void)c;
     if (reply_ok(r, rep, "snapshot")) {
-        if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 10) {
-            long long v[10];
+        if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 15) {
+            long long v[15];
             size_t k;
-            for (k = 0; k < 10; k++)
+            for (k = 0; k < 15; k++)
                 v[k] = reply_ll(rep->element[k]);
             s->info.ready = (uint64_t)v[0];
             s->info.due = (uint64_t)v[1];
@@ -401,6 +401,11 @@ static void on_snapshot(redq__conn *c, void *reply, void *arg)
             s->info.paused = v[7] == 1;
             s->info.oldest_age_ms =
                 v[8] >= 0 ? (v[9] > v[8] ? v[9] - v[8] : 0) : -1;
+            s->info.pushed = v[10] > 0 ? (uint64_t)v[10] : 0;
+            s->info.taken = v[11] > 0 ? (uint64_t)v[11] : 0;
+            s->info.acked = v[12] > 0 ? (uint64_t)v[12] : 0;
+            s->info.retried = v[13] > 0 ? (uint64_t)v[13] : 0;
+            s->info.dead_lettered = v[14] > 0 ? (uint64_t)v[14] : 0;
             s->done = 1;
         } else {
             fail(r, REDQ_EPROTOCOL, "snapshot: unexpected reply");
@@ -893,7 +898,7 @@ static void send_reap(areq *r, const char *h)
 {
     static const char *const fixed[] = {"due", "dead", "consumers"};
     static const char *const pre[] = {"proc:", "fproc:", "hb:"};
-    char *keys[6] = {0};
+    char *keys[7] = {0};
     char sfx[48], maxa[24], prefix[48], *qenc;
     size_t k, n = 0;
     static const char hex[] = "0123456789ABCDEF";
@@ -905,6 +910,7 @@ static void send_reap(areq *r, const char *h)
         snprintf(sfx, sizeof sfx, "%s%s", pre[k], h);
         keys[3 + k] = qkey(r, r->queue, r->qlen, sfx);
     }
+    keys[6] = qkey(r, r->queue, r->qlen, "meta");
     if (qenc == NULL)
         fail(r, REDQ_ENOMEM, "out of memory");
     if (r->status == 0) {
@@ -925,16 +931,16 @@ static void send_reap(areq *r, const char *h)
         snprintf(prefix, sizeof prefix, "%s.r", h);
         {
             const char *argv[] = {"EVALSHA", r->a->scripts.sha[REDQ__SCRIPT_REAP],
-                                  "6", keys[0], keys[1], keys[2], keys[3],
-                                  keys[4], keys[5], h, maxa, "256", prefix,
-                                  qenc};
+                                  "7", keys[0], keys[1], keys[2], keys[3],
+                                  keys[4], keys[5], keys[6], h, maxa, "256",
+                                  prefix, qenc};
             aref *f = ref_new(r, 0);
             if (f != NULL)
                 snprintf(f->holder, sizeof f->holder, "%s", h);
-            send_cmd(r, REDQ__SCRIPT_REAP, 14, argv, NULL, on_reap, f);
+            send_cmd(r, REDQ__SCRIPT_REAP, 15, argv, NULL, on_reap, f);
         }
     }
-    for (k = 0; k < 6; k++)
+    for (k = 0; k < 7; k++)
         free(keys[k]);
     free(qenc);
 }
@@ -1335,6 +1341,39 @@ static void build_metrics(areq *r)
             sb_add(&b, "\"} ", 3);
             sb_add(&b, val, strlen(val));
             sb_add(&b, "\n", 1);
+        }
+    }
+    /* The counters of messages moved: one family, the event a label, so
+     * that a rate per event is one query (rate(...[5m]) by (event)). */
+    {
+        static const struct {
+            const char *event;
+            size_t off;
+        } ev[] = {
+            {"pushed", offsetof(redq_queue_info, pushed)},
+            {"taken", offsetof(redq_queue_info, taken)},
+            {"acked", offsetof(redq_queue_info, acked)},
+            {"retried", offsetof(redq_queue_info, retried)},
+            {"dead_lettered", offsetof(redq_queue_info, dead_lettered)},
+        };
+        size_t e;
+        sb_printf(&b, "# HELP redq_queue_messages_total Messages moved, by "
+                      "event: pushed by producers, taken by consumers, "
+                      "acked, retried (nacks, timeouts, recoveries), "
+                      "dead_lettered. Counted in Redis by every client.\n"
+                      "# TYPE redq_queue_messages_total counter\n");
+        for (i = 0; i < r->nsnaps; i++) {
+            const redq_queue_info *q = &r->snaps[i].info;
+            size_t el = redq__prom_escape(r->snaps[i].name, r->snaps[i].len,
+                                          esc);
+            for (e = 0; e < sizeof ev / sizeof ev[0]; e++) {
+                static const char pre[] = "redq_queue_messages_total{queue=\"";
+                sb_add(&b, pre, sizeof pre - 1);
+                sb_add(&b, esc, el);
+                sb_printf(&b, "\",event=\"%s\"} %llu\n", ev[e].event,
+                          (unsigned long long)*(const uint64_t *)(
+                              (const char *)q + ev[e].off));
+            }
         }
     }
     free(esc);

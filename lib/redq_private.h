@@ -516,6 +516,20 @@ void redq__registry_free(redq__registry *r);
 void redq__registry_touch(redq__registry *r, redq__conn *c, const char *q,
                           size_t len);
 
+/* The counters of messages moved (redq_queue_info.pushed ...): fields of a
+ * queue's meta hash. Scripts count their own moves (acked, retried,
+ * dead-lettered, taken by TAKE); clients count the rest with
+ * redq__registry_count. */
+#define REDQ__META_PUSHED "pushed"
+#define REDQ__META_TAKEN "taken"
+
+/** Pipeline `HINCRBY <q's meta> field n` on c (nothing when n is 0 or c
+ *  is not ready: a count is never worth a wait). No round trip is awaited:
+ *  the reply is only checked for an error, logged once (WARN). The meta
+ *  key is made once per queue and kept with its registry entry. */
+void redq__registry_count(redq__registry *r, redq__conn *c, const char *q,
+                          size_t len, const char *field, uint64_t n);
+
 /* ---- statistics as JSON (lib/stats.c) ----------------------------------- */
 
 struct event;

@@ -39,6 +39,23 @@
     "local t = redis.call('TIME')\n"                                           \
     "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
 
+/*
+ * count(meta, field, n): add n to a counter of messages moved (redq.h,
+ * redq_queue_info.pushed ...) in the queue's meta hash, in the same script
+ * as the move it counts. A meta key of another type (made by hand) is left
+ * alone rather than failing a script after its moves. HINCRBY of a field
+ * that exists adds no memory, so it is safe under allow-oom.
+ */
+#define LUA_COUNT                                                              \
+    "local function count(meta, field, n)\n"                                   \
+    "  if n > 0 then\n"                                                        \
+    "    local t = redis.call('TYPE', meta)['ok']\n"                           \
+    "    if t == 'hash' or t == 'none' then\n"                                 \
+    "      redis.call('HINCRBY', meta, field, n)\n"                            \
+    "    end\n"                                                                \
+    "  end\n"                                                                  \
+    "end\n"
+
 /* RPUSH/LPUSH a whole array, 1000 at a time (Lua's unpack has a limit). */
 #define LUA_PUSHALL                                                            \
     "local function pushall(cmd, key, vals)\n"                                 \
@@ -94,9 +111,10 @@
  * gave everything back and left must not fill lists nobody watches.
  * Per source one LMPOP and one LPUSH of the same array: both lists end as
  * that many RPOPLPUSHes would leave them, with no per-message Lua work.
+ * Counts what it took in meta's "taken".
  */
 static const char take_src[] =
-    SHEBANG LUA_PUSHALL
+    SHEBANG LUA_PUSHALL LUA_COUNT
     "for i = 1, #KEYS do\n"
     "  if i % 6 ~= 5 and i % 6 ~= 0 then\n"
     "    local t = redis.call('TYPE', KEYS[i])['ok']\n"
@@ -118,6 +136,7 @@ static const char take_src[] =
     "n - got)\n"
     "      if r then\n"
     "        pushall('LPUSH', KEYS[i + 2 + j], r[2])\n"
+    "        count(KEYS[i + 5], 'taken', #r[2])\n"
     "        out[#out + 1] = {(i + 5) / 6, j, r[2]}\n"
     "        got = got + #r[2]\n"
     "      end\n"
@@ -128,13 +147,14 @@ static const char take_src[] =
 
 /*
  * ACK: remove acknowledged messages from one processing list.
- * KEYS[1]: the list; ARGV: the messages as stored, in ack order.
+ * KEYS[1]: the list, KEYS[2]: the queue's meta hash (counts "acked");
+ * ARGV: the messages as stored, in ack order.
  * When they are exactly its oldest (acks in delivery order), one LRANGE to
  * check and one LTRIM; otherwise LREM -1 each, from the tail where the
  * oldest are. Equal values are interchangeable, so either finds "the" one.
  */
 static const char ack_src[] =
-    SHEBANG
+    SHEBANG LUA_COUNT
     "local k = #ARGV\n"
     "local tail = redis.call('LRANGE', KEYS[1], -k, -1)\n"
     "local same = #tail == k\n"
@@ -144,12 +164,14 @@ static const char ack_src[] =
     "end\n"
     "if same then\n"
     "  redis.call('LTRIM', KEYS[1], 0, -(k + 1))\n"
+    "  count(KEYS[2], 'acked', k)\n"
     "  return k\n"
     "end\n"
     "local n = 0\n"
     "for i = 1, k do\n"
     "  n = n + redis.call('LREM', KEYS[1], -1, ARGV[i])\n"
     "end\n"
+    "count(KEYS[2], 'acked', n)\n"
     "return n\n";
 
 /*
@@ -157,15 +179,17 @@ static const char ack_src[] =
  * the list (one connection's pops, acked in delivery order), so it sends k
  * and both ends. If the ends do not match (the list changed under the
  * client: a reaper got there first), nothing is done and -1 asks for ACK.
- * KEYS[1]: the list; ARGV: k, oldest, newest.
+ * KEYS[1]: the list, KEYS[2]: meta (counts "acked"); ARGV: k, oldest,
+ * newest.
  */
 static const char ackfast_src[] =
-    SHEBANG
+    SHEBANG LUA_COUNT
     "local k = tonumber(ARGV[1])\n"
     "if redis.call('LLEN', KEYS[1]) >= k and\n"
     "   redis.call('LINDEX', KEYS[1], -1) == ARGV[2] and\n"
     "   redis.call('LINDEX', KEYS[1], -k) == ARGV[3] then\n"
     "  redis.call('LTRIM', KEYS[1], 0, -(k + 1))\n"
+    "  count(KEYS[2], 'acked', k)\n"
     "  return k\n"
     "end\n"
     "return -1\n";
@@ -173,7 +197,8 @@ static const char ackfast_src[] =
 /*
  * SETTLE: a message failed (nack, visibility timeout, malformed frame).
  * KEYS[1]: the processing list it is in (with ARGV[5] == "1"); KEYS[2]: the
- * delayed zset (retry) or the dead list (dead).
+ * delayed zset (retry) or the dead list (dead); KEYS[3]: meta (counts
+ * "retried" or "dead_lettered").
  * ARGV: "retry" | "dead", the message as stored, its new frame (built by
  * the client: the payload verbatim), delay ms, "1" to take it out of
  * KEYS[1] first ("0": at-most-once, it is in no list).
@@ -182,15 +207,17 @@ static const char ackfast_src[] =
  * Returns 1 if settled, 0 if not found.
  */
 static const char settle_src[] =
-    SHEBANG
+    SHEBANG LUA_COUNT
     "if ARGV[5] == '1' and redis.call('LREM', KEYS[1], -1, ARGV[2]) == 0 "
     "then\n"
     "  return 0\n"
     "end\n"
     "if ARGV[1] == 'retry' then\n" LUA_NOW
     "  redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), ARGV[3])\n"
+    "  count(KEYS[3], 'retried', 1)\n"
     "else\n"
     "  redis.call('LPUSH', KEYS[2], ARGV[3])\n"
+    "  count(KEYS[3], 'dead_lettered', 1)\n"
     "end\n"
     "return 1\n";
 
@@ -259,7 +286,8 @@ static const char reapscan_src[] =
 
 /*
  * REAP: return up to ARGV[3] messages of a dead holder. KEYS: due, dead,
- * consumers, proc:<h>, fproc:<h>, hb:<h>; ARGV: holder, max attempts,
+ * consumers, proc:<h>, fproc:<h>, hb:<h>, meta (counts "retried" and
+ * "dead_lettered"); ARGV: holder, max attempts,
  * limit, id prefix for new frames, queue (percent-encoded, for dead
  * letters).
  * Each message counts the delivery it was in the middle of: raw ones
@@ -270,7 +298,7 @@ static const char reapscan_src[] =
  * left alone. Returns {moved, dead-lettered, 1 if more remain}.
  */
 static const char reap_src[] =
-    SHEBANG LUA_NOW LUA_FRAME
+    SHEBANG LUA_NOW LUA_FRAME LUA_COUNT
     "if redis.call('EXISTS', KEYS[6]) == 1 then return {0, 0, 0} end\n"
     "local max = tonumber(ARGV[2])\n"
     "local lim = tonumber(ARGV[3])\n"
@@ -295,6 +323,8 @@ static const char reap_src[] =
     "    moved = moved + 1\n"
     "  end\n"
     "end\n"
+    "count(KEYS[7], 'retried', moved - died)\n"
+    "count(KEYS[7], 'dead_lettered', died)\n"
     "if redis.call('LLEN', KEYS[4]) + redis.call('LLEN', KEYS[5]) > 0 then\n"
     "  return {moved, died, 1}\n"
     "end\n"
@@ -459,7 +489,8 @@ static const char purge_src[] =
  * of an unexpected type counts 0 (a snapshot never fails on one queue).
  * Returns {ready, due, delayed, dead, registered, live, processing,
  * paused, ts of the oldest due frame (-1 unknown: the ready list holds
- * raw payloads, so only when it is empty), server time ms}.
+ * raw payloads, so only when it is empty), server time ms, then meta's
+ * counters pushed, taken, acked, retried, dead_lettered (0 when absent)}.
  */
 static const char snapshot_src[] =
     "#!lua flags=no-writes\n" LUA_NOW
@@ -493,8 +524,14 @@ static const char snapshot_src[] =
     "' ts=(%d+)')) or -1\n"
     "  end\n"
     "end\n"
+    "local c = {0, 0, 0, 0, 0}\n"
+    "if redis.call('TYPE', KEYS[6])['ok'] == 'hash' then\n"
+    "  local v = redis.call('HMGET', KEYS[6], 'pushed', 'taken', 'acked', "
+    "'retried', 'dead_lettered')\n"
+    "  for i = 1, 5 do c[i] = tonumber(v[i]) or 0 end\n"
+    "end\n"
     "return {ready, due, len(KEYS[3]), len(KEYS[4]), len(KEYS[5]), live, "
-    "proc, paused, oldest, now}\n";
+    "proc, paused, oldest, now, c[1], c[2], c[3], c[4], c[5]}\n";
 
 /*
  * PEEK (admin, read only): the next ARGV[1] values to be taken. KEYS:

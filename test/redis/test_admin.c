@@ -895,6 +895,213 @@ Test(admin, recover_returns_a_dead_holders_messages_now_and_leaves_live_ones)
               rep->element[0]->str);
     r = CALL(redq_admin_recover(admin(), q, on_done, &g_res));
     cr_expect_eq(r->n, 0);
+    /* REAP counts what it moved back in the queue's counters. */
+    r = snap(q);
+    cr_expect_eq(r->q[0].retried, 4);
+    cr_expect_eq(r->q[0].dead_lettered, 0);
+    admin_close();
+}
+
+/* ---- counters of messages moved ------------------------------------------ */
+
+typedef struct cnt_track {
+    size_t handled, acked, nacked, reported;
+} cnt_track;
+
+static void on_cnt_msg(redq_consumer *c, redq_message *m, void *user)
+{
+    cnt_track *t = user;
+    (void)c;
+    t->handled++;
+    if (redq_msg_len(m) >= 3 && memcmp(redq_msg_data(m), "bad", 3) == 0) {
+        redq_nack(m, "bad");
+        t->nacked++;
+    } else {
+        redq_ack(m);
+        t->acked++;
+    }
+}
+
+static void on_cnt_report(redq_producer *p, const redq_report *rep, void *u)
+{
+    (void)p;
+    if (rep->status == 0)
+        ((cnt_track *)u)->reported++;
+}
+
+static size_t g_cnt_want;
+static bool cond_reported(void *a)
+{
+    return ((cnt_track *)a)->reported >= g_cnt_want;
+}
+static bool cond_handled(void *a)
+{
+    cnt_track *t = a;
+    return t->acked + t->nacked >= g_cnt_want;
+}
+
+/* Produce n messages to q (every 10th "bad..."), and `delayed` delayed
+ * ones, in several batches; wait for their reports. */
+static void cnt_produce(const char *q, int n, int delayed)
+{
+    cnt_track t = {0};
+    redq_producer *p;
+    redq_options o;
+    int i, closed = 0;
+    redq_options_init(&o);
+    o.url = fx_url();
+    o.on_delivery = on_cnt_report;
+    o.user = &t;
+    cr_assert(redq_producer_new(&p, fx_base(), &o) == 0);
+    for (i = 0; i < n + delayed; i++) {
+        char m[32];
+        int len = snprintf(m, sizeof m, "%s-%d",
+                           i % 10 == 3 && i < n ? "bad" : "ok",
+                           i);
+        if (i < n)
+            cr_assert(redq_produce(p, q, m, (size_t)len, NULL) == 0);
+        else
+            cr_assert(redq_produce_delayed(p, q, m, (size_t)len, 30, NULL) ==
+                      0);
+        if (i % 7 == 6)
+            fx_run_for(5); /* several batches */
+    }
+    g_cnt_want = (size_t)(n + delayed);
+    cr_assert(fx_run_until(cond_reported, &t, 5000), "reported %zu",
+              t.reported);
+    cr_assert(redq_producer_close(p, on_pclosed, &closed) == 0);
+    g_cnt_target = 1;
+    cr_assert(fx_run_until(cond_cnt, &closed, 5000));
+}
+
+static void cnt_consume(const char *q, int mode, size_t want, cnt_track *t)
+{
+    redq_consumer *c;
+    redq_options o;
+    const char *qs[1] = {q};
+    int closed = 0;
+    redq_options_init(&o);
+    o.url = fx_url();
+    o.delivery = mode;
+    o.on_message = on_cnt_msg;
+    o.user = t;
+    o.pool_size = 2;
+    o.max_attempts = 2;
+    o.retry_base_ms = 10;
+    o.retry_max_ms = 20;
+    o.promote_interval_ms = 20;
+    o.pop_timeout_ms = 200;
+    cr_assert(redq_consumer_new(&c, fx_base(), &o, qs, 1) == 0);
+    g_cnt_want = want;
+    cr_assert(fx_run_until(cond_handled, t, 10000), "handled %zu of %zu",
+              t->acked + t->nacked, want);
+    cr_assert(redq_consumer_close(c, on_pclosed, &closed) == 0);
+    g_cnt_target = 1;
+    cr_assert(fx_run_until(cond_cnt, &closed, 5000));
+}
+
+/*
+ * Every event of a message's life is counted once in the queue's meta
+ * hash, whoever moved it: pushed (plain and delayed), taken (TAKE, BLMOVE
+ * and at-most-once pops), acked (ACK and ACKFAST), retried and
+ * dead-lettered (SETTLE); the snapshot and the metrics show them.
+ */
+Test(admin, counters_of_messages_moved_count_every_event_once)
+{
+    cnt_track t = {0};
+    ares *r;
+    char line[256];
+
+    /* 40 plain (4 "bad") + 5 delayed ("ok"): 45 pushed. max_attempts 2:
+     * each bad one is nacked twice, retried once and dead-lettered once,
+     * so 49 deliveries, 41 acks. */
+    cnt_produce("cntq", 40, 5);
+    r = snap("cntq");
+    cr_expect_eq(r->q[0].pushed, 45);
+    cr_expect_eq(r->q[0].taken, 0);
+    cnt_consume("cntq", REDQ_AT_LEAST_ONCE, 49, &t);
+    cr_expect_eq(t.acked, 41);
+    r = snap("cntq");
+    cr_expect_eq(r->q[0].pushed, 45);
+    cr_expect_eq(r->q[0].taken, 49);
+    cr_expect_eq(r->q[0].acked, 41);
+    cr_expect_eq(r->q[0].retried, 4);
+    cr_expect_eq(r->q[0].dead_lettered, 4);
+    cr_expect_eq(r->q[0].dead, 4);
+
+    /* A consumer blocked in BLMOVE on an empty queue: those pops count. */
+    {
+        cnt_track t2 = {0};
+        redq_consumer *c;
+        redq_options o;
+        const char *qs[1] = {"cntb"};
+        int closed = 0, i;
+        redq_options_init(&o);
+        o.url = fx_url();
+        o.on_message = on_cnt_msg;
+        o.user = &t2;
+        o.pool_size = 1;
+        o.pop_timeout_ms = 5000;
+        cr_assert(redq_consumer_new(&c, fx_base(), &o, qs, 1) == 0);
+        for (i = 0; i < 3; i++) {
+            long long b0 = fx_commandstat_calls("blmove");
+            /* Wait until it blocks (its TAKE found nothing), then push. */
+            int waited = 0;
+            while (fx_commandstat_calls("blmove") == b0 && waited++ < 1000)
+                fx_run_for(10);
+            fx_cmd_ok("LPUSH cntb m%d", i);
+            g_cnt_want = (size_t)i + 1;
+            cr_assert(fx_run_until(cond_handled, &t2, 5000));
+        }
+        cr_assert(redq_consumer_close(c, on_pclosed, &closed) == 0);
+        g_cnt_target = 1;
+        cr_assert(fx_run_until(cond_cnt, &closed, 5000));
+        r = snap("cntb");
+        cr_expect_eq(r->q[0].taken, 3);
+        cr_expect_eq(r->q[0].acked, 3);
+        cr_expect_eq(r->q[0].pushed, 0, "LPUSH by hand is not redq's");
+    }
+
+    /* At-most-once: pops are counted per reply; acks are not Redis's. */
+    {
+        cnt_track t3 = {0};
+        cnt_produce("cntm", 20, 0);
+        cnt_consume("cntm", REDQ_AT_MOST_ONCE, 20 + 2, &t3);
+        r = snap("cntm");
+        cr_expect_eq(r->q[0].pushed, 20);
+        cr_expect_eq(r->q[0].taken, 22, "taken %llu",
+                     (unsigned long long)r->q[0].taken);
+        cr_expect_eq(r->q[0].acked, 0);
+        cr_expect_eq(r->q[0].retried, 2);
+        cr_expect_eq(r->q[0].dead_lettered, 2);
+    }
+
+    r = CALL(redq_admin_metrics(admin(), on_text, &g_res));
+    cr_assert_eq(r->status, 0, "%s", r->err);
+    cr_expect(strstr(r->text, "# TYPE redq_queue_messages_total counter\n"));
+    snprintf(line, sizeof line,
+             "\nredq_queue_messages_total{queue=\"cntq\",event=\"%s\"} %d\n",
+             "acked", 41);
+    cr_expect(strstr(r->text, line) != NULL, "no %s in\n%s", line, r->text);
+    snprintf(line, sizeof line,
+             "\nredq_queue_messages_total{queue=\"cntq\",event=\"%s\"} %d\n",
+             "dead_lettered", 4);
+    cr_expect(strstr(r->text, line) != NULL, "no %s", line);
+    snprintf(line, sizeof line,
+             "\nredq_queue_messages_total{queue=\"cntm\",event=\"%s\"} %d\n",
+             "taken", 22);
+    cr_expect(strstr(r->text, line) != NULL, "no %s", line);
+
+    /* A meta key of another type: the scripts leave it and still move. */
+    fx_cmd_ok("SET %s notahash", K("cntq", "meta"));
+    fx_cmd_ok("LPUSH cntq late");
+    {
+        cnt_track t4 = {0};
+        cnt_consume("cntq", REDQ_AT_LEAST_ONCE, 1, &t4);
+        cr_expect_eq(t4.acked, 1);
+    }
+    cr_expect_eq(fx_llen("cntq"), 0);
+    cr_expect_eq(fx_llen(K("cntq", "proc:x")), 0);
     admin_close();
 }
 
