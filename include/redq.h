@@ -954,9 +954,12 @@ REDQ_API int redq_admin_recover_orphans(redq_admin *a, const char *queue,
 typedef void (*redq_text_cb)(redq_admin *a, int status, const char *errstr,
                              const char *text, size_t len, void *user);
 /** Every registered queue in the Prometheus text exposition format
- *  (version 0.0.4): redq_queue_ready{queue="..."} and the other fields of
- *  redq_queue_info, with HELP and TYPE lines; label values escaped as the
- *  format says. For an embedding server to mount on its own evhttp. */
+ *  (version 0.0.4): gauges redq_queue_ready{queue="..."} and the other
+ *  fields of redq_queue_info, and the counters of messages moved as one
+ *  counter family, redq_queue_messages_total{queue="...",event="pushed"}
+ *  (events pushed, taken, acked, retried, dead_lettered), with HELP and
+ *  TYPE lines; label values escaped as the format says. For an embedding
+ *  server to mount on its own evhttp. */
 REDQ_API int redq_admin_metrics(redq_admin *a, redq_text_cb cb, void *user);
 
 /* ------------------------------------------------------------------------ */

@@ -42,18 +42,14 @@
 /*
  * count(meta, field, n): add n to a counter of messages moved (redq.h,
  * redq_queue_info.pushed ...) in the queue's meta hash, in the same script
- * as the move it counts. A meta key of another type (made by hand) is left
- * alone rather than failing a script after its moves. HINCRBY of a field
- * that exists adds no memory, so it is safe under allow-oom.
+ * as the move it counts. redis.pcall: a counter must never fail the move
+ * it counts, after its writes. A meta key of another type (made by hand)
+ * or a least-privilege user whose ACL lacks HINCRBY just goes uncounted.
+ * HINCRBY of a field that exists adds no memory, so it fits allow-oom.
  */
 #define LUA_COUNT                                                              \
     "local function count(meta, field, n)\n"                                   \
-    "  if n > 0 then\n"                                                        \
-    "    local t = redis.call('TYPE', meta)['ok']\n"                           \
-    "    if t == 'hash' or t == 'none' then\n"                                 \
-    "      redis.call('HINCRBY', meta, field, n)\n"                            \
-    "    end\n"                                                                \
-    "  end\n"                                                                  \
+    "  if n > 0 then redis.pcall('HINCRBY', meta, field, n) end\n"             \
     "end\n"
 
 /* RPUSH/LPUSH a whole array, 1000 at a time (Lua's unpack has a limit). */
