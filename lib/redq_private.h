@@ -247,10 +247,6 @@ size_t redq__arena_retained(const redq__arena *a);
  * 3.5 lets decoders choose). */
 long redq__b64_decode(const char *in, size_t len, void *out);
 
-/* SHA-1 (FIPS 180-4, RFC 3174) of data as 40 lowercase hex digits and a
- * NUL. Redis names Lua scripts this way: scripts are called by SHA with
- * EVALSHA (and loaded again after NOSCRIPT). Never fails. */
-void redq__sha1_hex(const void *data, size_t len, char out[41]);
 
 /* ---- key layout (lib/keys.c) ------------------------------------------ */
 
