@@ -812,6 +812,24 @@ typedef struct redq_queue_info {
     int paused;                /**< 1 when consumers do not take from it */
     long long last_seen_ms;    /**< registry: last use by a producer or
                                     consumer, ms since the epoch; -1 unknown */
+    /* Appended in 0.4: messages moved, counted in Redis (the queue's meta
+     * hash) by every producer and consumer since the queue was first used
+     * by a version that counts (or since its keys were deleted), so they
+     * only grow: rates are differences over time. Each event is counted
+     * when Redis applies it, in the same script or pipeline as the move
+     * itself; a producer's count is sent with each batch (a batch whose
+     * reply is lost with the connection may be counted though resent, or
+     * the other way round: the counters are for rates, not for audits). */
+    uint64_t pushed;           /**< produced: LPUSH to the ready list, or
+                                    scheduled with a delay */
+    uint64_t taken;            /**< popped by consumers, both modes */
+    uint64_t acked;            /**< at-least-once: acked (removed from a
+                                    processing list) */
+    uint64_t retried;          /**< sent back to be taken again: nacks and
+                                    visibility timeouts with attempts left,
+                                    and messages recovered from dead
+                                    consumers */
+    uint64_t dead_lettered;    /**< moved to the dead-letter list */
 } redq_queue_info;
 
 /** status 0 and `n` queues, or a REDQ_E* and errstr (n is then 0). */
@@ -836,6 +854,17 @@ typedef struct redq_admin_msg {
     long long dead_ts_ms;  /**< dead letters: when, else -1 */
     size_t index;          /**< peek: 0 is the next to be taken; dead: 0 is
                                 the newest */
+    /* Appended in 0.4 (fields only ever go at the end). */
+    int framed;            /**< 1 when the stored value was a redq frame
+                                (id, attempts, ts and the dead-letter fields
+                                come from it); 0 for a raw payload, as the
+                                ready list holds them, or a value put there
+                                by hand (the fields above are then their
+                                defaults) */
+    const char *queue;     /**< dead letters: the queue the frame says it
+                                died in (its "q=" field, decoded; borrowed),
+                                else NULL (no such field, or not a dead
+                                letter) */
 } redq_admin_msg;
 
 typedef void (*redq_msgs_cb)(redq_admin *a, int status, const char *errstr,
@@ -880,15 +909,146 @@ REDQ_API int redq_admin_pause(redq_admin *a, const char *queue, int paused,
 REDQ_API int redq_admin_recover(redq_admin *a, const char *queue,
                                 redq_done_cb cb, void *user);
 
+/** A processing list whose holder is not registered (redq_admin_orphans). */
+typedef struct redq_orphan {
+    const char *key;      /**< the list's key (borrowed) */
+    const char *holder;   /**< the holder id in it (borrowed) */
+    uint64_t messages;    /**< how many it held when looked at */
+} redq_orphan;
+
+/** status 0 and `n` orphaned lists, or a REDQ_E* and errstr (n is 0). */
+typedef void (*redq_orphans_cb)(redq_admin *a, int status, const char *errstr,
+                                const redq_orphan *orphans, size_t n,
+                                void *user);
+
+/**
+ * The queue's processing lists that hold messages but whose holder is not
+ * in the queue's consumers set: no live consumer's reaper looks at them
+ * (a reaper starts from the set), so their messages wait for an operator.
+ * They come from a consumers set deleted or rewritten by hand, or keys
+ * restored from a backup without it. A processing list is found only by
+ * walking the keyspace: SCAN MATCH on the queue's key prefix (its special
+ * characters escaped), one page of about 1000 keys per round trip so the
+ * server is never blocked for long, then SISMEMBER and LLEN per candidate,
+ * pipelined; at most 10000 candidates are looked at. Sorted by key. Costs
+ * a walk of the whole keyspace: an operator's question, not a monitor's.
+ */
+REDQ_API int redq_admin_orphans(redq_admin *a, const char *queue,
+                                redq_orphans_cb cb, void *user);
+
+/**
+ * Move the messages of the queue's orphaned lists (as redq_admin_orphans()
+ * finds them) back to be taken again, as the recovery of a dead consumer
+ * does: each counts the delivery it was in (a message at max_attempts is
+ * dead-lettered), goes to the due list, and the empty list is gone. A
+ * holder that still has a heartbeat is left alone (it is alive and will
+ * register again within its heartbeat period). n is how many moved.
+ * redq_admin_recover() does not do this: it stays cheap (no keyspace
+ * walk); call both to recover everything.
+ */
+REDQ_API int redq_admin_recover_orphans(redq_admin *a, const char *queue,
+                                        redq_done_cb cb, void *user);
+
 /** Text built by the admin handle: status 0 and `len` bytes at `text`
  *  (borrowed), or an error. */
 typedef void (*redq_text_cb)(redq_admin *a, int status, const char *errstr,
                              const char *text, size_t len, void *user);
 /** Every registered queue in the Prometheus text exposition format
- *  (version 0.0.4): redq_queue_ready{queue="..."} and the other fields of
- *  redq_queue_info, with HELP and TYPE lines; label values escaped as the
- *  format says. For an embedding server to mount on its own evhttp. */
+ *  (version 0.0.4): gauges redq_queue_ready{queue="..."} and the other
+ *  fields of redq_queue_info, and the counters of messages moved as one
+ *  counter family, redq_queue_messages_total{queue="...",event="pushed"}
+ *  (events pushed, taken, acked, retried, dead_lettered), with HELP and
+ *  TYPE lines; label values escaped as the format says. For an embedding
+ *  server to mount on its own evhttp. */
 REDQ_API int redq_admin_metrics(redq_admin *a, redq_text_cb cb, void *user);
+
+/* ------------------------------------------------------------------------ */
+/* Text helpers (lib/text.c)                                                  */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Payloads are bytes and redq never re-encodes them on their way through
+ * Redis. Tools that must show them as text (JSON, a web page) need to know
+ * whether they are UTF-8 and, when not, a text form of the bytes: the
+ * library's own checks, exported so that every tool uses the same rules.
+ */
+
+/** 1 when the `len` bytes at `s` are well-formed UTF-8 (RFC 3629: no
+ *  overlong forms, no surrogates, nothing above U+10FFFF; NUL bytes are
+ *  text), else 0. `s` may be NULL only when len is 0. */
+REDQ_API int redq_utf8_valid(const void *s, size_t len);
+
+/** Length (1 to 4) of the well-formed UTF-8 sequence at the start of the
+ *  `len` bytes at `s`, by the same rules, or 0 when they do not start with
+ *  one (or len is 0). For escaping text one character at a time. */
+REDQ_API size_t redq_utf8_seq_len(const void *s, size_t len);
+
+/** Standard base64 (RFC 4648 section 4, with padding) of `len` bytes at
+ *  `in`, written to `out`, which needs 4*((len+2)/3)+1 bytes and is
+ *  NUL-terminated. Returns the length written, without the NUL. */
+REDQ_API size_t redq_base64_encode(const void *in, size_t len, char *out);
+
+/* ------------------------------------------------------------------------ */
+/* URLs (lib/url.c)                                                          */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * The library's parser of redq_options.url, for programs that need a
+ * connection of their own to the same server (a benchmark's side
+ * connection, a test's checks): they read the same URLs the same way.
+ */
+
+/** What a URL names. */
+typedef enum redq_url_kind {
+    REDQ_URL_TCP = 0,     /**< redis://host:port */
+    REDQ_URL_UNIX = 1,    /**< unix:///path/to/socket */
+    REDQ_URL_SENTINEL = 2 /**< redis+sentinel://s1,s2/master */
+} redq_url_kind;
+
+/** A Sentinel's address. */
+typedef struct redq_url_node {
+    const char *host; /**< a name or an IP literal, without brackets */
+    int port;         /**< 26379 unless the URL says otherwise */
+} redq_url_node;
+
+/**
+ * A parsed URL. Every string is decoded and owned by the struct: they stay
+ * valid until redq_url_info_free(), which releases them all. A string the
+ * URL does not give is NULL.
+ */
+typedef struct redq_url_info {
+    redq_url_kind kind;
+    const char *host;     /**< TCP: the server (no brackets); else NULL */
+    int port;             /**< TCP: 1..65535, 6379 by default; else 0 */
+    const char *path;     /**< UNIX: the socket's path; else NULL */
+    const char *user;     /**< the ACL user (Sentinel: the data nodes') */
+    const char *password; /**< the password (Sentinel: the data nodes') */
+    int db;               /**< the database index, 0 by default */
+    /* SENTINEL only (else 0 and NULL): */
+    size_t nsentinels;              /**< 1..16 */
+    const redq_url_node *sentinels; /**< in the URL's order */
+    const char *master_name;        /**< the master's name at the Sentinels */
+    const char *sentinel_user;      /**< ?sentinel_user=, or NULL */
+    const char *sentinel_password;  /**< ?sentinel_password=, or NULL */
+} redq_url_info;
+
+/**
+ * Parse `url` into *out (the forms redq_options.url accepts, by the same
+ * parser the handles use).
+ *
+ * 0            parsed; release *out with redq_url_info_free()
+ * REDQ_EINVAL  url or out is NULL, or the URL is invalid: `err` (errlen
+ *              bytes, NUL-terminated; may be NULL when errlen is 0) says
+ *              why, e.g. "port 70000 out of range 1-65535"
+ * REDQ_ENOMEM  out of memory
+ * On failure *out is zeroed and owns nothing (freeing it is harmless).
+ */
+REDQ_API int redq_url_parse(const char *url, redq_url_info *out, char *err,
+                            size_t errlen);
+
+/** Release the strings of a parsed URL and zero it. Safe on a zeroed one
+ *  and on NULL. */
+REDQ_API void redq_url_info_free(redq_url_info *u);
 
 #ifdef __cplusplus
 }

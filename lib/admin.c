@@ -40,10 +40,14 @@
 #define DEADONE_SCAN 10000
 /* Messages one peek or dead listing returns at most. */
 #define MAX_LIST 100000
+/* The orphan search: SCAN's COUNT hint (keys the server looks at per
+ * page, so per round trip), and the most candidate lists it checks. */
+#define ORPHAN_SCAN_COUNT "1000"
+#define MAX_ORPHANS 10000
 
 enum areq_kind {
     K_QUEUES, K_QUEUE, K_PEEK, K_DEAD, K_REQUEUE, K_REQUEUE_ID, K_DELETE_ID,
-    K_PURGE, K_PAUSE, K_RECOVER, K_METRICS
+    K_PURGE, K_PAUSE, K_RECOVER, K_METRICS, K_ORPHANS, K_RECOVER_ORPHANS
 };
 
 typedef struct qsnap {
@@ -54,6 +58,15 @@ typedef struct qsnap {
 } qsnap;
 
 typedef struct areq areq;
+
+/* A candidate of the orphan search: a processing list of the queue. */
+typedef struct orphan_cand {
+    char *key;
+    size_t klen;
+    char holder[40];
+    int member;        /* its holder is in the consumers set (-1 unknown) */
+    long long len;     /* LLEN, -1 unknown */
+} orphan_cand;
 
 /* The argument of one command's reply callback. */
 typedef struct aref {
@@ -82,6 +95,7 @@ struct areq {
         redq_msgs_cb msgs;
         redq_done_cb done;
         redq_text_cb text;
+        redq_orphans_cb orphans;
     } cb;
     void *user;
 
@@ -95,6 +109,13 @@ struct areq {
     size_t nmsgs;
     char *text;
     size_t textlen;
+
+    /* The orphan search (K_ORPHANS, K_RECOVER_ORPHANS). */
+    char *prefix;      /* the queue's key prefix, "{Q}/" */
+    char *pattern;     /* prefix glob-escaped, then "*proc:*" */
+    char cursor[32];
+    orphan_cand *cands;
+    size_t ncands, capcands, checks;
 };
 
 struct redq_admin {
@@ -115,6 +136,8 @@ struct redq_admin {
 static void run(areq *r);
 static void snaps_prune_sort(areq *r);
 static void build_metrics(areq *r);
+static void finish_orphans(areq *r, const char *es);
+static void on_scan(redq__conn *c, void *reply, void *arg);
 
 static void req_free(areq *r)
 {
@@ -127,6 +150,11 @@ static void req_free(areq *r)
     free(r->bufs);
     free(r->msgs);
     free(r->text);
+    for (i = 0; i < r->ncands; i++)
+        free(r->cands[i].key);
+    free(r->cands);
+    free(r->prefix);
+    free(r->pattern);
     free(r->queue);
     free(r->arg);
     if (r->ev != NULL)
@@ -195,6 +223,9 @@ static void finish(areq *r)
     case K_METRICS:
         r->cb.text(a, r->status, es, r->status == 0 && r->text ? r->text : "",
                    r->status == 0 ? r->textlen : 0, r->user);
+        break;
+    case K_ORPHANS:
+        finish_orphans(r, es);
         break;
     default:
         r->cb.done(a, r->status, es, r->status == 0 ? r->n : 0, r->user);
@@ -355,10 +386,10 @@ static void on_snapshot(redq__conn *c, void *reply, void *arg)
     qsnap *s = &r->snaps[i];
     (void)c;
     if (reply_ok(r, rep, "snapshot")) {
-        if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 10) {
-            long long v[10];
+        if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 15) {
+            long long v[15];
             size_t k;
-            for (k = 0; k < 10; k++)
+            for (k = 0; k < 15; k++)
                 v[k] = reply_ll(rep->element[k]);
             s->info.ready = (uint64_t)v[0];
             s->info.due = (uint64_t)v[1];
@@ -370,6 +401,11 @@ static void on_snapshot(redq__conn *c, void *reply, void *arg)
             s->info.paused = v[7] == 1;
             s->info.oldest_age_ms =
                 v[8] >= 0 ? (v[9] > v[8] ? v[9] - v[8] : 0) : -1;
+            s->info.pushed = v[10] > 0 ? (uint64_t)v[10] : 0;
+            s->info.taken = v[11] > 0 ? (uint64_t)v[11] : 0;
+            s->info.acked = v[12] > 0 ? (uint64_t)v[12] : 0;
+            s->info.retried = v[13] > 0 ? (uint64_t)v[13] : 0;
+            s->info.dead_lettered = v[14] > 0 ? (uint64_t)v[14] : 0;
             s->done = 1;
         } else {
             fail(r, REDQ_EPROTOCOL, "snapshot: unexpected reply");
@@ -603,6 +639,8 @@ static int add_msg(areq *r, const char *v, size_t len, int framed, int dead)
         isframe = 1;
     if (isframe && f.reason != NULL)
         need += f.reason_len + 1;
+    if (isframe && f.queue != NULL)
+        need += f.queue_len + 1;
     buf = malloc(need);
     if (buf == NULL)
         return REDQ_ENOMEM;
@@ -612,7 +650,8 @@ static int add_msg(areq *r, const char *v, size_t len, int framed, int dead)
     m->index = r->nmsgs + (dead ? r->offset : 0);
     m->ts_ms = -1;
     m->dead_ts_ms = -1;
-    /* buf: payload NUL | id NUL | reason NUL */
+    /* buf: payload NUL | id NUL | reason NUL | queue NUL */
+    m->framed = isframe;
     if (isframe) {
         memcpy(buf, f.body, f.body_len);
         buf[f.body_len] = '\0';
@@ -623,12 +662,17 @@ static int add_msg(areq *r, const char *v, size_t len, int framed, int dead)
         m->ts_ms = f.ts_ms;
         if (dead) {
             m->dead_ts_ms = f.dead_ts_ms;
+            char *rs = buf + f.body_len + 1 + strlen(f.id) + 1;
             if (f.reason != NULL) {
-                char *rs = buf + f.body_len + 1 + strlen(f.id) + 1;
-                redq__pct_decode(f.reason, f.reason_len, rs);
+                size_t rl = redq__pct_decode(f.reason, f.reason_len, rs);
                 m->reason = rs;
+                rs += rl + 1;
             } else {
                 m->reason = "";
+            }
+            if (f.queue != NULL) {
+                redq__pct_decode(f.queue, f.queue_len, rs);
+                m->queue = rs;
             }
         }
     } else {
@@ -854,7 +898,7 @@ static void send_reap(areq *r, const char *h)
 {
     static const char *const fixed[] = {"due", "dead", "consumers"};
     static const char *const pre[] = {"proc:", "fproc:", "hb:"};
-    char *keys[6] = {0};
+    char *keys[7] = {0};
     char sfx[48], maxa[24], prefix[48], *qenc;
     size_t k, n = 0;
     static const char hex[] = "0123456789ABCDEF";
@@ -866,6 +910,7 @@ static void send_reap(areq *r, const char *h)
         snprintf(sfx, sizeof sfx, "%s%s", pre[k], h);
         keys[3 + k] = qkey(r, r->queue, r->qlen, sfx);
     }
+    keys[6] = qkey(r, r->queue, r->qlen, "meta");
     if (qenc == NULL)
         fail(r, REDQ_ENOMEM, "out of memory");
     if (r->status == 0) {
@@ -886,16 +931,16 @@ static void send_reap(areq *r, const char *h)
         snprintf(prefix, sizeof prefix, "%s.r", h);
         {
             const char *argv[] = {"EVALSHA", r->a->scripts.sha[REDQ__SCRIPT_REAP],
-                                  "6", keys[0], keys[1], keys[2], keys[3],
-                                  keys[4], keys[5], h, maxa, "256", prefix,
-                                  qenc};
+                                  "7", keys[0], keys[1], keys[2], keys[3],
+                                  keys[4], keys[5], keys[6], h, maxa, "256",
+                                  prefix, qenc};
             aref *f = ref_new(r, 0);
             if (f != NULL)
                 snprintf(f->holder, sizeof f->holder, "%s", h);
-            send_cmd(r, REDQ__SCRIPT_REAP, 14, argv, NULL, on_reap, f);
+            send_cmd(r, REDQ__SCRIPT_REAP, 15, argv, NULL, on_reap, f);
         }
     }
-    for (k = 0; k < 6; k++)
+    for (k = 0; k < 7; k++)
         free(keys[k]);
     free(qenc);
 }
@@ -921,6 +966,256 @@ static void on_recover_members(redq__conn *c, void *reply, void *arg)
             send_reap(r, h);
         }
     settle(r);
+}
+
+/* ---- orphaned processing lists ------------------------------------------ */
+
+/*
+ * A processing list is named after its holder, and the holder is found by
+ * reapers only through the consumers set. A list whose holder left the set
+ * (the set deleted or rewritten by hand, keys restored without it) is seen
+ * by nobody: only a walk of the keyspace finds it. The walk is SCAN pages
+ * of ORPHAN_SCAN_COUNT keys, one round trip each, so that the server is
+ * never blocked for long and other requests interleave; the candidates are
+ * then checked with SISMEMBER and LLEN, pipelined.
+ */
+
+/* A holder id exactly as consumers make them (lib/reliable.c: the consumer
+ * id in hex, a dot, the connection's index). Stricter than valid_holder(),
+ * which reads the consumers set: here a key that merely ends like a
+ * processing list (the dead list of a queue named "{a}:proc" is
+ * "{a}:proc:dead", and "dead" is hex) must not be taken for one. */
+static int strict_holder(const char *s, size_t len)
+{
+    size_t i = 0, dig;
+    if (len == 0 || len > 32)
+        return 0;
+    while (i < len && ((s[i] >= '0' && s[i] <= '9') ||
+                       (s[i] >= 'a' && s[i] <= 'f')))
+        i++;
+    if (i == 0 || i == len || s[i++] != '.')
+        return 0;
+    dig = i;
+    while (i < len && s[i] >= '0' && s[i] <= '9')
+        i++;
+    return i == len && i > dig;
+}
+
+/* The holder in `key` when it is "<prefix>proc:<h>" or "<prefix>fproc:<h>"
+ * of r's queue, else NULL. */
+static const char *proc_holder(const areq *r, const char *key, size_t len,
+                               size_t *hlen)
+{
+    size_t plen = strlen(r->prefix), n, k;
+    const char *t;
+    if (len <= plen || memcmp(key, r->prefix, plen) != 0)
+        return NULL;
+    t = key + plen;
+    n = len - plen;
+    if (n > 5 && memcmp(t, "proc:", 5) == 0)
+        k = 5;
+    else if (n > 6 && memcmp(t, "fproc:", 6) == 0)
+        k = 6;
+    else
+        return NULL;
+    if (!strict_holder(t + k, n - k))
+        return NULL;
+    *hlen = n - k;
+    return t + k;
+}
+
+/* `s` with the characters special to Redis's glob (* ? [ ] \) escaped,
+ * then `tail` as it is: a queue name may hold any of them. */
+static char *glob_escape(const char *s, const char *tail)
+{
+    size_t n = strlen(s), i, o = 0;
+    char *out = malloc(2 * n + strlen(tail) + 1);
+    if (out == NULL)
+        return NULL;
+    for (i = 0; i < n; i++) {
+        if (strchr("*?[]\\", s[i]) != NULL)
+            out[o++] = '\\';
+        out[o++] = s[i];
+    }
+    strcpy(out + o, tail);
+    return out;
+}
+
+/* Add a candidate (SCAN may return a key twice: once only). */
+static int cand_add(areq *r, const char *key, size_t len, const char *h,
+                    size_t hlen)
+{
+    orphan_cand *c;
+    size_t i;
+    for (i = 0; i < r->ncands; i++)
+        if (r->cands[i].klen == len && memcmp(r->cands[i].key, key, len) == 0)
+            return 0;
+    if (r->ncands >= MAX_ORPHANS)
+        return 0; /* bounded: the rest is for the next call */
+    if (r->ncands == r->capcands) {
+        size_t cap = r->capcands ? 2 * r->capcands : 8;
+        orphan_cand *v = realloc(r->cands, cap * sizeof *v);
+        if (v == NULL)
+            return REDQ_ENOMEM;
+        r->cands = v;
+        r->capcands = cap;
+    }
+    c = &r->cands[r->ncands];
+    memset(c, 0, sizeof *c);
+    if ((c->key = malloc(len + 1)) == NULL)
+        return REDQ_ENOMEM;
+    memcpy(c->key, key, len);
+    c->key[len] = '\0';
+    c->klen = len;
+    memcpy(c->holder, h, hlen); /* strict_holder: at most 32 bytes */
+    c->holder[hlen] = '\0';
+    c->member = -1;
+    c->len = -1;
+    r->ncands++;
+    return 0;
+}
+
+static int cand_orphaned(const orphan_cand *c)
+{
+    return c->member == 0 && c->len > 0;
+}
+
+static void send_scan(areq *r)
+{
+    const char *argv[] = {"SCAN", r->cursor, "MATCH", r->pattern, "COUNT",
+                          ORPHAN_SCAN_COUNT};
+    send_cmd(r, -1, 6, argv, NULL, on_scan, ref_new(r, 0));
+}
+
+/* Every candidate is checked: recover the orphans' holders (once each). */
+static void reap_orphans(areq *r)
+{
+    size_t i, j;
+    for (i = 0; i < r->ncands && r->status == 0; i++) {
+        int seen = 0;
+        if (!cand_orphaned(&r->cands[i]))
+            continue;
+        for (j = 0; j < i && !seen; j++)
+            seen = cand_orphaned(&r->cands[j]) &&
+                   strcmp(r->cands[j].holder, r->cands[i].holder) == 0;
+        /* REAP leaves a holder with a heartbeat alone, and SREM of a
+         * holder not in the set does nothing: it fits orphans as is. */
+        if (!seen)
+            send_reap(r, r->cands[i].holder);
+    }
+}
+
+static void on_check(redq__conn *c, void *reply, void *arg)
+{
+    size_t i;
+    areq *r = reply_begin(arg, &i, NULL);
+    redisReply *rep = reply;
+    orphan_cand *o = &r->cands[i / 2];
+    (void)c;
+    r->checks--;
+    if (rep != NULL && rep->type == REDIS_REPLY_ERROR && i % 2 == 1 &&
+        strncmp(rep->str, "WRONGTYPE", 9) == 0) {
+        /* Not a list: not redq's, whatever its name says. */
+    } else if (reply_ok(r, rep, i % 2 ? o->key : "listing consumers") &&
+               rep->type == REDIS_REPLY_INTEGER) {
+        if (i % 2 == 0)
+            o->member = rep->integer != 0;
+        else
+            o->len = rep->integer;
+    }
+    if (r->checks == 0 && r->status == 0 && r->kind == K_RECOVER_ORPHANS)
+        reap_orphans(r);
+    settle(r);
+}
+
+/* The walk is over: check each candidate's holder and length. */
+static void send_checks(areq *r)
+{
+    char *ck = qkey(r, r->queue, r->qlen, "consumers");
+    size_t i;
+    if (ck == NULL)
+        return;
+    for (i = 0; i < r->ncands && r->status == 0; i++) {
+        const char *ism[] = {"SISMEMBER", ck, r->cands[i].holder};
+        const char *llen[] = {"LLEN", r->cands[i].key};
+        size_t ll[] = {4, r->cands[i].klen};
+        if (send_cmd(r, -1, 3, ism, NULL, on_check, ref_new(r, 2 * i)) != 0 ||
+            send_cmd(r, -1, 2, llen, ll, on_check, ref_new(r, 2 * i + 1)) != 0)
+            break;
+        r->checks += 2;
+    }
+    free(ck);
+}
+
+static void on_scan(redq__conn *c, void *reply, void *arg)
+{
+    areq *r = reply_begin(arg, NULL, NULL);
+    redisReply *rep = reply, *keys;
+    size_t i;
+    (void)c;
+    if (!reply_ok(r, rep, "SCAN"))
+        goto out;
+    if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 2 ||
+        rep->element[0]->type != REDIS_REPLY_STRING ||
+        rep->element[1]->type != REDIS_REPLY_ARRAY ||
+        (size_t)rep->element[0]->len >= sizeof r->cursor) {
+        fail(r, REDQ_EPROTOCOL, "SCAN: unexpected reply");
+        goto out;
+    }
+    memcpy(r->cursor, rep->element[0]->str, (size_t)rep->element[0]->len);
+    r->cursor[rep->element[0]->len] = '\0';
+    keys = rep->element[1];
+    for (i = 0; i < keys->elements && r->status == 0; i++) {
+        const redisReply *k = keys->element[i];
+        const char *h;
+        size_t hl;
+        if (k->type == REDIS_REPLY_STRING &&
+            (h = proc_holder(r, k->str, (size_t)k->len, &hl)) != NULL &&
+            cand_add(r, k->str, (size_t)k->len, h, hl) != 0)
+            fail(r, REDQ_ENOMEM, "out of memory");
+    }
+    if (r->status != 0)
+        goto out;
+    if (strcmp(r->cursor, "0") != 0 && r->ncands < MAX_ORPHANS)
+        send_scan(r);
+    else
+        send_checks(r);
+out:
+    settle(r);
+}
+
+static int orphan_cmp(const void *x, const void *y)
+{
+    const redq_orphan *a = x, *b = y;
+    return strcmp(a->key, b->key);
+}
+
+/* K_ORPHANS' callback: the candidates that are orphans, by key. */
+static void finish_orphans(areq *r, const char *es)
+{
+    static const redq_orphan none[1];
+    redq_orphan *v = NULL;
+    size_t i, n = 0;
+    if (r->status == 0 && r->ncands > 0) {
+        v = malloc(r->ncands * sizeof *v);
+        if (v == NULL) {
+            r->status = REDQ_ENOMEM;
+            snprintf(r->errstr, sizeof r->errstr, "out of memory");
+            es = r->errstr;
+        }
+        for (i = 0; v != NULL && i < r->ncands; i++)
+            if (cand_orphaned(&r->cands[i])) {
+                v[n].key = r->cands[i].key;
+                v[n].holder = r->cands[i].holder;
+                v[n].messages = (uint64_t)r->cands[i].len;
+                n++;
+            }
+        if (n > 1)
+            qsort(v, n, sizeof *v, orphan_cmp);
+    }
+    r->cb.orphans(r->a, r->status, es, v != NULL ? v : none,
+                  r->status == 0 ? n : 0, r->user);
+    free(v);
 }
 
 /* ---- metrics ------------------------------------------------------------ */
@@ -1048,6 +1343,39 @@ static void build_metrics(areq *r)
             sb_add(&b, "\n", 1);
         }
     }
+    /* The counters of messages moved: one family, the event a label, so
+     * that a rate per event is one query (rate(...[5m]) by (event)). */
+    {
+        static const struct {
+            const char *event;
+            size_t off;
+        } ev[] = {
+            {"pushed", offsetof(redq_queue_info, pushed)},
+            {"taken", offsetof(redq_queue_info, taken)},
+            {"acked", offsetof(redq_queue_info, acked)},
+            {"retried", offsetof(redq_queue_info, retried)},
+            {"dead_lettered", offsetof(redq_queue_info, dead_lettered)},
+        };
+        size_t e;
+        sb_printf(&b, "# HELP redq_queue_messages_total Messages moved, by "
+                      "event: pushed by producers, taken by consumers, "
+                      "acked, retried (nacks, timeouts, recoveries), "
+                      "dead_lettered. Counted in Redis by every client.\n"
+                      "# TYPE redq_queue_messages_total counter\n");
+        for (i = 0; i < r->nsnaps; i++) {
+            const redq_queue_info *q = &r->snaps[i].info;
+            size_t el = redq__prom_escape(r->snaps[i].name, r->snaps[i].len,
+                                          esc);
+            for (e = 0; e < sizeof ev / sizeof ev[0]; e++) {
+                static const char pre[] = "redq_queue_messages_total{queue=\"";
+                sb_add(&b, pre, sizeof pre - 1);
+                sb_add(&b, esc, el);
+                sb_printf(&b, "\",event=\"%s\"} %llu\n", ev[e].event,
+                          (unsigned long long)*(const uint64_t *)(
+                              (const char *)q + ev[e].off));
+            }
+        }
+    }
     free(esc);
     if (b.oom) {
         free(b.p);
@@ -1149,6 +1477,17 @@ static void run(areq *r)
         free(meta);
         break;
     }
+    case K_ORPHANS:
+    case K_RECOVER_ORPHANS:
+        if ((r->prefix = qkey(r, r->queue, r->qlen, "")) == NULL)
+            break;
+        if ((r->pattern = glob_escape(r->prefix, "*proc:*")) == NULL) {
+            fail(r, REDQ_ENOMEM, "out of memory");
+            break;
+        }
+        strcpy(r->cursor, "0");
+        send_scan(r);
+        break;
     case K_RECOVER: {
         char *ck = qkey(r, r->queue, r->qlen, "consumers");
         if (ck != NULL) {
@@ -1492,5 +1831,27 @@ int redq_admin_metrics(redq_admin *a, redq_text_cb cb, void *user)
     if (rc != 0)
         return rc;
     r->cb.text = cb;
+    return launch(r);
+}
+
+int redq_admin_orphans(redq_admin *a, const char *queue, redq_orphans_cb cb,
+                       void *user)
+{
+    areq *r;
+    int rc = submit(a, K_ORPHANS, queue, cb != NULL, user, &r);
+    if (rc != 0)
+        return rc;
+    r->cb.orphans = cb;
+    return launch(r);
+}
+
+int redq_admin_recover_orphans(redq_admin *a, const char *queue,
+                               redq_done_cb cb, void *user)
+{
+    areq *r;
+    int rc = submit(a, K_RECOVER_ORPHANS, queue, cb != NULL, user, &r);
+    if (rc != 0)
+        return rc;
+    r->cb.done = cb;
     return launch(r);
 }

@@ -131,6 +131,14 @@ static void deliver(redq_consumer *c, int qi, int framed, plist *pl,
     redq_message *m;
     char *w;
 
+    /* The queue's "taken" counter (redq_queue_info). At-least-once TAKE
+     * counts in its script (and on_block_reply counts a BLMOVE); an
+     * at-most-once pop reply is counted with one HINCRBY, pipelined on the
+     * control connection, its reply only checked for an error. */
+    if (pl == NULL)
+        redq__registry_count(c->registry, c->ctl, c->queues[qi],
+                             c->qlens[qi], REDQ__META_TAKEN, n);
+
     if (pl != NULL)
         pl->held += n; /* in the list now, tracked or not */
     for (i = 0; i < n; i++)
@@ -528,6 +536,10 @@ static void on_block_reply(redq__conn *conn, void *reply, void *arg)
     if (!pop_reply_begin(pp, r))
         return;
     if (r->type == REDIS_REPLY_STRING) {
+        /* BLMOVE is no script: its pop is counted ("taken") here, on the
+         * control connection, as at-most-once pops are. */
+        redq__registry_count(c->registry, c->ctl, c->queues[pp->cur_block_q],
+                             c->qlens[pp->cur_block_q], REDQ__META_TAKEN, 1);
         deliver_one(c, (int)pp->cur_block_q, 0,
                     &c->rq[pp->cur_block_q].pl[2 * pp->idx], r);
         pp->block_next = 0; /* there may be more: TAKE a batch next */

@@ -42,6 +42,9 @@ struct redq_message;
 typedef struct plist {
     char *key;
     size_t keylen;
+    const char *meta;   /* the queue's meta hash (ACK counts "acked"):
+                           borrowed from its relq */
+    size_t metalen;
     char *ackbuf;       /* RESP args "$len\r\nraw\r\n"..., room in front */
     size_t acklen, ackcap, nacks;
     int ack_inorder;    /* every ack of this batch took the oldest live */

@@ -468,6 +468,11 @@ static void pump(redq_producer *p)
                       redq_strerror(rc));
             break;
         }
+        /* The queue's "pushed" counter (redq_queue_info): pipelined right
+         * behind the batch, its reply only checked for an error, so it
+         * costs a few bytes per batch and no round trip. */
+        redq__registry_count(p->registry, p->conn, b->qname, b->qlen,
+                             REDQ__META_PUSHED, b->n);
         b->state = B_INFLIGHT;
         p->inflight++;
         p->st.batches_sent++;

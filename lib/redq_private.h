@@ -120,6 +120,9 @@ typedef struct redq__url_node {
     int port;
 } redq__url_node;
 
+/* redq.h's redq_url_parse() is this parser: it moves the strings of a
+ * redq__url into a redq_url_info, so both read every URL the same way. */
+
 typedef struct redq__url {
     int is_unix;    /* 1 for unix://, 0 for redis:// */
     char *host;     /* redis://: name or IP literal, no brackets; else NULL */
@@ -229,26 +232,21 @@ size_t redq__arena_retained(const redq__arena *a);
 
 /* ---- text (lib/text.c) -------------------------------------------------- */
 
-/** 1 when the len bytes at s are well-formed UTF-8 (RFC 3629: no overlongs,
- *  no surrogates, nothing above U+10FFFF), else 0. */
-int redq__utf8_valid(const void *s, size_t len);
-/** Length of the well-formed UTF-8 sequence at p (n > 0 bytes there), or 0
- *  when the bytes there are not one. */
-size_t redq__utf8_seq_len(const unsigned char *p, size_t n);
+/* UTF-8 and base64 encoding are public (redq.h: redq_utf8_valid,
+ * redq_utf8_seq_len, redq_base64_encode); these internal names are the
+ * same functions, kept for the library's callers and for tools not yet
+ * converted to redq.h (no second implementation). */
+#define redq__utf8_valid(s, len) redq_utf8_valid((s), (len))
+#define redq__utf8_seq_len(p, n) redq_utf8_seq_len((p), (n))
+#define redq__b64_encode(in, len, out) redq_base64_encode((in), (len), (out))
 
-/* Standard base64 (RFC 4648 section 4, with padding). encode: out needs
- * 4*((len+2)/3)+1 bytes, is NUL-terminated; returns the length without the
- * NUL. decode: returns the decoded length, or -1 on invalid input (a byte
- * outside the alphabet, misplaced or missing padding, length not a multiple
- * of 4); out needs 3*(len/4) bytes. Nonzero bits under the padding are
- * accepted (RFC 4648 3.5 lets decoders choose). */
-size_t redq__b64_encode(const void *in, size_t len, char *out);
+/* Standard base64 decoding (RFC 4648 section 4, with padding): returns the
+ * decoded length, or -1 on invalid input (a byte outside the alphabet,
+ * misplaced or missing padding, length not a multiple of 4); out needs
+ * 3*(len/4) bytes. Nonzero bits under the padding are accepted (RFC 4648
+ * 3.5 lets decoders choose). */
 long redq__b64_decode(const char *in, size_t len, void *out);
 
-/* SHA-1 (FIPS 180-4, RFC 3174) of data as 40 lowercase hex digits and a
- * NUL. Redis names Lua scripts this way: scripts are called by SHA with
- * EVALSHA (and loaded again after NOSCRIPT). Never fails. */
-void redq__sha1_hex(const void *data, size_t len, char out[41]);
 
 /* ---- key layout (lib/keys.c) ------------------------------------------ */
 
@@ -513,6 +511,20 @@ void redq__registry_free(redq__registry *r);
  *  Otherwise one hash lookup. An error reply is logged once (WARN). */
 void redq__registry_touch(redq__registry *r, redq__conn *c, const char *q,
                           size_t len);
+
+/* The counters of messages moved (redq_queue_info.pushed ...): fields of a
+ * queue's meta hash. Scripts count their own moves (acked, retried,
+ * dead-lettered, taken by TAKE); clients count the rest with
+ * redq__registry_count. */
+#define REDQ__META_PUSHED "pushed"
+#define REDQ__META_TAKEN "taken"
+
+/** Pipeline `HINCRBY <q's meta> field n` on c (nothing when n is 0 or c
+ *  is not ready: a count is never worth a wait). No round trip is awaited:
+ *  the reply is only checked for an error, logged once (WARN). The meta
+ *  key is made once per queue and kept with its registry entry. */
+void redq__registry_count(redq__registry *r, redq__conn *c, const char *q,
+                          size_t len, const char *field, uint64_t n);
 
 /* ---- statistics as JSON (lib/stats.c) ----------------------------------- */
 

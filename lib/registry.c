@@ -28,6 +28,8 @@ typedef struct regent {
     uint32_t hash;
     size_t len;
     uint64_t at_us; /* when its last ZADD was sent; 0: never */
+    char *meta;     /* the queue's meta hash key, made on first count */
+    size_t metalen;
     char name[];
 } regent;
 
@@ -62,6 +64,7 @@ void redq__registry_free(redq__registry *r)
         while (r->b[i] != NULL) {
             regent *e = r->b[i];
             r->b[i] = e->next;
+            free(e->meta);
             free(e);
         }
     free(r->b);
@@ -125,38 +128,47 @@ static void on_zadd(redq__conn *c, void *reply, void *arg)
               rep->str);
 }
 
+/* The entry of queue q, added when new; NULL when out of memory. */
+static regent *lookup(redq__registry *r, const char *q, size_t len)
+{
+    uint32_t h = fnv1a(q, len);
+    regent *e;
+    for (e = r->b[h & (r->nb - 1)]; e != NULL; e = e->next)
+        if (e->hash == h && e->len == len && memcmp(e->name, q, len) == 0)
+            return e;
+    e = malloc(sizeof *e + len + 1);
+    if (e == NULL)
+        return NULL;
+    e->owner = r;
+    e->hash = h;
+    e->len = len;
+    e->at_us = 0;
+    e->meta = NULL;
+    e->metalen = 0;
+    memcpy(e->name, q, len);
+    e->name[len] = '\0';
+    e->next = r->b[h & (r->nb - 1)];
+    r->b[h & (r->nb - 1)] = e;
+    if (++r->n > 2 * r->nb)
+        grow(r);
+    return e;
+}
+
 void redq__registry_touch(redq__registry *r, redq__conn *c, const char *q,
                           size_t len)
 {
-    uint32_t h;
     regent *e;
     uint64_t now;
     char ms[24];
 
     if (r == NULL || c == NULL)
         return;
-    h = fnv1a(q, len);
-    for (e = r->b[h & (r->nb - 1)]; e != NULL; e = e->next)
-        if (e->hash == h && e->len == len && memcmp(e->name, q, len) == 0)
-            break;
+    e = lookup(r, q, len);
+    if (e == NULL)
+        return;
     now = redq__now_us();
-    if (e != NULL && e->at_us != 0 && now - e->at_us < REFRESH_US)
+    if (e->at_us != 0 && now - e->at_us < REFRESH_US)
         return; /* the common case */
-    if (e == NULL) {
-        e = malloc(sizeof *e + len + 1);
-        if (e == NULL)
-            return;
-        e->owner = r;
-        e->hash = h;
-        e->len = len;
-        e->at_us = 0;
-        memcpy(e->name, q, len);
-        e->name[len] = '\0';
-        e->next = r->b[h & (r->nb - 1)];
-        r->b[h & (r->nb - 1)] = e;
-        if (++r->n > 2 * r->nb)
-            grow(r);
-    }
     if (!redq__conn_ready(c))
         return; /* next time */
     {
@@ -165,5 +177,51 @@ void redq__registry_touch(redq__registry *r, redq__conn *c, const char *q,
         lens[2] = (size_t)snprintf(ms, sizeof ms, "%lld", redq__wall_ms());
         if (redq__conn_sendv(c, 4, argv, lens, 0, on_zadd, e) == 0)
             e->at_us = now;
+    }
+}
+
+/* A counter's reply: only errors matter, and only the first is told (a
+ * user whose ACL refuses HINCRBY would otherwise log every batch). One
+ * warning per handle for the registry and the counters together: both are
+ * bookkeeping for admin tools, and a least-privilege user refused one is
+ * usually refused both. */
+static void on_hincrby(redq__conn *c, void *reply, void *arg)
+{
+    redq__registry *r = arg;
+    redisReply *rep = reply;
+    (void)c;
+    if (rep == NULL || rep->type != REDIS_REPLY_ERROR || r->warned ||
+        redq__err_is_transient(rep->str, (size_t)rep->len) ||
+        (rep->len >= 3 && memcmp(rep->str, "OOM", 3) == 0))
+        return; /* passing states: the count is lost, the work is not */
+    r->warned = 1;
+    redq__log(r->log, REDQ_LOG_WARN,
+              redq__err_from_reply(rep->str, (size_t)rep->len),
+              "counting moved messages in the queue's meta hash (for admin "
+              "tools) failed; carrying on: %s", rep->str);
+}
+
+void redq__registry_count(redq__registry *r, redq__conn *c, const char *q,
+                          size_t len, const char *field, uint64_t n)
+{
+    regent *e;
+    char num[24];
+
+    if (r == NULL || c == NULL || n == 0 || !redq__conn_ready(c))
+        return;
+    e = lookup(r, q, len);
+    if (e == NULL)
+        return;
+    if (e->meta == NULL) {
+        if ((e->meta = redq__key(q, len, "meta")) == NULL)
+            return;
+        e->metalen = strlen(e->meta);
+    }
+    {
+        const char *argv[4] = {"HINCRBY", e->meta, field, num};
+        size_t lens[4] = {7, e->metalen, strlen(field), 0};
+        lens[3] = (size_t)snprintf(num, sizeof num, "%llu",
+                                   (unsigned long long)n);
+        (void)redq__conn_sendv(c, 4, argv, lens, 0, on_hincrby, r);
     }
 }

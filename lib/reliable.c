@@ -43,7 +43,7 @@ enum { OUT_ACK, OUT_ACKFAST, OUT_SETTLE, OUT_SYNC, OUT_OTHER };
 
 #define NELEM(a) (sizeof(a) / sizeof((a)[0]))
 /* Room in front of an ack buffer for "*N EVALSHA sha 1 key". */
-#define ACK_HEADER_ROOM(keylen) (128 + (keylen))
+#define ACK_HEADER_ROOM(pl) (160 + (pl)->keylen + (pl)->metalen)
 /* A nack's reason is cut to this many bytes before it is stored. */
 #define REASON_MAX 1024
 /* Messages REAP and DEADREQUEUE move per call: a script blocks the server. */
@@ -383,6 +383,9 @@ int redq__rel_init(redq_consumer *c, const redq_options *o)
                 return REDQ_ENOMEM;
             q->pl[2 * k].keylen = strlen(q->pl[2 * k].key);
             q->pl[2 * k + 1].keylen = strlen(q->pl[2 * k + 1].key);
+            q->pl[2 * k].meta = q->pl[2 * k + 1].meta = q->meta;
+            q->pl[2 * k].metalen = q->pl[2 * k + 1].metalen =
+                strlen(q->meta);
         }
     }
     return 0;
@@ -526,8 +529,8 @@ static void settle(redq_consumer *c, redq_message *m, const char *why,
     int dead = force_dead || m->attempt >= c->max_attempts;
     char idbuf[64], delay[24], reason[REASON_MAX + 64];
     const char *id = m->id;
-    const char *argv[10];
-    size_t lens[10], flen, cmd_len, i;
+    const char *argv[11];
+    size_t lens[11], flen, cmd_len, i;
     char *frame, *cmd;
     long long now = redq__wall_ms();
 
@@ -549,17 +552,18 @@ static void settle(redq_consumer *c, redq_message *m, const char *why,
     snprintf(delay, sizeof delay, "%lld", dead ? 0 : backoff_ms(c, m->attempt));
     argv[0] = "EVALSHA";
     argv[1] = c->scripts.sha[REDQ__SCRIPT_SETTLE];
-    argv[2] = "2";
+    argv[2] = "3";
     argv[3] = m->state == M_FAST ? q->due : m->pl->key; /* same slot */
     argv[4] = dead ? q->dead : q->delayed;
-    argv[5] = dead ? "dead" : "retry";
-    argv[6] = m->raw;
-    argv[7] = frame;
-    argv[8] = delay;
-    argv[9] = m->state == M_FAST ? "0" : "1";
-    for (i = 0; i < 10; i++) /* the message and frame are not strings */
-        lens[i] = i == 6 ? m->raw_len : i == 7 ? flen : strlen(argv[i]);
-    cmd = format_cmd(10, argv, lens, &cmd_len);
+    argv[5] = q->meta;
+    argv[6] = dead ? "dead" : "retry";
+    argv[7] = m->raw;
+    argv[8] = frame;
+    argv[9] = delay;
+    argv[10] = m->state == M_FAST ? "0" : "1";
+    for (i = 0; i < 11; i++) /* the message and frame are not strings */
+        lens[i] = i == 7 ? m->raw_len : i == 8 ? flen : strlen(argv[i]);
+    cmd = format_cmd(11, argv, lens, &cmd_len);
     free(frame);
     if (cmd == NULL)
         goto nomem;
@@ -682,7 +686,7 @@ int redq__rel_ack(redq_consumer *c, redq_message *m)
     /* The oldest the client tracks in this list: with every earlier ack of
      * the batch the same, they are exactly the list's oldest. */
     oldest = m == pl->head;
-    room = ACK_HEADER_ROOM(pl->keylen);
+    room = ACK_HEADER_ROOM(pl);
     need = (pl->acklen ? pl->acklen : room) + m->raw_len + 32;
     if (need > pl->ackcap) {
         size_t ncap = pl->ackcap ? pl->ackcap * 2 : 4096;
@@ -723,27 +727,40 @@ int redq__rel_ack(redq_consumer *c, redq_message *m)
  * they are its oldest, with the full ACK kept as the fallback). */
 static void flush_plist(redq_consumer *c, plist *pl)
 {
-    size_t room = ACK_HEADER_ROOM(pl->keylen), hlen, start, blen;
+    size_t room = ACK_HEADER_ROOM(pl), hlen, start, blen;
     char hdr[128];
     char *buf;
 
     if (pl->nacks == 0)
         return;
-    /* "*<4+n> EVALSHA sha 1 key", right-aligned before the args. The key
-     * goes in after the fixed part: it can be long (1 KiB queue names). */
-    hlen = (size_t)snprintf(hdr, sizeof hdr, "*%zu\r\n", pl->nacks + 4);
+    /* "*<5+n> EVALSHA sha 2 key meta", right-aligned before the args. The
+     * keys go in after the fixed part: they can be long (1 KiB queue
+     * names). */
+    hlen = (size_t)snprintf(hdr, sizeof hdr, "*%zu\r\n", pl->nacks + 5);
     hlen += put_bulk(hdr + hlen, "EVALSHA", 7);
     hlen += put_bulk(hdr + hlen, c->scripts.sha[REDQ__SCRIPT_ACK], 40);
-    hlen += put_bulk(hdr + hlen, "1", 1);
+    hlen += put_bulk(hdr + hlen, "2", 1);
     {
-        char klen[32];
+        char klen[32], mlen[32];
         size_t kl = (size_t)sprintf(klen, "$%zu\r\n", pl->keylen);
-        size_t total = hlen + kl + pl->keylen + 2;
+        size_t ml = (size_t)sprintf(mlen, "$%zu\r\n", pl->metalen);
+        size_t total = hlen + kl + pl->keylen + 2 + ml + pl->metalen + 2;
+        char *w;
         start = room - total;
-        memcpy(pl->ackbuf + start, hdr, hlen);
-        memcpy(pl->ackbuf + start + hlen, klen, kl);
-        memcpy(pl->ackbuf + start + hlen + kl, pl->key, pl->keylen);
-        memcpy(pl->ackbuf + room - 2, "\r\n", 2);
+        w = pl->ackbuf + start;
+        memcpy(w, hdr, hlen);
+        w += hlen;
+        memcpy(w, klen, kl);
+        w += kl;
+        memcpy(w, pl->key, pl->keylen);
+        w += pl->keylen;
+        memcpy(w, "\r\n", 2);
+        w += 2;
+        memcpy(w, mlen, ml);
+        w += ml;
+        memcpy(w, pl->meta, pl->metalen);
+        w += pl->metalen;
+        memcpy(w, "\r\n", 2);
     }
     blen = pl->acklen - start;
     buf = malloc(blen);
@@ -756,8 +773,8 @@ static void flush_plist(redq_consumer *c, plist *pl)
         char kbuf[24], *fast;
         const char *first = pl->ackbuf + pl->first_off,
                    *last = pl->ackbuf + pl->last_off;
-        const char *av[7];
-        size_t ln[7], flen;
+        const char *av[8];
+        size_t ln[8], flen;
         while (*first++ != '\n') /* skip "$<len>\r\n" */
             ;
         while (*last++ != '\n')
@@ -765,19 +782,21 @@ static void flush_plist(redq_consumer *c, plist *pl)
         snprintf(kbuf, sizeof kbuf, "%zu", pl->nacks);
         av[0] = "EVALSHA";
         av[1] = c->scripts.sha[REDQ__SCRIPT_ACKFAST];
-        av[2] = "1";
+        av[2] = "2";
         av[3] = pl->key;
-        av[4] = kbuf;
-        av[5] = first;
-        av[6] = last;
+        av[4] = pl->meta;
+        av[5] = kbuf;
+        av[6] = first;
+        av[7] = last;
         ln[0] = 7;
         ln[1] = 40;
         ln[2] = 1;
         ln[3] = pl->keylen;
-        ln[4] = strlen(kbuf);
-        ln[5] = pl->first_len;
-        ln[6] = pl->last_len;
-        fast = format_cmd(7, av, ln, &flen);
+        ln[4] = pl->metalen;
+        ln[5] = strlen(kbuf);
+        ln[6] = pl->first_len;
+        ln[7] = pl->last_len;
+        fast = format_cmd(8, av, ln, &flen);
         if (fast != NULL) {
             out_push(c, REDQ__SCRIPT_ACKFAST, fast, flen, OUT_ACKFAST, buf,
                      blen, NULL);
@@ -1072,8 +1091,8 @@ static void send_reap(redq_consumer *c, size_t qi, const char *h, size_t hlen)
     if (proc && fproc && hb && ref) {
         char hbuf[40];
         const char *argv[] = {"EVALSHA", c->scripts.sha[REDQ__SCRIPT_REAP],
-                              "6", q->due, q->dead, q->consumers, proc, fproc,
-                              hb, hbuf, maxa, lim, prefix, q->qenc};
+                              "7", q->due, q->dead, q->consumers, proc, fproc,
+                              hb, q->meta, hbuf, maxa, lim, prefix, q->qenc};
         snprintf(hbuf, sizeof hbuf, "%.*s", (int)hlen, h);
         n = NELEM(argv);
         if (redq__rel_send_script(c->ctl, REDQ__SCRIPT_REAP, n, argv, NULL,

@@ -10,14 +10,16 @@
 
 #include "redq_private.h"
 
-/*
- * Length of the well-formed UTF-8 sequence at p (RFC 3629: no overlongs, no
- * surrogates, nothing above U+10FFFF), or 0 when the
- * bytes there are not one. n > 0 bytes are available.
- */
-size_t redq__utf8_seq_len(const unsigned char *p, size_t n)
+/* redq.h. RFC 3629: no overlongs, no surrogates, nothing above U+10FFFF.
+ * The library's own callers (lib/prom.c) use it through redq__utf8_seq_len,
+ * a name for the same function (redq_private.h). */
+size_t redq_utf8_seq_len(const void *s, size_t n)
 {
+    const unsigned char *p = s;
     uint32_t cp;
+
+    if (p == NULL || n == 0)
+        return 0;
     size_t need, i;
 
     if (p[0] < 0x80)
@@ -49,12 +51,15 @@ size_t redq__utf8_seq_len(const unsigned char *p, size_t n)
     return need;
 }
 
-int redq__utf8_valid(const void *s, size_t len)
+/* redq.h */
+int redq_utf8_valid(const void *s, size_t len)
 {
     const unsigned char *p = s;
     size_t i = 0;
+    if (p == NULL)
+        return len == 0;
     while (i < len) {
-        size_t n = redq__utf8_seq_len(p + i, len - i);
+        size_t n = redq_utf8_seq_len(p + i, len - i);
         if (n == 0)
             return 0;
         i += n;
@@ -65,7 +70,8 @@ int redq__utf8_valid(const void *s, size_t len)
 static const char b64_alphabet[] =
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
-size_t redq__b64_encode(const void *in, size_t len, char *out)
+/* redq.h */
+size_t redq_base64_encode(const void *in, size_t len, char *out)
 {
     const unsigned char *p = in;
     size_t i, o = 0;

@@ -929,3 +929,80 @@ void redq__url_free(redq__url *u)
     wipe_free(u->sentinel_password);
     memset(u, 0, sizeof *u);
 }
+
+/* ---- the public face: redq_url_parse (redq.h) ---------------------------- */
+
+/* redq.h. The strings of the internal parse move into *out (no copy, no
+ * second parser); only the Sentinel array is rebuilt, as the public node
+ * holds const strings. */
+int redq_url_parse(const char *url, redq_url_info *out, char *err,
+                   size_t errlen)
+{
+    redq__url u;
+    int rc;
+
+    if (out != NULL)
+        memset(out, 0, sizeof *out);
+    if (err != NULL && errlen > 0)
+        err[0] = '\0';
+    if (url == NULL || out == NULL) {
+        if (err != NULL && errlen > 0)
+            snprintf(err, errlen, "%s is NULL", url == NULL ? "url" : "out");
+        return REDQ_EINVAL;
+    }
+    rc = redq__url_parse(&u, url, err, errlen);
+    if (rc != 0)
+        return rc;
+    if (u.nsentinels > 0) {
+        redq_url_node *nodes = calloc(u.nsentinels, sizeof *nodes);
+        size_t i;
+
+        if (nodes == NULL) {
+            redq__url_free(&u);
+            if (err != NULL && errlen > 0)
+                snprintf(err, errlen, "out of memory");
+            return REDQ_ENOMEM;
+        }
+        for (i = 0; i < u.nsentinels; i++) {
+            nodes[i].host = u.sentinels[i].host;
+            nodes[i].port = u.sentinels[i].port;
+        }
+        free(u.sentinels); /* the hosts now belong to nodes */
+        out->sentinels = nodes;
+        out->nsentinels = u.nsentinels;
+    }
+    out->kind = u.is_sentinel ? REDQ_URL_SENTINEL
+                : u.is_unix   ? REDQ_URL_UNIX
+                              : REDQ_URL_TCP;
+    out->host = u.host;
+    out->port = u.port;
+    out->path = u.path;
+    out->user = u.user;
+    out->password = u.password;
+    out->db = u.db;
+    out->master_name = u.master_name;
+    out->sentinel_user = u.sentinel_user;
+    out->sentinel_password = u.sentinel_password;
+    return 0;
+}
+
+/* redq.h. The strings were malloc'd by the parser; the struct shows them
+ * const so that callers do not write into them. */
+void redq_url_info_free(redq_url_info *u)
+{
+    size_t i;
+
+    if (u == NULL)
+        return;
+    for (i = 0; i < u->nsentinels; i++)
+        free((char *)u->sentinels[i].host);
+    free((redq_url_node *)u->sentinels);
+    free((char *)u->host);
+    free((char *)u->path);
+    free((char *)u->user);
+    wipe_free((char *)u->password); /* secrets: not left in freed memory */
+    free((char *)u->master_name);
+    wipe_free((char *)u->sentinel_user);
+    wipe_free((char *)u->sentinel_password);
+    memset(u, 0, sizeof *u);
+}

@@ -29,6 +29,9 @@ typedef struct amsg {
     char reason[1100];
     int has_reason;
     size_t index;
+    int framed;
+    char queue[1100];
+    int has_queue;
 } amsg;
 
 typedef struct ares {
@@ -42,6 +45,10 @@ typedef struct ares {
     uint64_t n;
     char *text;
     size_t textlen;
+    char okey[64][1100];
+    char oholder[64][48];
+    uint64_t omsgs[64];
+    size_t no;
 } ares;
 
 static redq_admin *g_admin;
@@ -98,6 +105,9 @@ static void on_msgs(redq_admin *a, int status, const char *es,
         snprintf(d->reason, sizeof d->reason, "%s",
                  m[i].reason ? m[i].reason : "");
         d->index = m[i].index;
+        d->framed = m[i].framed;
+        d->has_queue = m[i].queue != NULL;
+        snprintf(d->queue, sizeof d->queue, "%s", m[i].queue ? m[i].queue : "");
     }
     r->nm = n;
 }
@@ -121,6 +131,21 @@ static void on_text(redq_admin *a, int status, const char *es,
     memcpy(r->text, text, len);
     r->text[len] = '\0';
     r->textlen = len;
+}
+
+static void on_orphans(redq_admin *a, int status, const char *es,
+                       const redq_orphan *o, size_t n, void *user)
+{
+    ares *r = user;
+    size_t i;
+    (void)a;
+    rec_err(r, status, es);
+    for (i = 0; i < n && i < 64; i++) {
+        snprintf(r->okey[i], sizeof r->okey[i], "%s", o[i].key);
+        snprintf(r->oholder[i], sizeof r->oholder[i], "%s", o[i].holder);
+        r->omsgs[i] = o[i].messages;
+    }
+    r->no = n;
 }
 
 static bool cond_done(void *arg)
@@ -359,6 +384,9 @@ Test(admin, dead_letters_page_newest_first_with_reasons_decoded)
     cr_expect_eq(r->m[0].dts, 2024);
     cr_expect(r->m[0].len == 10 && memcmp(r->m[0].data, "payload-24", 10) == 0);
     cr_expect_eq(r->m[0].index, 0);
+    cr_expect_eq(r->m[0].framed, 1);
+    cr_expect(r->m[0].has_queue);
+    cr_expect_str_eq(r->m[0].queue, q);
     r = CALL(redq_admin_dead(admin(), q, 20, 10, on_msgs, &g_res));
     cr_assert_eq(r->nm, 5);
     cr_expect_str_eq(r->m[0].id, "m4");
@@ -867,6 +895,311 @@ Test(admin, recover_returns_a_dead_holders_messages_now_and_leaves_live_ones)
               rep->element[0]->str);
     r = CALL(redq_admin_recover(admin(), q, on_done, &g_res));
     cr_expect_eq(r->n, 0);
+    /* REAP counts what it moved back in the queue's counters. */
+    r = snap(q);
+    cr_expect_eq(r->q[0].retried, 4);
+    cr_expect_eq(r->q[0].dead_lettered, 0);
+    admin_close();
+}
+
+/* ---- counters of messages moved ------------------------------------------ */
+
+typedef struct cnt_track {
+    size_t handled, acked, nacked, reported;
+} cnt_track;
+
+static void on_cnt_msg(redq_consumer *c, redq_message *m, void *user)
+{
+    cnt_track *t = user;
+    (void)c;
+    t->handled++;
+    if (redq_msg_len(m) >= 3 && memcmp(redq_msg_data(m), "bad", 3) == 0) {
+        redq_nack(m, "bad");
+        t->nacked++;
+    } else {
+        redq_ack(m);
+        t->acked++;
+    }
+}
+
+static void on_cnt_report(redq_producer *p, const redq_report *rep, void *u)
+{
+    (void)p;
+    if (rep->status == 0)
+        ((cnt_track *)u)->reported++;
+}
+
+static size_t g_cnt_want;
+static bool cond_reported(void *a)
+{
+    return ((cnt_track *)a)->reported >= g_cnt_want;
+}
+static bool cond_handled(void *a)
+{
+    cnt_track *t = a;
+    return t->acked + t->nacked >= g_cnt_want;
+}
+
+/* Produce n messages to q (every 10th "bad..."), and `delayed` delayed
+ * ones, in several batches; wait for their reports. */
+static void cnt_produce(const char *q, int n, int delayed)
+{
+    cnt_track t = {0};
+    redq_producer *p;
+    redq_options o;
+    int i, closed = 0;
+    redq_options_init(&o);
+    o.url = fx_url();
+    o.on_delivery = on_cnt_report;
+    o.user = &t;
+    cr_assert(redq_producer_new(&p, fx_base(), &o) == 0);
+    for (i = 0; i < n + delayed; i++) {
+        char m[32];
+        int len = snprintf(m, sizeof m, "%s-%d",
+                           i % 10 == 3 && i < n ? "bad" : "ok",
+                           i);
+        if (i < n)
+            cr_assert(redq_produce(p, q, m, (size_t)len, NULL) == 0);
+        else
+            cr_assert(redq_produce_delayed(p, q, m, (size_t)len, 30, NULL) ==
+                      0);
+        if (i % 7 == 6)
+            fx_run_for(5); /* several batches */
+    }
+    g_cnt_want = (size_t)(n + delayed);
+    cr_assert(fx_run_until(cond_reported, &t, 5000), "reported %zu",
+              t.reported);
+    cr_assert(redq_producer_close(p, on_pclosed, &closed) == 0);
+    g_cnt_target = 1;
+    cr_assert(fx_run_until(cond_cnt, &closed, 5000));
+}
+
+static void cnt_consume(const char *q, int mode, size_t want, cnt_track *t)
+{
+    redq_consumer *c;
+    redq_options o;
+    const char *qs[1] = {q};
+    int closed = 0;
+    redq_options_init(&o);
+    o.url = fx_url();
+    o.delivery = mode;
+    o.on_message = on_cnt_msg;
+    o.user = t;
+    o.pool_size = 2;
+    o.max_attempts = 2;
+    o.retry_base_ms = 10;
+    o.retry_max_ms = 20;
+    o.promote_interval_ms = 20;
+    o.pop_timeout_ms = 200;
+    cr_assert(redq_consumer_new(&c, fx_base(), &o, qs, 1) == 0);
+    g_cnt_want = want;
+    cr_assert(fx_run_until(cond_handled, t, 10000), "handled %zu of %zu",
+              t->acked + t->nacked, want);
+    cr_assert(redq_consumer_close(c, on_pclosed, &closed) == 0);
+    g_cnt_target = 1;
+    cr_assert(fx_run_until(cond_cnt, &closed, 5000));
+}
+
+/*
+ * Every event of a message's life is counted once in the queue's meta
+ * hash, whoever moved it: pushed (plain and delayed), taken (TAKE, BLMOVE
+ * and at-most-once pops), acked (ACK and ACKFAST), retried and
+ * dead-lettered (SETTLE); the snapshot and the metrics show them.
+ */
+Test(admin, counters_of_messages_moved_count_every_event_once)
+{
+    cnt_track t = {0};
+    ares *r;
+    char line[256];
+
+    /* 40 plain (4 "bad") + 5 delayed ("ok"): 45 pushed. max_attempts 2:
+     * each bad one is nacked twice, retried once and dead-lettered once,
+     * so 49 deliveries, 41 acks. */
+    cnt_produce("cntq", 40, 5);
+    r = snap("cntq");
+    cr_expect_eq(r->q[0].pushed, 45);
+    cr_expect_eq(r->q[0].taken, 0);
+    cnt_consume("cntq", REDQ_AT_LEAST_ONCE, 49, &t);
+    cr_expect_eq(t.acked, 41);
+    r = snap("cntq");
+    cr_expect_eq(r->q[0].pushed, 45);
+    cr_expect_eq(r->q[0].taken, 49);
+    cr_expect_eq(r->q[0].acked, 41);
+    cr_expect_eq(r->q[0].retried, 4);
+    cr_expect_eq(r->q[0].dead_lettered, 4);
+    cr_expect_eq(r->q[0].dead, 4);
+
+    /* A consumer blocked in BLMOVE on an empty queue: those pops count. */
+    {
+        cnt_track t2 = {0};
+        redq_consumer *c;
+        redq_options o;
+        const char *qs[1] = {"cntb"};
+        int closed = 0, i;
+        redq_options_init(&o);
+        o.url = fx_url();
+        o.on_message = on_cnt_msg;
+        o.user = &t2;
+        o.pool_size = 1;
+        o.pop_timeout_ms = 5000;
+        cr_assert(redq_consumer_new(&c, fx_base(), &o, qs, 1) == 0);
+        for (i = 0; i < 3; i++) {
+            long long b0 = fx_commandstat_calls("blmove");
+            /* Wait until it blocks (its TAKE found nothing), then push. */
+            int waited = 0;
+            while (fx_commandstat_calls("blmove") == b0 && waited++ < 1000)
+                fx_run_for(10);
+            fx_cmd_ok("LPUSH cntb m%d", i);
+            g_cnt_want = (size_t)i + 1;
+            cr_assert(fx_run_until(cond_handled, &t2, 5000));
+        }
+        cr_assert(redq_consumer_close(c, on_pclosed, &closed) == 0);
+        g_cnt_target = 1;
+        cr_assert(fx_run_until(cond_cnt, &closed, 5000));
+        r = snap("cntb");
+        cr_expect_eq(r->q[0].taken, 3);
+        cr_expect_eq(r->q[0].acked, 3);
+        cr_expect_eq(r->q[0].pushed, 0, "LPUSH by hand is not redq's");
+    }
+
+    /* At-most-once: pops are counted per reply; acks are not Redis's. */
+    {
+        cnt_track t3 = {0};
+        cnt_produce("cntm", 20, 0);
+        cnt_consume("cntm", REDQ_AT_MOST_ONCE, 20 + 2, &t3);
+        r = snap("cntm");
+        cr_expect_eq(r->q[0].pushed, 20);
+        cr_expect_eq(r->q[0].taken, 22, "taken %llu",
+                     (unsigned long long)r->q[0].taken);
+        cr_expect_eq(r->q[0].acked, 0);
+        cr_expect_eq(r->q[0].retried, 2);
+        cr_expect_eq(r->q[0].dead_lettered, 2);
+    }
+
+    r = CALL(redq_admin_metrics(admin(), on_text, &g_res));
+    cr_assert_eq(r->status, 0, "%s", r->err);
+    cr_expect(strstr(r->text, "# TYPE redq_queue_messages_total counter\n"));
+    snprintf(line, sizeof line,
+             "\nredq_queue_messages_total{queue=\"cntq\",event=\"%s\"} %d\n",
+             "acked", 41);
+    cr_expect(strstr(r->text, line) != NULL, "no %s in\n%s", line, r->text);
+    snprintf(line, sizeof line,
+             "\nredq_queue_messages_total{queue=\"cntq\",event=\"%s\"} %d\n",
+             "dead_lettered", 4);
+    cr_expect(strstr(r->text, line) != NULL, "no %s", line);
+    snprintf(line, sizeof line,
+             "\nredq_queue_messages_total{queue=\"cntm\",event=\"%s\"} %d\n",
+             "taken", 22);
+    cr_expect(strstr(r->text, line) != NULL, "no %s", line);
+
+    /* A meta key of another type: the scripts leave it and still move. */
+    fx_cmd_ok("SET %s notahash", K("cntq", "meta"));
+    fx_cmd_ok("LPUSH cntq late");
+    {
+        cnt_track t4 = {0};
+        cnt_consume("cntq", REDQ_AT_LEAST_ONCE, 1, &t4);
+        cr_expect_eq(t4.acked, 1);
+    }
+    cr_expect_eq(fx_llen("cntq"), 0);
+    cr_expect_eq(fx_llen(K("cntq", "proc:x")), 0);
+    admin_close();
+}
+
+/* redq_admin_msg.framed and .queue: a frame's fields, a raw value's
+ * defaults, and the "q=" field percent-decoded (a name with a space and a
+ * percent sign) only for dead letters. */
+Test(admin, messages_say_whether_framed_and_which_queue_a_dead_letter_left)
+{
+    const char *q = "fq";
+    ares *r;
+    fx_cmd_ok("LPUSH %s %s", K(q, "dead"), "raw dead value");
+    fx_cmd_ok("LPUSH %s %s", K(q, "dead"),
+              "RQ1 id=x1 a=3 dr=why dts=5 q=my%20q%25\nbody");
+    fx_cmd_ok("LPUSH %s %s", K(q, "dead"), "RQ1 id=x2 a=3 dr=why dts=6\nb2");
+    r = CALL(redq_admin_dead(admin(), q, 0, 10, on_msgs, &g_res));
+    cr_assert_eq(r->status, 0, "%s", r->err);
+    cr_assert_eq(r->nm, 3);
+    cr_expect_eq(r->m[0].framed, 1);         /* x2: no q= field */
+    cr_expect(!r->m[0].has_queue);
+    cr_expect_eq(r->m[1].framed, 1);
+    cr_expect(r->m[1].has_queue);
+    cr_expect_str_eq(r->m[1].queue, "my q%");
+    cr_expect_str_eq(r->m[1].reason, "why");
+    cr_expect_eq(r->m[2].framed, 0);         /* raw: as it is */
+    cr_expect(!r->m[2].has_queue);
+    cr_expect(r->m[2].len == 14 &&
+              memcmp(r->m[2].data, "raw dead value", 14) == 0);
+
+    fx_cmd_ok("LPUSH %s plain", q);
+    fx_cmd_ok("LPUSH %s %s", K(q, "due"), "RQ1 id=d1 a=1 q=zz\nD");
+    r = CALL(redq_admin_peek(admin(), q, 10, on_msgs, &g_res));
+    cr_assert_eq(r->nm, 2);
+    cr_expect_eq(r->m[0].framed, 1);         /* due first */
+    cr_expect(!r->m[0].has_queue, "queue is for dead letters only");
+    cr_expect_eq(r->m[1].framed, 0);
+    admin_close();
+}
+
+/* Orphaned processing lists: found by SCAN whatever the keyspace holds
+ * around them, only when unregistered and non-empty, never a key that
+ * merely ends like one, with the queue's glob characters taken literally;
+ * then recovered (a holder with a heartbeat left alone). */
+Test(admin, orphans_are_found_by_scan_and_recovered_on_demand)
+{
+    const char *q = "orph*[q]?";
+    const char *other = "orphXqX";  /* what an unescaped pattern matches */
+    ares *r;
+    int i;
+
+    for (i = 0; i < 3000; i++) /* several SCAN pages */
+        fx_cmd_ok("SET filler:%d x", i);
+    fx_cmd_ok("SADD %s aa.0", K(q, "consumers"));
+    fx_cmd_ok("LPUSH %s r1 r2", K(q, "proc:aa.0"));       /* registered */
+    fx_cmd_ok("SET %s 1 PX 60000", K(q, "hb:aa.0"));      /* and alive */
+    fx_cmd_ok("LPUSH %s o1 o2 o3", K(q, "proc:bb.0"));    /* orphan */
+    fx_cmd_ok("LPUSH %s %s", K(q, "fproc:bb.0"), "RQ1 id=f1 a=1\nF");
+    fx_cmd_ok("LPUSH %s l1", K(q, "proc:cc.1"));          /* orphan, alive */
+    fx_cmd_ok("SET %s 1 PX 60000", K(q, "hb:cc.1"));
+    fx_cmd_ok("SET %s notalist", K(q, "proc:dd.0"));      /* not redq's */
+    fx_cmd_ok("LPUSH %s x", K(q, "proc:dead"));           /* no holder id */
+    fx_cmd_ok("LPUSH %s z", K(other, "proc:ee.0"));       /* another queue */
+
+    r = CALL(redq_admin_orphans(admin(), q, on_orphans, &g_res));
+    cr_assert_eq(r->status, 0, "%s", r->err);
+    cr_assert_eq(r->no, 3, "found %zu", r->no);
+    /* Sorted by key: "{q}/fproc:bb.0" < "{q}/proc:bb.0" < "{q}/proc:cc.1". */
+    cr_expect_str_eq(r->okey[0], K(q, "fproc:bb.0"));
+    cr_expect_str_eq(r->oholder[0], "bb.0");
+    cr_expect_eq(r->omsgs[0], 1);
+    cr_expect_str_eq(r->okey[1], K(q, "proc:bb.0"));
+    cr_expect_eq(r->omsgs[1], 3);
+    cr_expect_str_eq(r->okey[2], K(q, "proc:cc.1"));
+
+    /* recover() starts from the set: orphans are not its business. */
+    r = CALL(redq_admin_recover(admin(), q, on_done, &g_res));
+    cr_expect_eq(fx_llen(K(q, "proc:bb.0")), 3);
+
+    r = CALL(redq_admin_recover_orphans(admin(), q, on_done, &g_res));
+    cr_assert_eq(r->status, 0, "%s", r->err);
+    cr_expect_eq(r->n, 4);
+    cr_expect_eq(fx_llen(K(q, "proc:bb.0")), 0);
+    cr_expect_eq(fx_llen(K(q, "fproc:bb.0")), 0);
+    cr_expect_eq(fx_llen(K(q, "due")), 4);
+    cr_expect_eq(fx_llen(K(q, "proc:cc.1")), 1);   /* it beats: alive */
+    cr_expect_eq(fx_llen(K(q, "proc:aa.0")), 2);
+    cr_expect_eq(fx_llen(K(other, "proc:ee.0")), 1);
+
+    r = CALL(redq_admin_orphans(admin(), q, on_orphans, &g_res));
+    cr_assert_eq(r->no, 1);
+    cr_expect_str_eq(r->okey[0], K(q, "proc:cc.1"));
+
+    /* Nothing of the kind: an empty answer. */
+    r = CALL(redq_admin_orphans(admin(), "no-such-queue", on_orphans, &g_res));
+    cr_expect_eq(r->status, 0);
+    cr_expect_eq(r->no, 0);
+    cr_expect_eq(redq_admin_orphans(admin(), "", on_orphans, NULL),
+                 REDQ_EINVAL);
+    cr_expect_eq(redq_admin_orphans(admin(), q, NULL, NULL), REDQ_EINVAL);
     admin_close();
 }
 

@@ -183,16 +183,20 @@ Test(cli_reliable, pop_without_reliable_stays_at_most_once)
     cli_child *c = run(ARGS("pop", "--url", fx_url(), "-n", "2", "q"));
     assert_code(c, 0);
     cr_assert_str_eq(c->out, "m0\nm1\n");
-    /* q, and the registry of queues in use (redq.h, "Admin"), nothing
-     * else. */
+    /* q, the registry of queues in use and q's meta hash with its
+     * "taken" counter (redq.h, "Admin"), nothing else. */
     redisReply *r = fx_cmd_ok("KEYS *");
-    cr_assert_eq(r->elements, 2, "keys besides q and the registry: %zu",
-                 r->elements);
-    for (size_t i = 0; i < 2; i++)
+    cr_assert_eq(r->elements, 3, "keys: %zu", r->elements);
+    for (size_t i = 0; i < 3; i++)
         cr_assert(!strcmp(r->element[i]->str, "q") ||
-                      !strcmp(r->element[i]->str, "redq:queues"),
+                      !strcmp(r->element[i]->str, "redq:queues") ||
+                      !strcmp(r->element[i]->str, "{q}/meta"),
                   "key %s", r->element[i]->str);
     cr_assert_eq(fx_cmd_int("ZCARD redq:queues"), 1);
+    cr_assert_eq(fx_cmd_int("HLEN {q}/meta"), 1);
+    r = fx_cmd_ok("HGET {q}/meta taken");
+    cr_assert(r->type == REDIS_REPLY_STRING && !strcmp(r->str, "2"),
+              "taken: %s", r->str ? r->str : "(nil)");
 }
 
 Test(cli_reliable, pop_reliable_n_never_takes_more_than_n_from_a_burst)

@@ -910,3 +910,89 @@ Test(url_sentinel, secrets_never_quoted)
         cr_assert_null(strstr(err, "sekrit99"), "%s: %s", bad[i], err);
     }
 }
+
+/* ---- redq_url_parse (redq.h): the same parser, strings moved over ---- */
+
+Test(url_public, tcp)
+{
+    redq_url_info u;
+    char err[ERRLEN];
+
+    cr_assert_eq(redq_url_parse("redis://al%40ice:s%3Acret@[::1]:6380/3", &u,
+                                err, sizeof err), 0, "%s", err);
+    cr_assert_eq(u.kind, REDQ_URL_TCP);
+    cr_assert_str_eq(u.host, "::1");
+    cr_assert_eq(u.port, 6380);
+    cr_assert_null(u.path);
+    cr_assert_str_eq(u.user, "al@ice");
+    cr_assert_str_eq(u.password, "s:cret");
+    cr_assert_eq(u.db, 3);
+    cr_assert_eq(u.nsentinels, 0);
+    cr_assert_null(u.sentinels);
+    cr_assert_null(u.master_name);
+    redq_url_info_free(&u);
+    cr_assert_null(u.host);
+    redq_url_info_free(&u); /* twice: harmless */
+
+    cr_assert_eq(redq_url_parse("redis://localhost", &u, NULL, 0), 0);
+    cr_assert_eq(u.port, 6379);
+    cr_assert_null(u.user);
+    cr_assert_null(u.password);
+    redq_url_info_free(&u);
+}
+
+Test(url_public, unix_socket)
+{
+    redq_url_info u;
+
+    cr_assert_eq(redq_url_parse("unix:///tmp/r%20q.sock?db=2", &u, NULL, 0),
+                 0);
+    cr_assert_eq(u.kind, REDQ_URL_UNIX);
+    cr_assert_null(u.host);
+    cr_assert_eq(u.port, 0);
+    cr_assert_str_eq(u.path, "/tmp/r q.sock");
+    cr_assert_eq(u.db, 2);
+    redq_url_info_free(&u);
+}
+
+Test(url_public, sentinel)
+{
+    redq_url_info u;
+    char err[ERRLEN];
+
+    cr_assert_eq(redq_url_parse("redis+sentinel://:pw@s1,s2:26380,[::1]/mymaster"
+                                "?sentinel_password=sp",
+                                &u, err, sizeof err),
+                 0, "%s", err);
+    cr_assert_eq(u.kind, REDQ_URL_SENTINEL);
+    cr_assert_null(u.host);
+    cr_assert_eq(u.nsentinels, 3);
+    cr_assert_str_eq(u.sentinels[0].host, "s1");
+    cr_assert_eq(u.sentinels[0].port, 26379);
+    cr_assert_str_eq(u.sentinels[1].host, "s2");
+    cr_assert_eq(u.sentinels[1].port, 26380);
+    cr_assert_str_eq(u.sentinels[2].host, "::1");
+    cr_assert_str_eq(u.master_name, "mymaster");
+    cr_assert_str_eq(u.password, "pw");
+    cr_assert_str_eq(u.sentinel_password, "sp");
+    redq_url_info_free(&u);
+    cr_assert_eq(u.nsentinels, 0);
+    cr_assert_null(u.sentinels);
+}
+
+Test(url_public, rejected)
+{
+    redq_url_info u;
+    char err[ERRLEN];
+
+    memset(&u, 0xA5, sizeof u);
+    cr_assert_eq(redq_url_parse("redis://h:70000", &u, err, sizeof err),
+                 REDQ_EINVAL);
+    cr_assert(strstr(err, "port") != NULL, "err: %s", err);
+    cr_assert_null(u.host, "*out not zeroed");
+    cr_assert_eq(u.kind, REDQ_URL_TCP);
+    redq_url_info_free(&u);
+    cr_assert_eq(redq_url_parse(NULL, &u, err, sizeof err), REDQ_EINVAL);
+    cr_assert_eq(redq_url_parse("redis://h", NULL, NULL, 0), REDQ_EINVAL);
+    redq_url_info_free(NULL);
+}
