@@ -621,7 +621,11 @@ class Harness:
             while True:
                 cursor, keys = c.cmd("SCAN", cursor, "COUNT", 1000)
                 for k in keys:
-                    if k.endswith((b":reaper", b"/reaper")) or k.startswith(b"redq:"):
+                    # Allowed to stay: the reaper locks (TTL'd), the queue
+                    # registry, and each queue's meta hash (its counters of
+                    # messages moved and its pause flag live on).
+                    if k.endswith((b":reaper", b"/reaper", b":meta", b"/meta")) \
+                            or k.startswith(b"redq:"):
                         continue
                     t = c.cmd("TYPE", k).decode()
                     n = {"list": "LLEN", "zset": "ZCARD", "set": "SCARD",
