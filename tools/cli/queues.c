@@ -211,7 +211,7 @@ static void peek_cb(redq_admin *a, int status, const char *errstr,
         } else {
             char ts[48] = "-";
             char *body = cli_escape_text(m[i].data, m[i].len, PEEK_BODY_SHOW,
-                                         cli_is_utf8(m[i].data, m[i].len));
+                                         redq_utf8_valid(m[i].data, m[i].len));
 
             if (m[i].ts_ms >= 0)
                 cli_iso_utc_ms(m[i].ts_ms, ts, sizeof ts);
