@@ -416,10 +416,12 @@ static const cli_command commands[] = {
     {"serve", "[options]",
      "serve Prometheus metrics, a JSON API and a dashboard over HTTP",
      "Serve, over HTTP (one process, one Redis connection):\n"
-     "  /metrics    every registered queue's depths, consumers, oldest age\n"
-     "              and pause flag, in the Prometheus text format\n"
-     "  /           a dashboard: the queues with live depths and a rate\n"
-     "              chart, dead letters, buttons to requeue, delete, purge,\n"
+     "  /metrics    every registered queue's depths, consumers, oldest age,\n"
+     "              pause flag and counters of messages moved, in the\n"
+     "              Prometheus text format\n"
+     "  /           a dashboard: the queues with live depths, in/s and out/s\n"
+     "              (produced and taken, from the counters), a chart of\n"
+     "              those rates, dead letters, buttons to requeue, delete, purge,\n"
      "              pause and resume (all in the binary; works offline)\n"
      "  /api/...    the JSON the page reads and the POSTs it sends:\n"
      "              GET  /api/queues, /api/queues/Q,\n"

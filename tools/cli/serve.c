@@ -6,7 +6,10 @@
  *
  *   GET  /metrics                          redq_admin_metrics(), as is
  *   GET  /, /app.js, /style.css            the dashboard (serve_assets.h)
- *   GET  /api/queues                       every registered queue
+ *   GET  /api/queues                       every registered queue, with
+ *                                          its counters of messages moved
+ *                                          (the page's rates: differences
+ *                                          between its refreshes)
  *   GET  /api/queues/Q                     one queue
  *   GET  /api/queues/Q/dead?offset=&count= dead letters, newest first
  *   GET  /api/queues/Q/peek?count=         the next messages to be taken
@@ -187,12 +190,17 @@ static void put_queue(struct evbuffer *b, const redq_queue_info *q)
         b,
         ",\"ready\":%llu,\"due\":%llu,\"processing\":%llu,\"delayed\":%llu,"
         "\"dead\":%llu,\"consumers\":%llu,\"registered\":%llu,"
-        "\"oldest_age_ms\":%lld,\"paused\":%s,\"last_seen_ms\":%lld}",
+        "\"oldest_age_ms\":%lld,\"paused\":%s,\"last_seen_ms\":%lld,"
+        "\"pushed\":%llu,\"taken\":%llu,\"acked\":%llu,\"retried\":%llu,"
+        "\"dead_lettered\":%llu}",
         (unsigned long long)q->ready, (unsigned long long)q->due,
         (unsigned long long)q->processing, (unsigned long long)q->delayed,
         (unsigned long long)q->dead, (unsigned long long)q->consumers,
         (unsigned long long)q->registered, q->oldest_age_ms,
-        q->paused ? "true" : "false", q->last_seen_ms);
+        q->paused ? "true" : "false", q->last_seen_ms,
+        (unsigned long long)q->pushed, (unsigned long long)q->taken,
+        (unsigned long long)q->acked, (unsigned long long)q->retried,
+        (unsigned long long)q->dead_lettered);
 }
 
 static void put_msg(struct evbuffer *b, const redq_admin_msg *m, size_t max)
