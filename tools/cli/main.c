@@ -26,8 +26,7 @@
  * same way (adm.c): the library owns the key layout, the frames and the
  * scripts, so the tool never spells a key or a format of its own; every
  * change is the library's, one script per batch, so each message moves
- * atomically. stats' orphan search is the one part the admin API lacks
- * (private.c).
+ * atomically, stats' orphan search (redq_admin_orphans) included.
  *
  * A new command is a row in `commands[]` (a name with a space, "dead
  * list", is a sub-command), its options in parse_args()'s switch, and a
