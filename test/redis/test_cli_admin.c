@@ -249,6 +249,45 @@ Test(cli_admin, peek_shows_the_next_messages_without_taking_them)
 
 /* ---- dead letters by id ---------------------------------------------------------- */
 
+Test(cli_admin, dead_list_says_framed_from_the_library_not_a_guess)
+{
+    /* A frame with no optional field (no id, times or reason) is still a
+     * frame: the library says so (redq_admin_msg.framed), where a guess
+     * from the fields would call it a raw value. A raw value put there by
+     * hand that looks like a payload is not one. The frame's q= names the
+     * queue it died in. */
+    push_frame("LPUSH", "{d}/dead", "RQ1 a=4", "bare", 4);
+    push_frame("LPUSH", "{d}/dead", "RQ1 id=m1 a=1 dr=x dts=1700000000000 q=other",
+               "moved", 5);
+    fx_cmd_ok("LPUSH {d}/dead %s", "not a frame");
+    cli_child *c = run(ARGS("dead", "list", "--json", "--url", fx_url(), "d"));
+    assert_code(c, 0);
+    cr_assert_eq(cli_count_lines(c), 3, "stdout: %s", c->out);
+    char *line = c->out;
+    json_t *m[3];
+    for (int i = 0; i < 3; i++) {
+        char *nl = strchr(line, '\n');
+        m[i] = parse(line, (size_t)(nl - line));
+        line = nl + 1;
+    }
+    cr_assert_str_eq(jstr(m[0], "error"), "not a redq frame");
+    cr_assert_str_eq(jstr(m[0], "body"), "not a frame");
+    cr_assert_str_eq(jstr(m[1], "queue"), "other");
+    cr_assert_str_eq(jstr(m[1], "id"), "m1");
+    cr_assert_null(json_object_get(m[2], "error"), "a bare frame is a frame");
+    cr_assert_eq(jint(m[2], "attempts"), 4);
+    cr_assert_str_eq(jstr(m[2], "queue"), "d");
+    cr_assert_str_eq(jstr(m[2], "body"), "bare");
+    for (int i = 0; i < 3; i++)
+        json_decref(m[i]);
+    /* The table: attempts shown for the bare frame, "-" for the raw one. */
+    c = run(ARGS("dead", "list", "--url", fx_url(), "d"));
+    assert_code(c, 0);
+    cr_assert(strstr(c->out, "0\t-\t-\t-\tnot a frame\n") &&
+              strstr(c->out, "2\t4\t-\t-\tbare\n"), "stdout: %s", c->out);
+}
+
+
 Test(cli_admin, dead_requeue_and_delete_by_id)
 {
     build_layout();
