@@ -24,6 +24,7 @@
 #define REDQ_BENCH_H
 
 #include "redq.h"
+#include "side.h" /* tools/common: the blocking side connection */
 
 #include <signal.h>
 #include <stddef.h>
@@ -146,25 +147,24 @@ void bench_bm_clear(bench_bitmap *b);
 
 typedef struct bench_target {
     char url[1024]; /* what redq is given */
-    char host[256];
-    char port_str[8];
-    int port;
-    char path[512]; /* unix socket, or "" */
-    char user[128];
-    char password[256];
-    int db;
-    int throwaway; /* started by us */
+    side_addr addr; /* where the side connection goes (for a Sentinel URL:
+                       the master the sentinels named) */
+    int throwaway;  /* started by us */
 } bench_target;
 
 /* Parse one of the URL forms redq.h documents, with the library's own
- * parser (lib/url.c), into *t (zeroed first). 0, or -1 when it does not
- * parse or a part is too long for t. */
-int bench_parse_target(const char *url, bench_target *t);
+ * parser (through tools/common/side.c), into *t (zeroed first); for a
+ * redis+sentinel:// URL, ask the sentinels where the master is (blocking).
+ * 0, or -1 with err filled. */
+int bench_parse_target(const char *url, bench_target *t, char *err,
+                       size_t errlen);
 
 /* The blocking side connection (setup, LLEN, INFO, RENAME, CLIENT PAUSE):
- * connected, authenticated and on t's db, with 10 s timeouts. NULL with
- * err filled on failure. The caller frees it with redisFree. */
-redisContext *bench_sync_connect(const bench_target *t, char *err, size_t errlen);
+ * connected, authenticated and on t's db, with 10 s timeouts; for a
+ * Sentinel URL, checked with ROLE (the sentinels asked again, and t->addr
+ * updated, when the node named is no master). NULL with err filled on
+ * failure. The caller frees it with redisFree. */
+redisContext *bench_sync_connect(bench_target *t, char *err, size_t errlen);
 
 /* Run a command on the side connection; the reply (caller frees), or NULL
  * with err filled (an error reply counts as a failure). */

@@ -85,25 +85,25 @@ int bench_compare_build(bench_compare *rb, const bench_config *cfg, const bench_
     if (bin == NULL || !*bin)
         bin = "redis-benchmark";
     rb->argv[rb->argc++] = bin;
-    if (t->path[0]) {
+    if (t->addr.path[0]) {
         rb->argv[rb->argc++] = "-s";
-        rb->argv[rb->argc++] = t->path;
+        rb->argv[rb->argc++] = t->addr.path;
     } else {
         rb->argv[rb->argc++] = "-h";
-        rb->argv[rb->argc++] = t->host;
+        rb->argv[rb->argc++] = t->addr.host;
         rb->argv[rb->argc++] = "-p";
-        rb->argv[rb->argc++] = t->port_str;
+        rb->argv[rb->argc++] = t->addr.port_str;
     }
-    if (t->user[0]) {
+    if (t->addr.user[0]) {
         rb->argv[rb->argc++] = "--user";
-        rb->argv[rb->argc++] = t->user;
+        rb->argv[rb->argc++] = t->addr.user;
     }
-    if (t->password[0]) {
+    if (t->addr.password[0]) {
         rb->argv[rb->argc++] = "-a";
-        rb->argv[rb->argc++] = t->password;
+        rb->argv[rb->argc++] = t->addr.password;
     }
-    if (t->db) {
-        snprintf(rb->db, sizeof rb->db, "%d", t->db);
+    if (t->addr.db) {
+        snprintf(rb->db, sizeof rb->db, "%d", t->addr.db);
         rb->argv[rb->argc++] = "--dbnum";
         rb->argv[rb->argc++] = rb->db;
     }
@@ -150,7 +150,7 @@ int bench_compare_build(bench_compare *rb, const bench_config *cfg, const bench_
     for (i = 0; i < rb->argc; i++) {
         const char *a = rb->argv[i];
         char shown[96];
-        if (t->password[0] && a == t->password)
+        if (t->addr.password[0] && a == t->addr.password)
             a = "***";
         if (str_append_arg(&rb->exact, &elen, &ecap, a) != 0)
             return -1;

@@ -359,7 +359,7 @@ static int print_json(const summary *sm)
                         msgs > 0 ? json_real(cpu * 1e6 / msgs) : json_null());
     json_object_set_new(root, "peak_rss_bytes", json_integer(bench_peak_rss_bytes()));
     o = json_object();
-    json_object_set_new(o, "url", json_string(tg->password[0] ? "(has a password)"
+    json_object_set_new(o, "url", json_string(tg->addr.password[0] ? "(has a password)"
                                                            : cfg->url));
     json_object_set_new(o, "throwaway", json_boolean(tg->throwaway));
     json_object_set_new(o, "redis_version", json_string(version));
@@ -453,7 +453,7 @@ static void print_table(const summary *sm)
         printf("redq-bench %s: %.0f msgs x %zu B per run, %d run%s",
                bench_mode_names[cfg->mode], msgs, cfg->payload, nruns, nruns == 1 ? "" : "s");
     printf("; redis %s at %s%s\n", version,
-           tg->password[0] ? "(url with password)" : cfg->url,
+           tg->addr.password[0] ? "(url with password)" : cfg->url,
            tg->throwaway ? " (throwaway)" : "");
     printf("  options: pool %zu", cfg->pool);
     if (cfg->batch_set)
@@ -568,8 +568,9 @@ int main(int argc, char **argv)
             return rc == 77 ? 77 : 2;
         }
         cfg.url = tg.url;
-    } else if (bench_parse_target(cfg.url, &tg) != 0) {
-        fprintf(stderr, "redq-bench: cannot parse URL '%s'\n", cfg.url);
+    } else if (bench_parse_target(cfg.url, &tg, err, sizeof err) != 0) {
+        /* The URL is not shown: it may hold a password. */
+        fprintf(stderr, "redq-bench: --url: %s\n", err);
         return 2;
     }
 

@@ -1,11 +1,13 @@
 /*
  * server.c: where the server is, and the two ways redq-bench talks to it
  * besides redq itself: the blocking side connection (DEL, LLEN, INFO,
- * RENAME, CLIENT PAUSE between and around the measured part) and, without
- * --url or $REDQ_URL, a throwaway redis-server of its own.
+ * RENAME, CLIENT PAUSE between and around the measured part: the tools'
+ * shared one, tools/common/side.c, which reads the URL with the library's
+ * public parser and asks the sentinels of a redis+sentinel:// URL for the
+ * master) and, without --url or $REDQ_URL, a throwaway redis-server of its
+ * own.
  */
 #include "bench.h"
-#include "redq_private.h" /* redq__url_parse, for the side connection */
 
 #include <arpa/inet.h>
 #include <dirent.h>
@@ -23,37 +25,23 @@
 #include <sys/prctl.h>
 #endif
 
+/* A reply may take this long (INFO and DEL of a big list included). */
+#define BENCH_SIDE_TIMEOUT_MS 10000
+
 /* ------------------------------------------------------------------------ */
 /* where the server is                                                       */
 /* ------------------------------------------------------------------------ */
 
-/* The URL forms redq.h documents, parsed by the library's own parser
- * (lib/url.c), for the blocking side connection. */
-int bench_parse_target(const char *url, bench_target *t)
+int bench_parse_target(const char *url, bench_target *t, char *err,
+                       size_t errlen)
 {
-    redq__url u;
-    int rc = -1;
-
     memset(t, 0, sizeof *t);
-    if (strlen(url) >= sizeof t->url)
+    if (strlen(url) >= sizeof t->url) {
+        snprintf(err, errlen, "URL too long");
         return -1;
+    }
     strcpy(t->url, url);
-    if (redq__url_parse(&u, url, NULL, 0) != 0)
-        return -1;
-    if (snprintf(t->host, sizeof t->host, "%s", u.host ? u.host : "") <
-            (int)sizeof t->host &&
-        snprintf(t->path, sizeof t->path, "%s", u.path ? u.path : "") <
-            (int)sizeof t->path &&
-        snprintf(t->user, sizeof t->user, "%s", u.user ? u.user : "") <
-            (int)sizeof t->user &&
-        snprintf(t->password, sizeof t->password, "%s",
-                 u.password ? u.password : "") < (int)sizeof t->password)
-        rc = 0;
-    t->port = u.is_unix ? 6379 : u.port;
-    t->db = u.db;
-    snprintf(t->port_str, sizeof t->port_str, "%d", t->port);
-    redq__url_free(&u);
-    return rc;
+    return side_resolve(url, BENCH_SIDE_TIMEOUT_MS, &t->addr, err, errlen);
 }
 
 
@@ -61,101 +49,37 @@ int bench_parse_target(const char *url, bench_target *t)
 /* the blocking side connection (setup, LLEN, INFO, RENAME, CLIENT PAUSE)    */
 /* ------------------------------------------------------------------------ */
 
-redisContext *bench_sync_connect(const bench_target *t, char *err, size_t errlen)
+redisContext *bench_sync_connect(bench_target *t, char *err, size_t errlen)
 {
-    const struct timeval tv = {10, 0};
-    redisContext *c = t->path[0] ? redisConnectUnixWithTimeout(t->path, tv)
-                                 : redisConnectWithTimeout(t->host, t->port, tv);
-    redisReply *r;
+    redisContext *c = side_connect(&t->addr, BENCH_SIDE_TIMEOUT_MS, err,
+                                   errlen);
+    char url[sizeof t->url];
 
-    if (c == NULL) {
-        snprintf(err, errlen, "out of memory");
+    if (c || !t->addr.sentinel)
+        return c;
+    /* The sentinels named a node that is no master (a failover under
+     * way): ask them again, as side_open() does. */
+    strcpy(url, t->url);
+    if (!(c = side_open(url, BENCH_SIDE_TIMEOUT_MS, &t->addr, err, errlen)))
         return NULL;
-    }
-    if (c->err) {
-        snprintf(err, errlen, "connect %.300s: %s", t->url, c->errstr);
-        redisFree(c);
-        return NULL;
-    }
-    redisSetTimeout(c, tv);
-    if (t->password[0]) {
-        const char *argv[3] = {"AUTH", t->user, t->password};
-        int argc = 3;
-        if (!t->user[0]) {
-            argv[1] = t->password;
-            argc = 2;
-        }
-        r = redisCommandArgv(c, argc, argv, NULL);
-        if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-            snprintf(err, errlen, "AUTH: %s", r ? r->str : c->errstr);
-            if (r)
-                freeReplyObject(r);
-            redisFree(c);
-            return NULL;
-        }
-        freeReplyObject(r);
-    }
-    if (t->db != 0) {
-        char db[16];
-        const char *argv[2] = {"SELECT", db};
-        snprintf(db, sizeof db, "%d", t->db);
-        r = redisCommandArgv(c, 2, argv, NULL);
-        if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-            snprintf(err, errlen, "SELECT: %s", r ? r->str : c->errstr);
-            if (r)
-                freeReplyObject(r);
-            redisFree(c);
-            return NULL;
-        }
-        freeReplyObject(r);
-    }
     return c;
 }
 
-/* Run a command; the reply (caller frees), or NULL with err filled (an
- * error reply counts as a failure). */
 redisReply *bench_sync_cmd(redisContext *c, char *err, size_t errlen, int argc,
                            const char **argv)
 {
-    redisReply *r = redisCommandArgv(c, argc, argv, NULL);
-    if (r == NULL) {
-        snprintf(err, errlen, "%s: %s", argv[0],
-                 c->errstr[0] ? c->errstr : "no reply");
-        return NULL;
-    }
-    if (r->type == REDIS_REPLY_ERROR) {
-        snprintf(err, errlen, "%s: %s", argv[0], r->str);
-        freeReplyObject(r);
-        return NULL;
-    }
-    return r;
+    return side_cmd(c, err, errlen, argc, argv);
 }
 
 int bench_sync_del(redisContext *c, const char *key, char *err, size_t errlen)
 {
-    const char *argv[2] = {"DEL", key};
-    redisReply *r = bench_sync_cmd(c, err, errlen, 2, argv);
-    if (r == NULL)
-        return -1;
-    freeReplyObject(r);
-    return 0;
+    return side_del(c, key, err, errlen);
 }
 
 int bench_sync_llen(redisContext *c, const char *key, long long *len,
                     char *err, size_t errlen)
 {
-    const char *argv[2] = {"LLEN", key};
-    redisReply *r = bench_sync_cmd(c, err, errlen, 2, argv);
-    if (r == NULL)
-        return -1;
-    if (r->type != REDIS_REPLY_INTEGER) {
-        snprintf(err, errlen, "LLEN: unexpected reply type %d", r->type);
-        freeReplyObject(r);
-        return -1;
-    }
-    *len = r->integer;
-    freeReplyObject(r);
-    return 0;
+    return side_llen(c, key, len, err, errlen);
 }
 
 /* INFO <section> as a malloc'd string, or NULL. */
@@ -360,7 +284,9 @@ int bench_server_start(bench_server *s, bench_target *t, char *err, size_t errle
                 if (ok) {
                     char url[64];
                     snprintf(url, sizeof url, "redis://127.0.0.1:%d", p);
-                    bench_parse_target(url, t);
+                    char e[256];
+
+                    bench_parse_target(url, t, e, sizeof e);
                     t->throwaway = 1;
                     return 0;
                 }

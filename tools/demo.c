@@ -5,14 +5,16 @@
  * latency, and a bitmap over sequence numbers catches loss and duplicates.
  *
  *   redq-demo [--url URL] [--messages N] [--payload BYTES] [--queue NAME]
- *             [--producers P] [--pool K]
+ *             [--producers P] [--pool K] [--fresh]
  *
  * Everything runs on the demo's own event_base, the way an embedding server
  * would use redq: P producers each produce a contiguous share of the
  * sequence numbers, and one consumer with K pop connections acks each
- * message as it arrives. Only after that loop has finished does the demo
- * open a blocking hiredis connection to read LLEN: a command-line program
- * may block, the library may not.
+ * message as it arrives. Only before that loop starts (--fresh: DEL the
+ * queue) and after it has finished (LLEN) does the demo open a blocking
+ * side connection (tools/common/side.c, which also follows a
+ * redis+sentinel:// URL to the master): a command-line program may block,
+ * the library may not.
  *
  * Payload layout:
  *   bytes  0..15  CLOCK_MONOTONIC nanoseconds just before redq_produce(),
@@ -33,7 +35,7 @@
  * interrupted); 2 on bad usage or set-up.
  */
 #include "redq.h"
-#include "redq_private.h" /* redq__url_parse, for the side connection */
+#include "side.h" /* tools/common: the blocking side connection */
 
 #include <errno.h>
 #include <getopt.h>
@@ -48,7 +50,6 @@
 #include <unistd.h>
 
 #include <event2/event.h>
-#include <hiredis/hiredis.h>
 
 #define DEFAULT_URL "redis://127.0.0.1:6379"
 #define DEFAULT_QUEUE "redq:demo"
@@ -545,123 +546,38 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
 }
 
 /* ------------------------------------------------------------------------ */
-/* LLEN over a blocking hiredis connection                                   */
+/* the side connection (tools/common/side.c): DEL before, LLEN after         */
 /* ------------------------------------------------------------------------ */
 
-/* What the demo needs from the URL forms redq.h documents:
- *   redis://[[user]:password@]host[:port][/db]    unix:///path[?db=N]
- * Only for the after-the-fact LLEN. */
-typedef struct sync_target {
-    char host[256];
-    int port;
-    char path[512];
-    char user[128];
-    char password[256];
-    int db;
-} sync_target;
+/* Replies within this long; a Sentinel URL's sentinels each too. */
+#define SIDE_TIMEOUT_MS 2000
 
-/* The URL forms redq.h documents, parsed by the library's own parser
- * (lib/url.c), for the blocking side connection. */
-static int parse_target(const char *url, sync_target *t)
+/* DEL queue at url, before the loop starts (--fresh). 0, or -1 with errbuf
+ * filled. */
+static int sync_del(const char *url, const char *queue, char *errbuf,
+                    size_t errcap)
 {
-    redq__url u;
-    int rc = -1;
+    redisContext *c = side_open(url, SIDE_TIMEOUT_MS, NULL, errbuf, errcap);
+    int rc;
 
-    memset(t, 0, sizeof *t);
-    if (redq__url_parse(&u, url, NULL, 0) != 0)
+    if (!c)
         return -1;
-    if (snprintf(t->host, sizeof t->host, "%s", u.host ? u.host : "") <
-            (int)sizeof t->host &&
-        snprintf(t->path, sizeof t->path, "%s", u.path ? u.path : "") <
-            (int)sizeof t->path &&
-        snprintf(t->user, sizeof t->user, "%s", u.user ? u.user : "") <
-            (int)sizeof t->user &&
-        snprintf(t->password, sizeof t->password, "%s",
-                 u.password ? u.password : "") < (int)sizeof t->password)
-        rc = 0;
-    t->port = u.is_unix ? 6379 : u.port;
-    t->db = u.db;
-    redq__url_free(&u);
+    rc = side_del(c, queue, errbuf, errcap);
+    redisFree(c);
     return rc;
 }
 
-/* Run one command: its reply, or NULL with errbuf filled (error replies
- * included). */
-static redisReply *sync_command(redisContext *c, char *errbuf, size_t errcap,
-                                int argc, const char **argv)
-{
-    redisReply *r = redisCommandArgv(c, argc, argv, NULL);
-
-    if (!r) {
-        snprintf(errbuf, errcap, "%s", c->errstr[0] ? c->errstr : "no reply");
-        return NULL;
-    }
-    if (r->type == REDIS_REPLY_ERROR) {
-        snprintf(errbuf, errcap, "%s: %s", argv[0], r->str);
-        freeReplyObject(r);
-        return NULL;
-    }
-    return r;
-}
-
-/* LLEN queue at url, blocking. 0 and *len, or -1 with errbuf filled. */
+/* LLEN queue at url, blocking, after the loop is done. 0 and *len, or -1
+ * with errbuf filled. */
 static int sync_llen(const char *url, const char *queue, long long *len,
                      char *errbuf, size_t errcap)
 {
-    const struct timeval tv = {2, 0};
-    sync_target t;
-    redisContext *c;
-    redisReply *r;
-    char dbuf[16];
-    int rc = -1;
+    redisContext *c = side_open(url, SIDE_TIMEOUT_MS, NULL, errbuf, errcap);
+    int rc;
 
-    if (parse_target(url, &t) < 0) {
-        snprintf(errbuf, errcap, "cannot parse URL");
+    if (!c)
         return -1;
-    }
-    c = t.path[0] ? redisConnectUnixWithTimeout(t.path, tv)
-                  : redisConnectWithTimeout(t.host, t.port, tv);
-    if (!c) {
-        snprintf(errbuf, errcap, "out of memory");
-        return -1;
-    }
-    if (c->err) {
-        snprintf(errbuf, errcap, "connect: %s", c->errstr);
-        goto out;
-    }
-    redisSetTimeout(c, tv);
-    if (t.password[0]) {
-        /* AUTH user password (Redis 6 ACLs) or AUTH password. */
-        const char *auth[3] = {"AUTH", t.user, t.password};
-        int n = 3;
-        if (!t.user[0]) {
-            auth[1] = t.password;
-            n = 2;
-        }
-        if (!(r = sync_command(c, errbuf, errcap, n, auth)))
-            goto out;
-        freeReplyObject(r);
-    }
-    if (t.db != 0) {
-        const char *sel[] = {"SELECT", dbuf};
-        snprintf(dbuf, sizeof dbuf, "%d", t.db);
-        if (!(r = sync_command(c, errbuf, errcap, 2, sel)))
-            goto out;
-        freeReplyObject(r);
-    }
-    {
-        const char *llen[] = {"LLEN", queue};
-        if (!(r = sync_command(c, errbuf, errcap, 2, llen)))
-            goto out;
-        if (r->type != REDIS_REPLY_INTEGER)
-            snprintf(errbuf, errcap, "LLEN: unexpected reply type %d", r->type);
-        else {
-            *len = r->integer;
-            rc = 0;
-        }
-        freeReplyObject(r);
-    }
-out:
+    rc = side_llen(c, queue, len, errbuf, errcap);
     redisFree(c);
     return rc;
 }
@@ -675,13 +591,15 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: redq-demo [--url URL] [--messages N] [--payload BYTES] [--queue NAME]\n"
-            "                 [--producers P] [--pool K]\n"
+            "                 [--producers P] [--pool K] [--fresh]\n"
             "  --url URL        Redis to use (default $REDQ_URL, else " DEFAULT_URL ")\n"
             "  --messages N     how many messages (default 1000000, at most 1e9)\n"
             "  --payload BYTES  size of each message (default 100, at least %d)\n"
             "  --queue NAME     the list to push to and pop from (default " DEFAULT_QUEUE ")\n"
             "  --producers P    producers, each sending its share (default 1, at most %d)\n"
             "  --pool K         the consumer's pop connections (default 1)\n"
+            "  --fresh          delete the queue's list before the run (tools/demo does,\n"
+            "                   on its throwaway server or for a redq:demo* queue)\n"
             "Exit status: 0 all acknowledged and consumed exactly once; 1 failed, lost,\n"
             "duplicated or interrupted; 2 usage or set-up.\n",
             PAYLOAD_MIN, MAX_PRODUCERS);
@@ -725,7 +643,7 @@ static void print_latency(const char *name, uint64_t ns)
 int main(int argc, char **argv)
 {
     enum { OPT_URL = 256, OPT_MESSAGES, OPT_PAYLOAD, OPT_QUEUE, OPT_PRODUCERS,
-           OPT_POOL };
+           OPT_POOL, OPT_FRESH };
     static const struct option longopts[] = {
         {"url", required_argument, NULL, OPT_URL},
         {"messages", required_argument, NULL, OPT_MESSAGES},
@@ -733,6 +651,7 @@ int main(int argc, char **argv)
         {"queue", required_argument, NULL, OPT_QUEUE},
         {"producers", required_argument, NULL, OPT_PRODUCERS},
         {"pool", required_argument, NULL, OPT_POOL},
+        {"fresh", no_argument, NULL, OPT_FRESH},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
     const char *url = getenv("REDQ_URL");
@@ -742,7 +661,7 @@ int main(int argc, char **argv)
     long long len_after = -1;
     char err_after[256] = "";
     double secs;
-    int rc, ch, status;
+    int rc, ch, status, fresh = 0;
     unsigned i;
 
     memset(&d, 0, sizeof d);
@@ -778,6 +697,9 @@ int main(int argc, char **argv)
         case OPT_POOL:
             bad = parse_count(optarg, 1024, &pool) < 0 || pool == 0;
             break;
+        case OPT_FRESH:
+            fresh = 1;
+            break;
         case ':':
             fprintf(stderr, "redq-demo: '%s' needs a value\n", argv[optind - 1]);
             usage(stderr);
@@ -812,6 +734,17 @@ int main(int argc, char **argv)
      * hiredis writes with write(), which raises SIGPIPE. */
     signal(SIGPIPE, SIG_IGN);
     d.tty = isatty(STDERR_FILENO);
+
+    /* Messages left from an earlier run would be counted as foreign, and
+     * slow the start: --fresh clears the list first (only the list: the
+     * queue's other keys hold nothing a fresh run would miscount). */
+    if (fresh) {
+        char err[512];
+
+        if (sync_del(url, d.queue, err, sizeof err) < 0)
+            fprintf(stderr, "redq-demo: could not delete %s (%s); running "
+                    "anyway\n", d.queue, err);
+    }
 
     status = 2;
     d.payload = malloc(d.payload_len);

@@ -73,6 +73,20 @@ async function main() {
     await waitFor('the new depth', async () => (await cell(page, Q, 'ready')) === String(llen(r, Q)), 10000);
   });
 
+  await check('in/s and out/s come from the counters of messages moved', async () => {
+    // webhooks: 1 message so far, no consumer. 40 more in: in/s > 0 and
+    // out/s 0.0 (a depth-only estimate could not tell them apart); then a
+    // consumer takes all 41: out/s > 0.
+    const num = async (f) => parseFloat(await cell(page, 'webhooks', f));
+    await waitFor('two samples of webhooks', async () => (await cell(page, 'webhooks', 'in_rate')) === '0.0', 10000);
+    push('webhooks', ...Array.from({ length: 40 }, (_, i) => `hook-${i}`));
+    await waitFor('in/s above 0', async () => (await num('in_rate')) > 0, 10000);
+    assert.equal(await cell(page, 'webhooks', 'out_rate'), '0.0');
+    execFileSync(redq, ['pop', '--url', r.url, '-n', '41', 'webhooks']);
+    await waitFor('out/s above 0', async () => (await num('out_rate')) > 0, 10000);
+    assert.equal(llen(r, 'webhooks'), 0);
+  });
+
   await check('hostile dead letters are text: no element from them, no dialog', async () => {
     await page.waitForSelector('#dead tbody tr', { timeout: 10000 });
     const bodies = await page.$$eval('#dead tbody td.body', (tds) => tds.map((t) => t.textContent));
@@ -90,6 +104,12 @@ async function main() {
     await waitFor('the page to catch up', async () => (await cell(page, Q, 'ready')) === want, 10000);
     await new Promise((res) => setTimeout(res, 600)); // one more sample for the chart
   }
+  await check('the chart legend shows the selected queue\'s rates', async () => {
+    const legend = () => page.$eval('#legend [data-series=pushed]', (e) => e.textContent).catch(() => '');
+    const v = await legend();
+    assert.match(v, /^in\/s \(produced\): \d+\.\d$/);
+    assert.ok(parseFloat(v.split(': ')[1]) > 0, 'in/s after the bursts: ' + v);
+  });
   if (SHOT) {
     await page.screenshot({ path: SHOT, fullPage: true });
   }

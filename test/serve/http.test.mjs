@@ -60,6 +60,10 @@ async function main() {
     assert.equal(q.ready, llen(r, Q));
     assert.equal(q.dead, llen(r, `{${Q}}/dead`));
     assert.equal(q.paused, false);
+    // The counters of messages moved, as Redis holds them (the page's rates).
+    assert.equal(q.pushed, Number(rcli(r, 'HGET', `{${Q}}/meta`, 'pushed')));
+    assert.equal(q.pushed, 4);
+    for (const k of ['taken', 'acked', 'retried', 'dead_lettered']) assert.equal(q[k], 0, k);
     assert.ok(res.json.queues.find((x) => x.name === ODD), 'the odd name listed');
     assert.equal(res.json.redis, r.url);
   });

@@ -17,14 +17,13 @@
  *   stats.c    redq stats
  *   queues.c   redq queues, peek, pause, resume, recover
  *   top.c      redq top
- *   private.c  the only user of the library's internals (redq_private.h):
- *              UTF-8 and base64, and stats' orphan search (TODO there)
  *   serve.c    redq serve: /metrics, the JSON API and the dashboard
  *              (dashboard/, embedded through serve_assets.h)
  * and tools/cli_lines.c, the stdin line splitting of push (fuzzed alone).
  *
  * Everything shared is named cli_*; the rest of each file is static.
- * Every file but private.c includes redq.h only (through this header).
+ * Every file includes redq.h only (through this header), and the tool
+ * links the shared library: its exported symbols are all it can use.
  * A new command is a row in main.c's table (its help, options and
  * operands), its options in main.c's parser, and a cli_cmd_* function
  * declared below.
@@ -305,37 +304,6 @@ void cli_format_age(long long ms, char *buf, size_t cap);
 void cli_put_queue_json(FILE *f, const redq_queue_info *q);
 
 /* ------------------------------------------------------------------------ */
-/* What still needs the library's internals (private.c; TODO there)         */
-/* ------------------------------------------------------------------------ */
-
-/* A processing list whose holder is not registered, and its length. */
-typedef struct cli_orphan {
-    char *key;
-    long long messages;
-} cli_orphan;
-
-typedef struct cli_orphans {
-    cli_orphan *orphans;
-    size_t norphans, cap;
-    long long messages; /* the sum */
-} cli_orphans;
-
-/*
- * For each operand of o, the queue's orphaned processing lists (SCAN, then
- * SISMEMBER and LLEN each), into per_queue[i] (zeroed by the caller, freed
- * with cli_orphans_free). Over a blocking connection of its own. Returns
- * 0, or an exit code after printing why.
- */
-int cli_find_orphans(const cli_options *o, cli_orphans *per_queue);
-void cli_orphans_free(cli_orphans *st);
-
-/* The length of the well-formed UTF-8 character at p (1 to 4), or 0. */
-size_t cli_utf8_seq_len(const unsigned char *p, size_t n);
-
-/* [p, p+n) in base64, a new NUL-terminated string, or NULL. */
-char *cli_b64_encode(const void *p, size_t n);
-
-/* ------------------------------------------------------------------------ */
 /* Output escaping (text.c)                                                  */
 /* ------------------------------------------------------------------------ */
 
@@ -358,8 +326,5 @@ int cli_put_json_payload(FILE *f, const void *data, size_t len);
 
 /* The C string s to f as a JSON string (cli_put_json_bytes). */
 void cli_put_json_string(FILE *f, const char *s);
-
-/* 1 when [p, p+n) is well-formed UTF-8 throughout, else 0 (private.c). */
-int cli_is_utf8(const char *p, size_t n);
 
 #endif /* REDQ_CLI_H */

@@ -24,25 +24,12 @@ typedef struct dead_cmd {
     uint64_t next;  /* dead list: the next index */
 } dead_cmd;
 
-/*
- * Whether the entry was a redq frame. redq_admin_msg does not say so: an
- * entry put there by hand comes back whole as the payload, with no id,
- * reason ("") or times, which no dead letter of the library lacks all of.
- * TODO(issue 9): a field of redq_admin_msg saying it (and the frame's
- * "q") would make this exact.
- */
-static int dead_framed(const redq_admin_msg *m)
-{
-    return m->id[0] || (m->reason && m->reason[0]) || m->ts_ms >= 0 ||
-           m->dead_ts_ms >= 0;
-}
-
 /* One line of `dead list`: INDEX ATTEMPTS DEAD_TS REASON BODY. */
 static void dead_print(const redq_admin_msg *m, int quiet)
 {
     char ts[48] = "-", att[24] = "-";
     char *reason = NULL, *body;
-    int framed = dead_framed(m);
+    int framed = m->framed;
 
     if (framed) {
         snprintf(att, sizeof att, "%d", m->attempts);
@@ -58,7 +45,7 @@ static void dead_print(const redq_admin_msg *m, int quiet)
     }
     /* A payload that is not UTF-8 is binary: every byte >= 0x80 escaped. */
     body = cli_escape_text(m->data, m->len, DEAD_BODY_SHOW,
-                           cli_is_utf8(m->data, m->len));
+                           redq_utf8_valid(m->data, m->len));
     printf("%zu\t%s\t%s\t%s\t%s\n", m->index, att, ts,
            reason && reason[0] ? reason : "-", body ? body : "-");
     free(reason);
@@ -68,14 +55,15 @@ static void dead_print(const redq_admin_msg *m, int quiet)
 /* cli.h */
 int cli_put_json_payload(FILE *f, const void *data, size_t len)
 {
-    if (cli_is_utf8(data, len)) {
+    if (redq_utf8_valid(data, len)) {
         fputs(",\"body\":", f);
         cli_put_json_bytes(f, data, len);
     } else {
-        char *b = cli_b64_encode(data, len);
+        char *b = malloc(4 * ((len + 2) / 3) + 1);
 
         if (!b)
             return -1;
+        redq_base64_encode(data, len, b);
         fprintf(f, ",\"body_b64\":\"%s\"", b);
         free(b);
     }
@@ -89,7 +77,7 @@ int cli_put_json_payload(FILE *f, const void *data, size_t len)
 static int dead_print_json(const redq_admin_msg *m, const char *queue)
 {
     printf("{\"index\":%zu", m->index);
-    if (!dead_framed(m)) {
+    if (!m->framed) {
         fputs(",\"error\":\"not a redq frame\"", stdout);
     } else {
         if (m->id[0]) {
@@ -105,8 +93,10 @@ static int dead_print_json(const redq_admin_msg *m, const char *queue)
             fputs(",\"dead_reason\":", stdout);
             cli_put_json_string(stdout, m->reason);
         }
+        /* The queue the frame says it died in; a frame without one
+         * (written before frames carried it) is the queue asked about. */
         fputs(",\"queue\":", stdout);
-        cli_put_json_string(stdout, queue);
+        cli_put_json_string(stdout, m->queue ? m->queue : queue);
     }
     if (cli_put_json_payload(stdout, m->data, m->len) < 0)
         return -1;

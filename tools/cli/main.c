@@ -26,8 +26,7 @@
  * same way (adm.c): the library owns the key layout, the frames and the
  * scripts, so the tool never spells a key or a format of its own; every
  * change is the library's, one script per batch, so each message moves
- * atomically. stats' orphan search is the one part the admin API lacks
- * (private.c).
+ * atomically, stats' orphan search (redq_admin_orphans) included.
  *
  * A new command is a row in `commands[]` (a name with a space, "dead
  * list", is a sub-command), its options in parse_args()'s switch, and a
@@ -353,8 +352,11 @@ static const cli_command commands[] = {
      "JSON object: {\"queues\":[{\"queue\":\"Q\",\"ready\":0,\"due\":0,\n"
      "\"processing\":0,\"delayed\":0,\"dead\":0,\"consumers\":0,\n"
      "\"registered\":0,\"oldest_age_ms\":N|null,\"paused\":false,\n"
-     "\"last_seen_ms\":N|null},...]} (last_seen_ms: when a producer or\n"
-     "consumer last recorded it, ms since the epoch).\n",
+     "\"last_seen_ms\":N|null,\"pushed\":0,\"taken\":0,\"acked\":0,\n"
+     "\"retried\":0,\"dead_lettered\":0},...]} (last_seen_ms: when a producer\n"
+     "or consumer last recorded it, ms since the epoch; pushed..dead_lettered:\n"
+     "the queue's counters of messages moved, counted in Redis since the queue\n"
+     "was first used: rates are their differences over time).\n",
      "  --json                  one JSON object instead of the table\n",
      ":qh", stats_longopts, 0, 0, cli_cmd_queues},
     {"peek", "[options] QUEUE",
@@ -400,10 +402,12 @@ static const cli_command commands[] = {
      "  READY       ready and due messages\n"
      "  PROCESSING  taken by at-least-once consumers, not acked yet\n"
      "  DEAD        dead letters\n"
-     "  IN/s OUT/s  how fast the queue's total (ready, due, delayed,\n"
-     "              processing, dead) grew or shrank: messages that came in\n"
-     "              beyond those that went out, or the other way round (a\n"
-     "              queue taking in as fast as it hands out shows 0 for both)\n"
+     "  IN/s        messages produced per second (the queue's pushed counter)\n"
+     "  OUT/s       messages taken by consumers per second, either mode (its\n"
+     "              taken counter; a retried message is taken again). Taken,\n"
+     "              not acked: at-most-once consumers never ack. Both are\n"
+     "              counted in Redis by every producer and consumer, so a\n"
+     "              queue taking in as fast as it hands out shows both\n"
      "  READY/s PROC/s DEAD/s  how fast each of those grew (negative: shrank)\n"
      "  CONSUMERS OLDEST PAUSED  as in queues\n"
      "Rates are - on the first refresh. On a terminal the table is redrawn in\n"
@@ -411,8 +415,8 @@ static const cli_command commands[] = {
      "time, the table, an empty line. With --json, one JSON object per\n"
      "refresh and line: {\"ts\":MS,\"interval_ms\":MS,\"queues\":[...]}, each\n"
      "queue as in queues --json plus \"ready_rate\", \"processing_rate\",\n"
-     "\"dead_rate\", \"in_rate\", \"out_rate\" (per second, null on the\n"
-     "first). Runs until SIGINT or SIGTERM (exit 130, 143), or -n refreshes\n"
+     "\"dead_rate\", \"in_rate\", \"out_rate\", \"acked_rate\" (per second,\n"
+     "null on the first). Runs until SIGINT or SIGTERM (exit 130, 143), or -n refreshes\n"
      "(exit 0). A connection lost meanwhile is a warning; top goes on.\n",
      "  --interval MS           between refreshes (default 1000, at least 10)\n"
      "  -n, --count N           stop after N refreshes\n"
@@ -421,10 +425,12 @@ static const cli_command commands[] = {
     {"serve", "[options]",
      "serve Prometheus metrics, a JSON API and a dashboard over HTTP",
      "Serve, over HTTP (one process, one Redis connection):\n"
-     "  /metrics    every registered queue's depths, consumers, oldest age\n"
-     "              and pause flag, in the Prometheus text format\n"
-     "  /           a dashboard: the queues with live depths and a rate\n"
-     "              chart, dead letters, buttons to requeue, delete, purge,\n"
+     "  /metrics    every registered queue's depths, consumers, oldest age,\n"
+     "              pause flag and counters of messages moved, in the\n"
+     "              Prometheus text format\n"
+     "  /           a dashboard: the queues with live depths, in/s and out/s\n"
+     "              (produced and taken, from the counters), a chart of\n"
+     "              those rates, dead letters, buttons to requeue, delete, purge,\n"
      "              pause and resume (all in the binary; works offline)\n"
      "  /api/...    the JSON the page reads and the POSTs it sends:\n"
      "              GET  /api/queues, /api/queues/Q,\n"

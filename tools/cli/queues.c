@@ -139,6 +139,12 @@ void cli_put_queue_json(FILE *f, const redq_queue_info *q)
         fprintf(f, ",\"last_seen_ms\":%lld", q->last_seen_ms);
     else
         fputs(",\"last_seen_ms\":null", f);
+    fprintf(f,
+            ",\"pushed\":%llu,\"taken\":%llu,\"acked\":%llu,"
+            "\"retried\":%llu,\"dead_lettered\":%llu",
+            (unsigned long long)q->pushed, (unsigned long long)q->taken,
+            (unsigned long long)q->acked, (unsigned long long)q->retried,
+            (unsigned long long)q->dead_lettered);
 }
 
 static void queues_cb(redq_admin *a, int status, const char *errstr,
@@ -211,7 +217,7 @@ static void peek_cb(redq_admin *a, int status, const char *errstr,
         } else {
             char ts[48] = "-";
             char *body = cli_escape_text(m[i].data, m[i].len, PEEK_BODY_SHOW,
-                                         cli_is_utf8(m[i].data, m[i].len));
+                                         redq_utf8_valid(m[i].data, m[i].len));
 
             if (m[i].ts_ms >= 0)
                 cli_iso_utc_ms(m[i].ts_ms, ts, sizeof ts);

@@ -6,7 +6,10 @@
  *
  *   GET  /metrics                          redq_admin_metrics(), as is
  *   GET  /, /app.js, /style.css            the dashboard (serve_assets.h)
- *   GET  /api/queues                       every registered queue
+ *   GET  /api/queues                       every registered queue, with
+ *                                          its counters of messages moved
+ *                                          (the page's rates: differences
+ *                                          between its refreshes)
  *   GET  /api/queues/Q                     one queue
  *   GET  /api/queues/Q/dead?offset=&count= dead letters, newest first
  *   GET  /api/queues/Q/peek?count=         the next messages to be taken
@@ -108,7 +111,7 @@ typedef struct serve_req {
 static void put_str(struct evbuffer *b, const char *s, size_t n)
 {
     const unsigned char *p = (const unsigned char *)s;
-    int utf8 = cli_is_utf8(s, n);
+    int utf8 = redq_utf8_valid(s, n);
     size_t i;
 
     evbuffer_add(b, "\"", 1);
@@ -136,26 +139,18 @@ static void put_cstr(struct evbuffer *b, const char *s)
     put_str(b, s ? s : "", s ? strlen(s) : 0);
 }
 
+/* [p, p+n) as a JSON string of its base64 (the library's encoder), in
+ * chunks of a multiple of 3 bytes: their encodings concatenate to the
+ * whole's, with no allocation. */
 static void put_b64(struct evbuffer *b, const unsigned char *p, size_t n)
 {
-    static const char al[] =
-        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    size_t i;
+    char out[4 * 256 + 1];
+    size_t i, k;
 
     evbuffer_add(b, "\"", 1);
-    for (i = 0; i + 2 < n; i += 3) {
-        char q[4] = {al[p[i] >> 2], al[(p[i] & 3) << 4 | p[i + 1] >> 4],
-                     al[(p[i + 1] & 15) << 2 | p[i + 2] >> 6],
-                     al[p[i + 2] & 63]};
-        evbuffer_add(b, q, 4);
-    }
-    if (n - i == 1) {
-        char q[4] = {al[p[i] >> 2], al[(p[i] & 3) << 4], '=', '='};
-        evbuffer_add(b, q, 4);
-    } else if (n - i == 2) {
-        char q[4] = {al[p[i] >> 2], al[(p[i] & 3) << 4 | p[i + 1] >> 4],
-                     al[(p[i + 1] & 15) << 2], '='};
-        evbuffer_add(b, q, 4);
+    for (i = 0; i < n; i += k) {
+        k = n - i < 3 * 256 ? n - i : 3 * 256;
+        evbuffer_add(b, out, redq_base64_encode(p + i, k, out));
     }
     evbuffer_add(b, "\"", 1);
 }
@@ -169,11 +164,11 @@ static void put_payload(struct evbuffer *b, const void *data, size_t len,
     const char *p = data ? data : "";
     size_t n = len < max ? len : max;
     size_t k;
-    int utf8 = cli_is_utf8(p, n);
+    int utf8 = redq_utf8_valid(p, n);
 
     /* A cut may split a character: try ending up to 3 bytes earlier. */
     for (k = 1; !utf8 && n < len && k <= 3 && k <= n; k++)
-        if (cli_is_utf8(p, n - k)) {
+        if (redq_utf8_valid(p, n - k)) {
             n -= k;
             utf8 = 1;
         }
@@ -195,12 +190,17 @@ static void put_queue(struct evbuffer *b, const redq_queue_info *q)
         b,
         ",\"ready\":%llu,\"due\":%llu,\"processing\":%llu,\"delayed\":%llu,"
         "\"dead\":%llu,\"consumers\":%llu,\"registered\":%llu,"
-        "\"oldest_age_ms\":%lld,\"paused\":%s,\"last_seen_ms\":%lld}",
+        "\"oldest_age_ms\":%lld,\"paused\":%s,\"last_seen_ms\":%lld,"
+        "\"pushed\":%llu,\"taken\":%llu,\"acked\":%llu,\"retried\":%llu,"
+        "\"dead_lettered\":%llu}",
         (unsigned long long)q->ready, (unsigned long long)q->due,
         (unsigned long long)q->processing, (unsigned long long)q->delayed,
         (unsigned long long)q->dead, (unsigned long long)q->consumers,
         (unsigned long long)q->registered, q->oldest_age_ms,
-        q->paused ? "true" : "false", q->last_seen_ms);
+        q->paused ? "true" : "false", q->last_seen_ms,
+        (unsigned long long)q->pushed, (unsigned long long)q->taken,
+        (unsigned long long)q->acked, (unsigned long long)q->retried,
+        (unsigned long long)q->dead_lettered);
 }
 
 static void put_msg(struct evbuffer *b, const redq_admin_msg *m, size_t max)

@@ -2,8 +2,9 @@
  * redq stats: per queue, the ready / due / processing / delayed / dead
  * counts and live and registered consumers, as the admin API's snapshot
  * (redq_admin_queue: one script per queue, so one moment's numbers), then
- * the orphaned processing lists (private.c: the admin API has no call for
- * them yet); printed as a table or as JSON.
+ * its orphaned processing lists (redq_admin_orphans: a walk of the
+ * keyspace, which is why top and queues do not show them); printed as a
+ * table or as JSON.
  */
 #include "cli.h"
 
@@ -34,13 +35,70 @@ typedef struct qstats {
     long long val[ST_N];
 } qstats;
 
+/* A processing list whose holder is not registered, and its length. */
+typedef struct cli_orphan {
+    char *key;
+    long long messages;
+} cli_orphan;
+
+typedef struct cli_orphans {
+    cli_orphan *orphans;
+    size_t norphans;
+    long long messages; /* the sum */
+} cli_orphans;
+
 typedef struct stats_cmd {
     const cli_options *o;
     qstats *st;
+    cli_orphans *orph;
     int next; /* the operand asked for */
 } stats_cmd;
 
+static void orphans_free(cli_orphans *st)
+{
+    size_t i;
+
+    for (i = 0; i < st->norphans; i++)
+        free(st->orphans[i].key);
+    free(st->orphans);
+    memset(st, 0, sizeof *st);
+}
+
 static void stats_next(cli_adm *ad);
+
+static void orphans_cb(redq_admin *a, int status, const char *errstr,
+                       const redq_orphan *orphans, size_t n, void *user)
+{
+    cli_adm *ad = user;
+    stats_cmd *sc = ad->cmd;
+    cli_orphans *st = &sc->orph[sc->next];
+    size_t i;
+
+    (void)a;
+    if (cli_adm_check(ad, status, errstr, sc->o->args[sc->next]) < 0)
+        return;
+    orphans_free(st); /* a start again after a lost connection */
+    if (n > 0 && !(st->orphans = calloc(n, sizeof *st->orphans))) {
+        fprintf(stderr, "redq: out of memory\n");
+        cli_adm_done(ad, CLI_RC_FAILED);
+        return;
+    }
+    for (i = 0; i < n; i++) {
+        if (!(st->orphans[i].key = strdup(orphans[i].key))) {
+            fprintf(stderr, "redq: out of memory\n");
+            cli_adm_done(ad, CLI_RC_FAILED);
+            return;
+        }
+        st->orphans[i].messages = (long long)orphans[i].messages;
+        st->messages += st->orphans[i].messages;
+        st->norphans++;
+    }
+    sc->st[sc->next].val[ST_ORPHANED] = st->messages;
+    if (++sc->next == sc->o->nargs)
+        cli_adm_done(ad, CLI_RC_OK);
+    else
+        stats_next(ad);
+}
 
 static void stats_cb(redq_admin *a, int status, const char *errstr,
                      const redq_queue_info *q, size_t n, void *user)
@@ -64,10 +122,11 @@ static void stats_cb(redq_admin *a, int status, const char *errstr,
     v[ST_DEAD] = (long long)q->dead;
     v[ST_LIVE] = (long long)q->consumers;
     v[ST_REG] = (long long)q->registered;
-    if (++sc->next == sc->o->nargs)
-        cli_adm_done(ad, CLI_RC_OK);
-    else
-        stats_next(ad);
+    /* Then its orphaned lists: counted apart from PROCESSING, which holds
+     * the registered holders' messages only. */
+    if ((status = redq_admin_orphans(ad->a, sc->o->args[sc->next],
+                                     orphans_cb, ad)) < 0)
+        cli_adm_check(ad, status, NULL, sc->o->args[sc->next]);
 }
 
 static void stats_next(cli_adm *ad)
@@ -88,7 +147,7 @@ static void stats_start(cli_adm *ad)
 
 int cli_cmd_stats(const cli_options *o)
 {
-    stats_cmd sc = {o, NULL, 0};
+    stats_cmd sc = {o, NULL, NULL, 0};
     cli_orphans *orph = NULL;
     char **names = NULL;
     size_t qw = strlen("QUEUE"), w[ST_N], norph = 0, j;
@@ -97,6 +156,7 @@ int cli_cmd_stats(const cli_options *o)
     sc.st = calloc((size_t)o->nargs, sizeof *sc.st);
     orph = calloc((size_t)o->nargs, sizeof *orph);
     names = calloc((size_t)o->nargs, sizeof *names);
+    sc.orph = orph;
     if (!sc.st || !orph || !names) {
         fprintf(stderr, "redq: out of memory\n");
         code = CLI_RC_FAILED;
@@ -105,12 +165,8 @@ int cli_cmd_stats(const cli_options *o)
     /* All first: a failure prints no half table. */
     if ((code = cli_adm_run(o, stats_start, NULL, &sc)) != CLI_RC_OK)
         goto out;
-    if ((code = cli_find_orphans(o, orph)) != CLI_RC_OK)
-        goto out;
-    for (i = 0; i < o->nargs; i++) {
-        sc.st[i].val[ST_ORPHANED] = orph[i].messages;
+    for (i = 0; i < o->nargs; i++)
         norph += orph[i].norphans;
-    }
     {
         qstats *st = sc.st;
 
@@ -193,7 +249,7 @@ out:
     free(names);
     if (orph)
         for (i = 0; i < o->nargs; i++)
-            cli_orphans_free(&orph[i]);
+            orphans_free(&orph[i]);
     free(orph);
     free(sc.st);
     return code;

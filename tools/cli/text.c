@@ -3,7 +3,7 @@
  * arbitrary bytes, and what the tool prints must stay one line per entry
  * for a terminal, cut and awk (cli_escape_text), or valid JSON
  * (cli_put_json_*). UTF-8 is checked by the library's own check
- * (lib/text.c, through private.c).
+ * (redq_utf8_valid, redq_utf8_seq_len).
  */
 #include "cli.h"
 
@@ -11,11 +11,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* UTF-8 is the library's check (lib/text.c), so the tool and the library
- * agree on what is text. */
+/* UTF-8 is the library's check (redq_utf8_seq_len), so the tool and the
+ * library agree on what is text. */
 static size_t utf8_len(const unsigned char *p, size_t n)
 {
-    return cli_utf8_seq_len(p, n);
+    return redq_utf8_seq_len(p, n);
 }
 
 /*

@@ -6,14 +6,17 @@
  * object per refresh with --json. Runs until SIGINT/SIGTERM (130/143) or
  * --count refreshes (0).
  *
- * The rates are estimates from two snapshots' depths: the admin API has no
- * counters of messages moved. READY/s, PROC/s and DEAD/s are how fast
- * ready+due, processing and dead grew (negative: shrank). IN/s and OUT/s
- * come from the total a queue holds (ready, due, delayed, processing,
- * dead): its growth is what came in beyond what went out, and its decrease
- * what went out beyond what came in; so a queue taking in and handing out
- * at the same rate shows 0 for both. TODO(issue 9): exact rates need
- * per-queue counters (pushed, taken, acked) in redq_queue_info.
+ * Rates are differences between two snapshots over the time between
+ * them. IN/s and OUT/s come from the queue's counters of messages moved
+ * (redq_queue_info.pushed and .taken, counted in Redis by every producer
+ * and consumer): IN/s is messages produced, OUT/s messages taken by
+ * consumers of either mode (a retried message is taken, and counted,
+ * again). Taken rather than acked: at-most-once consumers never ack, and
+ * what leaves the queue is what operators watch; --json also has
+ * acked_rate. So a queue taking in and handing out at the same rate shows
+ * both, where its depth does not move. READY/s, PROC/s and DEAD/s are how
+ * fast ready+due, processing and dead grew (negative: shrank). A counter
+ * that went down (the queue's keys were deleted) counts from 0 again.
  */
 #include "cli.h"
 
@@ -112,19 +115,20 @@ static const top_q *snap_find(const top_snap *s, const char *name)
     return NULL;
 }
 
-static double total(const redq_queue_info *q)
+/* How much counter `now` grew since `before`, per second: a counter that
+ * went down was reset (its keys deleted) and counts from 0. */
+static double counter_rate(uint64_t now, uint64_t before, double dt)
 {
-    return (double)q->ready + (double)q->due + (double)q->delayed +
-           (double)q->processing + (double)q->dead;
+    return (double)(now >= before ? now - before : now) / dt;
 }
 
-enum { R_READY, R_PROC, R_DEAD, R_IN, R_OUT, R_N };
+enum { R_READY, R_PROC, R_DEAD, R_IN, R_OUT, R_ACKED, R_N };
 
 /* The rates of q since the previous snapshot; 0 when there is none. */
 static int rates(const top_cmd *tc, const top_q *q, double r[R_N])
 {
     const top_q *p = tc->have_prev ? snap_find(&tc->prev, q->name) : NULL;
-    double dt = tc->cur.t - tc->prev.t, d;
+    double dt = tc->cur.t - tc->prev.t;
 
     if (!p || dt <= 0)
         return 0;
@@ -132,9 +136,9 @@ static int rates(const top_cmd *tc, const top_q *q, double r[R_N])
                   (double)(p->info.ready + p->info.due)) / dt;
     r[R_PROC] = ((double)q->info.processing - (double)p->info.processing) / dt;
     r[R_DEAD] = ((double)q->info.dead - (double)p->info.dead) / dt;
-    d = (total(&q->info) - total(&p->info)) / dt;
-    r[R_IN] = d > 0 ? d : 0;
-    r[R_OUT] = d < 0 ? -d : 0;
+    r[R_IN] = counter_rate(q->info.pushed, p->info.pushed, dt);
+    r[R_OUT] = counter_rate(q->info.taken, p->info.taken, dt);
+    r[R_ACKED] = counter_rate(q->info.acked, p->info.acked, dt);
     return 1;
 }
 
@@ -145,7 +149,7 @@ static const char *const top_heads[] = {
 
 static const char *const rate_names[R_N] = {"ready_rate", "processing_rate",
                                             "dead_rate", "in_rate",
-                                            "out_rate"};
+                                            "out_rate", "acked_rate"};
 
 static int top_print_table(top_cmd *tc, long long now)
 {

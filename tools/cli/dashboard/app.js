@@ -6,11 +6,14 @@
 
 const DEAD_PAGE = 20;
 const HISTORY_MS = 5 * 60 * 1000; // the chart's window
+const RATE_WINDOW_MS = 5000; // the table's rates: over about this long
+// The chart's series: messages per second, from the queue's counters of
+// messages moved (counted in Redis by every producer and consumer).
 const SERIES = [
-  { key: 'backlog', label: 'ready + due', color: '#2f6fde' },
-  { key: 'processing', label: 'processing', color: '#23884a' },
-  { key: 'delayed', label: 'delayed', color: '#b7791f' },
-  { key: 'dead', label: 'dead', color: '#c73a3a' },
+  { key: 'pushed', label: 'in/s (produced)', color: '#2f6fde' },
+  { key: 'taken', label: 'out/s (taken)', color: '#23884a' },
+  { key: 'acked', label: 'acked/s', color: '#b7791f' },
+  { key: 'dead_lettered', label: 'dead-lettered/s', color: '#c73a3a' },
 ];
 
 const state = {
@@ -18,7 +21,7 @@ const state = {
   queues: [],
   selected: null,
   deadOffset: 0,
-  history: new Map(), // queue -> [{t, backlog, processing, delayed, dead}]
+  history: new Map(), // queue -> [{t, pushed, taken, acked, dead_lettered}]
   token: sessionStorage.getItem('redq-token') || '',
   timer: null,
 };
@@ -98,22 +101,51 @@ function record(queues) {
   for (const q of queues) {
     let h = state.history.get(q.name);
     if (!h) { h = []; state.history.set(q.name, h); }
-    h.push({ t: now, backlog: q.ready + q.due, processing: q.processing,
-             delayed: q.delayed, dead: q.dead });
+    const p = { t: now };
+    for (const s of SERIES) p[s.key] = q[s.key] || 0;
+    h.push(p);
     while (h.length && h[0].t < now - HISTORY_MS) h.shift();
   }
 }
 
-// Net change of ready + due per second over about the last 10 seconds
-// (producers minus consumers: the depth alone is all the API tells).
-function netRate(name) {
+// Per second, how much counter `key` grew from sample a to sample b. A
+// counter that went down was reset (the queue's keys deleted): it counts
+// from 0 again.
+function rateBetween(a, b, key) {
+  const dt = (b.t - a.t) / 1000;
+  if (dt <= 0) return null;
+  const d = b[key] >= a[key] ? b[key] - a[key] : b[key];
+  return d / dt;
+}
+
+// The rate of `key` over about the last RATE_WINDOW_MS, or null before
+// the page has two samples of the queue.
+function rate(name, key) {
   const h = state.history.get(name);
   if (!h || h.length < 2) return null;
   const b = h[h.length - 1];
-  const a = h.find((p) => p.t >= b.t - 10000 - state.refreshMs / 2) || h[0];
-  if (a === b) return null;
-  return (b.backlog - a.backlog) / ((b.t - a.t) / 1000);
+  const a = h.find((p) => p.t >= b.t - RATE_WINDOW_MS - state.refreshMs / 2) || h[0];
+  if (a === b) return rateBetween(h[h.length - 2], b, key);
+  return rateBetween(a, b, key);
 }
+
+// The chart's points: at each sample, the rate over about the last
+// CHART_SMOOTH_MS (at least the previous sample), so that bursts between
+// refreshes do not draw as spikes to zero.
+const CHART_SMOOTH_MS = 2000;
+function ratePoints(h) {
+  const out = [];
+  let j = 0;
+  for (let i = 1; i < h.length; i++) {
+    while (j < i - 1 && h[j + 1].t <= h[i].t - CHART_SMOOTH_MS) j++;
+    const p = { t: h[i].t };
+    for (const s of SERIES) p[s.key] = rateBetween(h[j], h[i], s.key) || 0;
+    out.push(p);
+  }
+  return out;
+}
+
+const fmtRate = (r) => (r === null ? '-' : r.toFixed(1));
 
 function fmtSpan(ms) {
   return ms >= 120000 ? Math.round(ms / 60000) + ' min' : Math.round(ms / 1000) + ' s';
@@ -127,10 +159,11 @@ function drawChart() {
   const g = c.getContext('2d');
   g.setTransform(ratio, 0, 0, ratio, 0, 0);
   g.clearRect(0, 0, w, hgt);
-  const h = state.history.get(state.selected) || [];
+  const samples = state.history.get(state.selected) || [];
+  const h = ratePoints(samples);
   // The window grows with the history the page has seen, from 1 to 5 min.
   const now = Date.now();
-  const span = Math.min(HISTORY_MS, Math.max(60000, h.length ? now - h[0].t : 0));
+  const span = Math.min(HISTORY_MS, Math.max(60000, samples.length ? now - samples[0].t : 0));
   const t0 = now - span;
   const left = 48, right = 8, top = 8, bottom = 20;
   let max = 1;
@@ -166,13 +199,11 @@ function drawChart() {
   const legend = $('legend');
   legend.replaceChildren();
   for (const s of SERIES) {
-    const last = h.length ? h[h.length - 1][s.key] : 0;
-    const span = el('span', s.label + ': ' + last);
+    const span = el('span', s.label + ': ' + fmtRate(rate(state.selected, s.key)));
+    span.dataset.series = s.key;
     span.style.setProperty('--c', s.color);
     legend.append(span);
   }
-  const r = netRate(state.selected);
-  legend.append(el('span', 'net rate: ' + (r === null ? '-' : r.toFixed(1) + '/s'), 'muted'));
 }
 
 // --- rendering -------------------------------------------------------------
@@ -195,8 +226,11 @@ function renderQueues() {
     cons.dataset.field = 'consumers';
     cons.title = 'live / registered';
     tr.append(cons);
-    const r = netRate(q.name);
-    tr.append(el('td', r === null ? '-' : r.toFixed(1), 'n'));
+    for (const [field, key] of [['in_rate', 'pushed'], ['out_rate', 'taken']]) {
+      const td = el('td', fmtRate(rate(q.name, key)), 'n');
+      td.dataset.field = field;
+      tr.append(td);
+    }
     tr.append(el('td', fmtAge(q.oldest_age_ms), 'n'));
     const st = el('td');
     const b = el('span', q.paused ? 'paused' : 'running', 'badge' + (q.paused ? ' paused' : ''));
