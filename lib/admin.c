@@ -1743,9 +1743,8 @@ int redq_admin_requeue(redq_admin *a, const char *queue, size_t count,
 static int id_call(redq_admin *a, int kind, const char *queue, const char *id,
                    redq_done_cb cb, void *user)
 {
-    static const char hex[] = "0123456789ABCDEF";
     areq *r;
-    size_t il, i, n = 0;
+    size_t il;
     int rc;
     if (id == NULL || (il = strlen(id)) == 0 || il > 64)
         return REDQ_EINVAL;
@@ -1764,17 +1763,7 @@ static int id_call(redq_admin *a, int kind, const char *queue, const char *id,
         req_free(r);
         return REDQ_ENOMEM;
     }
-    for (i = 0; i < il; i++) {
-        unsigned char ch = (unsigned char)id[i];
-        if (ch > 0x20 && ch < 0x7f && ch != '%') {
-            r->arg[n++] = (char)ch;
-        } else {
-            r->arg[n++] = '%';
-            r->arg[n++] = hex[ch >> 4];
-            r->arg[n++] = hex[ch & 15];
-        }
-    }
-    r->arg[n] = '\0';
+    r->arg[redq__pct_encode(r->arg, id, il)] = '\0';
     return launch(r);
 }
 

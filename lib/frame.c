@@ -41,7 +41,7 @@ static int hexval(unsigned char c)
     return -1;
 }
 
-static size_t pct_encode(char *out, const char *s, size_t len)
+size_t redq__pct_encode(char *out, const char *s, size_t len)
 {
     static const char hex[] = "0123456789ABCDEF";
     size_t i, n = 0;
@@ -255,7 +255,7 @@ size_t redq__frame_build(char *out, const void *body, size_t body_len,
             il = 64;
         memcpy(out + n, " id=", 4);
         n += 4;
-        n += pct_encode(out + n, id, il);
+        n += redq__pct_encode(out + n, id, il);
     }
     if (attempts < 0)
         attempts = 0;
@@ -267,14 +267,14 @@ size_t redq__frame_build(char *out, const void *body, size_t body_len,
     if (reason != NULL && reason[0] != '\0') {
         memcpy(out + n, " dr=", 4);
         n += 4;
-        n += pct_encode(out + n, reason, strlen(reason));
+        n += redq__pct_encode(out + n, reason, strlen(reason));
     }
     if (dead_ts_ms >= 0 && dead_ts_ms <= FRAME_MAX_NUM)
         n += put_num(out + n, "dts", dead_ts_ms);
     if (queue != NULL && queue[0] != '\0') {
         memcpy(out + n, " q=", 3);
         n += 3;
-        n += pct_encode(out + n, queue, strlen(queue));
+        n += redq__pct_encode(out + n, queue, strlen(queue));
     }
     out[n++] = '\n';
     if (body_len > 0)

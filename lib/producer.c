@@ -638,6 +638,23 @@ static void redo_now(redq_producer *p, redq__conn *c)
     redq__conn_reset(c, p->redo_code, p->redo_msg);
 }
 
+/* What every reply (a batch's, a WAIT's) ends with: a redo waits for the
+ * pipeline to drain; otherwise there is room in it, and with nothing else
+ * in flight adaptive mode sends what gathered meanwhile instead of waiting
+ * for linger. */
+static void after_replies(redq_producer *p, redq__conn *c)
+{
+    if (p->redo) {
+        if (p->inflight == 0 && p->waits == 0)
+            redo_now(p, c);
+        return;
+    }
+    if (p->adaptive && p->inflight == 0)
+        seal_all(p);
+    pump(p);
+    maybe_ready(p);
+}
+
 /* Batch b of queue q was applied: was an earlier batch of q refused (it is
  * still in the FIFO before b, unsent)? Then q's order is broken. Only
  * called while a "not applied" error is being handled. */
@@ -761,17 +778,7 @@ static void on_batch_reply(redq__conn *c, void *reply, void *arg)
     }
     if (p->closing)
         return;
-    if (p->redo) {
-        if (p->inflight == 0 && p->waits == 0)
-            redo_now(p, c);
-        return;
-    }
-    /* Room in the pipeline. With nothing else in flight, adaptive mode
-     * sends what gathered meanwhile instead of waiting for linger. */
-    if (p->adaptive && p->inflight == 0)
-        seal_all(p);
-    pump(p);
-    maybe_ready(p);
+    after_replies(p, c);
 }
 
 /*
@@ -828,15 +835,7 @@ static void on_wait_reply(redq__conn *c, void *reply, void *arg)
         if (p->closing)
             return;
     }
-    if (p->redo) {
-        if (p->inflight == 0 && p->waits == 0)
-            redo_now(p, c);
-        return;
-    }
-    if (p->adaptive && p->inflight == 0)
-        seal_all(p);
-    pump(p);
-    maybe_ready(p);
+    after_replies(p, c);
 }
 
 /* ---- timers and deferred work ------------------------------------------- */

@@ -348,6 +348,10 @@ size_t redq__frame_build(char *out, const void *body, size_t body_len,
                          const char *reason, long long dead_ts_ms,
                          const char *queue);
 
+/** Encode s (len bytes) into out as frame values are: printable ASCII but
+ *  SP and '%' as is, every other byte as %XX (room: 3 * len). Returns the
+ *  bytes written; no NUL is added. */
+size_t redq__pct_encode(char *out, const char *s, size_t len);
 /** Decode percent-encoding of s (len bytes) into out (room: len + 1, NUL
  *  added); returns the decoded length. Malformed escapes are copied as
  *  they are. */

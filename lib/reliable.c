@@ -353,21 +353,7 @@ int redq__rel_init(redq_consumer *c, const redq_options *o)
             return REDQ_ENOMEM;
         /* "q=" in the dead-letter frames REAP makes, encoded as
          * lib/frame.c encodes values. */
-        {
-            static const char hex[] = "0123456789ABCDEF";
-            size_t j, n = 0;
-            for (j = 0; j < ql; j++) {
-                unsigned char ch = (unsigned char)qn[j];
-                if (ch > 0x20 && ch < 0x7f && ch != '%') {
-                    q->qenc[n++] = (char)ch;
-                } else {
-                    q->qenc[n++] = '%';
-                    q->qenc[n++] = hex[ch >> 4];
-                    q->qenc[n++] = hex[ch & 15];
-                }
-            }
-            q->qenc[n] = '\0';
-        }
+        q->qenc[redq__pct_encode(q->qenc, qn, ql)] = '\0';
         if (!c->reliable)
             continue;
         q->pl = calloc(2 * c->npool, sizeof *q->pl);
