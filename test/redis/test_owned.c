@@ -56,7 +56,7 @@ static void fill(char *p, size_t len, size_t seq)
         p[i] = (char)(x >> 13);
     }
     /* The bytes RESP is made of, in the middle of the data. */
-    if (len > 8)
+    if (len >= 16)
         memcpy(p + len / 2, "\r\n$\0*\r\n", 7);
 }
 
