@@ -5,7 +5,7 @@
  *   main.c     the command line, -r repetition, the summary (table, --json)
  *   run.c      one run: the event loop, the handles, the watchdog, teardown,
  *              and bench_once(), which sets up and checks a run of any mode
- *   produce.c  the producer side: pumping messages, delivery reports
+ *   produce.c  the producer side: pumping messages, reports
  *   consume.c  the consumer side: the handler (consume, e2e, e2e --reliable),
  *              consume mode's pre-fill and RENAME start
  *   latency.c  latency mode's open-loop sender, latency figures and output
@@ -344,9 +344,11 @@ int bench_run_init(bench_run *r, const bench_config *cfg, int mode, int fill);
  * (bench_run_teardown). */
 void bench_run_free(bench_run *r);
 
-/* redq options for r's handles: cfg's settings, r as user pointer, every
- * callback of the harness. r->mode, r->fill and r->want must be set. */
-void bench_fill_options(redq_options *o, const bench_config *cfg, bench_run *r);
+/* redq options for r's handles (po, co: either may be NULL): cfg's
+ * settings, r as every user pointer, every callback of the harness.
+ * r->mode, r->fill and r->want must be set. */
+void bench_fill_options(redq_producer_options *po, redq_consumer_options *co,
+                        const bench_config *cfg, bench_run *r);
 
 /* Run r's loop until something leaves it; event_base_dispatch's status. */
 int bench_run_loop(bench_run *r);
@@ -385,9 +387,9 @@ void bench_owned_free(void *payload, void *user);
 /* redq on_ready: the producer has room again after REDQ_EFULL. */
 void bench_on_ready(redq_producer *p, void *user);
 
-/* redq on_delivery: count and check a report (sequence number, duplicate,
+/* redq on_report: count and check a report (sequence number, duplicate,
  * size, latency in produce mode; the backlog in e2e and latency modes). */
-void bench_on_delivery(redq_producer *p, const redq_report *rep, void *user);
+void bench_on_report(redq_producer *p, const redq_report *rep, void *user);
 
 /* Nothing more will be produced: fix r->want to what was, and in memory
  * mode start the settle timer. Idempotent. */
@@ -457,7 +459,7 @@ json_t *bench_idle_json(const bench_config *cfg, const bench_result *x);
 
 /* Options of the measured memory run: a window that holds every message and
  * deadlines longer than the pause. */
-void bench_memory_options(redq_options *o, const bench_config *cfg,
+void bench_memory_options(redq_producer_options *o, const bench_config *cfg,
                           const bench_run *r);
 
 /* CLIENT PAUSE WRITE the server, then note the RSS before producing.

@@ -68,7 +68,7 @@ int bench_consume_fill(const bench_config *cfg, const char *key, uint64_t n,
                        char *err, size_t errlen)
 {
     bench_run r;
-    redq_options o;
+    redq_producer_options o;
     bench_bitmap none = {NULL, 0};
     int rc = -1;
 
@@ -80,7 +80,7 @@ int bench_consume_fill(const bench_config *cfg, const char *key, uint64_t n,
     r.want = n;
     r.seen = &none;
     r.want_producer = 1;
-    bench_fill_options(&o, cfg, &r);
+    bench_fill_options(&o, NULL, cfg, &r);
     if ((rc = redq_producer_new(&r.p, r.base, &o)) != 0) {
         snprintf(err, errlen, "redq_producer_new: %s", redq_strerror(rc));
         rc = -1;

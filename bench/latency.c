@@ -60,7 +60,7 @@ const char *bench_latency_what(int mode)
 {
     switch (mode) {
     case BENCH_PRODUCE:
-        return "redq_produce() call -> delivery report";
+        return "redq_produce() call -> report";
     case BENCH_E2E:
         return "redq_produce() call -> consumer handler";
     case BENCH_LATENCY:

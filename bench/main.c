@@ -17,7 +17,7 @@
  *
  * What is measured, honestly:
  *  - The clock starts when the first message is produced (connections are
- *    made and ready before that) and stops at the last delivery report or
+ *    made and ready before that) and stops at the last report or
  *    the last consumed message.
  *  - Every message carries its sequence number and a timestamp in its first
  *    16 bytes; the rest of the payload is filler, so a payload is exactly
@@ -63,7 +63,7 @@ static void usage(FILE *f)
         "                  [--json] [-r N] [--queue NAME] [--owned]\n"
         "\n"
         "modes:\n"
-        "  produce   one producer, a delivery report per message; msg/s = reports/s\n"
+        "  produce   one producer, a report per message; msg/s = reports/s\n"
         "  consume   a consumer pool drains a pre-filled queue (the fill is not timed);\n"
         "            handler + ack per message\n"
         "  e2e       producer and consumer pool on one loop at once; msg/s = consumed/s\n"

@@ -14,7 +14,7 @@
 #define MEMORY_PAUSE_MS 60000
 #define MEMORY_SETTLE_MS 200
 
-void bench_memory_options(redq_options *o, const bench_config *cfg,
+void bench_memory_options(redq_producer_options *o, const bench_config *cfg,
                           const bench_run *r)
 {
     /* Everything stays pending while the server is paused: the window
@@ -25,7 +25,7 @@ void bench_memory_options(redq_options *o, const bench_config *cfg,
     if (o->max_pending_bytes < 64u * 1024 * 1024)
         o->max_pending_bytes = 64u * 1024 * 1024;
     o->command_timeout_ms = MEMORY_PAUSE_MS + 30000;
-    o->delivery_timeout_ms = MEMORY_PAUSE_MS + 30000;
+    o->message_timeout_ms = MEMORY_PAUSE_MS + 30000;
 }
 
 int bench_memory_pause(bench_run *r, redisContext *sc, char *err, size_t errlen)

@@ -2,7 +2,7 @@
  * produce.c: the producer side of every mode that produces (produce, e2e,
  * latency, memory, and consume mode's untimed pre-fill): pumping stamped
  * messages into redq_produce() in chunks, waiting out REDQ_EFULL, and
- * checking each delivery report. Latency mode's scheduled sender is in
+ * checking each report. Latency mode's scheduled sender is in
  * latency.c; it shares the reports and bench_mark_producing_done().
  */
 #include "bench.h"
@@ -122,7 +122,7 @@ void bench_on_ready(redq_producer *p, void *user)
         bench_schedule_pump(r);
 }
 
-void bench_on_delivery(redq_producer *p, const redq_report *rep, void *user)
+void bench_on_report(redq_producer *p, const redq_report *rep, void *user)
 {
     bench_run *r = user;
     uint64_t seq, ts, t;
@@ -130,7 +130,7 @@ void bench_on_delivery(redq_producer *p, const redq_report *rep, void *user)
     if (r->phase == BENCH_PH_TEARDOWN)
         return; /* REDQ_ECLOSED reports of a run that failed already */
     if (rep->status != 0) {
-        bench_run_fail(r, "delivery report failed: %s (%s)",
+        bench_run_fail(r, "report failed: %s (%s)",
                        rep->errstr ? rep->errstr : redq_strerror(rep->status),
                        redq_err_name(rep->status));
         return;

@@ -276,38 +276,55 @@ void bench_run_free(bench_run *r)
     free(r->pool);
 }
 
-void bench_fill_options(redq_options *o, const bench_config *cfg, bench_run *r)
+/* The connection block, the same in both option structs. */
+#define FILL_CONN(o, cfg, r)                                                   \
+    do {                                                                       \
+        (o)->url = (cfg)->url;                                                 \
+        (o)->client_name = "redq-bench";                                       \
+        (o)->log = on_log;                                                     \
+        (o)->log_level = REDQ_LOG_WARN;                                        \
+        (o)->log_user = (r);                                                   \
+    } while (0)
+
+void bench_fill_options(redq_producer_options *po, redq_consumer_options *co,
+                        const bench_config *cfg, bench_run *r)
 {
-    redq_options_init(o);
-    o->url = cfg->url;
-    o->client_name = "redq-bench";
-    o->log = on_log;
-    o->log_level = REDQ_LOG_WARN;
-    o->user = r;
-    o->on_delivery = bench_on_delivery;
-    o->on_ready = bench_on_ready;
-    o->on_message = bench_on_message;
-    o->pool_size = cfg->pool;
-    o->stop_timeout_ms = 5000;
-    /* Named either way: what a mode measures must not follow the
-     * library's default. */
-    o->delivery = cfg->reliable ? REDQ_AT_LEAST_ONCE : REDQ_AT_MOST_ONCE;
-    if (cfg->batch_set) {
-        o->batch_max_msgs = cfg->batch;
-        o->pop_batch = cfg->batch;
-        if (o->max_unacked < 2 * cfg->batch)
-            o->max_unacked = 2 * cfg->batch;
+    if (po != NULL) {
+        redq_producer_options_init(po);
+        FILL_CONN(po, cfg, r);
+        po->on_report = bench_on_report;
+        po->on_report_user = r;
+        po->on_ready = bench_on_ready;
+        po->on_ready_user = r;
+        if (cfg->batch_set)
+            po->batch_max_msgs = cfg->batch;
+        if (cfg->linger_set)
+            po->linger_us = cfg->linger_us;
+        po->max_queue_len = cfg->max_queue;
+        po->min_replicas = cfg->replicas;
+        if (cfg->replica_timeout_ms > 0)
+            po->replica_timeout_ms = cfg->replica_timeout_ms;
+        if (r->mode == BENCH_MEMORY && !r->fill)
+            bench_memory_options(po, cfg, r);
     }
-    if (cfg->linger_set)
-        o->linger_us = cfg->linger_us;
-    o->max_queue_len = cfg->max_queue;
-    o->min_replicas = cfg->replicas;
-    if (cfg->replica_timeout_ms > 0)
-        o->replica_timeout_ms = cfg->replica_timeout_ms;
-    if (r->mode == BENCH_IDLE)
-        o->pop_timeout_ms = BENCH_IDLE_POP_TIMEOUT_MS;
-    if (r->mode == BENCH_MEMORY && !r->fill)
-        bench_memory_options(o, cfg, r);
+    if (co != NULL) {
+        redq_consumer_options_init(co);
+        FILL_CONN(co, cfg, r);
+        co->on_message = bench_on_message;
+        co->on_message_user = r;
+        co->pool_size = cfg->pool;
+        co->stop_timeout_ms = 5000;
+        /* Named either way: what a mode measures must not follow the
+         * library's default. */
+        co->guarantee = cfg->reliable ? REDQ_AT_LEAST_ONCE : REDQ_AT_MOST_ONCE;
+        if (cfg->batch_set) {
+            co->pop_batch = cfg->batch;
+            if (co->max_unacked < 2 * cfg->batch)
+                co->max_unacked = 2 * cfg->batch;
+        }
+        if (r->mode == BENCH_IDLE)
+            co->pop_timeout_ms = BENCH_IDLE_POP_TIMEOUT_MS;
+    }
 }
 
 int bench_run_loop(bench_run *r)
@@ -387,7 +404,8 @@ int bench_once(const bench_config *cfg, redisContext *sc, bench_bitmap *seen,
                bench_hist *lat_all, bench_result *res, char *err, size_t errlen)
 {
     bench_run r;
-    redq_options o;
+    redq_producer_options po;
+    redq_consumer_options co;
     bench_hist *lat = NULL;
     char stage[1100];
     long long calls0 = 0, len = -1;
@@ -438,11 +456,11 @@ int bench_once(const bench_config *cfg, redisContext *sc, bench_bitmap *seen,
                       cfg->mode == BENCH_LATENCY || cfg->mode == BENCH_MEMORY;
     r.want_consumer = cfg->mode == BENCH_CONSUME || cfg->mode == BENCH_E2E ||
                       cfg->mode == BENCH_LATENCY || cfg->mode == BENCH_IDLE;
-    bench_fill_options(&o, cfg, &r);
+    bench_fill_options(&po, &co, cfg, &r);
 
     if (r.want_consumer) {
         const char *qs[1] = {cfg->queue};
-        rc = redq_consumer_new(&r.c, r.base, &o, qs, 1);
+        rc = redq_consumer_new(&r.c, r.base, &co, qs, 1);
         if (rc != 0) {
             bench_run_fail(&r, "redq_consumer_new: %s (%s)", redq_strerror(rc),
                            redq_err_name(rc));
@@ -450,7 +468,7 @@ int bench_once(const bench_config *cfg, redisContext *sc, bench_bitmap *seen,
         }
     }
     if (r.want_producer) {
-        rc = redq_producer_new(&r.p, r.base, &o);
+        rc = redq_producer_new(&r.p, r.base, &po);
         if (rc != 0) {
             bench_run_fail(&r, "redq_producer_new: %s (%s)", redq_strerror(rc),
                            redq_err_name(rc));

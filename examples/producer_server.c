@@ -13,7 +13,7 @@
  *   OK
  *
  * It shows the things an embedding server has to get right:
- *   - the reply for a message goes out when its delivery report arrives,
+ *   - the reply for a message goes out when its report arrives,
  *     which may be after the client has gone away;
  *   - REDQ_EFULL is back-pressure: stop reading from the client until
  *     on_ready, rather than buffering without bound;
@@ -75,7 +75,7 @@ typedef struct line {
 /*
  * A client connection. The socket (bev) and this struct have different
  * lifetimes: the socket goes when the client hangs up or errs, but the
- * struct must stay while delivery reports for its lines can still arrive,
+ * struct must stay while reports for its lines can still arrive,
  * because each report carries a pointer into it (line->c). So the struct is
  * freed only when the socket is gone AND no line is outstanding.
  */
@@ -391,7 +391,7 @@ static void on_log(int level, int code, const char *msg, void *user)
             code < 0 ? redq_err_name(code) : "");
 }
 
-static void on_delivery(redq_producer *p, const redq_report *r, void *user)
+static void on_report(redq_producer *p, const redq_report *r, void *user)
 {
     line *l = r->opaque;
     conn *c = l->c;
@@ -490,7 +490,7 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
 int main(int argc, char **argv)
 {
     server srv;
-    redq_options opts;
+    redq_producer_options opts;
     struct sockaddr_in sin;
     long port = 7777;
     int rc, status = 1;
@@ -519,16 +519,18 @@ int main(int argc, char **argv)
         return 1;
     }
 
-    redq_options_init(&opts);
+    redq_producer_options_init(&opts);
     opts.url = getenv("REDQ_URL"); /* NULL keeps the default */
     if (!opts.url)
         opts.url = "redis://127.0.0.1:6379";
     opts.client_name = "producer_server";
     opts.log = on_log;
     opts.log_level = REDQ_LOG_WARN;
-    opts.user = &srv;
-    opts.on_delivery = on_delivery;
+    opts.log_user = &srv;
+    opts.on_report = on_report;
+    opts.on_report_user = &srv;
     opts.on_ready = on_ready;
+    opts.on_ready_user = &srv;
     rc = redq_producer_new(&srv.p, srv.base, &opts);
     if (rc < 0) {
         fprintf(stderr, "producer_server: %s: %s\n", opts.url, redq_strerror(rc));

@@ -17,7 +17,8 @@
  *    copied before the call returns; the caller keeps ownership.
  * 5. On failure, out-parameters are left untouched.
  * 6. `void *user` is the last parameter of every callback and is registered
- *    in the same call (or options struct) as the callback itself.
+ *    in the same call as the callback itself (in an options struct: in the
+ *    field next to it, one user pointer per callback).
  * 7. `redq_*_close()` is the only destructor. It is asynchronous, safe from
  *    inside any redq callback (including one for the same handle), and its
  *    callback is the last one the handle makes. Keep running the loop until
@@ -57,7 +58,7 @@ extern "C" {
 #endif
 
 #define REDQ_VERSION_MAJOR 0
-#define REDQ_VERSION_MINOR 1
+#define REDQ_VERSION_MINOR 9
 #define REDQ_VERSION_PATCH 0
 
 /** The library's version as "MAJOR.MINOR.PATCH". Static storage. */
@@ -117,7 +118,7 @@ typedef struct redq_producer redq_producer;
 typedef struct redq_consumer redq_consumer;
 typedef struct redq_message redq_message;
 
-/** Log levels for redq_options.log. */
+/** Log levels for the options' log callback. */
 enum {
     REDQ_LOG_ERROR = 0, /**< something failed (a connect, a command, AUTH) */
     REDQ_LOG_WARN = 1,  /**< degraded but carrying on (reconnecting, resending) */
@@ -145,8 +146,8 @@ enum {
     REDQ_PERSIST_YES = 2
 };
 
-/** What a delivery report carries. All pointers are borrowed: they are valid
- *  until the delivery callback returns. */
+/** What a report carries. All pointers are borrowed: they are valid until
+ *  the report callback returns. */
 typedef struct redq_report {
     const char *queue;   /**< the queue name given to redq_produce() */
     const void *payload; /**< the message as it was sent */
@@ -166,7 +167,7 @@ typedef struct redq_report {
  * status 0 means Redis answered the LPUSH that carried the message: it is in
  * the list. Any other status means redq could not confirm it:
  *   REDQ_EWRONGTYPE / REDQ_ESERVER  Redis refused the command (not stored).
- *   REDQ_ETIMEDOUT  not acknowledged within delivery_timeout_ms.
+ *   REDQ_ETIMEDOUT  not acknowledged within message_timeout_ms.
  *   REDQ_ECLOSED    the producer was closed before it was acknowledged.
  *   REDQ_ETOOBIG    never: too big a message is refused by redq_produce().
  *   REDQ_ENOTREPLICATED  (min_replicas) stored on the master, but fewer
@@ -178,8 +179,8 @@ typedef struct redq_report {
  * resend) is REDQ_PERSIST_POSSIBLY; one never written, or refused by Redis,
  * is REDQ_PERSIST_NOT.
  */
-typedef void (*redq_delivery_cb)(redq_producer *p, const redq_report *report,
-                                 void *user);
+typedef void (*redq_report_cb)(redq_producer *p, const redq_report *report,
+                               void *user);
 
 /** Called once after redq_produce() returned REDQ_EFULL, when the pending
  *  messages and bytes have both dropped to half their bounds. */
@@ -196,7 +197,7 @@ typedef void (*redq_message_cb)(redq_consumer *c, redq_message *msg,
 
 /**
  * Statistics of a producer or consumer as one JSON object (`len` bytes at
- * `json`, NUL-terminated, borrowed), every redq_options.stats_interval_ms,
+ * `json`, NUL-terminated, borrowed), every opts.stats_interval_ms,
  * from the loop, like librdkafka's statistics callback. Fields (all
  * numbers; counters count since the handle was created):
  *   "type"            "producer" or "consumer"
@@ -210,7 +211,7 @@ typedef void (*redq_message_cb)(redq_consumer *c, redq_message *msg,
  *   "reconnects"      connections lost (each is redone with a backoff)
  * producer:
  *   "produced"        messages accepted by redq_produce*()
- *   "delivered"       reports with status 0 (Redis has them)
+ *   "stored"          reports with status 0 (Redis has them)
  *   "failed"          reports with status < 0
  *   "pending"         accepted, not reported yet (in flight or waiting)
  *   "pending_bytes"   their payload bytes
@@ -240,7 +241,7 @@ enum {
     REDQ_POP_PIPELINED = 3   /**< BRPOP, then pipelined RPOPs (any) */
 };
 
-/** A consumer's delivery guarantee (redq_options.delivery). */
+/** A consumer's guarantee (redq_consumer_options.guarantee). */
 enum {
     /** Each pop moves the message into this consumer's processing list
      *  (BLMOVE, or a script that takes a batch); redq_ack() removes it. A
@@ -253,26 +254,50 @@ enum {
     REDQ_AT_MOST_ONCE = 1
 };
 
-/** Version of redq_options this header describes. Version 1 is the layout
- *  of the first release (0.1.0); version 2 adds errbuf and errbuf_size;
- *  version 3 adds min_replicas, replica_timeout_ms, on_stats and
- *  stats_interval_ms. New
- *  fields are added at the end only, and each addition bumps this number.
- *  The version names the layout, hence the struct's size: redq_*_new()
- *  reads only the fields of the caller's version and takes the defaults for
- *  the rest, so a program built against an older redq.h keeps working with
- *  a newer library. */
-#define REDQ_OPTIONS_VERSION 3
+/*
+ * Three option structs, one per handle: redq_producer_options,
+ * redq_consumer_options and redq_admin_options. Each starts with `version`
+ * and the same connection block (same fields, same names, same order:
+ * url .. errbuf_size, documented once, in redq_producer_options); the
+ * producer and consumer then have the statistics callback, then the
+ * fields of their own role. Every callback has its own user pointer, set
+ * next to it.
+ *
+ * Versions: each struct has its own version number (REDQ_*_OPTIONS_VERSION),
+ * which names its layout, hence its size. New fields are added at the end
+ * only, and each addition bumps that struct's number. redq_*_new() reads
+ * only the fields of the caller's version and takes the defaults for the
+ * rest, so a program built against an older redq.h keeps working with a
+ * newer library. Fill a struct with its *_init() macro, which passes
+ * sizeof *opts to the *_init_sized() function:
+ *
+ *   *_init_sized(opts, size) fills the first `size` bytes of `opts` with
+ *   the defaults and sets opts->version to the newest layout that fits in
+ *   `size` (at most the library's version). A program built against an
+ *   older redq.h then gets its own, smaller, layout and nothing beyond it
+ *   is written. When size is larger than the library's struct the rest is
+ *   zeroed, and opts->version tells the caller which fields this library
+ *   knows. A size below version 1's leaves version 0, which redq_*_new()
+ *   refuses. opts NULL: nothing happens.
+ */
+
+/** Version of redq_producer_options this header describes. Version 1 is
+ *  the layout of 0.9.0. */
+#define REDQ_PRODUCER_OPTIONS_VERSION 1
+/** Version of redq_consumer_options this header describes (1: 0.9.0). */
+#define REDQ_CONSUMER_OPTIONS_VERSION 1
+/** Version of redq_admin_options this header describes (1: 0.9.0). */
+#define REDQ_ADMIN_OPTIONS_VERSION 1
 
 /**
- * Settings for a producer. Fill it with redq_options_init(), then change what
- * you need. Strings are copied by redq_producer_new(); the struct can be
- * freed or reused once it returns.
+ * Settings for a producer. Fill it with redq_producer_options_init(), then
+ * change what you need. Strings are copied by redq_producer_new(); the
+ * struct can be freed or reused once it returns.
  */
-typedef struct redq_options {
-    int version; /**< set by redq_options_init(); leave it alone */
+typedef struct redq_producer_options {
+    int version; /**< set by redq_producer_options_init(); leave it alone */
 
-    /* --- connection ----------------------------------------------------- */
+    /* --- connection (the same block in all three structs) --------------- */
 
     /** Where Redis is (default "redis://127.0.0.1:6379"):
      *    redis://[[user]:password@]host[:port][/db]
@@ -305,14 +330,32 @@ typedef struct redq_options {
 
     redq_log_cb log;  /**< diagnostics (default NULL: none) */
     int log_level;    /**< most verbose level passed to log (default REDQ_LOG_INFO) */
+    void *log_user;   /**< passed to log (default NULL) */
 
-    void *user; /**< passed to every callback set in this struct (default NULL) */
+    /** When redq_*_new() fails, it writes why here ("options.url: port
+     *  \"x\" is not a number"), NUL-terminated and cut to errbuf_size
+     *  bytes; on success it writes "". The message never contains a
+     *  password or other URL user info. The log callback, if any, gets the
+     *  same message. (default NULL: not written) */
+    char *errbuf;
+    size_t errbuf_size; /**< bytes at errbuf (default 0) */
+
+    /* --- statistics (producer and consumer) ----------------------------- */
+
+    /** Statistics as JSON (see redq_stats_cb) (default NULL: none). */
+    redq_stats_cb on_stats;
+    void *on_stats_user; /**< passed to on_stats (default NULL) */
+    /** How often on_stats is called, ms; 0 never (default 0). At most
+     *  86400000. */
+    int stats_interval_ms;
 
     /* --- producer ------------------------------------------------------- */
 
-    redq_delivery_cb on_delivery; /**< per-message report (default NULL: none;
-                                       the producer still waits for Redis) */
-    redq_ready_cb on_ready;       /**< room again after REDQ_EFULL (default NULL) */
+    redq_report_cb on_report; /**< per-message report (default NULL: none;
+                                   the producer still waits for Redis) */
+    void *on_report_user;     /**< passed to on_report (default NULL) */
+    redq_ready_cb on_ready;   /**< room again after REDQ_EFULL (default NULL) */
+    void *on_ready_user;      /**< passed to on_ready (default NULL) */
 
     size_t batch_max_msgs;    /**< messages per LPUSH, at most (default 1024) */
     size_t batch_max_bytes;   /**< bytes of RESP per LPUSH, about (default 1 MiB);
@@ -330,14 +373,73 @@ typedef struct redq_options {
     size_t max_pending_bytes; /**< payload bytes of those (default 64 MiB) */
     size_t max_message_bytes; /**< larger payloads get REDQ_ETOOBIG
                                    (default 16 MiB, at most 512 MiB) */
-    int delivery_timeout_ms;  /**< a message not acknowledged this long after
+    int message_timeout_ms;   /**< a message not acknowledged this long after
                                    redq_produce() is reported REDQ_ETIMEDOUT;
                                    0 waits forever (default 30000) */
 
+    /* --- backpressure from the queue itself ----------------------------- */
+
+    size_t max_queue_len;      /**< when an LPUSH reports the list at least
+                                    this long, the producer stops sending
+                                    until LLEN (polled every linger_us, at
+                                    least 100 us) is below 3/4 of it; new
+                                    messages wait in the window, so
+                                    REDQ_EFULL and on_ready push back on the
+                                    caller. Bounds end-to-end latency when
+                                    producers outrun consumers. 0: no limit
+                                    (default 0) */
+
+    /* --- high availability ---------------------------------------------- */
+
+    /** Replicas that must hold a batch before its reports say ok
+     *  (default 0: the master's answer is enough). A `WAIT n timeout` is
+     *  pipelined behind the batches written together, so no batch waits an
+     *  extra round trip. Fewer replicas within replica_timeout_ms (or a
+     *  WAIT refused) reports REDQ_ENOTREPLICATED with persisted
+     *  REDQ_PERSIST_YES: stored on the master, which a failover before it
+     *  replicates would lose. A connection lost before the WAIT answered
+     *  resends the batch (a duplicate if it had replicated). 0..64. */
+    int min_replicas;
+    /** How long each WAIT waits for those replicas (default 1000; > 0). */
+    int replica_timeout_ms;
+} redq_producer_options;
+
+/**
+ * Settings for a consumer. Fill it with redq_consumer_options_init(), then
+ * change what you need. Strings are copied by redq_consumer_new(); the
+ * struct can be freed or reused once it returns.
+ */
+typedef struct redq_consumer_options {
+    int version; /**< set by redq_consumer_options_init(); leave it alone */
+
+    /* --- connection: as in redq_producer_options ------------------------ */
+
+    const char *url;         /**< default "redis://127.0.0.1:6379" */
+    const char *password;    /**< default NULL */
+    const char *client_name; /**< default "redq" */
+    int connect_timeout_ms;  /**< default 2000 */
+    int command_timeout_ms;  /**< default 5000 */
+    int reconnect_min_ms;    /**< default 50 */
+    int reconnect_max_ms;    /**< default 2000 */
+    redq_log_cb log;         /**< default NULL */
+    int log_level;           /**< default REDQ_LOG_INFO */
+    void *log_user;          /**< default NULL */
+    char *errbuf;            /**< default NULL */
+    size_t errbuf_size;      /**< default 0 */
+
+    /* --- statistics: as in redq_producer_options ------------------------ */
+
+    redq_stats_cb on_stats;  /**< default NULL */
+    void *on_stats_user;     /**< default NULL */
+    int stats_interval_ms;   /**< default 0 */
+
     /* --- consumer ------------------------------------------------------- */
 
-    redq_message_cb on_message; /**< per-message handler (required for a
-                                     consumer) */
+    redq_message_cb on_message; /**< per-message handler (required) */
+    void *on_message_user;      /**< passed to on_message (default NULL) */
+
+    int guarantee;         /**< REDQ_AT_LEAST_ONCE or REDQ_AT_MOST_ONCE
+                                (default REDQ_AT_LEAST_ONCE) */
     size_t pool_size;      /**< blocking-pop connections (default 1). With
                                 1, messages are handed over in queue order;
                                 with more, each pop's batch is in order but
@@ -356,10 +458,8 @@ typedef struct redq_options {
     int pop_mode;          /**< REDQ_POP_* (at-most-once; default
                                 REDQ_POP_AUTO) */
 
-    /* --- consumer: delivery guarantees ---------------------------------- */
+    /* --- at-least-once -------------------------------------------------- */
 
-    int delivery;              /**< REDQ_AT_LEAST_ONCE or REDQ_AT_MOST_ONCE
-                                    (default REDQ_AT_LEAST_ONCE) */
     int visibility_timeout_ms; /**< a message not acked this long after
                                     delivery is retried (default 30000) */
     int max_attempts;          /**< deliveries before a failing message is
@@ -379,67 +479,46 @@ typedef struct redq_options {
                                     when it is not) (default 60000) */
     int promote_interval_ms;   /**< delayed and retried messages become ready
                                     at most about this late (default 200) */
-
-    /* --- producer: backpressure from the queue itself ------------------- */
-
-    size_t max_queue_len;      /**< when an LPUSH reports the list at least
-                                    this long, the producer stops sending
-                                    until LLEN (polled every linger_us, at
-                                    least 100 us) is below 3/4 of it; new
-                                    messages wait in the window, so
-                                    REDQ_EFULL and on_ready push back on the
-                                    caller. Bounds end-to-end latency when
-                                    producers outrun consumers. 0: no limit
-                                    (default 0) */
-
-    /* --- version 2 ------------------------------------------------------ */
-
-    /** When redq_producer_new() or redq_consumer_new() fails, it writes why
-     *  here ("options.url: port \"x\" is not a number"), NUL-terminated and
-     *  cut to errbuf_size bytes; on success it writes "". The message never
-     *  contains a password or other URL user info. The log callback, if
-     *  any, gets the same message. (default NULL: not written) */
-    char *errbuf;
-    size_t errbuf_size; /**< bytes at errbuf (default 0) */
-
-    /* --- version 3: high availability ---------------------------------- */
-
-    /** Producer: replicas that must hold a batch before its reports say ok
-     *  (default 0: the master's answer is enough). A `WAIT n timeout` is
-     *  pipelined behind the batches written together, so no batch waits an
-     *  extra round trip. Fewer replicas within replica_timeout_ms (or a
-     *  WAIT refused) reports REDQ_ENOTREPLICATED with persisted
-     *  REDQ_PERSIST_YES: stored on the master, which a failover before it
-     *  replicates would lose. A connection lost before the WAIT answered
-     *  resends the batch (a duplicate if it had replicated). 0..64. */
-    int min_replicas;
-    /** How long each WAIT waits for those replicas (default 1000; > 0). */
-    int replica_timeout_ms;
-
-    /** Statistics as JSON (see redq_stats_cb), for producers and consumers
-     *  (default NULL: none). */
-    redq_stats_cb on_stats;
-    /** How often on_stats is called, ms; 0 never (default 0). At most
-     *  86400000. */
-    int stats_interval_ms;
-} redq_options;
+} redq_consumer_options;
 
 /**
- * Fill the first `size` bytes of `opts` with the defaults above and set
- * opts->version to the newest layout that fits in `size` (at most
- * REDQ_OPTIONS_VERSION of the library). Use the macro redq_options_init(),
- * which passes sizeof *opts: a program built against an older redq.h then
- * gets its own, smaller, layout and nothing beyond it is written. When size
- * is larger than the library's struct the rest is zeroed, and opts->version
- * tells the caller which fields this library knows. A size below version 1's
- * leaves version 0, which redq_*_new() refuses. opts NULL: nothing happens.
+ * Settings for an admin handle: the connection block only. Fill it with
+ * redq_admin_options_init(). Strings are copied by redq_admin_new().
  */
-REDQ_API void redq_options_init_sized(redq_options *opts, size_t size);
-#define redq_options_init(opts) redq_options_init_sized((opts), sizeof *(opts))
-/** The 0.1 entry point, for programs built against a 0.1 redq.h: fills a
- *  version 1 layout. Its name is wrapped in parentheses because the macro
- *  above takes the name for new code. */
-REDQ_API void(redq_options_init)(redq_options *opts);
+typedef struct redq_admin_options {
+    int version; /**< set by redq_admin_options_init(); leave it alone */
+
+    /* --- connection: as in redq_producer_options ------------------------ */
+
+    const char *url;         /**< default "redis://127.0.0.1:6379" */
+    const char *password;    /**< default NULL */
+    const char *client_name; /**< default "redq" */
+    int connect_timeout_ms;  /**< default 2000 */
+    int command_timeout_ms;  /**< default 5000 */
+    int reconnect_min_ms;    /**< default 50 */
+    int reconnect_max_ms;    /**< default 2000 */
+    redq_log_cb log;         /**< default NULL */
+    int log_level;           /**< default REDQ_LOG_INFO */
+    void *log_user;          /**< default NULL */
+    char *errbuf;            /**< default NULL */
+    size_t errbuf_size;      /**< default 0 */
+} redq_admin_options;
+
+/** Fill a redq_producer_options (see "Versions" above). */
+REDQ_API void redq_producer_options_init_sized(redq_producer_options *opts,
+                                               size_t size);
+#define redq_producer_options_init(opts)                                       \
+    redq_producer_options_init_sized((opts), sizeof *(opts))
+/** Fill a redq_consumer_options (see "Versions" above). */
+REDQ_API void redq_consumer_options_init_sized(redq_consumer_options *opts,
+                                               size_t size);
+#define redq_consumer_options_init(opts)                                       \
+    redq_consumer_options_init_sized((opts), sizeof *(opts))
+/** Fill a redq_admin_options (see "Versions" above). */
+REDQ_API void redq_admin_options_init_sized(redq_admin_options *opts,
+                                            size_t size);
+#define redq_admin_options_init(opts)                                          \
+    redq_admin_options_init_sized((opts), sizeof *(opts))
 
 /* ------------------------------------------------------------------------ */
 /* Producer                                                                  */
@@ -450,7 +529,7 @@ REDQ_API void(redq_options_init)(redq_options *opts);
  * the producer) and start connecting. Returns at once; the connection is
  * made from the loop and redone with backoff whenever it drops. Messages
  * produced before it is up wait in the producer (bounded by the window and
- * delivery_timeout_ms).
+ * message_timeout_ms).
  *
  * On success *out is the new producer and 0 is returned.
  * REDQ_EINVAL  out, base or opts is NULL, opts->version is not one this
@@ -460,18 +539,18 @@ REDQ_API void(redq_options_init)(redq_options *opts);
  * REDQ_ENOMEM  out of memory
  */
 REDQ_API int redq_producer_new(redq_producer **out, struct event_base *base,
-                               const redq_options *opts);
+                               const redq_producer_options *opts);
 
 /**
  * Queue one message for `LPUSH queue payload`. The queue name (a
  * NUL-terminated string) and the `len` bytes at `payload` are copied before
  * this returns. `payload` may be NULL when `len` is 0. `opaque` comes back in
- * the message's delivery report.
+ * the message's report.
  *
  * Messages from one producer to one queue reach Redis in the order of the
  * calls, so a consumer popping with BRPOP sees them first-in first-out.
  *
- * 0            accepted: exactly one delivery report will follow
+ * 0            accepted: exactly one report will follow
  * REDQ_EINVAL  p or queue is NULL, queue is empty or longer than 1024
  *              bytes, or payload is NULL with len > 0
  * REDQ_ETOOBIG len exceeds max_message_bytes or max_pending_bytes, or the
@@ -547,14 +626,14 @@ REDQ_API int redq_produce_owned(redq_producer *p, const char *queue,
                                 void *opaque);
 
 /** Called when every message accepted before redq_producer_flush() has had
- *  its delivery report. status is 0, or REDQ_ECLOSED when the producer was
+ *  its report. status is 0, or REDQ_ECLOSED when the producer was
  *  closed first (the reports were still all made). */
 typedef void (*redq_flush_cb)(redq_producer *p, int status, void *user);
 
 /**
  * Send whatever is batched now, without waiting for linger, and call `cb`
- * once every message accepted so far has been reported (delivered or failed;
- * delivery_timeout_ms bounds the wait). Messages produced after this call do
+ * once every message accepted so far has been reported (stored or failed;
+ * message_timeout_ms bounds the wait). Messages produced after this call do
  * not delay it. Several flushes may be outstanding. With nothing to wait
  * for, `cb` runs in the next loop iteration (after the loop has polled for
  * I/O and timers), so a flush started from its own callback never spins.
@@ -588,7 +667,7 @@ REDQ_API int redq_producer_close(redq_producer *p, redq_close_cb cb,
 /** A snapshot of a producer's counters. */
 typedef struct redq_producer_stats {
     uint64_t produced;        /**< messages accepted by redq_produce() */
-    uint64_t delivered;       /**< reports with status 0 */
+    uint64_t stored;          /**< reports with status 0 */
     uint64_t failed;          /**< reports with status < 0 */
     uint64_t rejected_full;   /**< redq_produce() calls that got REDQ_EFULL */
     uint64_t batches_sent;    /**< LPUSH commands written (resends included) */
@@ -604,10 +683,10 @@ typedef struct redq_producer_stats {
 } redq_producer_stats;
 
 /*
- * The counters hold at every moment, also inside a delivery callback: a
- * message counts in delivered or failed, and leaves pending_msgs and
+ * The counters hold at every moment, also inside a report callback: a
+ * message counts in stored or failed, and leaves pending_msgs and
  * pending_bytes, just before its own report is made, so produced ==
- * delivered + failed + pending_msgs always.
+ * stored + failed + pending_msgs always.
  */
 
 /**
@@ -623,9 +702,6 @@ REDQ_API void redq_producer_get_stats_sized(const redq_producer *p,
                                             size_t size);
 #define redq_producer_get_stats(p, st)                                         \
     redq_producer_get_stats_sized((p), (st), sizeof *(st))
-/** The 0.1 entry point: fills the 0.1 layout of redq_producer_stats. */
-REDQ_API void(redq_producer_get_stats)(const redq_producer *p,
-                                       redq_producer_stats *st);
 
 /* ------------------------------------------------------------------------ */
 /* Consumer                                                                  */
@@ -642,7 +718,7 @@ REDQ_API void(redq_producer_get_stats)(const redq_producer *p,
  * order (first pushed, first handled). With a larger pool, pops on
  * different connections run concurrently and their batches may interleave.
  *
- * Delivery (opts->delivery): at-least-once by default, where each message
+ * Guarantee (opts->guarantee): at-least-once by default, where each message
  * waits in this consumer's processing list until redq_ack() (see
  * REDQ_AT_LEAST_ONCE); or at-most-once, where a popped message is gone from
  * Redis and acks only bound the window (max_unacked) and tell
@@ -663,7 +739,7 @@ REDQ_API void(redq_producer_get_stats)(const redq_producer *p,
  * REDQ_ENOMEM  out of memory
  */
 REDQ_API int redq_consumer_new(redq_consumer **out, struct event_base *base,
-                               const redq_options *opts,
+                               const redq_consumer_options *opts,
                                const char *const *queues, size_t nqueues);
 
 /** The queue a message came from. NUL-terminated; valid until acked. */
@@ -802,9 +878,6 @@ REDQ_API void redq_consumer_get_stats_sized(const redq_consumer *c,
                                             size_t size);
 #define redq_consumer_get_stats(c, st)                                         \
     redq_consumer_get_stats_sized((c), (st), sizeof *(st))
-/** The 0.1 entry point: fills the 0.1 layout of redq_consumer_stats. */
-REDQ_API void(redq_consumer_get_stats)(const redq_consumer *c,
-                                       redq_consumer_stats *st);
 
 /* ------------------------------------------------------------------------ */
 /* Admin: what operators ask every day (lib/admin.c)                          */
@@ -828,10 +901,10 @@ REDQ_API void(redq_consumer_get_stats)(const redq_consumer *c,
 typedef struct redq_admin redq_admin;
 
 /** Create an admin handle on `base` with the connection options of `opts`
- *  (url, password, timeouts, log, errbuf; the producer and consumer fields
- *  are ignored). Same returns as redq_producer_new(). */
+ *  (url, password, timeouts, log, errbuf). Same returns as
+ *  redq_producer_new(). */
 REDQ_API int redq_admin_new(redq_admin **out, struct event_base *base,
-                            const redq_options *opts);
+                            const redq_admin_options *opts);
 
 /** Close it: calls not yet answered get REDQ_ECLOSED, then `cb` (may be
  *  NULL) is its last callback. 0, REDQ_EINVAL, REDQ_ECLOSED. */
@@ -1035,7 +1108,7 @@ REDQ_API size_t redq_base64_encode(const void *in, size_t len, char *out);
 /* ------------------------------------------------------------------------ */
 
 /*
- * The library's parser of redq_options.url, for programs that need a
+ * The library's parser of the options' url, for programs that need a
  * connection of their own to the same server (a benchmark's side
  * connection, a test's checks): they read the same URLs the same way.
  */
@@ -1075,7 +1148,7 @@ typedef struct redq_url_info {
 } redq_url_info;
 
 /**
- * Parse `url` into *out (the forms redq_options.url accepts, by the same
+ * Parse `url` into *out (the forms the options' url accepts, by the same
  * parser the handles use).
  *
  * 0            parsed; release *out with redq_url_info_free()

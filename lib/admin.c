@@ -1580,30 +1580,30 @@ static int launch(areq *r)
 /* ---- the API ------------------------------------------------------------ */
 
 int redq_admin_new(redq_admin **out, struct event_base *base,
-                   const redq_options *caller_opts)
+                   const redq_admin_options *caller_opts)
 {
     redq_admin *a;
     redq__url url;
     redq__logger lg;
     redq__conn_config cfg;
-    redq_options full;
+    redq__options full;
     int rc;
 
     if (caller_opts == NULL)
         return REDQ_EINVAL;
-    rc = redq__options_prepare_full(caller_opts, &full, &url, &lg, "admin");
+    rc = redq__options_prepare_admin(caller_opts, &full, &url, &lg);
     if (rc != 0)
         return rc;
     if (out == NULL || base == NULL) {
         redq__url_free(&url);
-        return redq__new_failed(caller_opts, &lg, REDQ_EINVAL,
+        return redq__new_failed(&full, &lg, REDQ_EINVAL,
                                 "redq_admin_new: %s is NULL",
                                 out == NULL ? "out" : "base");
     }
     a = calloc(1, sizeof *a);
     if (a == NULL) {
         redq__url_free(&url);
-        return redq__new_failed(caller_opts, &lg, REDQ_ENOMEM,
+        return redq__new_failed(&full, &lg, REDQ_ENOMEM,
                                 "redq_admin_new: out of memory");
     }
     a->base = base;
@@ -1622,7 +1622,7 @@ int redq_admin_new(redq_admin **out, struct event_base *base,
         if (a->conn != NULL)
             redq__conn_free(a->conn);
         free(a);
-        return redq__new_failed(caller_opts, &lg, rc, "redq_admin_new: %s",
+        return redq__new_failed(&full, &lg, rc, "redq_admin_new: %s",
                                 redq_strerror(rc));
     }
     redq__conn_start(a->conn);

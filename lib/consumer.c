@@ -199,7 +199,7 @@ static void deliver(redq_consumer *c, int qi, int framed, plist *pl,
     for (i = 0; i < given && !c->closing; i++) {
         redq__rel_delivered(c, &m[i]);
         c->st.delivered++;
-        c->on_message(c, &m[i], c->user);
+        c->on_message(c, &m[i], c->message_user);
     }
     if (c->closing) {
         /* Closed from a handler: the rest are dropped with the consumer. */
@@ -1023,25 +1023,26 @@ static void consumer_free(redq_consumer *c)
 }
 
 int redq_consumer_new(redq_consumer **out, struct event_base *base,
-                      const redq_options *user_opts, const char *const *queues,
+                      const redq_consumer_options *user_opts,
+                      const char *const *queues,
                       size_t nqueues)
 {
     redq_consumer *c;
     redq__url url;
     redq__logger lg;
     redq__conn_config cfg;
-    redq_options full, *opts = &full; /* the caller's layout, defaults after */
+    redq__options full, *opts = &full; /* the caller's layout, defaults after */
     size_t i;
     int rc;
 
     if (out == NULL || base == NULL || user_opts == NULL)
         return REDQ_EINVAL;
-    rc = redq__options_prepare_full(user_opts, &full, &url, &lg, "consumer");
+    rc = redq__options_prepare_consumer(user_opts, &full, &url, &lg);
     if (rc != 0)
         return rc;
     rc = REDQ_EINVAL;
     if (queues == NULL || nqueues == 0 || nqueues > 10000) {
-        redq__new_failed(user_opts, &lg, rc,
+        redq__new_failed(&full, &lg, rc,
                          "%zu queues: give 1 to 10000 queue names", nqueues);
         redq__url_free(&url);
         return rc;
@@ -1049,14 +1050,14 @@ int redq_consumer_new(redq_consumer **out, struct event_base *base,
     for (i = 0; i < nqueues; i++) {
         if (queues[i] == NULL || queues[i][0] == '\0' ||
             strlen(queues[i]) > REDQ__MAX_QUEUE_NAME) {
-            redq__new_failed(user_opts, &lg, rc,
+            redq__new_failed(&full, &lg, rc,
                              "queue %zu: a name of 1 to %d bytes is needed", i,
                              REDQ__MAX_QUEUE_NAME);
             redq__url_free(&url);
             return rc;
         }
         if (redq__key_reserved(queues[i], strlen(queues[i]))) {
-            redq__new_failed(user_opts, &lg, rc,
+            redq__new_failed(&full, &lg, rc,
                              "queue %zu (%.200s) is another queue's own key "
                              "(its due, dead, ... list): docs/DESIGN.md, "
                              "\"Key layout\"", i, queues[i]);
@@ -1064,7 +1065,7 @@ int redq_consumer_new(redq_consumer **out, struct event_base *base,
             return rc;
         }
     }
-    if (opts->delivery == REDQ_AT_LEAST_ONCE &&
+    if (opts->guarantee == REDQ_AT_LEAST_ONCE &&
         opts->consumer_ttl_ms < opts->visibility_timeout_ms)
         redq__log(&lg, REDQ_LOG_WARN, 0,
                   "consumer_ttl_ms %d is below visibility_timeout_ms %d: a "
@@ -1072,7 +1073,7 @@ int redq_consumer_new(redq_consumer **out, struct event_base *base,
                   "messages retried) before its messages time out",
                   opts->consumer_ttl_ms, opts->visibility_timeout_ms);
     if (opts->on_message == NULL) {
-        redq__new_failed(user_opts, &lg, rc,
+        redq__new_failed(&full, &lg, rc,
                          "options.on_message is NULL: a consumer needs a "
                          "handler");
         redq__url_free(&url);
@@ -1087,7 +1088,7 @@ int redq_consumer_new(redq_consumer **out, struct event_base *base,
     c->base = base;
     c->log = lg;
     c->on_message = opts->on_message;
-    c->user = opts->user;
+    c->message_user = opts->message_user;
     c->pop_batch = opts->pop_batch;
     c->max_unacked = opts->max_unacked;
     c->pop_timeout_ms = opts->pop_timeout_ms;
@@ -1097,7 +1098,7 @@ int redq_consumer_new(redq_consumer **out, struct event_base *base,
     if (c->kick_min > c->pop_batch)
         c->kick_min = c->pop_batch;
     c->nq = nqueues;
-    c->reliable = opts->delivery == REDQ_AT_LEAST_ONCE;
+    c->reliable = opts->guarantee == REDQ_AT_LEAST_ONCE;
     c->npool = opts->pool_size;
     /* At-least-once, a blocking pop (BLMOVE) watches one queue: every
      * queue needs a connection of its own to block on. */

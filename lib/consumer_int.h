@@ -134,7 +134,7 @@ struct redq_consumer {
     struct event_base *base;
     redq__logger log;
     redq_message_cb on_message;
-    void *user;
+    void *message_user;
 
     char **queues;
     size_t *qlens;
@@ -213,7 +213,7 @@ int redq__rel_send_script(redq__conn *conn, int script, size_t argc,
                           int extra_timeout_ms, redq__reply_cb cb, void *arg);
 
 /** Set up at-least-once state (keys, timers, id) for a new consumer. */
-int redq__rel_init(redq_consumer *c, const redq_options *o);
+int redq__rel_init(redq_consumer *c, const redq__options *o);
 /** Free it (after the connections are gone). */
 void redq__rel_free(redq_consumer *c);
 /** Parse a frame taken from a due list into *m (data/len/attempt/id).

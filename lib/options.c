@@ -1,6 +1,9 @@
 /*
  * Option defaults and their validation. Defaults live here and nowhere else;
  * redq.h documents each next to its field.
+ *
+ * Three public structs (producer, consumer, admin) come in; one internal
+ * struct, redq__options, goes out to the rest of lib/.
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -16,11 +19,10 @@ const char *redq_version(void)
         REDQ_VERSION_MINOR) "." REDQ__STR(REDQ_VERSION_PATCH);
 }
 
-/* The defaults, in the library's own (newest) layout. */
-static void defaults(redq_options *opts)
+/* The defaults, in the library's own layout. */
+void redq__options_defaults(redq__options *opts)
 {
     memset(opts, 0, sizeof *opts);
-    opts->version = REDQ_OPTIONS_VERSION;
 
     opts->url = "redis://127.0.0.1:6379";
     opts->client_name = "redq";
@@ -38,7 +40,7 @@ static void defaults(redq_options *opts)
     opts->max_pending_msgs = 100000;
     opts->max_pending_bytes = 64 * 1024 * 1024;
     opts->max_message_bytes = 16 * 1024 * 1024;
-    opts->delivery_timeout_ms = 30000;
+    opts->message_timeout_ms = 30000;
 
     opts->pool_size = 1;
     opts->pop_batch = 1024;
@@ -47,7 +49,7 @@ static void defaults(redq_options *opts)
     opts->stop_timeout_ms = 30000;
     opts->pop_mode = REDQ_POP_AUTO;
 
-    opts->delivery = REDQ_AT_LEAST_ONCE;
+    opts->guarantee = REDQ_AT_LEAST_ONCE;
     opts->visibility_timeout_ms = 30000;
     opts->max_attempts = 5;
     opts->retry_base_ms = 1000;
@@ -60,57 +62,203 @@ static void defaults(redq_options *opts)
 }
 
 /*
- * Bytes of each layout: a version's struct ends where the next version's
- * first field starts (every version so far ends on an 8-byte boundary, so
- * there is no tail padding to lose). A new version adds a line here.
+ * The public structs and the internal one, field by field. Each public
+ * struct starts with `version` and the same connection block, so one macro
+ * copies that block whichever struct it is (either way: defaults into a
+ * public struct, a public struct into redq__options).
  */
-size_t redq__options_size(int version)
+#define COPY_CONN(dst, src)                                                    \
+    do {                                                                       \
+        (dst)->url = (src)->url;                                               \
+        (dst)->password = (src)->password;                                     \
+        (dst)->client_name = (src)->client_name;                               \
+        (dst)->connect_timeout_ms = (src)->connect_timeout_ms;                 \
+        (dst)->command_timeout_ms = (src)->command_timeout_ms;                 \
+        (dst)->reconnect_min_ms = (src)->reconnect_min_ms;                     \
+        (dst)->reconnect_max_ms = (src)->reconnect_max_ms;                     \
+        (dst)->log = (src)->log;                                               \
+        (dst)->log_level = (src)->log_level;                                   \
+        (dst)->log_user = (src)->log_user;                                     \
+        (dst)->errbuf = (src)->errbuf;                                         \
+        (dst)->errbuf_size = (src)->errbuf_size;                               \
+    } while (0)
+
+/* One field, public `pf` <-> internal `inf`; `to_pub` picks the way. */
+#define F(pf, inf)                                                             \
+    do {                                                                       \
+        if (to_pub)                                                            \
+            pub->pf = in->inf;                                                 \
+        else                                                                   \
+            in->inf = pub->pf;                                                 \
+    } while (0)
+
+/* Producer: public <-> internal. */
+static void producer_copy(redq_producer_options *pub, redq__options *in,
+                          int to_pub)
 {
-    switch (version) {
-    case 1:
-        return offsetof(redq_options, errbuf);
-    case 2:
-        return offsetof(redq_options, min_replicas);
-    case 3:
-        return sizeof(redq_options);
-    default:
-        return 0;
-    }
+    if (to_pub)
+        COPY_CONN(pub, in);
+    else
+        COPY_CONN(in, pub);
+    F(on_stats, on_stats);
+    F(on_stats_user, stats_user);
+    F(stats_interval_ms, stats_interval_ms);
+    F(on_report, on_report);
+    F(on_report_user, report_user);
+    F(on_ready, on_ready);
+    F(on_ready_user, ready_user);
+    F(batch_max_msgs, batch_max_msgs);
+    F(batch_max_bytes, batch_max_bytes);
+    F(linger_us, linger_us);
+    F(adaptive, adaptive);
+    F(max_inflight_batches, max_inflight_batches);
+    F(max_pending_msgs, max_pending_msgs);
+    F(max_pending_bytes, max_pending_bytes);
+    F(max_message_bytes, max_message_bytes);
+    F(message_timeout_ms, message_timeout_ms);
+    F(max_queue_len, max_queue_len);
+    F(min_replicas, min_replicas);
+    F(replica_timeout_ms, replica_timeout_ms);
 }
 
+static void consumer_copy(redq_consumer_options *pub, redq__options *in,
+                          int to_pub)
+{
+    if (to_pub)
+        COPY_CONN(pub, in);
+    else
+        COPY_CONN(in, pub);
+    F(on_stats, on_stats);
+    F(on_stats_user, stats_user);
+    F(stats_interval_ms, stats_interval_ms);
+    F(on_message, on_message);
+    F(on_message_user, message_user);
+    F(guarantee, guarantee);
+    F(pool_size, pool_size);
+    F(pop_batch, pop_batch);
+    F(max_unacked, max_unacked);
+    F(pop_timeout_ms, pop_timeout_ms);
+    F(stop_timeout_ms, stop_timeout_ms);
+    F(pop_mode, pop_mode);
+    F(visibility_timeout_ms, visibility_timeout_ms);
+    F(max_attempts, max_attempts);
+    F(retry_base_ms, retry_base_ms);
+    F(retry_max_ms, retry_max_ms);
+    F(consumer_ttl_ms, consumer_ttl_ms);
+    F(promote_interval_ms, promote_interval_ms);
+}
+#undef F
+
+static void admin_copy(redq_admin_options *pub, redq__options *in, int to_pub)
+{
+    if (to_pub)
+        COPY_CONN(pub, in);
+    else
+        COPY_CONN(in, pub);
+}
+
+/*
+ * Bytes of each layout: a version's struct ends where the next version's
+ * first field starts (when a version 2 is added, version 1's size becomes
+ * the offset of its first field, so no tail padding is lost). A new version
+ * adds a line here.
+ */
+size_t redq__producer_options_size(int version)
+{
+    return version == 1 ? sizeof(redq_producer_options) : 0;
+}
+
+size_t redq__consumer_options_size(int version)
+{
+    return version == 1 ? sizeof(redq_consumer_options) : 0;
+}
+
+size_t redq__admin_options_size(int version)
+{
+    return version == 1 ? sizeof(redq_admin_options) : 0;
+}
+
+/* What tells the three structs apart, for the generic code below. */
+typedef struct kind {
+    const char *who;  /* "producer": names the handle in messages */
+    const char *init; /* the init macro, for messages */
+    int version;      /* the library's newest */
+    size_t (*size)(int version);
+} kind;
+
+static const kind K_PRODUCER = {"producer", "redq_producer_options_init()",
+                                REDQ_PRODUCER_OPTIONS_VERSION,
+                                redq__producer_options_size};
+static const kind K_CONSUMER = {"consumer", "redq_consumer_options_init()",
+                                REDQ_CONSUMER_OPTIONS_VERSION,
+                                redq__consumer_options_size};
+static const kind K_ADMIN = {"admin", "redq_admin_options_init()",
+                             REDQ_ADMIN_OPTIONS_VERSION,
+                             redq__admin_options_size};
+
 /* The newest layout that fits in `size` bytes; 0 when none does. */
-static int version_for_size(size_t size)
+static int version_for_size(const kind *k, size_t size)
 {
     int v;
-    for (v = REDQ_OPTIONS_VERSION; v >= 1; v--)
-        if (redq__options_size(v) <= size)
+    for (v = k->version; v >= 1; v--)
+        if (k->size(v) <= size)
             return v;
     return 0;
 }
 
-void redq_options_init_sized(redq_options *opts, size_t size)
+/*
+ * Fill the caller's `size` bytes at `opts` from `full` (the library's
+ * layout of the same struct, defaults in it). Only the caller's own bytes
+ * are written: a program built against an older redq.h has a smaller
+ * struct than ours. `version` is every struct's first member.
+ */
+static void init_sized(const kind *k, void *opts, size_t size,
+                       const void *full)
 {
-    redq_options d;
-    int v;
-
-    if (opts == NULL)
-        return;
-    /* Only the caller's own bytes are written: a program built against an
-     * older redq.h has a smaller struct than ours. */
-    v = version_for_size(size);
+    int v = version_for_size(k, size);
     memset(opts, 0, size);
     if (v == 0)
         return; /* version stays 0: *_new refuses it */
-    defaults(&d);
-    memcpy(opts, &d, redq__options_size(v));
-    opts->version = v;
+    memcpy(opts, full, k->size(v));
+    *(int *)opts = v;
 }
 
-/* The 0.1 entry point: callers built against 0.1's redq.h have exactly the
- * version 1 layout. */
-void(redq_options_init)(redq_options *opts)
+void redq_producer_options_init_sized(redq_producer_options *opts,
+                                      size_t size)
 {
-    redq_options_init_sized(opts, redq__options_size(1));
+    redq_producer_options d;
+    redq__options in;
+    if (opts == NULL)
+        return;
+    memset(&d, 0, sizeof d);
+    redq__options_defaults(&in);
+    producer_copy(&d, &in, 1);
+    init_sized(&K_PRODUCER, opts, size, &d);
+}
+
+void redq_consumer_options_init_sized(redq_consumer_options *opts,
+                                      size_t size)
+{
+    redq_consumer_options d;
+    redq__options in;
+    if (opts == NULL)
+        return;
+    memset(&d, 0, sizeof d);
+    redq__options_defaults(&in);
+    consumer_copy(&d, &in, 1);
+    init_sized(&K_CONSUMER, opts, size, &d);
+}
+
+void redq_admin_options_init_sized(redq_admin_options *opts, size_t size)
+{
+    redq_admin_options d;
+    redq__options in;
+    if (opts == NULL)
+        return;
+    memset(&d, 0, sizeof d);
+    redq__options_defaults(&in);
+    admin_copy(&d, &in, 1);
+    init_sized(&K_ADMIN, opts, size, &d);
 }
 
 static int bad(char *err, size_t errlen, const char *what)
@@ -133,12 +281,8 @@ static int name_ok(const char *s)
     return 1;
 }
 
-int redq__options_check(const redq_options *o, char *err, size_t errlen)
+int redq__options_check(const redq__options *o, char *err, size_t errlen)
 {
-    if (o->version < 1 || o->version > REDQ_OPTIONS_VERSION)
-        return bad(err, errlen,
-                   "options.version unknown: fill options with "
-                   "redq_options_init()");
     if (o->url == NULL)
         return bad(err, errlen, "options.url is NULL");
     if (o->client_name != NULL &&
@@ -172,8 +316,8 @@ int redq__options_check(const redq_options *o, char *err, size_t errlen)
         return bad(err, errlen,
                    "options.max_message_bytes must be 1 B..512 MiB (the "
                    "server's proto-max-bulk-len)");
-    if (o->delivery_timeout_ms < 0)
-        return bad(err, errlen, "options.delivery_timeout_ms must be >= 0");
+    if (o->message_timeout_ms < 0)
+        return bad(err, errlen, "options.message_timeout_ms must be >= 0");
     if (o->pool_size == 0 || o->pool_size > 1024)
         return bad(err, errlen, "options.pool_size must be 1..1024");
     if (o->pop_batch == 0 || o->pop_batch > 100000)
@@ -186,9 +330,10 @@ int redq__options_check(const redq_options *o, char *err, size_t errlen)
         return bad(err, errlen, "options.stop_timeout_ms must be >= 0");
     if (o->pop_mode < REDQ_POP_AUTO || o->pop_mode > REDQ_POP_PIPELINED)
         return bad(err, errlen, "options.pop_mode must be a REDQ_POP_* value");
-    if (o->delivery != REDQ_AT_LEAST_ONCE && o->delivery != REDQ_AT_MOST_ONCE)
+    if (o->guarantee != REDQ_AT_LEAST_ONCE &&
+        o->guarantee != REDQ_AT_MOST_ONCE)
         return bad(err, errlen,
-                   "options.delivery must be REDQ_AT_LEAST_ONCE or "
+                   "options.guarantee must be REDQ_AT_LEAST_ONCE or "
                    "REDQ_AT_MOST_ONCE");
     if (o->visibility_timeout_ms < 10)
         return bad(err, errlen, "options.visibility_timeout_ms must be >= 10");
@@ -290,85 +435,118 @@ static void scrub(char *msg, size_t cap, const char *url, const char *pw)
     }
 }
 
-static void put_err(const redq_options *opts, const char *msg)
+static void put_err(const redq__options *opts, const char *msg)
 {
     if (opts->errbuf != NULL && opts->errbuf_size > 0)
         snprintf(opts->errbuf, opts->errbuf_size, "%s", msg);
 }
 
-int redq__options_prepare_full(const redq_options *opts, redq_options *full,
-                               redq__url *url, redq__logger *log,
-                               const char *who)
+/*
+ * How many bytes of the caller's struct to read: its own layout's; for a
+ * version newer than ours, our whole struct (structs only grow at the end,
+ * so this library's fields are where it expects them, which is enough to
+ * log and write errbuf); 0 for a version below 1, whose layout is unknown:
+ * no field can be trusted, not even the log callback or errbuf.
+ */
+static size_t read_size(const kind *k, int version, size_t ours)
+{
+    if (version > k->version)
+        return ours;
+    return version < 1 ? 0 : k->size(version);
+}
+
+/* The generic half of redq__options_prepare_*(): `full` holds the
+ * defaults with the caller's fields (read_size() bytes of them) over them;
+ * `version` is the caller's. */
+static int prepare(const kind *k, int version, redq__options *full,
+                   redq__url *url, redq__logger *log)
 {
     char err[512];
-    redq_options o;
     int rc;
-    /* An unknown version means an unknown layout: no field can be trusted,
-     * not even the log callback or errbuf. */
-    size_t size = redq__options_size(opts->version);
 
     memset(url, 0, sizeof *url);
-    log->cb = size ? opts->log : NULL;
-    log->level = size ? opts->log_level : REDQ_LOG_ERROR;
-    log->user = size ? opts->user : NULL;
-    log->prefix = who;
-    if (size == 0) {
-        if (opts->version > REDQ_OPTIONS_VERSION) {
-            /* Built against a newer header: structs only grow at the end,
-             * so this library's fields are where it expects them. */
+    log->prefix = k->who;
+    log->cb = version >= 1 ? full->log : NULL;
+    log->level = version >= 1 ? full->log_level : REDQ_LOG_ERROR;
+    log->user = version >= 1 ? full->log_user : NULL;
+    if (version < 1 || version > k->version) {
+        if (version > k->version) {
+            /* Built against a newer header. */
             char msg[200];
             snprintf(msg, sizeof msg,
                      "options.version %d is newer than this library's (%d): "
                      "build against the redq.h of the library you link",
-                     opts->version, REDQ_OPTIONS_VERSION);
-            log->cb = opts->log;
-            log->level = opts->log_level;
-            log->user = opts->user;
+                     version, k->version);
             redq__log(log, REDQ_LOG_ERROR, REDQ_EINVAL, "%s", msg);
-            put_err(opts, msg);
+            put_err(full, msg);
         } else {
             redq__log(log, REDQ_LOG_ERROR, REDQ_EINVAL,
-                      "options.version unknown: fill options with "
-                      "redq_options_init()");
+                      "options.version unknown: fill options with %s",
+                      k->init);
         }
         return REDQ_EINVAL;
     }
-    /* Read the caller's layout only; newer fields keep their defaults. */
-    defaults(&o);
-    memcpy(&o, opts, size);
-    o.version = REDQ_OPTIONS_VERSION;
-    if (size < redq__options_size(2))
-        o.errbuf = NULL;
-    else if (o.errbuf != NULL && o.errbuf_size > 0)
-        o.errbuf[0] = '\0';
+    if (full->errbuf != NULL && full->errbuf_size > 0)
+        full->errbuf[0] = '\0';
 
     err[0] = '\0';
-    rc = redq__options_check(&o, err, sizeof err);
+    rc = redq__options_check(full, err, sizeof err);
     if (rc == 0) {
         char uerr[400];
         uerr[0] = '\0';
-        rc = redq__url_parse(url, o.url, uerr, sizeof uerr);
+        rc = redq__url_parse(url, full->url, uerr, sizeof uerr);
         if (rc != 0)
             snprintf(err, sizeof err, "options.url: %s", uerr);
     }
     if (rc != 0) {
-        scrub(err, sizeof err, o.url, o.password);
+        scrub(err, sizeof err, full->url, full->password);
         redq__log(log, REDQ_LOG_ERROR, rc, "%s", err);
-        put_err(&o, err);
+        put_err(full, err);
         return rc;
     }
-    if (full != NULL)
-        *full = o;
     return 0;
 }
 
-int redq__options_prepare(const redq_options *opts, redq__url *url,
-                          redq__logger *log, const char *who)
+int redq__options_prepare_producer(const redq_producer_options *opts,
+                                   redq__options *full, redq__url *url,
+                                   redq__logger *log)
 {
-    return redq__options_prepare_full(opts, NULL, url, log, who);
+    redq_producer_options pub;
+    redq__options_defaults(full);
+    memset(&pub, 0, sizeof pub);
+    producer_copy(&pub, full, 1);
+    memcpy(&pub, opts, read_size(&K_PRODUCER, opts->version, sizeof pub));
+    producer_copy(&pub, full, 0);
+    return prepare(&K_PRODUCER, opts->version, full, url, log);
 }
 
-int redq__new_failed(const redq_options *opts, const redq__logger *log,
+int redq__options_prepare_consumer(const redq_consumer_options *opts,
+                                   redq__options *full, redq__url *url,
+                                   redq__logger *log)
+{
+    redq_consumer_options pub;
+    redq__options_defaults(full);
+    memset(&pub, 0, sizeof pub);
+    consumer_copy(&pub, full, 1);
+    memcpy(&pub, opts, read_size(&K_CONSUMER, opts->version, sizeof pub));
+    consumer_copy(&pub, full, 0);
+    return prepare(&K_CONSUMER, opts->version, full, url, log);
+}
+
+int redq__options_prepare_admin(const redq_admin_options *opts,
+                                redq__options *full, redq__url *url,
+                                redq__logger *log)
+{
+    redq_admin_options pub;
+    redq__options_defaults(full);
+    memset(&pub, 0, sizeof pub);
+    admin_copy(&pub, full, 1);
+    memcpy(&pub, opts, read_size(&K_ADMIN, opts->version, sizeof pub));
+    admin_copy(&pub, full, 0);
+    return prepare(&K_ADMIN, opts->version, full, url, log);
+}
+
+int redq__new_failed(const redq__options *full, const redq__logger *log,
                      int code, const char *fmt, ...)
 {
     char msg[512];
@@ -378,13 +556,12 @@ int redq__new_failed(const redq_options *opts, const redq__logger *log,
     va_end(ap);
     if (log != NULL)
         redq__log(log, REDQ_LOG_ERROR, code, "%s", msg);
-    if (opts != NULL && redq__options_size(opts->version) >=
-                            redq__options_size(2))
-        put_err(opts, msg);
+    if (full != NULL)
+        put_err(full, msg);
     return code;
 }
 
-void redq__conn_config_init(redq__conn_config *cfg, const redq_options *o,
+void redq__conn_config_init(redq__conn_config *cfg, const redq__options *o,
                             const redq__url *url, const redq__logger *log)
 {
     memset(cfg, 0, sizeof *cfg);
@@ -400,9 +577,6 @@ void redq__conn_config_init(redq__conn_config *cfg, const redq_options *o,
 
 /* ---- caller-allocated stats of any layout ------------------------------ */
 
-/* Undo the rename in redq_private.h: here the public names are defined. */
-#undef redq_consumer_get_stats
-
 void redq_consumer_get_stats_sized(const redq_consumer *c,
                                    redq_consumer_stats *st, size_t size)
 {
@@ -416,9 +590,4 @@ void redq_consumer_get_stats_sized(const redq_consumer *c,
         size = sizeof full;
     }
     memcpy(st, &full, size);
-}
-
-void(redq_consumer_get_stats)(const redq_consumer *c, redq_consumer_stats *st)
-{
-    redq_consumer_get_stats_sized(c, st, REDQ__CONSUMER_STATS_V1_SIZE);
 }

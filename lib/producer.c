@@ -10,7 +10,7 @@
  *                  (written, waiting for the reply); the rest waits for room
  *                  in the pipeline (max_inflight_batches) or a connection.
  *   report         when the reply to a batch arrives, each of its messages
- *                  gets its delivery report, in order.
+ *                  gets its report, in order.
  *
  * A batch's buffer holds a complete `LPUSH queue m1 .. mN` command except
  * for the leading `*<N+2>\r\n`, for which room is reserved at the front and
@@ -129,15 +129,16 @@ struct redq_producer {
     char id[24];           /* makes delayed messages' ids unique */
 
     /* options */
-    redq_delivery_cb on_delivery;
+    redq_report_cb on_report;
+    void *report_user;
     redq_ready_cb on_ready;
-    void *user;
+    void *ready_user;
     size_t batch_max_msgs, batch_max_bytes;
     unsigned linger_us;
     int adaptive;
     size_t max_inflight;
     size_t max_pending_msgs, max_pending_bytes, max_message_bytes;
-    uint64_t delivery_timeout_us;
+    uint64_t message_timeout_us;
     uint64_t span_max_us; /* how long one batch may keep taking messages */
 
     /* open batches: hash map by queue name + list in creation order */
@@ -182,7 +183,7 @@ struct redq_producer {
     char redo_msg[256];
     int careful;           /* one batch in flight until a batch succeeds */
 
-    /* Replica-acknowledged delivery (min_replicas): a WAIT is pipelined
+    /* Replica-acknowledged writes (min_replicas): a WAIT is pipelined
      * behind the batches of each pump; see on_wait_reply. */
     int min_replicas;
     int replica_timeout_ms;
@@ -571,7 +572,7 @@ static void maybe_ready(redq_producer *p)
         p->pending_bytes <= p->max_pending_bytes / 2) {
         p->want_ready = 0;
         if (p->on_ready != NULL && !p->closing)
-            p->on_ready(p, p->user);
+            p->on_ready(p, p->ready_user);
     }
 }
 
@@ -582,7 +583,7 @@ static void report_batch(redq_producer *p, batch *b, int status,
 {
     redq_report r;
     size_t i, j = 0;
-    uint64_t *count = status == 0 ? &p->st.delivered : &p->st.failed;
+    uint64_t *count = status == 0 ? &p->st.stored : &p->st.failed;
 
     r.queue = b->qname;
     r.status = status;
@@ -591,7 +592,7 @@ static void report_batch(redq_producer *p, batch *b, int status,
     r.persisted = status == 0 || b->stored ? REDQ_PERSIST_YES
                   : b->unknown                 ? REDQ_PERSIST_POSSIBLY
                                                : REDQ_PERSIST_NOT;
-    if (p->on_delivery == NULL) {
+    if (p->on_report == NULL) {
         p->pending_msgs -= b->n;
         p->pending_bytes -= b->payload_bytes;
         *count += b->n;
@@ -615,7 +616,7 @@ static void report_batch(redq_producer *p, batch *b, int status,
             p->pending_msgs--;
             p->pending_bytes -= b->msgs[i].len;
             (*count)++;
-            p->on_delivery(p, &r, p->user);
+            p->on_report(p, &r, p->report_user);
             if (e.free_cb != NULL)
                 e.free_cb(e.data, e.free_user);
         }
@@ -1053,7 +1054,7 @@ static void defer_cb(evutil_socket_t fd, short what, void *arg)
         check_flushes(p, 0);
 }
 
-/* Fail what has waited past delivery_timeout_ms. A batch's deadline is that
+/* Fail what has waited past message_timeout_ms. A batch's deadline is that
  * of its newest message, so no message fails before its own time; the
  * oldest may wait up to span_max_us longer. */
 static void sweep_cb(evutil_socket_t fd, short what, void *arg)
@@ -1067,14 +1068,14 @@ static void sweep_cb(evutil_socket_t fd, short what, void *arg)
     p->sweep_armed = 0;
 
     snprintf(why, sizeof why, "not acknowledged within %llu ms%s%s%s",
-             (unsigned long long)(p->delivery_timeout_us / 1000),
+             (unsigned long long)(p->message_timeout_us / 1000),
              redq__conn_last_error(p->conn)[0] ? " (last error: " : "",
              redq__conn_last_error(p->conn),
              redq__conn_last_error(p->conn)[0] ? ")" : "");
     for (b = p->fifo.head; b != NULL; b = next) {
         next = b->next;
         if (b->state != B_ZOMBIE &&
-            b->last_us + p->delivery_timeout_us <= now) {
+            b->last_us + p->message_timeout_us <= now) {
             fail_batch(p, b, REDQ_ETIMEDOUT, why);
             if (p->closing)
                 return;
@@ -1082,7 +1083,7 @@ static void sweep_cb(evutil_socket_t fd, short what, void *arg)
     }
     for (b = p->open.head; b != NULL; b = next) {
         next = b->next;
-        if (b->last_us + p->delivery_timeout_us <= now) {
+        if (b->last_us + p->message_timeout_us <= now) {
             fail_batch(p, b, REDQ_ETIMEDOUT, why);
             if (p->closing)
                 return;
@@ -1091,7 +1092,7 @@ static void sweep_cb(evutil_socket_t fd, short what, void *arg)
     maybe_ready(p);
     if (p->pending_msgs > 0 && !p->closing) {
         struct timeval tv;
-        uint64_t period = p->delivery_timeout_us / 16;
+        uint64_t period = p->message_timeout_us / 16;
         if (period < 5000)
             period = 5000;
         if (period > 250000)
@@ -1105,7 +1106,7 @@ static void sweep_cb(evutil_socket_t fd, short what, void *arg)
 
 static void arm_sweep(redq_producer *p)
 {
-    if (p->sweep_armed || p->delivery_timeout_us == 0)
+    if (p->sweep_armed || p->message_timeout_us == 0)
         return;
     sweep_cb(-1, 0, p);
 }
@@ -1150,10 +1151,10 @@ static void stats_emit(void *arg)
                          st.disconnects);
     n += (size_t)snprintf(
         buf + n, sizeof buf - n,
-        ",\"produced\":%llu,\"delivered\":%llu,\"failed\":%llu,"
+        ",\"produced\":%llu,\"stored\":%llu,\"failed\":%llu,"
         "\"pending\":%zu,\"pending_bytes\":%zu,\"inflight_batches\":%zu,"
         "\"batches_sent\":%llu}",
-        (unsigned long long)st.produced, (unsigned long long)st.delivered,
+        (unsigned long long)st.produced, (unsigned long long)st.stored,
         (unsigned long long)st.failed, st.pending_msgs, st.pending_bytes,
         st.inflight_batches, (unsigned long long)st.batches_sent);
     p->stats.cb(buf, n, p->stats.user);
@@ -1163,23 +1164,23 @@ static void stats_emit(void *arg)
 /* ---- the API ------------------------------------------------------------ */
 
 int redq_producer_new(redq_producer **out, struct event_base *base,
-                      const redq_options *caller_opts)
+                      const redq_producer_options *caller_opts)
 {
     redq_producer *p;
     redq__url url;
     redq__logger lg;
     redq__conn_config cfg;
-    redq_options full, *opts = &full; /* the caller's layout, + defaults */
+    redq__options full, *opts = &full; /* the caller's layout, + defaults */
     int rc;
 
     if (caller_opts == NULL)
         return REDQ_EINVAL;
-    rc = redq__options_prepare_full(caller_opts, &full, &url, &lg, "producer");
+    rc = redq__options_prepare_producer(caller_opts, &full, &url, &lg);
     if (rc != 0)
         return rc;
     if (out == NULL || base == NULL) {
         redq__url_free(&url);
-        return redq__new_failed(caller_opts, &lg, REDQ_EINVAL,
+        return redq__new_failed(&full, &lg, REDQ_EINVAL,
                                 "redq_producer_new: %s is NULL",
                                 out == NULL ? "out" : "base");
     }
@@ -1187,14 +1188,15 @@ int redq_producer_new(redq_producer **out, struct event_base *base,
     p = calloc(1, sizeof *p);
     if (p == NULL) {
         redq__url_free(&url);
-        return redq__new_failed(caller_opts, &lg, REDQ_ENOMEM,
+        return redq__new_failed(&full, &lg, REDQ_ENOMEM,
                                 "redq_producer_new: out of memory");
     }
     p->base = base;
     p->log = lg;
-    p->on_delivery = opts->on_delivery;
+    p->on_report = opts->on_report;
+    p->report_user = opts->report_user;
     p->on_ready = opts->on_ready;
-    p->user = opts->user;
+    p->ready_user = opts->ready_user;
     p->batch_max_msgs = opts->batch_max_msgs;
     p->batch_max_bytes = opts->batch_max_bytes;
     p->linger_us = opts->linger_us;
@@ -1203,8 +1205,8 @@ int redq_producer_new(redq_producer **out, struct event_base *base,
     p->max_pending_msgs = opts->max_pending_msgs;
     p->max_pending_bytes = opts->max_pending_bytes;
     p->max_message_bytes = opts->max_message_bytes;
-    p->delivery_timeout_us = (uint64_t)opts->delivery_timeout_ms * 1000u;
-    p->span_max_us = p->delivery_timeout_us / 16;
+    p->message_timeout_us = (uint64_t)opts->message_timeout_ms * 1000u;
+    p->span_max_us = p->message_timeout_us / 16;
     p->max_queue_len = opts->max_queue_len;
     p->min_replicas = opts->min_replicas;
     p->replica_timeout_ms = opts->replica_timeout_ms;
@@ -1255,7 +1257,7 @@ int redq_producer_new(redq_producer **out, struct event_base *base,
         redq__stats_free(&p->stats);
         free(p->buckets);
         free(p);
-        return redq__new_failed(caller_opts, &lg, rc,
+        return redq__new_failed(&full, &lg, rc,
                                 "redq_producer_new: %s", redq_strerror(rc));
     }
     redq__conn_start(p->conn);
@@ -1267,7 +1269,7 @@ static uint64_t coarse_now_us(void)
 {
 #ifdef CLOCK_MONOTONIC_COARSE
     /* A few ns instead of a few tens: this runs once per message, and a
-     * millisecond's resolution is plenty for delivery timeouts. */
+     * millisecond's resolution is plenty for message timeouts. */
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
     return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
@@ -1594,7 +1596,7 @@ int redq_produce_delayed(redq_producer *p, const char *queue,
     /* The stored value is the payload plus its metadata: refuse what cannot
      * fit in one Redis value before encoding it (Redis would answer an
      * over-long bulk string by closing the connection, and the resend would
-     * do it again until delivery_timeout_ms). */
+     * do it again until message_timeout_ms). */
     if (len > REDQ__MAX_BULK - 256)
         return refuse(p, REDQ_ETOOBIG, queue, qlen, len + 256);
     /* The zset needs distinct members: a frame (lib/frame.c) with a
@@ -1728,10 +1730,4 @@ void redq_producer_get_stats_sized(const redq_producer *p,
         size = sizeof full;
     }
     memcpy(st, &full, size);
-}
-
-/* The 0.1 entry point: programs built against 0.1's redq.h. */
-void(redq_producer_get_stats)(const redq_producer *p, redq_producer_stats *st)
-{
-    redq_producer_get_stats_sized(p, st, REDQ__PRODUCER_STATS_V1_SIZE);
 }

@@ -64,52 +64,118 @@ int redq__err_is_transient(const char *str, size_t len);
 
 /* ---- options (lib/options.c) ------------------------------------------- */
 
+/*
+ * Every option of every handle, in one struct: lib/options.c fills it from
+ * whichever public struct the caller gave (redq_producer_options,
+ * redq_consumer_options, redq_admin_options), the defaults in the fields
+ * that struct does not have, and the rest of lib/ reads only this. Field
+ * names are the public ones, except the user pointers (one per callback).
+ */
+typedef struct redq__options {
+    /* connection (every handle) */
+    const char *url;
+    const char *password;
+    const char *client_name;
+    int connect_timeout_ms;
+    int command_timeout_ms;
+    int reconnect_min_ms;
+    int reconnect_max_ms;
+    redq_log_cb log;
+    int log_level;
+    void *log_user;
+    char *errbuf; /* NULL when the caller gave none */
+    size_t errbuf_size;
+
+    /* statistics (producer, consumer) */
+    redq_stats_cb on_stats;
+    void *stats_user;
+    int stats_interval_ms;
+
+    /* producer */
+    redq_report_cb on_report;
+    void *report_user;
+    redq_ready_cb on_ready;
+    void *ready_user;
+    size_t batch_max_msgs;
+    size_t batch_max_bytes;
+    unsigned linger_us;
+    int adaptive;
+    size_t max_inflight_batches;
+    size_t max_pending_msgs;
+    size_t max_pending_bytes;
+    size_t max_message_bytes;
+    int message_timeout_ms;
+    size_t max_queue_len;
+    int min_replicas;
+    int replica_timeout_ms;
+
+    /* consumer */
+    redq_message_cb on_message;
+    void *message_user;
+    int guarantee;
+    size_t pool_size;
+    size_t pop_batch;
+    size_t max_unacked;
+    int pop_timeout_ms;
+    int stop_timeout_ms;
+    int pop_mode;
+    int visibility_timeout_ms;
+    int max_attempts;
+    int retry_base_ms;
+    int retry_max_ms;
+    int consumer_ttl_ms;
+    int promote_interval_ms;
+} redq__options;
+
+/** The defaults of every field (what the public *_init() functions give). */
+void redq__options_defaults(redq__options *o);
+
 /** Check every field of `opts`; on a bad one return REDQ_EINVAL and write why
- *  into err (errlen bytes, NUL-terminated). */
-int redq__options_check(const redq_options *opts, char *err, size_t errlen);
+ *  into err (errlen bytes, NUL-terminated), naming the public field
+ *  ("options.message_timeout_ms must be >= 0"). */
+int redq__options_check(const redq__options *opts, char *err, size_t errlen);
 
 struct redq__url;
 struct redq__conn_config;
 
-/** Bytes of the caller's redq_options for layout `version` (1 ..
- *  REDQ_OPTIONS_VERSION), 0 for a version this library does not know. */
-size_t redq__options_size(int version);
+/** Bytes of the caller's public options struct for layout `version` (1 ..
+ *  REDQ_*_OPTIONS_VERSION), 0 for a version this library does not know. */
+size_t redq__producer_options_size(int version);
+size_t redq__consumer_options_size(int version);
+size_t redq__admin_options_size(int version);
 
-/** What every handle's *_new does first: make its logger (*log, naming
- *  `who`, e.g. "producer"), read the caller's options into *full (the
- *  fields of opts->version's layout, defaults for the newer ones: read
- *  options from *full only, never past the caller's layout), check them,
- *  parse the URL into *url (caller frees with redq__url_free), and on
- *  failure log why and write it to opts->errbuf (never quoting URL user
- *  info). On success opts->errbuf gets "". full may be NULL.
+/** What every handle's *_new does first: make its logger (*log, naming the
+ *  handle: "producer", "consumer", "admin"), read the caller's options into
+ *  *full (the fields of opts->version's layout, defaults for the newer ones
+ *  and for the fields of the other roles: read options from *full only,
+ *  never past the caller's layout), check them, parse the URL into *url
+ *  (caller frees with redq__url_free), and on failure log why and write it
+ *  to opts->errbuf (never quoting URL user info). On success opts->errbuf
+ *  gets "". opts and full must not be NULL.
  *  Returns 0, REDQ_EINVAL or REDQ_ENOMEM. */
-int redq__options_prepare_full(const redq_options *opts, redq_options *full,
-                               struct redq__url *url, redq__logger *log,
-                               const char *who);
-/** redq__options_prepare_full() without the copy. */
-int redq__options_prepare(const redq_options *opts, struct redq__url *url,
-                          redq__logger *log, const char *who);
-/** A *_new failed after redq__options_prepare*(): log `code` and the
- *  formatted reason and write it to opts->errbuf (opts as the caller gave
- *  it; NULL or an unknown version writes nothing). Returns code. */
-int redq__new_failed(const redq_options *opts, const redq__logger *log,
+int redq__options_prepare_producer(const redq_producer_options *opts,
+                                   redq__options *full,
+                                   struct redq__url *url, redq__logger *log);
+int redq__options_prepare_consumer(const redq_consumer_options *opts,
+                                   redq__options *full,
+                                   struct redq__url *url, redq__logger *log);
+int redq__options_prepare_admin(const redq_admin_options *opts,
+                                redq__options *full, struct redq__url *url,
+                                redq__logger *log);
+/** A *_new failed after redq__options_prepare_*(): log `code` and the
+ *  formatted reason and write it to full->errbuf (the caller's, when it
+ *  gave one). Returns code. */
+int redq__new_failed(const redq__options *full, const redq__logger *log,
                      int code, const char *fmt, ...) REDQ__PRINTF(4, 5);
 
-/* The 0.1 layouts of the caller-allocated structs (their sizes never
- * change; the structs only grow at the end). */
-#define REDQ__PRODUCER_STATS_V1_SIZE                                           \
-    (offsetof(redq_producer_stats, throttle_events) + sizeof(uint64_t))
-#define REDQ__CONSUMER_STATS_V1_SIZE                                           \
-    (offsetof(redq_consumer_stats, connected) + sizeof(size_t))
-
 /* lib/consumer.c: the consumer's counters, the whole struct (lib/options.c
- * wraps it as redq_consumer_get_stats_sized() and the 0.1 entry point). */
+ * wraps it as redq_consumer_get_stats_sized()). */
 void redq__consumer_stats_fill(const redq_consumer *c, redq_consumer_stats *st);
 
 /** Fill a connection config from options, a parsed URL and a logger (all
  *  borrowed). */
 void redq__conn_config_init(struct redq__conn_config *cfg,
-                            const redq_options *opts,
+                            const redq__options *opts,
                             const struct redq__url *url,
                             const redq__logger *log);
 
@@ -142,7 +208,7 @@ typedef struct redq__url {
 } redq__url;
 
 /**
- * Parse `url` (see redq_options.url for the forms) into *out, whose strings
+ * Parse `url` (see redq_producer_options.url for the forms) into *out, whose strings
  * are malloc'd and released by redq__url_free().
  * Returns 0, REDQ_EINVAL (err says what is wrong, e.g. "port 70000 out of
  * range 1-65535") or REDQ_ENOMEM. On failure *out is zeroed and owns nothing.
@@ -564,7 +630,7 @@ typedef struct redq__stats {
  *  when either is unset: then nothing else here does anything); emit(handle)
  *  runs on each tick. Returns 0 or REDQ_ENOMEM. */
 int redq__stats_init(redq__stats *s, struct event_base *base,
-                     const redq_options *opts, void (*emit)(void *),
+                     const redq__options *opts, void (*emit)(void *),
                      void *handle);
 /** Stop the timer (from the handle's free, after its connection). */
 void redq__stats_free(redq__stats *s);

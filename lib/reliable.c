@@ -301,7 +301,7 @@ static char *holder_key(const redq_consumer *c, size_t qi, const char *kind,
     return redq__key(c->queues[qi], c->qlens[qi], sfx);
 }
 
-int redq__rel_init(redq_consumer *c, const redq_options *o)
+int redq__rel_init(redq_consumer *c, const redq__options *o)
 {
     size_t i, k;
     uint64_t seed;

@@ -1,5 +1,5 @@
 /*
- * Statistics as JSON on an interval (redq_options.on_stats), shared by the
+ * Statistics as JSON on an interval (the options' on_stats), shared by the
  * producer and the consumer: the timer, the round-trip probe, and the
  * fields every handle reports. Each handle adds its own counters.
  *
@@ -26,7 +26,7 @@ static void tick(evutil_socket_t fd, short what, void *arg)
 }
 
 int redq__stats_init(redq__stats *s, struct event_base *base,
-                     const redq_options *o, void (*emit)(void *),
+                     const redq__options *o, void (*emit)(void *),
                      void *handle)
 {
     struct timeval tv;
@@ -36,7 +36,7 @@ int redq__stats_init(redq__stats *s, struct event_base *base,
     if (o->on_stats == NULL || o->stats_interval_ms <= 0)
         return 0;
     s->cb = o->on_stats;
-    s->user = o->user;
+    s->user = o->stats_user;
     s->emit = emit;
     s->handle = handle;
     s->ev = event_new(base, -1, EV_PERSIST, tick, s);

@@ -1,5 +1,5 @@
 /*
- * Parsing of redq_options.url:
+ * Parsing of the options' url (redq_producer_options.url and the others):
  *
  *   redis://[[user]:password@]host[:port][/db][?db=N]
  *   unix://[[user]:password@]/abs/path/to.sock[?db=N]

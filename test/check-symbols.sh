@@ -9,8 +9,8 @@ trap 'rm -rf "$tmp"' EXIT
 
 # Declarations may span lines: join the header, then pick the name before
 # the first '(' of each REDQ_API declaration. A name in parentheses,
-# "REDQ_API void(redq_options_init)(...)", is a function that a macro of the
-# same name wraps (the 0.1 entry points): unwrap it first. Preprocessor
+# "REDQ_API void(name)(...)", is a function that a macro of the same name
+# wraps: unwrap it first. Preprocessor
 # lines (the macros themselves) are dropped, continuation lines included.
 sed -e '/^#.*\\$/,/[^\\]$/d' -e '/^#/d' "$header" | tr '\n' ' ' |
     sed 's/(\([a-z_][a-z0-9_]*\))[[:space:]]*(/ \1(/g' |

@@ -399,7 +399,7 @@ static void note_failure(demo *d, int status, const char *errstr)
                  errstr ? errstr : redq_strerror(status));
     }
     /* One failure is enough to know the run will not be clean: stop adding
-     * to it, so a dead server costs one delivery timeout, not one per
+     * to it, so a dead server costs one message timeout, not one per
      * window's worth of messages. */
     if (!d->stopping) {
         d->stopping = 1;
@@ -407,7 +407,7 @@ static void note_failure(demo *d, int status, const char *errstr)
     }
 }
 
-static void on_delivery(redq_producer *p, const redq_report *r, void *user)
+static void on_report(redq_producer *p, const redq_report *r, void *user)
 {
     producer_slot *ps = user;
     demo *d = ps->d;
@@ -657,7 +657,8 @@ int main(int argc, char **argv)
     const char *url = getenv("REDQ_URL");
     unsigned long long messages = 1000000, payload = 100, nprod = 1, pool = 1;
     demo d;
-    redq_options opts;
+    redq_consumer_options copts;
+    redq_producer_options popts;
     long long len_after = -1;
     char err_after[256] = "";
     double secs;
@@ -768,23 +769,31 @@ int main(int argc, char **argv)
         goto done;
     }
 
-    redq_options_init(&opts);
-    opts.url = url;
-    opts.client_name = "redq-demo";
-    opts.log = on_log;
-    opts.log_level = REDQ_LOG_WARN;
-    opts.on_delivery = on_delivery;
-    opts.on_ready = on_ready;
-    opts.on_message = on_message;
-    opts.pool_size = (size_t)pool;
+    redq_consumer_options_init(&copts);
+    copts.url = url;
+    copts.client_name = "redq-demo";
+    copts.log = on_log;
+    copts.log_level = REDQ_LOG_WARN;
+    copts.log_user = &d;
+    copts.on_message = on_message;
+    copts.on_message_user = &d;
+    copts.pool_size = (size_t)pool;
+
+    redq_producer_options_init(&popts);
+    popts.url = url;
+    popts.client_name = "redq-demo";
+    popts.log = on_log;
+    popts.log_level = REDQ_LOG_WARN;
+    popts.log_user = &d;
+    popts.on_report = on_report;
+    popts.on_ready = on_ready;
     /* The producers outrun the consumer: without a bound the list would
      * absorb the difference and latency would grow with the run. */
-    opts.max_queue_len = 20000;
-    opts.max_pending_msgs = 20000; /* and the producer's own window */
+    popts.max_queue_len = 20000;
+    popts.max_pending_msgs = 20000; /* and the producer's own window */
 
     /* The consumer first: it is popping by the time the first batch lands. */
-    opts.user = &d;
-    rc = redq_consumer_new(&d.c, d.base, &opts, &d.queue, 1);
+    rc = redq_consumer_new(&d.c, d.base, &copts, &d.queue, 1);
     if (rc < 0) {
         fprintf(stderr, "redq-demo: redq_consumer_new(%s): %s (%s)\n", url,
                 redq_strerror(rc), redq_err_name(rc));
@@ -800,8 +809,9 @@ int main(int argc, char **argv)
             fprintf(stderr, "redq-demo: out of memory\n");
             goto done;
         }
-        opts.user = ps;
-        rc = redq_producer_new(&ps->p, d.base, &opts);
+        popts.on_report_user = ps;
+        popts.on_ready_user = ps;
+        rc = redq_producer_new(&ps->p, d.base, &popts);
         if (rc < 0) {
             fprintf(stderr, "redq-demo: redq_producer_new(%s): %s (%s)\n", url,
                     redq_strerror(rc), redq_err_name(rc));
@@ -841,7 +851,7 @@ int main(int argc, char **argv)
         secs = 0;
     printf("redq-demo: %s, queue %s, %zu-byte payloads, %u producer%s, consumer pool %llu, %s\n",
            url, d.queue, d.payload_len, d.nprod, d.nprod == 1 ? "" : "s", pool,
-           opts.delivery == REDQ_AT_LEAST_ONCE ? "at-least-once (acked)"
+           copts.guarantee == REDQ_AT_LEAST_ONCE ? "at-least-once (acked)"
                                                : "at-most-once");
     printf("  %-16s %12llu\n", "messages", (unsigned long long)d.want);
     printf("  %-16s %12.3f\n", "seconds", secs);

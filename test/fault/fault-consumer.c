@@ -202,8 +202,8 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     cs.base = event_base_new();
-    redq_options o;
-    redq_options_init(&o);
+    redq_consumer_options o;
+    redq_consumer_options_init(&o);
     o.url = url;
     o.client_name = name;
     o.command_timeout_ms = 1000;
@@ -211,7 +211,7 @@ int main(int argc, char **argv)
     o.reconnect_max_ms = 500;
     o.pool_size = pool;
     o.pop_timeout_ms = 500;
-    o.delivery = delivery;
+    o.guarantee = delivery;
     /* Short enough that a killed or stopped consumer's messages come back
      * within the run; the stop waits at most this for acks. */
     o.consumer_ttl_ms = 3000;
@@ -222,8 +222,9 @@ int main(int argc, char **argv)
     o.stop_timeout_ms = 10000;
     o.log = on_log;
     o.log_level = REDQ_LOG_WARN;
-    o.user = &cs;
+    o.log_user = &cs;
     o.on_message = on_message;
+    o.on_message_user = &cs;
     int rc = redq_consumer_new(&cs.c, cs.base, &o, cs.qname, (size_t)cs.nq);
     if (rc < 0) {
         fprintf(stderr, "fault-consumer: redq_consumer_new: %s\n", redq_strerror(rc));

@@ -11,7 +11,7 @@
  *   S <pid>.<seq> <qidx> <len> <hash> <ms>             accepted by redq_produce
  *   R <pid>.<seq> <qidx> <status> <len> <hash> <ms> [<persisted>]   report
  *   X <pid>.<seq> <qidx> <rc>                          refused by redq_produce
- *   END <produced> <delivered> <failed>                clean exit
+ *   END <produced> <stored> <failed>                clean exit
  * where <hash> is fault_hash() of the bytes (for R: of the report's own
  * payload copy) and <ms> the wall clock. Uses only redq.h and libevent.
  */
@@ -29,7 +29,7 @@
 #include "fault-common.h"
 
 /* How long a stop may take before the process gives up: the flush is
- * bounded by delivery_timeout_ms, this only guards against a hang. */
+ * bounded by message_timeout_ms, this only guards against a hang. */
 #define STOP_LIMIT_S 60
 
 typedef struct prod {
@@ -47,7 +47,7 @@ typedef struct prod {
     const char *variants; /* ",a,b," or NULL: which shapes to send */
     int full;         /* waiting for on_ready */
     int stopping;
-    uint64_t produced, delivered, failed;
+    uint64_t produced, stored, failed;
     struct event *tick, *sigterm, *limit;
     unsigned char *buf;
 } prod;
@@ -77,13 +77,13 @@ static int qslot(const prod *pr, const char *queue)
     return -1;
 }
 
-static void on_delivery(redq_producer *p, const redq_report *r, void *user)
+static void on_report(redq_producer *p, const redq_report *r, void *user)
 {
     prod *pr = user;
     uint64_t seq = (uint64_t)(uintptr_t)r->opaque;
     (void)p;
     if (r->status == 0)
-        pr->delivered++;
+        pr->stored++;
     else
         pr->failed++;
 #ifdef FAULT_HAVE_PERSISTED
@@ -240,20 +240,22 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     pr.base = event_base_new();
-    redq_options o;
-    redq_options_init(&o);
+    redq_producer_options o;
+    redq_producer_options_init(&o);
     o.url = url;
     o.client_name = name;
     o.command_timeout_ms = 1000;
     o.connect_timeout_ms = 1000;
     o.reconnect_max_ms = 500;
-    o.delivery_timeout_ms = 20000;
+    o.message_timeout_ms = 20000;
     o.max_pending_msgs = 20000;
     o.log = on_log;
     o.log_level = REDQ_LOG_WARN;
-    o.user = &pr;
-    o.on_delivery = on_delivery;
+    o.log_user = &pr;
+    o.on_report = on_report;
+    o.on_report_user = &pr;
     o.on_ready = on_ready;
+    o.on_ready_user = &pr;
     int rc = redq_producer_new(&pr.p, pr.base, &o);
     if (rc < 0) {
         fprintf(stderr, "fault-producer: redq_producer_new: %s\n", redq_strerror(rc));
@@ -270,7 +272,7 @@ int main(int argc, char **argv)
     event_base_dispatch(pr.base);
 
     fault_log(pr.log, "END %llu %llu %llu\n", (unsigned long long)pr.produced,
-              (unsigned long long)pr.delivered, (unsigned long long)pr.failed);
+              (unsigned long long)pr.stored, (unsigned long long)pr.failed);
     event_free(pr.tick);
     event_free(pr.limit);
     event_free(pr.sigterm);

@@ -674,7 +674,7 @@ class Harness:
         self.check_workers()
 
         # Heal, then stop the producers: they flush (bounded by their
-        # delivery_timeout_ms) and close.
+        # message_timeout_ms) and close.
         self.proxy.blackhole = False
         self.squeeze_off()
         self.stop_role("producer", 60)
@@ -802,7 +802,7 @@ def check(h):
     for tag, s in sent.items():
         rs = reports.get(tag, [])
         if len(rs) > 1:
-            bad.append("REPORTS: %s had %d delivery reports" % (tag, len(rs)))
+            bad.append("REPORTS: %s had %d reports" % (tag, len(rs)))
         if not rs and tpid(tag) in clean_pids:
             bad.append("NO REPORT: %s (queue %d) accepted by a producer that exited "
                        "cleanly but never reported" % (tag, s[0]))

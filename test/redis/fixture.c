@@ -659,7 +659,7 @@ static void bad(fx_tracker *t, const char *fmt, ...)
 }
 
 /* Records only: an assertion here would longjmp out of the loop. */
-static void tr_delivery(redq_producer *p, const redq_report *r, void *user)
+static void tr_report(redq_producer *p, const redq_report *r, void *user)
 {
     fx_tracker *t = user;
     uint64_t now = fx_now_us();
@@ -780,12 +780,14 @@ static void tracker_free(fx_tracker *t)
     free((struct fx_tracker_priv *)(void *)t);
 }
 
-int fx_producer_new(fx_tracker *t, redq_options *opts)
+int fx_producer_new(fx_tracker *t, redq_producer_options *opts)
 {
-    opts->on_delivery = tr_delivery;
+    opts->on_report = tr_report;
+    opts->on_report_user = t;
     opts->on_ready = tr_ready;
+    opts->on_ready_user = t;
     opts->log = tr_log;
-    opts->user = t;
+    opts->log_user = t;
     return redq_producer_new(&t->p, fx_base(), opts);
 }
 

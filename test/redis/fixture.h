@@ -152,9 +152,10 @@ struct fx_tracker {
 
 /** A tracker for `cap` messages; freed by fx_teardown(). */
 fx_tracker *fx_tracker_new(size_t cap);
-/** redq_producer_new(&t->p, fx_base(), opts) after pointing on_delivery,
- *  on_ready, log and user at the tracker. Returns its result. */
-int fx_producer_new(fx_tracker *t, redq_options *opts);
+/** redq_producer_new(&t->p, fx_base(), opts) after pointing on_report,
+ *  on_ready and log (and their user pointers) at the tracker. Returns its
+ *  result. */
+int fx_producer_new(fx_tracker *t, redq_producer_options *opts);
 /** Build payload `seq` for `queue` into buf (cap bytes); returns its length. */
 size_t fx_payload(char *buf, size_t cap, const char *queue, size_t seq,
                   size_t size);

@@ -321,9 +321,9 @@ TestSuite(conn_layer, .init = fx_setup, .fini = fini, .timeout = 90);
 /* Least-privilege users                                                      */
 /* ========================================================================= */
 
-static void opts_for(redq_options *o, const char *url)
+static void opts_for(redq_producer_options *o, const char *url)
 {
-    redq_options_init(o);
+    redq_producer_options_init(o);
     o->url = url;
     o->reconnect_min_ms = 20;
     o->reconnect_max_ms = 100;
@@ -339,7 +339,7 @@ Test(acl, producer_only_user_produces)
 {
     acl_user("rq_prod", "Pw-prod-7f3a", "~* +lpush");
     fx_tracker *t = fx_tracker_new(40);
-    redq_options o;
+    redq_producer_options o;
     opts_for(&o, url_for("rq_prod", "Pw-prod-7f3a", NULL));
     cr_assert_eq(fx_producer_new(t, &o), 0);
 
@@ -486,7 +486,7 @@ Test(acl, select_refused_or_out_of_range_is_permanent)
 
     /* Through the public producer: the specific code is logged. */
     fx_tracker *p = fx_tracker_new(1);
-    redq_options po;
+    redq_producer_options po;
     opts_for(&po, url_for("rq_nosel", "nosel-pw", "/1"));
     cr_assert_eq(fx_producer_new(p, &po), 0);
     cr_assert(fx_wait_log_code(p, REDQ_ENOPERM, 3000), "no REDQ_ENOPERM");
@@ -1015,10 +1015,10 @@ Test(conn_layer, loading_is_waited_out, .timeout = 120)
     char url[64];
     snprintf(url, sizeof url, "redis://127.0.0.1:%d", port);
     fx_tracker *t = fx_tracker_new(10);
-    redq_options o;
+    redq_producer_options o;
     opts_for(&o, url);
     o.reconnect_max_ms = 200;
-    o.delivery_timeout_ms = 60000;
+    o.message_timeout_ms = 60000;
     cr_assert_eq(fx_producer_new(t, &o), 0);
     fx_produce_range(t, "q", 0, 10, 0);
     bool done = fx_wait_reports(t, 10, 60000);

@@ -156,8 +156,8 @@ static bool cond_done(void *arg)
 static redq_admin *admin(void)
 {
     if (g_admin == NULL) {
-        redq_options o;
-        redq_options_init(&o);
+        redq_admin_options o;
+        redq_admin_options_init(&o);
         o.url = fx_url();
         cr_assert(redq_admin_new(&g_admin, fx_base(), &o) == 0);
     }
@@ -628,15 +628,15 @@ static void on_pclosed(void *u)
 Test(admin, a_fresh_admin_finds_the_queues_producers_used_and_prunes_old)
 {
     redq_producer *p;
-    redq_options o;
+    redq_producer_options o;
     int ok = 0, closed = 0;
     char big[1025];
     memset(big, 'q', 1024);
     big[1024] = '\0';
-    redq_options_init(&o);
+    redq_producer_options_init(&o);
     o.url = fx_url();
-    o.on_delivery = on_rep_count;
-    o.user = &ok;
+    o.on_report = on_rep_count;
+    o.on_report_user = &ok;
     cr_assert(redq_producer_new(&p, fx_base(), &o) == 0);
     cr_assert(redq_produce(p, "reg-a", "1", 1, NULL) == 0);
     cr_assert(redq_produce(p, "reg-b", "2", 1, NULL) == 0);
@@ -680,10 +680,10 @@ Test(admin, a_fresh_admin_finds_the_queues_producers_used_and_prunes_old)
 
 Test(admin, close_fails_calls_not_answered_then_calls_close_last)
 {
-    redq_options o;
+    redq_admin_options o;
     redq_admin *a;
     int want;
-    redq_options_init(&o);
+    redq_admin_options_init(&o);
     o.url = "redis://127.0.0.1:1"; /* nothing listens: calls wait */
     o.connect_timeout_ms = 200;
     cr_assert(redq_admin_new(&a, fx_base(), &o) == 0);
@@ -757,12 +757,12 @@ static bool cond_q1(void *a)
 static void consumer_start(ctrack *t, int mode, const char *const *qs,
                            size_t nq, size_t pool)
 {
-    redq_options o;
-    redq_options_init(&o);
+    redq_consumer_options o;
+    redq_consumer_options_init(&o);
     o.url = fx_url();
-    o.delivery = mode;
+    o.guarantee = mode;
     o.on_message = on_cmsg;
-    o.user = t;
+    o.on_message_user = t;
     o.pool_size = pool;
     o.promote_interval_ms = 50;
     o.pop_timeout_ms = 3000; /* long: a pop left blocked would be seen */
@@ -843,11 +843,11 @@ Test(admin, snapshot_of_real_consumers_holding_messages_and_registry)
     for (i = 0; i < 20; i++)
         fx_cmd_ok("LPUSH realq m%d", i);
     {
-        redq_options o;
-        redq_options_init(&o);
+        redq_consumer_options o;
+        redq_consumer_options_init(&o);
         o.url = fx_url();
         o.on_message = on_cmsg;
-        o.user = &t;
+        o.on_message_user = &t;
         o.pool_size = 2;
         o.max_unacked = 7; /* holds 7, leaves 13 */
         o.promote_interval_ms = 50;
@@ -946,12 +946,12 @@ static void cnt_produce(const char *q, int n, int delayed)
 {
     cnt_track t = {0};
     redq_producer *p;
-    redq_options o;
+    redq_producer_options o;
     int i, closed = 0;
-    redq_options_init(&o);
+    redq_producer_options_init(&o);
     o.url = fx_url();
-    o.on_delivery = on_cnt_report;
-    o.user = &t;
+    o.on_report = on_cnt_report;
+    o.on_report_user = &t;
     cr_assert(redq_producer_new(&p, fx_base(), &o) == 0);
     for (i = 0; i < n + delayed; i++) {
         char m[32];
@@ -977,14 +977,14 @@ static void cnt_produce(const char *q, int n, int delayed)
 static void cnt_consume(const char *q, int mode, size_t want, cnt_track *t)
 {
     redq_consumer *c;
-    redq_options o;
+    redq_consumer_options o;
     const char *qs[1] = {q};
     int closed = 0;
-    redq_options_init(&o);
+    redq_consumer_options_init(&o);
     o.url = fx_url();
-    o.delivery = mode;
+    o.guarantee = mode;
     o.on_message = on_cnt_msg;
-    o.user = t;
+    o.on_message_user = t;
     o.pool_size = 2;
     o.max_attempts = 2;
     o.retry_base_ms = 10;
@@ -1033,13 +1033,13 @@ Test(admin, counters_of_messages_moved_count_every_event_once)
     {
         cnt_track t2 = {0};
         redq_consumer *c;
-        redq_options o;
+        redq_consumer_options o;
         const char *qs[1] = {"cntb"};
         int closed = 0, i;
-        redq_options_init(&o);
+        redq_consumer_options_init(&o);
         o.url = fx_url();
         o.on_message = on_cnt_msg;
-        o.user = &t2;
+        o.on_message_user = &t2;
         o.pool_size = 1;
         o.pop_timeout_ms = 5000;
         cr_assert(redq_consumer_new(&c, fx_base(), &o, qs, 1) == 0);
@@ -1212,7 +1212,7 @@ typedef struct strack {
     redq_consumer *c;
     unsigned calls, bad;
     char why[512];
-    json_int_t last_delivered, last_acked, last_dead, last_rtt;
+    json_int_t last_stored, last_delivered, last_acked, last_dead, last_rtt;
     int done;
 } strack;
 
@@ -1257,7 +1257,9 @@ static void on_stats_json(const char *json, size_t len, void *user)
         if (strcmp(json_string_value(json_object_get(o, "type")), "producer"))
             t->bad++;
         SAME(o, "produced", st.produced);
-        SAME(o, "delivered", st.delivered);
+        SAME(o, "stored", st.stored);
+        if (json_object_get(o, "delivered") != NULL)
+            t->bad++; /* 0.9: a producer's "delivered" is "stored" */
         SAME(o, "failed", st.failed);
         SAME(o, "pending", st.pending_msgs);
         SAME(o, "pending_bytes", st.pending_bytes);
@@ -1265,7 +1267,7 @@ static void on_stats_json(const char *json, size_t len, void *user)
         SAME(o, "batches_sent", st.batches_sent);
         SAME(o, "reconnects", st.disconnects);
         SAME(o, "connected", st.connected);
-        t->last_delivered = jint(o, "delivered", t);
+        t->last_stored = jint(o, "stored", t);
     } else {
         redq_consumer_stats st;
         redq_consumer_get_stats(t->c, &st);
@@ -1295,7 +1297,7 @@ static void on_stats_json(const char *json, size_t len, void *user)
 static bool cond_stats_prod(void *a)
 {
     strack *t = a;
-    return t->last_delivered >= 100 && t->last_rtt > 0;
+    return t->last_stored >= 100 && t->last_rtt > 0;
 }
 
 static bool cond_stats_cons(void *a)
@@ -1317,34 +1319,43 @@ static void on_smsg(redq_consumer *c, redq_message *m, void *user)
 Test(admin, stats_json_on_an_interval_matches_the_stats_structs)
 {
     strack tp = {0}, tc = {0};
-    redq_options o;
+    redq_producer_options o;
+    redq_consumer_options co;
     int i, closed = 0;
     ctrack dummy = {0};
     static const char *const qs[] = {"statq"};
 
-    redq_options_init(&o);
-    cr_expect_eq(o.version, 3);
+    redq_producer_options_init(&o);
+    cr_expect_eq(o.version, 1);
     cr_expect_eq(o.stats_interval_ms, 0);
     cr_expect_null(o.on_stats);
     o.url = fx_url();
     o.on_stats = on_stats_json;
     o.stats_interval_ms = 40;
-    o.user = &tp;
+    o.on_stats_user = &tp;
     cr_assert(redq_producer_new(&tp.p, fx_base(), &o) == 0);
     for (i = 0; i < 99; i++)
         cr_assert(redq_produce(tp.p, "statq", "m", 1, NULL) == 0);
     cr_assert(redq_produce(tp.p, "statq", "bad", 3, NULL) == 0);
-    cr_assert(fx_run_until(cond_stats_prod, &tp, 5000), "delivered %lld",
-              (long long)tp.last_delivered);
+    cr_assert(fx_run_until(cond_stats_prod, &tp, 5000), "stored %lld",
+              (long long)tp.last_stored);
     cr_expect_eq(tp.bad, 0, "%s", tp.why);
     cr_expect(tp.calls >= 2);
 
-    o.user = &tc;
-    o.on_message = on_smsg;
-    o.max_attempts = 1;
-    o.promote_interval_ms = 50;
-    o.pool_size = 2;
-    cr_assert(redq_consumer_new(&tc.c, fx_base(), &o, qs, 1) == 0);
+    redq_consumer_options_init(&co);
+    cr_expect_eq(co.version, 1);
+    cr_expect_eq(co.stats_interval_ms, 0);
+    cr_expect_null(co.on_stats);
+    co.url = fx_url();
+    co.on_stats = on_stats_json;
+    co.stats_interval_ms = 40;
+    co.on_stats_user = &tc;
+    co.on_message = on_smsg;
+    co.on_message_user = &tc;
+    co.max_attempts = 1;
+    co.promote_interval_ms = 50;
+    co.pool_size = 2;
+    cr_assert(redq_consumer_new(&tc.c, fx_base(), &co, qs, 1) == 0);
     cr_assert(fx_run_until(cond_stats_cons, &tc, 5000), "acked %lld dead %lld",
               (long long)tc.last_acked, (long long)tc.last_dead);
     cr_expect_eq(tc.bad, 0, "%s", tc.why);
@@ -1396,19 +1407,20 @@ static bool cond_lp(void *a)
 Test(admin, a_producer_without_zadd_keeps_working_with_one_warning)
 {
     lptrack t = {0};
-    redq_options o;
+    redq_producer_options o;
     redq_producer *p;
     char url[128];
     int i, closed = 0;
     fx_cmd_ok("ACL SETUSER lp on >pw-lp ~* -@all +lpush");
     snprintf(url, sizeof url, "redis://lp:pw-lp@127.0.0.1:%d", fx_port());
-    redq_options_init(&o);
+    redq_producer_options_init(&o);
     o.url = url;
     o.client_name = NULL;
-    o.on_delivery = on_lp_report;
+    o.on_report = on_lp_report;
     o.log = on_lp_log;
     o.log_level = REDQ_LOG_DEBUG;
-    o.user = &t;
+    o.log_user = &t;
+    o.on_report_user = &t;
     cr_assert(redq_producer_new(&p, fx_base(), &o) == 0);
     /* Two queues, several batches each: every first use tries a ZADD. */
     for (i = 0; i < 40; i++) {

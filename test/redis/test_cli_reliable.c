@@ -122,17 +122,17 @@ static void lc_on_message(redq_consumer *c, redq_message *m, void *user)
 
 static void lc_start(lib_consumer *lc, const char *queue, bool nack)
 {
-    redq_options o;
+    redq_consumer_options o;
     const char *qs[1] = {queue};
 
     memset(lc, 0, sizeof *lc);
     lc->nack = nack;
-    redq_options_init(&o);
+    redq_consumer_options_init(&o);
     o.url = fx_url();
-    o.delivery = REDQ_AT_LEAST_ONCE;
+    o.guarantee = REDQ_AT_LEAST_ONCE;
     o.max_attempts = 1; /* the first nack dead-letters */
     o.on_message = lc_on_message;
-    o.user = lc;
+    o.on_message_user = lc;
     o.consumer_ttl_ms = 300;
     o.promote_interval_ms = 20;
     cr_assert_eq(redq_consumer_new(&lc->c, fx_base(), &o, qs, 1), 0);

@@ -14,7 +14,7 @@
 
 TestSuite(connection, .init = fx_setup, .fini = fx_teardown, .timeout = 60);
 
-static void new_producer(fx_tracker *t, redq_options *o)
+static void new_producer(fx_tracker *t, redq_producer_options *o)
 {
     int rc = fx_producer_new(t, o);
     cr_assert(rc == 0, "redq_producer_new(%s): %s", o->url ? o->url : "(null)",
@@ -22,9 +22,9 @@ static void new_producer(fx_tracker *t, redq_options *o)
 }
 
 /* Fast reconnects keep the tests short. */
-static void opts_for(redq_options *o, const char *url)
+static void opts_for(redq_producer_options *o, const char *url)
 {
-    redq_options_init(o);
+    redq_producer_options_init(o);
     o->url = url;
     o->reconnect_min_ms = 20;
     o->reconnect_max_ms = 100;
@@ -91,7 +91,7 @@ Test(connection, client_kill_midstream_loses_nothing)
 {
     const size_t n = 20000;
     fx_tracker *t = fx_tracker_new(n);
-    redq_options o;
+    redq_producer_options o;
     opts_for(&o, fx_url());
     o.client_name = "redq-kill-test";
     o.log_level = REDQ_LOG_INFO;
@@ -171,7 +171,7 @@ Test(connection, server_not_up_at_start, .init = fx_setup_noserver)
     char url[64];
     snprintf(url, sizeof url, "redis://127.0.0.1:%d", port);
     fx_tracker *t = fx_tracker_new(n);
-    redq_options o;
+    redq_producer_options o;
     opts_for(&o, url);
     new_producer(t, &o);
 
@@ -199,7 +199,7 @@ Test(connection, server_not_up_at_start, .init = fx_setup_noserver)
 Test(connection, server_restart_is_survived)
 {
     fx_tracker *t = fx_tracker_new(20);
-    redq_options o;
+    redq_producer_options o;
     opts_for(&o, fx_url());
     new_producer(t, &o);
     fx_produce_range(t, "q", 0, 10, 0);
@@ -232,9 +232,9 @@ Test(connection, delivery_timeout_without_a_server, .init = fx_setup_noserver)
     char url[64];
     snprintf(url, sizeof url, "redis://127.0.0.1:%d", fx_free_port());
     fx_tracker *t = fx_tracker_new(n);
-    redq_options o;
+    redq_producer_options o;
     opts_for(&o, url);
-    o.delivery_timeout_ms = 300;
+    o.message_timeout_ms = 300;
     new_producer(t, &o);
 
     fx_produce_range(t, "q", 0, n, 0);
@@ -243,18 +243,18 @@ Test(connection, delivery_timeout_without_a_server, .init = fx_setup_noserver)
     fx_assert_reported(t, 0, n, REDQ_ETIMEDOUT);
     expect_timing(t, 0, n, 300, 300 + 1500);
     redq_producer_stats st = fx_stats(t);
-    cr_assert(st.failed == n && st.delivered == 0 && st.pending_msgs == 0,
-              "stats: failed %llu delivered %llu pending %zu",
-              (unsigned long long)st.failed, (unsigned long long)st.delivered,
+    cr_assert(st.failed == n && st.stored == 0 && st.pending_msgs == 0,
+              "stats: failed %llu stored %llu pending %zu",
+              (unsigned long long)st.failed, (unsigned long long)st.stored,
               st.pending_msgs);
 }
 
 Test(connection, delivery_timeout_after_the_server_went_away)
 {
     fx_tracker *t = fx_tracker_new(11);
-    redq_options o;
+    redq_producer_options o;
     opts_for(&o, fx_url());
-    o.delivery_timeout_ms = 400;
+    o.message_timeout_ms = 400;
     new_producer(t, &o);
     cr_assert(fx_produce(t, "q", 0, 0) == 0);
     cr_assert(fx_wait_reports(t, 1, 5000), "no report within 5 s");
@@ -285,9 +285,9 @@ Test(connection, wrong_password_is_reported, .init = fx_setup_noserver)
     char url[96];
     snprintf(url, sizeof url, "redis://:wrong@127.0.0.1:%d", fx_port());
     fx_tracker *t = fx_tracker_new(5);
-    redq_options o;
+    redq_producer_options o;
     opts_for(&o, url);
-    o.delivery_timeout_ms = 500;
+    o.message_timeout_ms = 500;
     new_producer(t, &o);
 
     fx_produce_range(t, "q", 0, 5, 0);
@@ -312,7 +312,7 @@ Test(connection, right_password_in_url_or_option, .init = fx_setup_noserver)
     char url[96];
     snprintf(url, sizeof url, "redis://:secret@127.0.0.1:%d", fx_port());
     fx_tracker *a = fx_tracker_new(5);
-    redq_options o;
+    redq_producer_options o;
     opts_for(&o, url);
     new_producer(a, &o);
 
@@ -346,7 +346,7 @@ Test(connection, acl_user_with_encoded_password)
     snprintf(url, sizeof url, "redis://alice:p%%40ss%%3Aw%%2Frd@127.0.0.1:%d",
              fx_port());
     fx_tracker *t = fx_tracker_new(10);
-    redq_options o;
+    redq_producer_options o;
     opts_for(&o, url);
     o.client_name = "redq-alice";
     new_producer(t, &o);
@@ -378,7 +378,7 @@ Test(connection, unix_socket_url)
     char url[256];
     snprintf(url, sizeof url, "unix://%s", fx_unix_path());
     fx_tracker *t = fx_tracker_new(10);
-    redq_options o;
+    redq_producer_options o;
     opts_for(&o, url);
     o.client_name = "redq-unix";
     new_producer(t, &o);
@@ -400,7 +400,7 @@ Test(connection, unix_socket_url_with_db)
     char url[256];
     snprintf(url, sizeof url, "unix://%s?db=2", fx_unix_path());
     fx_tracker *t = fx_tracker_new(5);
-    redq_options o;
+    redq_producer_options o;
     opts_for(&o, url);
     new_producer(t, &o);
     fx_produce_range(t, "q", 0, 5, 0);
@@ -417,7 +417,7 @@ Test(connection, db_in_url_is_selected)
     char url[96];
     snprintf(url, sizeof url, "%s/3", fx_url());
     fx_tracker *t = fx_tracker_new(5);
-    redq_options o;
+    redq_producer_options o;
     opts_for(&o, url);
     new_producer(t, &o);
     fx_produce_range(t, "q", 0, 5, 0);
@@ -435,9 +435,9 @@ Test(connection, unselectable_db_is_reported)
     char url[96];
     snprintf(url, sizeof url, "%s/99", fx_url());
     fx_tracker *t = fx_tracker_new(1);
-    redq_options o;
+    redq_producer_options o;
     opts_for(&o, url);
-    o.delivery_timeout_ms = 300;
+    o.message_timeout_ms = 300;
     int rc = fx_producer_new(t, &o);
     if (rc == REDQ_EINVAL)
         return; /* refusing it up front is fine too */
@@ -460,7 +460,7 @@ Test(connection, unselectable_db_is_reported)
 Test(connection, readonly_replica_backs_off_then_delivers)
 {
     fx_tracker *t = fx_tracker_new(20);
-    redq_options o;
+    redq_producer_options o;
     int dead = fx_free_port();
     redq_producer_stats st;
 
@@ -492,7 +492,7 @@ Test(connection, readonly_replica_backs_off_then_delivers)
 Test(connection, host_name_is_resolved)
 {
     fx_tracker *t = fx_tracker_new(10);
-    redq_options o;
+    redq_producer_options o;
     char url[64];
 
     snprintf(url, sizeof url, "redis://localhost:%d", fx_port());

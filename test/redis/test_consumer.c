@@ -182,17 +182,18 @@ static void teardown(void)
     fx_teardown();
 }
 
-static void consumer_opts(redq_options *o, ctrack *t)
+static void consumer_opts(redq_consumer_options *o, ctrack *t)
 {
-    redq_options_init(o);
+    redq_consumer_options_init(o);
     o->url = fx_url();
-    o->delivery = REDQ_AT_MOST_ONCE; /* this suite tests the fast mode */
+    o->guarantee = REDQ_AT_MOST_ONCE; /* this suite tests the fast mode */
     o->on_message = on_msg;
     o->log = on_clog;
-    o->user = t;
+    o->log_user = t;
+    o->on_message_user = t;
 }
 
-static void start_consumer(ctrack *t, redq_options *o)
+static void start_consumer(ctrack *t, redq_consumer_options *o)
 {
     int rc = redq_consumer_new(&t->c, fx_base(), o, t->queues, t->nq);
     cr_assert(rc == 0, "redq_consumer_new: %s", redq_err_name(rc));
@@ -231,8 +232,8 @@ static void close_consumer(ctrack *t)
 static void fill(const char *queue, size_t from, size_t to)
 {
     fx_tracker *p = fx_tracker_new(to);
-    redq_options o;
-    redq_options_init(&o);
+    redq_producer_options o;
+    redq_producer_options_init(&o);
     o.url = fx_url();
     o.max_pending_msgs = 1000000;
     cr_assert_eq(fx_producer_new(p, &o), 0);
@@ -258,7 +259,7 @@ Test(consumer, fifo_hundred_thousand_in_order_once)
     static const char *const qs[] = {"q"};
     const size_t n = 100000;
     ctrack *t = ctrack_new(qs, 1, n);
-    redq_options o;
+    redq_consumer_options o;
 
     fill("q", 0, n);
     consumer_opts(&o, t);
@@ -281,7 +282,7 @@ static void mode_fifo(int mode)
     static const char *const qs[] = {"q"};
     const size_t n = 20000;
     ctrack *t = ctrack_new(qs, 1, n);
-    redq_options o;
+    redq_consumer_options o;
     long long pops;
     const char *cmd = mode == REDQ_POP_BLMPOP ? "blmpop" : "brpop";
 
@@ -326,7 +327,7 @@ Test(consumer, pool_of_8_on_3_queues_exactly_once_within_window, .timeout = 120)
     const size_t per = 200000 / 3 + 1;
     const size_t window = 500;
     ctrack *t = ctrack_new(qs, 3, per);
-    redq_options o;
+    redq_consumer_options o;
     struct timeval tv = {0, 1000};
 
     for (size_t i = 0; i < 3; i++)
@@ -370,7 +371,7 @@ Test(consumer, earlier_queues_take_priority)
     static const char *const qs[] = {"high", "low"};
     const size_t n = 3000;
     ctrack *t = ctrack_new(qs, 2, n);
-    redq_options o;
+    redq_consumer_options o;
     size_t last_high = 0, first_low = SIZE_MAX;
 
     fill("low", 0, n);
@@ -400,7 +401,7 @@ Test(consumer, stop_mid_stream_loses_nothing)
     static const char *const qs[] = {"q"};
     const size_t n = 50000;
     ctrack *t = ctrack_new(qs, 1, n);
-    redq_options o;
+    redq_consumer_options o;
     long long left;
 
     fill("q", 0, n);
@@ -428,7 +429,7 @@ Test(consumer, stop_unblocks_parked_pops_at_once)
 {
     static const char *const qs[] = {"empty"};
     ctrack *t = ctrack_new(qs, 1, 10);
-    redq_options o;
+    redq_consumer_options o;
     uint64_t t0;
     redq_consumer_stats st;
 
@@ -460,7 +461,7 @@ Test(consumer, stop_waits_for_async_acks)
     static const char *const qs[] = {"q"};
     const size_t n = 300;
     ctrack *t = ctrack_new(qs, 1, n);
-    redq_options o;
+    redq_consumer_options o;
 
     fill("q", 0, n);
     consumer_opts(&o, t);
@@ -486,7 +487,7 @@ Test(consumer, stop_timeout_reports_unacked)
 {
     static const char *const qs[] = {"q"};
     ctrack *t = ctrack_new(qs, 1, 10);
-    redq_options o;
+    redq_consumer_options o;
 
     fill("q", 0, 5);
     consumer_opts(&o, t);
@@ -515,7 +516,7 @@ Test(consumer, interop_plain_lpush_in_redq_pop_out)
 {
     static const char *const qs[] = {"plain"};
     ctrack *t = ctrack_new(qs, 1, 100);
-    redq_options o;
+    redq_consumer_options o;
 
     /* One LPUSH with many values, then singles, as plain clients do. */
     redis_cli("LPUSH plain 0 1 2 3 4 5 6 7 8 9");
@@ -563,7 +564,7 @@ Test(consumer, carries_on_across_a_server_restart)
                                       "always", NULL};
     const size_t n = 4000;
     ctrack *t = ctrack_new(qs, 1, n);
-    redq_options o;
+    redq_consumer_options o;
     redq_consumer_stats st;
 
     fx_server_stop();
@@ -603,7 +604,7 @@ Test(consumer, wrong_type_queue_is_skipped_others_served)
 {
     static const char *const qs[] = {"bad", "good"};
     ctrack *t = ctrack_new(qs, 2, 1000);
-    redq_options o;
+    redq_consumer_options o;
 
     fx_cmd_ok("SET bad notalist");
     fill("good", 0, 1000);
@@ -625,7 +626,7 @@ Test(consumer, idle_pool_sends_one_pop_per_timeout)
 {
     static const char *const qs[] = {"idle"};
     ctrack *t = ctrack_new(qs, 1, 10);
-    redq_options o;
+    redq_consumer_options o;
     long long before, after;
 
     consumer_opts(&o, t);
@@ -656,9 +657,9 @@ Test(consumer, bad_arguments_get_einval)
     static const char *const empty[] = {""};
     static const char *const null_name[] = {NULL};
     redq_consumer *c = (redq_consumer *)0x1;
-    redq_options o;
+    redq_consumer_options o;
 
-    redq_options_init(&o);
+    redq_consumer_options_init(&o);
     o.url = fx_url();
     o.on_message = nop_msg;
     cr_assert_eq(redq_consumer_new(NULL, fx_base(), &o, qs, 1), REDQ_EINVAL);
@@ -695,7 +696,7 @@ Test(consumer, close_from_inside_a_handler)
 {
     static const char *const qs[] = {"q"};
     ctrack *t = ctrack_new(qs, 1, 10);
-    redq_options o;
+    redq_consumer_options o;
 
     fill("q", 0, 10);
     consumer_opts(&o, t);
@@ -730,7 +731,7 @@ Test(consumer, nack_in_fast_mode_redelivers)
 {
     static const char *const qs[] = {"q"};
     ctrack *t = ctrack_new(qs, 1, 10);
-    redq_options o;
+    redq_consumer_options o;
 
     fill("q", 0, 1);
     consumer_opts(&o, t);
@@ -755,7 +756,7 @@ Test(consumer, single_async_acks_keep_the_window_moving)
 {
     static const char *const qs[] = {"q"};
     ctrack *t = ctrack_new(qs, 1, 40);
-    redq_options o;
+    redq_consumer_options o;
 
     fill("q", 0, 20);
     consumer_opts(&o, t);

@@ -57,12 +57,12 @@ static ctrack *ctrack_new(void)
     return t;
 }
 
-static void copts(redq_options *o, ctrack *t)
+static void copts(redq_consumer_options *o, ctrack *t)
 {
-    redq_options_init(o);
+    redq_consumer_options_init(o);
     o->url = fx_url();
     o->on_message = on_cmsg;
-    o->user = t;
+    o->on_message_user = t;
     o->retry_base_ms = 10;
     o->retry_max_ms = 20;
     o->promote_interval_ms = 20;
@@ -193,7 +193,7 @@ static void check_lookalikes(ctrack *t, size_t from, size_t n, int attempt)
 Test(contract, plain_values_that_look_like_envelopes_or_frames_arrive_as_sent)
 {
     ctrack *t = ctrack_new();
-    redq_options o;
+    redq_consumer_options o;
     size_t i;
     const char *qs[1] = {"q"};
 
@@ -233,12 +233,13 @@ Test(contract, produced_lookalikes_survive_timeout_reaper_and_dead_letters)
 {
     ctrack *t = ctrack_new();
     fx_tracker *p = fx_tracker_new(NLOOK);
-    redq_options o, po;
+    redq_consumer_options o;
+    redq_producer_options po;
     const char *qs[1] = {"jobs"};
     size_t i;
     redisReply *r;
 
-    redq_options_init(&po);
+    redq_producer_options_init(&po);
     po.url = fx_url();
     cr_assert_eq(fx_producer_new(p, &po), 0);
     for (i = 0; i < NLOOK; i++)
@@ -309,7 +310,7 @@ Test(contract, lost_pop_replies_are_reconciled)
 {
     const size_t n = 20000;
     ctrack *t = ctrack_new();
-    redq_options o;
+    redq_consumer_options o;
     const char *qs[1] = {"q"};
     redq_consumer_stats st;
     size_t round, i;
@@ -367,7 +368,7 @@ Test(contract, lost_pop_replies_are_reconciled)
 Test(contract, wrong_typed_queue_moves_nothing_and_the_rest_is_served)
 {
     ctrack *t = ctrack_new();
-    redq_options o;
+    redq_consumer_options o;
     const char *qs[2] = {"good", "bad"};
     int k;
 
@@ -395,14 +396,15 @@ Test(contract, names_of_1_255_and_1024_bytes_everywhere)
         char *q = malloc(lens[li] + 1);
         ctrack *t = ctrack_new();
         fx_tracker *p = fx_tracker_new(8);
-        redq_options o, po;
+        redq_consumer_options o;
+        redq_producer_options po;
         const char *qs[1];
         memset(q, 'n', lens[li]);
         if (lens[li] > 3)
             q[1] = '}'; /* no tag, a brace: the made-up tag path */
         q[lens[li]] = '\0';
         qs[0] = q;
-        redq_options_init(&po);
+        redq_producer_options_init(&po);
         po.url = fx_url();
         cr_assert_eq(fx_producer_new(p, &po), 0);
         cr_assert_eq(redq_produce(p->p, q, "a", 1, NULL), 0);
@@ -437,7 +439,7 @@ Test(contract, names_of_1_255_and_1024_bytes_everywhere)
 Test(contract, many_queues_in_one_consumer)
 {
     ctrack *t = ctrack_new();
-    redq_options o;
+    redq_consumer_options o;
     const char *qs[40];
     char names[40][16];
     size_t i;
@@ -460,15 +462,15 @@ Test(contract, pool_of_8_with_acks_in_random_order)
 {
     const size_t n = 4000;
     ctrack *t = ctrack_new();
-    redq_options o;
+    redq_consumer_options o;
     const char *qs[1] = {"q"};
     size_t i, acked = 0;
     uint32_t rng = 12345;
     char *seen = calloc(n, 1);
     fx_tracker *p = fx_tracker_new(n);
-    redq_options po;
+    redq_producer_options po;
 
-    redq_options_init(&po);
+    redq_producer_options_init(&po);
     po.url = fx_url();
     po.max_pending_msgs = n + 1;
     cr_assert_eq(fx_producer_new(p, &po), 0);
@@ -524,7 +526,7 @@ Test(contract, stop_right_after_new_leaves_nothing_registered)
     int k;
     for (k = 0; k < 5; k++) {
         ctrack *t = ctrack_new();
-        redq_options o;
+        redq_consumer_options o;
         const char *qs[1] = {"q"};
         copts(&o, t);
         cr_assert_eq(redq_consumer_new(&t->c, fx_base(), &o, qs, 1), 0);
@@ -540,7 +542,7 @@ Test(contract, stop_right_after_new_leaves_nothing_registered)
 Test(contract, stop_timeout_gives_held_messages_back)
 {
     ctrack *t = ctrack_new();
-    redq_options o;
+    redq_consumer_options o;
     const char *qs[1] = {"q"};
     size_t i;
 
@@ -568,7 +570,7 @@ Test(contract, stop_timeout_gives_held_messages_back)
 Test(contract, stop_with_redis_gone_is_not_reported_clean)
 {
     ctrack *t = ctrack_new();
-    redq_options o;
+    redq_consumer_options o;
     const char *qs[1] = {"q"};
 
     fx_cmd_ok("LPUSH q a");
@@ -588,7 +590,7 @@ Test(contract, stop_with_redis_gone_is_not_reported_clean)
 Test(contract, ack_then_close_sends_the_ack)
 {
     ctrack *t = ctrack_new();
-    redq_options o;
+    redq_consumer_options o;
     const char *qs[1] = {"q"};
 
     fx_cmd_ok("LPUSH q a");
@@ -614,7 +616,7 @@ Test(contract, ack_then_close_sends_the_ack)
 Test(contract, acking_twice_is_an_error_not_corruption)
 {
     ctrack *t = ctrack_new();
-    redq_options o;
+    redq_consumer_options o;
     const char *qs[1] = {"q"};
 
     fx_cmd_ok("LPUSH q a b");
@@ -637,7 +639,7 @@ Test(contract, acking_twice_is_an_error_not_corruption)
 Test(contract, server_at_maxmemory_is_drained)
 {
     ctrack *t = ctrack_new();
-    redq_options o;
+    redq_consumer_options o;
     const char *qs[1] = {"q"};
     int k;
     long long used;
@@ -670,7 +672,7 @@ Test(contract, server_at_maxmemory_is_drained)
 Test(contract, extend_keeps_a_message_past_its_visibility_timeout)
 {
     ctrack *t = ctrack_new();
-    redq_options o;
+    redq_consumer_options o;
     const char *qs[1] = {"q"};
 
     fx_cmd_ok("LPUSH q a");
@@ -711,7 +713,7 @@ static void on_acl_log(int level, int code, const char *msg, void *user)
 static void acl_consume(const char *user, int delivery, int nack_once)
 {
     ctrack *t = ctrack_new();
-    redq_options o;
+    redq_consumer_options o;
     const char *qs[2] = {"jobs", "{orders}"};
     char url[256];
     int k;
@@ -729,9 +731,9 @@ static void acl_consume(const char *user, int delivery, int nack_once)
              fx_port());
     copts(&o, t);
     o.url = url;
-    o.delivery = delivery;
+    o.guarantee = delivery;
     o.log = on_acl_log;
-    o.user = t;
+    o.log_user = t;
     t->mode = nack_once ? 2 : 0;
     memset(&acl_log, 0, sizeof acl_log);
     cr_assert_eq(redq_consumer_new(&t->c, fx_base(), &o, qs, 2), 0);
@@ -767,7 +769,7 @@ Test(contract, least_privilege_consumers)
 Test(contract, connections_back_during_stop_do_not_register_again)
 {
     ctrack *t = ctrack_new();
-    redq_options o;
+    redq_consumer_options o;
     const char *qs[1] = {"q"};
 
     copts(&o, t);
@@ -790,8 +792,8 @@ Test(contract, connections_back_during_stop_do_not_register_again)
 Test(contract, delayed_produce_is_refused_at_maxmemory)
 {
     fx_tracker *p = fx_tracker_new(4);
-    redq_options po;
-    redq_options_init(&po);
+    redq_producer_options po;
+    redq_producer_options_init(&po);
     po.url = fx_url();
     cr_assert_eq(fx_producer_new(p, &po), 0);
     fx_cmd_ok("CONFIG SET maxmemory-policy noeviction");
@@ -811,13 +813,14 @@ Test(contract, delayed_produce_is_refused_at_maxmemory)
 Test(contract, names_that_are_other_queues_keys_are_refused)
 {
     fx_tracker *p = fx_tracker_new(4);
-    redq_options po, o;
+    redq_producer_options po;
+    redq_consumer_options o;
     redq_consumer *c = NULL;
     char err[256] = "";
     const char *qs[1] = {"{jobs}/due"};
     ctrack *t = ctrack_new();
 
-    redq_options_init(&po);
+    redq_producer_options_init(&po);
     po.url = fx_url();
     cr_assert_eq(fx_producer_new(p, &po), 0);
     cr_assert_eq(redq_produce(p->p, "{jobs}/due", "RQ1 a=0\nINJECTED", 16,
@@ -842,9 +845,9 @@ Test(contract, names_that_are_other_queues_keys_are_refused)
 Test(contract, delay_bound_is_ten_years_to_the_day)
 {
     fx_tracker *p = fx_tracker_new(4);
-    redq_options po;
+    redq_producer_options po;
     const long long day = 24LL * 3600 * 1000;
-    redq_options_init(&po);
+    redq_producer_options_init(&po);
     po.url = fx_url();
     cr_assert_eq(fx_producer_new(p, &po), 0);
     cr_assert_eq(redq_produce_delayed(p->p, "q", "x", 1, 3653 * day + 1, NULL),
@@ -860,7 +863,7 @@ Test(contract, delay_bound_is_ten_years_to_the_day)
 Test(contract, timeouts_at_int_max_work)
 {
     ctrack *t = ctrack_new();
-    redq_options o;
+    redq_consumer_options o;
     const char *qs[1] = {"q"};
     fx_cmd_ok("LPUSH q a");
     copts(&o, t);
@@ -879,7 +882,7 @@ Test(contract, timeouts_at_int_max_work)
 Test(contract, lookalikes_survive_the_reaper)
 {
     ctrack *t = ctrack_new();
-    redq_options o;
+    redq_consumer_options o;
     const char *qs[1] = {"q"};
     size_t i;
 

@@ -101,7 +101,7 @@ static void on_report(fx_tracker *t, redq_producer *p, const redq_report *r)
         violation(seq, "the report's bytes differ");
 }
 
-static fx_tracker *new_tracker(redq_options *o)
+static fx_tracker *new_tracker(redq_producer_options *o)
 {
     fx_tracker *t = fx_tracker_new(MAXN);
     t->raw = true; /* payloads are ours: on_report checks them */
@@ -113,9 +113,9 @@ static fx_tracker *new_tracker(redq_options *o)
     return t;
 }
 
-static void opts_for_server(redq_options *o)
+static void opts_for_server(redq_producer_options *o)
 {
-    redq_options_init(o);
+    redq_producer_options_init(o);
     o->url = fx_url();
 }
 
@@ -236,7 +236,7 @@ static void wait_frees(size_t n, int ms)
  * ones back to back, all in one LPUSH. */
 Test(owned, mixed_in_one_batch_keep_order_and_bytes)
 {
-    redq_options o;
+    redq_producer_options o;
     opts_for_server(&o);
     o.batch_max_bytes = 4 * 1024 * 1024;
     fx_tracker *t = new_tracker(&o);
@@ -275,7 +275,7 @@ Test(owned, mixed_in_one_batch_keep_order_and_bytes)
  * fills a batch is sent alone). */
 Test(owned, one_mebibyte_messages)
 {
-    redq_options o;
+    redq_producer_options o;
     opts_for_server(&o);
     fx_tracker *t = new_tracker(&o);
     for (size_t s = 0; s < 6; s++) {
@@ -307,7 +307,7 @@ static bool cond_plain_closed(void *arg)
 
 Test(owned, released_without_a_report_callback)
 {
-    redq_options o;
+    redq_producer_options o;
     opts_for_server(&o);
     redq_producer *p;
     cr_assert(redq_producer_new(&p, fx_base(), &o) == 0);
@@ -331,7 +331,7 @@ Test(owned, released_without_a_report_callback)
 Test(owned, refused_by_redis_is_released)
 {
     fx_cmd_ok("SET q x");
-    redq_options o;
+    redq_producer_options o;
     opts_for_server(&o);
     fx_tracker *t = new_tracker(&o);
     cr_assert(produce_owned(t->p, "q", 0, 5000) == 0);
@@ -350,9 +350,9 @@ Test(owned, refused_by_redis_is_released)
  * reply of the timed-out batch is read without touching the buffers. */
 Test(owned, timed_out_against_a_stopped_server_is_released)
 {
-    redq_options o;
+    redq_producer_options o;
     opts_for_server(&o);
-    o.delivery_timeout_ms = 300;
+    o.message_timeout_ms = 300;
     o.command_timeout_ms = 20000; /* the message times out, not the conn */
     o.batch_max_msgs = 4;
     fx_tracker *t = new_tracker(&o);
@@ -380,7 +380,7 @@ Test(owned, timed_out_against_a_stopped_server_is_released)
  * is reported REDQ_ECLOSED and released before the close callback. */
 Test(owned, close_with_messages_pending_releases_each)
 {
-    redq_options o;
+    redq_producer_options o;
     opts_for_server(&o);
     o.batch_max_msgs = 3;
     o.max_inflight_batches = 1;
@@ -409,11 +409,11 @@ Test(owned, close_with_messages_pending_releases_each)
  * buffers (they must still be alive) and stored once, in order. */
 Test(owned, resent_after_a_restart_then_released)
 {
-    redq_options o;
+    redq_producer_options o;
     opts_for_server(&o);
     o.reconnect_min_ms = 50;
     o.reconnect_max_ms = 200;
-    o.delivery_timeout_ms = 30000;
+    o.message_timeout_ms = 30000;
     fx_tracker *t = new_tracker(&o);
     cr_assert(fx_run_until(cond_connected, t, 5000));
     fx_cmd_ok("CLIENT PAUSE 10000 WRITE");
@@ -448,7 +448,7 @@ static int refuse_owned(redq_producer *p, const char *q, void *buf, size_t len)
 
 Test(owned, error_returns_never_free)
 {
-    redq_options o;
+    redq_producer_options o;
     opts_for_server(&o);
     o.max_message_bytes = 1000;
     o.max_pending_msgs = 2;

@@ -18,13 +18,13 @@
 
 TestSuite(producer, .init = fx_setup, .fini = fx_teardown, .timeout = 60);
 
-static void opts_for_server(redq_options *o)
+static void opts_for_server(redq_producer_options *o)
 {
-    redq_options_init(o);
+    redq_producer_options_init(o);
     o->url = fx_url();
 }
 
-static void new_producer(fx_tracker *t, redq_options *o)
+static void new_producer(fx_tracker *t, redq_producer_options *o)
 {
     int rc = fx_producer_new(t, o);
     cr_assert(rc == 0, "redq_producer_new(%s): %s", o->url ? o->url : "(null)",
@@ -54,7 +54,7 @@ Test(producer, hundred_thousand_in_fifo_order)
 {
     const size_t n = 100000;
     fx_tracker *t = fx_tracker_new(n);
-    redq_options o;
+    redq_producer_options o;
     opts_for_server(&o);
     new_producer(t, &o);
 
@@ -64,10 +64,10 @@ Test(producer, hundred_thousand_in_fifo_order)
     fx_assert_reported(t, 0, n, 0);
 
     redq_producer_stats st = fx_stats(t);
-    cr_assert(st.produced == n && st.delivered == n && st.failed == 0,
-              "stats: produced %llu delivered %llu failed %llu",
+    cr_assert(st.produced == n && st.stored == n && st.failed == 0,
+              "stats: produced %llu stored %llu failed %llu",
               (unsigned long long)st.produced,
-              (unsigned long long)st.delivered, (unsigned long long)st.failed);
+              (unsigned long long)st.stored, (unsigned long long)st.failed);
     cr_assert(st.pending_msgs == 0 && st.pending_bytes == 0 &&
                   st.inflight_batches == 0,
               "stats after the last report: pending %zu msgs / %zu bytes, %zu "
@@ -95,7 +95,7 @@ Test(producer, interleaved_queues_keep_their_own_order)
     static const char *const queues[NQ] = {"qa", "qb", "qc"};
     const size_t n = INTERLEAVED_N;
     fx_tracker *t = fx_tracker_new(n);
-    redq_options o;
+    redq_producer_options o;
     opts_for_server(&o);
     /* Many small batches, several in flight: order must survive being split
      * across pipelined commands. */
@@ -158,7 +158,7 @@ Test(producer, report_carries_queue_payload_and_opaque)
     t->raw = true;
     t->on_report = record_report;
     t->hook_arg = &seen;
-    redq_options o;
+    redq_producer_options o;
     opts_for_server(&o);
     new_producer(t, &o);
 
@@ -200,7 +200,7 @@ Test(producer, empty_message_is_delivered)
 {
     fx_tracker *t = fx_tracker_new(1);
     t->raw = true;
-    redq_options o;
+    redq_producer_options o;
     opts_for_server(&o);
     new_producer(t, &o);
 
@@ -221,7 +221,7 @@ Test(producer, batches_are_real_lpush_calls)
 {
     const size_t n = 50000;
     fx_tracker *t = fx_tracker_new(n);
-    redq_options o;
+    redq_producer_options o;
     opts_for_server(&o);
     new_producer(t, &o);
 
@@ -251,7 +251,7 @@ Test(producer, batch_limits_are_honoured)
      * command ("about": RESP framing counts too), never a hundred. */
     const size_t n = 2000;
     fx_tracker *t = fx_tracker_new(n + 600);
-    redq_options o;
+    redq_producer_options o;
     opts_for_server(&o);
     o.batch_max_bytes = 10000;
     o.batch_max_msgs = 100;
@@ -285,7 +285,7 @@ Test(producer, batch_limits_are_honoured)
 Test(producer, linger_holds_a_lone_message)
 {
     fx_tracker *t = fx_tracker_new(2);
-    redq_options o;
+    redq_producer_options o;
     opts_for_server(&o);
     o.adaptive = 0;
     o.linger_us = 200000;
@@ -315,7 +315,7 @@ Test(producer, linger_holds_a_lone_message)
 Test(producer, adaptive_sends_a_lone_message_at_once)
 {
     fx_tracker *t = fx_tracker_new(1);
-    redq_options o;
+    redq_producer_options o;
     opts_for_server(&o);
     cr_assert(o.adaptive == 1, "adaptive should default to 1");
     o.linger_us = 2000000;
@@ -336,7 +336,7 @@ Test(producer, adaptive_sends_a_lone_message_at_once)
 Test(producer, efull_exactly_at_max_pending_msgs)
 {
     fx_tracker *t = fx_tracker_new(101);
-    redq_options o;
+    redq_producer_options o;
     opts_for_server(&o);
     o.max_pending_msgs = 100;
     /* Reports come ten at a time, one batch in flight: on_ready must wait
@@ -379,7 +379,7 @@ Test(producer, efull_exactly_at_max_pending_msgs)
 Test(producer, efull_exactly_at_max_pending_bytes)
 {
     fx_tracker *t = fx_tracker_new(12);
-    redq_options o;
+    redq_producer_options o;
     opts_for_server(&o);
     o.max_pending_bytes = 1000;
     o.batch_max_msgs = 2;
@@ -415,7 +415,7 @@ Test(producer, efull_exactly_at_max_pending_bytes)
 Test(producer, too_big_message_is_rejected)
 {
     fx_tracker *t = fx_tracker_new(2);
-    redq_options o;
+    redq_producer_options o;
     opts_for_server(&o);
     o.max_message_bytes = 1000;
     new_producer(t, &o);
@@ -440,7 +440,7 @@ Test(producer, wrongtype_fails_that_message_only)
 {
     fx_cmd_ok("SET q x");
     fx_tracker *t = fx_tracker_new(4);
-    redq_options o;
+    redq_producer_options o;
     opts_for_server(&o);
     new_producer(t, &o);
 
@@ -463,9 +463,9 @@ Test(producer, wrongtype_fails_that_message_only)
     cr_assert(r->type == REDIS_REPLY_STRING && strcmp(r->str, "x") == 0,
               "q was changed");
     redq_producer_stats st = fx_stats(t);
-    cr_assert(st.failed == 1 && st.delivered == 2 && st.connected == 1,
-              "stats: failed %llu delivered %llu connected %d",
-              (unsigned long long)st.failed, (unsigned long long)st.delivered,
+    cr_assert(st.failed == 1 && st.stored == 2 && st.connected == 1,
+              "stats: failed %llu stored %llu connected %d",
+              (unsigned long long)st.failed, (unsigned long long)st.stored,
               st.connected);
 }
 
@@ -493,7 +493,7 @@ Test(producer, invalid_arguments)
     };
     char dummy;
     redq_producer *const untouched = (redq_producer *)(void *)&dummy;
-    redq_options o;
+    redq_producer_options o;
     opts_for_server(&o);
 
     for (size_t i = 0; i < sizeof bad_urls / sizeof bad_urls[0]; i++) {
@@ -511,7 +511,7 @@ Test(producer, invalid_arguments)
     cr_assert(redq_producer_new(NULL, fx_base(), &o) == REDQ_EINVAL);
     cr_assert(redq_producer_new(&p, NULL, &o) == REDQ_EINVAL);
     cr_assert(redq_producer_new(&p, fx_base(), NULL) == REDQ_EINVAL);
-    o.version = REDQ_OPTIONS_VERSION + 100;
+    o.version = REDQ_PRODUCER_OPTIONS_VERSION + 100;
     cr_assert(redq_producer_new(&p, fx_base(), &o) == REDQ_EINVAL,
               "unknown options version accepted");
     o.version = 0;
@@ -589,7 +589,7 @@ Test(producer, flush_waits_for_every_earlier_report)
 {
     const size_t n = 1000, later = 500;
     fx_tracker *t = fx_tracker_new(n + later);
-    redq_options o;
+    redq_producer_options o;
     opts_for_server(&o);
     o.adaptive = 0;
     o.linger_us = 100000;
@@ -621,7 +621,7 @@ Test(producer, flush_waits_for_every_earlier_report)
 Test(producer, flush_does_not_wait_for_linger)
 {
     fx_tracker *t = fx_tracker_new(1);
-    redq_options o;
+    redq_producer_options o;
     opts_for_server(&o);
     o.adaptive = 0;
     o.linger_us = 2000000;
@@ -641,7 +641,7 @@ Test(producer, flush_does_not_wait_for_linger)
 Test(producer, flush_with_nothing_pending_and_several_flushes)
 {
     fx_tracker *t = fx_tracker_new(10);
-    redq_options o;
+    redq_producer_options o;
     opts_for_server(&o);
     new_producer(t, &o);
 
@@ -674,7 +674,7 @@ Test(producer, flush_with_nothing_pending_and_several_flushes)
 Test(producer, close_reports_pending_as_closed_first)
 {
     fx_tracker *t = fx_tracker_new(11);
-    redq_options o;
+    redq_producer_options o;
     opts_for_server(&o);
     o.adaptive = 0;
     o.linger_us = 1000000; /* nothing gets sent before the close */
@@ -709,7 +709,7 @@ Test(producer, close_reports_pending_as_closed_first)
 Test(producer, close_with_a_flush_outstanding)
 {
     fx_tracker *t = fx_tracker_new(10);
-    redq_options o;
+    redq_producer_options o;
     opts_for_server(&o);
     new_producer(t, &o);
     cr_assert(fx_wait_connected(t, 5000), "not connected within 5 s");
@@ -757,7 +757,7 @@ Test(producer, close_from_inside_a_delivery_callback)
     struct close_in_report c = {0, 1, 1};
     t->on_report = close_on_first_report;
     t->hook_arg = &c;
-    redq_options o;
+    redq_producer_options o;
     opts_for_server(&o);
     o.batch_max_msgs = 10;
     o.max_inflight_batches = 1;
@@ -767,7 +767,7 @@ Test(producer, close_from_inside_a_delivery_callback)
     cr_assert(fx_wait_closed(t, 10000), "close callback not called in 10 s "
                                         "(%zu reports)",
               t->reports);
-    cr_assert(c.close_rc == 0, "close inside a delivery callback: %s",
+    cr_assert(c.close_rc == 0, "close inside a report callback: %s",
               redq_err_name(c.close_rc));
     cr_assert(c.produce_rc == REDQ_ECLOSED,
               "produce after close, inside the callback: %s",
@@ -796,7 +796,7 @@ Test(producer, close_from_flush_callback_drains)
 {
     const size_t n = 100;
     fx_tracker *t = fx_tracker_new(n);
-    redq_options o;
+    redq_producer_options o;
     opts_for_server(&o);
     new_producer(t, &o);
 
@@ -833,7 +833,7 @@ Test(producer, max_queue_len_stops_sending_until_the_queue_drains)
 {
     const size_t n = 5000;
     fx_tracker *t = fx_tracker_new(n);
-    redq_options o;
+    redq_producer_options o;
     qwatch w = {t, 0};
     redq_producer_stats st;
 
@@ -890,7 +890,7 @@ static void on_reflush(redq_producer *p, int status, void *user)
 Test(producer, flush_from_its_own_callback_returns_to_the_loop)
 {
     fx_tracker *t = fx_tracker_new(1);
-    redq_options o;
+    redq_producer_options o;
     opts_for_server(&o);
     new_producer(t, &o);
 
@@ -953,9 +953,9 @@ static void persisted_hook(fx_tracker *t)
 Test(producer, persisted_not_when_never_connected)
 {
     fx_tracker *t = fx_tracker_new(PERSIST_N);
-    redq_options o;
+    redq_producer_options o;
     char url[64];
-    redq_options_init(&o);
+    redq_producer_options_init(&o);
     snprintf(url, sizeof url, "redis://127.0.0.1:%d", fx_free_port());
     o.url = url;
     persisted_hook(t);
@@ -974,7 +974,7 @@ Test(producer, persisted_not_when_never_connected)
 Test(producer, persisted_yes_when_acked_not_when_refused)
 {
     fx_tracker *t = fx_tracker_new(PERSIST_N);
-    redq_options o;
+    redq_producer_options o;
     opts_for_server(&o);
     persisted_hook(t);
     new_producer(t, &o);
@@ -1004,7 +1004,7 @@ static bool cond_disconnected(void *arg)
 Test(producer, persisted_possibly_when_killed_in_flight_then_closed)
 {
     fx_tracker *t = fx_tracker_new(PERSIST_N);
-    redq_options o;
+    redq_producer_options o;
     opts_for_server(&o);
     o.reconnect_min_ms = 20000;
     o.reconnect_max_ms = 20000;
@@ -1033,9 +1033,9 @@ Test(producer, persisted_possibly_when_killed_in_flight_then_closed)
 Test(producer, persisted_possibly_when_timed_out_in_flight)
 {
     fx_tracker *t = fx_tracker_new(PERSIST_N);
-    redq_options o;
+    redq_producer_options o;
     opts_for_server(&o);
-    o.delivery_timeout_ms = 300;
+    o.message_timeout_ms = 300;
     persisted_hook(t);
     new_producer(t, &o);
     cr_assert(fx_wait_connected(t, 5000));
@@ -1062,15 +1062,15 @@ static void check_stats_in_report(fx_tracker *t, redq_producer *p,
     (void)r;
     redq_producer_get_stats(p, &st);
     size_t unreported = stats_n - t->reports;
-    if (st.delivered + st.failed != t->reports ||
+    if (st.stored + st.failed != t->reports ||
         st.pending_msgs != unreported ||
         st.pending_bytes != unreported * stats_size ||
-        st.produced != st.delivered + st.failed + st.pending_msgs) {
+        st.produced != st.stored + st.failed + st.pending_msgs) {
         if (stats_violations++ == 0)
             snprintf(stats_first, sizeof stats_first,
-                     "in report %zu: delivered %llu failed %llu pending %zu "
+                     "in report %zu: stored %llu failed %llu pending %zu "
                      "msgs / %zu bytes, produced %llu",
-                     t->reports, (unsigned long long)st.delivered,
+                     t->reports, (unsigned long long)st.stored,
                      (unsigned long long)st.failed, st.pending_msgs,
                      st.pending_bytes, (unsigned long long)st.produced);
     }
@@ -1079,7 +1079,7 @@ static void check_stats_in_report(fx_tracker *t, redq_producer *p,
 Test(producer, stats_are_exact_inside_each_report)
 {
     fx_tracker *t = fx_tracker_new(300);
-    redq_options o;
+    redq_producer_options o;
     opts_for_server(&o);
     stats_n = 300;
     stats_size = 100;
@@ -1130,7 +1130,7 @@ static bool cond_int_set(void *arg)
 Test(producer, stats_sized_fill_only_the_callers_bytes)
 {
     fx_tracker *t = fx_tracker_new(2);
-    redq_options o;
+    redq_producer_options o;
     opts_for_server(&o);
     new_producer(t, &o);
     fx_produce_range(t, "q", 0, 2, 0);
@@ -1140,20 +1140,19 @@ Test(producer, stats_sized_fill_only_the_callers_bytes)
     memset(sb.b, 0xab, sizeof sb.b);
     redq_producer_get_stats_sized(t->p, &sb.p, small);
     cr_assert_eq(sb.p.produced, 2);
-    cr_assert_eq(sb.p.delivered, 2);
+    cr_assert_eq(sb.p.stored, 2);
     expect_sb(small, sizeof sb.b, 0xab);
 
     memset(sb.b, 0xab, sizeof sb.b);
-    (redq_producer_get_stats)(t->p, &sb.p); /* the 0.1 entry point */
-    cr_assert_eq(sb.p.delivered, 2);
+    redq_producer_get_stats(t->p, &sb.p); /* the macro: sizeof *st */
+    cr_assert_eq(sb.p.stored, 2);
     cr_assert_eq(sb.p.connected, 1);
-    expect_sb(offsetof(redq_producer_stats, throttle_events) + 8, sizeof sb.b,
-              0xab);
+    expect_sb(sizeof(redq_producer_stats), sizeof sb.b, 0xab);
 
     /* A newer program's bigger struct: the tail is zeroed. */
     memset(sb.b, 0xab, sizeof sb.b);
     redq_producer_get_stats_sized(t->p, &sb.p, sizeof(redq_producer_stats) + 16);
-    cr_assert_eq(sb.p.delivered, 2);
+    cr_assert_eq(sb.p.stored, 2);
     expect_sb(sizeof(redq_producer_stats), sizeof(redq_producer_stats) + 16, 0);
     expect_sb(sizeof(redq_producer_stats) + 16, sizeof sb.b, 0xab);
     close_and_wait(t);
@@ -1161,10 +1160,11 @@ Test(producer, stats_sized_fill_only_the_callers_bytes)
     /* The consumer's, through the same wrapper. */
     redq_consumer *c = NULL;
     const char *queues[] = {"q"};
-    redq_options co;
-    opts_for_server(&co);
+    redq_consumer_options co;
+    redq_consumer_options_init(&co);
+    co.url = fx_url();
     co.on_message = ignore_msg;
-    co.delivery = REDQ_AT_MOST_ONCE;
+    co.guarantee = REDQ_AT_MOST_ONCE;
     cr_assert(redq_consumer_new(&c, fx_base(), &co, queues, 1) == 0);
     fx_run_for(200);
     small = offsetof(redq_consumer_stats, pops);
@@ -1173,11 +1173,6 @@ Test(producer, stats_sized_fill_only_the_callers_bytes)
     cr_assert_eq(sb.c.delivered, 2, "consumer delivered %llu",
                  (unsigned long long)sb.c.delivered);
     expect_sb(small, sizeof sb.b, 0xab);
-    memset(sb.b, 0xab, sizeof sb.b);
-    (redq_consumer_get_stats)(c, &sb.c);
-    cr_assert_eq(sb.c.delivered, 2);
-    expect_sb(offsetof(redq_consumer_stats, connected) + sizeof(size_t),
-              sizeof sb.b, 0xab);
     memset(sb.b, 0xab, sizeof sb.b);
     redq_consumer_get_stats(c, &sb.c);
     cr_assert_eq(sb.c.delivered, 2);
@@ -1191,10 +1186,10 @@ Test(producer, stats_sized_fill_only_the_callers_bytes)
 
 Test(producer, new_failure_is_written_to_errbuf)
 {
-    redq_options o;
+    redq_producer_options o;
     redq_producer *p = (redq_producer *)&o; /* must stay untouched */
     char buf[256];
-    redq_options_init(&o);
+    redq_producer_options_init(&o);
     o.errbuf = buf;
     o.errbuf_size = sizeof buf;
 
@@ -1213,17 +1208,20 @@ Test(producer, new_failure_is_written_to_errbuf)
     /* The consumer's *_new goes through the same path. */
     redq_consumer *c = NULL;
     const char *queues[] = {"q"};
-    o.on_message = ignore_msg;
-    o.url = "redis://u:hunter2@h:99999";
+    redq_consumer_options co;
+    redq_consumer_options_init(&co);
+    co.errbuf = buf;
+    co.errbuf_size = sizeof buf;
+    co.on_message = ignore_msg;
+    co.url = "redis://u:hunter2@h:99999";
     strcpy(buf, "stale");
-    cr_assert(redq_consumer_new(&c, fx_base(), &o, queues, 1) == REDQ_EINVAL);
+    cr_assert(redq_consumer_new(&c, fx_base(), &co, queues, 1) == REDQ_EINVAL);
     cr_assert(strstr(buf, "port") != NULL, "errbuf '%s'", buf);
     cr_assert(strstr(buf, "hunter2") == NULL, "errbuf '%s'", buf);
 
     /* And a success clears it. */
     fx_tracker *t = fx_tracker_new(1);
     o.url = fx_url();
-    o.on_message = NULL;
     strcpy(buf, "stale");
     new_producer(t, &o);
     cr_assert_str_eq(buf, "");
@@ -1243,7 +1241,7 @@ static void raw_produce(fx_tracker *t, const char *q, const void *data,
 Test(producer, queue_names_up_to_1024_bytes)
 {
     fx_tracker *t = fx_tracker_new(8);
-    redq_options o;
+    redq_producer_options o;
     static char name[1026];
     const size_t lens[] = {1, 255, 1024};
     opts_for_server(&o);
@@ -1297,7 +1295,7 @@ Test(producer, payloads_are_stored_byte_for_byte)
         big[i] = (char)(i * 7);
 
     fx_tracker *t = fx_tracker_new(n);
-    redq_options o;
+    redq_producer_options o;
     opts_for_server(&o);
     t->raw = true;
     new_producer(t, &o);
@@ -1337,7 +1335,7 @@ Test(producer, over_the_bulk_limit_is_refused_up_front)
 {
     const size_t limit = 512 * MIB;
     fx_tracker *t = fx_tracker_new(1);
-    redq_options o;
+    redq_producer_options o;
     opts_for_server(&o);
     o.max_message_bytes = limit;
     o.max_pending_bytes = 2 * limit;
@@ -1381,12 +1379,12 @@ Test(producer_big, exactly_512_mib_is_stored)
 {
     const size_t limit = 512 * MIB;
     fx_tracker *t = fx_tracker_new(1);
-    redq_options o;
+    redq_producer_options o;
     opts_for_server(&o);
     o.max_message_bytes = limit;
     o.max_pending_bytes = limit;
     o.command_timeout_ms = 300000;
-    o.delivery_timeout_ms = 0;
+    o.message_timeout_ms = 0;
     t->raw = true;
     new_producer(t, &o);
     cr_assert(fx_wait_connected(t, 5000));
@@ -1504,7 +1502,7 @@ static busy_result busy_run(size_t max_inflight, size_t size,
 {
     const size_t total = size > 1000 ? 6000 : 30000;
     fx_tracker *t = fx_tracker_new(total);
-    redq_options o;
+    redq_producer_options o;
     busy_result res = {0};
     opts_for_server(&o);
     o.batch_max_msgs = 16; /* many batches in the pipeline */

@@ -92,20 +92,21 @@ static rtrack *rtrack_new(size_t cap)
     return t;
 }
 
-static void rel_opts(redq_options *o, rtrack *t)
+static void rel_opts(redq_consumer_options *o, rtrack *t)
 {
-    redq_options_init(o);
+    redq_consumer_options_init(o);
     o->url = fx_url();
-    o->delivery = REDQ_AT_LEAST_ONCE;
+    o->guarantee = REDQ_AT_LEAST_ONCE;
     o->on_message = on_rmsg;
     o->log = on_rlog;
-    o->user = t;
+    o->log_user = t;
+    o->on_message_user = t;
     o->consumer_ttl_ms = 300;
     o->promote_interval_ms = 20;
     o->reconnect_max_ms = 100;
 }
 
-static void start(rtrack *t, redq_options *o, const char *q)
+static void start(rtrack *t, redq_consumer_options *o, const char *q)
 {
     const char *qs[1] = {q};
     int rc = redq_consumer_new(&t->c, fx_base(), o, qs, 1);
@@ -159,8 +160,8 @@ static bool wait_unique(rtrack *t, size_t n, int ms)
 static void fill(const char *q, size_t n)
 {
     fx_tracker *p = fx_tracker_new(n);
-    redq_options o;
-    redq_options_init(&o);
+    redq_producer_options o;
+    redq_producer_options_init(&o);
     o.url = fx_url();
     o.max_pending_msgs = n + 1;
     cr_assert_eq(fx_producer_new(p, &o), 0);
@@ -207,16 +208,16 @@ static void child_consumer(const char *url, int fd)
 {
     struct event_base *base = event_base_new();
     rtrack *t = rtrack_new(100000);
-    redq_options o;
+    redq_consumer_options o;
     const char *qs[1] = {"jobs"};
     redq_consumer *c;
     size_t reported = 0;
 
-    redq_options_init(&o);
+    redq_consumer_options_init(&o);
     o.url = url;
-    o.delivery = REDQ_AT_LEAST_ONCE;
+    o.guarantee = REDQ_AT_LEAST_ONCE;
     o.on_message = on_rmsg;
-    o.user = t;
+    o.on_message_user = t;
     o.max_unacked = 40;
     o.consumer_ttl_ms = 300;
     t->ack = 0;
@@ -240,7 +241,7 @@ Test(reliable, sigkill_holding_unacked_is_recovered_by_another)
     unsigned got_child[64];
     size_t nchild = 0;
     rtrack *t = rtrack_new(n);
-    redq_options o;
+    redq_consumer_options o;
     redq_consumer_stats st;
     uint64_t deadline;
 
@@ -300,7 +301,7 @@ Test(reliable, sigkill_holding_unacked_is_recovered_by_another)
 Test(reliable, nack_retries_with_backoff_then_dead_letters)
 {
     rtrack *t = rtrack_new(10);
-    redq_options o;
+    redq_consumer_options o;
     redisReply *r;
 
     fill("q", 1);
@@ -352,7 +353,7 @@ Test(reliable, nack_retries_with_backoff_then_dead_letters)
 Test(reliable, handler_that_never_acks_is_retried_after_visibility)
 {
     rtrack *t = rtrack_new(10);
-    redq_options o;
+    redq_consumer_options o;
 
     fill("q", 1);
     rel_opts(&o, t);
@@ -380,11 +381,12 @@ Test(reliable, delayed_never_early_and_within_the_lag)
 {
     rtrack *t = rtrack_new(10);
     fx_tracker *p = fx_tracker_new(4);
-    redq_options o, po;
+    redq_consumer_options o;
+    redq_producer_options po;
     uint64_t t0;
     char payload[32];
 
-    redq_options_init(&po);
+    redq_producer_options_init(&po);
     po.url = fx_url();
     cr_assert_eq(fx_producer_new(p, &po), 0);
     p->raw = true;
@@ -419,7 +421,7 @@ Test(reliable, delayed_never_early_and_within_the_lag)
 Test(reliable, malformed_frame_in_due_is_dead_lettered_consumer_keeps_serving)
 {
     rtrack *t = rtrack_new(10);
-    redq_options o;
+    redq_consumer_options o;
     redisReply *r;
 
     /* Only redq writes due lists; garbage put there by hand is kept whole
@@ -449,7 +451,7 @@ Test(reliable, script_flush_is_survived)
 {
     const size_t n = 200;
     rtrack *t = rtrack_new(n);
-    redq_options o;
+    redq_consumer_options o;
 
     fill("q", 100);
     rel_opts(&o, t);
@@ -458,8 +460,8 @@ Test(reliable, script_flush_is_survived)
     fx_cmd_ok("SCRIPT FLUSH");
     {
         fx_tracker *p = fx_tracker_new(n);
-        redq_options po;
-        redq_options_init(&po);
+        redq_producer_options po;
+        redq_producer_options_init(&po);
         po.url = fx_url();
         cr_assert_eq(fx_producer_new(p, &po), 0);
         fx_produce_range(p, "q", 100, n, 0);
@@ -478,7 +480,7 @@ Test(reliable, acks_are_batched_and_empty_the_processing_list)
 {
     const size_t n = 20000;
     rtrack *t = rtrack_new(n);
-    redq_options o;
+    redq_consumer_options o;
     long long evals0, evals;
 
     fill("q", n);
@@ -518,7 +520,7 @@ static void hold_msg(redq_consumer *c, redq_message *m, void *user)
 Test(reliable, acks_in_any_order_empty_the_processing_list)
 {
     rtrack *t = rtrack_new(64);
-    redq_options o;
+    redq_consumer_options o;
 
     fill("q", 50);
     rel_opts(&o, t);
@@ -547,7 +549,7 @@ Test(reliable, acks_in_any_order_empty_the_processing_list)
 Test(reliable, short_acks_fall_back_when_the_list_differs)
 {
     rtrack *t = rtrack_new(64);
-    redq_options o;
+    redq_consumer_options o;
     redisReply *r;
     char proc[128];
 
@@ -592,7 +594,7 @@ static bool cond_stopped(void *a)
 Test(reliable, clean_stop_deregisters)
 {
     rtrack *t = rtrack_new(100);
-    redq_options o;
+    redq_consumer_options o;
 
     fill("q", 100);
     rel_opts(&o, t);

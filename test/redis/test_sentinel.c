@@ -37,15 +37,26 @@ static void ha_fini(void)
     fx_ha_stop();
 }
 
-static void ha_opts(redq_options *o, const char *url)
+static void ha_opts(redq_producer_options *o, const char *url)
 {
-    redq_options_init(o);
+    redq_producer_options_init(o);
     o->url = url;
     o->connect_timeout_ms = 500;
     o->command_timeout_ms = 2000;
     o->reconnect_min_ms = 20;
     o->reconnect_max_ms = 300;
-    o->delivery_timeout_ms = 0; /* wait through the failover */
+    o->message_timeout_ms = 0; /* wait through the failover */
+}
+
+/* The same connection settings for a consumer. */
+static void ha_copts(redq_consumer_options *o, const char *url)
+{
+    redq_consumer_options_init(o);
+    o->url = url;
+    o->connect_timeout_ms = 500;
+    o->command_timeout_ms = 2000;
+    o->reconnect_min_ms = 20;
+    o->reconnect_max_ms = 300;
 }
 
 /* ---- specific errors, quickly ------------------------------------------ */
@@ -56,7 +67,7 @@ TestSuite(sentinel_errors, .init = fx_setup_noserver, .fini = ha_fini,
 Test(sentinel_errors, unknown_master_name)
 {
     char url[256];
-    redq_options o;
+    redq_producer_options o;
     fx_ha_start(0, 1, NULL);
     snprintf(url, sizeof url, "redis+sentinel://127.0.0.1:%d/nosuchmaster",
              fx_ha_sentinel_port(0));
@@ -76,7 +87,7 @@ Test(sentinel_errors, unknown_master_name)
 Test(sentinel_errors, wrong_sentinel_password_and_right_one)
 {
     char url[256];
-    redq_options o;
+    redq_producer_options o;
     fx_ha_start(0, 1, "s3ntinel-pw");
     snprintf(url, sizeof url,
              "redis+sentinel://127.0.0.1:%d/mymaster?sentinel_password=wr0ngpw",
@@ -108,7 +119,7 @@ Test(sentinel_errors, wrong_sentinel_password_and_right_one)
 Test(sentinel_errors, no_sentinel_reachable)
 {
     char url[256];
-    redq_options o;
+    redq_producer_options o;
     snprintf(url, sizeof url, "redis+sentinel://127.0.0.1:%d,127.0.0.1:%d/m",
              fx_free_port(), fx_free_port());
     ha_opts(&o, url);
@@ -188,9 +199,9 @@ static bool c_ok_consumed(void *arg)
 
 static void start_consumer(void)
 {
-    redq_options o;
+    redq_consumer_options o;
     const char *qs[] = {QUEUE};
-    ha_opts(&o, fx_ha_url());
+    ha_copts(&o, fx_ha_url());
     o.on_message = on_msg;
     o.consumer_ttl_ms = 3000;
     o.visibility_timeout_ms = 5000;
@@ -202,7 +213,7 @@ static void start_consumer(void)
  * fault to the first ok report after it. */
 static void run_failover(void (*fault)(void), const char *what)
 {
-    redq_options o;
+    redq_producer_options o;
     stream s = {0};
     memset(seen, 0, sizeof seen);
     consumed = 0;
@@ -319,7 +330,7 @@ static void rep_hook(fx_tracker *t, redq_producer *p, const redq_report *r)
 
 Test(sentinel_replicas, too_few_replicas_is_not_replicated)
 {
-    redq_options o;
+    redq_producer_options o;
     fx_ha_start(1, 1, NULL);
     ha_opts(&o, fx_ha_url());
     o.min_replicas = 2;
@@ -377,7 +388,7 @@ Test(sentinel_replicas, too_few_replicas_is_not_replicated)
 
 Test(sentinel_replicas, sentinels_down_then_back)
 {
-    redq_options o;
+    redq_producer_options o;
     fx_ha_start(0, 2, NULL);
     ha_opts(&o, fx_ha_url());
     fx_tracker *t = fx_tracker_new(30);
@@ -416,7 +427,7 @@ Test(sentinel_replicas, sentinels_down_then_back)
  * write to it; the next sentinel's answer wins, checked with ROLE. */
 Test(sentinel_errors, stale_sentinel_naming_the_old_master)
 {
-    redq_options o;
+    redq_producer_options o;
     fx_ha_start(1, 3, NULL);
     fx_ha_stop_sentinel(0); /* keeps "node 0 is the master" */
     fx_ha_kill_node(0);

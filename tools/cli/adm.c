@@ -174,7 +174,7 @@ int cli_adm_run(const cli_options *o, cli_adm_start_fn start,
                 cli_adm_start_fn stop, void *cmd)
 {
     cli_adm *ad;
-    redq_options opts;
+    redq_admin_options opts;
     char errbuf[512] = "";
     int rc;
 
@@ -192,7 +192,7 @@ int cli_adm_run(const cli_options *o, cli_adm_start_fn start,
     ad->start = start;
     ad->stop = stop;
     ad->cmd = cmd;
-    cli_session_options(&ad->s, &opts);
+    cli_session_admin_options(&ad->s, &opts);
     opts.errbuf = errbuf;
     opts.errbuf_size = sizeof errbuf;
     ad->s.in_new = 1;

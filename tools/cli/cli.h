@@ -67,7 +67,7 @@ typedef struct cli_options {
     const cli_command *cmd;
     const char *url;
     double connect_timeout_s;   /* 0: retry forever */
-    int delivery_timeout_ms;    /* push; 0: wait forever */
+    int message_timeout_ms;     /* push; 0: wait forever */
     int replicas;               /* push --replicas; 0: the master's answer */
     int replica_timeout_ms;     /* push --replica-timeout-ms; 0: the
                                    library's */
@@ -173,11 +173,15 @@ int cli_session_init(cli_session *s, const cli_options *o,
                      const cli_session_ops *ops);
 
 /*
- * redq_options_init() and what both handles share: the URL, the client
- * name, the log callback (user: s) and a connect timeout that fits in
+ * redq_*_options_init() and what every handle shares: the URL, the client
+ * name, the log callback (log_user: s) and a connect timeout that fits in
  * --connect-timeout. The command sets its own fields on top.
  */
-void cli_session_options(cli_session *s, redq_options *opts);
+void cli_session_producer_options(cli_session *s,
+                                  redq_producer_options *opts);
+void cli_session_consumer_options(cli_session *s,
+                                  redq_consumer_options *opts);
+void cli_session_admin_options(cli_session *s, redq_admin_options *opts);
 
 /* What a failed redq_*_new() (rc < 0) means for the user: printed on
  * stderr; returns the exit code. */

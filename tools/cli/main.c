@@ -571,7 +571,7 @@ static int parse_args(const cli_command *c, int argc, char **argv,
     o->cmd = c;
     o->url = env && *env ? env : DEFAULT_URL;
     o->connect_timeout_s = DEFAULT_CONNECT_TIMEOUT_S;
-    o->delivery_timeout_ms = DEFAULT_DELIVERY_TIMEOUT_MS;
+    o->message_timeout_ms = DEFAULT_DELIVERY_TIMEOUT_MS;
     o->serve_interval_ms = 2000;
 
     optind = 1;
@@ -615,7 +615,7 @@ static int parse_args(const cli_command *c, int argc, char **argv,
             if (parse_u64(arg, INT_MAX, &v) < 0)
                 return cli_usage_error(c, "--delivery-timeout: '%s' is not a "
                                           "number of milliseconds", arg);
-            o->delivery_timeout_ms = (int)v;
+            o->message_timeout_ms = (int)v;
             break;
         case OPT_MAX_PENDING:
             if (parse_u64(arg, SIZE_MAX, &v) < 0 || v == 0)

@@ -334,7 +334,7 @@ static const cli_session_ops pop_ops = {pop_ever_connected, pop_finish,
 int cli_cmd_pop(const cli_options *o)
 {
     pop_state ps;
-    redq_options opts;
+    redq_consumer_options opts;
     int rc, code;
 
     if (o->has_count && o->count == 0)
@@ -362,13 +362,14 @@ int cli_cmd_pop(const cli_options *o)
         goto out;
     }
 
-    cli_session_options(&ps.s, &opts);
+    cli_session_consumer_options(&ps.s, &opts);
     opts.on_message = pop_on_message;
+    opts.on_message_user = &ps;
     opts.pool_size = 1; /* one connection: messages come in queue order */
     opts.max_unacked = ps.window;
     opts.pop_batch = ps.window < POP_BATCH ? ps.window : POP_BATCH;
     /* Explicit both ways: the library's default may change. */
-    opts.delivery = ps.reliable ? REDQ_AT_LEAST_ONCE : REDQ_AT_MOST_ONCE;
+    opts.guarantee = ps.reliable ? REDQ_AT_LEAST_ONCE : REDQ_AT_MOST_ONCE;
     if (ps.reliable) {
         opts.visibility_timeout_ms =
             o->visibility_ms ? o->visibility_ms : RELIABLE_VISIBILITY_MS;

@@ -116,8 +116,8 @@ static void push_finish(cli_session *s)
         push_abort(s);
 }
 
-static void push_on_delivery(redq_producer *p, const redq_report *r,
-                             void *user)
+static void push_on_report(redq_producer *p, const redq_report *r,
+                           void *user)
 {
     push_state *ps = user;
 
@@ -348,7 +348,7 @@ static const cli_session_ops push_ops = {push_ever_connected, push_finish,
 int cli_cmd_push(const cli_options *o)
 {
     push_state ps;
-    redq_options opts;
+    redq_producer_options opts;
     struct stat st;
     int rc, code;
 
@@ -380,10 +380,12 @@ int cli_cmd_push(const cli_options *o)
         }
     }
 
-    cli_session_options(&ps.s, &opts);
-    opts.on_delivery = push_on_delivery;
+    cli_session_producer_options(&ps.s, &opts);
+    opts.on_report = push_on_report;
+    opts.on_report_user = &ps;
     opts.on_ready = push_on_ready;
-    opts.delivery_timeout_ms = o->delivery_timeout_ms;
+    opts.on_ready_user = &ps;
+    opts.message_timeout_ms = o->message_timeout_ms;
     opts.min_replicas = o->replicas;
     if (o->replica_timeout_ms > 0)
         opts.replica_timeout_ms = o->replica_timeout_ms;

@@ -1024,7 +1024,7 @@ static void redact_url(serve *s, const char *url)
 int cli_cmd_serve(const cli_options *o)
 {
     serve s;
-    redq_options ro;
+    redq_admin_options ro;
     struct evhttp_bound_socket *sock;
     struct sockaddr_storage ss;
     socklen_t sl = sizeof ss;
@@ -1060,11 +1060,11 @@ int cli_cmd_serve(const cli_options *o)
         fprintf(stderr, "redq serve: out of memory\n");
         return CLI_RC_FAILED;
     }
-    redq_options_init(&ro);
+    redq_admin_options_init(&ro);
     ro.url = o->url;
     ro.log = on_log;
     ro.log_level = REDQ_LOG_INFO;
-    ro.user = &s;
+    ro.log_user = &s;
     if (o->connect_timeout_s > 0)
         ro.connect_timeout_ms = o->connect_timeout_s * 1000 > INT_MAX
                                     ? INT_MAX

@@ -190,21 +190,38 @@ oom:
     return -1;
 }
 
-/* Common options for either handle; the command sets its own on top. */
-void cli_session_options(cli_session *s, redq_options *opts)
-{
-    double ct = s->o->connect_timeout_s * 1000;
-    int ct_ms = ct < INT_MAX ? (int)ct : INT_MAX;
+/* Common options for any handle (the three option structs share their
+ * connection block); the command sets its own on top. */
+#define SESSION_OPTIONS(s, opts)                                               \
+    do {                                                                       \
+        double ct = (s)->o->connect_timeout_s * 1000;                          \
+        int ct_ms = ct < INT_MAX ? (int)ct : INT_MAX;                          \
+        (opts)->url = (s)->o->url;                                             \
+        (opts)->client_name = "redq-cli";                                      \
+        (opts)->log = session_log;                                             \
+        (opts)->log_level = REDQ_LOG_WARN;                                     \
+        (opts)->log_user = (s);                                                \
+        /* One attempt must be able to time out within --connect-timeout. */  \
+        if (ct_ms > 0 && ct_ms < (opts)->connect_timeout_ms)                   \
+            (opts)->connect_timeout_ms = ct_ms;                                \
+    } while (0)
 
-    redq_options_init(opts);
-    opts->url = s->o->url;
-    opts->client_name = "redq-cli";
-    opts->log = session_log;
-    opts->log_level = REDQ_LOG_WARN;
-    opts->user = s;
-    /* One attempt must be able to time out within --connect-timeout. */
-    if (ct_ms > 0 && ct_ms < opts->connect_timeout_ms)
-        opts->connect_timeout_ms = ct_ms;
+void cli_session_producer_options(cli_session *s, redq_producer_options *opts)
+{
+    redq_producer_options_init(opts);
+    SESSION_OPTIONS(s, opts);
+}
+
+void cli_session_consumer_options(cli_session *s, redq_consumer_options *opts)
+{
+    redq_consumer_options_init(opts);
+    SESSION_OPTIONS(s, opts);
+}
+
+void cli_session_admin_options(cli_session *s, redq_admin_options *opts)
+{
+    redq_admin_options_init(opts);
+    SESSION_OPTIONS(s, opts);
 }
 
 /* What a failed redq_*_new() means for the user. */
