@@ -227,6 +227,9 @@ typedef struct bench_config {
     int runs;
     int reliable;
     const char *queue;
+    int owned;     /* --owned: each run twice, redq_produce, then
+                      redq_produce_owned (produce mode) */
+    int owned_run; /* this run produces with redq_produce_owned */
 } bench_config;
 
 /* ------------------------------------------------------------------------ */
@@ -268,6 +271,11 @@ typedef struct bench_run {
 
     bench_bitmap *seen;
     bench_hist *lat; /* NULL: latency not recorded */
+
+    /* owned runs: payload buffers handed to redq_produce_owned come from
+     * here and go back here from its free callback (produce.c) */
+    char **pool;
+    size_t npool, poolcap;
 
     /* latency mode */
     double interval_ns;
@@ -372,6 +380,9 @@ int bench_once(const bench_config *cfg, redisContext *sc, bench_bitmap *seen,
 /* ev_pump callback of the throughput modes: produce up to a chunk of
  * stamped messages, then let the loop run. */
 void bench_pump_cb(evutil_socket_t fd, short what, void *arg);
+
+/* redq_produce_owned's free callback: the buffer goes back to r's pool. */
+void bench_owned_free(void *payload, void *user);
 
 /* redq on_ready: the producer has room again after REDQ_EFULL. */
 void bench_on_ready(redq_producer *p, void *user);

@@ -4,7 +4,7 @@
  *
  *   redq-bench MODE [--url URL] [--messages N | --seconds S] [--payload BYTES]
  *              [--pool N] [--batch N] [--linger-us N] [--rate R] [--compare]
- *              [--json] [-r N] [--queue NAME]
+ *              [--json] [-r N] [--queue NAME] [--owned]
  *
  * MODE is produce, consume, e2e, latency, idle or memory (--help says what
  * each measures). Without --url and without $REDQ_URL a throwaway
@@ -60,7 +60,7 @@ static void usage(FILE *f)
     fprintf(f,
         "usage: redq-bench MODE [--url URL] [--messages N | --seconds S] [--payload BYTES]\n"
         "                  [--pool N] [--batch N] [--linger-us N] [--rate R] [--compare]\n"
-        "                  [--json] [-r N] [--queue NAME]\n"
+        "                  [--json] [-r N] [--queue NAME] [--owned]\n"
         "\n"
         "modes:\n"
         "  produce   one producer, a report per message; msg/s = reports/s\n"
@@ -95,6 +95,9 @@ static void usage(FILE *f)
         "  --json           one JSON object on stdout instead of the table\n"
         "  -r N             repeat N times; report the median, min and max\n"
         "  --queue NAME     the list to use (default " DEFAULT_QUEUE ")\n"
+        "  --owned          produce mode: every run twice, with redq_produce (copying)\n"
+        "                   and then redq_produce_owned (the buffer handed over); the\n"
+        "                   summary adds the owned figures and the owned/copying ratio\n"
         "\n"
         "environment: REDQ_URL; REDQ_BENCH_REDIS_SERVER and REDQ_BENCH_REDIS_BENCHMARK\n"
         "(paths of redis-server and redis-benchmark, default: found on PATH)\n",
@@ -172,6 +175,8 @@ static int parse_args(int argc, char **argv, bench_config *cfg)
             cfg->compare = 1;
         } else if (!strcmp(argv[i], "--json")) {
             cfg->json = 1;
+        } else if (!strcmp(argv[i], "--owned")) {
+            cfg->owned = 1;
         } else if (!strcmp(argv[i], "--reliable")) {
             cfg->reliable = 1;
         } else if (opt(argc, argv, &i, "--url", &v)) {
@@ -269,6 +274,10 @@ static int parse_args(int argc, char **argv, bench_config *cfg)
         fprintf(stderr, "redq-bench: --reliable goes with e2e\n");
         return -1;
     }
+    if (cfg->owned && (cfg->mode != BENCH_PRODUCE || cfg->compare)) {
+        fprintf(stderr, "redq-bench: --owned goes with produce mode, without --compare\n");
+        return -1;
+    }
     if (cfg->rate_set && cfg->mode != BENCH_LATENCY) {
         fprintf(stderr, "redq-bench: --rate goes with latency mode\n");
         return -1;
@@ -321,7 +330,22 @@ typedef struct summary {
     const bench_hist *lat_all;
     int nruns;
     double med, mn, mx, rb_med, cpu, msgs, secs;
+    /* --owned: the redq_produce_owned runs, interleaved with the others */
+    const double *orates;
+    double omed, omn, omx, ocpu;
 } summary;
+
+/* Median, min and max of v[0..n-1] (n >= 1), through scratch tmp. */
+static void med_min_max(const double *v, double *tmp, size_t n, double *med,
+                        double *mn, double *mx)
+{
+    size_t k;
+    for (k = 0; k < n; k++)
+        tmp[k] = v[k];
+    *med = bench_median(tmp, n);
+    *mn = tmp[0];
+    *mx = tmp[n - 1];
+}
 
 /* --json: one object on stdout. 0, or -1 when writing it failed. */
 static int print_json(const summary *sm)
@@ -416,6 +440,20 @@ static int print_json(const summary *sm)
                             json_real(bench_latency_max_lag(res, (size_t)nruns)));
         json_object_set_new(root, "latency", o);
     }
+    if (cfg->owned) {
+        o = json_object();
+        a = json_array();
+        json_object_set_new(o, "call", json_string("redq_produce_owned"));
+        json_object_set_new(o, "msgs_per_sec", json_real(sm->omed));
+        json_object_set_new(o, "msgs_per_sec_min", json_real(sm->omn));
+        json_object_set_new(o, "msgs_per_sec_max", json_real(sm->omx));
+        json_object_set_new(o, "cpu_seconds", json_real(sm->ocpu));
+        json_object_set_new(o, "ratio_to_copying", json_real(med > 0 ? sm->omed / med : 0));
+        for (k = 0; k < (size_t)nruns; k++)
+            json_array_append_new(a, json_real(sm->orates[k]));
+        json_object_set_new(o, "per_run_msgs_per_sec", a);
+        json_object_set_new(root, "owned", o);
+    }
     if (cfg->mode == BENCH_IDLE)
         json_object_set_new(root, "idle", bench_idle_json(cfg, &res[nruns - 1]));
     if (cfg->mode == BENCH_MEMORY)
@@ -488,6 +526,15 @@ static void print_table(const summary *sm)
         printf("  %-26s %14.2f\n", "ratio (median/median)", rb_med > 0 ? med / rb_med : 0);
         printf("  redis-benchmark: %s\n", rb->shown);
     }
+    if (cfg->owned) {
+        printf("  %-26s %14.0f %14.0f %14.0f\n", "msg/s, owned", sm->omed, sm->omn,
+               sm->omx);
+        printf("  %-26s %14.2f\n", "ratio owned/copying", med > 0 ? sm->omed / med : 0);
+        printf("  per run copying/owned msg/s:");
+        for (k = 0; k < (size_t)nruns; k++)
+            printf(" %.0f/%.0f", sm->rates[k], sm->orates[k]);
+        printf("\n");
+    }
     if (lat_all->n > 0) {
         printf("  latency, us (%s, %llu samples)\n", bench_latency_what(cfg->mode),
                (unsigned long long)lat_all->n);
@@ -523,6 +570,12 @@ static void print_table(const summary *sm)
     if (msgs > 0 && cfg->mode != BENCH_IDLE)
         printf("  (%.3f us/msg)", cpu * 1e6 / msgs);
     printf("\n");
+    if (cfg->owned) {
+        printf("  %-26s %14.3f", "cpu seconds per run, owned", sm->ocpu);
+        if (msgs > 0)
+            printf("  (%.3f us/msg)", sm->ocpu * 1e6 / msgs);
+        printf("\n");
+    }
     bench_print_count("peak RSS, bytes", (double)bench_peak_rss_bytes());
 }
 
@@ -539,8 +592,10 @@ int main(int argc, char **argv)
     struct sigaction sa;
     bench_bitmap seen = {NULL, 0};
     bench_hist *lat_all = NULL;
-    bench_result *res = NULL;
-    double *rates = NULL, *rb_rates = NULL, *tmp = NULL;
+    bench_result *res = NULL, *ores = NULL;
+    bench_config ocfg;
+    bench_hist *olat = NULL;
+    double *orates = NULL, *rates = NULL, *rb_rates = NULL, *tmp = NULL;
     bench_compare rb;
     char err[1024] = "", version[32] = "?";
     int status = 2, i, nruns = 0;
@@ -592,7 +647,12 @@ int main(int argc, char **argv)
     rates = calloc((size_t)cfg.runs, sizeof *rates);
     rb_rates = calloc((size_t)cfg.runs, sizeof *rb_rates);
     tmp = calloc((size_t)cfg.runs, sizeof *tmp);
-    if (!lat_all || !res || !rates || !rb_rates || !tmp ||
+    ores = calloc((size_t)cfg.runs, sizeof *ores);
+    orates = calloc((size_t)cfg.runs, sizeof *orates);
+    olat = calloc(1, sizeof *olat);
+    ocfg = cfg;
+    ocfg.owned_run = 1;
+    if (!lat_all || !res || !rates || !rb_rates || !tmp || !ores || !orates || !olat ||
         (!cfg.seconds_set && cfg.mode != BENCH_IDLE && cfg.mode != BENCH_LATENCY &&
          bench_bm_reserve(&seen, cfg.messages) != 0)) {
         fprintf(stderr, "redq-bench: out of memory\n");
@@ -614,6 +674,16 @@ int main(int argc, char **argv)
             goto out;
         }
         rates[i] = res[i].msgs_per_sec;
+        /* Owned right after copying, on the same server: a noisy
+         * neighbour hits both alike. Its latencies are kept apart. */
+        if (cfg.owned) {
+            if (bench_once(&ocfg, sc, &seen, olat, &ores[i], err, sizeof err) != 0) {
+                fprintf(stderr, "redq-bench: produce --owned run %d: %s\n", i + 1,
+                        err[0] ? err : "failed");
+                goto out;
+            }
+            orates[i] = ores[i].msgs_per_sec;
+        }
         if (cfg.compare && bench_compare_run(&rb, sc, &rb_rates[i], err, sizeof err) != 0) {
             fprintf(stderr, "redq-bench: %s\n", err);
             goto out;
@@ -658,6 +728,13 @@ int main(int argc, char **argv)
         sm.rb_rates = rb_rates;
         sm.lat_all = lat_all;
         sm.nruns = nruns;
+        if (cfg.owned) {
+            for (k = 0; k < (size_t)nruns; k++)
+                sm.ocpu += ores[k].cpu;
+            sm.ocpu /= nruns;
+            med_min_max(orates, tmp, (size_t)nruns, &sm.omed, &sm.omn, &sm.omx);
+            sm.orates = orates;
+        }
         if (cfg.json) {
             if (print_json(&sm) != 0)
                 goto out;
@@ -672,6 +749,9 @@ out:
     free(seen.w);
     free(lat_all);
     free(res);
+    free(ores);
+    free(orates);
+    free(olat);
     free(rates);
     free(rb_rates);
     free(tmp);

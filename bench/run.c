@@ -271,6 +271,9 @@ void bench_run_free(bench_run *r)
     if (r->base != NULL)
         event_base_free(r->base);
     free(r->payload);
+    while (r->npool > 0)
+        free(r->pool[--r->npool]);
+    free(r->pool);
 }
 
 /* The connection block, the same in both option structs. */

@@ -583,6 +583,48 @@ REDQ_API int redq_produce_delayed(redq_producer *p, const char *queue,
                                   const void *payload, size_t len,
                                   long long delay_ms, void *opaque);
 
+/** Releases a buffer handed over with redq_produce_owned(): `payload` is
+ *  the pointer given there, `user` its `free_user`. */
+typedef void (*redq_free_cb)(void *payload, void *user);
+
+/**
+ * Like redq_produce(), but redq takes the `len` bytes at `payload` without
+ * copying them (librdkafka's RD_KAFKA_MSG_F_FREE). The queue name is still
+ * copied.
+ *
+ * Ownership: on 0 the buffer belongs to redq until `free_cb(payload,
+ * free_user)` is called. That happens exactly once per accepted message,
+ * from the loop, right after the message's report callback returned (or
+ * when the report would be made, when no report callback is set), whatever
+ * the outcome: stored, failed, timed out, or reported REDQ_ECLOSED by
+ * redq_producer_close() (then before close's callback). Until then the
+ * bytes must not change: a batch resent after a reconnect is built from
+ * them again. The report's `payload` is this same pointer. `free_cb` may be
+ * NULL: nothing is called, and the caller must keep the buffer unchanged
+ * until the report callback returned (for a static or pooled buffer).
+ * On an error return nothing was taken: the buffer still belongs to the
+ * caller and free_cb is not called.
+ *
+ * What is saved: redq_produce() copies a payload into its batch and hiredis
+ * copies the batch into its output buffer; here the payload is copied only
+ * once, into hiredis's output buffer, when its batch is written (and again
+ * if it is resent). Payloads under 512 bytes are copied into the batch
+ * instead, where one more piece would cost more than the copy; ownership is
+ * the same. docs/PERFORMANCE.md, "Zero-copy produce", has measurements.
+ * There is no owned variant of redq_produce_delayed(): a delayed message is
+ * stored with metadata in front of it, in one value, so it is copied anyway.
+ *
+ * Order, batching, max_pending_*, max_message_bytes, message timeouts,
+ * resends and min_replicas treat owned and copied messages alike, and both
+ * may be mixed on one queue: they reach Redis in the order of the calls.
+ *
+ * Same return values as redq_produce().
+ */
+REDQ_API int redq_produce_owned(redq_producer *p, const char *queue,
+                                void *payload, size_t len,
+                                redq_free_cb free_cb, void *free_user,
+                                void *opaque);
+
 /** Called when every message accepted before redq_producer_flush() has had
  *  its report. status is 0, or REDQ_ECLOSED when the producer was
  *  closed first (the reports were still all made). */

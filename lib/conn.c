@@ -1760,6 +1760,49 @@ int redq__conn_send(redq__conn *c, const char *cmd, size_t len,
     return 0;
 }
 
+/*
+ * hiredis copies every command into its output buffer (c.obuf, an sds) and
+ * writes from there. redisAsyncFormattedCommand() does that copy and also
+ * registers the reply callback, parsing only the command's first argument
+ * (the command name: it looks for SUBSCRIBE and MONITOR). So the first piece
+ * goes through it, carrying the name, and the other pieces are appended to
+ * the same buffer with hiredis's public sds functions. Nothing is written in
+ * between: our adapter only writes from the loop (io_add_write defers it),
+ * and even a partial write in between would only split the byte stream.
+ * The room for all pieces is reserved first, so no append after the
+ * callback is registered can fail and leave half a command behind.
+ */
+int redq__conn_sendiov(redq__conn *c, const redq__iov *iov, size_t n,
+                       int extra_timeout_ms, redq__reply_cb cb, void *arg)
+{
+    size_t total = 0, i;
+    sds ob;
+    int rc;
+    if (n == 0)
+        return REDQ_EINVAL;
+    for (i = 0; i < n; i++)
+        total += iov[i].len;
+    rc = send_common(c, extra_timeout_ms, cb, arg);
+    if (rc != 0)
+        return rc;
+    ob = sdsMakeRoomFor(c->ac->c.obuf, total);
+    if (ob == NULL) {
+        ring_unpush(c);
+        return REDQ_ENOMEM;
+    }
+    c->ac->c.obuf = ob;
+    if (redisAsyncFormattedCommand(c->ac, on_reply, NULL, iov[0].base,
+                                   iov[0].len) != REDIS_OK) {
+        ring_unpush(c);
+        return REDQ_EDISCONNECTED;
+    }
+    for (i = 1; i < n; i++)
+        if (iov[i].len > 0)
+            c->ac->c.obuf = sdscatlen(c->ac->c.obuf, iov[i].base, iov[i].len);
+    arm_cmd_timer(c);
+    return 0;
+}
+
 int redq__conn_sendv(redq__conn *c, int argc, const char **argv,
                      const size_t *argvlen, int extra_timeout_ms,
                      redq__reply_cb cb, void *arg)

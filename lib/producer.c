@@ -37,6 +37,12 @@
 /* Room for "*<up to 20 digits>\r\n" in front of every batch. */
 #define HEADER_ROOM 24
 
+/* redq_produce_owned: payloads at least this long stay in the caller's
+ * buffer and are spliced into the command when it is handed to hiredis;
+ * shorter ones are copied into the batch like redq_produce's, since
+ * copying a few hundred bytes costs less than one more piece to append. */
+#define OWNED_SPLICE_MIN 512
+
 enum batch_kind { B_LPUSH, B_DELAY };
 
 enum batch_state {
@@ -54,6 +60,17 @@ typedef struct msg_entry {
     size_t off; /* payload offset in the batch buffer */
     size_t len;
 } msg_entry;
+
+/* A message of redq_produce_owned: the caller's buffer, released by
+ * free_cb after its report. Kept in a side table of the batch, in message
+ * order, so that copied messages pay nothing for the feature. */
+typedef struct owned_entry {
+    size_t idx;        /* its index in the batch's msgs */
+    void *data;
+    redq_free_cb free_cb;
+    void *free_user;
+    int spliced;       /* not in buf: msgs[idx].off is where it goes */
+} owned_entry;
 
 typedef struct batch {
     struct redq_producer *owner;
@@ -73,6 +90,11 @@ typedef struct batch {
     msg_entry *msgs;
     size_t n, mcap;
     size_t payload_bytes;
+
+    owned_entry *own; /* owned messages, in order; released when reported */
+    size_t nown, owncap;
+    size_t nsplice;       /* how many of them are spliced (not in buf) */
+    size_t spliced_bytes; /* their payload bytes: buf + these = the command */
 
     uint64_t first_seq; /* sequence number of msgs[0] */
     uint64_t first_us;  /* when msgs[0] was accepted */
@@ -122,6 +144,8 @@ struct redq_producer {
     /* open batches: hash map by queue name + list in creation order */
     batch **buckets;
     size_t nbuckets, nopen;
+    redq__iov *iov;   /* pieces of a command with spliced payloads */
+    size_t iovcap;
     blist open;
     batch *last; /* the open batch used last: the one-queue fast path */
 
@@ -215,6 +239,7 @@ static void batch_destroy(batch *b)
     free(b->qname);
     free(b->buf);
     free(b->msgs);
+    free(b->own);
     free(b);
 }
 
@@ -316,6 +341,9 @@ static batch *batch_new(redq_producer *p, int kind, const char *queue,
     b->prev = b->next = b->hnext = NULL;
     b->n = 0;
     b->payload_bytes = 0;
+    b->nown = 0;
+    b->nsplice = 0;
+    b->spliced_bytes = 0;
     b->sent_before = 0;
     b->unknown = 0;
     b->stored = 0;
@@ -443,6 +471,51 @@ static void seal_all(redq_producer *p)
 static void on_batch_reply(redq__conn *c, void *reply, void *arg);
 static void on_wait_reply(redq__conn *c, void *reply, void *arg);
 
+/*
+ * A batch with spliced (owned) payloads goes to hiredis in pieces: the
+ * batch buffer up to each payload's place, the caller's payload, and so on.
+ * Each piece is copied once, into hiredis's output buffer; the batch keeps
+ * its pointers, so a resend after a reconnect splices the same buffers.
+ */
+static int send_spliced(redq_producer *p, batch *b)
+{
+    size_t need = 2 * b->nsplice + 1, k = 0, from = b->start, j;
+    if (need > p->iovcap) {
+        redq__iov *n = realloc(p->iov, need * sizeof *n);
+        if (n == NULL)
+            return REDQ_ENOMEM;
+        p->iov = n;
+        p->iovcap = need;
+    }
+    for (j = 0; j < b->nown; j++) {
+        const owned_entry *e = &b->own[j];
+        const msg_entry *m = &b->msgs[e->idx];
+        if (!e->spliced)
+            continue;
+        p->iov[k].base = b->buf + from;
+        p->iov[k++].len = m->off - from;
+        p->iov[k].base = e->data;
+        p->iov[k++].len = m->len;
+        from = m->off;
+    }
+    p->iov[k].base = b->buf + from;
+    p->iov[k++].len = b->len - from;
+    return redq__conn_sendiov(p->conn, p->iov, k, 0, on_batch_reply, b);
+}
+
+static int send_batch(redq_producer *p, batch *b)
+{
+    /* The delay script is loaded on its first use on a connection. */
+    if (b->kind == B_DELAY)
+        return redq__conn_send_script(p->conn, REDQ__SCRIPT_DELAY,
+                                      b->buf + b->start, b->len - b->start, 0,
+                                      on_batch_reply, b);
+    if (b->nsplice > 0)
+        return send_spliced(p, b);
+    return redq__conn_send(p->conn, b->buf + b->start, b->len - b->start, 0,
+                           on_batch_reply, b);
+}
+
 static void pump(redq_producer *p)
 {
     /* Careful mode pipelines one batch at a time (see on_batch_reply). */
@@ -453,15 +526,7 @@ static void pump(redq_producer *p)
     while (p->next_unsent != NULL && p->inflight < limit &&
            !p->throttled && redq__conn_ready(p->conn)) {
         batch *b = p->next_unsent;
-        /* The delay script is loaded on its first use on a connection. */
-        int rc = b->kind == B_DELAY
-                     ? redq__conn_send_script(p->conn, REDQ__SCRIPT_DELAY,
-                                              b->buf + b->start,
-                                              b->len - b->start, 0,
-                                              on_batch_reply, b)
-                     : redq__conn_send(p->conn, b->buf + b->start,
-                                       b->len - b->start, 0, on_batch_reply,
-                                       b);
+        int rc = send_batch(p, b);
         if (rc != 0) {
             /* Not ready after all (or no memory for the ring): it stays
              * unsent, and on_up or the next reply retries. */
@@ -517,7 +582,7 @@ static void report_batch(redq_producer *p, batch *b, int status,
                          const char *errstr)
 {
     redq_report r;
-    size_t i;
+    size_t i, j = 0;
     uint64_t *count = status == 0 ? &p->st.stored : &p->st.failed;
 
     r.queue = b->qname;
@@ -531,19 +596,34 @@ static void report_batch(redq_producer *p, batch *b, int status,
         p->pending_msgs -= b->n;
         p->pending_bytes -= b->payload_bytes;
         *count += b->n;
+        for (j = 0; j < b->nown; j++)
+            if (b->own[j].free_cb != NULL)
+                b->own[j].free_cb(b->own[j].data, b->own[j].free_user);
     } else {
         /* Message by message, so the counters are exact inside each
          * callback: this message is already counted as reported. */
         for (i = 0; i < b->n; i++) {
-            r.payload = b->buf + b->msgs[i].off;
+            /* An owned message's buffer is released right after its own
+             * report, not after the batch's: the caller gets its memory
+             * back in order, and a callback that fails can't leak it. */
+            owned_entry e = {0, NULL, NULL, NULL, 0};
+            int owned = j < b->nown && b->own[j].idx == i;
+            if (owned)
+                e = b->own[j++];
+            r.payload = owned ? e.data : b->buf + b->msgs[i].off;
             r.len = b->msgs[i].len;
             r.opaque = b->msgs[i].opaque;
             p->pending_msgs--;
             p->pending_bytes -= b->msgs[i].len;
             (*count)++;
             p->on_report(p, &r, p->report_user);
+            if (e.free_cb != NULL)
+                e.free_cb(e.data, e.free_user);
         }
     }
+    /* Released: a batch is reported once, but its entries must never be
+     * seen again (a zombie lives on until its reply). */
+    b->nown = 0;
     if (p->waiters != NULL)
         defer(p, DEFER_FLUSH_CHECK);
 }
@@ -1297,7 +1377,8 @@ static REDQ__HOT_INLINE batch *open_batch_for(redq_producer *p, int kind,
         hash = b->hash;
     }
     if (b != NULL &&
-        ((b->len - HEADER_ROOM) + add + 32 > p->batch_max_bytes ||
+        ((b->len + b->spliced_bytes - HEADER_ROOM) + add + 32 >
+             p->batch_max_bytes ||
          (p->span_max_us && now - b->first_us > p->span_max_us))) {
         seal(p, b);
         pump(p);
@@ -1387,7 +1468,7 @@ static REDQ__HOT_INLINE void appended(redq_producer *p, batch *b, const char *w,
         arm_sweep(p);
 
     if (b->n >= p->batch_max_msgs ||
-        b->len - HEADER_ROOM >= p->batch_max_bytes) {
+        b->len + b->spliced_bytes - HEADER_ROOM >= p->batch_max_bytes) {
         seal(p, b);
         pump(p);
     } else if (p->adaptive && p->inflight == 0) {
@@ -1427,6 +1508,71 @@ int redq_produce(redq_producer *p, const char *queue, const void *payload,
         return nomem(p, b);
     w = b->buf + b->len;
     at = put_bulk(p, &w, payload, len);
+    appended(p, b, w, at, len, opaque, now);
+    return 0;
+}
+
+/* Room for one more owned entry in `b`. */
+static int own_room(batch *b)
+{
+    if (b->nown == b->owncap) {
+        size_t ncap = b->owncap ? b->owncap * 2 : 16;
+        owned_entry *e = realloc(b->own, ncap * sizeof *e);
+        if (e == NULL)
+            return REDQ_ENOMEM;
+        b->own = e;
+        b->owncap = ncap;
+    }
+    return 0;
+}
+
+/*
+ * The batch gets the message's "$<len>\r\n" and the "\r\n" after it, not
+ * its bytes: msgs[].off is where the payload goes when the batch is handed
+ * to hiredis (send_spliced). Everything else (sealing by batch_max_bytes,
+ * the window, order, resends, WAIT, timeouts) sees the same message as
+ * redq_produce's.
+ */
+int redq_produce_owned(redq_producer *p, const char *queue, void *payload,
+                       size_t len, redq_free_cb free_cb, void *free_user,
+                       void *opaque)
+{
+    batch *b;
+    size_t qlen;
+    uint64_t now;
+    char *w, *at;
+    owned_entry *e;
+    int splice = len >= OWNED_SPLICE_MIN;
+    int rc = check_produce(p, queue, payload, len, &qlen);
+
+    if (REDQ__UNLIKELY(rc != 0))
+        return rc;
+    now = coarse_now_us();
+    b = open_batch_for(p, B_LPUSH, queue, qlen, len, now);
+    if (REDQ__UNLIKELY(b == NULL ||
+                       make_room(b, (splice ? 0 : len) + 32) != 0 ||
+                       own_room(b) != 0))
+        return nomem(p, b);
+    w = b->buf + b->len;
+    if (splice) {
+        *w++ = '$';
+        w += put_uint(w, len);
+        *w++ = '\r';
+        *w++ = '\n';
+        at = w;
+        *w++ = '\r';
+        *w++ = '\n';
+        b->nsplice++;
+        b->spliced_bytes += len;
+    } else {
+        at = put_bulk(p, &w, payload, len);
+    }
+    e = &b->own[b->nown++];
+    e->idx = b->n;
+    e->data = payload;
+    e->free_cb = free_cb;
+    e->free_user = free_user;
+    e->spliced = splice;
     appended(p, b, w, at, len, opaque, now);
     return 0;
 }
@@ -1559,6 +1705,7 @@ static void close_now(redq_producer *p)
     event_free(p->t_throttle);
     event_free(p->t_flush);
     free(p->throttle_q);
+    free(p->iov);
     free(p->buckets);
     free(p);
     if (cb != NULL)

@@ -516,6 +516,21 @@ int redq__conn_send(redq__conn *c, const char *cmd, size_t len,
 int redq__conn_send_script(redq__conn *c, int script, const char *cmd,
                            size_t len, int extra_timeout_ms, redq__reply_cb cb,
                            void *arg);
+/** One piece of a command for redq__conn_sendiov. */
+typedef struct redq__iov {
+    const char *base;
+    size_t len;
+} redq__iov;
+/**
+ * Like redq__conn_send, for a preformatted command given as n pieces in
+ * order (the producer's owned payloads): each piece is copied once, straight
+ * into hiredis's output buffer, and not referenced after the call. iov[0]
+ * must hold at least the whole first argument (the command name) and the
+ * byte after it. Returns as redq__conn_send; REDQ_EINVAL for n == 0. On an
+ * error nothing was queued.
+ */
+int redq__conn_sendiov(redq__conn *c, const redq__iov *iov, size_t n,
+                       int extra_timeout_ms, redq__reply_cb cb, void *arg);
 /** Like redq__conn_send with an argv (for rare commands). */
 int redq__conn_sendv(redq__conn *c, int argc, const char **argv,
                      const size_t *argvlen, int extra_timeout_ms,
