@@ -601,7 +601,7 @@ Test(reliable, clean_stop_deregisters)
     start(t, &o, "q");
     cr_assert(wait_unique(t, 100, 10000));
     cr_assert_eq(fx_cmd_int("SCARD {q}/consumers"), 1);
-    cr_assert_eq(redq_consumer_stop(t->c, on_rstopped, t), 0);
+    cr_assert_eq(redq_consumer_stop(t->c, -1, on_rstopped, t), 0);
     cr_assert(fx_run_until(cond_stopped, t, 5000));
     cr_assert_eq(fx_cmd_int("SCARD {q}/consumers"), 0);
     cr_assert_eq(keys_matching("{q}/hb:*"), 0);
