@@ -355,7 +355,7 @@ void bench_run_teardown(bench_run *r)
     if (r->c != NULL) {
         /* Stop first when the run went well: that is the graceful path an
          * application takes, and it must not lose or repeat anything. */
-        rc = r->failed ? REDQ_ECLOSED : redq_consumer_stop(r->c, on_c_stopped, r);
+        rc = r->failed ? REDQ_ECLOSED : redq_consumer_stop(r->c, -1, on_c_stopped, r);
         if (rc != 0)
             rc = redq_consumer_close(r->c, on_c_closed, r);
         if (rc != 0) {

@@ -479,7 +479,7 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
     }
     for (c = srv->conns; c; c = c->next)
         conn_update_reading(c);
-    if (redq_producer_flush(srv->p, on_flushed, srv) < 0)
+    if (redq_producer_flush(srv->p, -1, on_flushed, srv) < 0)
         redq_producer_close(srv->p, on_closed, srv);
 }
 

@@ -93,7 +93,9 @@ struct event_base;
     XX(EALREADY, -16, "message already acked or nacked")                      \
     XX(ENOMASTER, -17, "the sentinels know no master by that name")           \
     XX(ENOTREPLICATED, -18,                                                    \
-       "stored on the master, not acknowledged by enough replicas")
+       "stored on the master, not acknowledged by enough replicas")            \
+    XX(ENOQUEUE, -19, "the consumer does not consume that queue")              \
+    XX(EEXIST, -20, "the consumer already consumes that queue")
 
 enum {
     REDQ_OK = 0,
@@ -182,15 +184,30 @@ typedef struct redq_report {
 typedef void (*redq_report_cb)(redq_producer *p, const redq_report *report,
                                void *user);
 
-/** Called once after redq_produce() returned REDQ_EFULL, when the pending
- *  messages and bytes have both dropped to half their bounds. */
+/**
+ * Called once after redq_produce() returned REDQ_EFULL, when the pending
+ * messages and bytes have both dropped to half their bounds (the low-water
+ * mark).
+ *
+ * When it is measured: after each report callback returns (not once per
+ * batch of reports). The first report that leaves the window at or below
+ * the mark is followed by on_ready before the next report is made, in the
+ * same loop pass; with no report callback, after the batch's reports were
+ * counted. From the REDQ_EFULL until on_ready, redq_produce() keeps
+ * refusing with REDQ_EFULL, also when a report freed a place (hysteresis):
+ * so a report callback that produces cannot keep the window above the mark
+ * and postpone on_ready forever, and on_ready always finds half the window
+ * free. A message that fails (timeout, close) counts as reported.
+ */
 typedef void (*redq_ready_cb)(redq_producer *p, void *user);
 
 /**
- * Called for each consumed message, from the loop. The message (its queue
- * name, data and length) stays valid until redq_ack() is called for it,
- * which may be from a later loop iteration; every message must be acked
- * exactly once (or the consumer closed).
+ * Called for each consumed message, from the loop. The message and
+ * everything read from it (redq_msg_queue/data/id) stay valid until it is
+ * finished with redq_ack(), redq_nack() or redq_reject(), which may be from
+ * a later loop iteration, after a stop, even after redq_consumer_close()
+ * (see "Lifetimes" below). Every delivered message must be finished exactly
+ * once.
  */
 typedef void (*redq_message_cb)(redq_consumer *c, redq_message *msg,
                                 void *user);
@@ -225,7 +242,7 @@ typedef void (*redq_message_cb)(redq_consumer *c, redq_message *msg,
  *   "nacked"          messages finished with redq_nack()
  *   "unacked"         delivered and not finished yet (in flight)
  *   "retried", "dead_lettered", "expired", "recovered", "promoted",
- *   "returned", "errors"   as in redq_consumer_stats
+ *   "returned", "rejected", "errors"   as in redq_consumer_stats
  * The counters are those of redq_producer_get_stats() and
  * redq_consumer_get_stats() at the moment the JSON is made. Unknown fields
  * may be added; never rely on their order.
@@ -625,25 +642,33 @@ REDQ_API int redq_produce_owned(redq_producer *p, const char *queue,
                                 redq_free_cb free_cb, void *free_user,
                                 void *opaque);
 
-/** Called when every message accepted before redq_producer_flush() has had
- *  its report. status is 0, or REDQ_ECLOSED when the producer was
- *  closed first (the reports were still all made). */
+/** Called when a redq_producer_flush() ends. status is 0 when every
+ *  message accepted before the call has had its report; REDQ_ETIMEDOUT when
+ *  the flush's own deadline passed first (those messages stay pending and
+ *  are reported later, as if there had been no flush); REDQ_ECLOSED when
+ *  the producer was closed first (the reports were still all made). */
 typedef void (*redq_flush_cb)(redq_producer *p, int status, void *user);
 
 /**
  * Send whatever is batched now, without waiting for linger, and call `cb`
- * once every message accepted so far has been reported (stored or failed;
- * message_timeout_ms bounds the wait). Messages produced after this call do
- * not delay it. Several flushes may be outstanding. With nothing to wait
- * for, `cb` runs in the next loop iteration (after the loop has polled for
- * I/O and timers), so a flush started from its own callback never spins.
+ * once every message accepted so far has been reported (stored or
+ * failed), or when `timeout_ms` has passed, whichever comes first: a
+ * container's grace period, as rd_kafka_flush(rk, timeout_ms). timeout_ms < 0
+ * gives the flush no deadline of its own: message_timeout_ms still bounds
+ * every message, so it ends by then. timeout_ms 0 only checks (next loop
+ * iteration). A flush that times out fails nothing: the messages stay
+ * pending and get their reports as usual. Messages produced after this call
+ * do not delay it. Several flushes may be outstanding, each with its own
+ * deadline. With nothing to wait for, `cb` runs in the next loop iteration
+ * (after the loop has polled for I/O and timers), so a flush started from
+ * its own callback never spins.
  *
  * REDQ_EINVAL  p or cb is NULL
  * REDQ_ECLOSED the producer is closing
  * REDQ_ENOMEM  out of memory
  */
-REDQ_API int redq_producer_flush(redq_producer *p, redq_flush_cb cb,
-                                 void *user);
+REDQ_API int redq_producer_flush(redq_producer *p, int timeout_ms,
+                                 redq_flush_cb cb, void *user);
 
 /** Called when a producer has been released. It is the handle's last
  *  callback; the producer pointer is no longer valid. */
@@ -742,10 +767,31 @@ REDQ_API int redq_consumer_new(redq_consumer **out, struct event_base *base,
                                const redq_consumer_options *opts,
                                const char *const *queues, size_t nqueues);
 
-/** The queue a message came from. NUL-terminated; valid until acked. */
+/*
+ * Lifetimes: when each pointer dies
+ * ---------------------------------
+ * redq_message *msg, and the strings and bytes read from it (queue, data,
+ *   id): valid from on_message until the call that finishes it
+ *   (redq_ack(), redq_nack(), redq_reject()) returns, and not a moment
+ *   longer. Neither a stop (also one that timed out: it gave the message
+ *   back, and a later redq_ack() says REDQ_ETIMEDOUT) nor a close, nor
+ *   redq_consumer_remove_queue() of its queue, ends it. After
+ *   redq_consumer_close() the finishing calls (and redq_msg_extend()) return
+ *   REDQ_ECLOSED and only release the message's memory, which outlives the
+ *   consumer until then; the close callback does not wait for them. A
+ *   message never finished is the caller's leak (its pop's memory).
+ * redq_report (the producer's report) and every pointer in it: valid until
+ *   the report callback returns.
+ * Everything handed to other callbacks (queue infos, dead letters, stats
+ *   JSON, error strings): valid until that callback returns.
+ * redq_consumer_id(), redq_producer / consumer handles: valid until the
+ *   handle's close callback.
+ */
+
+/** The queue a message came from. NUL-terminated; valid until finished. */
 REDQ_API const char *redq_msg_queue(const redq_message *msg);
 /** The message's bytes (followed by a NUL that is not counted, for
- *  convenience); valid until acked. */
+ *  convenience); valid until finished. */
 REDQ_API const void *redq_msg_data(const redq_message *msg);
 /** The message's length in bytes. */
 REDQ_API size_t redq_msg_len(const redq_message *msg);
@@ -763,8 +809,9 @@ REDQ_API const char *redq_msg_id(const redq_message *msg);
  * Finish a message successfully: at-least-once, it is removed from the
  * processing list (acks are gathered and sent once per loop iteration);
  * its memory is released and its place in the window freed. Call exactly
- * one of redq_ack() / redq_nack() once per message, from the loop's
- * thread, inside the handler or later; `msg` is invalid afterwards.
+ * one of redq_ack() / redq_nack() / redq_reject() once per message, from
+ * the loop's thread, inside the handler or later (also after a stop or a
+ * close); `msg` is invalid afterwards.
  * A second call on the same message is a caller bug; it is caught
  * (REDQ_EALREADY) while other messages of the same pop are still held,
  * and undefined once all are released.
@@ -775,6 +822,9 @@ REDQ_API const char *redq_msg_id(const redq_message *msg);
  * REDQ_ETIMEDOUT too late: visibility_timeout_ms had passed (or a stop
  *                that timed out gave it back) and the message was already
  *                sent down the retry path; it is released all the same
+ * REDQ_ECLOSED   redq_consumer_close() was called: nothing is sent (at
+ *                least once the close gave the message back to its queue,
+ *                or a reaper will); only its memory is released
  */
 REDQ_API int redq_ack(redq_message *msg);
 
@@ -787,9 +837,24 @@ REDQ_API int redq_ack(redq_message *msg);
  * both modes (at-most-once, the message is pushed back). `msg` is invalid
  * afterwards.
  *
- * 0, REDQ_EINVAL, REDQ_ETIMEDOUT as for redq_ack()
+ * 0, REDQ_EINVAL, REDQ_EALREADY, REDQ_ETIMEDOUT, REDQ_ECLOSED as for
+ * redq_ack()
  */
 REDQ_API int redq_nack(redq_message *msg, const char *reason);
+
+/**
+ * Finish a message unsuccessfully, without retries: a poison message should
+ * not cost max_attempts deliveries. At-least-once it goes straight to the
+ * queue's dead-letter list in one atomic step (as a last failed attempt
+ * would), with `reason` (copied, cut to 1024 bytes; may be NULL) and the
+ * attempt it failed on; it counts in both `rejected` and `dead_lettered`.
+ * At-most-once it is dropped and counted in `rejected`. `msg` is invalid
+ * afterwards.
+ *
+ * 0, REDQ_EINVAL, REDQ_EALREADY, REDQ_ETIMEDOUT, REDQ_ECLOSED as for
+ * redq_ack()
+ */
+REDQ_API int redq_reject(redq_message *msg, const char *reason);
 
 /**
  * Keep a message longer: its visibility deadline becomes `ms` from now
@@ -801,12 +866,16 @@ REDQ_API int redq_nack(redq_message *msg, const char *reason);
  * At-most-once it only bounds nothing and returns 0.
  *
  * 0, REDQ_EINVAL (msg NULL, ms < 0), REDQ_EALREADY, REDQ_ETIMEDOUT (the
- * deadline had already passed: the message is on its retry path)
+ * deadline had already passed: the message is on its retry path),
+ * REDQ_ECLOSED (the consumer is closing or closed: nothing is done; the
+ * message must still be finished)
  */
 REDQ_API int redq_msg_extend(redq_message *msg, int ms);
 
 /** Called when a stop has finished. status is 0, or REDQ_ETIMEDOUT when
- *  messages were still unacked after stop_timeout_ms. */
+ *  messages were still unacked (or Redis had not confirmed the give-back)
+ *  when the stop's deadline passed, or REDQ_ECLOSED when the consumer was
+ *  closed first. */
 typedef void (*redq_stop_cb)(redq_consumer *c, int status, void *user);
 
 /**
@@ -816,9 +885,10 @@ typedef void (*redq_stop_cb)(redq_consumer *c, int status, void *user);
  * message has been acked, at-least-once, whatever this consumer's
  * processing lists still hold goes back to its queue and the consumer
  * leaves the queue's consumer set, in one atomic step per list.
- * `cb` gets 0 when Redis has confirmed all of that. When stop_timeout_ms
- * passes first, messages the handler still holds are given back too (a
- * later ack returns REDQ_ETIMEDOUT), and `cb` gets REDQ_ETIMEDOUT at once:
+ * `cb` gets 0 when Redis has confirmed all of that. When `timeout_ms`
+ * (< 0: opts.stop_timeout_ms) passes first, messages the handler still
+ * holds are given back too (a later ack returns REDQ_ETIMEDOUT; the
+ * message stays valid until then), and `cb` gets REDQ_ETIMEDOUT at once:
  * something (an ack, the give-back) is not confirmed yet, and carries on
  * until close. The consumer stays valid until redq_consumer_close().
  *
@@ -826,18 +896,21 @@ typedef void (*redq_stop_cb)(redq_consumer *c, int status, void *user);
  * REDQ_EINVAL  c or cb is NULL
  * REDQ_ECLOSED already stopping or closing
  */
-REDQ_API int redq_consumer_stop(redq_consumer *c, redq_stop_cb cb,
-                                void *user);
+REDQ_API int redq_consumer_stop(redq_consumer *c, int timeout_ms,
+                                redq_stop_cb cb, void *user);
 
 /**
  * Release the consumer. Pops are abandoned at once; at-least-once, acks
- * and nacks already accepted are sent first and awaited for up to a
- * second. At-most-once, a pop in flight may lose the messages it took
- * (stop first to avoid that); at-least-once, unacked messages stay in the
- * processing list and are requeued by another consumer after
- * consumer_ttl_ms (stop first to give them back at once). Unacked message
- * pointers become invalid. `cb` (may be NULL) is called when everything is
- * freed; it is the consumer's last callback.
+ * and nacks accepted before this call are sent first and awaited for up
+ * to a second, and what the processing lists still hold, the messages the
+ * handler holds included, is given back to its queue (when the control
+ * connection is down, a live consumer of the queue requeues it after
+ * consumer_ttl_ms). At-most-once, a pop in flight may lose the messages it
+ * took (stop first to avoid that). Messages the handler holds stay valid:
+ * from this call on, redq_ack() / redq_nack() / redq_reject() on them
+ * return REDQ_ECLOSED and only release their memory, which they must still
+ * do. `cb` (may be NULL) is called when the consumer itself is freed,
+ * without waiting for them; it is the consumer's last callback.
  *
  * 0            closing
  * REDQ_EINVAL  c is NULL
@@ -845,6 +918,52 @@ REDQ_API int redq_consumer_stop(redq_consumer *c, redq_stop_cb cb,
  */
 REDQ_API int redq_consumer_close(redq_consumer *c, redq_close_cb cb,
                                  void *user);
+
+/** Called when redq_consumer_remove_queue() has finished: status 0, or
+ *  REDQ_ECLOSED when the consumer was closed first. */
+typedef void (*redq_remove_cb)(redq_consumer *c, int status, void *user);
+
+/**
+ * Start consuming `queue` (copied) too, on the running consumer, with the
+ * lowest priority (after the queues it has). The same pool serves it: no
+ * connection is opened. At-least-once, pops take from it once its first
+ * heartbeat is acknowledged (about one round trip); pops blocked meanwhile
+ * are released so they see it.
+ *
+ * 0              added
+ * REDQ_EINVAL    c or queue NULL, queue empty, too long or another queue's
+ *                own key
+ * REDQ_EEXIST    already consumed by c (or its removal is still in
+ *                progress: add it again after the remove callback)
+ * REDQ_ECLOSED   c is stopping or closing
+ * REDQ_ENOMEM    out of memory
+ */
+REDQ_API int redq_consumer_add_queue(redq_consumer *c, const char *queue);
+
+/**
+ * Stop consuming `queue`, on the running consumer: no pop starts on it any
+ * more and pops blocked on it are released at once. Messages of it already
+ * delivered stay valid and are finished as usual; once none is held and no
+ * pop that named it is out, at-least-once, what its processing lists still
+ * hold goes back to the queue and this consumer leaves the queue's consumer
+ * set (RETURN, as a stop does, for this queue only). `cb` gets 0 when Redis
+ * has confirmed that (at-most-once: when the pops that named it have
+ * answered). The queue's messages never pass to another queue.
+ *
+ * 0              removing; `cb` follows
+ * REDQ_EINVAL    c, queue or cb NULL, or queue is the last one consumed
+ *                (a consumer needs one; close it instead)
+ * REDQ_ENOQUEUE  c does not consume queue (or is already removing it)
+ * REDQ_ECLOSED   c is stopping or closing
+ */
+REDQ_API int redq_consumer_remove_queue(redq_consumer *c, const char *queue,
+                                        redq_remove_cb cb, void *user);
+
+/** The consumer's instance id: 16 lowercase hex digits, random per
+ *  consumer, the prefix of its holder names ("<id>.<k>") in the queues'
+ *  consumer sets and processing-list keys. Valid until the close callback;
+ *  NULL when c is NULL. */
+REDQ_API const char *redq_consumer_id(const redq_consumer *c);
 
 /** A snapshot of a consumer's counters. */
 typedef struct redq_consumer_stats {
@@ -868,6 +987,9 @@ typedef struct redq_consumer_stats {
     uint64_t returned;      /**< messages this consumer gave back to their
                                  queue untouched: taken by a pop whose reply
                                  was lost, or still held at a stop */
+    uint64_t rejected;      /**< redq_reject() calls that finished a message
+                                 (also counted in dead_lettered when it was
+                                 dead-lettered) */
 } redq_consumer_stats;
 
 /** Copy the consumer's counters into the first `size` bytes of *st, like

@@ -35,6 +35,7 @@
 #include "consumer_int.h"
 
 static void kick(popper *pp);
+static void check_removes(redq_consumer *c);
 static void defer(redq_consumer *c, int flag);
 static void close_now(redq_consumer *c);
 static void unblock_all(redq_consumer *c);
@@ -62,6 +63,7 @@ static chunk *chunk_get(redq_consumer *c, size_t nmsg, size_t bytes)
         ch->cap = cap;
     }
     ch->refs = 1; /* held by the delivery loop */
+    ch->owner = c;
     ch->prev = NULL;
     ch->next = c->live.head;
     if (c->live.head != NULL)
@@ -103,6 +105,10 @@ static int queue_index(redq_consumer *c, const char *key, size_t len,
 {
     size_t i;
     for (i = 0; i < c->nq; i++) {
+        /* A removed queue's slot stays (a tombstone): a queue added again
+         * under its name is another slot. */
+        if (c->rq[i].state == Q_GONE)
+            continue;
         if (c->qlens[i] == len && memcmp(c->queues[i], key, len) == 0) {
             *framed = 0;
             return (int)i;
@@ -129,7 +135,7 @@ static void deliver(redq_consumer *c, int qi, int framed, plist *pl,
     size_t i, bytes = 0, given = 0;
     chunk *ch;
     redq_message *m;
-    char *w;
+    char *w, *qname;
 
     /* The queue's "taken" counter (redq_queue_info). At-least-once TAKE
      * counts in its script (and on_block_reply counts a BLMOVE); an
@@ -143,6 +149,9 @@ static void deliver(redq_consumer *c, int qi, int framed, plist *pl,
         pl->held += n; /* in the list now, tracked or not */
     for (i = 0; i < n; i++)
         bytes += (size_t)els[i]->len + 1 + (framed ? REDQ__ID_ROOM : 0);
+    /* The queue's name too: a message outlives the removal of its queue
+     * and the consumer itself (redq.h, "Lifetimes"). */
+    bytes += c->qlens[qi] + 1;
     ch = chunk_get(c, n, bytes);
     if (ch == NULL) {
         /* At-least-once they stay in the processing list: untracked, they
@@ -156,6 +165,9 @@ static void deliver(redq_consumer *c, int qi, int framed, plist *pl,
     }
     m = chunk_msgs(ch);
     w = (char *)(m + n);
+    qname = w;
+    memcpy(w, c->queues[qi], c->qlens[qi] + 1);
+    w += c->qlens[qi] + 1;
     for (i = 0; i < n; i++) {
         redisReply *r = els[i];
         size_t len = (size_t)r->len;
@@ -169,7 +181,7 @@ static void deliver(redq_consumer *c, int qi, int framed, plist *pl,
         mm->ch = ch;
         mm->owner = c;
         mm->qidx = qi;
-        mm->queue = c->queues[qi];
+        mm->queue = qname;
         mm->raw = w;
         mm->raw_len = len;
         mm->pl = pl;
@@ -196,6 +208,7 @@ static void deliver(redq_consumer *c, int qi, int framed, plist *pl,
     }
     ch->refs += given;
     c->unacked += given;
+    c->rq[qi].held += given;
     for (i = 0; i < given && !c->closing; i++) {
         redq__rel_delivered(c, &m[i]);
         c->st.delivered++;
@@ -204,6 +217,7 @@ static void deliver(redq_consumer *c, int qi, int framed, plist *pl,
     if (c->closing) {
         /* Closed from a handler: the rest are dropped with the consumer. */
         c->unacked -= given - i;
+        c->rq[qi].held -= given - i;
         ch->refs -= given - i;
     }
     chunk_put(c, ch);
@@ -228,6 +242,8 @@ static void round_end(popper *pp)
     pp->unblock_sent = 0;
     if (c->stopping)
         defer(c, DEFER_CHECK_STOP);
+    if (c->nremoving > 0)
+        defer(c, DEFER_REMOVE); /* a pop that named it may have been this */
 }
 
 static int effective_mode(const redq_consumer *c, const popper *pp)
@@ -253,12 +269,16 @@ static void start_typecheck(popper *pp)
     redq_consumer *c = pp->owner;
     size_t i;
     pp->stage = R_TYPECHECK;
+    pp->nround = 0; /* round_q: the slot of each TYPE, in order */
     for (i = 0; i < c->nq; i++) {
         const char *argv[2] = {"TYPE", c->queues[i]};
         size_t lens[2] = {4, c->qlens[i]};
+        if (c->rq[i].state == Q_GONE)
+            continue;
         if (redq__conn_sendv(pp->conn, 2, argv, lens, 0, on_type_reply, pp) !=
             0)
             break;
+        pp->round_q[pp->nround++] = i;
         pp->outstanding++;
     }
     if (pp->outstanding == 0)
@@ -270,7 +290,8 @@ static void on_type_reply(redq__conn *conn, void *reply, void *arg)
     popper *pp = arg;
     redq_consumer *c = pp->owner;
     redisReply *r = reply;
-    size_t idx = c->nq - pp->outstanding; /* replies come in order */
+    size_t j = pp->nround - pp->outstanding; /* replies come in order */
+    size_t idx = j < pp->nround ? pp->round_q[j] : c->nq;
     (void)conn;
 
     pp->outstanding--;
@@ -452,7 +473,8 @@ static void on_pop_reply(redq__conn *conn, void *reply, void *arg)
     } else if (r->element[1]->type == REDIS_REPLY_STRING) {
         /* BRPOP: [key, v]; under backlog take more of the same queue. */
         deliver_one(c, q, framed, NULL, r->element[1]);
-        if (pp->reserved > 1 && !c->closing && !c->stopping) {
+        if (pp->reserved > 1 && !c->closing && !c->stopping &&
+            c->rq[q].state == Q_ACTIVE) {
             pp->bulk_q = q;
             pp->bulk_framed = framed;
             bulk_pops(pp, q, pp->reserved - 1);
@@ -544,9 +566,11 @@ static void on_block_reply(redq__conn *conn, void *reply, void *arg)
                     &c->rq[pp->cur_block_q].pl[2 * pp->idx], r);
         pp->block_next = 0; /* there may be more: TAKE a batch next */
     } else {
-        /* Timed out, or woken because frames wait in a due list. */
+        /* Timed out, or woken because frames wait in a due list (or the
+         * queues changed). A short block (fewer connections than queues)
+         * is followed by a TAKE: it polls the queues nobody blocks on. */
         c->st.empty_pops++;
-        pp->block_next = !c->due_waiting;
+        pp->block_next = !c->due_waiting && !pp->block_short;
     }
     pop_reply_end(pp);
 }
@@ -571,16 +595,45 @@ static void arm_retry(redq_consumer *c, uint64_t us)
  * Start a round on an idle popper if the window has room. Parked poppers
  * (no room) are kicked again when acks make room.
  */
-static void format_timeout(const redq_consumer *c, const popper *pp,
-                           char *buf, size_t n)
+static void format_timeout(const popper *pp, int ms, char *buf, size_t n)
 {
     /* Fractions of a second are understood from Redis 6.0 on. */
-    if (c->pop_timeout_ms % 1000 == 0 ||
-        redq__conn_server_version(pp->conn) < 60000)
-        snprintf(buf, n, "%d", (c->pop_timeout_ms + 999) / 1000);
+    if (ms % 1000 == 0 || redq__conn_server_version(pp->conn) < 60000)
+        snprintf(buf, n, "%d", (ms + 999) / 1000);
     else
-        snprintf(buf, n, "%d.%03d", c->pop_timeout_ms / 1000,
-                 c->pop_timeout_ms % 1000);
+        snprintf(buf, n, "%d.%03d", ms / 1000, ms % 1000);
+}
+
+int redq__queue_usable(const redq_consumer *c, size_t i)
+{
+    return c->rq[i].state == Q_ACTIVE && (!c->reliable || c->rq[i].registered);
+}
+
+/*
+ * At-least-once, which queue each popper blocks on (BLMOVE watches one
+ * list, and there is no multi-list blocking move). The active queues are
+ * dealt out over the pool in priority order. With at least as many
+ * connections as queues, every queue has one blocked on it and wakes it at
+ * once. With fewer, pool_size still means pool_size pop connections: a
+ * popper blocks on its first queue for REDQ__POLL_SLICE_MS only, then
+ * TAKEs (which looks at every queue), so a queue nobody blocks on waits at
+ * most about that long while the consumer is idle; under load TAKE rounds
+ * follow each other and nothing waits.
+ */
+static void assign_blocks(redq_consumer *c)
+{
+    size_t k, i, j = 0, na = 0;
+    for (i = 0; i < c->nq; i++)
+        na += c->rq[i].state == Q_ACTIVE;
+    for (k = 0; k < c->npool; k++) {
+        size_t want = na > 0 ? k % na : 0;
+        j = 0;
+        for (i = 0; i < c->nq; i++)
+            if (c->rq[i].state == Q_ACTIVE && j++ == want)
+                break;
+        c->pool[k].block_q = i < c->nq ? i : 0;
+        c->pool[k].block_short = c->npool < na;
+    }
 }
 
 /* The queues not excluded for holding a wrong type, in priority order, into
@@ -593,6 +646,8 @@ static size_t usable_queues(redq_consumer *c, size_t at, popper *pp)
     uint64_t now = redq__now_us(), next_check = UINT64_MAX;
     size_t i, nkeys = 0;
     for (i = 0; i < c->nq; i++) {
+        if (!redq__queue_usable(c, i))
+            continue; /* removed, or (added) not registered yet */
         if (c->bad_until[i] > now) {
             if (c->bad_until[i] < next_check)
                 next_check = c->bad_until[i];
@@ -635,7 +690,8 @@ static int start_reliable_round(popper *pp, size_t n, char *tbuf,
         uint64_t now = redq__now_us();
         size_t q = pp->block_q, k;
         for (k = 0; k < c->nq; k++, q = (q + 1) % c->nq)
-            if (c->bad_until[q] <= now && !c->rq[q].paused)
+            if (c->bad_until[q] <= now && !c->rq[q].paused &&
+                redq__queue_usable(c, q))
                 break;
         if (k == c->nq) {
             (void)usable_queues(c, 0, NULL); /* arms the wrong-type recheck */
@@ -645,11 +701,15 @@ static int start_reliable_round(popper *pp, size_t n, char *tbuf,
     }
     if (pp->block_next) {
         size_t q = pp->cur_block_q;
+        int ms = c->pop_timeout_ms;
         const char *argv[] = {"BLMOVE", c->queues[q],
                               c->rq[q].pl[2 * pp->idx].key, "RIGHT", "LEFT",
                               tbuf};
-        rc = redq__conn_sendv(pp->conn, 6, argv, NULL, c->pop_timeout_ms,
-                              on_block_reply, pp);
+        if (pp->block_short && ms > REDQ__POLL_SLICE_MS)
+            ms = REDQ__POLL_SLICE_MS;
+        format_timeout(pp, ms, tbuf, 32);
+        rc = redq__conn_sendv(pp->conn, 6, argv, NULL, ms, on_block_reply,
+                              pp);
         if (rc == 0) {
             pp->stage = R_BLOCKING;
             pp->reserved = 1;
@@ -740,7 +800,7 @@ static void kick(popper *pp)
         return;
     if (n > c->pop_batch)
         n = c->pop_batch;
-    format_timeout(c, pp, tbuf, 32);
+    format_timeout(pp, c->pop_timeout_ms, tbuf, 32);
     rc = c->reliable ? start_reliable_round(pp, n, tbuf, nbuf)
                      : start_fast_round(pp, n, tbuf, nbuf);
     if (rc != 0)
@@ -920,6 +980,8 @@ static void defer_cb(evutil_socket_t fd, short what, void *arg)
         unblock_all(c);
     if (flags & DEFER_CHECK_STOP)
         check_stop(c);
+    if ((flags & DEFER_REMOVE) && !c->closing)
+        check_removes(c);
 }
 
 static void popper_up(redq__conn *conn, void *arg)
@@ -969,14 +1031,14 @@ static void stats_emit(void *arg)
         "\"acked\":%llu,\"nacked\":%llu,\"unacked\":%zu,"
         "\"retried\":%llu,\"dead_lettered\":%llu,\"expired\":%llu,"
         "\"recovered\":%llu,\"promoted\":%llu,\"returned\":%llu,"
-        "\"errors\":%llu}",
+        "\"rejected\":%llu,\"errors\":%llu}",
         (unsigned long long)st.pops, (unsigned long long)st.empty_pops,
         (unsigned long long)st.delivered, (unsigned long long)st.acked,
         (unsigned long long)st.nacked, st.unacked,
         (unsigned long long)st.retried, (unsigned long long)st.dead_lettered,
         (unsigned long long)st.expired, (unsigned long long)st.recovered,
         (unsigned long long)st.promoted, (unsigned long long)st.returned,
-        (unsigned long long)st.errors);
+        (unsigned long long)st.rejected, (unsigned long long)st.errors);
     c->stats.cb(buf, n, c->stats.user);
     redq__stats_ping(&c->stats, c->ctl);
 }
@@ -993,9 +1055,12 @@ static void consumer_free(redq_consumer *c)
     redq__conn_free(c->ctl);
     redq__stats_free(&c->stats);
     redq__rel_free(c);
+    /* Chunks with messages the handler still holds outlive the consumer:
+     * the last finishing call frees each (redq.h, "Lifetimes"). */
     while ((ch = c->live.head) != NULL) {
         c->live.head = ch->next;
-        free(ch);
+        ch->owner = NULL;
+        ch->prev = ch->next = NULL;
     }
     while ((ch = c->free_chunks) != NULL) {
         c->free_chunks = ch->next;
@@ -1099,12 +1164,12 @@ int redq_consumer_new(redq_consumer **out, struct event_base *base,
         c->kick_min = c->pop_batch;
     c->nq = nqueues;
     c->reliable = opts->guarantee == REDQ_AT_LEAST_ONCE;
+    /* pool_size pop connections whatever the number of queues (plus the
+     * control connection): see assign_blocks() for how fewer connections
+     * than queues are served at-least-once. */
     c->npool = opts->pool_size;
-    /* At-least-once, a blocking pop (BLMOVE) watches one queue: every
-     * queue needs a connection of its own to block on. */
-    if (c->reliable && c->npool < nqueues)
-        c->npool = nqueues;
     c->n_idle = c->npool;
+    c->nactive = nqueues;
 
     rc = REDQ_ENOMEM;
     c->queues = calloc(nqueues, sizeof *c->queues);
@@ -1144,9 +1209,9 @@ int redq_consumer_new(redq_consumer **out, struct event_base *base,
     cfg.want_client_id = 1; /* CLIENT UNBLOCK at stop */
     cfg.want_version = 1;   /* the pop command depends on it */
     cfg.arena_replies = 1; /* many small elements per reply */
+    assign_blocks(c);
     for (i = 0; i < c->npool; i++) {
         c->pool[i].owner = c;
-        c->pool[i].block_q = i % nqueues;
         if (redq__conn_new(&c->pool[i].conn, base, &cfg, popper_up,
                            popper_down, &c->pool[i]) != 0)
             goto fail;
@@ -1193,9 +1258,13 @@ const char *redq_msg_id(const redq_message *m)
  * visibility timeout already did) and its memory. */
 static void release(redq_consumer *c, redq_message *m)
 {
+    relq *q = &c->rq[m->qidx];
     if (m->state != M_SETTLED)
         c->unacked--;
     m->state = M_DONE;
+    q->held--;
+    if (q->state == Q_REMOVING && q->held == 0)
+        defer(c, DEFER_REMOVE);
     chunk_put(c, m->ch);
     if (c->stopping) {
         if (c->unacked == 0)
@@ -1210,57 +1279,111 @@ static void release(redq_consumer *c, redq_message *m)
     }
 }
 
+/*
+ * The start of every call that finishes a message: NULL checks, a second
+ * finish, and a consumer that is closing (still allocated: the message
+ * comes off its books, Redis is not told, the close gives it back) or
+ * released (the chunk is an orphan: only memory is freed, by the last
+ * message of it). Returns 1 when the caller goes on with *out, else sets
+ * *rc.
+ */
+static int finish_begin(redq_message *m, redq_consumer **out, int *rc)
+{
+    chunk *ch;
+    redq_consumer *c;
+    if (m == NULL) {
+        *rc = REDQ_EINVAL;
+        return 0;
+    }
+    if (m->state == M_DONE) {
+        *rc = REDQ_EALREADY;
+        return 0;
+    }
+    ch = m->ch;
+    c = ch->owner;
+    if (c == NULL) {
+        m->state = M_DONE;
+        if (--ch->refs == 0)
+            free(ch);
+        *rc = REDQ_ECLOSED;
+        return 0;
+    }
+    if (c->closing) {
+        redq__rel_forget(c, m);
+        release(c, m);
+        *rc = REDQ_ECLOSED;
+        return 0;
+    }
+    *out = c;
+    return 1;
+}
+
 int redq_ack(redq_message *m)
 {
+    redq_consumer *c;
     int rc;
-    if (m == NULL)
-        return REDQ_EINVAL;
-    if (m->state == M_DONE)
-        return REDQ_EALREADY;
-    rc = redq__rel_ack(m->owner, m);
-    m->owner->st.acked++;
-    release(m->owner, m);
+    if (!finish_begin(m, &c, &rc))
+        return rc;
+    rc = redq__rel_ack(c, m);
+    c->st.acked++;
+    release(c, m);
     return rc;
 }
 
 int redq_nack(redq_message *m, const char *reason)
 {
+    redq_consumer *c;
     int rc;
-    if (m == NULL)
-        return REDQ_EINVAL;
-    if (m->state == M_DONE)
-        return REDQ_EALREADY;
-    rc = redq__rel_nack(m->owner, m, reason);
-    m->owner->st.nacked++;
-    release(m->owner, m);
+    if (!finish_begin(m, &c, &rc))
+        return rc;
+    rc = redq__rel_nack(c, m, reason);
+    c->st.nacked++;
+    release(c, m);
+    return rc;
+}
+
+int redq_reject(redq_message *m, const char *reason)
+{
+    redq_consumer *c;
+    int rc;
+    if (!finish_begin(m, &c, &rc))
+        return rc;
+    rc = redq__rel_reject(c, m, reason);
+    c->st.rejected++;
+    release(c, m);
     return rc;
 }
 
 int redq_msg_extend(redq_message *m, int ms)
 {
+    redq_consumer *c;
     if (m == NULL || ms < 0)
         return REDQ_EINVAL;
     if (m->state == M_DONE)
         return REDQ_EALREADY;
-    return redq__rel_extend(m->owner, m, ms);
+    c = m->ch->owner;
+    if (c == NULL || c->closing)
+        return REDQ_ECLOSED; /* nothing to extend: the close gave it back */
+    return redq__rel_extend(c, m, ms);
 }
 
-int redq_consumer_stop(redq_consumer *c, redq_stop_cb cb, void *user)
+int redq_consumer_stop(redq_consumer *c, int timeout_ms, redq_stop_cb cb,
+                       void *user)
 {
+    int ms;
+    struct timeval tv;
     if (c == NULL || cb == NULL)
         return REDQ_EINVAL;
     if (c->stopping || c->closing)
         return REDQ_ECLOSED;
+    ms = timeout_ms < 0 ? c->stop_timeout_ms : timeout_ms;
     c->stopping = 1;
     c->stop_cb = cb;
     c->stop_user = user;
     arm_retry(c, 0); /* sends the unblocks from the loop */
-    {
-        struct timeval tv;
-        tv.tv_sec = c->stop_timeout_ms / 1000;
-        tv.tv_usec = (c->stop_timeout_ms % 1000) * 1000;
-        event_add(c->t_stop, &tv);
-    }
+    tv.tv_sec = ms / 1000;
+    tv.tv_usec = (ms % 1000) * 1000;
+    event_add(c->t_stop, &tv);
     defer(c, DEFER_CHECK_STOP);
     return 0;
 }
@@ -1282,13 +1405,15 @@ static void close_now(redq_consumer *c)
 {
     redq_close_cb cb = c->close_cb;
     void *user = c->close_user;
+    size_t i;
     /* At-least-once, for at most a second before the connections go:
-     * acks already accepted (redq_ack returned 0) are sent and answered, or
-     * an ack followed by a close in the same iteration would never leave;
-     * and since message pointers die with the close, what the handler
-     * holds can never be acked: it is given back now, with everything else
-     * the lists hold, and the consumer leaves the consumers set (once the
-     * pops out, unblocked, have answered: none may land after that). */
+     * acks accepted before the close (redq_ack returned 0) are sent and
+     * answered, or an ack followed by a close in the same iteration would
+     * never leave; and since the handler can no longer ack what it holds
+     * (redq_ack says REDQ_ECLOSED from now on), that is given back now,
+     * with everything else the lists hold, and the consumer leaves the
+     * consumers set (once the pops out, unblocked, have answered: none may
+     * land after that). */
     if (c->reliable && !c->close_draining && redq__conn_ready(c->ctl)) {
         struct timeval tv = {1, 0};
         c->close_draining = 1;
@@ -1303,9 +1428,182 @@ static void close_now(redq_consumer *c)
         c->stop_done = 1;
         c->stop_cb(c, REDQ_ECLOSED, c->stop_user);
     }
+    /* Removals still in progress end here: confirmed ones (the drain gave
+     * them back) with 0, the rest with REDQ_ECLOSED. */
+    for (i = 0; i < c->nq; i++) {
+        relq *q = &c->rq[i];
+        if (q->state != Q_REMOVING)
+            continue;
+        q->state = Q_GONE;
+        q->remove_cb(c, q->remove_done ? 0 : REDQ_ECLOSED, q->remove_user);
+    }
     consumer_free(c);
     if (cb != NULL)
         cb(user);
+}
+
+/* ---- queues of a running consumer --------------------------------------- */
+
+static int queue_name_ok(const redq_consumer *c, const char *queue)
+{
+    size_t n;
+    if (queue == NULL)
+        return 0;
+    n = strlen(queue);
+    if (n == 0 || n > REDQ__MAX_QUEUE_NAME || redq__key_reserved(queue, n)) {
+        redq__log(&c->log, REDQ_LOG_WARN, REDQ_EINVAL,
+                  "queue name %.200s: 1 to %d bytes, not another queue's own "
+                  "key", queue, REDQ__MAX_QUEUE_NAME);
+        return 0;
+    }
+    return 1;
+}
+
+/* The slot of `queue` that is not a tombstone, or c->nq. */
+static size_t find_queue(const redq_consumer *c, const char *queue)
+{
+    size_t i, n = strlen(queue);
+    for (i = 0; i < c->nq; i++)
+        if (c->rq[i].state != Q_GONE && c->qlens[i] == n &&
+            memcmp(c->queues[i], queue, n) == 0)
+            break;
+    return i;
+}
+
+/* Room for slot c->nq in every per-queue array (contents kept: a TAKE in
+ * flight reads round_q; messages and replies name slots by index, never
+ * by address). */
+static int grow_queues(redq_consumer *c)
+{
+    size_t n = c->nq + 1, k;
+    void *p;
+    if ((p = realloc(c->queues, n * sizeof *c->queues)) == NULL)
+        return REDQ_ENOMEM;
+    c->queues = p;
+    if ((p = realloc(c->qlens, n * sizeof *c->qlens)) == NULL)
+        return REDQ_ENOMEM;
+    c->qlens = p;
+    if ((p = realloc(c->bad_until, n * sizeof *c->bad_until)) == NULL)
+        return REDQ_ENOMEM;
+    c->bad_until = p;
+    if ((p = realloc(c->rq, n * sizeof *c->rq)) == NULL)
+        return REDQ_ENOMEM;
+    c->rq = p;
+    memset(&c->rq[c->nq], 0, sizeof *c->rq);
+    if ((p = realloc(c->argv, (6 * n + 8) * sizeof *c->argv)) == NULL)
+        return REDQ_ENOMEM;
+    c->argv = p;
+    if ((p = realloc(c->argvlen, (6 * n + 8) * sizeof *c->argvlen)) == NULL)
+        return REDQ_ENOMEM;
+    c->argvlen = p;
+    for (k = 0; k < c->npool; k++) {
+        if ((p = realloc(c->pool[k].round_q, n * sizeof(size_t))) == NULL)
+            return REDQ_ENOMEM;
+        c->pool[k].round_q = p;
+    }
+    return 0;
+}
+
+int redq_consumer_add_queue(redq_consumer *c, const char *queue)
+{
+    size_t i;
+    if (c == NULL || !queue_name_ok(c, queue))
+        return REDQ_EINVAL;
+    if (c->stopping || c->closing)
+        return REDQ_ECLOSED;
+    if (find_queue(c, queue) < c->nq)
+        return REDQ_EEXIST;
+    if (c->nq >= 10000 || grow_queues(c) != 0)
+        return REDQ_ENOMEM;
+    i = c->nq;
+    c->qlens[i] = strlen(queue);
+    c->bad_until[i] = 0;
+    c->queues[i] = malloc(c->qlens[i] + 1);
+    if (c->queues[i] == NULL)
+        return REDQ_ENOMEM;
+    memcpy(c->queues[i], queue, c->qlens[i] + 1);
+    if (redq__rel_queue_init(c, i) != 0) {
+        redq__rel_queue_free(c, i);
+        free(c->queues[i]);
+        return REDQ_ENOMEM;
+    }
+    c->nq++;
+    c->nactive++;
+    assign_blocks(c);
+    /* At-least-once its holders join its consumers set first (pops skip it
+     * until then); blocked pops come back to name it. */
+    if (c->reliable)
+        redq__rel_heartbeat_queue(c, i);
+    c->pause_gen++;
+    defer(c, DEFER_KICK | DEFER_WAKE);
+    redq__log(&c->log, REDQ_LOG_INFO, 0, "queue %s added", queue);
+    return 0;
+}
+
+int redq_consumer_remove_queue(redq_consumer *c, const char *queue,
+                               redq_remove_cb cb, void *user)
+{
+    size_t i;
+    relq *q;
+    if (c == NULL || queue == NULL || cb == NULL)
+        return REDQ_EINVAL;
+    if (c->stopping || c->closing)
+        return REDQ_ECLOSED;
+    i = find_queue(c, queue);
+    if (i == c->nq || c->rq[i].state != Q_ACTIVE)
+        return REDQ_ENOQUEUE;
+    if (c->nactive == 1)
+        return REDQ_EINVAL;
+    q = &c->rq[i];
+    q->state = Q_REMOVING;
+    q->remove_cb = cb;
+    q->remove_user = user;
+    c->nactive--;
+    c->nremoving++;
+    /* Pops begun before this may name it: the removal waits for their
+     * replies (what they take is delivered as usual); blocked ones are
+     * released now (retry_cb repeats an unblock that came too early). */
+    q->remove_gen = ++c->pause_gen;
+    assign_blocks(c);
+    defer(c, DEFER_KICK | DEFER_WAKE | DEFER_REMOVE);
+    redq__log(&c->log, REDQ_LOG_INFO, 0, "queue %s: removing", queue);
+    return 0;
+}
+
+/* Move every removal on: give back a queue no pop names and nothing of
+ * which is held; call the callbacks of confirmed ones (from here, the
+ * loop's deferred pass, so that a callback may add or remove queues). */
+static void check_removes(redq_consumer *c)
+{
+    size_t i, k;
+    for (i = 0; i < c->nq && !c->closing; i++) {
+        relq *q = &c->rq[i];
+        int busy = 0;
+        if (q->state != Q_REMOVING)
+            continue;
+        if (!q->returned) {
+            for (k = 0; k < c->npool; k++) {
+                popper *pp = &c->pool[k];
+                if (pp->stage != R_IDLE &&
+                    (int)(pp->pause_gen - q->remove_gen) < 0)
+                    busy = 1;
+            }
+            if (busy || (c->reliable && q->held > 0))
+                continue;
+            redq__rel_return_queue(c, i); /* at-most-once: done at once */
+        }
+        if (q->remove_done) {
+            redq_remove_cb cb = q->remove_cb;
+            q->state = Q_GONE;
+            c->nremoving--;
+            cb(c, 0, q->remove_user);
+        }
+    }
+}
+
+const char *redq_consumer_id(const redq_consumer *c)
+{
+    return c != NULL ? c->id : NULL;
 }
 
 void redq__consumer_stats_fill(const redq_consumer *c, redq_consumer_stats *st)

@@ -16,12 +16,21 @@ struct event;
 
 /* How long a queue holding a non-list is left out before it is rechecked. */
 #define REDQ__BAD_QUEUE_RECHECK_US (5u * 1000000u)
+/* At-least-once with fewer pop connections than queues: how long a popper
+ * blocks on one queue before a TAKE looks at all of them (the longest an
+ * idle consumer leaves a message on a queue nobody blocks on). */
+#define REDQ__POLL_SLICE_MS 200
 
-/* The messages of one pop reply, then their bytes, in one allocation. */
+/* The messages of one pop reply, then their bytes (the queue name
+ * included), in one allocation. A chunk outlives its consumer while the
+ * handler holds messages of it: the consumer's release orphans it (owner
+ * NULL) and the last redq_ack/nack/reject frees it, so a late finish on a
+ * closed consumer is a defined REDQ_ECLOSED, not a use after free. */
 typedef struct chunk {
     struct chunk *prev, *next; /* live list, or free list (next only) */
-    size_t refs;               /* unacked messages + 1 while delivering */
+    size_t refs;               /* unfinished messages + 1 while delivering */
     size_t cap;                /* bytes after the header */
+    redq_consumer *owner;      /* NULL once the consumer is released */
 } chunk;
 
 enum msg_state {
@@ -56,8 +65,8 @@ typedef struct plist {
 
 struct redq_message {
     chunk *ch;
-    redq_consumer *owner;
-    const char *queue;
+    redq_consumer *owner; /* valid only while ch->owner is not NULL */
+    const char *queue; /* in the chunk: outlives a removed queue, a close */
     const char *data; /* the body: into raw (raw messages) or after it */
     size_t len;
     const char *raw;  /* the message as stored in Redis */
@@ -88,6 +97,9 @@ typedef struct popper {
     size_t *round_q;    /* TAKE: the queue index of each group it names */
     size_t nround;
     size_t block_q;     /* at-least-once: the queue this one blocks on */
+    int block_short;    /* ... with a short timeout, then a TAKE: the pool
+                           is smaller than the queues, so some queue has no
+                           connection blocked on it and is polled */
     size_t cur_block_q; /* ... or, that one being paused, the one its
                            BLMOVE in flight is on */
     unsigned pause_gen; /* the consumer's pause_gen when its round began */
@@ -106,8 +118,9 @@ typedef struct outcmd {
     struct outcmd *next;
     char *buf;
     size_t len;
-    int kind; /* OUT_ACK, OUT_ACKFAST, OUT_SETTLE, OUT_SYNC, OUT_OTHER */
-    void *ctx; /* OUT_SYNC: the popper */
+    int kind; /* OUT_ACK, OUT_ACKFAST, OUT_SETTLE, OUT_SYNC, OUT_OTHER,
+                 OUT_REMOVE */
+    void *ctx; /* OUT_SYNC: the popper; OUT_REMOVE: queue slot + 1 */
     int script; /* the REDQ__SCRIPT_* it runs (loaded on first use) */
     char *fallback; /* OUT_ACKFAST: the full ACK, if the server says -1 */
     size_t fallback_len;
@@ -124,11 +137,25 @@ typedef struct relq {
     char *meta;     /* the queue's meta hash (its pause flag) */
     int paused;     /* redq_admin_pause(): learnt each promote tick; no
                        pop takes from it (both modes) while set */
+    size_t held;    /* delivered messages of it not finished yet */
+    /* redq_consumer_remove_queue(): a slot is never reused or moved while
+     * anything may name its index (messages, replies in flight), so a
+     * removed queue stays in the arrays as a tombstone (Q_GONE). */
+    int state;      /* Q_ACTIVE, Q_REMOVING, Q_GONE */
+    unsigned remove_gen;  /* pause_gen when the remove began */
+    int returned;         /* its RETURN "stop"s are queued: no heartbeats */
+    size_t return_left;   /* ... and not yet answered */
+    int remove_done;      /* confirmed: the callback is due */
+    redq_remove_cb remove_cb;
+    void *remove_user;
 } relq;
+
+enum { Q_ACTIVE = 0, Q_REMOVING, Q_GONE };
 
 enum { DEFER_KICK = 1, DEFER_CHECK_STOP = 2, DEFER_CLOSE = 4,
        DEFER_FLUSH_ACKS = 8, DEFER_WAKE = 16 /* unblock pops on Q: due has
-                                                frames for them to TAKE */ };
+                                                frames for them to TAKE */,
+       DEFER_REMOVE = 32 /* a queue's removal may progress */ };
 
 struct redq_consumer {
     struct event_base *base;
@@ -139,7 +166,9 @@ struct redq_consumer {
     char **queues;
     size_t *qlens;
     uint64_t *bad_until; /* per queue: skipped until then (wrong type) */
-    size_t nq;
+    size_t nq;           /* slots, removed ones (Q_GONE) included */
+    size_t nactive;      /* slots that are Q_ACTIVE */
+    size_t nremoving;    /* slots that are Q_REMOVING */
 
     popper *pool;
     size_t npool;
@@ -202,6 +231,9 @@ struct redq_consumer {
 
 /* ---- lib/consumer.c, for lib/reliable.c ---- */
 void redq__consumer_defer(redq_consumer *c, int flag);
+/** Is queue slot `i` one pops may name (active, and at-least-once
+ *  registered by its first heartbeat)? */
+int redq__queue_usable(const redq_consumer *c, size_t i);
 
 /* ---- lib/reliable.c ---- */
 
@@ -214,6 +246,24 @@ int redq__rel_send_script(redq__conn *conn, int script, size_t argc,
 
 /** Set up at-least-once state (keys, timers, id) for a new consumer. */
 int redq__rel_init(redq_consumer *c, const redq__options *o);
+/** Set up the keys (and, at-least-once, the processing lists) of queue
+ *  slot `i`, just added (c->rq has room for it, zeroed). REDQ_ENOMEM. */
+int redq__rel_queue_init(redq_consumer *c, size_t i);
+/** Free what redq__rel_queue_init made for slot `i`. */
+void redq__rel_queue_free(redq_consumer *c, size_t i);
+/** Heartbeat queue `i` now (its first one registers it). */
+void redq__rel_heartbeat_queue(redq_consumer *c, size_t i);
+/** A removed queue is no longer named by any pop and nothing of it is
+ *  held: give its processing lists back (RETURN "stop" per holder) and
+ *  leave its consumers set; rq[i].remove_done is set when Redis answered
+ *  all. At-most-once it is done at once. */
+void redq__rel_return_queue(redq_consumer *c, size_t i);
+/** The handler finishes a message of a closing consumer: take it off the
+ *  books without telling Redis (the close gives it back). */
+void redq__rel_forget(redq_consumer *c, redq_message *m);
+/** Reject: straight to the dead letters (at-most-once: dropped). Returns
+ *  0 or REDQ_ETIMEDOUT (visibility passed). */
+int redq__rel_reject(redq_consumer *c, redq_message *m, const char *reason);
 /** Free it (after the connections are gone). */
 void redq__rel_free(redq_consumer *c);
 /** Parse a frame taken from a due list into *m (data/len/attempt/id).

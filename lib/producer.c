@@ -115,6 +115,8 @@ typedef struct flush_waiter {
     uint64_t target_seq; /* done when every seq below it is reported */
     redq_flush_cb cb;
     void *user;
+    struct redq_producer *owner;
+    struct event *t_deadline; /* its own timeout_ms (NULL: none) */
 } flush_waiter;
 
 enum { DEFER_SEND = 1, DEFER_FLUSH_CHECK = 2, DEFER_CLOSE = 4 };
@@ -566,6 +568,11 @@ static void pump(redq_producer *p)
 
 /* ---- reports ------------------------------------------------------------ */
 
+/* on_ready is owed (want_ready) from a REDQ_EFULL until the window is at
+ * the low-water mark, half of each bound, and redq_produce() refuses
+ * meanwhile (check_produce): measured after every report, so report
+ * callbacks that produce can neither keep the window above the mark nor
+ * take the room meant for on_ready (redq.h, redq_ready_cb). */
 static void maybe_ready(redq_producer *p)
 {
     if (p->want_ready && p->pending_msgs <= p->max_pending_msgs / 2 &&
@@ -619,8 +626,12 @@ static void report_batch(redq_producer *p, batch *b, int status,
             p->on_report(p, &r, p->report_user);
             if (e.free_cb != NULL)
                 e.free_cb(e.data, e.free_user);
+            if (p->want_ready)
+                maybe_ready(p);
         }
     }
+    if (p->want_ready)
+        maybe_ready(p);
     /* Released: a batch is reported once, but its entries must never be
      * seen again (a zombie lives on until its reply). */
     b->nown = 0;
@@ -986,9 +997,32 @@ static void check_flushes(redq_producer *p, int status)
     while (done != NULL) {
         flush_waiter *w = done;
         done = w->next;
+        if (w->t_deadline != NULL)
+            event_free(w->t_deadline);
         w->cb(p, status, w->user);
         free(w);
     }
+}
+
+/* A flush's own deadline: done after all if its messages are reported
+ * (a zero timeout races the zero check timer), else REDQ_ETIMEDOUT. The
+ * messages stay pending: nothing else changes. */
+static void flush_deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+    flush_waiter *w = arg, **pp;
+    redq_producer *p = w->owner;
+    int status;
+    (void)fd;
+    (void)what;
+    for (pp = &p->waiters; *pp != NULL && *pp != w; pp = &(*pp)->next)
+        ;
+    if (*pp == NULL || p->closing)
+        return; /* close_now reports it */
+    *pp = w->next;
+    status = w->target_seq <= min_unreported_seq(p) ? 0 : REDQ_ETIMEDOUT;
+    event_free(w->t_deadline);
+    w->cb(p, status, w->user);
+    free(w);
 }
 
 static void flush_timer_cb(evutil_socket_t fd, short what, void *arg)
@@ -1347,8 +1381,11 @@ static REDQ__HOT_INLINE int check_produce(redq_producer *p, const char *queue,
     if (REDQ__UNLIKELY(len > p->max_message_bytes ||
                        len > p->max_pending_bytes))
         return refuse(p, REDQ_ETOOBIG, queue, *qlen, len);
+    /* Full, or on_ready still owed (the window has not been down to the
+     * low-water mark since the last REDQ_EFULL): see maybe_ready(). */
     if (REDQ__UNLIKELY(p->pending_msgs >= p->max_pending_msgs ||
-                       p->pending_bytes + len > p->max_pending_bytes)) {
+                       p->pending_bytes + len > p->max_pending_bytes ||
+                       p->want_ready)) {
         p->want_ready = 1;
         p->st.rejected_full++;
         return REDQ_EFULL;
@@ -1629,7 +1666,8 @@ int redq_produce_delayed(redq_producer *p, const char *queue,
     return 0;
 }
 
-int redq_producer_flush(redq_producer *p, redq_flush_cb cb, void *user)
+int redq_producer_flush(redq_producer *p, int timeout_ms, redq_flush_cb cb,
+                        void *user)
 {
     flush_waiter *w;
     if (p == NULL || cb == NULL)
@@ -1642,6 +1680,19 @@ int redq_producer_flush(redq_producer *p, redq_flush_cb cb, void *user)
     w->target_seq = p->next_seq;
     w->cb = cb;
     w->user = user;
+    w->owner = p;
+    w->t_deadline = NULL;
+    if (timeout_ms >= 0) {
+        struct timeval tv;
+        w->t_deadline = event_new(p->base, -1, 0, flush_deadline_cb, w);
+        if (w->t_deadline == NULL) {
+            free(w);
+            return REDQ_ENOMEM;
+        }
+        tv.tv_sec = timeout_ms / 1000;
+        tv.tv_usec = (timeout_ms % 1000) * 1000;
+        event_add(w->t_deadline, &tv);
+    }
     w->next = p->waiters;
     p->waiters = w;
     /* Send what is batched now, and check whether there is anything to wait

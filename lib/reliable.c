@@ -39,7 +39,7 @@
 
 #include "consumer_int.h"
 
-enum { OUT_ACK, OUT_ACKFAST, OUT_SETTLE, OUT_SYNC, OUT_OTHER };
+enum { OUT_ACK, OUT_ACKFAST, OUT_SETTLE, OUT_SYNC, OUT_OTHER, OUT_REMOVE };
 
 #define NELEM(a) (sizeof(a) / sizeof((a)[0]))
 /* Room in front of an ack buffer for "*N EVALSHA sha 1 key". */
@@ -160,6 +160,8 @@ static const char *kind_name(int kind)
         return "retry/dead-letter";
     case OUT_SYNC:
         return "return of untracked messages";
+    case OUT_REMOVE:
+        return "return of a removed queue";
     default:
         return "return/deregister";
     }
@@ -282,6 +284,14 @@ static void on_out_reply(redq__conn *conn, void *reply, void *arg)
     }
     if (o->kind == OUT_SYNC)
         sync_done(c, o->ctx, r);
+    if (o->kind == OUT_REMOVE) {
+        size_t qi = (size_t)(uintptr_t)o->ctx - 1;
+        if (qi < c->nq && c->rq[qi].return_left > 0 &&
+            --c->rq[qi].return_left == 0) {
+            c->rq[qi].remove_done = 1; /* the callback from the loop */
+            redq__consumer_defer(c, DEFER_REMOVE);
+        }
+    }
     free_outcmd(o);
     if (c->stopping || c->closing)
         redq__consumer_defer(c, DEFER_CHECK_STOP);
@@ -303,7 +313,7 @@ static char *holder_key(const redq_consumer *c, size_t qi, const char *kind,
 
 int redq__rel_init(redq_consumer *c, const redq__options *o)
 {
-    size_t i, k;
+    size_t i;
     uint64_t seed;
 
     c->visibility_timeout_ms = o->visibility_timeout_ms;
@@ -337,70 +347,81 @@ int redq__rel_init(redq_consumer *c, const redq__options *o)
         snprintf(c->pool[i].holder, sizeof c->pool[i].holder, "%s.%zu",
                  c->id, i);
     }
-    for (i = 0; i < c->nq; i++) {
-        relq *q = &c->rq[i];
-        const char *qn = c->queues[i];
-        size_t ql = c->qlens[i];
-        q->due = redq__key(qn, ql, "due");
-        q->delayed = redq__key(qn, ql, "delayed");
-        q->dead = redq__key(qn, ql, "dead");
-        q->consumers = redq__key(qn, ql, "consumers");
-        q->reaper = redq__key(qn, ql, "reaper");
-        q->meta = redq__key(qn, ql, "meta");
-        q->qenc = malloc(3 * ql + 1);
-        if (!q->due || !q->delayed || !q->dead || !q->consumers ||
-            !q->reaper || !q->qenc || !q->meta)
+    for (i = 0; i < c->nq; i++)
+        if (redq__rel_queue_init(c, i) != 0)
             return REDQ_ENOMEM;
-        /* "q=" in the dead-letter frames REAP makes, encoded as
-         * lib/frame.c encodes values. */
-        q->qenc[redq__pct_encode(q->qenc, qn, ql)] = '\0';
-        if (!c->reliable)
-            continue;
-        q->pl = calloc(2 * c->npool, sizeof *q->pl);
-        q->hb = calloc(c->npool, sizeof *q->hb);
-        if (q->pl == NULL || q->hb == NULL)
+    return 0;
+}
+
+int redq__rel_queue_init(redq_consumer *c, size_t i)
+{
+    relq *q = &c->rq[i];
+    const char *qn = c->queues[i];
+    size_t ql = c->qlens[i], k;
+    q->due = redq__key(qn, ql, "due");
+    q->delayed = redq__key(qn, ql, "delayed");
+    q->dead = redq__key(qn, ql, "dead");
+    q->consumers = redq__key(qn, ql, "consumers");
+    q->reaper = redq__key(qn, ql, "reaper");
+    q->meta = redq__key(qn, ql, "meta");
+    q->qenc = malloc(3 * ql + 1);
+    if (!q->due || !q->delayed || !q->dead || !q->consumers || !q->reaper ||
+        !q->qenc || !q->meta)
+        return REDQ_ENOMEM;
+    /* "q=" in the dead-letter frames REAP makes, encoded as lib/frame.c
+     * encodes values. */
+    q->qenc[redq__pct_encode(q->qenc, qn, ql)] = '\0';
+    if (!c->reliable)
+        return 0;
+    q->pl = calloc(2 * c->npool, sizeof *q->pl);
+    q->hb = calloc(c->npool, sizeof *q->hb);
+    if (q->pl == NULL || q->hb == NULL)
+        return REDQ_ENOMEM;
+    for (k = 0; k < c->npool; k++) {
+        const char *h = c->pool[k].holder;
+        q->pl[2 * k].key = holder_key(c, i, "proc", h);
+        q->pl[2 * k + 1].key = holder_key(c, i, "fproc", h);
+        q->hb[k] = holder_key(c, i, "hb", h);
+        if (!q->pl[2 * k].key || !q->pl[2 * k + 1].key || !q->hb[k])
             return REDQ_ENOMEM;
-        for (k = 0; k < c->npool; k++) {
-            const char *h = c->pool[k].holder;
-            q->pl[2 * k].key = holder_key(c, i, "proc", h);
-            q->pl[2 * k + 1].key = holder_key(c, i, "fproc", h);
-            q->hb[k] = holder_key(c, i, "hb", h);
-            if (!q->pl[2 * k].key || !q->pl[2 * k + 1].key || !q->hb[k])
-                return REDQ_ENOMEM;
-            q->pl[2 * k].keylen = strlen(q->pl[2 * k].key);
-            q->pl[2 * k + 1].keylen = strlen(q->pl[2 * k + 1].key);
-            q->pl[2 * k].meta = q->pl[2 * k + 1].meta = q->meta;
-            q->pl[2 * k].metalen = q->pl[2 * k + 1].metalen =
-                strlen(q->meta);
-        }
+        q->pl[2 * k].keylen = strlen(q->pl[2 * k].key);
+        q->pl[2 * k + 1].keylen = strlen(q->pl[2 * k + 1].key);
+        q->pl[2 * k].meta = q->pl[2 * k + 1].meta = q->meta;
+        q->pl[2 * k].metalen = q->pl[2 * k + 1].metalen = strlen(q->meta);
     }
     return 0;
 }
 
+void redq__rel_queue_free(redq_consumer *c, size_t i)
+{
+    relq *q = &c->rq[i];
+    size_t k;
+    free(q->due);
+    free(q->delayed);
+    free(q->dead);
+    free(q->consumers);
+    free(q->reaper);
+    free(q->meta);
+    free(q->qenc);
+    if (q->pl != NULL)
+        for (k = 0; k < 2 * c->npool; k++) {
+            free(q->pl[k].key);
+            free(q->pl[k].ackbuf);
+        }
+    if (q->hb != NULL)
+        for (k = 0; k < c->npool; k++)
+            free(q->hb[k]);
+    free(q->pl);
+    free(q->hb);
+    memset(q, 0, sizeof *q);
+}
+
 void redq__rel_free(redq_consumer *c)
 {
-    size_t i, k;
+    size_t i;
     if (c->rq != NULL) {
-        for (i = 0; i < c->nq; i++) {
-            relq *q = &c->rq[i];
-            free(q->due);
-            free(q->delayed);
-            free(q->dead);
-            free(q->consumers);
-            free(q->reaper);
-            free(q->meta);
-            free(q->qenc);
-            if (q->pl != NULL)
-                for (k = 0; k < 2 * c->npool; k++) {
-                    free(q->pl[k].key);
-                    free(q->pl[k].ackbuf);
-                }
-            if (q->hb != NULL)
-                for (k = 0; k < c->npool; k++)
-                    free(q->hb[k]);
-            free(q->pl);
-            free(q->hb);
-        }
+        for (i = 0; i < c->nq; i++)
+            redq__rel_queue_free(c, i);
         free(c->rq);
     }
     redq__registry_free(c->registry);
@@ -823,6 +844,31 @@ int redq__rel_nack(redq_consumer *c, redq_message *m, const char *reason)
     return 0;
 }
 
+int redq__rel_reject(redq_consumer *c, redq_message *m, const char *reason)
+{
+    char why[REASON_MAX + 16];
+    if (m->state == M_SETTLED)
+        return REDQ_ETIMEDOUT;
+    if (m->state != M_LIVE)
+        return 0; /* at-most-once: out of Redis already; dropped */
+    flush_plist(c, m->pl); /* as for a nack: acks before it go first */
+    unlive(c, m);
+    snprintf(why, sizeof why, "rejected: %.*s", REASON_MAX,
+             reason ? reason : "(no reason)");
+    settle(c, m, why, 1);
+    return 0;
+}
+
+void redq__rel_forget(redq_consumer *c, redq_message *m)
+{
+    if (m->state != M_LIVE)
+        return;
+    /* Still in its processing list (held unchanged): the close's RETURN
+     * gives it back, or a reaper does. */
+    live_remove(c, m);
+    pl_remove(m);
+}
+
 /* ---- returning: lost pop replies and the stop --------------------------- */
 
 /* RETURN for holder k of queue i: "sync" keeps what the client tracks,
@@ -848,8 +894,31 @@ static void send_return(redq_consumer *c, size_t i, size_t k, int stop,
             sync_done(c, pp, NULL);
         return;
     }
-    out_push(c, REDQ__SCRIPT_RETURN, cmd, n, stop ? OUT_OTHER : OUT_SYNC,
-             NULL, 0, pp);
+    /* A queue being removed: its callback waits for these replies, which
+     * find its slot by index (ctx: index + 1). */
+    if (stop && q->state == Q_REMOVING)
+        out_push(c, REDQ__SCRIPT_RETURN, cmd, n, OUT_REMOVE, NULL, 0,
+                 (void *)(uintptr_t)(i + 1));
+    else
+        out_push(c, REDQ__SCRIPT_RETURN, cmd, n, stop ? OUT_OTHER : OUT_SYNC,
+                 NULL, 0, pp);
+}
+
+void redq__rel_return_queue(redq_consumer *c, size_t i)
+{
+    relq *q = &c->rq[i];
+    size_t k;
+    q->returned = 1; /* no more heartbeats for it */
+    if (!c->reliable || c->deregistered) {
+        /* At-most-once nothing is in Redis for it; after a stop's RETURNs
+         * there is nothing left either. */
+        q->remove_done = 1;
+        return;
+    }
+    redq__rel_flush_acks(c); /* the RETURNs assume them applied */
+    q->return_left = c->npool;
+    for (k = 0; k < c->npool; k++)
+        send_return(c, i, k, 1, NULL);
 }
 
 void redq__rel_sync(redq_consumer *c, popper *pp)
@@ -860,9 +929,16 @@ void redq__rel_sync(redq_consumer *c, popper *pp)
     /* Gathered acks first: the counts sent assume them applied. */
     redq__rel_flush_acks(c);
     pp->sync = 2;
-    pp->sync_left = c->nq;
+    pp->sync_left = 0;
     for (i = 0; i < c->nq; i++)
-        send_return(c, i, pp->idx, 0, pp);
+        pp->sync_left += !c->rq[i].returned && c->rq[i].state != Q_GONE;
+    if (pp->sync_left == 0) { /* cannot be: one queue is always active */
+        pp->sync = 0;
+        return;
+    }
+    for (i = 0; i < c->nq; i++)
+        if (!c->rq[i].returned && c->rq[i].state != Q_GONE)
+            send_return(c, i, pp->idx, 0, pp);
 }
 
 void redq__rel_return_all(redq_consumer *c)
@@ -882,9 +958,16 @@ void redq__rel_return_all(redq_consumer *c)
         c->unacked--;
         c->st.returned++;
     }
-    for (i = 0; i < c->nq; i++)
+    for (i = 0; i < c->nq; i++) {
+        relq *q = &c->rq[i];
+        if (q->returned || q->state == Q_GONE)
+            continue; /* a removed queue, given back already */
+        q->returned = 1;
+        if (q->state == Q_REMOVING)
+            q->return_left = c->npool;
         for (k = 0; k < c->npool; k++)
             send_return(c, i, k, 1, NULL);
+    }
 }
 
 /* ---- heartbeats, recovery, promotion ----------------------------------- */
@@ -927,13 +1010,22 @@ static void hb_reply(redq__conn *conn, void *reply, void *arg)
                       c->registered ? "" : " (not consuming until it works)");
             if (strncmp(r->str, "NOSCRIPT", 8) == 0)
                 redq__conn_reset(conn, REDQ_ESERVER, "scripts flushed");
-        } else if (!c->registered && !c->deregistered) {
+        } else if (!c->deregistered && !c->rq[ref->qi].registered) {
             c->rq[ref->qi].registered = 1;
-            for (i = 0; i < c->nq && c->rq[i].registered; i++)
-                ;
-            if (i == c->nq) {
-                c->registered = 1;
-                redq__consumer_defer(c, DEFER_KICK);
+            if (c->registered) {
+                /* A queue added to a running consumer: pops may take
+                 * from it now; blocked ones come back to name it. */
+                c->pause_gen++;
+                redq__consumer_defer(c, DEFER_KICK | DEFER_WAKE);
+            } else {
+                for (i = 0; i < c->nq && (c->rq[i].registered ||
+                                          c->rq[i].state != Q_ACTIVE);
+                     i++)
+                    ;
+                if (i == c->nq) {
+                    c->registered = 1;
+                    redq__consumer_defer(c, DEFER_KICK);
+                }
             }
         }
     }
@@ -1143,6 +1235,56 @@ static void reap_reply(redq__conn *conn, void *reply, void *arg)
     free(ref);
 }
 
+/* Refresh every holder's heartbeat on queue i (the first one registers
+ * them); with `reap`, then look for dead holders of it. A queue given back
+ * (removed, or stopped) beats no more: that would register it again. */
+static void heartbeat_queue(redq_consumer *c, size_t i, int reap)
+{
+    relq *q = &c->rq[i];
+    char ttl[24], nk[24];
+    const char *argv[4 + 2 * 64 + 2];
+    size_t argc, k;
+    qref *ref;
+
+    if (q->returned || q->state == Q_GONE || !redq__conn_ready(c->ctl))
+        return;
+    snprintf(ttl, sizeof ttl, "%d", c->consumer_ttl_ms);
+    /* Pools above 64 beat in several calls. */
+    for (k = 0; k < c->npool; k += 64) {
+        size_t j, m = c->npool - k < 64 ? c->npool - k : 64;
+        argc = 0;
+        argv[argc++] = "EVALSHA";
+        argv[argc++] = c->scripts.sha[REDQ__SCRIPT_HEARTBEAT];
+        snprintf(nk, sizeof nk, "%zu", m + 1);
+        argv[argc++] = nk;
+        argv[argc++] = q->consumers;
+        for (j = 0; j < m; j++)
+            argv[argc++] = q->hb[k + j];
+        argv[argc++] = ttl;
+        for (j = 0; j < m; j++)
+            argv[argc++] = c->pool[k + j].holder;
+        ref = qref_new(c, i);
+        if (ref == NULL ||
+            redq__rel_send_script(c->ctl, REDQ__SCRIPT_HEARTBEAT, argc, argv,
+                                  NULL, 0, hb_reply, ref) != 0)
+            free(ref);
+    }
+    if (reap && c->registered && c->reap_inflight == 0 &&
+        q->state == Q_ACTIVE) {
+        const char *sm[] = {"SMEMBERS", q->consumers};
+        ref = qref_new(c, i);
+        if (ref == NULL ||
+            redq__conn_sendv(c->ctl, 2, sm, NULL, 0, members_reply, ref) != 0)
+            free(ref);
+    }
+}
+
+void redq__rel_heartbeat_queue(redq_consumer *c, size_t i)
+{
+    if (c->reliable && !c->deregistered && !c->closing)
+        heartbeat_queue(c, i, 0);
+}
+
 /*
  * Every consumer_ttl/3: refresh every holder's heartbeat on every queue
  * (the first one registers them), then look for holders that stopped.
@@ -1151,51 +1293,16 @@ static void reap_reply(redq__conn *conn, void *reply, void *arg)
 static void heartbeat_cb(evutil_socket_t fd, short what, void *arg)
 {
     redq_consumer *c = arg;
-    char ttl[24];
     struct timeval tv;
-    size_t i, k;
+    size_t i;
     long period = c->consumer_ttl_ms / 3;
     (void)fd;
     (void)what;
 
     if (c->deregistered || c->closing)
         return;
-    snprintf(ttl, sizeof ttl, "%d", c->consumer_ttl_ms);
-    for (i = 0; i < c->nq && redq__conn_ready(c->ctl); i++) {
-        relq *q = &c->rq[i];
-        size_t argc = 0;
-        const char *argv[4 + 2 * 64 + 2];
-        char nk[24];
-        qref *ref;
-        /* Pools above 64 beat in several calls. */
-        for (k = 0; k < c->npool; k += 64) {
-            size_t j, m = c->npool - k < 64 ? c->npool - k : 64;
-            argc = 0;
-            argv[argc++] = "EVALSHA";
-            argv[argc++] = c->scripts.sha[REDQ__SCRIPT_HEARTBEAT];
-            snprintf(nk, sizeof nk, "%zu", m + 1);
-            argv[argc++] = nk;
-            argv[argc++] = q->consumers;
-            for (j = 0; j < m; j++)
-                argv[argc++] = q->hb[k + j];
-            argv[argc++] = ttl;
-            for (j = 0; j < m; j++)
-                argv[argc++] = c->pool[k + j].holder;
-            ref = qref_new(c, i);
-            if (ref == NULL ||
-                redq__rel_send_script(c->ctl, REDQ__SCRIPT_HEARTBEAT, argc,
-                                      argv, NULL, 0, hb_reply, ref) != 0)
-                free(ref);
-        }
-        if (c->registered && c->reap_inflight == 0) {
-            const char *sm[] = {"SMEMBERS", q->consumers};
-            ref = qref_new(c, i);
-            if (ref == NULL ||
-                redq__conn_sendv(c->ctl, 2, sm, NULL, 0, members_reply,
-                                 ref) != 0)
-                free(ref);
-        }
-    }
+    for (i = 0; i < c->nq && redq__conn_ready(c->ctl); i++)
+        heartbeat_queue(c, i, 1);
     tv.tv_sec = period / 1000;
     tv.tv_usec = (period % 1000) * 1000;
     event_add(c->t_heartbeat, &tv);
@@ -1282,7 +1389,10 @@ static void promote_cb(evutil_socket_t fd, short what, void *arg)
         const char *argv[] = {"EVALSHA", c->scripts.sha[REDQ__SCRIPT_PROMOTE],
                               "3", c->rq[i].delayed, c->rq[i].due,
                               c->rq[i].meta, "1000"};
-        qref *ref = qref_new(c, i);
+        qref *ref;
+        if (c->rq[i].state != Q_ACTIVE)
+            continue; /* removed: its other consumers promote */
+        ref = qref_new(c, i);
         if (ref == NULL ||
             redq__rel_send_script(c->ctl, REDQ__SCRIPT_PROMOTE, NELEM(argv),
                                   argv, NULL, 0, on_promote_reply, ref) != 0)

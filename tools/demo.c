@@ -323,7 +323,7 @@ static void stop_consumer(demo *d)
     evtimer_del(d->drain);
     if (d->t_end == 0)
         d->t_end = now_s();
-    if (redq_consumer_stop(d->c, on_consumer_stopped, d) < 0)
+    if (redq_consumer_stop(d->c, -1, on_consumer_stopped, d) < 0)
         redq_consumer_close(d->c, on_consumer_closed, d);
 }
 
@@ -385,7 +385,7 @@ static void finish_producer(producer_slot *ps)
     if (ps->finishing)
         return;
     ps->finishing = 1;
-    if (redq_producer_flush(ps->p, on_flushed, ps) < 0) {
+    if (redq_producer_flush(ps->p, -1, on_flushed, ps) < 0) {
         ps->finishing = 0;
         close_producer(ps);
     }

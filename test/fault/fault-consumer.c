@@ -138,7 +138,7 @@ static void on_sigterm(evutil_socket_t fd, short what, void *arg)
     /* The stop waits for every delivered message's ack: give the deferred
      * ones theirs now (the timer keeps acking any that arrive meanwhile). */
     ack_deferred(cs);
-    if (redq_consumer_stop(cs->c, on_stopped, cs) < 0)
+    if (redq_consumer_stop(cs->c, -1, on_stopped, cs) < 0)
         redq_consumer_close(cs->c, on_closed, cs);
 }
 

@@ -176,7 +176,7 @@ static void on_sigterm(evutil_socket_t fd, short what, void *arg)
     evtimer_del(pr->tick);
     struct timeval tv = {STOP_LIMIT_S, 0};
     evtimer_add(pr->limit, &tv);
-    if (redq_producer_flush(pr->p, on_flushed, pr) < 0)
+    if (redq_producer_flush(pr->p, -1, on_flushed, pr) < 0)
         redq_producer_close(pr->p, on_closed, pr);
 }
 

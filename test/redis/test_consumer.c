@@ -105,7 +105,7 @@ static void on_msg(redq_consumer *c, redq_message *m, void *user)
         redq_ack(m);
     }
     if (t->stop_after && t->got == t->stop_after)
-        redq_consumer_stop(c, on_stopped, t);
+        redq_consumer_stop(c, -1, on_stopped, t);
 }
 
 /* Ack everything held, from a later loop iteration (asynchronous work). */
@@ -446,8 +446,8 @@ Test(consumer, stop_unblocks_parked_pops_at_once)
     redq_consumer_get_stats(t->c, &st);
     cr_assert_eq(st.connected, 3);
     t0 = fx_now_us();
-    cr_assert_eq(redq_consumer_stop(t->c, on_stopped, t), 0);
-    cr_assert_eq(redq_consumer_stop(t->c, on_stopped, t), REDQ_ECLOSED);
+    cr_assert_eq(redq_consumer_stop(t->c, -1, on_stopped, t), 0);
+    cr_assert_eq(redq_consumer_stop(t->c, -1, on_stopped, t), REDQ_ECLOSED);
     cr_assert(fx_run_until(cond_stopped, t, 5000), "stop did not complete");
     cr_assert_lt(fx_now_us() - t0, 2000000u, "stop took %llu ms",
                  (unsigned long long)(fx_now_us() - t0) / 1000);
@@ -473,7 +473,7 @@ Test(consumer, stop_waits_for_async_acks)
     cr_assert(wait_got(t, 100, 10000));
     fx_run_for(50);
     cr_assert_eq(t->got, 100, "window of 100 overrun: %zu", t->got);
-    cr_assert_eq(redq_consumer_stop(t->c, on_stopped, t), 0);
+    cr_assert_eq(redq_consumer_stop(t->c, -1, on_stopped, t), 0);
     fx_run_for(100);
     cr_assert_eq(t->stopped, 0, "stop completed with 100 unacked");
     ack_timer_cb(-1, 0, t);
@@ -497,7 +497,7 @@ Test(consumer, stop_timeout_reports_unacked)
     t->held = calloc(t->held_cap, sizeof *t->held);
     start_consumer(t, &o);
     cr_assert(wait_got(t, 5, 10000));
-    cr_assert_eq(redq_consumer_stop(t->c, on_stopped, t), 0);
+    cr_assert_eq(redq_consumer_stop(t->c, -1, on_stopped, t), 0);
     cr_assert(fx_run_until(cond_stopped, t, 5000));
     cr_assert_eq(t->stop_status, REDQ_ETIMEDOUT);
     ack_timer_cb(-1, 0, t); /* acks after the stop are still fine */
@@ -677,7 +677,7 @@ Test(consumer, bad_arguments_get_einval)
     cr_assert_eq(redq_consumer_new(&c, fx_base(), &o, qs, 1), REDQ_EINVAL);
     cr_assert_eq(c, (redq_consumer *)0x1, "out written on failure");
     cr_assert_eq(redq_ack(NULL), REDQ_EINVAL);
-    cr_assert_eq(redq_consumer_stop(NULL, on_stopped, NULL), REDQ_EINVAL);
+    cr_assert_eq(redq_consumer_stop(NULL, -1, on_stopped, NULL), REDQ_EINVAL);
     cr_assert_eq(redq_consumer_close(NULL, NULL, NULL), REDQ_EINVAL);
     cr_assert_null(redq_msg_data(NULL));
     cr_assert_eq(redq_msg_len(NULL), 0);

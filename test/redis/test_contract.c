@@ -123,7 +123,7 @@ static void cfinish(ctrack *t)
 
 static void cstop(ctrack *t)
 {
-    cr_assert_eq(redq_consumer_stop(t->c, on_cstop, t), 0);
+    cr_assert_eq(redq_consumer_stop(t->c, -1, on_cstop, t), 0);
     cr_assert(fx_run_until(cond_stopped, t, 10000), "stop never finished");
 }
 

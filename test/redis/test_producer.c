@@ -534,8 +534,8 @@ Test(producer, invalid_arguments)
               "empty queue name accepted");
     cr_assert(redq_produce(t->p, "q", NULL, 5, NULL) == REDQ_EINVAL,
               "NULL payload with len 5 accepted");
-    cr_assert(redq_producer_flush(NULL, ignore_flush, NULL) == REDQ_EINVAL);
-    cr_assert(redq_producer_flush(t->p, NULL, NULL) == REDQ_EINVAL);
+    cr_assert(redq_producer_flush(NULL, -1, ignore_flush, NULL) == REDQ_EINVAL);
+    cr_assert(redq_producer_flush(t->p, -1, NULL, NULL) == REDQ_EINVAL);
     cr_assert(redq_producer_close(NULL, NULL, NULL) == REDQ_EINVAL);
 
     /* None of those may produce a report or count as produced. */
@@ -597,7 +597,7 @@ Test(producer, flush_waits_for_every_earlier_report)
 
     fx_produce_range(t, "q", 0, n, 0);
     struct flush_rec f = {.t = t, .upto = n};
-    int rc = redq_producer_flush(t->p, on_flush, &f);
+    int rc = redq_producer_flush(t->p, -1, on_flush, &f);
     cr_assert(rc == 0, "flush: %s", redq_err_name(rc));
     cr_assert(f.called == 0, "flush callback ran inside redq_producer_flush");
     fx_produce_range(t, "q", n, n + later, 0);
@@ -630,7 +630,7 @@ Test(producer, flush_does_not_wait_for_linger)
 
     cr_assert(fx_produce(t, "q", 0, 0) == 0);
     struct flush_rec f = {.t = t, .upto = 1};
-    cr_assert(redq_producer_flush(t->p, on_flush, &f) == 0);
+    cr_assert(redq_producer_flush(t->p, -1, on_flush, &f) == 0);
     cr_assert(fx_run_until(flush_called, &f, 3000), "no flush callback in 3 s");
     long long d = ms_between(t->prod_us[0], t->rep_us[0]);
     cr_assert(f.reported_upto == 1 && d < 1000,
@@ -646,17 +646,17 @@ Test(producer, flush_with_nothing_pending_and_several_flushes)
     new_producer(t, &o);
 
     struct flush_rec a = {.t = t, .upto = 0};
-    cr_assert(redq_producer_flush(t->p, on_flush, &a) == 0);
+    cr_assert(redq_producer_flush(t->p, -1, on_flush, &a) == 0);
     cr_assert(a.called == 0, "flush callback ran inside redq_producer_flush");
     cr_assert(fx_run_until(flush_called, &a, 5000), "idle flush never called");
     cr_assert(a.status == 0);
 
     fx_produce_range(t, "q", 0, 5, 0);
     struct flush_rec b = {.t = t, .upto = 5};
-    cr_assert(redq_producer_flush(t->p, on_flush, &b) == 0);
+    cr_assert(redq_producer_flush(t->p, -1, on_flush, &b) == 0);
     fx_produce_range(t, "q", 5, 10, 0);
     struct flush_rec c = {.t = t, .upto = 10};
-    cr_assert(redq_producer_flush(t->p, on_flush, &c) == 0);
+    cr_assert(redq_producer_flush(t->p, -1, on_flush, &c) == 0);
     cr_assert(fx_run_until(flush_called, &c, 5000), "second flush not called");
     cr_assert(fx_run_until(flush_called, &b, 5000), "first flush not called");
     cr_assert(b.reported_upto == 5 && c.reported_upto == 10,
@@ -688,7 +688,7 @@ Test(producer, close_reports_pending_as_closed_first)
               "callbacks ran inside redq_producer_close");
     rc = fx_produce(t, "q", 10, 0);
     cr_assert(rc == REDQ_ECLOSED, "produce after close: %s", redq_err_name(rc));
-    cr_assert(redq_producer_flush(t->p, ignore_flush, NULL) == REDQ_ECLOSED,
+    cr_assert(redq_producer_flush(t->p, -1, ignore_flush, NULL) == REDQ_ECLOSED,
               "flush after close accepted");
     cr_assert(redq_producer_close(t->p, NULL, NULL) == REDQ_ECLOSED,
               "second close accepted");
@@ -716,7 +716,7 @@ Test(producer, close_with_a_flush_outstanding)
 
     fx_produce_range(t, "q", 0, 10, 0);
     struct flush_rec f = {.t = t, .upto = 10};
-    cr_assert(redq_producer_flush(t->p, on_flush, &f) == 0);
+    cr_assert(redq_producer_flush(t->p, -1, on_flush, &f) == 0);
     close_and_wait(t);
     cr_assert(f.called == 1, "flush callback called %u times", f.called);
     cr_assert(f.status == REDQ_ECLOSED, "flush status %s, expected REDQ_ECLOSED",
@@ -802,7 +802,7 @@ Test(producer, close_from_flush_callback_drains)
 
     fx_produce_range(t, "q", 0, n, 0);
     struct flush_rec f = {.t = t, .upto = n, .close_in_cb = true};
-    cr_assert(redq_producer_flush(t->p, on_flush, &f) == 0);
+    cr_assert(redq_producer_flush(t->p, -1, on_flush, &f) == 0);
     cr_assert(fx_wait_closed(t, 10000), "close callback not called in 10 s");
     cr_assert(f.close_rc == 0, "close from the flush callback: %s",
               redq_err_name(f.close_rc));
@@ -883,7 +883,7 @@ static void on_reflush(redq_producer *p, int status, void *user)
     r->called++;
     if (status != 0)
         r->bad_status = status;
-    if (r->called < r->limit && redq_producer_flush(p, on_reflush, r) != 0)
+    if (r->called < r->limit && redq_producer_flush(p, -1, on_reflush, r) != 0)
         r->bad_status = 1000;
 }
 
@@ -900,7 +900,7 @@ Test(producer, flush_from_its_own_callback_returns_to_the_loop)
      * must wait for the next iteration, or the loop never gets back to
      * I/O (the old code ran millions of them in one go). */
     struct reflush r = {.t = t, .limit = 1000};
-    cr_assert(redq_producer_flush(t->p, on_reflush, &r) == 0);
+    cr_assert(redq_producer_flush(t->p, -1, on_reflush, &r) == 0);
     unsigned iterations = 0, most = 0;
     uint64_t deadline = fx_now_us() + 20000000u;
     while (r.called < r.limit && fx_now_us() < deadline) {

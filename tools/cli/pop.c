@@ -208,7 +208,7 @@ static void pop_finish(cli_session *s)
         return;
     ps->stopping = 1;
     evtimer_del(ps->idle);
-    if (redq_consumer_stop(ps->c, pop_on_stopped, ps) < 0) {
+    if (redq_consumer_stop(ps->c, -1, pop_on_stopped, ps) < 0) {
         pop_abort(s);
         return;
     }

@@ -112,7 +112,7 @@ static void push_finish(cli_session *s)
     if (ps->ev_in)
         event_del(ps->ev_in);
     evtimer_del(ps->pump);
-    if (redq_producer_flush(ps->p, push_on_flushed, ps) < 0)
+    if (redq_producer_flush(ps->p, -1, push_on_flushed, ps) < 0)
         push_abort(s);
 }
 
