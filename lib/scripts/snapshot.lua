@@ -6,8 +6,10 @@
 -- Returns {ready, due, delayed, dead, registered, live, processing,
 -- paused, ts of the oldest due frame (-1 unknown: the ready list holds
 -- raw payloads, so only when it is empty), server time ms, then meta's
--- counters pushed, taken, acked, retried, dead_lettered (0 when absent)}.
+-- counters pushed, taken, acked, retried, dead_lettered (0 when absent),
+-- 1 if the format is frames}.
 --@include _now.lua
+--@include _format.lua
 local function len(k)
   local t = redis.call('TYPE', k)['ok']
   if t == 'list' then return redis.call('LLEN', k) end
@@ -41,4 +43,6 @@ if redis.call('TYPE', KEYS[6])['ok'] == 'hash' then
   local v = redis.call('HMGET', KEYS[6], 'pushed', 'taken', 'acked', 'retried', 'dead_lettered')
   for i = 1, 5 do c[i] = tonumber(v[i]) or 0 end
 end
-return {ready, due, len(KEYS[3]), len(KEYS[4]), len(KEYS[5]), live, proc, paused, oldest, now, c[1], c[2], c[3], c[4], c[5]}
+local fr = 0
+if is_frames(KEYS[6]) then fr = 1 end
+return {ready, due, len(KEYS[3]), len(KEYS[4]), len(KEYS[5]), live, proc, paused, oldest, now, c[1], c[2], c[3], c[4], c[5], fr}
