@@ -345,6 +345,8 @@ static char *put_push_head(redq_producer *p, const batch *b, char *w)
     return w + b->fmt->metalen;
 }
 
+static void learn_format(redq_producer *p, redq__qfmt *f);
+
 /* A fresh open batch for `queue`: the command is started (LPUSH queue, or
  * EVALSHA <delay script> 1 queue:delayed), messages are appended after. */
 static batch *batch_new(redq_producer *p, int kind, const char *queue,
@@ -383,6 +385,11 @@ static batch *batch_new(redq_producer *p, int kind, const char *queue,
             return NULL;
         }
         b->frames = b->fmt->format == REDQ_FORMAT_FRAMES;
+        /* Ask now, so the answer is usually in before the batch is
+         * sealed (and ahead of anything the seal sends). */
+        if (b->fmt->format < 0 && !b->fmt->learning &&
+            redq__conn_ready(p->conn))
+            learn_format(p, b->fmt);
     }
     b->hash = hash;
     b->state = B_OPEN;
@@ -793,6 +800,7 @@ static void throttle_cb(evutil_socket_t fd, short what, void *arg)
 /* ---- queue formats (docs/DESIGN.md, "Ids and formats") ----------------- */
 
 static void fail_batch(redq_producer *p, batch *b, int code, const char *why);
+static void redo_now(redq_producer *p, redq__conn *c);
 
 /*
  * Rewrite batch b's command for the other format: LPUSH of the payloads,
@@ -900,15 +908,29 @@ static void on_format_reply(redq__conn *c, void *reply, void *arg)
     redq__qfmt *f = arg;
     redq_producer *p = f->owner;
     redisReply *r = reply;
-    (void)c;
     f->learning = 0;
     if (r == NULL || p->closing)
         return; /* asked again when the connection is back */
+    if (r->type == REDIS_REPLY_ERROR &&
+        redq__err_is_transient(r->str, (size_t)r->len)) {
+        /* LOADING, BUSY, ...: not answered; waited out as a batch's "not
+         * applied" is (redo the connection with its backoff, ask again). */
+        if (!p->redo) {
+            p->redo = 1;
+            p->redo_code = redq__err_from_reply(r->str, (size_t)r->len);
+            snprintf(p->redo_msg, sizeof p->redo_msg, "%s", r->str);
+        }
+        if (p->inflight == 0 && p->waits == 0)
+            redo_now(p, c);
+        return;
+    }
     if (r->type == REDIS_REPLY_ERROR) {
-        /* A user without HGET, or a meta key of another type: only a
-         * frames queue would need more than plain, and a plain value on a
-         * frames queue is still delivered whole. */
-        redq__log(&p->log, REDQ_LOG_WARN, redq__err_from_reply(r->str, r->len),
+        /* A user without HGET (a least-privilege producer that only
+         * LPUSHes), or a meta key of another type: pushed as plain, which
+         * a frames queue's consumers still deliver whole. INFO: nothing
+         * fails. */
+        redq__log(&p->log, REDQ_LOG_INFO,
+                  redq__err_from_reply(r->str, (size_t)r->len),
                   "queue %s: format unknown (HGET %s %s: %s); pushing plain "
                   "payloads",
                   f->name, f->meta, REDQ__META_FORMAT, r->str);
