@@ -759,7 +759,9 @@ REDQ_API void redq_producer_get_stats_sized(const redq_producer *p,
  *
  * Payloads are delivered byte for byte as they were pushed, whatever they
  * look like: redq keeps its metadata (attempts, ids, reasons) in frames
- * that live only in its own keys, never in the ready list.
+ * in its own keys, and in the ready list only when the queue's format is
+ * REDQ_FORMAT_FRAMES (then a value that is not a frame is delivered
+ * whole).
  *
  * 0            created; connecting and popping start from the loop
  * REDQ_EINVAL  out, base, opts, queues or opts->on_message is NULL,

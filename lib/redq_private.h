@@ -338,11 +338,13 @@ long redq__b64_decode(const char *in, size_t len, void *out);
  *   dead            list   dead-letter frames, newest at the head
  *   consumers       set    holder ids that may hold messages
  *   reaper          string lock: who recovers dead holders this period
- *   meta            hash   queue properties (paused, partitions)
+ *   meta            hash   queue properties (paused, format, counters)
  *   proc:<holder>   list   raw messages taken from Q by that holder
  *   fproc:<holder>  list   frames taken from due by that holder
  *   hb:<holder>     string the holder's heartbeat, with a TTL
- * Q itself holds raw payloads only: what producers LPUSH, byte for byte.
+ * Q holds payloads only, byte for byte, on a plain queue (the default);
+ * frames pushed by redq producers (and any client's values) on a frames
+ * queue (docs/DESIGN.md, "Ids and formats").
  */
 
 /** The key `suffix` of queue `q` (qlen bytes), malloc'd and NUL-terminated;
@@ -360,15 +362,17 @@ int redq__key_reserved(const char *q, size_t qlen);
 
 /*
  * A frame carries redq's metadata with a message whose payload must stay
- * byte for byte as it was sent. Frames live only in keys that redq alone
- * writes (due, delayed, dead, fproc:*), never in the ready list Q, so the
- * key a value came from says whether it is a frame: a user payload is never
- * parsed, whatever it looks like.
+ * byte for byte as it was sent. Frames live in keys that redq alone writes
+ * (due, delayed, dead, fproc:*), and in the ready list Q only when the
+ * queue's format is frames (REDQ__META_FORMAT): the key a value came from,
+ * and the queue's format, say whether it is a frame. On a plain queue a
+ * user payload is never parsed, whatever it looks like; on a frames queue
+ * one that does not parse is delivered whole.
  *
  *   frame  = "RQ1" 1*(SP name "=" value) LF payload
  *   value  = 1*(unreserved / "%" HEXDIG HEXDIG)   (no SP, LF or bare '%')
  *
- * Names: "id" (message id, 1-64 bytes), "a" (deliveries already made,
+ * Names: "id" (message id, 1-64 bytes; redq's are "<16 hex>-<n>"), "a" (deliveries already made,
  * 0..REDQ__MAX_ATTEMPTS), "ts" (first enqueued, ms since the epoch),
  * "dr" (dead-letter reason, percent-encoded), "dts" (dead-lettered at, ms),
  * "q" (the queue it died in, percent-encoded). Unknown names are skipped.
