@@ -95,7 +95,8 @@ struct event_base;
     XX(ENOTREPLICATED, -18,                                                    \
        "stored on the master, not acknowledged by enough replicas")            \
     XX(ENOQUEUE, -19, "the consumer does not consume that queue")              \
-    XX(EEXIST, -20, "the consumer already consumes that queue")
+    XX(EEXIST, -20, "the consumer already consumes that queue")               \
+    XX(ENOTEMPTY, -21, "the queue's ready list is not empty")
 
 enum {
     REDQ_OK = 0,
@@ -161,7 +162,29 @@ typedef struct redq_report {
                               REDQ_ENOTREPLICATED; for another failure,
                               POSSIBLY when some write of it got no answer,
                               else NOT (added in 0.2) */
+    const char *id;      /**< the message's id, "<producer id>-<n>" (n from
+                              1, in redq_produce() order): made when
+                              redq_produce() accepted it, the same one a
+                              consumer's redq_msg_id() shows on a frames
+                              queue (REDQ_FORMAT_FRAMES) and for delayed
+                              messages. Every report has one, failed or not
+                              (added in 0.9) */
 } redq_report;
+
+/** A queue's format: what its ready list holds (redq_admin_set_format()).
+ *  A property of the queue, kept in Redis, read by every producer and
+ *  consumer; docs/DESIGN.md, "Ids and formats". */
+enum {
+    /** Payloads only, byte for byte: any client can LPUSH and RPOP them.
+     *  The default. A consumer makes a message's id at its first delivery
+     *  ("<consumer id>-<n>") and the retries carry it. */
+    REDQ_FORMAT_PLAIN = 0,
+    /** Frames ("RQ1 id=<id> ts=<ms>\n<payload>"): the producer's id and
+     *  the enqueue time travel with each message. Consumers deliver the
+     *  payload; a value that is not a well-formed frame (a plain client's
+     *  LPUSH) is delivered whole, as it is. */
+    REDQ_FORMAT_FRAMES = 1
+};
 
 /**
  * One report per accepted message, exactly once, from the loop.
@@ -689,6 +712,12 @@ typedef void (*redq_close_cb)(void *user);
 REDQ_API int redq_producer_close(redq_producer *p, redq_close_cb cb,
                                  void *user);
 
+/** This producer's id: 16 lowercase hex digits, random per producer, the
+ *  first part of every message id it makes (redq_report.id is
+ *  "<producer id>-<n>"). Static for the producer's life; NULL when p is
+ *  NULL. */
+REDQ_API const char *redq_producer_id(const redq_producer *p);
+
 /** A snapshot of a producer's counters. */
 typedef struct redq_producer_stats {
     uint64_t produced;        /**< messages accepted by redq_produce() */
@@ -755,7 +784,9 @@ REDQ_API void redq_producer_get_stats_sized(const redq_producer *p,
  *
  * Payloads are delivered byte for byte as they were pushed, whatever they
  * look like: redq keeps its metadata (attempts, ids, reasons) in frames
- * that live only in its own keys, never in the ready list.
+ * in its own keys, and in the ready list only when the queue's format is
+ * REDQ_FORMAT_FRAMES (then a value that is not a frame is delivered
+ * whole).
  *
  * 0            created; connecting and popping start from the loop
  * REDQ_EINVAL  out, base, opts, queues or opts->on_message is NULL,
@@ -800,10 +831,20 @@ REDQ_API size_t redq_msg_len(const redq_message *msg);
  *  first retry, and so on (counted across consumers and crashes: a
  *  consumer that died holding it counts as one). */
 REDQ_API int redq_msg_attempt(const redq_message *msg);
-/** The id redq gave the message when it first needed one (a delay, a
- *  retry, a recovery), or "" on a first delivery from the ready list.
- *  Valid until acked. */
+/** The message's id, never empty, the same on every attempt and in its
+ *  dead letter. On a frames queue (REDQ_FORMAT_FRAMES) and for delayed
+ *  messages, the producer's (redq_report.id: "<producer id>-<n>"); on a
+ *  plain queue, or for a value a plain client pushed onto a frames queue,
+ *  one this consumer made at the first delivery ("<consumer id>-<n>",
+ *  consumer id as in its holder names), which the retry carries. A message
+ *  recovered from a consumer that died holding it gets a new one (the dead
+ *  consumer's id for it was never written down). Valid until acked. */
 REDQ_API const char *redq_msg_id(const redq_message *msg);
+/** When the message was first enqueued (ms since the epoch, the clock of
+ *  whoever stamped it: the producer for a frames queue's messages, the
+ *  consumer for a plain queue's first retry), or -1 when unknown (a first
+ *  delivery on a plain queue). */
+REDQ_API long long redq_msg_enqueued_ms(const redq_message *msg);
 
 /**
  * Finish a message successfully: at-least-once, it is removed from the
@@ -1067,6 +1108,8 @@ typedef struct redq_queue_info {
                                     and messages recovered from dead
                                     consumers */
     uint64_t dead_lettered;    /**< moved to the dead-letter list */
+    /* Appended in 0.9. */
+    int format;                /**< REDQ_FORMAT_PLAIN or REDQ_FORMAT_FRAMES */
 } redq_queue_info;
 
 /** status 0 and `n` queues, or a REDQ_E* and errstr (n is then 0). */
@@ -1141,6 +1184,29 @@ REDQ_API int redq_admin_purge(redq_admin *a, const char *queue,
  *  as soon after a resume; producers are not affected. */
 REDQ_API int redq_admin_pause(redq_admin *a, const char *queue, int paused,
                               redq_done_cb cb, void *user);
+/**
+ * Set the queue's format (REDQ_FORMAT_PLAIN or REDQ_FORMAT_FRAMES; see
+ * there), checked and set in one script. plain -> frames always works:
+ * producers learn it when they first use the queue (a running producer
+ * keeps pushing plain payloads, which consumers deliver whole with an id
+ * of their own, until it is restarted); consumers within about
+ * promote_interval_ms (their TAKE reads it with each pop at once).
+ * frames -> plain is refused with REDQ_ENOTEMPTY ("... its ready list
+ * holds 12 frames ...") unless the ready list is empty: nothing would
+ * unwrap those frames. A producer whose frames arrive after the switch
+ * has them refused by Redis and resends them as plain payloads, in order,
+ * nothing lost. Messages in due, delayed and dead lists are frames in
+ * either format and are not affected. One gap: a frame a consumer had
+ * taken before the switch and that goes back untouched after it (the
+ * consumer died holding it, or a stop gave back what it had not yet
+ * delivered) is then delivered with its header as payload: switch while
+ * the queue's consumers hold nothing (redq_queue_info.processing 0).
+ * n is 1 when the format changed, 0 when it already was `format`.
+ * REDQ_EINVAL also for an unknown format.
+ */
+REDQ_API int redq_admin_set_format(redq_admin *a, const char *queue,
+                                   int format, redq_done_cb cb, void *user);
+
 /** Recover the messages of the queue's dead consumers now (instead of at
  *  the next live consumer's heartbeat); n is how many moved. */
 REDQ_API int redq_admin_recover(redq_admin *a, const char *queue,

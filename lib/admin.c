@@ -47,7 +47,8 @@
 
 enum areq_kind {
     K_QUEUES, K_QUEUE, K_PEEK, K_DEAD, K_REQUEUE, K_REQUEUE_ID, K_DELETE_ID,
-    K_PURGE, K_PAUSE, K_RECOVER, K_METRICS, K_ORPHANS, K_RECOVER_ORPHANS
+    K_PURGE, K_PAUSE, K_RECOVER, K_METRICS, K_ORPHANS, K_RECOVER_ORPHANS,
+    K_SETFORMAT
 };
 
 typedef struct qsnap {
@@ -386,11 +387,13 @@ static void on_snapshot(redq__conn *c, void *reply, void *arg)
     qsnap *s = &r->snaps[i];
     (void)c;
     if (reply_ok(r, rep, "snapshot")) {
-        if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 15) {
-            long long v[15];
+        if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 16) {
+            long long v[16];
             size_t k;
-            for (k = 0; k < 15; k++)
+            for (k = 0; k < 16; k++)
                 v[k] = reply_ll(rep->element[k]);
+            s->info.format = v[15] == 1 ? REDQ_FORMAT_FRAMES
+                                        : REDQ_FORMAT_PLAIN;
             s->info.ready = (uint64_t)v[0];
             s->info.due = (uint64_t)v[1];
             s->info.delayed = (uint64_t)v[2];
@@ -703,9 +706,10 @@ static void on_peek(redq__conn *c, void *reply, void *arg)
     (void)c;
     if (!reply_ok(r, rep, "peek"))
         goto out;
-    if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 2 ||
+    if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 3 ||
         rep->element[0]->type != REDIS_REPLY_ARRAY ||
-        rep->element[1]->type != REDIS_REPLY_ARRAY) {
+        rep->element[1]->type != REDIS_REPLY_ARRAY ||
+        rep->element[2]->type != REDIS_REPLY_INTEGER) {
         fail(r, REDQ_EPROTOCOL, "peek: unexpected reply");
         goto out;
     }
@@ -721,7 +725,10 @@ static void on_peek(redq__conn *c, void *reply, void *arg)
             redisReply *e = l->element[j];
             if (e->type != REDIS_REPLY_STRING)
                 continue;
-            if (add_msg(r, e->str, (size_t)e->len, k == 0, 0) != 0) {
+            /* Q's values are frames on a frames queue (those that parse:
+             * a plain client's value is shown whole). */
+            if (add_msg(r, e->str, (size_t)e->len,
+                        k == 0 || rep->element[2]->integer == 1, 0) != 0) {
                 fail(r, REDQ_ENOMEM, "out of memory");
                 goto out;
             }
@@ -866,6 +873,28 @@ static void on_count(redq__conn *c, void *reply, void *arg)
                : rep->type == REDIS_REPLY_INTEGER && rep->integer > 0
                    ? (uint64_t)rep->integer
                    : 0;
+    settle(r);
+}
+
+/* SETFORMAT's {1 changed / 0 already so / -1 refused, ready length}. */
+static void on_setformat(redq__conn *c, void *reply, void *arg)
+{
+    areq *r = reply_begin(arg, NULL, NULL);
+    redisReply *rep = reply;
+    (void)c;
+    if (reply_ok(r, rep, "set format")) {
+        if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 2 ||
+            rep->element[0]->type != REDIS_REPLY_INTEGER)
+            fail(r, REDQ_EPROTOCOL, "set format: unexpected reply");
+        else if (rep->element[0]->integer < 0)
+            fail(r, REDQ_ENOTEMPTY,
+                 "queue %.100s: its ready list holds %lld frames; it can "
+                 "become plain only when empty (consumers unwrap them "
+                 "meanwhile)",
+                 r->queue, reply_ll(rep->element[1]));
+        else
+            r->n = (uint64_t)rep->element[0]->integer;
+    }
     settle(r);
 }
 
@@ -1411,17 +1440,36 @@ static void run(areq *r)
     }
     case K_PEEK: {
         char *due = qkey(r, r->queue, r->qlen, "due");
+        char *meta = qkey(r, r->queue, r->qlen, "meta");
         char nb[24];
         if (due != NULL) {
             const char *argv[] = {"EVALSHA", a->scripts.sha[REDQ__SCRIPT_PEEK],
-                                  "2", due, r->queue, nb};
-            size_t lens[] = {7, 40, 1, strlen(due), r->qlen, 0};
+                                  "3", due, r->queue, meta, nb};
+            size_t lens[] = {7, 40, 1, strlen(due), r->qlen, 0, 0};
             snprintf(nb, sizeof nb, "%zu", r->count);
-            lens[5] = strlen(nb);
-            send_cmd(r, REDQ__SCRIPT_PEEK, 6, argv, lens, on_peek,
-                     ref_new(r, 0));
+            lens[5] = meta != NULL ? strlen(meta) : 0;
+            lens[6] = strlen(nb);
+            if (meta != NULL)
+                send_cmd(r, REDQ__SCRIPT_PEEK, 7, argv, lens, on_peek,
+                         ref_new(r, 0));
         }
         free(due);
+        free(meta);
+        break;
+    }
+    case K_SETFORMAT: {
+        char *meta = qkey(r, r->queue, r->qlen, "meta");
+        if (meta != NULL) {
+            const char *argv[] = {"EVALSHA",
+                                  a->scripts.sha[REDQ__SCRIPT_SETFORMAT], "2",
+                                  r->queue, meta,
+                                  r->paused ? "frames" : "plain"};
+            size_t lens[] = {7, 40, 1, r->qlen, strlen(meta), 0};
+            lens[5] = strlen(argv[5]);
+            send_cmd(r, REDQ__SCRIPT_SETFORMAT, 6, argv, lens, on_setformat,
+                     ref_new(r, 0));
+        }
+        free(meta);
         break;
     }
     case K_DEAD: {
@@ -1799,6 +1847,21 @@ int redq_admin_pause(redq_admin *a, const char *queue, int paused,
         return rc;
     r->cb.done = cb;
     r->paused = paused != 0;
+    return launch(r);
+}
+
+int redq_admin_set_format(redq_admin *a, const char *queue, int format,
+                          redq_done_cb cb, void *user)
+{
+    areq *r;
+    int rc;
+    if (format != REDQ_FORMAT_PLAIN && format != REDQ_FORMAT_FRAMES)
+        return REDQ_EINVAL;
+    rc = submit(a, K_SETFORMAT, queue, cb != NULL, user, &r);
+    if (rc != 0)
+        return rc;
+    r->cb.done = cb;
+    r->paused = format == REDQ_FORMAT_FRAMES; /* (the request's flag) */
     return launch(r);
 }
 

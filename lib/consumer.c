@@ -64,6 +64,7 @@ static chunk *chunk_get(redq_consumer *c, size_t nmsg, size_t bytes)
     }
     ch->refs = 1; /* held by the delivery loop */
     ch->owner = c;
+    memcpy(ch->cid, c->id, sizeof ch->cid);
     ch->prev = NULL;
     ch->next = c->live.head;
     if (c->live.head != NULL)
@@ -132,6 +133,7 @@ static int queue_index(redq_consumer *c, const char *key, size_t len,
 static void deliver(redq_consumer *c, int qi, int framed, plist *pl,
                     redisReply **els, size_t n)
 {
+    redq__frame f;
     size_t i, bytes = 0, given = 0;
     chunk *ch;
     redq_message *m;
@@ -147,8 +149,11 @@ static void deliver(redq_consumer *c, int qi, int framed, plist *pl,
 
     if (pl != NULL)
         pl->held += n; /* in the list now, tracked or not */
+    if (framed == SRC_Q)
+        framed = c->rq[qi].frames ? SRC_Q_FRAMES : SRC_Q_PLAIN;
     for (i = 0; i < n; i++)
-        bytes += (size_t)els[i]->len + 1 + (framed ? REDQ__ID_ROOM : 0);
+        bytes += (size_t)els[i]->len + 1 +
+                 (framed == SRC_Q_PLAIN ? 0 : REDQ__ID_ROOM);
     /* The queue's name too: a message outlives the removal of its queue
      * and the consumer itself (redq.h, "Lifetimes"). */
     bytes += c->qlens[qi] + 1;
@@ -185,16 +190,39 @@ static void deliver(redq_consumer *c, int qi, int framed, plist *pl,
         mm->raw = w;
         mm->raw_len = len;
         mm->pl = pl;
-        mm->framed = framed;
+        mm->framed = framed == SRC_DUE;
         mm->state = c->reliable ? M_LIVE : M_FAST;
         w += len + 1;
-        if (!framed) {
-            /* A payload as sent (the common case): nothing to parse. */
+        if (framed == SRC_Q_FRAMES && redq__frame_parse(mm->raw, len, &f,
+                                                         NULL, 0) == 0) {
+            /* A frames queue's producer frame: its id and time. */
+            mm->data = f.body;
+            mm->len = f.body_len;
+            mm->ts_ms = f.ts_ms;
+            mm->attempt = f.attempts >= REDQ__MAX_ATTEMPTS
+                              ? REDQ__MAX_ATTEMPTS
+                              : f.attempts + 1;
+            mm->id = "";
+            if (f.id[0] != '\0') {
+                memcpy(w, f.id, strlen(f.id) + 1);
+                mm->id = w;
+            } else {
+                mm->idseq = ++c->idseq;
+            }
+            w += REDQ__ID_ROOM;
+        } else if (framed != SRC_DUE) {
+            /* A payload as sent (the common case), or on a frames queue a
+             * value that is no frame (a plain client's LPUSH): delivered
+             * whole, nothing parsed; its id is made here, formatted only
+             * when asked for. */
             mm->data = mm->raw;
             mm->len = len;
             mm->id = "";
+            mm->idseq = ++c->idseq;
             mm->ts_ms = -1;
             mm->attempt = 1;
+            if (framed == SRC_Q_FRAMES)
+                w += REDQ__ID_ROOM;
         } else {
             if (pl != NULL)
                 pl->held--; /* settled (dead-lettered) if malformed */
@@ -535,9 +563,12 @@ static void on_take_reply(redq__conn *conn, void *reply, void *arg)
                 (size_t)grp->element[0]->integer > pp->nround)
                 continue;
             qi = (int)pp->round_q[grp->element[0]->integer - 1];
-            framed = grp->element[1]->integer == 0;
+            /* kind 0: due; 1: Q of a plain queue, 2: of a frames queue */
+            framed = grp->element[1]->integer == 0   ? SRC_DUE
+                     : grp->element[1]->integer == 2 ? SRC_Q_FRAMES
+                                                     : SRC_Q_PLAIN;
             deliver(c, qi, framed,
-                    &c->rq[qi].pl[2 * pp->idx + (framed ? 1 : 0)],
+                    &c->rq[qi].pl[2 * pp->idx + (framed == SRC_DUE ? 1 : 0)],
                     grp->element[2]->element, grp->element[2]->elements);
         }
     } else {
@@ -791,7 +822,7 @@ static void kick(popper *pp)
      * cannot go out and heartbeats stop, so taking more would only grow
      * what a reaper may hand to someone else. */
     if (c->closing || c->stopping || pp->stage != R_IDLE ||
-        !redq__conn_ready(pp->conn) ||
+        c->fmt_unknown > 0 || !redq__conn_ready(pp->conn) ||
         (c->reliable && (!c->registered || pp->sync != 0 ||
                          !redq__conn_ready(c->ctl))))
         return;
@@ -1249,9 +1280,24 @@ int redq_msg_attempt(const redq_message *m)
     return m != NULL ? m->attempt : 0;
 }
 
+const char *redq__msg_idstr(redq_message *m)
+{
+    if (m->id[0] == '\0' && m->idseq != 0) {
+        redq__msg_id(m->idtmp, m->ch->cid, m->idseq);
+        m->id = m->idtmp;
+    }
+    return m->id;
+}
+
+long long redq_msg_enqueued_ms(const redq_message *m)
+{
+    return m != NULL ? m->ts_ms : -1;
+}
+
 const char *redq_msg_id(const redq_message *m)
 {
-    return m != NULL ? m->id : NULL;
+    /* The message is the caller's to read; its id is made on first use. */
+    return m != NULL ? redq__msg_idstr((redq_message *)m) : NULL;
 }
 
 /* The handler is done with `m`: give back its window place (unless a
@@ -1527,6 +1573,9 @@ int redq_consumer_add_queue(redq_consumer *c, const char *queue)
         free(c->queues[i]);
         return REDQ_ENOMEM;
     }
+    /* No pop before its format is known (the next promote tick asks). */
+    c->rq[i].fmt_known = 0;
+    c->fmt_unknown++;
     c->nq++;
     c->nactive++;
     assign_blocks(c);
@@ -1556,6 +1605,11 @@ int redq_consumer_remove_queue(redq_consumer *c, const char *queue,
         return REDQ_EINVAL;
     q = &c->rq[i];
     q->state = Q_REMOVING;
+    if (!q->fmt_known) { /* no promote tick will ask for it any more */
+        q->fmt_known = 1;
+        if (--c->fmt_unknown == 0)
+            defer(c, DEFER_KICK);
+    }
     q->remove_cb = cb;
     q->remove_user = user;
     c->nactive--;

@@ -21,6 +21,12 @@ struct event;
  * idle consumer leaves a message on a queue nobody blocks on). */
 #define REDQ__POLL_SLICE_MS 200
 
+/* Where deliver()'s values come from: the ready list Q, read as the
+ * queue's format last learnt (SRC_Q: pops that do not say) or as a TAKE
+ * found it (SRC_Q_PLAIN, SRC_Q_FRAMES: exact, read in the same script),
+ * or the due list (SRC_DUE: frames, always). */
+enum { SRC_Q = 0, SRC_DUE = 1, SRC_Q_PLAIN = 2, SRC_Q_FRAMES = 3 };
+
 /* The messages of one pop reply, then their bytes (the queue name
  * included), in one allocation. A chunk outlives its consumer while the
  * handler holds messages of it: the consumer's release orphans it (owner
@@ -31,6 +37,8 @@ typedef struct chunk {
     size_t refs;               /* unfinished messages + 1 while delivering */
     size_t cap;                /* bytes after the header */
     redq_consumer *owner;      /* NULL once the consumer is released */
+    char cid[24];              /* the consumer's id, for the ids of its
+                                  messages (they outlive it) */
 } chunk;
 
 enum msg_state {
@@ -71,7 +79,9 @@ struct redq_message {
     size_t len;
     const char *raw;  /* the message as stored in Redis */
     size_t raw_len;
-    const char *id;   /* frame id, "" for raw messages */
+    const char *id;   /* frame id; "" until redq_msg_id() formats idseq */
+    uint64_t idseq;   /* no id of its own: it is "<consumer id>-<idseq>" */
+    char idtmp[REDQ__MSG_ID_MAX]; /* ... formatted here on first use */
     long long ts_ms;  /* frame ts, -1 if none */
     int attempt;      /* this delivery's number, 1 for the first */
     int qidx;
@@ -148,6 +158,9 @@ typedef struct relq {
     int remove_done;      /* confirmed: the callback is due */
     redq_remove_cb remove_cb;
     void *remove_user;
+    int frames;     /* its format is REDQ_FORMAT_FRAMES: learnt each
+                       promote tick, as paused */
+    int fmt_known;  /* a promote reply (or error) came: may pop */
 } relq;
 
 enum { Q_ACTIVE = 0, Q_REMOVING, Q_GONE };
@@ -225,6 +238,9 @@ struct redq_consumer {
     unsigned pause_gen;       /* bumped when a queue's pause flag changes:
                                  a pop begun before is on stale keys */
     redq__stats stats;        /* on_stats (lib/stats.c) */
+    uint64_t idseq;           /* ids made for plain queues' messages */
+    size_t fmt_unknown;       /* queues whose format is not known yet: no
+                                 pops before (lib/reliable.c) */
 
     redq_consumer_stats st;
 };
@@ -272,6 +288,9 @@ void redq__rel_free(redq_consumer *c);
 int redq__rel_prepare(redq_consumer *c, redq_message *m, char *idspace);
 /** idspace: room for a frame's id (REDQ__ID_ROOM bytes) next to it. */
 #define REDQ__ID_ROOM 65
+/** The message's id, formatted into m->idtmp when it has none of its own
+ *  (redq_msg_id()). */
+const char *redq__msg_idstr(redq_message *m);
 /** Push a live message's visibility deadline to now + ms. Returns 0, or
  *  REDQ_ETIMEDOUT when it had already expired. */
 int redq__rel_extend(redq_consumer *c, redq_message *m, int ms);

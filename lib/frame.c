@@ -281,3 +281,73 @@ size_t redq__frame_build(char *out, const void *body, size_t body_len,
         memcpy(out + n, body, body_len);
     return n + body_len;
 }
+
+/* ---- ids ------------------------------------------------------------------ */
+
+#if defined(__linux__) || defined(__FreeBSD__)
+#include <sys/random.h>
+#define HAVE_GETRANDOM 1
+#endif
+#include <time.h>
+#include <unistd.h>
+
+static uint64_t mix64(uint64_t x)
+{
+    /* splitmix64's finaliser: spreads every input bit over the output. */
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ULL;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebULL;
+    x ^= x >> 31;
+    return x;
+}
+
+void redq__instance_id(char *out, uintptr_t salt)
+{
+    static const char hex[] = "0123456789abcdef";
+    uint64_t v = 0;
+    int i;
+#ifdef HAVE_GETRANDOM
+    if (getrandom(&v, sizeof v, GRND_NONBLOCK) != (ssize_t)sizeof v)
+        v = 0;
+#endif
+    /* Without getrandom (or before the pool is ready) the clocks, the pid
+     * and the caller's address: two instances started in the same
+     * microsecond in one process still differ by address. */
+    v ^= mix64(redq__now_us() ^ ((uint64_t)redq__wall_ms() << 20) ^
+               ((uint64_t)getpid() << 40) ^ (uint64_t)salt);
+    for (i = 0; i < REDQ__INSTANCE_ID_LEN; i++)
+        out[i] = hex[(v >> (4 * (REDQ__INSTANCE_ID_LEN - 1 - i))) & 15];
+    out[REDQ__INSTANCE_ID_LEN] = '\0';
+}
+
+size_t redq__msg_id(char *out, const char *prefix, uint64_t n)
+{
+    size_t pl = strnlen(prefix, REDQ__INSTANCE_ID_LEN);
+    char tmp[24];
+    size_t k = 0;
+    memcpy(out, prefix, pl);
+    out[pl++] = '-';
+    do {
+        tmp[k++] = (char)('0' + n % 10);
+        n /= 10;
+    } while (n != 0);
+    while (k > 0)
+        out[pl++] = tmp[--k];
+    out[pl] = '\0';
+    return pl;
+}
+
+size_t redq__ready_header(char *out, const char *id, size_t idlen,
+                          long long ts_ms)
+{
+    size_t n = 0;
+    memcpy(out, "RQ1 id=", 7);
+    n = 7;
+    memcpy(out + n, id, idlen);
+    n += idlen;
+    if (ts_ms >= 0 && ts_ms <= FRAME_MAX_NUM)
+        n += put_num(out + n, "ts", ts_ms);
+    out[n++] = '\n';
+    return n;
+}

@@ -59,6 +59,7 @@ typedef struct msg_entry {
     void *opaque;
     size_t off; /* payload offset in the batch buffer */
     size_t len;
+    uint64_t seq; /* its id is "<producer id>-<seq + 1>" */
 } msg_entry;
 
 /* A message of redq_produce_owned: the caller's buffer, released by
@@ -79,6 +80,9 @@ typedef struct batch {
     uint32_t hash;
     int kind; /* enum batch_kind */
     enum batch_state state;
+    int frames;      /* B_LPUSH to a frames queue: the buffer holds a PUSH
+                        script call of frames, not an LPUSH */
+    redq__qfmt *fmt; /* B_LPUSH: what is known of the queue's format */
 
     char *qname; /* NUL-terminated copy, for reports and map lookups */
     size_t qlen, qcap;
@@ -128,7 +132,14 @@ struct redq_producer {
     redq__scripts scripts; /* redq_produce_delayed() calls one by SHA */
     char lenhdr[32];       /* "$<len>\r\n" of the last message length */
     size_t lenhdr_n, lenhdr_of;
-    char id[24];           /* makes delayed messages' ids unique */
+    char id[REDQ__INSTANCE_ID_LEN + 1]; /* the producer id (redq.h) */
+    char idbuf[REDQ__MSG_ID_MAX];       /* "<id>-<n>" of the report */
+    uint64_t idnum;        /* the n in idbuf (0: none yet) */
+    size_t idnum_len;      /* its digits */
+    redq__qfmts fmts;      /* queue formats, learnt on first use */
+    int reformat;          /* a PUSH found its queue plain: nothing is sent
+                              until the pipeline drains, then the FIFO goes
+                              again from its head (see on_batch_reply) */
 
     /* options */
     redq_report_cb on_report;
@@ -310,6 +321,36 @@ static uint32_t hash_name(const char *s, size_t n)
     return h;
 }
 
+/* "EVALSHA <PUSH> 2 <queue> <meta>" in RESP, at w (without the array
+ * header, like every batch's command); returns the end. Room: the sha, the
+ * name and the meta key plus 64. */
+static char *put_push_head(redq_producer *p, const batch *b, char *w)
+{
+    static const char pre[] = "$7\r\nEVALSHA\r\n$40\r\n";
+    static const char mid[] = "\r\n$1\r\n2\r\n$";
+    memcpy(w, pre, sizeof pre - 1);
+    w += sizeof pre - 1;
+    memcpy(w, p->scripts.sha[REDQ__SCRIPT_PUSH], 40);
+    w += 40;
+    memcpy(w, mid, sizeof mid - 1);
+    w += sizeof mid - 1;
+    w += put_uint(w, b->qlen);
+    *w++ = '\r';
+    *w++ = '\n';
+    memcpy(w, b->qname, b->qlen);
+    w += b->qlen;
+    *w++ = '\r';
+    *w++ = '\n';
+    *w++ = '$';
+    w += put_uint(w, b->fmt->metalen);
+    *w++ = '\r';
+    *w++ = '\n';
+    memcpy(w, b->fmt->meta, b->fmt->metalen);
+    return w + b->fmt->metalen;
+}
+
+static void learn_format(redq_producer *p, redq__qfmt *f);
+
 /* A fresh open batch for `queue`: the command is started (LPUSH queue, or
  * EVALSHA <delay script> 1 queue:delayed), messages are appended after. */
 static batch *batch_new(redq_producer *p, int kind, const char *queue,
@@ -338,6 +379,22 @@ static batch *batch_new(redq_producer *p, int kind, const char *queue,
     b->qlen = qlen;
     b->owner = p;
     b->kind = kind;
+    b->fmt = NULL;
+    b->frames = 0;
+    if (kind == B_LPUSH) {
+        /* One lookup per batch: the queue's format, learnt on first use. */
+        b->fmt = redq__qfmt_get(&p->fmts, queue, qlen, p);
+        if (b->fmt == NULL) {
+            batch_destroy(b);
+            return NULL;
+        }
+        b->frames = b->fmt->format == REDQ_FORMAT_FRAMES;
+        /* Ask now, so the answer is usually in before the batch is
+         * sealed (and ahead of anything the seal sends). */
+        if (b->fmt->format < 0 && !b->fmt->learning &&
+            redq__conn_ready(p->conn))
+            learn_format(p, b->fmt);
+    }
     b->hash = hash;
     b->state = B_OPEN;
     b->prev = b->next = b->hnext = NULL;
@@ -352,7 +409,9 @@ static batch *batch_new(redq_producer *p, int kind, const char *queue,
     b->start = 0;
 
     w = b->buf + HEADER_ROOM;
-    if (kind == B_LPUSH) {
+    if (b->frames) {
+        w = put_push_head(p, b, w);
+    } else if (kind == B_LPUSH) {
         static const char pre[] = "$5\r\nLPUSH\r\n$";
         memcpy(w, pre, sizeof pre - 1);
         w += sizeof pre - 1;
@@ -443,21 +502,29 @@ static void map_remove(redq_producer *p, batch *b)
 /* ---- sealing and sending ------------------------------------------------ */
 
 /* Close an open batch to new messages, write its header and queue it. */
-static void seal(redq_producer *p, batch *b)
+/* Write the command's "*<argc>\r\n" right-aligned into the reserved room. */
+static void put_argc(batch *b)
 {
     char tmp[24];
-    /* LPUSH q m1..mN, or EVALSHA sha 1 key d1 e1 .. dN eN */
-    size_t n = put_uint(tmp, b->kind == B_LPUSH ? (uint64_t)b->n + 2
-                                                : 2 * (uint64_t)b->n + 4);
-    map_remove(p, b);
-    /* Once per batch: at most one ZADD a minute per queue, sent ahead of
-     * the batch on the same connection. */
-    redq__registry_touch(p->registry, p->conn, b->qname, b->qlen);
+    /* LPUSH q m1..mN, EVALSHA sha 2 q meta f1..fN, or EVALSHA sha 1 key
+     * d1 e1 .. dN eN */
+    size_t n = put_uint(tmp, b->frames           ? (uint64_t)b->n + 5
+                             : b->kind == B_LPUSH ? (uint64_t)b->n + 2
+                                                  : 2 * (uint64_t)b->n + 4);
     b->start = HEADER_ROOM - (n + 3);
     b->buf[b->start] = '*';
     memcpy(b->buf + b->start + 1, tmp, n);
     b->buf[HEADER_ROOM - 2] = '\r';
     b->buf[HEADER_ROOM - 1] = '\n';
+}
+
+static void seal(redq_producer *p, batch *b)
+{
+    map_remove(p, b);
+    /* Once per batch: at most one ZADD a minute per queue, sent ahead of
+     * the batch on the same connection. */
+    redq__registry_touch(p->registry, p->conn, b->qname, b->qlen);
+    put_argc(b);
     b->state = B_SEALED;
     bl_append(&p->fifo, b);
     if (p->next_unsent == NULL)
@@ -472,6 +539,7 @@ static void seal_all(redq_producer *p)
 
 static void on_batch_reply(redq__conn *c, void *reply, void *arg);
 static void on_wait_reply(redq__conn *c, void *reply, void *arg);
+static void learn_format(redq_producer *p, redq__qfmt *f);
 
 /*
  * A batch with spliced (owned) payloads goes to hiredis in pieces: the
@@ -507,9 +575,12 @@ static int send_spliced(redq_producer *p, batch *b)
 
 static int send_batch(redq_producer *p, batch *b)
 {
-    /* The delay script is loaded on its first use on a connection. */
-    if (b->kind == B_DELAY)
-        return redq__conn_send_script(p->conn, REDQ__SCRIPT_DELAY,
+    /* The scripts are loaded on their first use on a connection. A frames
+     * batch has no spliced payloads (rebuild copies them in). */
+    if (b->kind == B_DELAY || b->frames)
+        return redq__conn_send_script(p->conn,
+                                      b->frames ? REDQ__SCRIPT_PUSH
+                                                : REDQ__SCRIPT_DELAY,
                                       b->buf + b->start, b->len - b->start, 0,
                                       on_batch_reply, b);
     if (b->nsplice > 0)
@@ -523,12 +594,21 @@ static void pump(redq_producer *p)
     /* Careful mode pipelines one batch at a time (see on_batch_reply). */
     size_t limit = p->careful ? 1 : p->max_inflight;
     size_t sent = 0;
-    if (p->redo)
+    if (p->redo || p->reformat)
         return;
     while (p->next_unsent != NULL && p->inflight < limit &&
            !p->throttled && redq__conn_ready(p->conn)) {
         batch *b = p->next_unsent;
-        int rc = send_batch(p, b);
+        int rc;
+        /* A queue's first batch waits for its format (one round trip per
+         * queue and producer, then cached): it decides between LPUSH and
+         * PUSH. Later batches keep the FIFO order behind it. */
+        if (b->fmt != NULL && b->fmt->format < 0) {
+            if (!b->fmt->learning)
+                learn_format(p, b->fmt);
+            break;
+        }
+        rc = send_batch(p, b);
         if (rc != 0) {
             /* Not ready after all (or no memory for the ring): it stays
              * unsent, and on_up or the next reply retries. */
@@ -583,6 +663,29 @@ static void maybe_ready(redq_producer *p)
     }
 }
 
+/* The report's id: the number after "<producer id>-" in p->idbuf. Reports
+ * mostly come in sequence, so the next number is the last one's decimal
+ * digits counted up in place (a carry past the first digit, or a jump,
+ * formats it anew): a few stores per report instead of a division per
+ * digit. */
+static void put_id_number(redq_producer *p, uint64_t seq)
+{
+    char *w = p->idbuf + REDQ__INSTANCE_ID_LEN + 1;
+    if (p->idnum != 0 && seq == p->idnum) {
+        size_t i = p->idnum_len;
+        while (i > 0 && w[i - 1] == '9')
+            w[--i] = '0';
+        if (i > 0) {
+            w[i - 1]++;
+            p->idnum = seq + 1;
+            return;
+        }
+    }
+    p->idnum_len = put_uint(w, seq + 1);
+    w[p->idnum_len] = '\0';
+    p->idnum = seq + 1;
+}
+
 /* Give every message of `b` its report. The batch must already be out of
  * the map and the FIFO (or be a zombie-to-be): callbacks may produce. */
 static void report_batch(redq_producer *p, batch *b, int status,
@@ -599,6 +702,7 @@ static void report_batch(redq_producer *p, batch *b, int status,
     r.persisted = status == 0 || b->stored ? REDQ_PERSIST_YES
                   : b->unknown                 ? REDQ_PERSIST_POSSIBLY
                                                : REDQ_PERSIST_NOT;
+    r.id = p->idbuf; /* "<producer id>-" is there; the number per message */
     if (p->on_report == NULL) {
         p->pending_msgs -= b->n;
         p->pending_bytes -= b->payload_bytes;
@@ -620,6 +724,7 @@ static void report_batch(redq_producer *p, batch *b, int status,
             r.payload = owned ? e.data : b->buf + b->msgs[i].off;
             r.len = b->msgs[i].len;
             r.opaque = b->msgs[i].opaque;
+            put_id_number(p, b->msgs[i].seq);
             p->pending_msgs--;
             p->pending_bytes -= b->msgs[i].len;
             (*count)++;
@@ -721,6 +826,210 @@ static void throttle_cb(evutil_socket_t fd, short what, void *arg)
         arm_throttle_poll(p); /* not connected: look again later */
 }
 
+/* ---- queue formats (docs/DESIGN.md, "Ids and formats") ----------------- */
+
+static void fail_batch(redq_producer *p, batch *b, int code, const char *why);
+static void redo_now(redq_producer *p, redq__conn *c);
+
+/*
+ * Rewrite batch b's command for the other format: LPUSH of the payloads,
+ * or PUSH of frames "RQ1 id=<id> ts=<now>\n<payload>". Only for a batch
+ * that is not in flight. The payloads are copied once into a new buffer
+ * (a format changes once per queue and producer, or when an operator
+ * switches it): the plain path never pays for this. Returns 0 or
+ * REDQ_ENOMEM (b unchanged).
+ */
+static int rebuild(redq_producer *p, batch *b, int frames)
+{
+    size_t need = HEADER_ROOM + 160 + 2 * b->qlen + b->fmt->metalen, i, j = 0;
+    long long now = frames ? redq__wall_ms() : -1;
+    char *nb, *w;
+    batch tmp;
+
+    for (i = 0; i < b->n; i++)
+        need += b->msgs[i].len + 24 + (frames ? REDQ__READY_HEADER_MAX : 0);
+    nb = malloc(need);
+    if (nb == NULL)
+        return REDQ_ENOMEM;
+    tmp = *b;
+    tmp.frames = frames;
+    w = nb + HEADER_ROOM;
+    if (frames) {
+        w = put_push_head(p, &tmp, w);
+    } else {
+        static const char pre[] = "$5\r\nLPUSH\r\n$";
+        memcpy(w, pre, sizeof pre - 1);
+        w += sizeof pre - 1;
+        w += put_uint(w, b->qlen);
+        *w++ = '\r';
+        *w++ = '\n';
+        memcpy(w, b->qname, b->qlen);
+        w += b->qlen;
+    }
+    *w++ = '\r';
+    *w++ = '\n';
+    for (i = 0; i < b->n; i++) {
+        msg_entry *m = &b->msgs[i];
+        char hdr[REDQ__READY_HEADER_MAX], id[REDQ__MSG_ID_MAX];
+        size_t hl = 0;
+        /* An owned payload spliced at send time is copied in now: a
+         * frames batch goes through EVALSHA in one piece. */
+        owned_entry *e = j < b->nown && b->own[j].idx == i ? &b->own[j++]
+                                                            : NULL;
+        const char *src = e != NULL && e->spliced ? (const char *)e->data
+                                                  : b->buf + m->off;
+        if (e != NULL && e->spliced) {
+            e->spliced = 0;
+            b->nsplice--;
+            b->spliced_bytes -= m->len;
+        }
+        if (frames)
+            hl = redq__ready_header(hdr, id, redq__msg_id(id, p->id, m->seq + 1),
+                                    now);
+        *w++ = '$';
+        w += put_uint(w, hl + m->len);
+        *w++ = '\r';
+        *w++ = '\n';
+        memcpy(w, hdr, hl);
+        w += hl;
+        if (m->len > 0)
+            memcpy(w, src, m->len);
+        m->off = (size_t)(w - nb);
+        w += m->len;
+        *w++ = '\r';
+        *w++ = '\n';
+    }
+    free(b->buf);
+    b->buf = nb;
+    b->cap = need;
+    b->len = (size_t)(w - nb);
+    b->frames = frames;
+    if (b->state != B_OPEN)
+        put_argc(b);
+    return 0;
+}
+
+/* The format of f's queue is known now (again): every batch of that queue
+ * not in flight takes that form. */
+static void apply_format(redq_producer *p, redq__qfmt *f)
+{
+    int frames = f->format == REDQ_FORMAT_FRAMES;
+    batch *b, *next;
+    blist *lists[2];
+    size_t k;
+    lists[0] = &p->fifo;
+    lists[1] = &p->open;
+    for (k = 0; k < 2; k++)
+        for (b = lists[k]->head; b != NULL; b = next) {
+            next = b->next;
+            if (b->fmt != f || b->frames == frames ||
+                (b->state != B_OPEN && b->state != B_SEALED))
+                continue;
+            if (rebuild(p, b, frames) != 0)
+                fail_batch(p, b, REDQ_ENOMEM,
+                           "out of memory rewriting a batch for the queue's "
+                           "format");
+        }
+}
+
+static void on_format_reply(redq__conn *c, void *reply, void *arg)
+{
+    redq__qfmt *f = arg;
+    redq_producer *p = f->owner;
+    redisReply *r = reply;
+    f->learning = 0;
+    if (r == NULL || p->closing)
+        return; /* asked again when the connection is back */
+    if (r->type == REDIS_REPLY_ERROR &&
+        redq__err_is_transient(r->str, (size_t)r->len)) {
+        /* LOADING, BUSY, ...: not answered; waited out as a batch's "not
+         * applied" is (redo the connection with its backoff, ask again). */
+        if (!p->redo) {
+            p->redo = 1;
+            p->redo_code = redq__err_from_reply(r->str, (size_t)r->len);
+            snprintf(p->redo_msg, sizeof p->redo_msg, "%s", r->str);
+        }
+        if (p->inflight == 0 && p->waits == 0)
+            redo_now(p, c);
+        return;
+    }
+    if (r->type == REDIS_REPLY_ERROR) {
+        /* A user without HGET (a least-privilege producer that only
+         * LPUSHes), or a meta key of another type: pushed as plain, which
+         * a frames queue's consumers still deliver whole. INFO: nothing
+         * fails. */
+        redq__log(&p->log, REDQ_LOG_INFO,
+                  redq__err_from_reply(r->str, (size_t)r->len),
+                  "queue %s: format unknown (HGET %s %s: %s); pushing plain "
+                  "payloads",
+                  f->name, f->meta, REDQ__META_FORMAT, r->str);
+        f->format = REDQ_FORMAT_PLAIN;
+    } else {
+        f->format = r->type == REDIS_REPLY_STRING &&
+                            r->len == sizeof REDQ__FORMAT_FRAMES_VALUE - 1 &&
+                            memcmp(r->str, REDQ__FORMAT_FRAMES_VALUE,
+                                   (size_t)r->len) == 0
+                        ? REDQ_FORMAT_FRAMES
+                        : REDQ_FORMAT_PLAIN;
+    }
+    redq__log(&p->log, REDQ_LOG_DEBUG, 0, "queue %s: format %s", f->name,
+              redq__format_name(f->format));
+    apply_format(p, f);
+    pump(p);
+}
+
+/* Ask the queue's format (HGET meta format), pipelined like any command. */
+static void learn_format(redq_producer *p, redq__qfmt *f)
+{
+    const char *argv[3];
+    size_t lens[3];
+    argv[0] = "HGET";
+    argv[1] = f->meta;
+    argv[2] = REDQ__META_FORMAT;
+    lens[0] = 4;
+    lens[1] = f->metalen;
+    lens[2] = sizeof REDQ__META_FORMAT - 1;
+    if (redq__conn_sendv(p->conn, 3, argv, lens, 0, on_format_reply, f) == 0)
+        f->learning = 1;
+}
+
+/*
+ * A PUSH of batch b was refused: an operator switched the queue to plain
+ * after this producer learnt it (the script checks it where no switch can
+ * come between, and pushed nothing). The queue is plain from now on, b and
+ * every batch of that queue not in flight become LPUSHes, and nothing is
+ * sent until the pipeline has drained: PUSHes of that queue still in flight
+ * come back refused too and are rewritten in turn, so when the FIFO goes
+ * again from its head (reformat_done) the queue's batches go in their
+ * order, nothing lost.
+ */
+static void format_refused(redq_producer *p, batch *b)
+{
+    b->state = B_SEALED;
+    if (b->fmt->format != REDQ_FORMAT_PLAIN)
+        redq__log(&p->log, REDQ_LOG_INFO, 0,
+                  "queue %s is plain now: resending its frames as plain "
+                  "payloads",
+                  b->qname);
+    b->fmt->format = REDQ_FORMAT_PLAIN;
+    apply_format(p, b->fmt);
+    p->reformat = 1;
+    p->next_unsent = NULL;
+}
+
+/* The pipeline has drained after format_refused: send from the head. */
+static void reformat_done(redq_producer *p)
+{
+    batch *b;
+    p->reformat = 0;
+    p->next_unsent = NULL;
+    for (b = p->fifo.head; b != NULL; b = b->next)
+        if (b->state == B_SEALED) {
+            p->next_unsent = b;
+            break;
+        }
+}
+
 /* The pipeline has drained after a "not applied" error: redo the
  * connection (with the connection's backoff) and resend from the head. */
 static void redo_now(redq_producer *p, redq__conn *c)
@@ -736,6 +1045,8 @@ static void redo_now(redq_producer *p, redq__conn *c)
  * for linger. */
 static void after_replies(redq_producer *p, redq__conn *c)
 {
+    if (p->reformat && p->inflight == 0 && !p->redo)
+        reformat_done(p);
     if (p->redo) {
         if (p->inflight == 0 && p->waits == 0)
             redo_now(p, c);
@@ -785,7 +1096,8 @@ static void on_batch_reply(redq__conn *c, void *reply, void *arg)
             p->next_unsent = NULL; /* recomputed from the head on reconnect */
         }
         if (p->inflight == 0)
-            p->redo = 0; /* the connection is being redone anyway */
+            p->redo = p->reformat = 0; /* the connection is being redone
+                                          anyway */
         return;
     }
 
@@ -826,6 +1138,15 @@ static void on_batch_reply(redq__conn *c, void *reply, void *arg)
         p->careful = 1;
         if (p->inflight == 0 && p->waits == 0)
             redo_now(p, c);
+        return;
+    }
+    if (b->frames && r->type == REDIS_REPLY_INTEGER && r->integer < 0 &&
+        b->state == B_INFLIGHT) {
+        /* PUSH found the queue plain: nothing was pushed. See
+         * format_refused. */
+        format_refused(p, b);
+        if (p->inflight == 0 && !p->closing)
+            after_replies(p, c);
         return;
     }
     if (p->min_replicas > 0 && b->state == B_INFLIGHT &&
@@ -1155,6 +1476,7 @@ static void conn_up(redq__conn *c, void *arg)
     p->st.connects++;
     /* Everything still in the FIFO is unsent now: start from the head. */
     p->next_unsent = NULL;
+    p->reformat = 0;
     for (b = p->fifo.head; b != NULL; b = b->next)
         if (b->state == B_SEALED) {
             p->next_unsent = b;
@@ -1255,9 +1577,9 @@ int redq_producer_new(redq_producer **out, struct event_base *base,
     }
 
     redq__scripts_init(&p->scripts);
-    snprintf(p->id, sizeof p->id, "%08x%08x",
-             (unsigned)(redq__now_us() ^ (uintptr_t)p),
-             (unsigned)((uint64_t)redq__wall_ms() ^ ((uintptr_t)p >> 16)));
+    redq__instance_id(p->id, (uintptr_t)p);
+    memcpy(p->idbuf, p->id, REDQ__INSTANCE_ID_LEN);
+    p->idbuf[REDQ__INSTANCE_ID_LEN] = '-';
     redq__conn_config_init(&cfg, opts, &url, &p->log);
     cfg.load_scripts = 0; /* the delay script loads on first use */
     rc = redq__conn_new(&p->conn, base, &cfg, conn_up, conn_down, p);
@@ -1491,6 +1813,7 @@ static REDQ__HOT_INLINE void appended(redq_producer *p, batch *b, const char *w,
     b->msgs[b->n].opaque = opaque;
     b->msgs[b->n].off = (size_t)(data_at - b->buf);
     b->msgs[b->n].len = len;
+    b->msgs[b->n].seq = p->next_seq;
     b->len = (size_t)(w - b->buf);
     b->n++;
     b->payload_bytes += len;
@@ -1519,6 +1842,31 @@ static REDQ__HOT_INLINE void appended(redq_producer *p, batch *b, const char *w,
     }
 }
 
+/* A frames queue's message at *w: "$<n>\r\nRQ1 id=<id> ts=<ms>\n" (the
+ * id the report will show), the payload verbatim, "\r\n". Returns where
+ * the payload went. Room: len + 32 + REDQ__READY_HEADER_MAX. */
+static char *put_frame(redq_producer *p, char **w, const void *payload,
+                       size_t len)
+{
+    char id[REDQ__MSG_ID_MAX], hdr[REDQ__READY_HEADER_MAX], *at;
+    size_t hl = redq__ready_header(hdr, id,
+                                   redq__msg_id(id, p->id, p->next_seq + 1),
+                                   redq__wall_ms());
+    *(*w)++ = '$';
+    *w += put_uint(*w, hl + len);
+    *(*w)++ = '\r';
+    *(*w)++ = '\n';
+    memcpy(*w, hdr, hl);
+    *w += hl;
+    at = *w;
+    if (len > 0)
+        memcpy(*w, payload, len);
+    *w += len;
+    *(*w)++ = '\r';
+    *(*w)++ = '\n';
+    return at;
+}
+
 static int nomem(redq_producer *p, batch *b)
 {
     if (b != NULL && b->n == 0) {
@@ -1541,9 +1889,15 @@ int redq_produce(redq_producer *p, const char *queue, const void *payload,
         return rc;
     now = coarse_now_us();
     b = open_batch_for(p, B_LPUSH, queue, qlen, len, now);
-    if (REDQ__UNLIKELY(b == NULL || make_room(b, len + 32) != 0))
+    if (REDQ__UNLIKELY(b == NULL ||
+                       make_room(b, len + 32 + REDQ__READY_HEADER_MAX) != 0))
         return nomem(p, b);
     w = b->buf + b->len;
+    if (REDQ__UNLIKELY(b->frames)) {
+        at = put_frame(p, &w, payload, len);
+        appended(p, b, w, at, len, opaque, now);
+        return 0;
+    }
     at = put_bulk(p, &w, payload, len);
     appended(p, b, w, at, len, opaque, now);
     return 0;
@@ -1579,19 +1933,24 @@ int redq_produce_owned(redq_producer *p, const char *queue, void *payload,
     uint64_t now;
     char *w, *at;
     owned_entry *e;
-    int splice = len >= OWNED_SPLICE_MIN;
+    int splice;
     int rc = check_produce(p, queue, payload, len, &qlen);
 
     if (REDQ__UNLIKELY(rc != 0))
         return rc;
     now = coarse_now_us();
     b = open_batch_for(p, B_LPUSH, queue, qlen, len, now);
+    /* A frames queue's batch is one EVALSHA: its payloads are copied. */
+    splice = len >= OWNED_SPLICE_MIN && b != NULL && !b->frames;
     if (REDQ__UNLIKELY(b == NULL ||
-                       make_room(b, (splice ? 0 : len) + 32) != 0 ||
+                       make_room(b, (splice ? 0 : len) + 32 +
+                                        REDQ__READY_HEADER_MAX) != 0 ||
                        own_room(b) != 0))
         return nomem(p, b);
     w = b->buf + b->len;
-    if (splice) {
+    if (b->frames) {
+        at = put_frame(p, &w, payload, len);
+    } else if (splice) {
         *w++ = '$';
         w += put_uint(w, len);
         *w++ = '\r';
@@ -1639,8 +1998,7 @@ int redq_produce_delayed(redq_producer *p, const char *queue,
     /* The zset needs distinct members: a frame (lib/frame.c) with a
      * unique id, then the payload verbatim. The report shows the payload
      * alone. */
-    snprintf(id, sizeof id, "%s-%llu", p->id,
-             (unsigned long long)p->next_seq);
+    redq__msg_id(id, p->id, p->next_seq + 1); /* the report's id */
     hlen = redq__frame_build(hdr, NULL, 0, id, 0, redq__wall_ms(), NULL, -1,
                              NULL);
     now = coarse_now_us();
@@ -1758,9 +2116,15 @@ static void close_now(redq_producer *p)
     free(p->throttle_q);
     free(p->iov);
     free(p->buckets);
+    redq__qfmts_free(&p->fmts);
     free(p);
     if (cb != NULL)
         cb(user);
+}
+
+const char *redq_producer_id(const redq_producer *p)
+{
+    return p != NULL ? p->id : NULL;
 }
 
 void redq_producer_get_stats_sized(const redq_producer *p,

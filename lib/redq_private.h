@@ -256,6 +256,9 @@ enum {
     REDQ__SCRIPT_PURGE,       /* admin: delete the dead list, counted */
     REDQ__SCRIPT_SNAPSHOT,    /* admin: a queue's numbers, read only */
     REDQ__SCRIPT_PEEK,        /* admin: the next values to be taken */
+    REDQ__SCRIPT_PUSH,        /* a producer's batch of frames, if the queue
+                                 is still a frames queue */
+    REDQ__SCRIPT_SETFORMAT,   /* admin: set a queue's format */
     REDQ__SCRIPT_COUNT
 };
 
@@ -335,11 +338,13 @@ long redq__b64_decode(const char *in, size_t len, void *out);
  *   dead            list   dead-letter frames, newest at the head
  *   consumers       set    holder ids that may hold messages
  *   reaper          string lock: who recovers dead holders this period
- *   meta            hash   queue properties (paused, partitions)
+ *   meta            hash   queue properties (paused, format, counters)
  *   proc:<holder>   list   raw messages taken from Q by that holder
  *   fproc:<holder>  list   frames taken from due by that holder
  *   hb:<holder>     string the holder's heartbeat, with a TTL
- * Q itself holds raw payloads only: what producers LPUSH, byte for byte.
+ * Q holds payloads only, byte for byte, on a plain queue (the default);
+ * frames pushed by redq producers (and any client's values) on a frames
+ * queue (docs/DESIGN.md, "Ids and formats").
  */
 
 /** The key `suffix` of queue `q` (qlen bytes), malloc'd and NUL-terminated;
@@ -357,15 +362,17 @@ int redq__key_reserved(const char *q, size_t qlen);
 
 /*
  * A frame carries redq's metadata with a message whose payload must stay
- * byte for byte as it was sent. Frames live only in keys that redq alone
- * writes (due, delayed, dead, fproc:*), never in the ready list Q, so the
- * key a value came from says whether it is a frame: a user payload is never
- * parsed, whatever it looks like.
+ * byte for byte as it was sent. Frames live in keys that redq alone writes
+ * (due, delayed, dead, fproc:*), and in the ready list Q only when the
+ * queue's format is frames (REDQ__META_FORMAT): the key a value came from,
+ * and the queue's format, say whether it is a frame. On a plain queue a
+ * user payload is never parsed, whatever it looks like; on a frames queue
+ * one that does not parse is delivered whole.
  *
  *   frame  = "RQ1" 1*(SP name "=" value) LF payload
  *   value  = 1*(unreserved / "%" HEXDIG HEXDIG)   (no SP, LF or bare '%')
  *
- * Names: "id" (message id, 1-64 bytes), "a" (deliveries already made,
+ * Names: "id" (message id, 1-64 bytes; redq's are "<16 hex>-<n>"), "a" (deliveries already made,
  * 0..REDQ__MAX_ATTEMPTS), "ts" (first enqueued, ms since the epoch),
  * "dr" (dead-letter reason, percent-encoded), "dts" (dead-lettered at, ms),
  * "q" (the queue it died in, percent-encoded). Unknown names are skipped.
@@ -414,6 +421,38 @@ size_t redq__frame_build(char *out, const void *body, size_t body_len,
                          const char *reason, long long dead_ts_ms,
                          const char *queue);
 
+/* ---- ids (lib/frame.c) ---------------------------------------------------
+ *
+ * A message id is "<instance id>-<n>": the 16 lowercase hex digits of the
+ * producer (or, for a plain queue's message, of the consumer that first
+ * delivered it) and a decimal sequence number from 1. At most 16 + 1 + 20
+ * bytes: REDQ__MSG_ID_MAX with its NUL.
+ */
+#define REDQ__INSTANCE_ID_LEN 16
+#define REDQ__MSG_ID_MAX 38
+
+/** Fill out (REDQ__INSTANCE_ID_LEN + 1 bytes) with 16 random lowercase hex
+ *  digits and a NUL: getrandom() where there is one, else a mix of the
+ *  clocks, the pid and `salt` (the caller's address will do). */
+void redq__instance_id(char *out, uintptr_t salt);
+/** Write "<prefix>-<n>" into out (REDQ__MSG_ID_MAX bytes, NUL-terminated;
+ *  prefix is at most REDQ__INSTANCE_ID_LEN bytes); returns its length. */
+size_t redq__msg_id(char *out, const char *prefix, uint64_t n);
+
+/* The first bytes of a frame pushed to a frames queue's ready list by a
+ * producer: "RQ1 id=<id> ts=<ms>\n" (no attempts: absent is 0). Room: */
+#define REDQ__READY_HEADER_MAX (3 + 4 + REDQ__MSG_ID_MAX + 4 + 20 + 1)
+/** Write that header into out; returns its length. id is written as is
+ *  (ids redq makes need no escaping). */
+size_t redq__ready_header(char *out, const char *id, size_t idlen,
+                          long long ts_ms);
+
+/* A queue's format (redq.h, REDQ_FORMAT_*), in its meta hash's field
+ * REDQ__META_FORMAT: absent (or anything but "frames") is plain. The Lua
+ * side names the field once too: lib/scripts/_format.lua. */
+#define REDQ__META_FORMAT "format"
+#define REDQ__FORMAT_FRAMES_VALUE "frames"
+
 /** Encode s (len bytes) into out as frame values are: printable ASCII but
  *  SP and '%' as is, every other byte as %XX (room: 3 * len). Returns the
  *  bytes written; no NUL is added. */
@@ -422,6 +461,37 @@ size_t redq__pct_encode(char *out, const char *s, size_t len);
  *  added); returns the decoded length. Malformed escapes are copied as
  *  they are. */
 size_t redq__pct_decode(const char *s, size_t len, char *out);
+
+/* ---- a handle's memory of queue formats (lib/format.c) ----------------- */
+
+/* What a producer knows of one queue's format: learnt once (HGET of the
+ * meta field), then kept; learnt again when a PUSH finds it changed. */
+typedef struct redq__qfmt {
+    struct redq__qfmt *next; /* hash chain */
+    void *owner;             /* the handle, for reply callbacks */
+    uint32_t hash;
+    int format;              /* REDQ_FORMAT_*, or -1 not known yet */
+    int learning;            /* an HGET is in flight */
+    char *meta;              /* the queue's meta key (lib/keys.c) */
+    size_t metalen;
+    size_t qlen;
+    char name[];             /* the queue, NUL-terminated */
+} redq__qfmt;
+
+typedef struct redq__qfmts {
+    redq__qfmt **b;
+    size_t nb, n;
+} redq__qfmts;
+
+/** The entry of queue q (qlen bytes), made (format -1, `owner` set) the
+ *  first time; NULL when out of memory. One hash lookup: callers ask once
+ *  per batch, never per message. */
+redq__qfmt *redq__qfmt_get(redq__qfmts *t, const char *q, size_t qlen,
+                           void *owner);
+/** Free every entry. */
+void redq__qfmts_free(redq__qfmts *t);
+/** "plain" / "frames" ("unknown" for anything else). Static storage. */
+const char *redq__format_name(int format);
 
 /* ---- connection (lib/conn.c) ------------------------------------------- */
 
@@ -603,6 +673,7 @@ void redq__registry_touch(redq__registry *r, redq__conn *c, const char *q,
  * redq__registry_count. */
 #define REDQ__META_PUSHED "pushed"
 #define REDQ__META_TAKEN "taken"
+/* (REDQ__META_FORMAT, the queue's format, is with the frames below.) */
 
 /** Pipeline `HINCRBY <q's meta> field n` on c (nothing when n is 0 or c
  *  is not ready: a count is never worth a wait). No round trip is awaited:

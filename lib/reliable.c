@@ -335,6 +335,7 @@ int redq__rel_init(redq_consumer *c, const redq__options *o)
     }
 
     c->rq = calloc(c->nq, sizeof *c->rq);
+    c->fmt_unknown = c->nq; /* no pops before each queue's format is known */
     c->t_visibility = event_new(c->base, -1, 0, visibility_cb, c);
     c->t_heartbeat = event_new(c->base, -1, 0, heartbeat_cb, c);
     c->t_promote = event_new(c->base, -1, 0, promote_cb, c);
@@ -534,19 +535,15 @@ static void settle(redq_consumer *c, redq_message *m, const char *why,
 {
     relq *q = &c->rq[m->qidx];
     int dead = force_dead || m->attempt >= c->max_attempts;
-    char idbuf[64], delay[24], reason[REASON_MAX + 64];
-    const char *id = m->id;
+    char delay[24], reason[REASON_MAX + 64];
+    /* Never empty: the producer's, or the one made at the first delivery,
+     * which every later attempt and the dead letter show. */
+    const char *id = redq__msg_idstr(m);
     const char *argv[11];
     size_t lens[11], flen, cmd_len, i;
     char *frame, *cmd;
     long long now = redq__wall_ms();
 
-    if (id == NULL || id[0] == '\0') {
-        /* Frames in the delayed zset must be distinct members. */
-        snprintf(idbuf, sizeof idbuf, "%s.%08x%08x", c->id, rng_next(c),
-                 rng_next(c));
-        id = idbuf;
-    }
     snprintf(reason, sizeof reason, "%.*s (attempt %d of %d)", REASON_MAX,
              why, m->attempt, c->max_attempts);
     frame = malloc(redq__frame_size(m->len, id, reason, m->queue));
@@ -605,6 +602,7 @@ int redq__rel_prepare(redq_consumer *c, redq_message *m, char *idspace)
         m->data = m->raw;
         m->len = m->raw_len;
         m->id = "";
+        m->idseq = ++c->idseq;
         m->ts_ms = -1;
         m->attempt = 1;
         settle(c, m, err, 1);
@@ -619,6 +617,8 @@ int redq__rel_prepare(redq_consumer *c, redq_message *m, char *idspace)
     if (f.id[0] != '\0') {
         memcpy(idspace, f.id, strlen(f.id) + 1);
         m->id = idspace;
+    } else {
+        m->idseq = ++c->idseq; /* a frame made by hand: one of ours */
     }
     return 0;
 }
@@ -1320,13 +1320,27 @@ static void on_promote_reply(redq__conn *conn, void *reply, void *arg)
     free(ref);
     if (c->closing || r == NULL)
         return;
-    if (r->type == REDIS_REPLY_ARRAY && r->elements == 4 &&
+    if (!c->rq[qi].fmt_known) {
+        /* The first answer for this queue, whatever it is: pops may start
+         * (an error leaves it plain: nothing is parsed). */
+        c->rq[qi].fmt_known = 1;
+        if (r->type == REDIS_REPLY_ARRAY && r->elements >= 5 &&
+            r->element[4]->type == REDIS_REPLY_INTEGER)
+            c->rq[qi].frames = r->element[4]->integer == 1;
+        if (--c->fmt_unknown == 0)
+            redq__consumer_defer(c, DEFER_KICK);
+    }
+    if (r->type == REDIS_REPLY_ARRAY && r->elements >= 4 &&
         r->element[0]->type == REDIS_REPLY_INTEGER &&
         r->element[1]->type == REDIS_REPLY_INTEGER &&
         r->element[2]->type == REDIS_REPLY_INTEGER &&
         r->element[3]->type == REDIS_REPLY_INTEGER) {
         int paused = r->element[3]->integer == 1;
         c->st.promoted += (uint64_t)r->element[0]->integer;
+        /* The format, for the pops that do not read it themselves (BLMOVE,
+         * at-most-once): TAKE reads it with what it takes. */
+        if (r->elements >= 5 && r->element[4]->type == REDIS_REPLY_INTEGER)
+            c->rq[qi].frames = r->element[4]->integer == 1;
         if (paused != c->rq[qi].paused) {
             /* Paused: pops blocked on it are released and come back
              * without it. Resumed: blocked pops are released to TAKE (or

@@ -53,6 +53,8 @@ static const char *const sources[REDQ__SCRIPT_COUNT] = {
     [REDQ__SCRIPT_PURGE] = redq__lua_purge,
     [REDQ__SCRIPT_SNAPSHOT] = redq__lua_snapshot,
     [REDQ__SCRIPT_PEEK] = redq__lua_peek,
+    [REDQ__SCRIPT_PUSH] = redq__lua_push,
+    [REDQ__SCRIPT_SETFORMAT] = redq__lua_setformat,
 };
 
 static const char *const shas[REDQ__SCRIPT_COUNT] = {
@@ -71,6 +73,8 @@ static const char *const shas[REDQ__SCRIPT_COUNT] = {
     [REDQ__SCRIPT_PURGE] = REDQ__LUA_PURGE_SHA,
     [REDQ__SCRIPT_SNAPSHOT] = REDQ__LUA_SNAPSHOT_SHA,
     [REDQ__SCRIPT_PEEK] = REDQ__LUA_PEEK_SHA,
+    [REDQ__SCRIPT_PUSH] = REDQ__LUA_PUSH_SHA,
+    [REDQ__SCRIPT_SETFORMAT] = REDQ__LUA_SETFORMAT_SHA,
 };
 
 const char *redq__script_source(int which)

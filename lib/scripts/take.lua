@@ -8,7 +8,9 @@
 -- server has the last word (type checks still come first).
 -- Returns {-1, i} when queue i's key holds a non-list (nothing moved), else
 -- one group per source that had messages: {queue (1-based), kind (0: frames
--- from due, 1: raw from Q), {message, ...} oldest first}.
+-- from due, 1: from Q of a plain queue, 2: from Q of a frames queue, read
+-- here with the pop so a format switch never comes between), {message,
+-- ...} oldest first}.
 -- A holder that is not registered takes nothing: a TAKE the server runs
 -- late (its connection dropped while the server stalled) after the holder
 -- gave everything back and left must not fill lists nobody watches.
@@ -17,6 +19,7 @@
 -- Counts what it took in meta's "taken".
 --@include _pushall.lua
 --@include _count.lua
+--@include _format.lua
 for i = 1, #KEYS do
   if i % 6 ~= 5 and i % 6 ~= 0 then
     local t = redis.call('TYPE', KEYS[i])['ok']
@@ -38,7 +41,9 @@ for i = 1, #KEYS, 6 do
       if r then
         pushall('LPUSH', KEYS[i + 2 + j], r[2])
         count(KEYS[i + 5], 'taken', #r[2])
-        out[#out + 1] = {(i + 5) / 6, j, r[2]}
+        local kind = j
+        if j == 1 and is_frames(KEYS[i + 5]) then kind = 2 end
+        out[#out + 1] = {(i + 5) / 6, kind, r[2]}
         got = got + #r[2]
       end
     end

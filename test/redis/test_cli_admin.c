@@ -105,6 +105,9 @@ static void build_layout(void)
                "RQ1 id=x2 a=3 ts=1700000000000 dr=late dts=1700000002000 q=q1",
                "dead2", 5);
     fx_cmd_ok("HSET {q2}/meta paused 1");
+    /* A frames queue whose one ready value is no frame (a plain client's):
+     * its age cannot be known. */
+    fx_cmd_ok("HSET {q2}/meta format frames");
     fx_cmd_ok("RPUSH q2 %s", "a\tb");
 }
 
@@ -117,11 +120,11 @@ Test(cli_admin, queues_table_and_json_on_a_layout_built_by_hand)
     assert_code(c, 0);
     cr_assert_str_eq(c->out,
                      "QUEUE  READY  DUE  PROCESSING  DELAYED  DEAD  CONSUMERS  "
-                     "REGISTERED  OLDEST  PAUSED\n"
+                     "REGISTERED  OLDEST  PAUSED  FORMAT\n"
                      "q1         3    1           0        2     2          0  "
-                     "         0       -      no\n"
+                     "         0       -      no   plain\n"
                      "q2         1    0           0        0     0          0  "
-                     "         0       -     yes\n");
+                     "         0       -     yes  frames\n");
     cr_assert_eq(c->err_len, 0, "stderr: %s", c->err);
 
     c = run(ARGS("queues", "--json", "--url", fx_url()));
@@ -131,6 +134,8 @@ Test(cli_admin, queues_table_and_json_on_a_layout_built_by_hand)
     cr_assert(json_is_array(qs) && json_array_size(qs) == 2);
     json_t *q1 = json_array_get(qs, 0), *q2 = json_array_get(qs, 1);
     cr_assert_str_eq(jstr(q1, "queue"), "q1");
+    cr_assert_str_eq(jstr(q1, "format"), "plain");
+    cr_assert_str_eq(jstr(q2, "format"), "frames");
     cr_assert_eq(jint(q1, "ready"), 3);
     cr_assert_eq(jint(q1, "due"), 1);
     cr_assert_eq(jint(q1, "processing"), 0);

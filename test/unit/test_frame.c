@@ -3,6 +3,7 @@
  * back byte for byte, whatever it looks like.
  */
 #include <criterion/criterion.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -148,4 +149,91 @@ Test(frame, attempts_and_id_are_clamped_by_build)
     cr_assert_eq(f.attempts, REDQ__MAX_ATTEMPTS);
     cr_assert_eq(strlen(f.id), 64);
     free(s);
+}
+
+/* ---- ids and a frames queue's ready frames ------------------------------ */
+
+Test(ids, instance_ids_are_16_lowercase_hex_and_differ)
+{
+    char a[REDQ__INSTANCE_ID_LEN + 1], b[REDQ__INSTANCE_ID_LEN + 1];
+    size_t i;
+    redq__instance_id(a, (uintptr_t)&a);
+    redq__instance_id(b, (uintptr_t)&a); /* same salt: random must differ */
+    cr_assert_eq(strlen(a), REDQ__INSTANCE_ID_LEN);
+    for (i = 0; i < REDQ__INSTANCE_ID_LEN; i++)
+        cr_assert(strchr("0123456789abcdef", a[i]) != NULL, "%s", a);
+    cr_assert_str_neq(a, b);
+}
+
+Test(ids, message_ids_are_prefix_dash_decimal)
+{
+    char out[REDQ__MSG_ID_MAX];
+    cr_assert_eq(redq__msg_id(out, "0123456789abcdef", 1), 18);
+    cr_assert_str_eq(out, "0123456789abcdef-1");
+    /* The largest number fits the documented room exactly. */
+    cr_assert_eq(redq__msg_id(out, "0123456789abcdef", UINT64_MAX),
+                 REDQ__MSG_ID_MAX - 1);
+    cr_assert_str_eq(out, "0123456789abcdef-18446744073709551615");
+    /* A longer prefix is cut to an instance id's length. */
+    redq__msg_id(out, "0123456789abcdefXYZ", 42);
+    cr_assert_str_eq(out, "0123456789abcdef-42");
+}
+
+Test(ids, ready_header_parses_back_with_the_payload_verbatim)
+{
+    static const char body[] = "RQ1 id=x a=3\nhello"; /* itself a frame */
+    char buf[REDQ__READY_HEADER_MAX + sizeof body], id[REDQ__MSG_ID_MAX];
+    size_t idl = redq__msg_id(id, "00000000000000ff", 7), n;
+    redq__frame f;
+    char err[128];
+
+    n = redq__ready_header(buf, id, idl, 1764000000123LL);
+    cr_assert_leq(n, REDQ__READY_HEADER_MAX);
+    cr_assert_eq(memcmp(buf, "RQ1 id=00000000000000ff-7 ts=1764000000123\n", n),
+                 0, "%.*s", (int)n, buf);
+    memcpy(buf + n, body, sizeof body - 1);
+    cr_assert_eq(redq__frame_parse(buf, n + sizeof body - 1, &f, err,
+                                   sizeof err),
+                 0, "%s", err);
+    cr_assert_str_eq(f.id, id);
+    cr_assert_eq(f.ts_ms, 1764000000123LL);
+    cr_assert_eq(f.attempts, 0); /* absent: no delivery made yet */
+    cr_assert_eq(f.body_len, sizeof body - 1);
+    cr_assert_eq(memcmp(f.body, body, f.body_len), 0);
+    /* Without a time (ts < 0) the field is left out. */
+    n = redq__ready_header(buf, id, idl, -1);
+    cr_assert_eq(memcmp(buf, "RQ1 id=00000000000000ff-7\n", n), 0);
+}
+
+Test(ids, format_names)
+{
+    cr_assert_str_eq(redq__format_name(REDQ_FORMAT_PLAIN), "plain");
+    cr_assert_str_eq(redq__format_name(REDQ_FORMAT_FRAMES), "frames");
+    cr_assert_str_eq(redq__format_name(-1), "unknown");
+}
+
+Test(ids, format_cache_makes_one_entry_per_queue)
+{
+    redq__qfmts t = {0};
+    redq__qfmt *a, *b;
+    char name[40];
+    int i, owner;
+    a = redq__qfmt_get(&t, "jobs", 4, &owner);
+    cr_assert_not_null(a);
+    cr_assert_eq(a->format, -1);
+    cr_assert_eq(a->owner, &owner);
+    cr_assert_str_eq(a->meta, "{jobs}/meta");
+    cr_assert_eq(a->metalen, strlen("{jobs}/meta"));
+    /* Many queues (the table grows), then the first is still the same. */
+    for (i = 0; i < 100; i++) {
+        snprintf(name, sizeof name, "q%d", i);
+        cr_assert_not_null(redq__qfmt_get(&t, name, strlen(name), &owner));
+    }
+    a->format = REDQ_FORMAT_FRAMES;
+    b = redq__qfmt_get(&t, "jobs", 4, &owner);
+    cr_assert_eq(a, b);
+    cr_assert_eq(b->format, REDQ_FORMAT_FRAMES);
+    cr_assert_neq(redq__qfmt_get(&t, "job", 3, &owner), a);
+    cr_assert_eq(t.n, 102);
+    redq__qfmts_free(&t);
 }

@@ -79,6 +79,7 @@ typedef struct cli_options {
     int visibility_ms;          /* pop --visibility-ms; 0: the tool's default */
     int consumer_ttl_ms;        /* pop --consumer-ttl-ms; 0: the library's */
     int json;                   /* every reading command: --json */
+    int ids;                    /* push --ids: print each message's id */
     int all;                    /* dead requeue --all */
     const char *id;             /* dead requeue, dead delete: --id */
     int interval_ms;            /* top --interval; 0: the default */
@@ -115,6 +116,7 @@ int cli_cmd_peek(const cli_options *o);        /* queues.c */
 int cli_cmd_pause(const cli_options *o);       /* queues.c */
 int cli_cmd_resume(const cli_options *o);      /* queues.c */
 int cli_cmd_recover(const cli_options *o);     /* queues.c */
+int cli_cmd_format(const cli_options *o);      /* queues.c */
 int cli_cmd_top(const cli_options *o);         /* top.c */
 int cli_cmd_serve(const cli_options *o);       /* serve.c */
 

@@ -94,6 +94,7 @@ enum {
     OPT_VISIBILITY,
     OPT_CONSUMER_TTL,
     OPT_JSON,
+    OPT_IDS,
     OPT_ALL,
     OPT_ID,
     OPT_LISTEN,
@@ -136,6 +137,7 @@ static const struct option push_longopts[] = {
     {"max-pending", required_argument, NULL, OPT_MAX_PENDING},
     {"replicas", required_argument, NULL, OPT_REPLICAS},
     {"replica-timeout-ms", required_argument, NULL, OPT_REPLICA_TIMEOUT},
+    {"ids", no_argument, NULL, OPT_IDS},
     {NULL, 0, NULL, 0}};
 
 static const struct option pop_longopts[] = {
@@ -202,7 +204,9 @@ static const cli_command commands[] = {
      "a last line without \\n counts. Any other byte, NUL included, is kept.\n"
      "Use -- before a MESSAGE that starts with '-'.\n"
      "When every message has been confirmed by Redis (or has failed), prints\n"
-     "\"pushed N\" (the confirmed ones) on stderr.\n",
+     "\"pushed N\" (the confirmed ones) on stderr. With --ids, each message's\n"
+     "id (\"<producer id>-<n>\", n its place in the input from 1) goes to\n"
+     "stdout, one per line, in input order, once Redis confirmed it.\n",
      "  --delivery-timeout MS   a message not confirmed by Redis this long\n"
      "                          after it was read fails (default 10000;\n"
      "                          0: wait forever)\n"
@@ -213,7 +217,8 @@ static const cli_command commands[] = {
      "                          it (stored on the master, not replicated)\n"
      "                          (default 0: the master's answer)\n"
      "  --replica-timeout-ms MS how long to wait for those replicas\n"
-     "                          (default 1000)\n",
+     "                          (default 1000)\n"
+     "  --ids                   print each confirmed message's id on stdout\n",
      ":qh", push_longopts, 1, -1, cli_cmd_push},
     {"pop", "[options] QUEUE...",
      "pop messages from the QUEUEs and print them, one per line",
@@ -348,12 +353,14 @@ static const cli_command commands[] = {
      "  OLDEST      age of the oldest ready message when it can be known\n"
      "              (4.2s, 12m05s, 3h07m, 2d04h), else -\n"
      "  PAUSED      yes when consumers do not take from it (redq pause)\n"
+     "  FORMAT      plain or frames (redq format)\n"
      "Queue names are escaped as dead list escapes text. With --json, one\n"
      "JSON object: {\"queues\":[{\"queue\":\"Q\",\"ready\":0,\"due\":0,\n"
      "\"processing\":0,\"delayed\":0,\"dead\":0,\"consumers\":0,\n"
      "\"registered\":0,\"oldest_age_ms\":N|null,\"paused\":false,\n"
      "\"last_seen_ms\":N|null,\"pushed\":0,\"taken\":0,\"acked\":0,\n"
-     "\"retried\":0,\"dead_lettered\":0},...]} (last_seen_ms: when a producer\n"
+     "\"retried\":0,\"dead_lettered\":0,\"format\":\"plain\"},...]}\n"
+     "(last_seen_ms: when a producer\n"
      "or consumer last recorded it, ms since the epoch; pushed..dead_lettered:\n"
      "the queue's counters of messages moved, counted in Redis since the queue\n"
      "was first used: rates are their differences over time).\n",
@@ -395,6 +402,18 @@ static const cli_command commands[] = {
      "rather than at a live consumer's next heartbeat, and print\n"
      "\"recovered N\".\n",
      "", ":qh", plain_longopts, 1, 1, cli_cmd_recover},
+    {"format", "[options] QUEUE [plain|frames]",
+     "show or set QUEUE's format",
+     "Without a format, print QUEUE's format: \"plain\" (its ready list holds\n"
+     "payloads only, byte for byte: any client can LPUSH and RPOP them; the\n"
+     "default) or \"frames\" (each message carries its producer's id and\n"
+     "enqueue time in a frame \"RQ1 id=.. ts=..\\n<payload>\"; redq consumers\n"
+     "unwrap it, and deliver a plain client's value whole). With one, set it\n"
+     "and print the format it has now. frames -> plain is refused (exit 1)\n"
+     "while the ready list holds messages: they are frames. Producers learn\n"
+     "a queue's format when they first use it, consumers within about their\n"
+     "promote interval.\n",
+     "", ":qh", plain_longopts, 1, 2, cli_cmd_format},
     {"top", "[options] [QUEUE...]",
      "a live table of the queues with their rates",
      "Every --interval, a snapshot of every registered queue (or of the\n"
@@ -653,6 +672,9 @@ static int parse_args(const cli_command *c, int argc, char **argv,
             break;
         case OPT_JSON:
             o->json = 1;
+            break;
+        case OPT_IDS:
+            o->ids = 1;
             break;
         case OPT_ALL:
             o->all = 1;

@@ -124,6 +124,8 @@ static void push_on_report(redq_producer *p, const redq_report *r,
     (void)p;
     if (r->status == 0) {
         ps->ok++;
+        if (ps->s.o->ids)
+            printf("%s\n", r->id);
         return;
     }
     ps->failed++;

@@ -82,7 +82,7 @@ void cli_format_age(long long ms, char *buf, size_t cap)
 
 static const char *const queue_heads[] = {
     "QUEUE",     "READY",      "DUE",    "PROCESSING", "DELAYED",
-    "DEAD",      "CONSUMERS",  "REGISTERED", "OLDEST", "PAUSED"};
+    "DEAD",      "CONSUMERS",  "REGISTERED", "OLDEST", "PAUSED", "FORMAT"};
 #define QUEUE_COLS (sizeof queue_heads / sizeof queue_heads[0])
 
 static int queues_table(const redq_queue_info *q, size_t n)
@@ -110,6 +110,8 @@ static int queues_table(const redq_queue_info *q, size_t n)
         cli_format_age(q[i].oldest_age_ms, buf, sizeof buf);
         rc |= cli_table_add(&t, buf);
         rc |= cli_table_add(&t, q[i].paused ? "yes" : "no");
+        rc |= cli_table_add(&t, q[i].format == REDQ_FORMAT_FRAMES ? "frames"
+                                                                  : "plain");
     }
     if (rc == 0)
         cli_table_print(stdout, &t);
@@ -145,6 +147,8 @@ void cli_put_queue_json(FILE *f, const redq_queue_info *q)
             (unsigned long long)q->pushed, (unsigned long long)q->taken,
             (unsigned long long)q->acked, (unsigned long long)q->retried,
             (unsigned long long)q->dead_lettered);
+    fprintf(f, ",\"format\":\"%s\"",
+            q->format == REDQ_FORMAT_FRAMES ? "frames" : "plain");
 }
 
 static void queues_cb(redq_admin *a, int status, const char *errstr,
@@ -314,4 +318,56 @@ int cli_cmd_recover(const cli_options *o)
 {
     each_cmd ec = {0, -1};
     return cli_adm_run(o, each_next, NULL, &ec);
+}
+
+/* ---- format ------------------------------------------------------------------ */
+
+static void format_shown(redq_admin *a, int status, const char *errstr,
+                         const redq_queue_info *q, size_t n, void *user)
+{
+    cli_adm *ad = user;
+
+    (void)a;
+    if (cli_adm_check(ad, status, errstr, ad->s.o->args[0]) < 0)
+        return;
+    printf("%s\n", n > 0 && q[0].format == REDQ_FORMAT_FRAMES ? "frames"
+                                                              : "plain");
+    cli_adm_done(ad, CLI_RC_OK);
+}
+
+static void format_set(redq_admin *a, int status, const char *errstr,
+                       uint64_t n, void *user)
+{
+    cli_adm *ad = user;
+
+    (void)a;
+    (void)n;
+    if (cli_adm_check(ad, status, errstr, ad->s.o->args[0]) < 0)
+        return;
+    printf("%s\n", ad->s.o->args[1]);
+    cli_adm_done(ad, CLI_RC_OK);
+}
+
+static void format_start(cli_adm *ad)
+{
+    const cli_options *o = ad->s.o;
+    int rc = o->nargs < 2
+                 ? redq_admin_queue(ad->a, o->args[0], format_shown, ad)
+                 : redq_admin_set_format(ad->a, o->args[0],
+                                         strcmp(o->args[1], "frames") == 0
+                                             ? REDQ_FORMAT_FRAMES
+                                             : REDQ_FORMAT_PLAIN,
+                                         format_set, ad);
+
+    if (rc < 0)
+        cli_adm_check(ad, rc, NULL, o->args[0]);
+}
+
+int cli_cmd_format(const cli_options *o)
+{
+    if (o->nargs == 2 && strcmp(o->args[1], "plain") != 0 &&
+        strcmp(o->args[1], "frames") != 0)
+        return cli_usage_error(o->cmd, "format '%s': plain or frames",
+                               o->args[1]);
+    return cli_adm_run(o, format_start, NULL, NULL);
 }

@@ -192,7 +192,7 @@ static void put_queue(struct evbuffer *b, const redq_queue_info *q)
         "\"dead\":%llu,\"consumers\":%llu,\"registered\":%llu,"
         "\"oldest_age_ms\":%lld,\"paused\":%s,\"last_seen_ms\":%lld,"
         "\"pushed\":%llu,\"taken\":%llu,\"acked\":%llu,\"retried\":%llu,"
-        "\"dead_lettered\":%llu}",
+        "\"dead_lettered\":%llu,\"format\":\"%s\"}",
         (unsigned long long)q->ready, (unsigned long long)q->due,
         (unsigned long long)q->processing, (unsigned long long)q->delayed,
         (unsigned long long)q->dead, (unsigned long long)q->consumers,
@@ -200,7 +200,8 @@ static void put_queue(struct evbuffer *b, const redq_queue_info *q)
         q->paused ? "true" : "false", q->last_seen_ms,
         (unsigned long long)q->pushed, (unsigned long long)q->taken,
         (unsigned long long)q->acked, (unsigned long long)q->retried,
-        (unsigned long long)q->dead_lettered);
+        (unsigned long long)q->dead_lettered,
+        q->format == REDQ_FORMAT_FRAMES ? "frames" : "plain");
 }
 
 static void put_msg(struct evbuffer *b, const redq_admin_msg *m, size_t max)

@@ -232,6 +232,9 @@ function renderQueues() {
       tr.append(td);
     }
     tr.append(el('td', fmtAge(q.oldest_age_ms), 'n'));
+    const fmt = el('td', q.format || 'plain');
+    fmt.dataset.field = 'format';
+    tr.append(fmt);
     const st = el('td');
     const b = el('span', q.paused ? 'paused' : 'running', 'badge' + (q.paused ? ' paused' : ''));
     b.dataset.field = 'state';
