@@ -139,6 +139,11 @@ typedef struct redq__url {
     char *master_name;         /* the name the sentinels know the master by */
     char *sentinel_user;       /* ?sentinel_user=, decoded; NULL when none */
     char *sentinel_password;   /* ?sentinel_password=, decoded; NULL: none */
+    /* redis+cluster:// only (is_cluster 1; host and port are the first
+     * seed's, path is NULL, db is 0: any other db is refused): */
+    int is_cluster;
+    size_t nnodes;             /* 1..64 seed nodes */
+    redq__url_node *nodes;     /* port 6379 by default */
 } redq__url;
 
 /**
