@@ -466,11 +466,14 @@ static void refresh_reply(redq__conn *c, void *reply, void *arg)
     pump_all(cl);
 }
 
-/* Ask the first ready node after the one asked last (seeds first on the
- * first round); with none ready, connect them all and wait for one. */
+/* Ask a ready node: the first idle one after the one asked last (seeds
+ * first on the first round), else the least busy. A node with commands in
+ * flight answers CLUSTER SLOTS only after them, and one stuck on a blocked
+ * command never does. With no node ready, connect them all and wait for
+ * the first one up (node_up). */
 static void start_refresh(redq__cluster *cl)
 {
-    cnode *n, *start;
+    cnode *n, *start, *best = NULL;
     if (cl->dying || cl->refreshing)
         return;
     event_del(cl->ev_refresh);
@@ -480,20 +483,23 @@ static void start_refresh(redq__cluster *cl)
                 : cl->nodes;
     n = start;
     do {
-        if (node_ready(n) && !n->gc) {
-            const char *argv[] = {"CLUSTER", "SLOTS"};
-            if (redq__conn_sendv(n->conn, 2, argv, NULL, 0, refresh_reply,
-                                 cl) == 0) {
-                cl->refreshing = 1;
-                cl->refresh_node = n;
-                cl->refresh_at_us = redq__now_us();
-                return;
-            }
-        }
+        if (node_ready(n) && !n->gc &&
+            (best == NULL || n->inflight < best->inflight))
+            best = n;
+        if (best != NULL && best->inflight == 0)
+            break;
         n = n->next != NULL ? n->next : cl->nodes;
     } while (n != start);
-    /* Nobody to ask yet: every node we know gets a connection (seeds at
-     * startup), and the first one up asks (node_up). */
+    if (best != NULL) {
+        const char *argv[] = {"CLUSTER", "SLOTS"};
+        if (redq__conn_sendv(best->conn, 2, argv, NULL, 0, refresh_reply,
+                             cl) == 0) {
+            cl->refreshing = 1;
+            cl->refresh_node = best;
+            cl->refresh_at_us = redq__now_us();
+            return;
+        }
+    }
     for (n = cl->nodes; n != NULL; n = n->next)
         if (!n->gc)
             (void)node_connect(n);
@@ -1061,3 +1067,4 @@ void redq__cluster_pin_free(redq__cluster_pin *p)
     redq__conn_free(p->conn);
     free(p);
 }
+

@@ -509,10 +509,58 @@ void fxc_wait_master(int i, int timeout_ms)
     }
 }
 
+/* Is replica r synced and known as a replica by its master (what a manual
+ * failover needs: the master must accept r's MFSTART)? */
+static bool replica_settled(int r)
+{
+    char rid[41], mid[41] = "";
+    int m = -1;
+    if (!info_has(r, "INFO replication", "master_link_status:up"))
+        return false;
+    fxc_node_id(r, rid);
+    redisReply *e = fxc_cmd(r, "CLUSTER NODES");
+    if (e && e->type == REDIS_REPLY_STRING) {
+        char *line = strstr(e->str, "myself,slave ");
+        if (line)
+            memcpy(mid, line + 13, 40), mid[40] = '\0';
+    }
+    if (e)
+        freeReplyObject(e);
+    for (int i = 0; i < FXC_NODES && mid[0]; i++) {
+        char id[41];
+        if (cx.pid[i] <= 0)
+            continue;
+        fxc_node_id(i, id);
+        if (strcmp(id, mid) == 0)
+            m = i;
+    }
+    if (m < 0)
+        return false;
+    e = fxc_cmd(m, "CLUSTER REPLICAS %s", mid);
+    bool ok = false;
+    if (e && e->type == REDIS_REPLY_ARRAY)
+        for (size_t k = 0; k < e->elements; k++)
+            if (strncmp(e->element[k]->str, rid, 40) == 0)
+                ok = true;
+    if (e)
+        freeReplyObject(e);
+    return ok;
+}
+
 void fxc_failover(int r)
 {
+    fxc_failover_start(r);
+    fxc_wait_master(r, 15000);
+}
+
+void fxc_failover_start(int r)
+{
+    uint64_t deadline = fx_now_us() + 15000000u;
+    while (!replica_settled(r)) {
+        cr_assert(fx_now_us() < deadline, "replica %d never settled", r);
+        nap(20);
+    }
     ok_reply(fxc_cmd(r, "CLUSTER FAILOVER"), "CLUSTER FAILOVER");
-    fxc_wait_master(r, 10000);
 }
 
 void fxc_kill(int i)

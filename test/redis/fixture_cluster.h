@@ -36,7 +36,7 @@ bool fxc_alive(int i);
 redisContext *fxc_connect(int i);
 /** Run a command on node i; the caller frees the reply (NULL: no answer). */
 redisReply *fxc_cmd(int i, const char *fmt, ...);
-/** Node i's CLUSTER MYID (static buffer per call site: copy it). */
+/** Node i's CLUSTER MYID into id. */
 void fxc_node_id(int i, char id[41]);
 
 /** The node that owns `slot` as node `ask` (-1: any live node) sees it. */
@@ -65,8 +65,10 @@ void fxc_migrate_begin(unsigned slot, int from, int to);
 void fxc_migrate_keys(unsigned slot, int from, int to);
 void fxc_migrate_end(unsigned slot, int from, int to);
 
-/** CLUSTER FAILOVER on replica r; waits until it is a master. */
+/** CLUSTER FAILOVER on replica r, once it is synced and its master knows
+ *  it (bounded wait); fxc_failover also waits until r is a master. */
 void fxc_failover(int r);
+void fxc_failover_start(int r);
 /** SIGKILL node i (no wait for anything). */
 void fxc_kill(int i);
 /** Wait until node i says role:master (bounded); asserts. */
