@@ -90,6 +90,10 @@ typedef struct rec {
     char str[96];
 } rec;
 
+typedef struct stream stream;
+static stream *live_stream; /* refilled from inside reply callbacks */
+static void stream_fill(stream *s);
+
 static void record(redq__cluster *cl, void *reply, void *arg)
 {
     rec *r = arg;
@@ -102,6 +106,11 @@ static void record(redq__cluster *cl, void *reply, void *arg)
     if (e && (e->type == REDIS_REPLY_ERROR || e->type == REDIS_REPLY_STRING ||
               e->type == REDIS_REPLY_STATUS))
         snprintf(r->str, sizeof r->str, "%.*s", (int)e->len, e->str);
+    /* As a producer does: the next commands go out from the reply
+     * callback, between the replies of one read, so they meet commands
+     * of their slot that are being redirected. */
+    if (live_stream != NULL)
+        stream_fill(live_stream);
 }
 
 /* Format argv and route it by the slot of `slot_key`. */
@@ -316,9 +325,10 @@ Test(cluster, every_script_every_layout_no_crossslot)
 #define MAXCMDS 150000
 /* Commands per millisecond at most: enough to keep every slot busy through
  * a reshard, bounded so that a slow step cannot exhaust MAXCMDS. */
-#define RATE_PER_MS 8
+#define RATE_PER_MS 20
+#define BURST 4
 
-typedef struct stream {
+struct stream {
     redq__cluster *cl;
     size_t nkeys;
     char keys[MAXKEYS][32];
@@ -332,13 +342,13 @@ typedef struct stream {
     size_t wait_every;        /* 0: no WAITs; else a WAIT 1 after each n */
     size_t *wait_covers;      /* WAIT: pushes of its key sent before it */
     size_t cap;
-} stream;
+};
 
 static stream *stream_new(redq__cluster *cl)
 {
     stream *s = calloc(1, sizeof *s);
     s->cl = cl;
-    s->window = 64;
+    s->window = 128;
     s->cap = MAXCMDS;
     s->recs = calloc(s->cap, sizeof *s->recs);
     s->key_of = calloc(s->cap, sizeof *s->key_of);
@@ -347,11 +357,13 @@ static stream *stream_new(redq__cluster *cl)
     s->wait_covers = calloc(s->cap, sizeof *s->wait_covers);
     cr_assert(s->recs && s->key_of && s->seq_of && s->is_wait &&
               s->wait_covers);
+    live_stream = s;
     return s;
 }
 
 static void stream_free(stream *s)
 {
+    live_stream = NULL;
     free(s->recs);
     free(s->key_of);
     free(s->seq_of);
@@ -389,7 +401,9 @@ static size_t outstanding(const stream *s)
 static void stream_one(stream *s)
 {
     size_t id = s->sent;
-    unsigned k = (unsigned)(id % s->nkeys);
+    /* Bursts of BURST to one key: several commands of a slot in flight at
+     * once, which is what a redirect could reorder. */
+    unsigned k = (unsigned)((id / BURST) % s->nkeys);
     char val[24];
     cr_assert(id < s->cap, "stream ran out of room");
     s->key_of[id] = k;
@@ -558,10 +572,11 @@ Test(cluster, order_kept_through_reshard_and_ask)
     cr_assert(a >= 0 && b >= 0 && a != b);
     unsigned slots[MAXKEYS];
     size_t n = 0;
-    for (unsigned i = 0; i < 48; i++)
-        slots[n++] = i; /* moving */
-    for (unsigned i = 0; i < 16; i++)
-        slots[n++] = 6000 + i * 500; /* elsewhere, not moving */
+    /* Few keys, so that each has several commands in flight at once. */
+    for (unsigned i = 0; i < 48; i += 8)
+        slots[n++] = i + 5; /* moving: 5, 13, ..., 45 */
+    slots[n++] = 6000;                      /* elsewhere, not moving */
+    slots[n++] = 12000;
     stream_keys_for_slots(s, slots, n);
 
     s->on = true;
