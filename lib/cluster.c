@@ -670,7 +670,13 @@ static void on_reply(redq__conn *c, void *reply, void *arg)
         tick_arm(cl);
 }
 
-/* Send one held request to `to`: 0 when it is in flight. */
+/* Send one held request to `to`: 0 when it is in flight. After an ASK,
+ * ASKING goes first on the same connection. A script not yet loaded there
+ * gets its SCRIPT LOAD between the two (redq__conn_send_script), which
+ * uses up the ASKING: the importing node then answers MOVED back to the
+ * old owner, which answers ASK again, and the second time the script is
+ * loaded. One extra round trip, once per script and node, within
+ * MAX_REDIRECTS. */
 static int send_to(creq *r, cnode *to)
 {
     redq__cluster *cl = r->cl;
