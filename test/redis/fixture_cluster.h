@@ -66,7 +66,8 @@ void fxc_migrate_keys(unsigned slot, int from, int to);
 void fxc_migrate_end(unsigned slot, int from, int to);
 
 /** CLUSTER FAILOVER on replica r, once it is synced and its master knows
- *  it (bounded wait); fxc_failover also waits until r is a master. */
+ *  it (bounded wait). fxc_failover also waits until r is a master, asking
+ *  again (3 times at most) when a manual failover times out. */
 void fxc_failover(int r);
 void fxc_failover_start(int r);
 /** SIGKILL node i (no wait for anything). */
