@@ -1299,19 +1299,29 @@ REDQ_API size_t redq_base64_encode(const void *in, size_t len, char *out);
  * The library's parser of the options' url, for programs that need a
  * connection of their own to the same server (a benchmark's side
  * connection, a test's checks): they read the same URLs the same way.
+ *
+ * Besides the forms listed at redq_options.url, it reads a Redis Cluster:
+ *    redis+cluster://[[user]:password@]host[:port][,host[:port]..]
+ * The hosts are seed nodes (port 6379 by default, at most 64): any one
+ * that answers bootstraps the slot map. A cluster has database 0 only: /N
+ * or ?db=N other than 0 is refused (REDQ_EINVAL). The handles do not route
+ * by slot yet (issue 11): until they do, such a URL connects them to the
+ * first seed only.
  */
 
 /** What a URL names. */
 typedef enum redq_url_kind {
     REDQ_URL_TCP = 0,     /**< redis://host:port */
     REDQ_URL_UNIX = 1,    /**< unix:///path/to/socket */
-    REDQ_URL_SENTINEL = 2 /**< redis+sentinel://s1,s2/master */
+    REDQ_URL_SENTINEL = 2, /**< redis+sentinel://s1,s2/master */
+    REDQ_URL_CLUSTER = 3   /**< redis+cluster://n1:7000,n2:7001 */
 } redq_url_kind;
 
-/** A Sentinel's address. */
+/** A Sentinel's or a cluster seed node's address. */
 typedef struct redq_url_node {
     const char *host; /**< a name or an IP literal, without brackets */
-    int port;         /**< 26379 unless the URL says otherwise */
+    int port;         /**< 26379 (Sentinel) or 6379 (cluster) unless the URL
+                           says otherwise */
 } redq_url_node;
 
 /**
@@ -1321,8 +1331,10 @@ typedef struct redq_url_node {
  */
 typedef struct redq_url_info {
     redq_url_kind kind;
-    const char *host;     /**< TCP: the server (no brackets); else NULL */
-    int port;             /**< TCP: 1..65535, 6379 by default; else 0 */
+    const char *host;     /**< TCP: the server (no brackets); CLUSTER: the
+                               first seed; else NULL */
+    int port;             /**< TCP: 1..65535, 6379 by default; CLUSTER: the
+                               first seed's; else 0 */
     const char *path;     /**< UNIX: the socket's path; else NULL */
     const char *user;     /**< the ACL user (Sentinel: the data nodes') */
     const char *password; /**< the password (Sentinel: the data nodes') */
@@ -1333,6 +1345,9 @@ typedef struct redq_url_info {
     const char *master_name;        /**< the master's name at the Sentinels */
     const char *sentinel_user;      /**< ?sentinel_user=, or NULL */
     const char *sentinel_password;  /**< ?sentinel_password=, or NULL */
+    /* CLUSTER only (else 0 and NULL); db is always 0 there: */
+    size_t nnodes;                  /**< seed nodes, 1..64 */
+    const redq_url_node *nodes;     /**< in the URL's order */
 } redq_url_info;
 
 /**

@@ -170,6 +170,11 @@ struct redq__conn {
     redisAsyncContext *watch;  /* SUBSCRIBE +switch-master on a sentinel */
     size_t watch_idx;
     char found[80];            /* "host:port" the sentinels named last */
+
+    /* The target hook (redq__conn_config.target): asked at every attempt. */
+    int (*target)(redq__conn *c, char *host, size_t hostlen, int *port,
+                  void *arg);
+    void *target_arg;
 };
 
 static void conn_drop(redq__conn *c, int code, unsigned flags,
@@ -1416,6 +1421,41 @@ static void resolved_cb(int status, const char *ip, const char *msg,
     connect_now(c);
 }
 
+/*
+ * The target hook: where this attempt goes. The host and port it names
+ * replace the previous ones (and "where" in messages). 0 when it named one;
+ * otherwise the attempt has failed with its code (backoff scheduled).
+ */
+static int target_now(redq__conn *c)
+{
+    char host[256];
+    int port = 0, rc;
+    char *h;
+
+    host[0] = '\0';
+    rc = c->target(c, host, sizeof host, &port, c->target_arg);
+    if (rc == 0 && (host[0] == '\0' || port <= 0 || port > 65535))
+        rc = REDQ_EINVAL;
+    if (rc != 0) {
+        conn_drop(c, rc, 0, "%s: no target to connect to: %s", where(c),
+                  redq_strerror(rc));
+        return 0;
+    }
+    if (c->host == NULL || strcmp(c->host, host) != 0) {
+        h = dup_or_null(host);
+        if (h == NULL) {
+            conn_drop(c, REDQ_ENOMEM, 0, "%s: out of memory", where(c));
+            return 0;
+        }
+        free(c->host);
+        c->host = h;
+    }
+    c->port = port;
+    snprintf(c->where, sizeof c->where, strchr(host, ':') ? "[%s]:%d" : "%s:%d",
+             host, port);
+    return 1;
+}
+
 static void start_attempt(redq__conn *c)
 {
     struct timeval tv = tv_ms(c->connect_timeout_ms);
@@ -1428,6 +1468,8 @@ static void start_attempt(redq__conn *c)
         discovery_start(c);
         return;
     }
+    if (c->target != NULL && !c->sentinel && !target_now(c))
+        return;
     event_add(c->t_state, &tv); /* the deadline for the whole attempt */
     if (c->is_unix) {
         connect_now(c);
@@ -1665,6 +1707,8 @@ int redq__conn_new(redq__conn **out, struct event_base *base,
     c->on_up = on_up;
     c->on_down = on_down;
     c->on_fail = cfg->on_fail;
+    c->target = cfg->url->is_unix ? NULL : cfg->target;
+    c->target_arg = cfg->target_arg;
     c->arg = arg;
     c->rng = (uint32_t)(redq__now_us() ^ (uintptr_t)c) | 1u;
 

@@ -86,3 +86,30 @@ int redq__err_is_transient(const char *str, size_t len)
            has_prefix(str, len, "TRYAGAIN") ||
            has_prefix(str, len, "MASTERDOWN");
 }
+
+/*
+ * The replies of a Redis Cluster that say "not here" or "not now" rather
+ * than the command's result (see lib/cluster.c for what each one does):
+ *   MOVED <slot> <host:port>  the slot has a new owner: ask it from now on
+ *   ASK <slot> <host:port>    the slot is migrating and this key is already
+ *                             there: ASKING, then this command, once
+ *   TRYAGAIN                  a multi-key command whose keys are split by
+ *                             a migration in progress
+ *   CLUSTERDOWN               the cluster cannot serve the slot right now
+ *                             (a failover, a majority lost)
+ * The command did not run in any of these cases.
+ */
+int redq__err_cluster(const char *str, size_t len)
+{
+    if (str == NULL)
+        return REDQ__REDIR_NONE;
+    if (has_prefix(str, len, "MOVED"))
+        return REDQ__REDIR_MOVED;
+    if (has_prefix(str, len, "ASK"))
+        return REDQ__REDIR_ASK;
+    if (has_prefix(str, len, "TRYAGAIN"))
+        return REDQ__REDIR_TRYAGAIN;
+    if (has_prefix(str, len, "CLUSTERDOWN"))
+        return REDQ__REDIR_CLUSTERDOWN;
+    return REDQ__REDIR_NONE;
+}

@@ -62,6 +62,18 @@ int redq__err_from_reply(const char *str, size_t len);
  *  failure of the message. -OOM is not included (see lib/error.c). */
 int redq__err_is_transient(const char *str, size_t len);
 
+/* What a cluster error reply asks of the client (redq__err_cluster). */
+enum {
+    REDQ__REDIR_NONE = 0,   /* not a cluster redirect: the command's answer */
+    REDQ__REDIR_MOVED,      /* "MOVED <slot> <host:port>" */
+    REDQ__REDIR_ASK,        /* "ASK <slot> <host:port>" */
+    REDQ__REDIR_TRYAGAIN,   /* "TRYAGAIN ..." */
+    REDQ__REDIR_CLUSTERDOWN /* "CLUSTERDOWN ..." */
+};
+/** Classify an error reply (its first word, exactly) as a REDQ__REDIR_*.
+ *  In every case but NONE the command did not run. */
+int redq__err_cluster(const char *str, size_t len);
+
 /* ---- options (lib/options.c) ------------------------------------------- */
 
 /*
@@ -205,6 +217,11 @@ typedef struct redq__url {
     char *master_name;         /* the name the sentinels know the master by */
     char *sentinel_user;       /* ?sentinel_user=, decoded; NULL when none */
     char *sentinel_password;   /* ?sentinel_password=, decoded; NULL: none */
+    /* redis+cluster:// only (is_cluster 1; host and port are the first
+     * seed's, path is NULL, db is 0: any other db is refused): */
+    int is_cluster;
+    size_t nnodes;             /* 1..64 seed nodes */
+    redq__url_node *nodes;     /* port 6379 by default */
 } redq__url;
 
 /**
@@ -540,6 +557,17 @@ typedef struct redq__conn_config {
      * Called from the loop, or from inside redq__conn_reset; do not free
      * the connection from it. */
     void (*on_fail)(redq__conn *c, int code, const char *msg, void *arg);
+    /* Optional: "ask me where to connect" (a cluster's pinned connection
+     * follows the master of its slot: lib/cluster.c). Called at the start
+     * of every attempt, before resolving, in place of the URL's host and
+     * port (TCP URLs only): fill host (hostlen bytes, NUL-terminated) and
+     * *port and return 0; or return a REDQ_E* when no target is known now,
+     * and the attempt fails with it (on_fail, then the usual backoff).
+     * Called from the loop, never inside redq__conn_new or _start; it must
+     * not free or reset the connection. */
+    int (*target)(redq__conn *c, char *host, size_t hostlen, int *port,
+                  void *arg);
+    void *target_arg;
 } redq__conn_config;
 
 /* The connection became ready (handshake done) or stopped being ready.
@@ -639,6 +667,129 @@ int redq__conn_last_code(const redq__conn *c);
  *  retrying with its backoff (the server side may be fixed), but a handle
  *  can fail fast on it. 0 otherwise. */
 int redq__conn_permanent_error(const redq__conn *c);
+
+/* ---- Redis Cluster client (lib/cluster.c) ------------------------------ */
+
+/*
+ * A router for a redis+cluster:// URL on the caller's event_base: the slot
+ * map (CLUSTER SLOTS from any known node, seeds first), one shared
+ * redq__conn per master made on first use, and the redirects (MOVED, ASK,
+ * TRYAGAIN, CLUSTERDOWN) handled inside, so that a caller sees one reply
+ * per command as from a redq__conn. Commands to one slot reach the server
+ * in the order they were sent, across redirects too (docs/DESIGN.md,
+ * "Cluster client"). Everything runs on the loop's thread.
+ */
+typedef struct redq__cluster redq__cluster;
+typedef struct redq__cluster_pin redq__cluster_pin;
+
+/* The final reply of a routed command: a hiredis redisReply* borrowed for
+ * the call, or NULL (a connection was lost with the command in flight:
+ * outcome unknown; or it waited past its deadline without ever being
+ * sent, see redq__cluster_send). */
+typedef void (*redq__cluster_reply_cb)(redq__cluster *cl, void *reply,
+                                       void *arg);
+
+/* Counters, for tests and stats. Monotonic except nodes and waiting. */
+typedef struct redq__cluster_stats {
+    uint64_t sent;        /* commands accepted by redq__cluster_send */
+    uint64_t held;        /* of those, not sent at once (their slot had a
+                             redirect outstanding, no map or owner yet) */
+    uint64_t moved, ask;  /* MOVED / ASK replies followed */
+    uint64_t tryagain, clusterdown; /* resent after a backoff */
+    uint64_t resent;      /* sends after a redirect or backoff */
+    uint64_t lost;        /* answered NULL: connection lost in flight */
+    uint64_t expired;     /* answered after waiting past their deadline */
+    uint64_t refreshes;   /* slot maps loaded */
+    size_t nodes;         /* node connections open */
+    size_t waiting;       /* commands not answered yet */
+} redq__cluster_stats;
+
+/** The slot of a key: the one CRC16 of lib/keys.c (hash tags included). */
+#define redq__cluster_key_slot(key, len) redq__key_slot((key), (len))
+
+/**
+ * Make a router for cfg->url (is_cluster: its seeds, user and password).
+ * The rest of cfg is the template of every node connection (timeouts,
+ * client name, want_version; cfg->log is borrowed for the router's
+ * lifetime; on_fail, target and want_client_id are not used). Nothing
+ * happens until redq__cluster_start. Returns 0 (*out set), REDQ_EINVAL
+ * (not a cluster URL) or REDQ_ENOMEM (*out untouched).
+ */
+int redq__cluster_new(redq__cluster **out, struct event_base *base,
+                      const redq__conn_config *cfg);
+/** Connect to the seeds and load the slot map, from the loop. Commands may
+ *  be sent before the map is known: they wait for it (within deadline). */
+void redq__cluster_start(redq__cluster *cl);
+/** 1 once a slot map has been loaded. */
+int redq__cluster_ready(const redq__cluster *cl);
+/**
+ * Route a preformatted RESP command by `slot` (0..16383, normally
+ * redq__cluster_key_slot of its first key). script is -1 for a plain
+ * command, else a REDQ__SCRIPT_* of an EVALSHA command (loaded on each
+ * node as redq__conn_send_script does). The bytes are copied and kept
+ * until the final reply, to be resent after a redirect.
+ * The reply deadline is command_timeout_ms + extra_timeout_ms: from the
+ * call for the time it waits unsent (no owner, owner unreachable, a
+ * TRYAGAIN/CLUSTERDOWN backoff, behind redirected commands of its slot),
+ * and per redq__conn rules while in flight. Waiting past it answers the
+ * last redirect's error reply (CLUSTERDOWN, TRYAGAIN), or NULL when the
+ * command never reached a server.
+ * Redirects are followed inside: MOVED (the owner of the slot is updated,
+ * a refresh scheduled, the command resent), ASK (ASKING + the command on
+ * that node, once), TRYAGAIN and CLUSTERDOWN (resent after 10..200 ms),
+ * each command at most 16 times (then that error is its reply). A command
+ * in flight on a connection that is lost is answered NULL, never resent.
+ * Order: commands to one slot leave in call order; while redirected
+ * commands of the slot are outstanding on the old node, later ones wait
+ * and follow them to the new one. (A TRYAGAIN/CLUSTERDOWN on a pipelined
+ * command cannot stop the ones already sent behind it.)
+ * Returns 0 (cb runs exactly once, from the loop, never inside this call),
+ * REDQ_EINVAL (bad slot, script or empty command; no callback),
+ * REDQ_ECLOSED (being freed) or REDQ_ENOMEM. Safe inside a reply callback.
+ */
+int redq__cluster_send(redq__cluster *cl, unsigned slot, const char *cmd,
+                       size_t len, int script, int extra_timeout_ms,
+                       redq__cluster_reply_cb cb, void *arg);
+/** A reply seen on a pinned connection (or anywhere outside the router):
+ *  when it is a MOVED, the slot's owner is updated at once; MOVED,
+ *  TRYAGAIN and CLUSTERDOWN also schedule a map refresh. Returns its
+ *  REDQ__REDIR_* kind (NONE for anything else, NULL included). The caller
+ *  then resets its pinned connection to follow the slot. */
+int redq__cluster_redirected(redq__cluster *cl, const void *reply);
+/** Ask for a new slot map (rate-limited: at most one per 100 ms). */
+void redq__cluster_refresh(redq__cluster *cl);
+/** "host:port" of the slot's master as the map says now, into buf (len
+ *  bytes). 0, or REDQ_ECONNECT when no owner is known. */
+int redq__cluster_slot_owner(const redq__cluster *cl, unsigned slot,
+                             char *buf, size_t len);
+void redq__cluster_get_stats(const redq__cluster *cl,
+                             redq__cluster_stats *st);
+/** Free the router: every command not answered yet gets its callback with
+ *  NULL before this returns (held ones first, then those in flight as
+ *  their connections close). Free its pins first. Not from inside one of
+ *  its callbacks. NULL is fine. */
+void redq__cluster_free(redq__cluster *cl);
+
+/**
+ * A dedicated connection (for blocking commands) that connects wherever
+ * the master of `slot` is: every (re)connect asks the router's map (the
+ * redq__conn_config.target hook). cfg is the connection's config (url and
+ * password are the router's; target and on_fail are the pin's own);
+ * up/down/arg are redq__conn_new's. Starts idle: redq__conn_start it.
+ * After a MOVED on it, call redq__cluster_redirected then redq__conn_reset:
+ * the next attempt goes to the new owner. A failed attempt or a lost
+ * connection also refreshes the map (a failover). While no owner is known
+ * an attempt fails with REDQ_ECONNECT and is retried with the backoff.
+ * Returns 0, REDQ_EINVAL (bad slot) or REDQ_ENOMEM.
+ */
+int redq__cluster_pin_new(redq__cluster_pin **out, redq__cluster *cl,
+                          unsigned slot, const redq__conn_config *cfg,
+                          redq__conn_up_cb up, redq__conn_down_cb down,
+                          void *arg);
+/** The pinned connection (owned by the pin: never free it directly). */
+redq__conn *redq__cluster_pin_conn(const redq__cluster_pin *p);
+/** Free the pin and its connection (redq__conn_free rules). NULL is fine. */
+void redq__cluster_pin_free(redq__cluster_pin *p);
 
 /* ---- admin helpers (lib/prom.c) ---------------------------------------- */
 

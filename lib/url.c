@@ -5,6 +5,13 @@
  *   unix://[[user]:password@]/abs/path/to.sock[?db=N]
  *   redis+sentinel://[[user]:password@]host[:port][,host[:port]]...
  *       /master_name[/db][?db=N][&sentinel_user=U][&sentinel_password=P]
+ *   redis+cluster://[[user]:password@]host[:port][,host[:port]]...[/0][?db=0]
+ *
+ * For redis+cluster://, the hosts are seed nodes of a Redis Cluster (port
+ * 6379 unless given): any one that answers CLUSTER SLOTS bootstraps the
+ * slot map (lib/cluster.c). A cluster has database 0 only, so any other db
+ * is refused here rather than by every node's SELECT later. host and port
+ * are also set, to the first seed, for code that needs one node to talk to.
  *
  * For redis+sentinel://, the hosts are the sentinels (port 26379 unless
  * given) and the user info is for the data nodes (the master the sentinels
@@ -39,6 +46,9 @@
 #define URL_SENTINEL_PORT 26379
 /* Sentinels in one URL, at most: a deployment has 3 or 5. */
 #define URL_MAX_SENTINELS 16
+/* Cluster seed nodes in one URL, at most: one reachable node is enough, a
+ * few cover a node being down; a whole cluster's list is still fine. */
+#define URL_MAX_SEEDS 64
 /* Sentinel master names are short identifiers. */
 #define URL_MAX_MASTER_NAME 128
 /* The longest DNS name (RFC 1035, without the trailing dot). */
@@ -270,7 +280,8 @@ fail:
  * text before "://" could hold anything.
  */
 static int parse_scheme(const char *url, int *is_unix, int *is_sentinel,
-                        const char **rest, char *err, size_t errlen)
+                        int *is_cluster, const char **rest, char *err,
+                        size_t errlen)
 {
     const char *sep = strstr(url, "://");
     url_span scheme;
@@ -279,7 +290,8 @@ static int parse_scheme(const char *url, int *is_unix, int *is_sentinel,
 
     if (sep == NULL)
         return url_fail(err, errlen, REDQ_EINVAL,
-                        "URL must start with redis://, unix:// or redis+sentinel://");
+                        "URL must start with redis://, unix://, "
+                        "redis+sentinel:// or redis+cluster://");
     scheme.p = url;
     scheme.n = (size_t)(sep - url);
     *rest = sep + 3;
@@ -291,6 +303,11 @@ static int parse_scheme(const char *url, int *is_unix, int *is_sentinel,
     if (span_is(scheme, "redis+sentinel")) {
         *is_unix = 0;
         *is_sentinel = 1;
+        return 0;
+    }
+    if (span_is(scheme, "redis+cluster")) {
+        *is_unix = 0;
+        *is_cluster = 1;
         return 0;
     }
     if (span_is(scheme, "unix")) {
@@ -312,10 +329,11 @@ static int parse_scheme(const char *url, int *is_unix, int *is_sentinel,
     }
     if (!plausible)
         return url_fail(err, errlen, REDQ_EINVAL,
-                        "URL must start with redis://, unix:// or redis+sentinel://");
+                        "URL must start with redis://, unix://, "
+                        "redis+sentinel:// or redis+cluster://");
     return url_fail(err, errlen, REDQ_EINVAL,
                     "unsupported URL scheme \"%.*s://\": URL must start with "
-                    "redis://, unix:// or redis+sentinel://",
+                    "redis://, unix://, redis+sentinel:// or redis+cluster://",
                     quote_len(scheme), scheme.p);
 }
 
@@ -644,10 +662,15 @@ static int parse_query(url_span q, redq__url *u, int *have_db, char *err,
 }
 
 /*
- * The sentinels of a redis+sentinel:// URL: "h1[:p1],h2[:p2],...", each
- * like a redis:// host (names, IPv4, [IPv6]), port 26379 by default.
+ * A comma-separated node list "h1[:p1],h2[:p2],...", each like a redis://
+ * host (names, IPv4, [IPv6]) with `default_port`: the sentinels of a
+ * redis+sentinel:// URL, the seeds of a redis+cluster:// one. `what` names
+ * them in errors ("sentinel", "cluster node"); *n counts the hosts copied
+ * so far, so redq__url_free() releases them on any failure.
  */
-static int parse_sentinels(url_span hosts, int quote, redq__url *u, char *err,
+static int parse_node_list(url_span hosts, int quote, int default_port,
+                           size_t max, const char *what, const char *form,
+                           redq__url_node **out, size_t *nout, char *err,
                            size_t errlen)
 {
     const char *p = hosts.p, *end = hosts.p + hosts.n;
@@ -657,17 +680,16 @@ static int parse_sentinels(url_span hosts, int quote, redq__url *u, char *err,
         if (hosts.p[i] == ',')
             n++;
     if (hosts.n == 0)
+        return url_fail(err, errlen, REDQ_EINVAL, "missing %ss: write %s",
+                        what, form);
+    if (n > max)
         return url_fail(err, errlen, REDQ_EINVAL,
-                        "missing sentinels: write redis+sentinel://host[:port]"
-                        "[,host[:port]...]/master_name");
-    if (n > URL_MAX_SENTINELS)
-        return url_fail(err, errlen, REDQ_EINVAL,
-                        "%zu sentinels in the URL; at most %d are allowed", n,
-                        URL_MAX_SENTINELS);
-    u->sentinels = calloc(n, sizeof *u->sentinels);
-    if (u->sentinels == NULL)
+                        "%zu %ss in the URL; at most %zu are allowed", n, what,
+                        max);
+    *out = calloc(n, sizeof **out);
+    if (*out == NULL)
         return url_fail(err, errlen, REDQ_ENOMEM,
-                        "out of memory copying the sentinels");
+                        "out of memory copying the %ss", what);
     for (i = 0; i < n; i++) {
         const char *comma = memchr(p, ',', (size_t)(end - p));
         url_span one = {p, (size_t)((comma != NULL ? comma : end) - p)};
@@ -675,16 +697,70 @@ static int parse_sentinels(url_span hosts, int quote, redq__url *u, char *err,
 
         if (one.n == 0)
             return url_fail(err, errlen, REDQ_EINVAL,
-                            "empty sentinel address in the list (a stray "
-                            "',')");
-        rc = parse_host_port(one, quote, URL_SENTINEL_PORT,
-                             &u->sentinels[i].host, &u->sentinels[i].port, err,
-                             errlen);
-        u->nsentinels = i + (u->sentinels[i].host != NULL ? 1 : 0);
+                            "empty %s address in the list (a stray ',')",
+                            what);
+        rc = parse_host_port(one, quote, default_port, &(*out)[i].host,
+                             &(*out)[i].port, err, errlen);
+        *nout = i + ((*out)[i].host != NULL ? 1 : 0);
         if (rc != 0)
             return rc;
         p = comma != NULL ? comma + 1 : end;
     }
+    return 0;
+}
+
+static int parse_sentinels(url_span hosts, int quote, redq__url *u, char *err,
+                           size_t errlen)
+{
+    return parse_node_list(hosts, quote, URL_SENTINEL_PORT, URL_MAX_SENTINELS,
+                           "sentinel",
+                           "redis+sentinel://host[:port][,host[:port]...]"
+                           "/master_name",
+                           &u->sentinels, &u->nsentinels, err, errlen);
+}
+
+/*
+ * redis+cluster://: the seeds, then db (0 only: Redis Cluster has no other
+ * database, and SELECT would fail on every node with a less useful
+ * message), and host/port set to a copy of the first seed.
+ */
+static int parse_cluster(url_span hosts, url_span path, url_span query,
+                         int quote, redq__url *u, char *err, size_t errlen)
+{
+    int have_query_db = 0;
+    int rc;
+
+    rc = parse_node_list(hosts, quote, URL_DEFAULT_PORT, URL_MAX_SEEDS,
+                         "cluster node",
+                         "redis+cluster://host[:port][,host[:port]...]",
+                         &u->nodes, &u->nnodes, err, errlen);
+    if (rc != 0)
+        return rc;
+    rc = parse_query(query, u, &have_query_db, err, errlen);
+    if (rc != 0)
+        return rc;
+    if (path.n > 1) {
+        url_span num = {path.p + 1, path.n - 1};
+
+        if (have_query_db)
+            return url_fail(err, errlen, REDQ_EINVAL,
+                            "database given both in the path (/N) and as "
+                            "?db=N; use one");
+        rc = parse_db(num, "in the path", &u->db, err, errlen);
+        if (rc != 0)
+            return rc;
+    }
+    if (u->db != 0)
+        return url_fail(err, errlen, REDQ_EINVAL,
+                        "database %d in a redis+cluster:// URL: Redis "
+                        "Cluster has database 0 only (drop /N and ?db=N)",
+                        u->db);
+    u->host = malloc(strlen(u->nodes[0].host) + 1);
+    if (u->host == NULL)
+        return url_fail(err, errlen, REDQ_ENOMEM,
+                        "out of memory copying the host");
+    memcpy(u->host, u->nodes[0].host, strlen(u->nodes[0].host) + 1);
+    u->port = u->nodes[0].port;
     return 0;
 }
 
@@ -793,7 +869,8 @@ int redq__url_parse(redq__url *out, const char *url, char *err, size_t errlen)
         return url_fail(err, errlen, REDQ_EINVAL, "%s is NULL",
                         out == NULL ? "out" : "url");
 
-    rc = parse_scheme(url, &u.is_unix, &u.is_sentinel, &rest, err, errlen);
+    rc = parse_scheme(url, &u.is_unix, &u.is_sentinel, &u.is_cluster, &rest,
+                      err, errlen);
     if (rc != 0)
         goto fail;
 
@@ -860,6 +937,11 @@ int redq__url_parse(redq__url *out, const char *url, char *err, size_t errlen)
         rc = parse_query(query, &u, &have_query_db, err, errlen);
         if (rc != 0)
             goto fail;
+    } else if (u.is_cluster) {
+        int quote = at != NULL || memchr(auth.p, ':', auth.n) == NULL;
+        rc = parse_cluster(auth, path, query, quote, &u, err, errlen);
+        if (rc != 0)
+            goto fail;
     } else if (u.is_sentinel) {
         int quote = at != NULL || memchr(auth.p, ':', auth.n) == NULL;
         rc = parse_sentinels(auth, quote, &u, err, errlen);
@@ -924,6 +1006,9 @@ void redq__url_free(redq__url *u)
     for (i = 0; i < u->nsentinels; i++)
         free(u->sentinels[i].host);
     free(u->sentinels);
+    for (i = 0; i < u->nnodes; i++)
+        free(u->nodes[i].host);
+    free(u->nodes);
     free(u->master_name);
     wipe_free(u->sentinel_user);
     wipe_free(u->sentinel_password);
@@ -971,7 +1056,27 @@ int redq_url_parse(const char *url, redq_url_info *out, char *err,
         out->sentinels = nodes;
         out->nsentinels = u.nsentinels;
     }
-    out->kind = u.is_sentinel ? REDQ_URL_SENTINEL
+    if (u.nnodes > 0) {
+        redq_url_node *nodes = calloc(u.nnodes, sizeof *nodes);
+        size_t i;
+
+        if (nodes == NULL) {
+            redq__url_free(&u);
+            redq_url_info_free(out);
+            if (err != NULL && errlen > 0)
+                snprintf(err, errlen, "out of memory");
+            return REDQ_ENOMEM;
+        }
+        for (i = 0; i < u.nnodes; i++) {
+            nodes[i].host = u.nodes[i].host;
+            nodes[i].port = u.nodes[i].port;
+        }
+        free(u.nodes); /* the hosts now belong to nodes */
+        out->nodes = nodes;
+        out->nnodes = u.nnodes;
+    }
+    out->kind = u.is_cluster    ? REDQ_URL_CLUSTER
+                : u.is_sentinel ? REDQ_URL_SENTINEL
                 : u.is_unix   ? REDQ_URL_UNIX
                               : REDQ_URL_TCP;
     out->host = u.host;
@@ -997,6 +1102,9 @@ void redq_url_info_free(redq_url_info *u)
     for (i = 0; i < u->nsentinels; i++)
         free((char *)u->sentinels[i].host);
     free((redq_url_node *)u->sentinels);
+    for (i = 0; i < u->nnodes; i++)
+        free((char *)u->nodes[i].host);
+    free((redq_url_node *)u->nodes);
     free((char *)u->host);
     free((char *)u->path);
     free((char *)u->user);

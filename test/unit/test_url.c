@@ -27,6 +27,9 @@ static void assert_zeroed(const redq__url *u, const char *url)
     cr_assert_null(u->user, "%s: user not zeroed", url);
     cr_assert_null(u->password, "%s: password not zeroed", url);
     cr_assert_eq(u->db, 0, "%s: db not zeroed", url);
+    cr_assert_eq(u->is_cluster, 0, "%s: is_cluster not zeroed", url);
+    cr_assert_eq(u->nnodes, 0, "%s: nnodes not zeroed", url);
+    cr_assert_null(u->nodes, "%s: nodes not zeroed", url);
 }
 
 static void assert_str_or_null(const char *got, const char *want,
@@ -995,4 +998,134 @@ Test(url_public, rejected)
     cr_assert_eq(redq_url_parse(NULL, &u, err, sizeof err), REDQ_EINVAL);
     cr_assert_eq(redq_url_parse("redis://h", NULL, NULL, 0), REDQ_EINVAL);
     redq_url_info_free(NULL);
+}
+
+/* ---- redis+cluster:// -------------------------------------------------- */
+
+/* A cluster URL that must be accepted: n seeds, the first and last given. */
+static void expect_cluster(const char *url, size_t n, const char *h0, int p0,
+                           const char *hlast, int plast, const char *user,
+                           const char *password)
+{
+    redq__url u;
+    char err[ERRLEN];
+    int rc;
+
+    fill_garbage(&u);
+    rc = redq__url_parse(&u, url, err, sizeof err);
+    cr_assert_eq(rc, 0, "%s: rc %d (%s)", url, rc, err);
+    cr_assert_eq(u.is_cluster, 1, "%s: is_cluster", url);
+    cr_assert_eq(u.is_sentinel, 0, "%s: is_sentinel", url);
+    cr_assert_eq(u.is_unix, 0, "%s: is_unix", url);
+    cr_assert_eq(u.nnodes, n, "%s: %zu nodes, want %zu", url, u.nnodes, n);
+    assert_str_or_null(u.nodes[0].host, h0, "node 0", url);
+    cr_assert_eq(u.nodes[0].port, p0, "%s: port 0", url);
+    assert_str_or_null(u.nodes[n - 1].host, hlast, "last node", url);
+    cr_assert_eq(u.nodes[n - 1].port, plast, "%s: last port", url);
+    /* host/port: the first seed, a copy (freed separately). */
+    assert_str_or_null(u.host, h0, "host", url);
+    cr_assert_neq((void *)u.host, (void *)u.nodes[0].host, "%s: aliased", url);
+    cr_assert_eq(u.port, p0, "%s: port", url);
+    cr_assert_null(u.path);
+    cr_assert_eq(u.db, 0);
+    cr_assert_eq(u.nsentinels, 0);
+    assert_str_or_null(u.user, user, "user", url);
+    assert_str_or_null(u.password, password, "password", url);
+    redq__url_free(&u);
+    assert_zeroed(&u, url);
+}
+
+Test(url_cluster, seeds_default_port_and_ipv6)
+{
+    expect_cluster("redis+cluster://h1", 1, "h1", 6379, "h1", 6379, NULL,
+                   NULL);
+    expect_cluster("REDIS+CLUSTER://10.0.0.1:7000,[::1]:7001,h3", 3,
+                   "10.0.0.1", 7000, "h3", 6379, NULL, NULL);
+    expect_cluster("redis+cluster://al%40ice:p:w@a:1,b:2", 2, "a", 1, "b", 2,
+                   "al@ice", "p:w");
+    expect_cluster("redis+cluster://:pw@a:1/?db=0", 1, "a", 1, "a", 1, NULL,
+                   "pw");
+    expect_cluster("redis+cluster://a:1/0", 1, "a", 1, "a", 1, NULL, NULL);
+}
+
+Test(url_cluster, sixty_four_seeds)
+{
+    char url[64 * 16 + 32];
+    size_t n = (size_t)snprintf(url, sizeof url, "redis+cluster://");
+    int i;
+    for (i = 0; i < 64; i++)
+        n += (size_t)snprintf(url + n, sizeof url - n, "%sh%d:%d",
+                              i ? "," : "", i, 7000 + i);
+    expect_cluster(url, 64, "h0", 7000, "h63", 7063, NULL, NULL);
+    snprintf(url + n, sizeof url - n, ",h64");
+    expect_einval(url, "at most 64");
+}
+
+Test(url_cluster, refused)
+{
+    /* Only database 0 exists in a cluster: said so, in both spellings. */
+    expect_einval("redis+cluster://h1:7000/3", "database 0 only");
+    expect_einval("redis+cluster://h1:7000?db=1", "database 0 only");
+    expect_einval("redis+cluster://h1/1?db=0", "both");
+    expect_einval("redis+cluster://", "missing cluster nodes");
+    expect_einval("redis+cluster://h1,,h2", "stray ','");
+    expect_einval("redis+cluster://h1,", "stray ','");
+    expect_einval("redis+cluster://h1:0", "out of range");
+    expect_einval("redis+cluster://h1?sentinel_password=x", "unknown query");
+    expect_einval("redis+cluster://h1:7000/db", "not a number");
+    expect_einval("rediss+cluster://h1", "unsupported URL scheme");
+}
+
+Test(url_cluster, secrets_never_quoted)
+{
+    static const char *const bad[] = {
+        "redis+cluster://u:hunter22@h1:7000/5",
+        "redis+cluster://u:hunter22@h1:99999",
+        "redis+cluster://hunter22:sekrit99,h2",
+        "redis+cluster://u:hunter22@h1,,h2",
+        "redis+cluster://u:hunter22@h1?x=sekrit99",
+    };
+    size_t i;
+    for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        redq__url u;
+        char err[ERRLEN];
+        int rc = redq__url_parse(&u, bad[i], err, sizeof err);
+        cr_assert_eq(rc, REDQ_EINVAL, "%s: rc %d", bad[i], rc);
+        cr_assert_null(strstr(err, "hunter22"), "%s: %s", bad[i], err);
+        cr_assert_null(strstr(err, "sekrit99"), "%s: %s", bad[i], err);
+    }
+}
+
+Test(url_public, cluster)
+{
+    redq_url_info u;
+    char err[ERRLEN];
+
+    cr_assert_eq(redq_url_parse("redis+cluster://:pw@n1:7000,[::1]:7001,n3",
+                                &u, err, sizeof err),
+                 0, "%s", err);
+    cr_assert_eq(u.kind, REDQ_URL_CLUSTER);
+    cr_assert_str_eq(u.host, "n1");
+    cr_assert_eq(u.port, 7000);
+    cr_assert_eq(u.db, 0);
+    cr_assert_eq(u.nnodes, 3);
+    cr_assert_str_eq(u.nodes[0].host, "n1");
+    cr_assert_eq(u.nodes[0].port, 7000);
+    cr_assert_str_eq(u.nodes[1].host, "::1");
+    cr_assert_eq(u.nodes[1].port, 7001);
+    cr_assert_str_eq(u.nodes[2].host, "n3");
+    cr_assert_eq(u.nodes[2].port, 6379);
+    cr_assert_str_eq(u.password, "pw");
+    cr_assert_eq(u.nsentinels, 0);
+    cr_assert_null(u.sentinels);
+    redq_url_info_free(&u);
+    cr_assert_eq(u.nnodes, 0);
+    cr_assert_null(u.nodes);
+    cr_assert_null(u.host);
+
+    memset(&u, 0xA5, sizeof u);
+    cr_assert_eq(redq_url_parse("redis+cluster://n1/2", &u, err, sizeof err),
+                 REDQ_EINVAL);
+    cr_assert_null(u.nodes, "*out not zeroed");
+    cr_assert_eq(u.nnodes, 0);
 }

@@ -169,6 +169,7 @@ int side_resolve(const char *url, int timeout_ms, side_addr *out, char *err,
     }
     out->db = u.db;
     switch (u.kind) {
+    case REDQ_URL_CLUSTER: /* the first seed, until tools route by slot */
     case REDQ_URL_TCP:
         if (copy(out->host, sizeof out->host, u.host) < 0) {
             snprintf(err, errlen, "the URL's host is too long");
