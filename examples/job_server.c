@@ -454,8 +454,16 @@ static void on_consumer_closed(void *user)
      * another instance does the job again). Every message must be finished
      * once, or its memory leaks. */
     while (srv->jobs) {
-        fprintf(stderr, "job_server: releasing a job the grace period cut short\n");
-        job_finish(srv->jobs);
+        job *j = srv->jobs;
+        /* Any finishing call would do (each returns REDQ_ECLOSED now and
+         * sends nothing); nack says what happened: the job was not done. */
+        int rc;
+        fprintf(stderr, "job_server: released %s attempt %d unfinished\n",
+                redq_msg_id(j->msg), redq_msg_attempt(j->msg));
+        rc = redq_nack(j->msg, "job_server: shut down before the job was done");
+        if (rc != REDQ_ECLOSED)
+            fprintf(stderr, "job_server: release: %s\n", redq_err_name(rc));
+        job_unlink(j);
     }
     maybe_done(srv);
 }
