@@ -452,7 +452,9 @@ static void on_consumer_closed(void *user)
      * timed out, a worker may still have one: finishing it now returns
      * REDQ_ECLOSED and only frees it (redq gave it back to the queue, so
      * another instance does the job again). Every message must be finished
-     * once, or its memory leaks. */
+     * once, or its memory leaks. Here the work is only a timer, which
+     * job_unlink() cancels; real work (a thread, a child process) must be
+     * cancelled or waited for before its message is released. */
     while (srv->jobs) {
         job *j = srv->jobs;
         /* Any finishing call would do (each returns REDQ_ECLOSED now and
@@ -482,7 +484,7 @@ static void on_stopped(redq_consumer *c, int status, void *user)
     server *srv = user;
 
     (void)c;
-    /* 0: every job was finished and Redis confirmed the acks. 
+    /* 0: every job was finished and Redis confirmed the acks.
      * REDQ_ETIMEDOUT: the grace period ran out with jobs in the workers;
      * redq gave them back to the queue (the next instance runs them). */
     if (status < 0)
