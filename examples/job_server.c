@@ -34,7 +34,6 @@
  * evhttp's and the work timers never run concurrently, so no locks.
  */
 #include "redq.h"
-#include "job_server_stubs.h" /* TEMPORARY: until ids and lifecycle land */
 
 #include <errno.h>
 #include <getopt.h>
