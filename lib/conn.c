@@ -62,6 +62,9 @@ typedef struct pending {
     void *arg;
     uint64_t deadline_us;
     unsigned flags; /* P_* */
+    uint64_t end_off; /* c->appended once the command was in the output
+                         buffer: it has left us when c->appended minus
+                         the buffer's length reaches this */
 } pending;
 
 /* Handshake failures that are a passing server state, each warned about
@@ -125,6 +128,8 @@ struct redq__conn {
     uint32_t rng;
     uint64_t activity_us; /* last time bytes came in (see on_reply) */
     long outq_seen;       /* kernel send queue at the last deadline, -1 */
+    uint64_t appended;    /* bytes of commands put in this context's output
+                             buffer (see mark_appended) */
 
     /* Lazy script loading (redq__conn_send_script). */
     uint32_t scripts_loaded;  /* bit i: SCRIPT LOAD of script i was sent on
@@ -207,7 +212,7 @@ static int ring_push(redq__conn *c, redq__reply_cb cb, void *arg,
         c->ring_head = 0;
     }
     c->ring[(c->ring_head + c->ring_len) % c->ring_cap] =
-        (pending){cb, arg, deadline, flags};
+        (pending){cb, arg, deadline, flags, 0};
     c->ring_len++;
     return 0;
 }
@@ -280,6 +285,42 @@ static void conn_activity(redq__conn *c, uint64_t now)
     dl = now + (uint64_t)c->command_timeout_ms * 1000u;
     if (c->ring[c->ring_head].deadline_us < dl)
         c->ring[c->ring_head].deadline_us = dl;
+}
+
+/*
+ * A command was just put in the output buffer, which held `before` bytes:
+ * count it and remember where it ends, so that activity on the way out
+ * extends the oldest command's deadline only while that command itself is
+ * still leaving. (Bytes of later commands moving say nothing about a reply
+ * the server owes: a blocked command behind which others keep being written
+ * must still time out.) Appends never write at once (the adapter writes
+ * from the loop), so the difference is exactly this command.
+ */
+static void mark_appended(redq__conn *c, size_t before)
+{
+    size_t now;
+    if (c->ac == NULL || c->ring_len == 0)
+        return;
+    now = sdslen(c->ac->c.obuf);
+    if (now > before)
+        c->appended += now - before;
+    c->ring[(c->ring_head + c->ring_len - 1) % c->ring_cap].end_off =
+        c->appended;
+}
+
+/* Bytes of the oldest command that are not yet out of the output buffer
+ * (0: written whole), minus `beyond` more that sit in the kernel. Unknown
+ * bytes in the buffer (commands without a reply slot) make it larger, never
+ * smaller: at worst a deadline is extended as before. */
+static int head_leaving(const redq__conn *c, uint64_t beyond)
+{
+    uint64_t buffered, gone;
+    if (c->ring_len == 0 || c->ac == NULL)
+        return 0;
+    buffered = sdslen(c->ac->c.obuf);
+    gone = c->appended > buffered ? c->appended - buffered : 0;
+    gone = gone > beyond ? gone - beyond : 0;
+    return c->ring[c->ring_head].end_off > gone;
 }
 
 static void arm_cmd_timer(redq__conn *c)
@@ -385,7 +426,8 @@ static void io_write_cb(evutil_socket_t fd, short what, void *arg)
     /* Armed after a partial write (or for the connect): writable again
      * means the peer took what was sent, so a long command is still
      * moving. */
-    if (c != NULL && (io->ac->c.flags & REDIS_CONNECTED))
+    if (c != NULL && (io->ac->c.flags & REDIS_CONNECTED) &&
+        head_leaving(c, 0))
         conn_activity(c, redq__now_us());
     write_nosigpipe(io->ac);
 }
@@ -897,10 +939,14 @@ static int hs_send_arg(redq__conn *c, redq__reply_cb cb, void *arg, int argc,
     uint64_t dl = redq__now_us() + (uint64_t)c->command_timeout_ms * 1000u;
     if (ring_push(c, cb, arg, dl, P_PLAIN) != 0)
         return REDQ_ENOMEM;
-    if (redisAsyncCommandArgv(c->ac, on_reply, NULL, argc, argv, NULL) !=
-        REDIS_OK) {
-        ring_unpush(c);
-        return REDQ_EDISCONNECTED;
+    {
+        size_t before_ = c->ac != NULL ? sdslen(c->ac->c.obuf) : 0;
+        if (redisAsyncCommandArgv(c->ac, on_reply, NULL, argc, argv, NULL) !=
+            REDIS_OK) {
+            ring_unpush(c);
+            return REDQ_EDISCONNECTED;
+        }
+        mark_appended(c, before_);
     }
     c->handshake_left++;
     arm_cmd_timer(c);
@@ -1037,6 +1083,7 @@ static void connect_now(redq__conn *c)
 
     c->state = ST_CONNECTING;
     c->outq_seen = -1;
+    c->appended = 0; /* a new context, a new output buffer */
     if (c->is_unix)
         ac = redisAsyncConnectUnix(c->path);
     else
@@ -1645,7 +1692,8 @@ static int send_queue_moving(redq__conn *c)
 {
 #if defined(SIOCOUTQ)
     int n = 0;
-    if (c->ac != NULL && ioctl(c->ac->c.fd, SIOCOUTQ, &n) == 0 && n > 0) {
+    if (c->ac != NULL && ioctl(c->ac->c.fd, SIOCOUTQ, &n) == 0 && n > 0 &&
+        head_leaving(c, (uint64_t)n)) {
         int moved = c->outq_seen < 0 || (long)n < c->outq_seen;
         c->outq_seen = n;
         return moved;
@@ -1795,10 +1843,14 @@ int redq__conn_send(redq__conn *c, const char *cmd, size_t len,
     int rc = send_common(c, extra_timeout_ms, cb, arg);
     if (rc != 0)
         return rc;
-    if (redisAsyncFormattedCommand(c->ac, on_reply, NULL, cmd, len) !=
-        REDIS_OK) {
-        ring_unpush(c);
-        return REDQ_EDISCONNECTED;
+    {
+        size_t before_ = c->ac != NULL ? sdslen(c->ac->c.obuf) : 0;
+        if (redisAsyncFormattedCommand(c->ac, on_reply, NULL, cmd, len) !=
+            REDIS_OK) {
+            ring_unpush(c);
+            return REDQ_EDISCONNECTED;
+        }
+        mark_appended(c, before_);
     }
     arm_cmd_timer(c);
     return 0;
@@ -1835,14 +1887,19 @@ int redq__conn_sendiov(redq__conn *c, const redq__iov *iov, size_t n,
         return REDQ_ENOMEM;
     }
     c->ac->c.obuf = ob;
-    if (redisAsyncFormattedCommand(c->ac, on_reply, NULL, iov[0].base,
-                                   iov[0].len) != REDIS_OK) {
-        ring_unpush(c);
-        return REDQ_EDISCONNECTED;
+    {
+        size_t before_ = c->ac != NULL ? sdslen(c->ac->c.obuf) : 0;
+        if (redisAsyncFormattedCommand(c->ac, on_reply, NULL, iov[0].base,
+                                       iov[0].len) != REDIS_OK) {
+            ring_unpush(c);
+            return REDQ_EDISCONNECTED;
+        }
+        for (i = 1; i < n; i++)
+            if (iov[i].len > 0)
+                c->ac->c.obuf =
+                    sdscatlen(c->ac->c.obuf, iov[i].base, iov[i].len);
+        mark_appended(c, before_);
     }
-    for (i = 1; i < n; i++)
-        if (iov[i].len > 0)
-            c->ac->c.obuf = sdscatlen(c->ac->c.obuf, iov[i].base, iov[i].len);
     arm_cmd_timer(c);
     return 0;
 }
@@ -1854,10 +1911,14 @@ int redq__conn_sendv(redq__conn *c, int argc, const char **argv,
     int rc = send_common(c, extra_timeout_ms, cb, arg);
     if (rc != 0)
         return rc;
-    if (redisAsyncCommandArgv(c->ac, on_reply, NULL, argc, argv, argvlen) !=
-        REDIS_OK) {
-        ring_unpush(c);
-        return REDQ_EDISCONNECTED;
+    {
+        size_t before_ = c->ac != NULL ? sdslen(c->ac->c.obuf) : 0;
+        if (redisAsyncCommandArgv(c->ac, on_reply, NULL, argc, argv, argvlen) !=
+            REDIS_OK) {
+            ring_unpush(c);
+            return REDQ_EDISCONNECTED;
+        }
+        mark_appended(c, before_);
     }
     arm_cmd_timer(c);
     return 0;
@@ -1894,10 +1955,14 @@ int redq__conn_send_script(redq__conn *c, int script, const char *cmd,
         return rc;
     {
         const char *argv[] = {"SCRIPT", "LOAD", redq__script_source(script)};
-        if (redisAsyncCommandArgv(c->ac, on_reply, NULL, 3, argv, NULL) !=
-            REDIS_OK) {
-            ring_unpush(c);
-            return REDQ_EDISCONNECTED;
+        {
+            size_t before_ = c->ac != NULL ? sdslen(c->ac->c.obuf) : 0;
+            if (redisAsyncCommandArgv(c->ac, on_reply, NULL, 3, argv, NULL) !=
+                REDIS_OK) {
+                ring_unpush(c);
+                return REDQ_EDISCONNECTED;
+            }
+            mark_appended(c, before_);
         }
     }
     /* Set now, not on the reply: the next use in this same iteration rides
@@ -1912,11 +1977,15 @@ int redq__conn_send_script(redq__conn *c, int script, const char *cmd,
         arm_cmd_timer(c); /* the load alone is in flight; harmless */
         return rc;
     }
-    if (redisAsyncFormattedCommand(c->ac, on_reply, NULL, cmd, len) !=
-        REDIS_OK) {
-        ring_unpush(c);
-        arm_cmd_timer(c);
-        return REDQ_EDISCONNECTED;
+    {
+        size_t before_ = c->ac != NULL ? sdslen(c->ac->c.obuf) : 0;
+        if (redisAsyncFormattedCommand(c->ac, on_reply, NULL, cmd, len) !=
+            REDIS_OK) {
+            ring_unpush(c);
+            arm_cmd_timer(c);
+            return REDQ_EDISCONNECTED;
+        }
+        mark_appended(c, before_);
     }
     arm_cmd_timer(c);
     return 0;

@@ -808,6 +808,39 @@ Test(conn_layer, silent_connection_is_cut)
               "cut after %llu us", (unsigned long long)took);
 }
 
+/* The silence that counts is the oldest command's: a blocked command whose
+ * reply never comes is cut even while later commands keep being written out
+ * behind it (their bytes moving says nothing about the reply it waits for).
+ * Before, each drained write of the command behind moved the blocked one's
+ * deadline, so a stream of writes kept a dead command alive without end. */
+Test(conn_layer, bytes_of_later_commands_do_not_extend_a_silent_one)
+{
+    tc_opts o = {.command_timeout_ms = 300};
+    tc *t = tc_open(relay_start(), &o);
+    tc_wait_up(t, 3000);
+    atomic_store(&relay_c2s, 20000); /* 2 MB/s: BIG takes ~2 s to leave */
+    rep blocked = {0}, behind = {0};
+    const char *bargv[] = {"BLPOP", "never:filled", "0"};
+    cr_assert_eq(redq__conn_sendv(t->c, 3, bargv, NULL, 0, rep_cb, &blocked),
+                 0);
+    char *v = malloc(BIG);
+    cr_assert_not_null(v);
+    memset(v, 'b', BIG);
+    const char *argv[] = {"SET", "behind", v};
+    size_t lens[] = {3, 6, BIG};
+    uint64_t t0 = fx_now_us();
+    cr_assert_eq(redq__conn_sendv(t->c, 3, argv, lens, 0, rep_cb, &behind), 0);
+    free(v);
+    cr_assert(fx_run_until(cond_down, t, 5000), "not cut within 5 s");
+    uint64_t took = fx_now_us() - t0;
+    cr_assert_eq(t->last_down_code, REDQ_ETIMEDOUT, "log:%s", tc_logs(t));
+    cr_assert_eq(blocked.type, -1, "the BLPOP got a reply");
+    /* BIG at 2 MB/s is ~2 s of flowing bytes: the cut comes long before. */
+    cr_assert(took >= 300000u - fx_clock_slack_us() && took < 1200000u,
+              "cut after %llu us (the writes behind kept it alive)",
+              (unsigned long long)took);
+}
+
 /* ========================================================================= */
 /* A fake server: hostile or silent bytes                                     */
 /* ========================================================================= */
