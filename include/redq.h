@@ -167,8 +167,15 @@ typedef struct redq_report {
                               redq_produce() accepted it, the same one a
                               consumer's redq_msg_id() shows on a frames
                               queue (REDQ_FORMAT_FRAMES) and for delayed
-                              messages. Every report has one, failed or not
-                              (added in 0.9) */
+                              messages. Every report has one, failed or not.
+                              NOTE: on a plain queue (the default) the
+                              consumer never sees this id: a plain ready
+                              list holds payloads only, so the consumer
+                              makes its own at the first delivery. To hand
+                              an id to a client and find it again on the
+                              consumer side, make the queue a frames queue
+                              once, before producing (redq_admin_set_format,
+                              `redq format QUEUE frames`) (added in 0.9) */
 } redq_report;
 
 /** A queue's format: what its ready list holds (redq_admin_set_format()).
@@ -810,7 +817,10 @@ REDQ_API int redq_consumer_new(redq_consumer **out, struct event_base *base,
  *   redq_consumer_close() the finishing calls (and redq_msg_extend()) return
  *   REDQ_ECLOSED and only release the message's memory, which outlives the
  *   consumer until then; the close callback does not wait for them. A
- *   message never finished is the caller's leak (its pop's memory).
+ *   message never finished is the caller's leak (its pop's memory). redq
+ *   keeps no list of them for the caller: an embedder whose handlers may
+ *   still hold messages at close keeps its own (as examples/job_server.c
+ *   does) and finishes each, e.g. with redq_nack(), after the close.
  * redq_report (the producer's report) and every pointer in it: valid until
  *   the report callback returns.
  * Everything handed to other callbacks (queue infos, dead letters, stats
