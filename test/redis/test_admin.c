@@ -713,8 +713,10 @@ Test(admin, close_fails_calls_not_answered_then_calls_close_last)
 typedef struct ctrack {
     redq_consumer *c;
     size_t got, per_q[4];
-    int hold; /* 1: never ack */
+    int hold; /* 1: never ack (until after the close: they outlive it) */
     int stopped, closed;
+    redq_message *held[256];
+    size_t nheld;
 } ctrack;
 
 static void on_cmsg(redq_consumer *c, redq_message *m, void *user)
@@ -728,6 +730,10 @@ static void on_cmsg(redq_consumer *c, redq_message *m, void *user)
         t->per_q[0]++;
     if (!t->hold)
         redq_ack(m);
+    else if (t->nheld < sizeof t->held / sizeof t->held[0])
+        t->held[t->nheld++] = m;
+    else
+        cr_assert_fail("more held messages than the test can track");
 }
 
 static void on_cclosed(void *u)
@@ -775,6 +781,11 @@ static void consumer_close(ctrack *t)
 {
     cr_assert(redq_consumer_close(t->c, on_cclosed, t) == 0);
     cr_assert(fx_run_until(cond_cclosed, t, 5000));
+    /* Held messages outlive the consumer: finishing them now only releases
+     * them (redq.h, "Lifetimes"). */
+    for (size_t i = 0; i < t->nheld; i++)
+        cr_expect_eq(redq_nack(t->held[i], NULL), REDQ_ECLOSED);
+    t->nheld = 0;
 }
 
 static void pause_resume_with_running_consumer(int mode)

@@ -215,8 +215,10 @@ static const script_call calls[] = {
      {"", "due", "delayed", "dead", "consumers", "meta", "hb:h1", "proc:h1",
       "fproc:h1"},
      {"h1"}},
-    {REDQ__SCRIPT_PEEK, {"due", ""}, {"10"}},
+    {REDQ__SCRIPT_PEEK, {"due", "", "meta"}, {"10"}},
     {REDQ__SCRIPT_PURGE, {"dead"}, {NULL}},
+    {REDQ__SCRIPT_SETFORMAT, {"", "meta"}, {"frames"}},
+    {REDQ__SCRIPT_PUSH, {"", "meta"}, {"RQ1 id=p-1 ts=1\nm6"}},
 };
 
 static void run_scripts(redq__cluster *cl, const char *q)
