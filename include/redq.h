@@ -665,6 +665,26 @@ REDQ_API int redq_produce_owned(redq_producer *p, const char *queue,
                                 redq_free_cb free_cb, void *free_user,
                                 void *opaque);
 
+/**
+ * Produce a message with a key: on a partitioned queue (docs/DESIGN.md,
+ * "Partitioned queues"; a producer on a redis+cluster:// URL) it goes to
+ * partition (key's CRC16 slot, hash tags honoured) % P, P the queue's
+ * active partition count, so messages of one key keep their produce order
+ * among themselves while P does not change (raising or lowering P moves
+ * keys to other partitions: order per key then holds only from the change
+ * on). A queue's P is learnt at its first use; keyed messages produced
+ * before that answer wait in the producer (counted in the window). On a
+ * producer for one server the queue has one partition: the same as
+ * redq_produce(). key may be NULL only when keylen is 0. Unkeyed messages
+ * (redq_produce) are spread "sticky by batch": one partition takes them
+ * until its batch is sealed, then the next.
+ *
+ * Same return values as redq_produce().
+ */
+REDQ_API int redq_produce_key(redq_producer *p, const char *queue,
+                              const void *key, size_t keylen,
+                              const void *payload, size_t len, void *opaque);
+
 /** Called when a redq_producer_flush() ends. status is 0 when every
  *  message accepted before the call has had its report; REDQ_ETIMEDOUT when
  *  the flush's own deadline passed first (those messages stay pending and

@@ -883,6 +883,69 @@ redq__conn *redq__cluster_pin_conn(const redq__cluster_pin *p);
 /** Free the pin and its connection (redq__conn_free rules). NULL is fine. */
 void redq__cluster_pin_free(redq__cluster_pin *p);
 
+/* ---- partitioned and cluster producers (lib/pproducer.c) -------------- */
+
+/*
+ * A producer on a redis+cluster:// URL is an outer face (the public
+ * redq_producer: window, counters, callbacks, id) over one router and
+ * inner ordinary producers, one per partition in use, each on a
+ * connection pinned to its partition's slot (docs/DESIGN.md,
+ * "Partitioned queues").
+ */
+typedef struct redq__pprod redq__pprod;
+
+enum { REDQ__PP_COPY, REDQ__PP_OWNED, REDQ__PP_DELAYED, REDQ__PP_KEYED };
+
+/** Make the partitioned side of `outer` (whose fields set_fields filled):
+ *  a router for url (copied) and nothing else until the first produce.
+ *  Returns 0, or a REDQ_E* (nothing left behind). */
+int redq__pp_new(redq__pprod **out, redq_producer *outer,
+                 struct event_base *base, const redq__options *opts,
+                 const redq__url *url, const redq__logger *log);
+/** A message the outer producer accepted (its checks passed): put it in a
+ *  partition's inner producer (kind REDQ__PP_*; key only for KEYED).
+ *  Returns 0 (the outer's counters and window then hold it) or the inner's
+ *  error (not accepted). */
+int redq__pp_produce(redq__pprod *pp, int kind, const char *q, size_t qlen,
+                     const void *key, size_t keylen, void *payload,
+                     size_t len, redq_free_cb free_cb, void *free_user,
+                     long long delay_ms, void *opaque);
+/** redq_producer_flush / _close of the outer (close: outer->closing is
+ *  set; the outer is freed before cb runs). */
+int redq__pp_flush(redq__pprod *pp, int timeout_ms, redq_flush_cb cb,
+                   void *user);
+int redq__pp_close(redq__pprod *pp, redq_close_cb cb, void *user);
+/** Add the inners' batch and connection counters into *st, and set
+ *  inflight_batches, connected (the router has a map and every inner is
+ *  connected) and throttled from them. */
+void redq__pp_stats(const redq__pprod *pp, redq_producer_stats *st);
+
+/* lib/producer.c's side of it. */
+/** An inner producer of `outer` (opts: its own options, report to the
+ *  outer's forwarder) on a connection pinned to `slot` of cl, or (cl NULL)
+ *  an ordinary connection to url. Its ids are numbered from the outer's
+ *  counter; it takes partition names, never touches the registry. */
+int redq__producer_new_inner(redq_producer **out, redq_producer *outer,
+                             const redq__options *opts, const redq__url *url,
+                             redq__cluster *cl, unsigned slot);
+/** Messages in p's open batch for queue q (0: none open). */
+size_t redq__producer_open_count(redq_producer *p, const char *q,
+                                 size_t qlen);
+/** The outer accepted a message of len bytes / one of its messages has
+ *  its report r (counted, then the caller's on_report with the outer, then
+ *  on_ready if owed). */
+void redq__producer_outer_accepted(redq_producer *p, size_t len);
+void redq__producer_outer_report(redq_producer *p, const redq_report *r);
+/** redq_produce's checks (window included) on p; 0 or the error. */
+int redq__producer_check(redq_producer *p, const char *queue,
+                         const void *payload, size_t len, size_t *qlen);
+/** The counter the outer numbers its ids from (the next message's). */
+uint64_t *redq__producer_seq(redq_producer *p);
+/** The outer's partitioned side, NULL for an ordinary producer. */
+redq__pprod *redq__producer_pp(const redq_producer *p);
+/** Free the outer face (after redq__pp_close's work). */
+void redq__producer_outer_free(redq_producer *p);
+
 /* ---- admin helpers (lib/prom.c) ---------------------------------------- */
 
 /** Escape len bytes at s as a Prometheus label value (text format 0.0.4):

@@ -188,3 +188,179 @@ Test(pcluster, pinned_connection_follows_moved_by_itself)
     redq__cluster_free(cl);
     redq__url_free(&url);
 }
+
+/* ---- the producer on a cluster, partitioned queue ---------------------- */
+
+typedef struct prec {
+    size_t reports, ok, bad_queue, bad_id;
+    char lastq[64];
+    redq_producer *outer;
+    int wrong_handle;
+    unsigned char *seen; /* by opaque index */
+    int closed, flushed, flush_status;
+} prec;
+
+static void on_report(redq_producer *p, const redq_report *r, void *user)
+{
+    prec *pr = user;
+    size_t i = (size_t)(uintptr_t)r->opaque;
+    pr->reports++;
+    if (p != pr->outer)
+        pr->wrong_handle = 1;
+    if (r->status == 0)
+        pr->ok++;
+    if (strcmp(r->queue, "pq") != 0)
+        pr->bad_queue++;
+    if (r->id == NULL || strncmp(r->id, redq_producer_id(p), 16) != 0)
+        pr->bad_id++;
+    pr->seen[i]++;
+}
+
+static void on_flushed(redq_producer *p, int status, void *user)
+{
+    prec *pr = user;
+    (void)p;
+    pr->flushed = 1;
+    pr->flush_status = status;
+}
+
+static void on_closed(void *user)
+{
+    ((prec *)user)->closed = 1;
+}
+
+static bool is_flushed(void *arg)
+{
+    return ((prec *)arg)->flushed;
+}
+
+static bool is_closed(void *arg)
+{
+    return ((prec *)arg)->closed;
+}
+
+static int map_owner(const void *arg, unsigned slot, char *buf, size_t len)
+{
+    int m = fxc_master_of_slot(slot);
+    (void)arg;
+    snprintf(buf, len, "%d", m);
+    return m < 0;
+}
+
+/* Make queue "pq" partitioned (P of `total` made) as the admin call will:
+ * the meta fields, written on the master of pq's slot. */
+static void set_partitions(redq__parts *pt, unsigned active, unsigned total)
+{
+    char tags[REDQ__MAX_PARTITIONS * REDQ__PTAG_MAX];
+    char *meta = redq__key("pq", 2, "meta");
+    redisReply *r;
+    int m = fxc_master_of_slot(redq__key_slot(meta, strlen(meta)));
+    cr_assert_eq(redq__parts_grow(pt, "pq", 2, total, map_owner, NULL), 0);
+    redq__parts_tags_string(pt, tags);
+    r = fxc_cmd(m, "HSET %s partitions %u ptags %s", meta, active, tags);
+    cr_assert_not_null(r);
+    freeReplyObject(r);
+    pt->active = active;
+    free(meta);
+}
+
+static long long llen_of(const char *key)
+{
+    int m = fxc_master_of_slot(redq__key_slot(key, strlen(key)));
+    redisReply *r = fxc_cmd(m, "LLEN %s", key);
+    long long n = r->integer;
+    freeReplyObject(r);
+    return n;
+}
+
+Test(pcluster, partitioned_spread_keyed_order_reports)
+{
+    enum { N = 3000, KEYS = 7 };
+    redq__parts pt;
+    prec pr = {0};
+    redq_producer_options o;
+    redq_producer *p;
+    size_t i;
+    unsigned k;
+    char pay[64];
+    long long total = 0, per[3];
+
+    redq__parts_init(&pt);
+    set_partitions(&pt, 3, 3);
+    pr.seen = calloc(N, 1);
+    redq_producer_options_init(&o);
+    o.url = fxc_url();
+    o.on_report = on_report;
+    o.on_report_user = &pr;
+    o.batch_max_msgs = 50;
+    cr_assert_eq(redq_producer_new(&p, fx_base(), &o), 0);
+    pr.outer = p;
+    /* Keyed first: they wait for discovery, then go by key. */
+    for (i = 0; i < N; i++) {
+        int rc;
+        if (i % 2 == 0) {
+            char key[8];
+            snprintf(key, sizeof key, "k%zu", i % KEYS);
+            snprintf(pay, sizeof pay, "%s:%zu", key, i);
+            rc = redq_produce_key(p, "pq", key, strlen(key), pay, strlen(pay),
+                                  (void *)(uintptr_t)i);
+        } else {
+            snprintf(pay, sizeof pay, "u:%zu", i);
+            rc = redq_produce(p, "pq", pay, strlen(pay),
+                              (void *)(uintptr_t)i);
+        }
+        cr_assert_eq(rc, 0, "%zu: %s", i, redq_strerror(rc));
+        if (i % 200 == 199)
+            fx_run_for(5); /* let batches go between bursts */
+    }
+    cr_assert_eq(redq_producer_flush(p, 20000, on_flushed, &pr), 0);
+    cr_assert(fx_run_until(is_flushed, &pr, 30000), "flush never ended");
+    cr_assert_eq(pr.flush_status, 0);
+    cr_assert_eq(pr.reports, N);
+    cr_assert_eq(pr.ok, N);
+    cr_assert_eq(pr.bad_queue, 0, "reports must carry the logical queue");
+    cr_assert_eq(pr.bad_id, 0);
+    cr_assert_eq(pr.wrong_handle, 0);
+    for (i = 0; i < N; i++)
+        cr_assert_eq(pr.seen[i], 1, "message %zu reported %u times", i,
+                     pr.seen[i]);
+    {
+        redq_producer_stats st;
+        redq_producer_get_stats(p, &st);
+        cr_assert_eq(st.produced, N);
+        cr_assert_eq(st.stored, N);
+        cr_assert_eq(st.pending_msgs, 0);
+    }
+    /* Every message in exactly one partition; spread over all three; each
+     * key's messages in one partition, in order. */
+    for (k = 0; k < 3; k++) {
+        char *name = redq__partition_name("pq", 2, pt.tag[k], k);
+        int m = fxc_master_of_slot(redq__key_slot(name, strlen(name)));
+        redisReply *r = fxc_cmd(m, "LRANGE %s 0 -1", name);
+        long long last[KEYS];
+        unsigned j;
+        for (j = 0; j < KEYS; j++)
+            last[j] = -1;
+        per[k] = llen_of(name);
+        total += per[k];
+        cr_assert_gt(per[k], N / 10, "partition %u has %lld", k, per[k]);
+        /* LPUSH: the tail is the oldest. */
+        for (j = (unsigned)r->elements; j-- > 0;) {
+            const char *v = r->element[j]->str;
+            if (v[0] == 'k') {
+                unsigned key = (unsigned)atoi(v + 1);
+                long long idx = atoll(strchr(v, ':') + 1);
+                cr_assert_gt(idx, last[key], "key k%u out of order", key);
+                last[key] = idx;
+            }
+        }
+        freeReplyObject(r);
+        r = fxc_cmd(m, "DEL %s", name);
+        freeReplyObject(r);
+        free(name);
+    }
+    cr_assert_eq(total, N);
+    cr_assert_eq(redq_producer_close(p, on_closed, &pr), 0);
+    cr_assert(fx_run_until(is_closed, &pr, 10000));
+    free(pr.seen);
+}
