@@ -353,6 +353,13 @@ typedef struct redq_producer_options {
      *  REDQ_EAUTH (a sentinel refused the credentials), REDQ_ECONNECT (no
      *  sentinel answered), given to the log callback; the connection
      *  keeps retrying with its backoff.
+     *    redis+cluster://[[user]:password@]host[:port][,host[:port]..]
+     *  A Redis Cluster: any seed that answers gives the slot map. A
+     *  producer then keeps one connection per partition in use, pinned to
+     *  its slot's master (following MOVED, failovers), and spreads each
+     *  queue over its partitions (docs/DESIGN.md, "Partitioned queues";
+     *  redq_produce_key). Consumers and admin: the first seed only, for
+     *  now.
      *  user, password and path may be %XX-encoded. host may be a name
      *  (resolved without blocking), an IPv4 address or [IPv6]. */
     const char *url;
