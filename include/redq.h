@@ -360,6 +360,13 @@ typedef struct redq_producer_options {
      *  REDQ_EAUTH (a sentinel refused the credentials), REDQ_ECONNECT (no
      *  sentinel answered), given to the log callback; the connection
      *  keeps retrying with its backoff.
+     *    redis+cluster://[[user]:password@]host[:port][,host[:port]..]
+     *  A Redis Cluster: any seed that answers gives the slot map. A
+     *  producer then keeps one connection per partition in use, pinned to
+     *  its slot's master (following MOVED, failovers), and spreads each
+     *  queue over its partitions (docs/DESIGN.md, "Partitioned queues";
+     *  redq_produce_key). Consumers and admin: the first seed only, for
+     *  now.
      *  user, password and path may be %XX-encoded. host may be a name
      *  (resolved without blocking), an IPv4 address or [IPv6]. */
     const char *url;
@@ -671,6 +678,26 @@ REDQ_API int redq_produce_owned(redq_producer *p, const char *queue,
                                 void *payload, size_t len,
                                 redq_free_cb free_cb, void *free_user,
                                 void *opaque);
+
+/**
+ * Produce a message with a key: on a partitioned queue (docs/DESIGN.md,
+ * "Partitioned queues"; a producer on a redis+cluster:// URL) it goes to
+ * partition (key's CRC16 slot, hash tags honoured) % P, P the queue's
+ * active partition count, so messages of one key keep their produce order
+ * among themselves while P does not change (raising or lowering P moves
+ * keys to other partitions: order per key then holds only from the change
+ * on). A queue's P is learnt at its first use; keyed messages produced
+ * before that answer wait in the producer (counted in the window). On a
+ * producer for one server the queue has one partition: the same as
+ * redq_produce(). key may be NULL only when keylen is 0. Unkeyed messages
+ * (redq_produce) are spread "sticky by batch": one partition takes them
+ * until its batch is sealed, then the next.
+ *
+ * Same return values as redq_produce().
+ */
+REDQ_API int redq_produce_key(redq_producer *p, const char *queue,
+                              const void *key, size_t keylen,
+                              const void *payload, size_t len, void *opaque);
 
 /** Called when a redq_producer_flush() ends. status is 0 when every
  *  message accepted before the call has had its report; REDQ_ETIMEDOUT when

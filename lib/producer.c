@@ -128,6 +128,17 @@ enum { DEFER_SEND = 1, DEFER_FLUSH_CHECK = 2, DEFER_CLOSE = 4 };
 struct redq_producer {
     struct event_base *base;
     redq__conn *conn;
+    /* A partitioned or cluster producer (lib/pproducer.c): this struct is
+     * then only the public face (window, counters, callbacks, id) and pp
+     * does the rest through inner producers. NULL for an ordinary one. */
+    redq__pprod *pp;
+    /* An inner producer (lib/pproducer.c): its connection is pinned to
+     * its slot (freed with the pin), it touches no key of another slot
+     * (no registry ZADD), takes partition names, and numbers its ids
+     * from the outer producer's counter. */
+    redq__cluster_pin *pin;
+    int inner;
+    uint64_t *idseq; /* the outer's next_seq (inner), else &next_seq */
     redq__logger log;
     redq__scripts scripts; /* redq_produce_delayed() calls one by SHA */
     char lenhdr[32];       /* "$<len>\r\n" of the last message length */
@@ -523,7 +534,8 @@ static void seal(redq_producer *p, batch *b)
     map_remove(p, b);
     /* Once per batch: at most one ZADD a minute per queue, sent ahead of
      * the batch on the same connection. */
-    redq__registry_touch(p->registry, p->conn, b->qname, b->qlen);
+    if (!p->inner)
+        redq__registry_touch(p->registry, p->conn, b->qname, b->qlen);
     put_argc(b);
     b->state = B_SEALED;
     bl_append(&p->fifo, b);
@@ -748,9 +760,13 @@ static void report_batch(redq_producer *p, batch *b, int status,
  * simply be retried on a fresh connection? */
 static int retryable(const char *s)
 {
-    static const char *const words[] = {"NOAUTH",     "LOADING",  "READONLY",
-                                        "MASTERDOWN", "TRYAGAIN", "BUSY",
-                                        "NOSCRIPT"};
+    static const char *const words[] = {
+        "NOAUTH",   "LOADING", "READONLY", "MASTERDOWN", "TRYAGAIN",
+        "BUSY",     "NOSCRIPT",
+        /* A cluster's pinned connection (an inner producer, lib/pproducer.c):
+         * the slot moved (the connection follows it), is migrating, or the
+         * cluster is failing over. */
+        "MOVED",    "ASK",     "CLUSTERDOWN"};
     size_t i;
     for (i = 0; i < sizeof words / sizeof words[0]; i++) {
         size_t n = strlen(words[i]);
@@ -1519,36 +1535,14 @@ static void stats_emit(void *arg)
 
 /* ---- the API ------------------------------------------------------------ */
 
-int redq_producer_new(redq_producer **out, struct event_base *base,
-                      const redq_producer_options *caller_opts)
+/* The fields every producer takes from the options (public, inner and
+ * the outer face of a partitioned one). */
+static void set_fields(redq_producer *p, struct event_base *base,
+                       const redq__options *opts, const redq__logger *lg)
 {
-    redq_producer *p;
-    redq__url url;
-    redq__logger lg;
-    redq__conn_config cfg;
-    redq__options full, *opts = &full; /* the caller's layout, + defaults */
-    int rc;
-
-    if (caller_opts == NULL)
-        return REDQ_EINVAL;
-    rc = redq__options_prepare_producer(caller_opts, &full, &url, &lg);
-    if (rc != 0)
-        return rc;
-    if (out == NULL || base == NULL) {
-        redq__url_free(&url);
-        return redq__new_failed(&full, &lg, REDQ_EINVAL,
-                                "redq_producer_new: %s is NULL",
-                                out == NULL ? "out" : "base");
-    }
-
-    p = calloc(1, sizeof *p);
-    if (p == NULL) {
-        redq__url_free(&url);
-        return redq__new_failed(&full, &lg, REDQ_ENOMEM,
-                                "redq_producer_new: out of memory");
-    }
     p->base = base;
-    p->log = lg;
+    p->log = *lg;
+    p->idseq = &p->next_seq;
     p->on_report = opts->on_report;
     p->report_user = opts->report_user;
     p->on_ready = opts->on_ready;
@@ -1575,16 +1569,31 @@ int redq_producer_new(redq_producer **out, struct event_base *base,
                                        "$%d\r\n%s\r\n",
                                        nl, n, tl, t);
     }
-
     redq__scripts_init(&p->scripts);
     redq__instance_id(p->id, (uintptr_t)p);
     memcpy(p->idbuf, p->id, REDQ__INSTANCE_ID_LEN);
     p->idbuf[REDQ__INSTANCE_ID_LEN] = '-';
-    redq__conn_config_init(&cfg, opts, &url, &p->log);
+}
+
+/* Make p's connection (pinned to `slot` of cl when cl is given), events,
+ * registry and stats. 0, or a REDQ_E* with everything made freed. */
+static int make_parts(redq_producer *p, const redq__options *opts,
+                      const redq__url *url, redq__cluster *cl, unsigned slot)
+{
+    redq__conn_config cfg;
+    int rc;
+    redq__conn_config_init(&cfg, opts, url, &p->log);
     cfg.load_scripts = 0; /* the delay script loads on first use */
-    rc = redq__conn_new(&p->conn, base, &cfg, conn_up, conn_down, p);
-    redq__url_free(&url);
+    if (cl != NULL) {
+        rc = redq__cluster_pin_new(&p->pin, cl, slot, &cfg, conn_up,
+                                   conn_down, p);
+        if (rc == 0)
+            p->conn = redq__cluster_pin_conn(p->pin);
+    } else {
+        rc = redq__conn_new(&p->conn, p->base, &cfg, conn_up, conn_down, p);
+    }
     if (rc == 0) {
+        struct event_base *base = p->base;
         p->ev_defer = event_new(base, -1, 0, defer_cb, p);
         p->t_linger = event_new(base, -1, 0, linger_cb, p);
         p->t_sweep = event_new(base, -1, 0, sweep_cb, p);
@@ -1598,7 +1607,10 @@ int redq_producer_new(redq_producer **out, struct event_base *base,
             rc = REDQ_ENOMEM;
     }
     if (rc != 0) {
-        redq__conn_free(p->conn);
+        if (p->pin != NULL)
+            redq__cluster_pin_free(p->pin);
+        else
+            redq__conn_free(p->conn);
         if (p->ev_defer)
             event_free(p->ev_defer);
         if (p->t_linger)
@@ -1612,14 +1624,109 @@ int redq_producer_new(redq_producer **out, struct event_base *base,
         redq__registry_free(p->registry);
         redq__stats_free(&p->stats);
         free(p->buckets);
+        return rc;
+    }
+    redq__conn_start(p->conn);
+    return 0;
+}
+
+int redq_producer_new(redq_producer **out, struct event_base *base,
+                      const redq_producer_options *caller_opts)
+{
+    redq_producer *p;
+    redq__url url;
+    redq__logger lg;
+    redq__options full, *opts = &full; /* the caller's layout, + defaults */
+    int rc;
+
+    if (caller_opts == NULL)
+        return REDQ_EINVAL;
+    rc = redq__options_prepare_producer(caller_opts, &full, &url, &lg);
+    if (rc != 0)
+        return rc;
+    if (out == NULL || base == NULL) {
+        redq__url_free(&url);
+        return redq__new_failed(&full, &lg, REDQ_EINVAL,
+                                "redq_producer_new: %s is NULL",
+                                out == NULL ? "out" : "base");
+    }
+
+    p = calloc(1, sizeof *p);
+    if (p == NULL) {
+        redq__url_free(&url);
+        return redq__new_failed(&full, &lg, REDQ_ENOMEM,
+                                "redq_producer_new: out of memory");
+    }
+    set_fields(p, base, opts, &lg);
+    if (url.is_cluster)
+        /* A cluster: this is the outer face; lib/pproducer.c makes a
+         * router and inner producers pinned to their partitions' slots. */
+        rc = redq__pp_new(&p->pp, p, base, opts, &url, &p->log);
+    else
+        rc = make_parts(p, opts, &url, NULL, 0);
+    redq__url_free(&url);
+    if (rc != 0) {
         free(p);
         return redq__new_failed(&full, &lg, rc,
                                 "redq_producer_new: %s", redq_strerror(rc));
     }
-    redq__conn_start(p->conn);
     *out = p;
     return 0;
 }
+
+int redq__producer_new_inner(redq_producer **out, redq_producer *outer,
+                             const redq__options *opts, const redq__url *url,
+                             redq__cluster *cl, unsigned slot)
+{
+    redq_producer *p = calloc(1, sizeof *p);
+    int rc;
+    if (p == NULL)
+        return REDQ_ENOMEM;
+    set_fields(p, outer->base, opts, &outer->log);
+    p->inner = 1;
+    p->idseq = &outer->next_seq;
+    memcpy(p->id, outer->id, sizeof p->id);
+    memcpy(p->idbuf, outer->id, REDQ__INSTANCE_ID_LEN);
+    rc = make_parts(p, opts, url, cl, slot);
+    if (rc != 0) {
+        free(p);
+        return rc;
+    }
+    *out = p;
+    return 0;
+}
+
+size_t redq__producer_open_count(redq_producer *p, const char *q, size_t qlen)
+{
+    batch *b = p->last;
+    if (b == NULL || b->kind != B_LPUSH || b->qlen != qlen ||
+        memcmp(b->qname, q, qlen) != 0)
+        b = map_find(p, B_LPUSH, q, qlen,
+                     hash_name(q, qlen) ^ (uint32_t)B_LPUSH);
+    return b != NULL ? b->n : 0;
+}
+
+void redq__producer_outer_accepted(redq_producer *p, size_t len)
+{
+    p->pending_msgs++;
+    p->pending_bytes += len;
+    p->st.produced++;
+}
+
+void redq__producer_outer_report(redq_producer *p, const redq_report *r)
+{
+    p->pending_msgs--;
+    p->pending_bytes -= r->len;
+    if (r->status == 0)
+        p->st.stored++;
+    else
+        p->st.failed++;
+    if (p->on_report != NULL)
+        p->on_report(p, r, p->report_user);
+    if (p->want_ready)
+        maybe_ready(p);
+}
+
 
 static uint64_t coarse_now_us(void)
 {
@@ -1689,12 +1796,15 @@ static REDQ__HOT_INLINE int check_produce(redq_producer *p, const char *queue,
     if (REDQ__UNLIKELY(p->closing))
         return REDQ_ECLOSED;
     *qlen = strlen(queue);
-    if (REDQ__UNLIKELY(*qlen == 0 || *qlen > REDQ__MAX_QUEUE_NAME))
+    if (REDQ__UNLIKELY(*qlen == 0 ||
+                       *qlen > REDQ__MAX_QUEUE_NAME +
+                                   (p->inner ? REDQ__PARTITION_NAME_EXTRA : 0)))
         return refuse(p, REDQ_EINVAL, queue, *qlen, len);
     /* A name that is another queue's key would write into that queue's
      * own lists. Checked when the queue differs from the last one's: a
      * one-queue producer pays one memcmp, which the batch lookup repeats. */
-    if (REDQ__UNLIKELY((p->last == NULL || p->last->qlen != *qlen ||
+    if (REDQ__UNLIKELY(!p->inner &&
+                       (p->last == NULL || p->last->qlen != *qlen ||
                         memcmp(p->last->qname, queue, *qlen) != 0) &&
                        redq__key_reserved(queue, *qlen)))
         return refuse(p, REDQ_EINVAL, queue, *qlen, 0);
@@ -1813,7 +1923,7 @@ static REDQ__HOT_INLINE void appended(redq_producer *p, batch *b, const char *w,
     b->msgs[b->n].opaque = opaque;
     b->msgs[b->n].off = (size_t)(data_at - b->buf);
     b->msgs[b->n].len = len;
-    b->msgs[b->n].seq = p->next_seq;
+    b->msgs[b->n].seq = (*p->idseq)++;
     b->len = (size_t)(w - b->buf);
     b->n++;
     b->payload_bytes += len;
@@ -1822,7 +1932,8 @@ static REDQ__HOT_INLINE void appended(redq_producer *p, batch *b, const char *w,
 
     p->pending_msgs++;
     p->pending_bytes += len;
-    p->next_seq++;
+    if (p->idseq != &p->next_seq)
+        p->next_seq++; /* (else already counted as the id's number) */
     p->st.produced++;
     if (!p->sweep_armed)
         arm_sweep(p);
@@ -1850,7 +1961,7 @@ static char *put_frame(redq_producer *p, char **w, const void *payload,
 {
     char id[REDQ__MSG_ID_MAX], hdr[REDQ__READY_HEADER_MAX], *at;
     size_t hl = redq__ready_header(hdr, id,
-                                   redq__msg_id(id, p->id, p->next_seq + 1),
+                                   redq__msg_id(id, p->id, *p->idseq + 1),
                                    redq__wall_ms());
     *(*w)++ = '$';
     *w += put_uint(*w, hl + len);
@@ -1887,6 +1998,9 @@ int redq_produce(redq_producer *p, const char *queue, const void *payload,
 
     if (REDQ__UNLIKELY(rc != 0))
         return rc;
+    if (REDQ__UNLIKELY(p->pp != NULL))
+        return redq__pp_produce(p->pp, REDQ__PP_COPY, queue, qlen, NULL, 0,
+                                (void *)payload, len, NULL, NULL, 0, opaque);
     now = coarse_now_us();
     b = open_batch_for(p, B_LPUSH, queue, qlen, len, now);
     if (REDQ__UNLIKELY(b == NULL ||
@@ -1938,6 +2052,9 @@ int redq_produce_owned(redq_producer *p, const char *queue, void *payload,
 
     if (REDQ__UNLIKELY(rc != 0))
         return rc;
+    if (REDQ__UNLIKELY(p->pp != NULL))
+        return redq__pp_produce(p->pp, REDQ__PP_OWNED, queue, qlen, NULL, 0,
+                                payload, len, free_cb, free_user, 0, opaque);
     now = coarse_now_us();
     b = open_batch_for(p, B_LPUSH, queue, qlen, len, now);
     /* A frames queue's batch is one EVALSHA: its payloads are copied. */
@@ -1989,6 +2106,10 @@ int redq_produce_delayed(redq_producer *p, const char *queue,
     rc = check_produce(p, queue, payload, len, &qlen);
     if (rc != 0)
         return rc;
+    if (p->pp != NULL)
+        return redq__pp_produce(p->pp, REDQ__PP_DELAYED, queue, qlen, NULL, 0,
+                                (void *)payload, len, NULL, NULL, delay_ms,
+                                opaque);
     /* The stored value is the payload plus its metadata: refuse what cannot
      * fit in one Redis value before encoding it (Redis would answer an
      * over-long bulk string by closing the connection, and the resend would
@@ -1998,7 +2119,7 @@ int redq_produce_delayed(redq_producer *p, const char *queue,
     /* The zset needs distinct members: a frame (lib/frame.c) with a
      * unique id, then the payload verbatim. The report shows the payload
      * alone. */
-    redq__msg_id(id, p->id, p->next_seq + 1); /* the report's id */
+    redq__msg_id(id, p->id, *p->idseq + 1); /* the report's id */
     hlen = redq__frame_build(hdr, NULL, 0, id, 0, redq__wall_ms(), NULL, -1,
                              NULL);
     now = coarse_now_us();
@@ -2032,6 +2153,8 @@ int redq_producer_flush(redq_producer *p, int timeout_ms, redq_flush_cb cb,
         return REDQ_EINVAL;
     if (p->closing)
         return REDQ_ECLOSED;
+    if (p->pp != NULL)
+        return redq__pp_flush(p->pp, timeout_ms, cb, user);
     w = malloc(sizeof *w);
     if (w == NULL)
         return REDQ_ENOMEM;
@@ -2073,6 +2196,8 @@ int redq_producer_close(redq_producer *p, redq_close_cb cb, void *user)
     if (p->closing)
         return REDQ_ECLOSED;
     p->closing = 1;
+    if (p->pp != NULL)
+        return redq__pp_close(p->pp, cb, user);
     p->close_cb = cb;
     p->close_user = user;
     defer(p, DEFER_CLOSE);
@@ -2098,7 +2223,10 @@ static void close_now(redq_producer *p)
 
     /* In-flight (now zombie) batches get their NULL replies in here and
      * are recycled by on_batch_reply. */
-    redq__conn_free(p->conn);
+    if (p->pin != NULL)
+        redq__cluster_pin_free(p->pin); /* its connection with it */
+    else
+        redq__conn_free(p->conn);
     p->conn = NULL;
     redq__registry_free(p->registry);
     redq__stats_free(&p->stats);
@@ -2139,10 +2267,33 @@ void redq_producer_get_stats_sized(const redq_producer *p,
     full.inflight_batches = p->inflight;
     full.connected = p->conn != NULL && redq__conn_ready(p->conn);
     full.throttled = p->throttled;
+    if (p->pp != NULL)
+        redq__pp_stats(p->pp, &full); /* the inners' batches, connections */
     /* Only the caller's bytes: an older program's struct is smaller. */
     if (size > sizeof full) {
         memset((char *)st + sizeof full, 0, size - sizeof full);
         size = sizeof full;
     }
     memcpy(st, &full, size);
+}
+
+int redq__producer_check(redq_producer *p, const char *queue,
+                         const void *payload, size_t len, size_t *qlen)
+{
+    return check_produce(p, queue, payload, len, qlen);
+}
+
+redq__pprod *redq__producer_pp(const redq_producer *p)
+{
+    return p->pp;
+}
+
+void redq__producer_outer_free(redq_producer *p)
+{
+    free(p);
+}
+
+uint64_t *redq__producer_seq(redq_producer *p)
+{
+    return &p->next_seq;
 }

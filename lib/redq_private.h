@@ -57,9 +57,11 @@ void redq__log(const redq__logger *lg, int level, int code, const char *fmt,
  *  NOAUTH/WRONGPASS -> REDQ_EAUTH, NOPERM -> REDQ_ENOPERM, ... */
 int redq__err_from_reply(const char *str, size_t len);
 /** Nonzero when an error reply is a passing server state (LOADING, BUSY,
- *  TRYAGAIN, MASTERDOWN): the command did not run, and the same command
- *  later will work. Wait (with a backoff) and resend; never report it as a
- *  failure of the message. -OOM is not included (see lib/error.c). */
+ *  TRYAGAIN, MASTERDOWN) or a cluster redirect (MOVED, ASK, CLUSTERDOWN):
+ *  the command did not run, and the same command later (on a redone
+ *  connection, which follows a pinned slot) will work. Wait (with a
+ *  backoff) and resend; never report it as a failure of the message. -OOM
+ *  is not included (see lib/error.c). */
 int redq__err_is_transient(const char *str, size_t len);
 
 /* What a cluster error reply asks of the client (redq__err_cluster). */
@@ -371,9 +373,92 @@ char *redq__key(const char *q, size_t qlen, const char *suffix);
  *  modulo 16384). */
 unsigned redq__key_slot(const char *key, size_t len);
 /** 1 when queue name `q` is itself one of another queue's keys (its due,
- *  dead, delayed... list: "{jobs}/due", "{orders}:dead"): using it as a
- *  queue would write into that queue's own keys, so it is refused. */
+ *  dead, delayed... list: "{jobs}/due", "{orders}:dead") or has the form
+ *  of another queue's partition ("{12}jobs~3", redq__partition_parse):
+ *  using it as a queue would write into that queue's own keys, so it is
+ *  refused. */
 int redq__key_reserved(const char *q, size_t qlen);
+
+/** Write into out (outlen bytes, NUL-terminated) the shortest decimal
+ *  string whose slot is `slot` (0..16383): a hash tag that puts a key
+ *  there. Returns its length, or -1 (bad slot, out too small). */
+int redq__key_tag_for_slot(unsigned slot, char *out, size_t outlen);
+
+/* ---- partitions (lib/partition.c) ------------------------------------- */
+
+/*
+ * The one definition of a partitioned queue (docs/DESIGN.md, "Partitioned
+ * queues"). Logical queue Q has P partitions (1..REDQ__MAX_PARTITIONS).
+ * Partition 0 is Q itself; partition i >= 1 is the ordinary queue named
+ *   "{" T_i "}" Q "~" i        (T_i a decimal tag: its slot is slot(T_i))
+ * Q's meta hash (redq__key(Q, "meta"), in Q's slot) holds
+ *   partitions   P, the active count (absent = 1)
+ *   ptags        "T_1 T_2 .. T_n", n >= P - 1: every partition ever made;
+ *                those at index >= P are retired (producers no longer push
+ *                to them; consumers keep draining them).
+ * The Lua side names the fields once too: lib/scripts/_partitions.lua.
+ */
+#define REDQ__META_PARTITIONS "partitions"
+#define REDQ__META_PTAGS "ptags"
+#define REDQ__MAX_PARTITIONS 256
+/* A tag is 1..6 decimal digits (every slot has one of at most 6). */
+#define REDQ__PTAG_MAX 8
+/* A partition's name is at most this much longer than its queue's:
+ * "{" 6 digits "}" ... "~" 3 digits. */
+#define REDQ__PARTITION_NAME_EXTRA 12
+
+typedef struct redq__parts {
+    unsigned active; /* P: partitions 0..P-1 take new messages (>= 1) */
+    unsigned total;  /* partitions ever made, retired ones included
+                        (>= active; 1 + the number of tags) */
+    char tag[REDQ__MAX_PARTITIONS][REDQ__PTAG_MAX]; /* tag[i], i >= 1;
+                        tag[0] is "" (partition 0 is Q itself) */
+} redq__parts;
+
+/** Partition i of queue q (qlen bytes) with tag `tag` (ignored for i = 0):
+ *  q itself for i = 0, else "{" tag "}" q "~" i. malloc'd, NUL-terminated;
+ *  NULL when out of memory or i >= REDQ__MAX_PARTITIONS. */
+char *redq__partition_name(const char *q, size_t qlen, const char *tag,
+                           unsigned i);
+/** The partitions of a queue with no partition fields: P = 1. */
+void redq__parts_init(redq__parts *pt);
+/**
+ * Read the meta fields (pval/plen: `partitions`, tags/tlen: `ptags`; a
+ * NULL value is an absent field) into *pt. Whatever is in them, *pt is
+ * usable: a bad `partitions` (not 1..256) reads as 1, a bad tag ends the
+ * list there (the partitions from it on are unknown), and `active` never
+ * exceeds `total`. Returns 0, or REDQ_EPROTOCOL when something was bad.
+ */
+int redq__parts_parse(redq__parts *pt, const char *pval, size_t plen,
+                      const char *tags, size_t tlen);
+/** "T_1 T_2 .. T_n" of *pt into out (room: REDQ__MAX_PARTITIONS *
+ *  REDQ__PTAG_MAX), NUL-terminated; returns its length. */
+size_t redq__parts_tags_string(const redq__parts *pt, char *out);
+
+/* Who masters a slot: "host:port" into buf (len bytes) and 0, or nonzero
+ * when nobody is known (redq__cluster_slot_owner's shape). */
+typedef int (*redq__slot_owner_fn)(const void *arg, unsigned slot, char *buf,
+                                   size_t len);
+/**
+ * Make partitions up to `want` (1..REDQ__MAX_PARTITIONS) exist for queue q:
+ * append tags to *pt until pt->total >= want (it never shrinks; `active`
+ * is not changed). With a slot map (owner non-NULL), each new partition
+ * goes to the master holding the fewest partitions of q so far (partition
+ * 0 in q's slot included; ties: the master met first in slot order), in a
+ * slot of that master no partition of q has: round robin over equal
+ * masters, and a lopsided map still ends up even per master. Without one
+ * (a single server), the slots are spread over the slot space. Two
+ * partitions of one queue never share a slot. Returns 0, REDQ_EINVAL
+ * (want out of range) or REDQ_ENOMEM.
+ */
+int redq__parts_grow(redq__parts *pt, const char *q, size_t qlen,
+                     unsigned want, redq__slot_owner_fn owner,
+                     const void *owner_arg);
+/** If q (qlen bytes) is lexically a partition name "{digits}X~i" (X not
+ *  empty, i in 1..REDQ__MAX_PARTITIONS-1 without leading zeros), return
+ *  i and set *lq / *lqlen to X, the logical queue; else 0. */
+unsigned redq__partition_parse(const char *q, size_t qlen, const char **lq,
+                               size_t *lqlen);
 
 /* ---- frames (lib/frame.c) ---------------------------------------------- */
 
@@ -568,6 +653,13 @@ typedef struct redq__conn_config {
     int (*target)(redq__conn *c, char *host, size_t hostlen, int *port,
                   void *arg);
     void *target_arg;
+    /* Optional (a cluster's pinned connection): called with every error
+     * reply before its callback (arg is target_arg); nonzero means "this
+     * connection's slot moved": once the replies already read have been
+     * delivered, the connection is redone (the target hook then names the
+     * new master). Commands still in flight then get NULL, as on any lost
+     * connection; the owner's "not applied" handling resends them. */
+    int (*redirect)(redq__conn *c, const void *reply, void *arg);
 } redq__conn_config;
 
 /* The connection became ready (handshake done) or stopped being ready.
@@ -790,6 +882,69 @@ int redq__cluster_pin_new(redq__cluster_pin **out, redq__cluster *cl,
 redq__conn *redq__cluster_pin_conn(const redq__cluster_pin *p);
 /** Free the pin and its connection (redq__conn_free rules). NULL is fine. */
 void redq__cluster_pin_free(redq__cluster_pin *p);
+
+/* ---- partitioned and cluster producers (lib/pproducer.c) -------------- */
+
+/*
+ * A producer on a redis+cluster:// URL is an outer face (the public
+ * redq_producer: window, counters, callbacks, id) over one router and
+ * inner ordinary producers, one per partition in use, each on a
+ * connection pinned to its partition's slot (docs/DESIGN.md,
+ * "Partitioned queues").
+ */
+typedef struct redq__pprod redq__pprod;
+
+enum { REDQ__PP_COPY, REDQ__PP_OWNED, REDQ__PP_DELAYED, REDQ__PP_KEYED };
+
+/** Make the partitioned side of `outer` (whose fields set_fields filled):
+ *  a router for url (copied) and nothing else until the first produce.
+ *  Returns 0, or a REDQ_E* (nothing left behind). */
+int redq__pp_new(redq__pprod **out, redq_producer *outer,
+                 struct event_base *base, const redq__options *opts,
+                 const redq__url *url, const redq__logger *log);
+/** A message the outer producer accepted (its checks passed): put it in a
+ *  partition's inner producer (kind REDQ__PP_*; key only for KEYED).
+ *  Returns 0 (the outer's counters and window then hold it) or the inner's
+ *  error (not accepted). */
+int redq__pp_produce(redq__pprod *pp, int kind, const char *q, size_t qlen,
+                     const void *key, size_t keylen, void *payload,
+                     size_t len, redq_free_cb free_cb, void *free_user,
+                     long long delay_ms, void *opaque);
+/** redq_producer_flush / _close of the outer (close: outer->closing is
+ *  set; the outer is freed before cb runs). */
+int redq__pp_flush(redq__pprod *pp, int timeout_ms, redq_flush_cb cb,
+                   void *user);
+int redq__pp_close(redq__pprod *pp, redq_close_cb cb, void *user);
+/** Add the inners' batch and connection counters into *st, and set
+ *  inflight_batches, connected (the router has a map and every inner is
+ *  connected) and throttled from them. */
+void redq__pp_stats(const redq__pprod *pp, redq_producer_stats *st);
+
+/* lib/producer.c's side of it. */
+/** An inner producer of `outer` (opts: its own options, report to the
+ *  outer's forwarder) on a connection pinned to `slot` of cl, or (cl NULL)
+ *  an ordinary connection to url. Its ids are numbered from the outer's
+ *  counter; it takes partition names, never touches the registry. */
+int redq__producer_new_inner(redq_producer **out, redq_producer *outer,
+                             const redq__options *opts, const redq__url *url,
+                             redq__cluster *cl, unsigned slot);
+/** Messages in p's open batch for queue q (0: none open). */
+size_t redq__producer_open_count(redq_producer *p, const char *q,
+                                 size_t qlen);
+/** The outer accepted a message of len bytes / one of its messages has
+ *  its report r (counted, then the caller's on_report with the outer, then
+ *  on_ready if owed). */
+void redq__producer_outer_accepted(redq_producer *p, size_t len);
+void redq__producer_outer_report(redq_producer *p, const redq_report *r);
+/** redq_produce's checks (window included) on p; 0 or the error. */
+int redq__producer_check(redq_producer *p, const char *queue,
+                         const void *payload, size_t len, size_t *qlen);
+/** The counter the outer numbers its ids from (the next message's). */
+uint64_t *redq__producer_seq(redq_producer *p);
+/** The outer's partitioned side, NULL for an ordinary producer. */
+redq__pprod *redq__producer_pp(const redq_producer *p);
+/** Free the outer face (after redq__pp_close's work). */
+void redq__producer_outer_free(redq_producer *p);
 
 /* ---- admin helpers (lib/prom.c) ---------------------------------------- */
 
