@@ -64,7 +64,10 @@ static bool port_free(int p)
 static int pick_port(void)
 {
     for (int tries = 0; tries < 1000; tries++) {
-        int p = 20000 + (int)((unsigned)rand() % 30000u);
+        /* Both the port and its bus port (+10000) below the kernel's
+         * ephemeral range (32768 and up), where the suite's own outgoing
+         * connections would otherwise take them between check and bind. */
+        int p = 11000 + (int)((unsigned)rand() % 10000u);
         bool taken = false;
         for (int i = 0; i < FXC_NODES; i++)
             if (cx.port[i] == p)
@@ -342,7 +345,15 @@ void fxc_start(void)
     uint64_t deadline = fx_now_us() + FXC_START_MS * 1000u;
     for (int i = 0; i < FXC_NODES; i++)
         while (!info_has(i, "INFO server", "redis_version")) {
+            int st;
             cr_assert(fx_now_us() < deadline, "node %d did not come up", i);
+            if (waitpid(cx.pid[i], &st, WNOHANG) == cx.pid[i]) {
+                /* It exited: its port (or bus port) was taken after the
+                 * check. Another pair, and again. */
+                cx.port[i] = 0;
+                cx.port[i] = pick_port();
+                start_node(i);
+            }
             nap(5);
         }
 
