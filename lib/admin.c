@@ -122,7 +122,8 @@ struct areq {
 struct redq_admin {
     struct event_base *base;
     redq__logger log;
-    redq__conn *conn;
+    redq__conn *conn;   /* one server (NULL on a cluster) */
+    redq__cluster *cl;  /* redis+cluster://: commands routed by slot */
     redq__scripts scripts;
     int wait_ms, max_attempts;
     areq *head;
@@ -167,7 +168,7 @@ static void maybe_closed(redq_admin *a)
 {
     redq_close_cb cb;
     void *user;
-    if (!a->closing || a->head != NULL || a->conn != NULL)
+    if (!a->closing || a->head != NULL || a->conn != NULL || a->cl != NULL)
         return;
     cb = a->close_cb;
     user = a->close_user;
@@ -247,7 +248,8 @@ static void req_ev_cb(evutil_socket_t fd, short what, void *arg)
     }
     /* The deadline of a request still waiting for the connection. */
     if (!r->started) {
-        const char *why = redq__conn_last_error(r->a->conn);
+        const char *why =
+            r->a->conn != NULL ? redq__conn_last_error(r->a->conn) : "";
         r->status = REDQ_ETIMEDOUT;
         snprintf(r->errstr, sizeof r->errstr, "no connection to Redis%s%s",
                  why[0] ? ": " : "", why);
@@ -291,7 +293,7 @@ static int reply_ok(areq *r, redisReply *rep, const char *what)
     if (rep->type == REDIS_REPLY_ERROR) {
         fail(r, redq__err_from_reply(rep->str, (size_t)rep->len), "%s: %s",
              what, rep->str);
-        if (strncmp(rep->str, "NOSCRIPT", 8) == 0)
+        if (strncmp(rep->str, "NOSCRIPT", 8) == 0 && r->a->conn != NULL)
             redq__conn_reset(r->a->conn, REDQ_ESERVER, "scripts flushed");
         return 0;
     }
@@ -308,6 +310,75 @@ static aref *ref_new(areq *r, size_t i)
     return f;
 }
 
+/* A routed command's reply: the admin's callbacks take a redq__conn that
+ * none of them uses; on a cluster it is NULL. */
+typedef struct route {
+    redq__reply_cb cb;
+    void *arg;
+} route;
+
+static void on_routed(redq__cluster *cl, void *reply, void *arg)
+{
+    route rt = *(route *)arg;
+    (void)cl;
+    free(arg);
+    rt.cb(NULL, reply, rt.arg);
+}
+
+/*
+ * On a cluster every command goes through the router by the slot of the
+ * key it is about: a script's first key (every key of one queue shares its
+ * slot, lib/keys.c), a plain command's first argument (the queue's own
+ * keys, or the registry), and SCAN, which names no key, by the queue's
+ * slot: the keys it looks for (a queue's processing lists) are all there.
+ */
+static int send_routed(areq *r, int script, size_t argc, const char **argv,
+                       const size_t *lens, redq__reply_cb cb, void *arg)
+{
+    size_t *l = NULL, i;
+    const char *key;
+    size_t klen;
+    char *cmd = NULL;
+    long long n;
+    route *rt;
+    int rc;
+
+    if (lens == NULL) {
+        if ((l = malloc(argc * sizeof *l)) == NULL)
+            return REDQ_ENOMEM;
+        for (i = 0; i < argc; i++)
+            l[i] = strlen(argv[i]);
+        lens = l;
+    }
+    if (script >= 0 && argc > 3) {
+        key = argv[3];
+        klen = lens[3];
+    } else if (strcmp(argv[0], "SCAN") == 0 || argc < 2) {
+        key = r->queue != NULL ? r->queue : REGISTRY_KEY;
+        klen = strlen(key);
+    } else {
+        key = argv[1];
+        klen = lens[1];
+    }
+    n = redisFormatCommandArgv(&cmd, (int)argc, argv, lens);
+    free(l);
+    rt = malloc(sizeof *rt);
+    if (n < 0 || rt == NULL) {
+        if (n >= 0)
+            redisFreeCommand(cmd);
+        free(rt);
+        return REDQ_ENOMEM;
+    }
+    rt->cb = cb;
+    rt->arg = arg;
+    rc = redq__cluster_send(r->a->cl, redq__cluster_key_slot(key, klen), cmd,
+                            (size_t)n, script, 0, on_routed, rt);
+    redisFreeCommand(cmd);
+    if (rc != 0)
+        free(rt);
+    return rc;
+}
+
 /* Send argv (lens NULL: strlen each) as a plain command (script < 0) or a
  * script call. Counts it outstanding; on failure the request is failed
  * and `ref` freed. */
@@ -319,7 +390,9 @@ static int send_cmd(areq *r, int script, size_t argc, const char **argv,
         fail(r, REDQ_ENOMEM, "out of memory");
         return REDQ_ENOMEM;
     }
-    if (script >= 0)
+    if (r->a->cl != NULL)
+        rc = send_routed(r, script, argc, argv, lens, cb, ref);
+    else if (script >= 0)
         rc = redq__rel_send_script(r->a->conn, script, argc, argv, lens, 0,
                                    cb, ref);
     else
@@ -579,7 +652,9 @@ static void snaps_prune_sort(areq *r)
             redq__log(&r->a->log, REDQ_LOG_INFO, 0,
                       "queue %.200s: unseen for a day and empty; dropped from "
                       "the registry", s->name);
-            if (r->a->conn != NULL && !r->a->closing)
+            if (r->a->cl != NULL && !r->a->closing)
+                (void)send_routed(r, -1, 3, argv, lens, ignore_reply, NULL);
+            else if (r->a->conn != NULL && !r->a->closing)
                 redq__conn_sendv(r->a->conn, 3, argv, lens, 0, ignore_reply,
                                  NULL);
             free(s->name);
@@ -1614,7 +1689,9 @@ static int submit(redq_admin *a, int kind, const char *queue, int has_cb,
 static int launch(areq *r)
 {
     redq_admin *a = r->a;
-    if (redq__conn_ready(a->conn)) {
+    /* A router takes commands before its map is known: they wait in it,
+     * each within its own deadline. */
+    if (a->cl != NULL || redq__conn_ready(a->conn)) {
         run(r);
     } else {
         struct timeval tv;
@@ -1661,7 +1738,10 @@ int redq_admin_new(redq_admin **out, struct event_base *base,
     redq__scripts_init(&a->scripts);
     redq__conn_config_init(&cfg, &full, &url, &a->log);
     cfg.load_scripts = 0; /* each script loads on its first use */
-    rc = redq__conn_new(&a->conn, base, &cfg, on_up, on_down, a);
+    if (url.is_cluster)
+        rc = redq__cluster_new(&a->cl, base, &cfg);
+    else
+        rc = redq__conn_new(&a->conn, base, &cfg, on_up, on_down, a);
     redq__url_free(&url);
     if (rc == 0 &&
         (a->ev_close = event_new(base, -1, 0, NULL, NULL)) == NULL)
@@ -1669,11 +1749,15 @@ int redq_admin_new(redq_admin **out, struct event_base *base,
     if (rc != 0) {
         if (a->conn != NULL)
             redq__conn_free(a->conn);
+        redq__cluster_free(a->cl);
         free(a);
         return redq__new_failed(&full, &lg, rc, "redq_admin_new: %s",
                                 redq_strerror(rc));
     }
-    redq__conn_start(a->conn);
+    if (a->cl != NULL)
+        redq__cluster_start(a->cl);
+    else
+        redq__conn_start(a->conn);
     *out = a;
     return 0;
 }
@@ -1689,6 +1773,11 @@ static void close_cb(evutil_socket_t fd, short what, void *arg)
      * REDQ_ECLOSED (reply_ok) and finish from their events. */
     a->conn = NULL;
     redq__conn_free(conn);
+    if (a->cl != NULL) {
+        redq__cluster *cl = a->cl;
+        a->cl = NULL; /* (its callbacks see the handle closing) */
+        redq__cluster_free(cl);
+    }
     for (r = a->head; r != NULL; r = next) {
         next = r->next;
         if (!r->started && !r->finishing) {

@@ -254,6 +254,15 @@ static void on_out_reply(redq__conn *conn, void *reply, void *arg)
 
     if (o == NULL)
         return; /* already put back for resending (see below) */
+    if (c->cl != NULL && r != NULL && r->type == REDIS_REPLY_ERROR &&
+        redq__err_cluster(r->str, (size_t)r->len) != REDQ__REDIR_NONE) {
+        /* A cluster's "not here / not now" (MOVED, ASK, TRYAGAIN,
+         * CLUSTERDOWN): not applied; the connection follows its slot and
+         * everything is resent in order once it is back. */
+        out_requeue_sent(c);
+        (void)redq__consumer_redirected(c, conn, r);
+        return;
+    }
     if (r == NULL || (r->type == REDIS_REPLY_ERROR &&
                       (strncmp(r->str, "NOSCRIPT", 8) == 0 ||
                        redq__err_is_transient(r->str, (size_t)r->len)))) {
@@ -329,7 +338,7 @@ int redq__rel_init(redq_consumer *c, const redq__options *o)
     seed = redq__now_us() ^ ((uint64_t)redq__wall_ms() << 20) ^
            ((uint64_t)getpid() << 40) ^ (uint64_t)(uintptr_t)c;
     c->rng = (uint32_t)(seed ^ (seed >> 32)) | 1u;
-    {
+    if (c->id[0] == '\0') { /* (an inner consumer has its outer's) */
         uint32_t a = rng_next(c), b = rng_next(c);
         snprintf(c->id, sizeof c->id, "%08x%08x", a ^ (uint32_t)seed, b);
     }
@@ -1001,6 +1010,10 @@ static void hb_reply(redq__conn *conn, void *reply, void *arg)
     redisReply *r = reply;
     size_t i;
     (void)conn;
+    if (!c->closing && redq__consumer_redirected(c, conn, r)) {
+        free(ref); /* its slot moved: beats again once the pin is back */
+        return;
+    }
     if (!c->closing && r != NULL) {
         if (r->type == REDIS_REPLY_ERROR) {
             c->st.errors++;
@@ -1318,6 +1331,9 @@ static void on_promote_reply(redq__conn *conn, void *reply, void *arg)
     struct timeval tv;
     (void)conn;
     free(ref);
+    if (!c->closing && redq__consumer_redirected(c, conn, r))
+        return; /* the control connection follows its slot; its up
+                   callback starts the promote ticks again */
     if (c->closing || r == NULL)
         return;
     if (!c->rq[qi].fmt_known) {
@@ -1411,8 +1427,13 @@ static void promote_cb(evutil_socket_t fd, short what, void *arg)
             redq__rel_send_script(c->ctl, REDQ__SCRIPT_PROMOTE, NELEM(argv),
                                   argv, NULL, 0, on_promote_reply, ref) != 0)
             free(ref);
-        /* The registry (admin tools): a lookup per tick, a ZADD a minute. */
-        redq__registry_touch(c->registry, c->ctl, c->queues[i], c->qlens[i]);
+        /* The registry (admin tools): a lookup per tick, a ZADD a minute.
+         * Not from an inner consumer: the registry key is in another slot
+         * than its pinned connections; its outer registers the logical
+         * name through the router. */
+        if (c->outer == NULL)
+            redq__registry_touch(c->registry, c->ctl, c->queues[i],
+                                 c->qlens[i]);
     }
 }
 
