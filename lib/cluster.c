@@ -987,6 +987,16 @@ static int pin_target(redq__conn *c, char *host, size_t hostlen, int *port,
     return 0;
 }
 
+/* redq__conn_config.redirect: a MOVED on the pinned connection teaches
+ * the map the slot's new master; the connection then follows it. ASK,
+ * TRYAGAIN and CLUSTERDOWN leave it where it is (the owner resends). */
+static int pin_redirect(redq__conn *c, const void *reply, void *arg)
+{
+    redq__cluster_pin *p = arg;
+    (void)c;
+    return redq__cluster_redirected(p->cl, reply) == REDQ__REDIR_MOVED;
+}
+
 static void pin_up(redq__conn *c, void *arg)
 {
     redq__cluster_pin *p = arg;
@@ -1044,6 +1054,7 @@ int redq__cluster_pin_new(redq__cluster_pin **out, redq__cluster *cl,
     c.target = pin_target;
     c.target_arg = p;
     c.on_fail = pin_fail;
+    c.redirect = pin_redirect;
     rc = redq__conn_new(&p->conn, cl->base, &c, pin_up, pin_down, p);
     if (rc != 0) {
         free(p);

@@ -175,6 +175,11 @@ struct redq__conn {
     int (*target)(redq__conn *c, char *host, size_t hostlen, int *port,
                   void *arg);
     void *target_arg;
+    /* The redirect hook (redq__conn_config.redirect) and the reset it
+     * asked for, run from the loop once the replies read are delivered. */
+    int (*redirect)(redq__conn *c, const void *reply, void *arg);
+    struct event *ev_follow;
+    int follow;
 };
 
 static void conn_drop(redq__conn *c, int code, unsigned flags,
@@ -518,6 +523,14 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
                 c->ring[c->ring_head].deadline_us = dl;
         }
         if (REDQ__UNLIKELY(r->type == REDIS_REPLY_ERROR)) {
+            /* A pinned connection's slot moved: follow it, but only after
+             * the replies already read reach their callbacks (a reset now
+             * would make them "unknown"). */
+            if (c->redirect != NULL && c->redirect(c, r, c->target_arg) &&
+                c->ev_follow != NULL && !c->follow) {
+                c->follow = 1;
+                event_active(c->ev_follow, EV_TIMEOUT, 0);
+            }
             if (is_noscript(r)) {
                 /* The server has forgotten the scripts (SCRIPT FLUSH,
                  * restart behind a proxy): load each again on next use. */
@@ -1567,6 +1580,7 @@ static void conn_drop(redq__conn *c, int code, unsigned flags,
     c->last_code = code;
     c->permanent = (flags & DROP_PERMANENT) != 0;
     c->dying = 0;
+    c->follow = 0; /* a new connection asks the map anyway */
     c->scripts_loaded = 0; /* a new connection has loaded nothing yet */
     c->load_err_set = 0;
     c->eager_err[0] = '\0';
@@ -1681,6 +1695,19 @@ static void cmd_timer_cb(evutil_socket_t fd, short what, void *arg)
 
 /* ---- the interface ------------------------------------------------------ */
 
+/* A MOVED on a pinned connection (see on_reply): reconnect, to wherever
+ * the target hook says the slot is now. */
+static void follow_cb(evutil_socket_t fd, short what, void *arg)
+{
+    redq__conn *c = arg;
+    (void)fd;
+    (void)what;
+    if (c->follow && c->state == ST_READY)
+        conn_drop(c, REDQ_ECONNECT, 0, "%s: slot moved, following it",
+                  where(c));
+    c->follow = 0;
+}
+
 int redq__conn_new(redq__conn **out, struct event_base *base,
                    const redq__conn_config *cfg, redq__conn_up_cb on_up,
                    redq__conn_down_cb on_down, void *arg)
@@ -1756,6 +1783,12 @@ int redq__conn_new(redq__conn **out, struct event_base *base,
     c->arena = redq__arena_new();
     c->t_state = event_new(base, -1, 0, state_timer_cb, c);
     c->t_cmd = event_new(base, -1, 0, cmd_timer_cb, c);
+    c->redirect = cfg->redirect;
+    if (c->redirect != NULL && (c->ev_follow = event_new(base, -1, 0,
+                                                         follow_cb, c)) == NULL) {
+        redq__conn_free(c);
+        return REDQ_ENOMEM;
+    }
 
     if ((cfg->url->host && !c->host) || (cfg->url->path && !c->path) ||
         (cfg->url->user && !c->user) || (pw && !c->password) ||
@@ -1998,6 +2031,8 @@ void redq__conn_free(redq__conn *c)
         event_free(c->t_state);
     if (c->t_cmd != NULL)
         event_free(c->t_cmd);
+    if (c->ev_follow != NULL)
+        event_free(c->ev_follow);
     free(c->ring);
     free(c->host);
     free(c->path);

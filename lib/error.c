@@ -74,6 +74,10 @@ int redq__err_from_reply(const char *str, size_t len)
  *   BUSY        a script or function runs past busy-reply-threshold
  *   TRYAGAIN    a multi-key command during a cluster slot migration
  *   MASTERDOWN  a replica lost its master and replica-serve-stale-data is no
+ *   MOVED, ASK, CLUSTERDOWN  a cluster's "not here" / "not now" (see
+ *               redq__err_cluster): on a pinned connection, which follows
+ *               its slot after a MOVED (lib/cluster.c), the same command
+ *               later reaches the slot's master
  * -OOM is not here: for a command that adds data it is the answer (the
  * server is full), and only the caller knows whether its command would free
  * memory or is a handshake step that must simply wait.
@@ -84,7 +88,8 @@ int redq__err_is_transient(const char *str, size_t len)
         return 0;
     return has_prefix(str, len, "LOADING") || has_prefix(str, len, "BUSY") ||
            has_prefix(str, len, "TRYAGAIN") ||
-           has_prefix(str, len, "MASTERDOWN");
+           has_prefix(str, len, "MASTERDOWN") ||
+           redq__err_cluster(str, len) != REDQ__REDIR_NONE;
 }
 
 /*

@@ -71,6 +71,19 @@ static int tag_for_slot(unsigned slot, char *out, size_t outlen)
     return -1;
 }
 
+int redq__key_tag_for_slot(unsigned slot, char *out, size_t outlen)
+{
+    char tag[16];
+    int n;
+    if (slot > 16383u)
+        return -1;
+    n = tag_for_slot(slot, tag, sizeof tag);
+    if (n < 0 || (size_t)n >= outlen)
+        return -1;
+    memcpy(out, tag, (size_t)n + 1);
+    return n;
+}
+
 char *redq__key(const char *q, size_t qlen, const char *suffix)
 {
     size_t off, n, slen = strlen(suffix);
@@ -136,6 +149,10 @@ int redq__key_reserved(const char *q, size_t qlen)
      * redq__key() makes has one. */
     if (!hash_tag(q, qlen, &off, &n))
         return 0;
+    /* Another queue's partition ("{12}jobs~3", lib/partition.c): only the
+     * producer and consumer of the logical queue write there. */
+    if (redq__partition_parse(q, qlen, NULL, NULL) != 0)
+        return 1;
     for (i = 0; i < qlen; i++) {
         if ((q[i] != ':' && q[i] != '/') || !layout_suffix(q + i + 1, qlen - i - 1))
             continue;

@@ -748,9 +748,13 @@ static void report_batch(redq_producer *p, batch *b, int status,
  * simply be retried on a fresh connection? */
 static int retryable(const char *s)
 {
-    static const char *const words[] = {"NOAUTH",     "LOADING",  "READONLY",
-                                        "MASTERDOWN", "TRYAGAIN", "BUSY",
-                                        "NOSCRIPT"};
+    static const char *const words[] = {
+        "NOAUTH",   "LOADING", "READONLY", "MASTERDOWN", "TRYAGAIN",
+        "BUSY",     "NOSCRIPT",
+        /* A cluster's pinned connection (an inner producer, lib/pproducer.c):
+         * the slot moved (the connection follows it), is migrating, or the
+         * cluster is failing over. */
+        "MOVED",    "ASK",     "CLUSTERDOWN"};
     size_t i;
     for (i = 0; i < sizeof words / sizeof words[0]; i++) {
         size_t n = strlen(words[i]);

@@ -57,9 +57,11 @@ void redq__log(const redq__logger *lg, int level, int code, const char *fmt,
  *  NOAUTH/WRONGPASS -> REDQ_EAUTH, NOPERM -> REDQ_ENOPERM, ... */
 int redq__err_from_reply(const char *str, size_t len);
 /** Nonzero when an error reply is a passing server state (LOADING, BUSY,
- *  TRYAGAIN, MASTERDOWN): the command did not run, and the same command
- *  later will work. Wait (with a backoff) and resend; never report it as a
- *  failure of the message. -OOM is not included (see lib/error.c). */
+ *  TRYAGAIN, MASTERDOWN) or a cluster redirect (MOVED, ASK, CLUSTERDOWN):
+ *  the command did not run, and the same command later (on a redone
+ *  connection, which follows a pinned slot) will work. Wait (with a
+ *  backoff) and resend; never report it as a failure of the message. -OOM
+ *  is not included (see lib/error.c). */
 int redq__err_is_transient(const char *str, size_t len);
 
 /* What a cluster error reply asks of the client (redq__err_cluster). */
@@ -371,9 +373,92 @@ char *redq__key(const char *q, size_t qlen, const char *suffix);
  *  modulo 16384). */
 unsigned redq__key_slot(const char *key, size_t len);
 /** 1 when queue name `q` is itself one of another queue's keys (its due,
- *  dead, delayed... list: "{jobs}/due", "{orders}:dead"): using it as a
- *  queue would write into that queue's own keys, so it is refused. */
+ *  dead, delayed... list: "{jobs}/due", "{orders}:dead") or has the form
+ *  of another queue's partition ("{12}jobs~3", redq__partition_parse):
+ *  using it as a queue would write into that queue's own keys, so it is
+ *  refused. */
 int redq__key_reserved(const char *q, size_t qlen);
+
+/** Write into out (outlen bytes, NUL-terminated) the shortest decimal
+ *  string whose slot is `slot` (0..16383): a hash tag that puts a key
+ *  there. Returns its length, or -1 (bad slot, out too small). */
+int redq__key_tag_for_slot(unsigned slot, char *out, size_t outlen);
+
+/* ---- partitions (lib/partition.c) ------------------------------------- */
+
+/*
+ * The one definition of a partitioned queue (docs/DESIGN.md, "Partitioned
+ * queues"). Logical queue Q has P partitions (1..REDQ__MAX_PARTITIONS).
+ * Partition 0 is Q itself; partition i >= 1 is the ordinary queue named
+ *   "{" T_i "}" Q "~" i        (T_i a decimal tag: its slot is slot(T_i))
+ * Q's meta hash (redq__key(Q, "meta"), in Q's slot) holds
+ *   partitions   P, the active count (absent = 1)
+ *   ptags        "T_1 T_2 .. T_n", n >= P - 1: every partition ever made;
+ *                those at index >= P are retired (producers no longer push
+ *                to them; consumers keep draining them).
+ * The Lua side names the fields once too: lib/scripts/_partitions.lua.
+ */
+#define REDQ__META_PARTITIONS "partitions"
+#define REDQ__META_PTAGS "ptags"
+#define REDQ__MAX_PARTITIONS 256
+/* A tag is 1..6 decimal digits (every slot has one of at most 6). */
+#define REDQ__PTAG_MAX 8
+/* A partition's name is at most this much longer than its queue's:
+ * "{" 6 digits "}" ... "~" 3 digits. */
+#define REDQ__PARTITION_NAME_EXTRA 12
+
+typedef struct redq__parts {
+    unsigned active; /* P: partitions 0..P-1 take new messages (>= 1) */
+    unsigned total;  /* partitions ever made, retired ones included
+                        (>= active; 1 + the number of tags) */
+    char tag[REDQ__MAX_PARTITIONS][REDQ__PTAG_MAX]; /* tag[i], i >= 1;
+                        tag[0] is "" (partition 0 is Q itself) */
+} redq__parts;
+
+/** Partition i of queue q (qlen bytes) with tag `tag` (ignored for i = 0):
+ *  q itself for i = 0, else "{" tag "}" q "~" i. malloc'd, NUL-terminated;
+ *  NULL when out of memory or i >= REDQ__MAX_PARTITIONS. */
+char *redq__partition_name(const char *q, size_t qlen, const char *tag,
+                           unsigned i);
+/** The partitions of a queue with no partition fields: P = 1. */
+void redq__parts_init(redq__parts *pt);
+/**
+ * Read the meta fields (pval/plen: `partitions`, tags/tlen: `ptags`; a
+ * NULL value is an absent field) into *pt. Whatever is in them, *pt is
+ * usable: a bad `partitions` (not 1..256) reads as 1, a bad tag ends the
+ * list there (the partitions from it on are unknown), and `active` never
+ * exceeds `total`. Returns 0, or REDQ_EPROTOCOL when something was bad.
+ */
+int redq__parts_parse(redq__parts *pt, const char *pval, size_t plen,
+                      const char *tags, size_t tlen);
+/** "T_1 T_2 .. T_n" of *pt into out (room: REDQ__MAX_PARTITIONS *
+ *  REDQ__PTAG_MAX), NUL-terminated; returns its length. */
+size_t redq__parts_tags_string(const redq__parts *pt, char *out);
+
+/* Who masters a slot: "host:port" into buf (len bytes) and 0, or nonzero
+ * when nobody is known (redq__cluster_slot_owner's shape). */
+typedef int (*redq__slot_owner_fn)(const void *arg, unsigned slot, char *buf,
+                                   size_t len);
+/**
+ * Make partitions up to `want` (1..REDQ__MAX_PARTITIONS) exist for queue q:
+ * append tags to *pt until pt->total >= want (it never shrinks; `active`
+ * is not changed). With a slot map (owner non-NULL), each new partition
+ * goes to the master holding the fewest partitions of q so far (partition
+ * 0 in q's slot included; ties: the master met first in slot order), in a
+ * slot of that master no partition of q has: round robin over equal
+ * masters, and a lopsided map still ends up even per master. Without one
+ * (a single server), the slots are spread over the slot space. Two
+ * partitions of one queue never share a slot. Returns 0, REDQ_EINVAL
+ * (want out of range) or REDQ_ENOMEM.
+ */
+int redq__parts_grow(redq__parts *pt, const char *q, size_t qlen,
+                     unsigned want, redq__slot_owner_fn owner,
+                     const void *owner_arg);
+/** If q (qlen bytes) is lexically a partition name "{digits}X~i" (X not
+ *  empty, i in 1..REDQ__MAX_PARTITIONS-1 without leading zeros), return
+ *  i and set *lq / *lqlen to X, the logical queue; else 0. */
+unsigned redq__partition_parse(const char *q, size_t qlen, const char **lq,
+                               size_t *lqlen);
 
 /* ---- frames (lib/frame.c) ---------------------------------------------- */
 
@@ -568,6 +653,13 @@ typedef struct redq__conn_config {
     int (*target)(redq__conn *c, char *host, size_t hostlen, int *port,
                   void *arg);
     void *target_arg;
+    /* Optional (a cluster's pinned connection): called with every error
+     * reply before its callback (arg is target_arg); nonzero means "this
+     * connection's slot moved": once the replies already read have been
+     * delivered, the connection is redone (the target hook then names the
+     * new master). Commands still in flight then get NULL, as on any lost
+     * connection; the owner's "not applied" handling resends them. */
+    int (*redirect)(redq__conn *c, const void *reply, void *arg);
 } redq__conn_config;
 
 /* The connection became ready (handshake done) or stopped being ready.

@@ -69,6 +69,11 @@ Test(error, transient_server_states)
     cr_assert(T("TRYAGAIN Multiple keys request during rehashing of slot"));
     cr_assert(T("MASTERDOWN Link with MASTER is down"));
     cr_assert(T("LOADING"));
+    /* A cluster's redirects: not applied; a pinned connection follows. */
+    cr_assert(T("MOVED 3999 127.0.0.1:6381"));
+    cr_assert(T("ASK 3999 127.0.0.1:6381"));
+    cr_assert(T("CLUSTERDOWN The cluster is down"));
+    cr_assert(!T("MOVEDX 1 a:1"));
     cr_assert(!T("OOM command not allowed when used memory > 'maxmemory'."));
     cr_assert(!T("BUSYKEY Target key name already exists."));
     cr_assert(!T("NOPERM this user has no permissions"));
