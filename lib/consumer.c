@@ -39,6 +39,7 @@ static void check_removes(redq_consumer *c);
 static void defer(redq_consumer *c, int flag);
 static void close_now(redq_consumer *c);
 static void unblock_all(redq_consumer *c);
+static void arm_retry(redq_consumer *c, uint64_t us);
 
 /* ---- chunks ------------------------------------------------------------- */
 
@@ -373,7 +374,10 @@ static void pop_error(popper *pp, redisReply *r)
     if (redq__rel_script_error(c, pp->conn, r->str))
         return; /* scripts flushed: the connection reloads them */
     if (redq__consumer_redirected(c, pp->conn, r)) {
-        c->st.errors--; /* not an error: the slot moved, or is moving */
+        /* Not an error: the slot moved (the connection follows it and
+         * its up callback pops again) or is moving: pop again soon. */
+        c->st.errors--;
+        arm_retry(c, 50000);
         return;
     }
     redq__log(&c->log, REDQ_LOG_ERROR, code, "pop: %s", r->str);
@@ -1344,13 +1348,15 @@ int redq__consumer_redirected(redq_consumer *c, redq__conn *conn,
                               const void *reply)
 {
     const redisReply *r = reply;
+    (void)conn;
     if (c->cl == NULL || r == NULL || r->type != REDIS_REPLY_ERROR ||
         redq__err_cluster(r->str, (size_t)r->len) == REDQ__REDIR_NONE)
         return 0;
-    (void)redq__cluster_redirected(c->cl, r);
-    redq__log(&c->log, REDQ_LOG_INFO, 0, "queue %s: %.100s; following the "
-              "slot", c->queues[0], r->str);
-    redq__conn_reset(conn, REDQ_ESERVER, r->str);
+    /* The pinned connection itself follows a MOVED (lib/conn.c's redirect
+     * hook, once the replies read are delivered); ASK, TRYAGAIN and
+     * CLUSTERDOWN pass with the migration or failover. */
+    redq__log(&c->log, REDQ_LOG_DEBUG, 0, "queue %s: %.100s", c->queues[0],
+              r->str);
     return 1;
 }
 

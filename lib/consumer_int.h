@@ -281,10 +281,11 @@ int redq__consumer_create(redq_consumer **out, struct event_base *base,
                           const redq__options *opts, const redq__url *url,
                           const redq__logger *lg, const char *queue,
                           const redq__inner_cfg *in);
-/** A reply on one of c's connections: when c is pinned to a cluster slot
- *  and the reply says "not here / not now" (MOVED, ASK, TRYAGAIN,
- *  CLUSTERDOWN), tell the router, redo the connection (it follows the
- *  slot's master) and return 1: the command did not run. Else 0. */
+/** A reply on one of c's connections: 1 when c is pinned to a cluster
+ *  slot and the reply says "not here / not now" (MOVED, ASK, TRYAGAIN,
+ *  CLUSTERDOWN): the command did not run, and the same command later
+ *  will (a MOVED makes the pinned connection follow the slot by itself:
+ *  lib/conn.c). Else 0. */
 int redq__consumer_redirected(redq_consumer *c, redq__conn *conn,
                               const void *reply);
 

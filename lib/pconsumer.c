@@ -40,7 +40,7 @@
 /* The registry ZADD of each logical name, at most this often. */
 #define REG_EVERY_US (60u * 1000000u)
 /* The most partitions of a queue (redq_admin_set_partitions' limit). */
-#define MAX_PARTS 256
+#define MAX_PARTS REDQ__MAX_PARTITIONS
 
 typedef struct pinner {
     redq_consumer *c; /* NULL: not made yet, or closed */
@@ -87,18 +87,6 @@ typedef struct redq__pcons {
 } pcons;
 
 static void poll_all(pcons *p);
-
-/* ---- physical names ----------------------------------------------------- */
-
-/* Partition i >= 1 of Q with tag T: "{T}Q~i" (partition 0 is Q). */
-static char *part_name(const plq *l, const char *tag, size_t taglen, size_t i)
-{
-    size_t n = taglen + l->len + 32;
-    char *s = malloc(n);
-    if (s != NULL)
-        snprintf(s, n, "{%.*s}%s~%zu", (int)taglen, tag, l->name, i);
-    return s;
-}
 
 /* ---- inners ------------------------------------------------------------- */
 
@@ -210,66 +198,55 @@ static void on_meta(redq__cluster *cl, void *reply, void *arg)
     pcons *p = ref->p;
     plq *l = ref->l;
     redisReply *r = reply;
-    const char *tags = "";
-    size_t tagslen = 0, i, idx;
+    redq__parts pt;
+    unsigned i;
     (void)cl;
     free(ref);
     l->asking = 0;
     if (p->closing || p->stopping || l->removing)
         return;
-    if (r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
-        r->element[1]->type == REDIS_REPLY_STRING) {
-        tags = r->element[1]->str;
-        tagslen = (size_t)r->element[1]->len;
-    } else if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+    redq__parts_init(&pt);
+    if (r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements == 2) {
+        const redisReply *pv = r->element[0], *tv = r->element[1];
+        if (redq__parts_parse(&pt,
+                              pv->type == REDIS_REPLY_STRING ? pv->str : NULL,
+                              pv->type == REDIS_REPLY_STRING ? (size_t)pv->len
+                                                             : 0,
+                              tv->type == REDIS_REPLY_STRING ? tv->str : NULL,
+                              tv->type == REDIS_REPLY_STRING ? (size_t)tv->len
+                                                             : 0) != 0)
+            redq__log(&p->log, REDQ_LOG_WARN, REDQ_EPROTOCOL,
+                      "queue %.200s: its partition fields are damaged; "
+                      "consuming the %u partitions they still name",
+                      l->name, pt.total);
+    } else {
         redq__log(&p->log, l->known ? REDQ_LOG_DEBUG : REDQ_LOG_WARN, 0,
                   "queue %.200s: reading its partitions: %.200s", l->name,
-                  r != NULL ? r->str : "no reply");
+                  r != NULL && r->type == REDIS_REPLY_ERROR ? r->str
+                                                            : "no reply");
         if (l->known)
-            return;
+            return; /* asked again at the next tick */
     }
-    /* Count the tags first: the pool is divided over every partition
-     * about to be made. */
-    {
-        size_t n = 1, k = 0;
-        while (k < tagslen) {
-            while (k < tagslen && tags[k] == ' ')
-                k++;
-            if (k < tagslen)
-                n++;
-            while (k < tagslen && tags[k] != ' ')
-                k++;
-        }
-        if (n > MAX_PARTS)
-            n = MAX_PARTS;
-        if (n > l->nparts)
-            l->nparts = n;
-    }
+    /* Every partition ever made, retired ones too (drained forever); the
+     * pool is divided over all of them, so count them first. */
+    if (pt.total > l->nparts)
+        l->nparts = pt.total;
     l->known = 1;
-    if (l->parts[0].c == NULL && !l->parts[0].closing)
-        inner_make(p, l, 0, l->name);
-    for (i = 0, idx = 1; i < tagslen && idx < MAX_PARTS;) {
-        size_t s;
-        while (i < tagslen && tags[i] == ' ')
-            i++;
-        s = i;
-        while (i < tagslen && tags[i] != ' ')
-            i++;
-        if (i == s)
-            break;
-        if (l->parts[idx].c == NULL && !l->parts[idx].closing) {
-            char *phys = part_name(l, tags + s, i - s, idx);
-            if (phys != NULL)
-                inner_make(p, l, idx, phys);
-            free(phys);
-        }
-        idx++;
+    for (i = 0; i < pt.total; i++) {
+        char *phys;
+        if (l->parts[i].c != NULL || l->parts[i].closing)
+            continue;
+        phys = redq__partition_name(l->name, l->len, pt.tag[i], i);
+        if (phys != NULL)
+            inner_make(p, l, i, phys);
+        free(phys);
     }
 }
 
 static void poll_queue(pcons *p, plq *l)
 {
-    const char *argv[] = {"HMGET", l->meta, "partitions", "ptags"};
+    const char *argv[] = {"HMGET", l->meta, REDQ__META_PARTITIONS,
+                          REDQ__META_PTAGS};
     uint64_t now = redq__now_us();
     qref *ref;
     if (l->removing || l->asking)

@@ -254,20 +254,12 @@ static void on_out_reply(redq__conn *conn, void *reply, void *arg)
 
     if (o == NULL)
         return; /* already put back for resending (see below) */
-    if (c->cl != NULL && r != NULL && r->type == REDIS_REPLY_ERROR &&
-        redq__err_cluster(r->str, (size_t)r->len) != REDQ__REDIR_NONE) {
-        /* A cluster's "not here / not now" (MOVED, ASK, TRYAGAIN,
-         * CLUSTERDOWN): not applied; the connection follows its slot and
-         * everything is resent in order once it is back. */
-        out_requeue_sent(c);
-        (void)redq__consumer_redirected(c, conn, r);
-        return;
-    }
     if (r == NULL || (r->type == REDIS_REPLY_ERROR &&
                       (strncmp(r->str, "NOSCRIPT", 8) == 0 ||
                        redq__err_is_transient(r->str, (size_t)r->len)))) {
         /* Not answered, or not applied (the server forgot the scripts, is
-         * loading, busy, ...): send all of them again, in order, once the
+         * loading, busy, a cluster's MOVED/ASK/TRYAGAIN/CLUSTERDOWN on a
+         * pinned connection, ...): send all of them again, in order, once the
          * connection is back. The later ones get NULL from the reset and
          * are found already requeued. */
         out_requeue_sent(c);
@@ -1011,7 +1003,8 @@ static void hb_reply(redq__conn *conn, void *reply, void *arg)
     size_t i;
     (void)conn;
     if (!c->closing && redq__consumer_redirected(c, conn, r)) {
-        free(ref); /* its slot moved: beats again once the pin is back */
+        free(ref); /* its slot moved or is moving: the next beat (at once
+                      when the pinned connection comes back) */
         return;
     }
     if (!c->closing && r != NULL) {
@@ -1331,9 +1324,6 @@ static void on_promote_reply(redq__conn *conn, void *reply, void *arg)
     struct timeval tv;
     (void)conn;
     free(ref);
-    if (!c->closing && redq__consumer_redirected(c, conn, r))
-        return; /* the control connection follows its slot; its up
-                   callback starts the promote ticks again */
     if (c->closing || r == NULL)
         return;
     if (!c->rq[qi].fmt_known) {
