@@ -247,7 +247,7 @@ static void on_routed(redq__cluster *cl, void *reply, void *arg)
 
 /*
  * On a cluster every command goes through the router by the slot of the
- * key it is about: a script's first key (every key of one queue shares its
+ * key it is about: a script's first key (EVAL or EVALSHA) (every key of one queue shares its
  * slot, lib/keys.c), a plain command's first argument (the queue's own
  * keys, or the registry), and SCAN, which names no key, by the queue's
  * slot: the keys it looks for (a queue's processing lists) are all there.
@@ -270,7 +270,7 @@ static int send_routed(areq *r, int script, size_t argc, const char **argv,
             l[i] = strlen(argv[i]);
         lens = l;
     }
-    if (script >= 0 && argc > 3) {
+    if ((script >= 0 || strncmp(argv[0], "EVAL", 4) == 0) && argc > 3) {
         key = argv[3];
         klen = lens[3];
     } else if (strcmp(argv[0], "SCAN") == 0 || argc < 2) {
