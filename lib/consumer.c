@@ -143,7 +143,7 @@ static void deliver(redq_consumer *c, int qi, int framed, plist *pl,
                     redisReply **els, size_t n)
 {
     redq__frame f;
-    size_t i, bytes = 0, given = 0;
+    size_t i, bytes = 0, given = 0, lq;
     chunk *ch;
     redq_message *m;
     char *w, *qname;
@@ -165,7 +165,8 @@ static void deliver(redq_consumer *c, int qi, int framed, plist *pl,
                  (framed == SRC_Q_PLAIN ? 0 : REDQ__ID_ROOM);
     /* The queue's name too: a message outlives the removal of its queue
      * and the consumer itself (redq.h, "Lifetimes"). */
-    bytes += (c->lname != NULL ? c->lnlen : c->qlens[qi]) + 1;
+    lq = c->rq[qi].part > 0 ? c->rq[qi].lq : (size_t)qi;
+    bytes += (c->lname != NULL ? c->lnlen : c->qlens[lq]) + 1;
     ch = chunk_get(c, n, bytes);
     if (ch == NULL) {
         /* At-least-once they stay in the processing list: untracked, they
@@ -185,8 +186,9 @@ static void deliver(redq_consumer *c, int qi, int framed, plist *pl,
         memcpy(w, c->lname, c->lnlen + 1);
         w += c->lnlen + 1;
     } else {
-        memcpy(w, c->queues[qi], c->qlens[qi] + 1);
-        w += c->qlens[qi] + 1;
+        /* (a partition's slot: its logical queue's name) */
+        memcpy(w, c->queues[lq], c->qlens[lq] + 1);
+        w += c->qlens[lq] + 1;
     }
     for (i = 0; i < n; i++) {
         redisReply *r = els[i];
@@ -202,7 +204,7 @@ static void deliver(redq_consumer *c, int qi, int framed, plist *pl,
         mm->owner = c;
         mm->qidx = qi;
         mm->queue = qname;
-        mm->partition = c->part;
+        mm->partition = c->lname != NULL ? c->part : c->rq[qi].part;
         mm->raw = w;
         mm->raw_len = len;
         mm->pl = pl;
@@ -1659,9 +1661,10 @@ static int grow_queues(redq_consumer *c)
     return 0;
 }
 
+static int add_slot(redq_consumer *c, const char *queue, size_t lq, int part);
+
 int redq_consumer_add_queue(redq_consumer *c, const char *queue)
 {
-    size_t i;
     if (c != NULL && c->pc != NULL)
         return redq__pc_add_queue(c, queue);
     if (c == NULL || !queue_name_ok(c, queue))
@@ -1670,6 +1673,22 @@ int redq_consumer_add_queue(redq_consumer *c, const char *queue)
         return REDQ_ECLOSED;
     if (find_queue(c, queue) < c->nq)
         return REDQ_EEXIST;
+    return add_slot(c, queue, c->nq, 0);
+}
+
+int redq__consumer_add_partition(redq_consumer *c, const char *name,
+                                 size_t lq, int part)
+{
+    if (c->stopping || c->closing || find_queue(c, name) < c->nq)
+        return 0;
+    return add_slot(c, name, lq, part);
+}
+
+/* A new slot for `queue`: a queue given (part 0, lq its own slot) or a
+ * partition of the logical queue in slot lq. */
+static int add_slot(redq_consumer *c, const char *queue, size_t lq, int part)
+{
+    size_t i;
     if (c->nq >= 10000 || grow_queues(c) != 0)
         return REDQ_ENOMEM;
     i = c->nq;
@@ -1684,6 +1703,8 @@ int redq_consumer_add_queue(redq_consumer *c, const char *queue)
         free(c->queues[i]);
         return REDQ_ENOMEM;
     }
+    c->rq[i].part = part;
+    c->rq[i].lq = lq;
     /* No pop before its format is known (the next promote tick asks). */
     c->rq[i].fmt_known = 0;
     c->fmt_unknown++;
@@ -1700,11 +1721,14 @@ int redq_consumer_add_queue(redq_consumer *c, const char *queue)
     return 0;
 }
 
+static void remove_slot(redq_consumer *c, size_t i, redq_remove_cb cb,
+                        void *user);
+static void part_removed(redq_consumer *c, int status, void *user);
+
 int redq_consumer_remove_queue(redq_consumer *c, const char *queue,
                                redq_remove_cb cb, void *user)
 {
     size_t i;
-    relq *q;
     if (c == NULL || queue == NULL || cb == NULL)
         return REDQ_EINVAL;
     if (c->pc != NULL)
@@ -1712,11 +1736,38 @@ int redq_consumer_remove_queue(redq_consumer *c, const char *queue,
     if (c->stopping || c->closing)
         return REDQ_ECLOSED;
     i = find_queue(c, queue);
-    if (i == c->nq || c->rq[i].state != Q_ACTIVE)
+    if (i == c->nq || c->rq[i].state != Q_ACTIVE || c->rq[i].part > 0)
         return REDQ_ENOQUEUE;
-    if (c->nactive == 1)
-        return REDQ_EINVAL;
-    q = &c->rq[i];
+    {
+        size_t k, nl = 0;
+        for (k = 0; k < c->nq; k++)
+            nl += c->rq[k].state == Q_ACTIVE && c->rq[k].part == 0;
+        if (nl == 1)
+            return REDQ_EINVAL;
+        /* Its partitions go with it (their own removals, confirmed in
+         * the same way; the callback is the queue's). */
+        for (k = 0; k < c->nq; k++)
+            if (c->rq[k].state == Q_ACTIVE && c->rq[k].part > 0 &&
+                c->rq[k].lq == i)
+                remove_slot(c, k, part_removed, NULL);
+    }
+    remove_slot(c, i, cb, user);
+    return 0;
+}
+
+static void part_removed(redq_consumer *c, int status, void *user)
+{
+    (void)c;
+    (void)status;
+    (void)user;
+}
+
+/* Start the removal of slot i (active); cb when confirmed. */
+static void remove_slot(redq_consumer *c, size_t i, redq_remove_cb cb,
+                        void *user)
+{
+    relq *q = &c->rq[i];
+    const char *queue = c->queues[i];
     q->state = Q_REMOVING;
     if (!q->fmt_known) { /* no promote tick will ask for it any more */
         q->fmt_known = 1;
@@ -1734,7 +1785,6 @@ int redq_consumer_remove_queue(redq_consumer *c, const char *queue,
     assign_blocks(c);
     defer(c, DEFER_KICK | DEFER_WAKE | DEFER_REMOVE);
     redq__log(&c->log, REDQ_LOG_INFO, 0, "queue %s: removing", queue);
-    return 0;
 }
 
 /* Move every removal on: give back a queue no pop names and nothing of

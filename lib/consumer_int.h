@@ -162,6 +162,11 @@ typedef struct relq {
     int frames;     /* its format is REDQ_FORMAT_FRAMES: learnt each
                        promote tick, as paused */
     int fmt_known;  /* a promote reply (or error) came: may pop */
+    /* One server, a partitioned queue: its partitions >= 1 are slots of
+     * their own (added when the meta read finds them), named after it. */
+    int part;       /* this slot's partition index (0: a queue given) */
+    size_t lq;      /* part > 0: the slot of its logical queue */
+    int pasking;    /* part 0: a read of its partition fields in flight */
 } relq;
 
 struct redq__pcons;
@@ -267,6 +272,7 @@ struct redq_consumer {
                                  a pop begun before is on stale keys */
     redq__stats stats;        /* on_stats (lib/stats.c) */
     uint64_t idseq;           /* ids made for plain queues' messages */
+    uint64_t parts_at_us;     /* next read of the partition fields */
     size_t fmt_unknown;       /* queues whose format is not known yet: no
                                  pops before (lib/reliable.c) */
 
@@ -305,6 +311,11 @@ int redq__pc_remove_queue(redq_consumer *c, const char *queue,
 void redq__pc_stats(const redq_consumer *c, redq_consumer_stats *st);
 
 /* ---- lib/consumer.c, for lib/reliable.c ---- */
+/** One server: partition `part` (>= 1), physical queue `name`, of the
+ *  logical queue in slot `lq` was found: consume it in a slot of its own
+ *  (nothing when it is there already). 0 or REDQ_ENOMEM. */
+int redq__consumer_add_partition(redq_consumer *c, const char *name,
+                                 size_t lq, int part);
 void redq__consumer_defer(redq_consumer *c, int flag);
 /** Is queue slot `i` one pops may name (active, and at-least-once
  *  registered by its first heartbeat)? */

@@ -117,6 +117,23 @@ static redq_admin *admin_new(void)
     return a;
 }
 
+static void on_aclosed(void *user)
+{
+    *(int *)user = 1;
+}
+
+static bool flag_set(void *arg)
+{
+    return *(int *)arg != 0;
+}
+
+static void admin_close(redq_admin *a)
+{
+    int done = 0;
+    cr_assert_eq(redq_admin_close(a, on_aclosed, &done), 0);
+    cr_assert(fx_run_until(flag_set, &done, 10000), "admin close");
+}
+
 static void admin_wait(ares *r)
 {
     cr_assert(fx_run_until(is_done, r, 30000), "admin call timed out");
@@ -434,7 +451,7 @@ Test(pconsumer, partitions_consumed_both_guarantees)
     for (i = 0; i < 3; i++)
         cr_assert_eq((long long)s.p[i].ready, llen(s.p[i].name));
     cr_assert_eq(s.p[1].ready, 6);
-    redq_admin_close(a, NULL, NULL);
+    admin_close(a);
 }
 
 typedef struct pwait {
@@ -496,7 +513,7 @@ Test(pconsumer, raise_and_lower_under_a_consumer)
     snap(a, "jobs", &s);
     cr_assert_eq(s.q.partitions, 3);
     cr_assert_eq(s.q.ready + s.q.due + s.q.delayed + s.q.processing, 0);
-    redq_admin_close(a, NULL, NULL);
+    admin_close(a);
 }
 
 /* A slot migration (ASK, then MOVED) of partition 1's slot and a CLUSTER
@@ -554,5 +571,102 @@ Test(pconsumer, migration_and_failover_while_consuming)
     cr_assert_eq(s.q.registered, 0);
     fprintf(stderr, "migration+failover: %zu messages, %zu duplicates\n", n,
             r.dups);
-    redq_admin_close(a, NULL, NULL);
+    admin_close(a);
+}
+
+/* ---- one server: the same queues, ordinary connections ------------------ */
+
+TestSuite(pconsumer1, .init = fx_setup, .fini = fx_teardown, .timeout = 120);
+
+static redq_admin *admin1_new(void)
+{
+    redq_admin_options o;
+    redq_admin *a = NULL;
+    redq_admin_options_init(&o);
+    o.url = fx_url();
+    cr_assert_eq(redq_admin_new(&a, fx_base(), &o), 0);
+    return a;
+}
+
+static redq_consumer *consumer1_new(rec *r, int guarantee, size_t pool)
+{
+    redq_consumer_options o;
+    const char *qs[] = {"other", "jobs"};
+    redq_consumer_options_init(&o);
+    o.url = fx_url();
+    o.on_message = on_msg;
+    o.on_message_user = r;
+    o.guarantee = guarantee;
+    o.pool_size = pool;
+    o.pop_timeout_ms = 500;
+    o.promote_interval_ms = 100;
+    cr_assert_eq(redq_consumer_new(&r->c, fx_base(), &o, qs, 2), 0);
+    return r->c;
+}
+
+static void push1(const ares *parts, size_t np, size_t per, size_t *n)
+{
+    size_t i, k;
+    char v[64];
+    for (k = 0; k < per; k++)
+        for (i = 0; i < np; i++) {
+            snprintf(v, sizeof v, "%d:%zu", parts->p[i].index, (*n)++);
+            fx_cmd_ok("LPUSH %s %s", parts->p[i].name, v);
+        }
+}
+
+/* A consumer of one server finds the partitions itself (its own meta
+ * reads), in both modes, with pools of 1 and 4, and a partition made
+ * while it runs; every message carries the logical name and its index;
+ * the snapshot and the registry show the logical queue only. */
+Test(pconsumer1, one_server_partitions_consumed)
+{
+    static const struct { int g; size_t pool; } runs[] = {
+        {REDQ_AT_LEAST_ONCE, 4}, {REDQ_AT_MOST_ONCE, 1},
+        {REDQ_AT_LEAST_ONCE, 1}, {REDQ_AT_MOST_ONCE, 4}};
+    redq_admin *a = admin1_new();
+    ares parts, s;
+    size_t run, n = 0, from;
+    rec *r = calloc(1, sizeof *r);
+    want w;
+
+    cr_assert_eq(set_parts(a, "jobs", 3), 1);
+    for (run = 0; run < 4; run++) {
+        memset(r, 0, sizeof *r);
+        list_parts(a, "jobs", &parts);
+        from = n;
+        push1(&parts, parts.np, 20, &n);
+        consumer1_new(r, runs[run].g, runs[run].pool);
+        w.r = r;
+        w.n = n - from;
+        cr_assert(fx_run_until(got, &w, 20000), "run %zu: %zu of %zu", run,
+                  r->distinct, n - from);
+        if (run == 1) {
+            /* A partition made under the running consumer. */
+            cr_assert_eq(set_parts(a, "jobs", 4), 3);
+            list_parts(a, "jobs", &parts);
+            cr_assert_eq(parts.np, 4);
+            push1(&parts, 4, 10, &n);
+            w.n = n - from;
+            cr_assert(fx_run_until(got, &w, 20000), "%zu of %zu",
+                      r->distinct, n - from);
+        }
+        assert_all_seen(r, from, n);
+        cr_assert_eq(r->mismatch, 0);
+        consumer_end(r);
+    }
+    snap(a, "jobs", &s);
+    cr_assert_eq(s.q.partitions, 4);
+    cr_assert_eq(s.q.ready + s.q.processing + s.q.due, 0);
+    /* The registry names the logical queue, never a partition. */
+    {
+        redisReply *z = fx_cmd("ZRANGE redq:queues 0 -1");
+        size_t i;
+        cr_assert(z != NULL && z->type == REDIS_REPLY_ARRAY);
+        for (i = 0; i < z->elements; i++)
+            cr_assert(strchr(z->element[i]->str, '~') == NULL, "%s",
+                      z->element[i]->str);
+    }
+    free(r);
+    admin_close(a);
 }
