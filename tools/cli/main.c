@@ -478,7 +478,7 @@ static const cli_command commands[] = {
      "  /api/...    the JSON the page reads and the POSTs it sends:\n"
      "              GET  /api/queues, /api/queues/Q,\n"
      "                   /api/queues/Q/dead?offset=&count=,\n"
-     "                   /api/queues/Q/peek?count=\n"
+     "                   /api/queues/Q/peek?count=, /api/queues/Q/partitions\n"
      "              POST /api/queues/Q/pause|resume|requeue|purge|recover,\n"
      "                   /api/queues/Q/dead/ID/requeue|delete\n"
      "              (Q and ID percent-encoded; requeue takes an optional\n"
