@@ -1376,6 +1376,7 @@ static void run(areq *r)
                 redq__adm_send_cmd(r, -1, 3, off, NULL, on_count, redq__adm_ref_new(r, 0));
         }
         free(meta);
+        redq__adm_pause_parts(r); /* and its partitions', if any */
         break;
     }
     case K_ORPHANS:

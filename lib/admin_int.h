@@ -146,6 +146,9 @@ void redq__adm_snap_begin(areq *r, size_t i);
 void redq__adm_fold_parts(areq *r);
 /** K_PARTS' callback. */
 void redq__adm_finish_parts(areq *r, const char *es);
+/** K_PAUSE: set or clear the flag of every partition >= 1 of the queue
+ *  too (consumers of a partition read its own meta). */
+void redq__adm_pause_parts(areq *r);
 /** K_SETPARTS' first step. */
 void redq__adm_setparts_read(areq *r);
 

@@ -283,3 +283,60 @@ int redq_admin_partitions(redq_admin *a, const char *queue,
     r->cb.parts = cb;
     return redq__adm_launch(r);
 }
+
+/* ---- pause ---------------------------------------------------------------- */
+
+static void on_part_paused(redq__conn *c, void *reply, void *arg)
+{
+    areq *r = redq__adm_reply_begin(arg, NULL, NULL);
+    (void)c;
+    (void)redq__adm_reply_ok(r, reply, "pausing a partition");
+    redq__adm_settle(r);
+}
+
+static void on_pause_pmeta(redq__conn *c, void *reply, void *arg)
+{
+    areq *r = redq__adm_reply_begin(arg, NULL, NULL);
+    redisReply *rep = reply;
+    redq__parts pt;
+    unsigned k;
+    (void)c;
+    redq__parts_init(&pt);
+    if (redq__adm_reply_ok(r, rep, "reading the partitions") &&
+        rep->type == REDIS_REPLY_ARRAY && rep->elements == 2) {
+        const redisReply *pv = rep->element[0], *tv = rep->element[1];
+        int ps = pv->type == REDIS_REPLY_STRING,
+            ts = tv->type == REDIS_REPLY_STRING;
+        (void)redq__parts_parse(&pt, ps ? pv->str : NULL,
+                                ps ? (size_t)pv->len : 0, ts ? tv->str : NULL,
+                                ts ? (size_t)tv->len : 0);
+    }
+    /* Every partition ever made: a retired one is still consumed. */
+    for (k = 1; k < pt.total && r->status == 0; k++) {
+        char *pn = redq__partition_name(r->queue, r->qlen, pt.tag[k], k);
+        char *meta = pn ? redq__adm_qkey(r, pn, strlen(pn), "meta") : NULL;
+        if (meta != NULL) {
+            const char *on[] = {"HSET", meta, "paused", "1"};
+            const char *off[] = {"HDEL", meta, "paused"};
+            redq__adm_send_cmd(r, -1, r->paused ? 4 : 3, r->paused ? on : off,
+                               NULL, on_part_paused, redq__adm_ref_new(r, 0));
+        } else if (pn == NULL) {
+            redq__adm_fail(r, REDQ_ENOMEM, "out of memory");
+        }
+        free(meta);
+        free(pn);
+    }
+    redq__adm_settle(r);
+}
+
+void redq__adm_pause_parts(areq *r)
+{
+    char *meta = redq__adm_qkey(r, r->queue, r->qlen, "meta");
+    if (meta != NULL) {
+        const char *argv[] = {"HMGET", meta, REDQ__META_PARTITIONS,
+                              REDQ__META_PTAGS};
+        redq__adm_send_cmd(r, -1, 4, argv, NULL, on_pause_pmeta,
+                           redq__adm_ref_new(r, 0));
+    }
+    free(meta);
+}

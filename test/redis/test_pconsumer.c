@@ -667,6 +667,30 @@ Test(pconsumer1, one_server_partitions_consumed)
             cr_assert(strchr(z->element[i]->str, '~') == NULL, "%s",
                       z->element[i]->str);
     }
+    /* Pausing the logical queue pauses every partition (consumers of a
+     * partition read its own flag), resuming clears them all. */
+    {
+        ares d;
+        unsigned k;
+        for (k = 0; k < 2; k++) {
+            size_t i;
+            memset(&d, 0, sizeof d);
+            cr_assert_eq(redq_admin_pause(a, "jobs", k == 0, on_done, &d), 0);
+            admin_wait(&d);
+            cr_assert_eq(d.status, 0, "%s", d.err);
+            for (i = 0; i < parts.np; i++) {
+                char *meta = redq__key(parts.p[i].name,
+                                       strlen(parts.p[i].name), "meta");
+                redisReply *v = fx_cmd("HGET %s paused", meta);
+                if (k == 0)
+                    cr_assert(v->type == REDIS_REPLY_STRING &&
+                              strcmp(v->str, "1") == 0, "%s", meta);
+                else
+                    cr_assert_eq(v->type, REDIS_REPLY_NIL, "%s", meta);
+                free(meta);
+            }
+        }
+    }
     free(r);
     admin_close(a);
 }
