@@ -877,6 +877,12 @@ REDQ_API int redq_msg_attempt(const redq_message *msg);
  *  recovered from a consumer that died holding it gets a new one (the dead
  *  consumer's id for it was never written down). Valid until acked. */
 REDQ_API const char *redq_msg_id(const redq_message *msg);
+/** The partition of its logical queue the message came from: 0 for a
+ *  queue that is not partitioned (and for partition 0, the queue's own
+ *  list), i >= 1 for the physical queue "{T_i}<queue>~i" (docs/DESIGN.md,
+ *  "Partitioned queues"). redq_msg_queue() is always the logical name.
+ *  -1 for NULL. */
+REDQ_API int redq_msg_partition(const redq_message *msg);
 /** When the message was first enqueued (ms since the epoch, the clock of
  *  whoever stamped it: the producer for a frames queue's messages, the
  *  consumer for a plain queue's first retry), or -1 when unknown (a first
@@ -1147,6 +1153,10 @@ typedef struct redq_queue_info {
     uint64_t dead_lettered;    /**< moved to the dead-letter list */
     /* Appended in 0.9. */
     int format;                /**< REDQ_FORMAT_PLAIN or REDQ_FORMAT_FRAMES */
+    /* Appended in 0.9 (issue 11). The numbers above of a partitioned queue
+     * are the sums over all its partitions, retired ones included (paused
+     * and format are partition 0's, the queue's own). */
+    int partitions;            /**< active partitions (1: not partitioned) */
 } redq_queue_info;
 
 /** status 0 and `n` queues, or a REDQ_E* and errstr (n is then 0). */
@@ -1243,6 +1253,43 @@ REDQ_API int redq_admin_pause(redq_admin *a, const char *queue, int paused,
  */
 REDQ_API int redq_admin_set_format(redq_admin *a, const char *queue,
                                    int format, redq_done_cb cb, void *user);
+
+/**
+ * Set the number of active partitions of logical queue `queue` (1 to 256;
+ * docs/DESIGN.md, "Partitioned queues"): raising it makes partitions (new
+ * tags, or the retired ones again, in order) spread over the cluster's
+ * masters; lowering it retires the highest ones: producers stop pushing
+ * to them, consumers drain them forever. Nothing is moved or lost. One
+ * script on the queue's meta hash, so concurrent calls do not interleave.
+ * n is the previous count. Producers and consumers see the change within
+ * a few seconds.
+ */
+REDQ_API int redq_admin_set_partitions(redq_admin *a, const char *queue,
+                                       int partitions, redq_done_cb cb,
+                                       void *user);
+
+/** One partition of a logical queue (redq_admin_partitions). */
+typedef struct redq_partition_info {
+    int index;           /**< 0 .. n-1 (0 is the queue itself) */
+    const char *name;    /**< its physical queue (borrowed) */
+    int slot;            /**< its Redis Cluster hash slot */
+    const char *node;    /**< "host:port" of the slot's master when known
+                              (a cluster), else NULL */
+    uint64_t ready;      /**< in its ready list */
+    uint64_t processing; /**< in its registered consumers' lists */
+    uint64_t dead;       /**< its dead letters */
+    int retired;         /**< 1: index >= the active count (drained only) */
+} redq_partition_info;
+
+typedef void (*redq_partitions_cb)(redq_admin *a, int status,
+                                   const char *errstr,
+                                   const redq_partition_info *parts, size_t n,
+                                   void *user);
+
+/** Every partition of `queue` ever made, active and retired, by index (one
+ *  for a queue that is not partitioned). */
+REDQ_API int redq_admin_partitions(redq_admin *a, const char *queue,
+                                   redq_partitions_cb cb, void *user);
 
 /** Recover the messages of the queue's dead consumers now (instead of at
  *  the next live consumer's heartbeat); n is how many moved. */

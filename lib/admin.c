@@ -45,92 +45,7 @@
 #define ORPHAN_SCAN_COUNT "1000"
 #define MAX_ORPHANS 10000
 
-enum areq_kind {
-    K_QUEUES, K_QUEUE, K_PEEK, K_DEAD, K_REQUEUE, K_REQUEUE_ID, K_DELETE_ID,
-    K_PURGE, K_PAUSE, K_RECOVER, K_METRICS, K_ORPHANS, K_RECOVER_ORPHANS,
-    K_SETFORMAT
-};
-
-typedef struct qsnap {
-    char *name;
-    size_t len;
-    redq_queue_info info;
-    int done;
-} qsnap;
-
-typedef struct areq areq;
-
-/* A candidate of the orphan search: a processing list of the queue. */
-typedef struct orphan_cand {
-    char *key;
-    size_t klen;
-    char holder[40];
-    int member;        /* its holder is in the consumers set (-1 unknown) */
-    long long len;     /* LLEN, -1 unknown */
-} orphan_cand;
-
-/* The argument of one command's reply callback. */
-typedef struct aref {
-    areq *r;
-    size_t i;
-    char holder[48];
-} aref;
-
-struct areq {
-    redq_admin *a;
-    areq *prev, *next;
-    int kind;
-    int started, finishing;
-    size_t outstanding;
-    struct event *ev; /* the wait deadline, then the deferred finish */
-
-    char *queue, *arg; /* copies of the caller's strings */
-    size_t qlen;
-    size_t count, offset;
-    int paused;
-    long long offset_ll; /* DEADONE: where to look next */
-    uint64_t n;
-
-    union {
-        redq_queues_cb queues;
-        redq_msgs_cb msgs;
-        redq_done_cb done;
-        redq_text_cb text;
-        redq_orphans_cb orphans;
-    } cb;
-    void *user;
-
-    int status;
-    char errstr[256];
-
-    qsnap *snaps;
-    size_t nsnaps;
-    redq_admin_msg *msgs;
-    char **bufs; /* copies msgs point into */
-    size_t nmsgs;
-    char *text;
-    size_t textlen;
-
-    /* The orphan search (K_ORPHANS, K_RECOVER_ORPHANS). */
-    char *prefix;      /* the queue's key prefix, "{Q}/" */
-    char *pattern;     /* prefix glob-escaped, then "*proc:*" */
-    char cursor[32];
-    orphan_cand *cands;
-    size_t ncands, capcands, checks;
-};
-
-struct redq_admin {
-    struct event_base *base;
-    redq__logger log;
-    redq__conn *conn;
-    redq__scripts scripts;
-    int wait_ms, max_attempts;
-    areq *head;
-    int closing;
-    redq_close_cb close_cb;
-    void *close_user;
-    struct event *ev_close;
-};
+#include "admin_int.h"
 
 /* ---- requests ----------------------------------------------------------- */
 
@@ -167,7 +82,7 @@ static void maybe_closed(redq_admin *a)
 {
     redq_close_cb cb;
     void *user;
-    if (!a->closing || a->head != NULL || a->conn != NULL)
+    if (!a->closing || a->head != NULL || a->conn != NULL || a->cl != NULL)
         return;
     cb = a->close_cb;
     user = a->close_user;
@@ -191,6 +106,8 @@ static void finish(areq *r)
         a->head = r->next;
     if (r->next != NULL)
         r->next->prev = r->prev;
+    if (r->status == 0 && r->kind != K_PARTS)
+        redq__adm_fold_parts(r);
     if (r->status == 0 && (r->kind == K_QUEUES || r->kind == K_METRICS))
         snaps_prune_sort(r);
     if (r->status == 0 && r->kind == K_METRICS)
@@ -228,6 +145,9 @@ static void finish(areq *r)
     case K_ORPHANS:
         finish_orphans(r, es);
         break;
+    case K_PARTS:
+        redq__adm_finish_parts(r, es);
+        break;
     default:
         r->cb.done(a, r->status, es, r->status == 0 ? r->n : 0, r->user);
         break;
@@ -247,7 +167,8 @@ static void req_ev_cb(evutil_socket_t fd, short what, void *arg)
     }
     /* The deadline of a request still waiting for the connection. */
     if (!r->started) {
-        const char *why = redq__conn_last_error(r->a->conn);
+        const char *why =
+            r->a->conn != NULL ? redq__conn_last_error(r->a->conn) : "";
         r->status = REDQ_ETIMEDOUT;
         snprintf(r->errstr, sizeof r->errstr, "no connection to Redis%s%s",
                  why[0] ? ": " : "", why);
@@ -257,8 +178,8 @@ static void req_ev_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 /* Record the first failure; the request ends once nothing is outstanding. */
-static void fail(areq *r, int code, const char *fmt, ...) REDQ__PRINTF(3, 4);
-static void fail(areq *r, int code, const char *fmt, ...)
+void redq__adm_fail(areq *r, int code, const char *fmt, ...) REDQ__PRINTF(3, 4);
+void redq__adm_fail(areq *r, int code, const char *fmt, ...)
 {
     va_list ap;
     if (r->status != 0)
@@ -270,7 +191,7 @@ static void fail(areq *r, int code, const char *fmt, ...)
 }
 
 /* Nothing outstanding: schedule the callback. */
-static void settle(areq *r)
+void redq__adm_settle(areq *r)
 {
     if (r->outstanding > 0 || r->finishing)
         return;
@@ -280,25 +201,26 @@ static void settle(areq *r)
 }
 
 /* A reply is usable, else the request is failed with why. */
-static int reply_ok(areq *r, redisReply *rep, const char *what)
+int redq__adm_reply_ok(areq *r, void *reply, const char *what)
 {
+    redisReply *rep = reply;
     if (rep == NULL) {
-        fail(r, r->a->closing ? REDQ_ECLOSED : REDQ_EDISCONNECTED,
+        redq__adm_fail(r, r->a->closing ? REDQ_ECLOSED : REDQ_EDISCONNECTED,
              r->a->closing ? "admin handle closed"
                            : "%s: connection lost; outcome unknown", what);
         return 0;
     }
     if (rep->type == REDIS_REPLY_ERROR) {
-        fail(r, redq__err_from_reply(rep->str, (size_t)rep->len), "%s: %s",
+        redq__adm_fail(r, redq__err_from_reply(rep->str, (size_t)rep->len), "%s: %s",
              what, rep->str);
-        if (strncmp(rep->str, "NOSCRIPT", 8) == 0)
+        if (strncmp(rep->str, "NOSCRIPT", 8) == 0 && r->a->conn != NULL)
             redq__conn_reset(r->a->conn, REDQ_ESERVER, "scripts flushed");
         return 0;
     }
     return 1;
 }
 
-static aref *ref_new(areq *r, size_t i)
+aref *redq__adm_ref_new(areq *r, size_t i)
 {
     aref *f = calloc(1, sizeof *f);
     if (f != NULL) {
@@ -308,25 +230,96 @@ static aref *ref_new(areq *r, size_t i)
     return f;
 }
 
+/* A routed command's reply: the admin's callbacks take a redq__conn that
+ * none of them uses; on a cluster it is NULL. */
+typedef struct route {
+    redq__reply_cb cb;
+    void *arg;
+} route;
+
+static void on_routed(redq__cluster *cl, void *reply, void *arg)
+{
+    route rt = *(route *)arg;
+    (void)cl;
+    free(arg);
+    rt.cb(NULL, reply, rt.arg);
+}
+
+/*
+ * On a cluster every command goes through the router by the slot of the
+ * key it is about: a script's first key (EVAL or EVALSHA) (every key of one queue shares its
+ * slot, lib/keys.c), a plain command's first argument (the queue's own
+ * keys, or the registry), and SCAN, which names no key, by the queue's
+ * slot: the keys it looks for (a queue's processing lists) are all there.
+ */
+static int send_routed(areq *r, int script, size_t argc, const char **argv,
+                       const size_t *lens, redq__reply_cb cb, void *arg)
+{
+    size_t *l = NULL, i;
+    const char *key;
+    size_t klen;
+    char *cmd = NULL;
+    long long n;
+    route *rt;
+    int rc;
+
+    if (lens == NULL) {
+        if ((l = malloc(argc * sizeof *l)) == NULL)
+            return REDQ_ENOMEM;
+        for (i = 0; i < argc; i++)
+            l[i] = strlen(argv[i]);
+        lens = l;
+    }
+    if ((script >= 0 || strncmp(argv[0], "EVAL", 4) == 0) && argc > 3) {
+        key = argv[3];
+        klen = lens[3];
+    } else if (strcmp(argv[0], "SCAN") == 0 || argc < 2) {
+        key = r->queue != NULL ? r->queue : REGISTRY_KEY;
+        klen = strlen(key);
+    } else {
+        key = argv[1];
+        klen = lens[1];
+    }
+    n = redisFormatCommandArgv(&cmd, (int)argc, argv, lens);
+    free(l);
+    rt = malloc(sizeof *rt);
+    if (n < 0 || rt == NULL) {
+        if (n >= 0)
+            redisFreeCommand(cmd);
+        free(rt);
+        return REDQ_ENOMEM;
+    }
+    rt->cb = cb;
+    rt->arg = arg;
+    rc = redq__cluster_send(r->a->cl, redq__cluster_key_slot(key, klen), cmd,
+                            (size_t)n, script, 0, on_routed, rt);
+    redisFreeCommand(cmd);
+    if (rc != 0)
+        free(rt);
+    return rc;
+}
+
 /* Send argv (lens NULL: strlen each) as a plain command (script < 0) or a
  * script call. Counts it outstanding; on failure the request is failed
  * and `ref` freed. */
-static int send_cmd(areq *r, int script, size_t argc, const char **argv,
+int redq__adm_send_cmd(areq *r, int script, size_t argc, const char **argv,
                     const size_t *lens, redq__reply_cb cb, aref *ref)
 {
     int rc;
     if (ref == NULL) {
-        fail(r, REDQ_ENOMEM, "out of memory");
+        redq__adm_fail(r, REDQ_ENOMEM, "out of memory");
         return REDQ_ENOMEM;
     }
-    if (script >= 0)
+    if (r->a->cl != NULL)
+        rc = send_routed(r, script, argc, argv, lens, cb, ref);
+    else if (script >= 0)
         rc = redq__rel_send_script(r->a->conn, script, argc, argv, lens, 0,
                                    cb, ref);
     else
         rc = redq__conn_sendv(r->a->conn, (int)argc, argv, lens, 0, cb, ref);
     if (rc != 0) {
         free(ref);
-        fail(r, rc, "sending a command: %s", redq_strerror(rc));
+        redq__adm_fail(r, rc, "sending a command: %s", redq_strerror(rc));
         return rc;
     }
     r->outstanding++;
@@ -334,7 +327,7 @@ static int send_cmd(areq *r, int script, size_t argc, const char **argv,
 }
 
 /* Begin a reply callback: the request and index, the ref freed. */
-static areq *reply_begin(void *arg, size_t *i, char *holder)
+areq *redq__adm_reply_begin(void *arg, size_t *i, char *holder)
 {
     aref *f = arg;
     areq *r = f->r;
@@ -347,11 +340,11 @@ static areq *reply_begin(void *arg, size_t *i, char *holder)
     return r;
 }
 
-static char *qkey(areq *r, const char *q, size_t qlen, const char *sfx)
+char *redq__adm_qkey(areq *r, const char *q, size_t qlen, const char *sfx)
 {
     char *k = redq__key(q, qlen, sfx);
     if (k == NULL)
-        fail(r, REDQ_ENOMEM, "out of memory");
+        redq__adm_fail(r, REDQ_ENOMEM, "out of memory");
     return k;
 }
 
@@ -382,11 +375,11 @@ static long long reply_ll(const redisReply *e)
 static void on_snapshot(redq__conn *c, void *reply, void *arg)
 {
     size_t i;
-    areq *r = reply_begin(arg, &i, NULL);
+    areq *r = redq__adm_reply_begin(arg, &i, NULL);
     redisReply *rep = reply;
     qsnap *s = &r->snaps[i];
     (void)c;
-    if (reply_ok(r, rep, "snapshot")) {
+    if (redq__adm_reply_ok(r, rep, "snapshot")) {
         if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 16) {
             long long v[16];
             size_t k;
@@ -411,17 +404,17 @@ static void on_snapshot(redq__conn *c, void *reply, void *arg)
             s->info.dead_lettered = v[14] > 0 ? (uint64_t)v[14] : 0;
             s->done = 1;
         } else {
-            fail(r, REDQ_EPROTOCOL, "snapshot: unexpected reply");
+            redq__adm_fail(r, REDQ_EPROTOCOL, "snapshot: unexpected reply");
         }
     }
-    settle(r);
+    redq__adm_settle(r);
 }
 
 /* The consumers set's members are in: snapshot the queue with their keys. */
 static void on_members(redq__conn *c, void *reply, void *arg)
 {
     size_t i, k, nh = 0, argc = 0;
-    areq *r = reply_begin(arg, &i, NULL);
+    areq *r = redq__adm_reply_begin(arg, &i, NULL);
     redisReply *rep = reply;
     qsnap *s = &r->snaps[i];
     const char **argv = NULL;
@@ -432,7 +425,7 @@ static void on_members(redq__conn *c, void *reply, void *arg)
                                         "meta"};
     (void)c;
 
-    if (!reply_ok(r, rep, "listing consumers") || r->status != 0)
+    if (!redq__adm_reply_ok(r, rep, "listing consumers") || r->status != 0)
         goto out;
     if (rep->type == REDIS_REPLY_ARRAY)
         for (k = 0; k < rep->elements && nh < MAX_HOLDERS; k++)
@@ -444,7 +437,7 @@ static void on_members(redq__conn *c, void *reply, void *arg)
     lens = calloc(9 + 4 * nh, sizeof *lens);
     keys = calloc(5 + 3 * nh, sizeof *keys);
     if (argv == NULL || lens == NULL || keys == NULL) {
-        fail(r, REDQ_ENOMEM, "out of memory");
+        redq__adm_fail(r, REDQ_ENOMEM, "out of memory");
         goto out;
     }
     argv[argc++] = "EVALSHA";
@@ -454,7 +447,7 @@ static void on_members(redq__conn *c, void *reply, void *arg)
     argv[argc] = s->name;
     lens[argc++] = s->len;
     for (k = 0; k < 5; k++)
-        if ((keys[k] = qkey(r, s->name, s->len, fixed[k])) == NULL)
+        if ((keys[k] = redq__adm_qkey(r, s->name, s->len, fixed[k])) == NULL)
             goto out;
         else
             argv[argc++] = keys[k];
@@ -471,7 +464,7 @@ static void on_members(redq__conn *c, void *reply, void *arg)
                 char sfx[48];
                 snprintf(sfx, sizeof sfx, "%s%.*s", pre[m], (int)e->len,
                          e->str);
-                if ((keys[ki] = qkey(r, s->name, s->len, sfx)) == NULL)
+                if ((keys[ki] = redq__adm_qkey(r, s->name, s->len, sfx)) == NULL)
                     goto out;
                 argv[argc++] = keys[ki++];
             }
@@ -484,8 +477,8 @@ static void on_members(redq__conn *c, void *reply, void *arg)
     for (k = 0; k < argc; k++)
         if (lens[k] == 0 && argv[k] != NULL)
             lens[k] = strlen(argv[k]);
-    send_cmd(r, REDQ__SCRIPT_SNAPSHOT, argc, argv, lens, on_snapshot,
-             ref_new(r, i));
+    redq__adm_send_cmd(r, REDQ__SCRIPT_SNAPSHOT, argc, argv, lens, on_snapshot,
+             redq__adm_ref_new(r, i));
 out:
     if (keys != NULL)
         for (k = 0; k < 5 + 3 * nh; k++)
@@ -493,36 +486,38 @@ out:
     free(keys);
     free(argv);
     free(lens);
-    settle(r);
+    redq__adm_settle(r);
 }
 
 static void on_score(redq__conn *c, void *reply, void *arg)
 {
     size_t i;
-    areq *r = reply_begin(arg, &i, NULL);
+    areq *r = redq__adm_reply_begin(arg, &i, NULL);
     redisReply *rep = reply;
     (void)c;
-    if (reply_ok(r, rep, "reading the registry") &&
+    if (redq__adm_reply_ok(r, rep, "reading the registry") &&
         rep->type == REDIS_REPLY_STRING)
         r->snaps[i].info.last_seen_ms = strtoll(rep->str, NULL, 10);
-    settle(r);
+    redq__adm_settle(r);
 }
 
 /* Snapshot r->snaps[i]: SMEMBERS of its consumers, then SNAPSHOT. */
-static void snap_start(areq *r, size_t i)
+void redq__adm_snap_start(areq *r, size_t i)
 {
     qsnap *s = &r->snaps[i];
-    char *ck = qkey(r, s->name, s->len, "consumers");
+    char *ck = redq__adm_qkey(r, s->name, s->len, "consumers");
     const char *argv[2];
     if (ck == NULL)
         return;
     argv[0] = "SMEMBERS";
     argv[1] = ck;
-    send_cmd(r, -1, 2, argv, NULL, on_members, ref_new(r, i));
+    redq__adm_send_cmd(r, -1, 2, argv, NULL, on_members, redq__adm_ref_new(r, i));
     free(ck);
 }
 
-static int snap_add(areq *r, const char *name, size_t len, long long seen)
+int redq__adm_snap_add(areq *r, const char *name, size_t len, long long seen);
+
+int redq__adm_snap_add(areq *r, const char *name, size_t len, long long seen)
 {
     qsnap *s;
     if ((r->nsnaps & (r->nsnaps + 1)) == 0 || r->snaps == NULL) {
@@ -542,6 +537,7 @@ static int snap_add(areq *r, const char *name, size_t len, long long seen)
     s->info.name = s->name;
     s->info.oldest_age_ms = -1;
     s->info.last_seen_ms = seen;
+    s->info.partitions = 1;
     r->nsnaps++;
     return 0;
 }
@@ -579,7 +575,9 @@ static void snaps_prune_sort(areq *r)
             redq__log(&r->a->log, REDQ_LOG_INFO, 0,
                       "queue %.200s: unseen for a day and empty; dropped from "
                       "the registry", s->name);
-            if (r->a->conn != NULL && !r->a->closing)
+            if (r->a->cl != NULL && !r->a->closing)
+                (void)send_routed(r, -1, 3, argv, lens, ignore_reply, NULL);
+            else if (r->a->conn != NULL && !r->a->closing)
                 redq__conn_sendv(r->a->conn, 3, argv, lens, 0, ignore_reply,
                                  NULL);
             free(s->name);
@@ -599,11 +597,11 @@ static void build_metrics(areq *r);
 /* The registry's members are in: snapshot each. */
 static void on_registry(redq__conn *c, void *reply, void *arg)
 {
-    areq *r = reply_begin(arg, NULL, NULL);
+    areq *r = redq__adm_reply_begin(arg, NULL, NULL);
     redisReply *rep = reply;
     size_t i;
     (void)c;
-    if (reply_ok(r, rep, "reading the registry") &&
+    if (redq__adm_reply_ok(r, rep, "reading the registry") &&
         rep->type == REDIS_REPLY_ARRAY) {
         int resp3 = rep->elements > 0 &&
                     rep->element[0]->type == REDIS_REPLY_ARRAY;
@@ -618,13 +616,22 @@ static void on_registry(redq__conn *c, void *reply, void *arg)
             if (nm->type != REDIS_REPLY_STRING || nm->len == 0 ||
                 (size_t)nm->len > REDQ__MAX_QUEUE_NAME)
                 continue;
-            if (snap_add(r, nm->str, (size_t)nm->len, reply_ll(sc)) != 0)
-                fail(r, REDQ_ENOMEM, "out of memory");
+            {
+                /* Logical queues only: a partition is shown in its
+                 * queue's numbers (and by redq_admin_partitions). */
+                const char *lq;
+                size_t lql;
+                if (redq__partition_parse(nm->str, (size_t)nm->len, &lq,
+                                          &lql) != 0)
+                    continue;
+            }
+            if (redq__adm_snap_add(r, nm->str, (size_t)nm->len, reply_ll(sc)) != 0)
+                redq__adm_fail(r, REDQ_ENOMEM, "out of memory");
         }
         for (i = 0; i < r->nsnaps && r->status == 0; i++)
-            snap_start(r, i);
+            redq__adm_snap_begin(r, i);
     }
-    settle(r);
+    redq__adm_settle(r);
 }
 
 /* ---- peek and dead letters ---------------------------------------------- */
@@ -700,22 +707,22 @@ static int msgs_alloc(areq *r, size_t n)
 
 static void on_peek(redq__conn *c, void *reply, void *arg)
 {
-    areq *r = reply_begin(arg, NULL, NULL);
+    areq *r = redq__adm_reply_begin(arg, NULL, NULL);
     redisReply *rep = reply;
     size_t k, j, total;
     (void)c;
-    if (!reply_ok(r, rep, "peek"))
+    if (!redq__adm_reply_ok(r, rep, "peek"))
         goto out;
     if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 3 ||
         rep->element[0]->type != REDIS_REPLY_ARRAY ||
         rep->element[1]->type != REDIS_REPLY_ARRAY ||
         rep->element[2]->type != REDIS_REPLY_INTEGER) {
-        fail(r, REDQ_EPROTOCOL, "peek: unexpected reply");
+        redq__adm_fail(r, REDQ_EPROTOCOL, "peek: unexpected reply");
         goto out;
     }
     total = rep->element[0]->elements + rep->element[1]->elements;
     if (msgs_alloc(r, total) != 0) {
-        fail(r, REDQ_ENOMEM, "out of memory");
+        redq__adm_fail(r, REDQ_ENOMEM, "out of memory");
         goto out;
     }
     /* Both lists are taken from the right: the next one is the last. */
@@ -729,41 +736,41 @@ static void on_peek(redq__conn *c, void *reply, void *arg)
              * a plain client's value is shown whole). */
             if (add_msg(r, e->str, (size_t)e->len,
                         k == 0 || rep->element[2]->integer == 1, 0) != 0) {
-                fail(r, REDQ_ENOMEM, "out of memory");
+                redq__adm_fail(r, REDQ_ENOMEM, "out of memory");
                 goto out;
             }
         }
     }
 out:
-    settle(r);
+    redq__adm_settle(r);
 }
 
 static void on_dead(redq__conn *c, void *reply, void *arg)
 {
-    areq *r = reply_begin(arg, NULL, NULL);
+    areq *r = redq__adm_reply_begin(arg, NULL, NULL);
     redisReply *rep = reply;
     size_t j;
     (void)c;
-    if (!reply_ok(r, rep, "listing dead letters"))
+    if (!redq__adm_reply_ok(r, rep, "listing dead letters"))
         goto out;
     if (rep->type != REDIS_REPLY_ARRAY) {
-        fail(r, REDQ_EPROTOCOL, "listing dead letters: unexpected reply");
+        redq__adm_fail(r, REDQ_EPROTOCOL, "listing dead letters: unexpected reply");
         goto out;
     }
     if (msgs_alloc(r, rep->elements) != 0) {
-        fail(r, REDQ_ENOMEM, "out of memory");
+        redq__adm_fail(r, REDQ_ENOMEM, "out of memory");
         goto out;
     }
     for (j = 0; j < rep->elements; j++) {
         redisReply *e = rep->element[j];
         if (e->type == REDIS_REPLY_STRING &&
             add_msg(r, e->str, (size_t)e->len, 1, 1) != 0) {
-            fail(r, REDQ_ENOMEM, "out of memory");
+            redq__adm_fail(r, REDQ_ENOMEM, "out of memory");
             break;
         }
     }
 out:
-    settle(r);
+    redq__adm_settle(r);
 }
 
 /* ---- dead-letter actions ------------------------------------------------ */
@@ -772,10 +779,10 @@ static void send_deadrequeue(areq *r);
 
 static void on_deadrequeue(redq__conn *c, void *reply, void *arg)
 {
-    areq *r = reply_begin(arg, NULL, NULL);
+    areq *r = redq__adm_reply_begin(arg, NULL, NULL);
     redisReply *rep = reply;
     (void)c;
-    if (reply_ok(r, rep, "requeue")) {
+    if (redq__adm_reply_ok(r, rep, "requeue")) {
         if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 2) {
             long long moved = reply_ll(rep->element[0]);
             long long left = reply_ll(rep->element[1]);
@@ -787,24 +794,24 @@ static void on_deadrequeue(redq__conn *c, void *reply, void *arg)
             if (moved > 0 && left > 0 && r->count > 0)
                 send_deadrequeue(r);
         } else {
-            fail(r, REDQ_EPROTOCOL, "requeue: unexpected reply");
+            redq__adm_fail(r, REDQ_EPROTOCOL, "requeue: unexpected reply");
         }
     }
-    settle(r);
+    redq__adm_settle(r);
 }
 
 static void send_deadrequeue(areq *r)
 {
-    char *dead = qkey(r, r->queue, r->qlen, "dead");
-    char *due = qkey(r, r->queue, r->qlen, "due");
+    char *dead = redq__adm_qkey(r, r->queue, r->qlen, "dead");
+    char *due = redq__adm_qkey(r, r->queue, r->qlen, "due");
     char nb[24];
     if (dead != NULL && due != NULL) {
         const char *argv[] = {"EVALSHA", r->a->scripts.sha[REDQ__SCRIPT_DEADREQUEUE],
                               "2", dead, due, nb};
         snprintf(nb, sizeof nb, "%zu",
                  r->count < REQUEUE_BATCH ? r->count : (size_t)REQUEUE_BATCH);
-        send_cmd(r, REDQ__SCRIPT_DEADREQUEUE, 6, argv, NULL, on_deadrequeue,
-                 ref_new(r, 0));
+        redq__adm_send_cmd(r, REDQ__SCRIPT_DEADREQUEUE, 6, argv, NULL, on_deadrequeue,
+                 redq__adm_ref_new(r, 0));
     }
     free(dead);
     free(due);
@@ -812,42 +819,42 @@ static void send_deadrequeue(areq *r)
 
 static void on_deadlen(redq__conn *c, void *reply, void *arg)
 {
-    areq *r = reply_begin(arg, NULL, NULL);
+    areq *r = redq__adm_reply_begin(arg, NULL, NULL);
     redisReply *rep = reply;
     (void)c;
-    if (reply_ok(r, rep, "counting dead letters")) {
+    if (redq__adm_reply_ok(r, rep, "counting dead letters")) {
         long long n = rep->type == REDIS_REPLY_INTEGER ? rep->integer : 0;
         r->count = n > 0 ? (size_t)n : 0;
         if (r->count > 0)
             send_deadrequeue(r);
     }
-    settle(r);
+    redq__adm_settle(r);
 }
 
 static void send_deadone(areq *r);
 
 static void on_deadone(redq__conn *c, void *reply, void *arg)
 {
-    areq *r = reply_begin(arg, NULL, NULL);
+    areq *r = redq__adm_reply_begin(arg, NULL, NULL);
     redisReply *rep = reply;
     (void)c;
-    if (reply_ok(r, rep, r->kind == K_REQUEUE_ID ? "requeue" : "delete")) {
+    if (redq__adm_reply_ok(r, rep, r->kind == K_REQUEUE_ID ? "requeue" : "delete")) {
         if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 2) {
             r->n = reply_ll(rep->element[0]) == 1;
             r->offset_ll = reply_ll(rep->element[1]);
             if (r->n == 0 && r->offset_ll > 0)
                 send_deadone(r);
         } else {
-            fail(r, REDQ_EPROTOCOL, "unexpected reply");
+            redq__adm_fail(r, REDQ_EPROTOCOL, "unexpected reply");
         }
     }
-    settle(r);
+    redq__adm_settle(r);
 }
 
 static void send_deadone(areq *r)
 {
-    char *dead = qkey(r, r->queue, r->qlen, "dead");
-    char *due = qkey(r, r->queue, r->qlen, "due");
+    char *dead = redq__adm_qkey(r, r->queue, r->qlen, "dead");
+    char *due = redq__adm_qkey(r, r->queue, r->qlen, "due");
     char from[24], lim[24];
     if (dead != NULL && due != NULL) {
         const char *argv[] = {"EVALSHA", r->a->scripts.sha[REDQ__SCRIPT_DEADONE],
@@ -856,8 +863,8 @@ static void send_deadone(areq *r)
                               r->arg, from, lim};
         snprintf(from, sizeof from, "%lld", r->offset_ll);
         snprintf(lim, sizeof lim, "%d", DEADONE_SCAN);
-        send_cmd(r, REDQ__SCRIPT_DEADONE, 9, argv, NULL, on_deadone,
-                 ref_new(r, 0));
+        redq__adm_send_cmd(r, REDQ__SCRIPT_DEADONE, 9, argv, NULL, on_deadone,
+                 redq__adm_ref_new(r, 0));
     }
     free(dead);
     free(due);
@@ -865,29 +872,29 @@ static void send_deadone(areq *r)
 
 static void on_count(redq__conn *c, void *reply, void *arg)
 {
-    areq *r = reply_begin(arg, NULL, NULL);
+    areq *r = redq__adm_reply_begin(arg, NULL, NULL);
     redisReply *rep = reply;
     (void)c;
-    if (reply_ok(r, rep, r->kind == K_PURGE ? "purge" : "pause"))
+    if (redq__adm_reply_ok(r, rep, r->kind == K_PURGE ? "purge" : "pause"))
         r->n = r->kind == K_PAUSE ? 1
                : rep->type == REDIS_REPLY_INTEGER && rep->integer > 0
                    ? (uint64_t)rep->integer
                    : 0;
-    settle(r);
+    redq__adm_settle(r);
 }
 
 /* SETFORMAT's {1 changed / 0 already so / -1 refused, ready length}. */
 static void on_setformat(redq__conn *c, void *reply, void *arg)
 {
-    areq *r = reply_begin(arg, NULL, NULL);
+    areq *r = redq__adm_reply_begin(arg, NULL, NULL);
     redisReply *rep = reply;
     (void)c;
-    if (reply_ok(r, rep, "set format")) {
+    if (redq__adm_reply_ok(r, rep, "set format")) {
         if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 2 ||
             rep->element[0]->type != REDIS_REPLY_INTEGER)
-            fail(r, REDQ_EPROTOCOL, "set format: unexpected reply");
+            redq__adm_fail(r, REDQ_EPROTOCOL, "set format: unexpected reply");
         else if (rep->element[0]->integer < 0)
-            fail(r, REDQ_ENOTEMPTY,
+            redq__adm_fail(r, REDQ_ENOTEMPTY,
                  "queue %.100s: its ready list holds %lld frames; it can "
                  "become plain only when empty (consumers unwrap them "
                  "meanwhile)",
@@ -895,7 +902,7 @@ static void on_setformat(redq__conn *c, void *reply, void *arg)
         else
             r->n = (uint64_t)rep->element[0]->integer;
     }
-    settle(r);
+    redq__adm_settle(r);
 }
 
 /* ---- recover ------------------------------------------------------------ */
@@ -905,10 +912,10 @@ static void send_reap(areq *r, const char *h);
 static void on_reap(redq__conn *c, void *reply, void *arg)
 {
     char h[48];
-    areq *r = reply_begin(arg, NULL, h);
+    areq *r = redq__adm_reply_begin(arg, NULL, h);
     redisReply *rep = reply;
     (void)c;
-    if (reply_ok(r, rep, "recover")) {
+    if (redq__adm_reply_ok(r, rep, "recover")) {
         if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 3) {
             long long moved = reply_ll(rep->element[0]);
             if (moved > 0)
@@ -917,10 +924,10 @@ static void on_reap(redq__conn *c, void *reply, void *arg)
             if (reply_ll(rep->element[2]) == 1 && moved > 0)
                 send_reap(r, h);
         } else {
-            fail(r, REDQ_EPROTOCOL, "recover: unexpected reply");
+            redq__adm_fail(r, REDQ_EPROTOCOL, "recover: unexpected reply");
         }
     }
-    settle(r);
+    redq__adm_settle(r);
 }
 
 static void send_reap(areq *r, const char *h)
@@ -934,14 +941,14 @@ static void send_reap(areq *r, const char *h)
 
     qenc = malloc(3 * r->qlen + 1);
     for (k = 0; k < 3; k++)
-        keys[k] = qkey(r, r->queue, r->qlen, fixed[k]);
+        keys[k] = redq__adm_qkey(r, r->queue, r->qlen, fixed[k]);
     for (k = 0; k < 3; k++) {
         snprintf(sfx, sizeof sfx, "%s%s", pre[k], h);
-        keys[3 + k] = qkey(r, r->queue, r->qlen, sfx);
+        keys[3 + k] = redq__adm_qkey(r, r->queue, r->qlen, sfx);
     }
-    keys[6] = qkey(r, r->queue, r->qlen, "meta");
+    keys[6] = redq__adm_qkey(r, r->queue, r->qlen, "meta");
     if (qenc == NULL)
-        fail(r, REDQ_ENOMEM, "out of memory");
+        redq__adm_fail(r, REDQ_ENOMEM, "out of memory");
     if (r->status == 0) {
         /* "q=" of the dead letters it may make, encoded as lib/frame.c
          * and lib/reliable.c encode values. */
@@ -963,10 +970,10 @@ static void send_reap(areq *r, const char *h)
                                   "7", keys[0], keys[1], keys[2], keys[3],
                                   keys[4], keys[5], keys[6], h, maxa, "256",
                                   prefix, qenc};
-            aref *f = ref_new(r, 0);
+            aref *f = redq__adm_ref_new(r, 0);
             if (f != NULL)
                 snprintf(f->holder, sizeof f->holder, "%s", h);
-            send_cmd(r, REDQ__SCRIPT_REAP, 15, argv, NULL, on_reap, f);
+            redq__adm_send_cmd(r, REDQ__SCRIPT_REAP, 15, argv, NULL, on_reap, f);
         }
     }
     for (k = 0; k < 7; k++)
@@ -976,13 +983,13 @@ static void send_reap(areq *r, const char *h)
 
 static void on_recover_members(redq__conn *c, void *reply, void *arg)
 {
-    areq *r = reply_begin(arg, NULL, NULL);
+    areq *r = redq__adm_reply_begin(arg, NULL, NULL);
     redisReply *rep = reply;
     size_t k;
     (void)c;
     /* REAP leaves a holder that still beats alone, so every registered
      * holder can be asked: no lock, no scan first. */
-    if (reply_ok(r, rep, "listing consumers") &&
+    if (redq__adm_reply_ok(r, rep, "listing consumers") &&
         (rep->type == REDIS_REPLY_ARRAY))
         for (k = 0; k < rep->elements && k < MAX_HOLDERS && r->status == 0;
              k++) {
@@ -994,7 +1001,7 @@ static void on_recover_members(redq__conn *c, void *reply, void *arg)
             snprintf(h, sizeof h, "%.*s", (int)e->len, e->str);
             send_reap(r, h);
         }
-    settle(r);
+    redq__adm_settle(r);
 }
 
 /* ---- orphaned processing lists ------------------------------------------ */
@@ -1113,7 +1120,7 @@ static void send_scan(areq *r)
 {
     const char *argv[] = {"SCAN", r->cursor, "MATCH", r->pattern, "COUNT",
                           ORPHAN_SCAN_COUNT};
-    send_cmd(r, -1, 6, argv, NULL, on_scan, ref_new(r, 0));
+    redq__adm_send_cmd(r, -1, 6, argv, NULL, on_scan, redq__adm_ref_new(r, 0));
 }
 
 /* Every candidate is checked: recover the orphans' holders (once each). */
@@ -1137,7 +1144,7 @@ static void reap_orphans(areq *r)
 static void on_check(redq__conn *c, void *reply, void *arg)
 {
     size_t i;
-    areq *r = reply_begin(arg, &i, NULL);
+    areq *r = redq__adm_reply_begin(arg, &i, NULL);
     redisReply *rep = reply;
     orphan_cand *o = &r->cands[i / 2];
     (void)c;
@@ -1145,7 +1152,7 @@ static void on_check(redq__conn *c, void *reply, void *arg)
     if (rep != NULL && rep->type == REDIS_REPLY_ERROR && i % 2 == 1 &&
         strncmp(rep->str, "WRONGTYPE", 9) == 0) {
         /* Not a list: not redq's, whatever its name says. */
-    } else if (reply_ok(r, rep, i % 2 ? o->key : "listing consumers") &&
+    } else if (redq__adm_reply_ok(r, rep, i % 2 ? o->key : "listing consumers") &&
                rep->type == REDIS_REPLY_INTEGER) {
         if (i % 2 == 0)
             o->member = rep->integer != 0;
@@ -1154,13 +1161,13 @@ static void on_check(redq__conn *c, void *reply, void *arg)
     }
     if (r->checks == 0 && r->status == 0 && r->kind == K_RECOVER_ORPHANS)
         reap_orphans(r);
-    settle(r);
+    redq__adm_settle(r);
 }
 
 /* The walk is over: check each candidate's holder and length. */
 static void send_checks(areq *r)
 {
-    char *ck = qkey(r, r->queue, r->qlen, "consumers");
+    char *ck = redq__adm_qkey(r, r->queue, r->qlen, "consumers");
     size_t i;
     if (ck == NULL)
         return;
@@ -1168,8 +1175,8 @@ static void send_checks(areq *r)
         const char *ism[] = {"SISMEMBER", ck, r->cands[i].holder};
         const char *llen[] = {"LLEN", r->cands[i].key};
         size_t ll[] = {4, r->cands[i].klen};
-        if (send_cmd(r, -1, 3, ism, NULL, on_check, ref_new(r, 2 * i)) != 0 ||
-            send_cmd(r, -1, 2, llen, ll, on_check, ref_new(r, 2 * i + 1)) != 0)
+        if (redq__adm_send_cmd(r, -1, 3, ism, NULL, on_check, redq__adm_ref_new(r, 2 * i)) != 0 ||
+            redq__adm_send_cmd(r, -1, 2, llen, ll, on_check, redq__adm_ref_new(r, 2 * i + 1)) != 0)
             break;
         r->checks += 2;
     }
@@ -1178,17 +1185,17 @@ static void send_checks(areq *r)
 
 static void on_scan(redq__conn *c, void *reply, void *arg)
 {
-    areq *r = reply_begin(arg, NULL, NULL);
+    areq *r = redq__adm_reply_begin(arg, NULL, NULL);
     redisReply *rep = reply, *keys;
     size_t i;
     (void)c;
-    if (!reply_ok(r, rep, "SCAN"))
+    if (!redq__adm_reply_ok(r, rep, "SCAN"))
         goto out;
     if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 2 ||
         rep->element[0]->type != REDIS_REPLY_STRING ||
         rep->element[1]->type != REDIS_REPLY_ARRAY ||
         (size_t)rep->element[0]->len >= sizeof r->cursor) {
-        fail(r, REDQ_EPROTOCOL, "SCAN: unexpected reply");
+        redq__adm_fail(r, REDQ_EPROTOCOL, "SCAN: unexpected reply");
         goto out;
     }
     memcpy(r->cursor, rep->element[0]->str, (size_t)rep->element[0]->len);
@@ -1201,7 +1208,7 @@ static void on_scan(redq__conn *c, void *reply, void *arg)
         if (k->type == REDIS_REPLY_STRING &&
             (h = proc_holder(r, k->str, (size_t)k->len, &hl)) != NULL &&
             cand_add(r, k->str, (size_t)k->len, h, hl) != 0)
-            fail(r, REDQ_ENOMEM, "out of memory");
+            redq__adm_fail(r, REDQ_ENOMEM, "out of memory");
     }
     if (r->status != 0)
         goto out;
@@ -1210,7 +1217,7 @@ static void on_scan(redq__conn *c, void *reply, void *arg)
     else
         send_checks(r);
 out:
-    settle(r);
+    redq__adm_settle(r);
 }
 
 static int orphan_cmp(const void *x, const void *y)
@@ -1249,175 +1256,21 @@ static void finish_orphans(areq *r, const char *es)
 
 /* ---- metrics ------------------------------------------------------------ */
 
-typedef struct sbuf {
-    char *p;
-    size_t len, cap;
-    int oom;
-} sbuf;
-
-static void sb_add(sbuf *b, const char *s, size_t n)
-{
-    if (b->oom)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        char *p;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        p = realloc(b->p, cap);
-        if (p == NULL) {
-            b->oom = 1;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-static void sb_printf(sbuf *b, const char *fmt, ...) REDQ__PRINTF(2, 3);
-static void sb_printf(sbuf *b, const char *fmt, ...)
-{
-    char tmp[512];
-    va_list ap;
-    int n;
-    va_start(ap, fmt);
-    n = vsnprintf(tmp, sizeof tmp, fmt, ap);
-    va_end(ap);
-    if (n > 0)
-        sb_add(b, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
-}
-
-enum { F_U64, F_AGE, F_PAUSED, F_SEEN };
-
 static void build_metrics(areq *r)
 {
-    static const struct {
-        const char *name, *help;
-        int kind;
-        size_t off;
-    } fam[] = {
-        {"redq_queue_ready", "Messages in the ready list.", F_U64,
-         offsetof(redq_queue_info, ready)},
-        {"redq_queue_due",
-         "Retried, recovered and requeued messages, taken before the ready "
-         "list.", F_U64, offsetof(redq_queue_info, due)},
-        {"redq_queue_processing",
-         "Messages taken by at-least-once consumers and not acked yet.",
-         F_U64, offsetof(redq_queue_info, processing)},
-        {"redq_queue_delayed", "Scheduled messages not due yet.", F_U64,
-         offsetof(redq_queue_info, delayed)},
-        {"redq_queue_dead", "Dead letters.", F_U64,
-         offsetof(redq_queue_info, dead)},
-        {"redq_queue_consumers",
-         "Live consumer connections (with a heartbeat).", F_U64,
-         offsetof(redq_queue_info, consumers)},
-        {"redq_queue_consumers_registered",
-         "Consumer connections registered, live or not.", F_U64,
-         offsetof(redq_queue_info, registered)},
-        {"redq_queue_oldest_age_seconds",
-         "Age of the oldest ready message, where it can be known.", F_AGE,
-         0},
-        {"redq_queue_paused", "1 when consumers do not take from the queue.",
-         F_PAUSED, 0},
-        {"redq_queue_last_seen_timestamp_seconds",
-         "Last use by a producer or consumer (registry), seconds since the "
-         "epoch.", F_SEEN, 0},
-    };
-    sbuf b = {0};
-    size_t f, i;
-    char *esc = malloc(3 * REDQ__MAX_QUEUE_NAME + 1);
-
-    if (esc == NULL) {
-        fail(r, REDQ_ENOMEM, "out of memory");
+    redq_queue_info *v = malloc((r->nsnaps ? r->nsnaps : 1) * sizeof *v);
+    size_t i;
+    if (v == NULL) {
+        redq__adm_fail(r, REDQ_ENOMEM, "out of memory");
         return;
     }
-    for (f = 0; f < sizeof fam / sizeof fam[0]; f++) {
-        sb_printf(&b, "# HELP %s %s\n# TYPE %s gauge\n", fam[f].name,
-                  fam[f].help, fam[f].name);
-        for (i = 0; i < r->nsnaps; i++) {
-            const redq_queue_info *q = &r->snaps[i].info;
-            size_t el = redq__prom_escape(r->snaps[i].name, r->snaps[i].len,
-                                          esc);
-            char val[48];
-            switch (fam[f].kind) {
-            case F_U64:
-                snprintf(val, sizeof val, "%llu",
-                         (unsigned long long)*(const uint64_t *)(
-                             (const char *)q + fam[f].off));
-                break;
-            case F_AGE:
-                if (q->oldest_age_ms < 0)
-                    continue; /* unknown: no sample rather than a lie */
-                snprintf(val, sizeof val, "%lld.%03lld",
-                         q->oldest_age_ms / 1000, q->oldest_age_ms % 1000);
-                break;
-            case F_PAUSED:
-                snprintf(val, sizeof val, "%d", q->paused ? 1 : 0);
-                break;
-            default:
-                if (q->last_seen_ms < 0)
-                    continue;
-                snprintf(val, sizeof val, "%lld.%03lld",
-                         q->last_seen_ms / 1000, q->last_seen_ms % 1000);
-                break;
-            }
-            sb_add(&b, fam[f].name, strlen(fam[f].name));
-            sb_add(&b, "{queue=\"", 8);
-            sb_add(&b, esc, el);
-            sb_add(&b, "\"} ", 3);
-            sb_add(&b, val, strlen(val));
-            sb_add(&b, "\n", 1);
-        }
-    }
-    /* The counters of messages moved: one family, the event a label, so
-     * that a rate per event is one query (rate(...[5m]) by (event)). */
-    {
-        static const struct {
-            const char *event;
-            size_t off;
-        } ev[] = {
-            {"pushed", offsetof(redq_queue_info, pushed)},
-            {"taken", offsetof(redq_queue_info, taken)},
-            {"acked", offsetof(redq_queue_info, acked)},
-            {"retried", offsetof(redq_queue_info, retried)},
-            {"dead_lettered", offsetof(redq_queue_info, dead_lettered)},
-        };
-        size_t e;
-        sb_printf(&b, "# HELP redq_queue_messages_total Messages moved, by "
-                      "event: pushed by producers, taken by consumers, "
-                      "acked, retried (nacks, timeouts, recoveries), "
-                      "dead_lettered. Counted in Redis by every client.\n"
-                      "# TYPE redq_queue_messages_total counter\n");
-        for (i = 0; i < r->nsnaps; i++) {
-            const redq_queue_info *q = &r->snaps[i].info;
-            size_t el = redq__prom_escape(r->snaps[i].name, r->snaps[i].len,
-                                          esc);
-            for (e = 0; e < sizeof ev / sizeof ev[0]; e++) {
-                static const char pre[] = "redq_queue_messages_total{queue=\"";
-                sb_add(&b, pre, sizeof pre - 1);
-                sb_add(&b, esc, el);
-                sb_printf(&b, "\",event=\"%s\"} %llu\n", ev[e].event,
-                          (unsigned long long)*(const uint64_t *)(
-                              (const char *)q + ev[e].off));
-            }
-        }
-    }
-    free(esc);
-    if (b.oom) {
-        free(b.p);
-        fail(r, REDQ_ENOMEM, "out of memory");
-        return;
-    }
-    r->text = b.p;
-    r->textlen = b.len;
+    for (i = 0; i < r->nsnaps; i++)
+        v[i] = r->snaps[i].info;
+    if (redq__admin_metrics_text(v, r->nsnaps, &r->text, &r->textlen) != 0)
+        redq__adm_fail(r, REDQ_ENOMEM, "out of memory");
+    free(v);
 }
 
-/* ---- running requests --------------------------------------------------- */
-
-/* Send the request's first command(s); the connection is ready. */
 static void run(areq *r)
 {
     redq_admin *a = r->a;
@@ -1428,19 +1281,19 @@ static void run(areq *r)
     case K_METRICS: {
         const char *argv[] = {"ZRANGE", REGISTRY_KEY, "0", "9999",
                               "WITHSCORES"};
-        send_cmd(r, -1, 5, argv, NULL, on_registry, ref_new(r, 0));
+        redq__adm_send_cmd(r, -1, 5, argv, NULL, on_registry, redq__adm_ref_new(r, 0));
         break;
     }
     case K_QUEUE: {
         const char *argv[] = {"ZSCORE", REGISTRY_KEY, r->queue};
         size_t lens[] = {6, sizeof REGISTRY_KEY - 1, r->qlen};
-        if (send_cmd(r, -1, 3, argv, lens, on_score, ref_new(r, 0)) == 0)
-            snap_start(r, 0);
+        if (redq__adm_send_cmd(r, -1, 3, argv, lens, on_score, redq__adm_ref_new(r, 0)) == 0)
+            redq__adm_snap_begin(r, 0);
         break;
     }
     case K_PEEK: {
-        char *due = qkey(r, r->queue, r->qlen, "due");
-        char *meta = qkey(r, r->queue, r->qlen, "meta");
+        char *due = redq__adm_qkey(r, r->queue, r->qlen, "due");
+        char *meta = redq__adm_qkey(r, r->queue, r->qlen, "meta");
         char nb[24];
         if (due != NULL) {
             const char *argv[] = {"EVALSHA", a->scripts.sha[REDQ__SCRIPT_PEEK],
@@ -1450,15 +1303,15 @@ static void run(areq *r)
             lens[5] = meta != NULL ? strlen(meta) : 0;
             lens[6] = strlen(nb);
             if (meta != NULL)
-                send_cmd(r, REDQ__SCRIPT_PEEK, 7, argv, lens, on_peek,
-                         ref_new(r, 0));
+                redq__adm_send_cmd(r, REDQ__SCRIPT_PEEK, 7, argv, lens, on_peek,
+                         redq__adm_ref_new(r, 0));
         }
         free(due);
         free(meta);
         break;
     }
     case K_SETFORMAT: {
-        char *meta = qkey(r, r->queue, r->qlen, "meta");
+        char *meta = redq__adm_qkey(r, r->queue, r->qlen, "meta");
         if (meta != NULL) {
             const char *argv[] = {"EVALSHA",
                                   a->scripts.sha[REDQ__SCRIPT_SETFORMAT], "2",
@@ -1466,20 +1319,20 @@ static void run(areq *r)
                                   r->paused ? "frames" : "plain"};
             size_t lens[] = {7, 40, 1, r->qlen, strlen(meta), 0};
             lens[5] = strlen(argv[5]);
-            send_cmd(r, REDQ__SCRIPT_SETFORMAT, 6, argv, lens, on_setformat,
-                     ref_new(r, 0));
+            redq__adm_send_cmd(r, REDQ__SCRIPT_SETFORMAT, 6, argv, lens, on_setformat,
+                     redq__adm_ref_new(r, 0));
         }
         free(meta);
         break;
     }
     case K_DEAD: {
-        char *dead = qkey(r, r->queue, r->qlen, "dead");
+        char *dead = redq__adm_qkey(r, r->queue, r->qlen, "dead");
         char from[24], to[24];
         if (dead != NULL) {
             const char *argv[] = {"LRANGE", dead, from, to};
             snprintf(from, sizeof from, "%zu", r->offset);
             snprintf(to, sizeof to, "%zu", r->offset + r->count - 1);
-            send_cmd(r, -1, 4, argv, NULL, on_dead, ref_new(r, 0));
+            redq__adm_send_cmd(r, -1, 4, argv, NULL, on_dead, redq__adm_ref_new(r, 0));
         }
         free(dead);
         break;
@@ -1487,10 +1340,10 @@ static void run(areq *r)
     case K_REQUEUE:
         if (r->count == SIZE_MAX) {
             /* "All there are when it starts": later arrivals stay. */
-            char *dead = qkey(r, r->queue, r->qlen, "dead");
+            char *dead = redq__adm_qkey(r, r->queue, r->qlen, "dead");
             if (dead != NULL) {
                 const char *argv[] = {"LLEN", dead};
-                send_cmd(r, -1, 2, argv, NULL, on_deadlen, ref_new(r, 0));
+                redq__adm_send_cmd(r, -1, 2, argv, NULL, on_deadlen, redq__adm_ref_new(r, 0));
             }
             free(dead);
         } else {
@@ -1502,51 +1355,58 @@ static void run(areq *r)
         send_deadone(r);
         break;
     case K_PURGE: {
-        char *dead = qkey(r, r->queue, r->qlen, "dead");
+        char *dead = redq__adm_qkey(r, r->queue, r->qlen, "dead");
         if (dead != NULL) {
             const char *argv[] = {"EVALSHA", a->scripts.sha[REDQ__SCRIPT_PURGE],
                                   "1", dead};
-            send_cmd(r, REDQ__SCRIPT_PURGE, 4, argv, NULL, on_count,
-                     ref_new(r, 0));
+            redq__adm_send_cmd(r, REDQ__SCRIPT_PURGE, 4, argv, NULL, on_count,
+                     redq__adm_ref_new(r, 0));
         }
         free(dead);
         break;
     }
     case K_PAUSE: {
-        char *meta = qkey(r, r->queue, r->qlen, "meta");
+        char *meta = redq__adm_qkey(r, r->queue, r->qlen, "meta");
         if (meta != NULL) {
             const char *on[] = {"HSET", meta, "paused", "1"};
             const char *off[] = {"HDEL", meta, "paused"};
             if (r->paused)
-                send_cmd(r, -1, 4, on, NULL, on_count, ref_new(r, 0));
+                redq__adm_send_cmd(r, -1, 4, on, NULL, on_count, redq__adm_ref_new(r, 0));
             else
-                send_cmd(r, -1, 3, off, NULL, on_count, ref_new(r, 0));
+                redq__adm_send_cmd(r, -1, 3, off, NULL, on_count, redq__adm_ref_new(r, 0));
         }
         free(meta);
+        redq__adm_pause_parts(r); /* and its partitions', if any */
         break;
     }
     case K_ORPHANS:
     case K_RECOVER_ORPHANS:
-        if ((r->prefix = qkey(r, r->queue, r->qlen, "")) == NULL)
+        if ((r->prefix = redq__adm_qkey(r, r->queue, r->qlen, "")) == NULL)
             break;
         if ((r->pattern = glob_escape(r->prefix, "*proc:*")) == NULL) {
-            fail(r, REDQ_ENOMEM, "out of memory");
+            redq__adm_fail(r, REDQ_ENOMEM, "out of memory");
             break;
         }
         strcpy(r->cursor, "0");
         send_scan(r);
         break;
+    case K_PARTS:
+        redq__adm_snap_begin(r, 0);
+        break;
+    case K_SETPARTS:
+        redq__adm_setparts_read(r);
+        break;
     case K_RECOVER: {
-        char *ck = qkey(r, r->queue, r->qlen, "consumers");
+        char *ck = redq__adm_qkey(r, r->queue, r->qlen, "consumers");
         if (ck != NULL) {
             const char *argv[] = {"SMEMBERS", ck};
-            send_cmd(r, -1, 2, argv, NULL, on_recover_members, ref_new(r, 0));
+            redq__adm_send_cmd(r, -1, 2, argv, NULL, on_recover_members, redq__adm_ref_new(r, 0));
         }
         free(ck);
         break;
     }
     }
-    settle(r);
+    redq__adm_settle(r);
 }
 
 static void on_up(redq__conn *c, void *arg)
@@ -1568,7 +1428,7 @@ static void on_down(redq__conn *c, int code, const char *msg, void *arg)
 }
 
 /* The common part of every call: check, copy, queue, start. */
-static int submit(redq_admin *a, int kind, const char *queue, int has_cb,
+int redq__adm_submit(redq_admin *a, int kind, const char *queue, int has_cb,
                   void *user, areq **out)
 {
     areq *r;
@@ -1598,7 +1458,8 @@ static int submit(redq_admin *a, int kind, const char *queue, int has_cb,
         r->qlen = ql;
     }
     if (r->ev == NULL || (queue != NULL && r->queue == NULL) ||
-        (kind == K_QUEUE && snap_add(r, queue, ql, -1) != 0)) {
+        ((kind == K_QUEUE || kind == K_PARTS) &&
+         redq__adm_snap_add(r, queue, ql, -1) != 0)) {
         req_free(r);
         return REDQ_ENOMEM;
     }
@@ -1611,10 +1472,12 @@ static int submit(redq_admin *a, int kind, const char *queue, int has_cb,
 }
 
 /* Start r now if the connection is ready, else when it is (bounded). */
-static int launch(areq *r)
+int redq__adm_launch(areq *r)
 {
     redq_admin *a = r->a;
-    if (redq__conn_ready(a->conn)) {
+    /* A router takes commands before its map is known: they wait in it,
+     * each within its own deadline. */
+    if (a->cl != NULL || redq__conn_ready(a->conn)) {
         run(r);
     } else {
         struct timeval tv;
@@ -1661,7 +1524,10 @@ int redq_admin_new(redq_admin **out, struct event_base *base,
     redq__scripts_init(&a->scripts);
     redq__conn_config_init(&cfg, &full, &url, &a->log);
     cfg.load_scripts = 0; /* each script loads on its first use */
-    rc = redq__conn_new(&a->conn, base, &cfg, on_up, on_down, a);
+    if (url.is_cluster)
+        rc = redq__cluster_new(&a->cl, base, &cfg);
+    else
+        rc = redq__conn_new(&a->conn, base, &cfg, on_up, on_down, a);
     redq__url_free(&url);
     if (rc == 0 &&
         (a->ev_close = event_new(base, -1, 0, NULL, NULL)) == NULL)
@@ -1669,11 +1535,15 @@ int redq_admin_new(redq_admin **out, struct event_base *base,
     if (rc != 0) {
         if (a->conn != NULL)
             redq__conn_free(a->conn);
+        redq__cluster_free(a->cl);
         free(a);
         return redq__new_failed(&full, &lg, rc, "redq_admin_new: %s",
                                 redq_strerror(rc));
     }
-    redq__conn_start(a->conn);
+    if (a->cl != NULL)
+        redq__cluster_start(a->cl);
+    else
+        redq__conn_start(a->conn);
     *out = a;
     return 0;
 }
@@ -1689,12 +1559,17 @@ static void close_cb(evutil_socket_t fd, short what, void *arg)
      * REDQ_ECLOSED (reply_ok) and finish from their events. */
     a->conn = NULL;
     redq__conn_free(conn);
+    if (a->cl != NULL) {
+        redq__cluster *cl = a->cl;
+        a->cl = NULL; /* (its callbacks see the handle closing) */
+        redq__cluster_free(cl);
+    }
     for (r = a->head; r != NULL; r = next) {
         next = r->next;
         if (!r->started && !r->finishing) {
             r->started = 1;
-            fail(r, REDQ_ECLOSED, "admin handle closed");
-            settle(r);
+            redq__adm_fail(r, REDQ_ECLOSED, "admin handle closed");
+            redq__adm_settle(r);
         }
     }
     maybe_closed(a);
@@ -1717,38 +1592,38 @@ int redq_admin_close(redq_admin *a, redq_close_cb cb, void *user)
 int redq_admin_queues(redq_admin *a, redq_queues_cb cb, void *user)
 {
     areq *r;
-    int rc = submit(a, K_QUEUES, NULL, cb != NULL, user, &r);
+    int rc = redq__adm_submit(a, K_QUEUES, NULL, cb != NULL, user, &r);
     if (rc != 0)
         return rc;
     r->cb.queues = cb;
-    return launch(r);
+    return redq__adm_launch(r);
 }
 
 int redq_admin_queue(redq_admin *a, const char *queue, redq_queues_cb cb,
                      void *user)
 {
     areq *r;
-    int rc = submit(a, K_QUEUE, queue, cb != NULL, user, &r);
+    int rc = redq__adm_submit(a, K_QUEUE, queue, cb != NULL, user, &r);
     if (rc != 0)
         return rc;
     r->cb.queues = cb;
-    return launch(r);
+    return redq__adm_launch(r);
 }
 
 int redq_admin_peek(redq_admin *a, const char *queue, size_t count,
                     redq_msgs_cb cb, void *user)
 {
     areq *r;
-    int rc = submit(a, K_PEEK, queue, cb != NULL, user, &r);
+    int rc = redq__adm_submit(a, K_PEEK, queue, cb != NULL, user, &r);
     if (rc != 0)
         return rc;
     r->cb.msgs = cb;
     r->count = count < MAX_LIST ? count : MAX_LIST;
     if (r->count == 0) {
-        settle(r); /* nothing to ask */
+        redq__adm_settle(r); /* nothing to ask */
         return 0;
     }
-    return launch(r);
+    return redq__adm_launch(r);
 }
 
 int redq_admin_dead(redq_admin *a, const char *queue, size_t offset,
@@ -1758,33 +1633,33 @@ int redq_admin_dead(redq_admin *a, const char *queue, size_t offset,
     int rc;
     if (offset > (size_t)1 << 40)
         return REDQ_EINVAL;
-    rc = submit(a, K_DEAD, queue, cb != NULL, user, &r);
+    rc = redq__adm_submit(a, K_DEAD, queue, cb != NULL, user, &r);
     if (rc != 0)
         return rc;
     r->cb.msgs = cb;
     r->offset = offset;
     r->count = count < MAX_LIST ? count : MAX_LIST;
     if (r->count == 0) {
-        settle(r);
+        redq__adm_settle(r);
         return 0;
     }
-    return launch(r);
+    return redq__adm_launch(r);
 }
 
 int redq_admin_requeue(redq_admin *a, const char *queue, size_t count,
                        redq_done_cb cb, void *user)
 {
     areq *r;
-    int rc = submit(a, K_REQUEUE, queue, cb != NULL, user, &r);
+    int rc = redq__adm_submit(a, K_REQUEUE, queue, cb != NULL, user, &r);
     if (rc != 0)
         return rc;
     r->cb.done = cb;
     r->count = count;
     if (count == 0) {
-        settle(r);
+        redq__adm_settle(r);
         return 0;
     }
-    return launch(r);
+    return redq__adm_launch(r);
 }
 
 /* The id as frames store it: percent-encoded like lib/frame.c does. */
@@ -1796,7 +1671,7 @@ static int id_call(redq_admin *a, int kind, const char *queue, const char *id,
     int rc;
     if (id == NULL || (il = strlen(id)) == 0 || il > 64)
         return REDQ_EINVAL;
-    rc = submit(a, kind, queue, cb != NULL, user, &r);
+    rc = redq__adm_submit(a, kind, queue, cb != NULL, user, &r);
     if (rc != 0)
         return rc;
     r->cb.done = cb;
@@ -1812,7 +1687,7 @@ static int id_call(redq_admin *a, int kind, const char *queue, const char *id,
         return REDQ_ENOMEM;
     }
     r->arg[redq__pct_encode(r->arg, id, il)] = '\0';
-    return launch(r);
+    return redq__adm_launch(r);
 }
 
 int redq_admin_requeue_id(redq_admin *a, const char *queue, const char *id,
@@ -1831,23 +1706,23 @@ int redq_admin_purge(redq_admin *a, const char *queue, redq_done_cb cb,
                      void *user)
 {
     areq *r;
-    int rc = submit(a, K_PURGE, queue, cb != NULL, user, &r);
+    int rc = redq__adm_submit(a, K_PURGE, queue, cb != NULL, user, &r);
     if (rc != 0)
         return rc;
     r->cb.done = cb;
-    return launch(r);
+    return redq__adm_launch(r);
 }
 
 int redq_admin_pause(redq_admin *a, const char *queue, int paused,
                      redq_done_cb cb, void *user)
 {
     areq *r;
-    int rc = submit(a, K_PAUSE, queue, cb != NULL, user, &r);
+    int rc = redq__adm_submit(a, K_PAUSE, queue, cb != NULL, user, &r);
     if (rc != 0)
         return rc;
     r->cb.done = cb;
     r->paused = paused != 0;
-    return launch(r);
+    return redq__adm_launch(r);
 }
 
 int redq_admin_set_format(redq_admin *a, const char *queue, int format,
@@ -1857,53 +1732,54 @@ int redq_admin_set_format(redq_admin *a, const char *queue, int format,
     int rc;
     if (format != REDQ_FORMAT_PLAIN && format != REDQ_FORMAT_FRAMES)
         return REDQ_EINVAL;
-    rc = submit(a, K_SETFORMAT, queue, cb != NULL, user, &r);
+    rc = redq__adm_submit(a, K_SETFORMAT, queue, cb != NULL, user, &r);
     if (rc != 0)
         return rc;
     r->cb.done = cb;
     r->paused = format == REDQ_FORMAT_FRAMES; /* (the request's flag) */
-    return launch(r);
+    return redq__adm_launch(r);
 }
 
 int redq_admin_recover(redq_admin *a, const char *queue, redq_done_cb cb,
                        void *user)
 {
     areq *r;
-    int rc = submit(a, K_RECOVER, queue, cb != NULL, user, &r);
+    int rc = redq__adm_submit(a, K_RECOVER, queue, cb != NULL, user, &r);
     if (rc != 0)
         return rc;
     r->cb.done = cb;
-    return launch(r);
+    return redq__adm_launch(r);
 }
 
 int redq_admin_metrics(redq_admin *a, redq_text_cb cb, void *user)
 {
     areq *r;
-    int rc = submit(a, K_METRICS, NULL, cb != NULL, user, &r);
+    int rc = redq__adm_submit(a, K_METRICS, NULL, cb != NULL, user, &r);
     if (rc != 0)
         return rc;
     r->cb.text = cb;
-    return launch(r);
+    return redq__adm_launch(r);
 }
 
 int redq_admin_orphans(redq_admin *a, const char *queue, redq_orphans_cb cb,
                        void *user)
 {
     areq *r;
-    int rc = submit(a, K_ORPHANS, queue, cb != NULL, user, &r);
+    int rc = redq__adm_submit(a, K_ORPHANS, queue, cb != NULL, user, &r);
     if (rc != 0)
         return rc;
     r->cb.orphans = cb;
-    return launch(r);
+    return redq__adm_launch(r);
 }
 
 int redq_admin_recover_orphans(redq_admin *a, const char *queue,
                                redq_done_cb cb, void *user)
 {
     areq *r;
-    int rc = submit(a, K_RECOVER_ORPHANS, queue, cb != NULL, user, &r);
+    int rc = redq__adm_submit(a, K_RECOVER_ORPHANS, queue, cb != NULL, user, &r);
     if (rc != 0)
         return rc;
     r->cb.done = cb;
-    return launch(r);
+    return redq__adm_launch(r);
 }
+

@@ -39,6 +39,7 @@ static void check_removes(redq_consumer *c);
 static void defer(redq_consumer *c, int flag);
 static void close_now(redq_consumer *c);
 static void unblock_all(redq_consumer *c);
+static void arm_retry(redq_consumer *c, uint64_t us);
 
 /* ---- chunks ------------------------------------------------------------- */
 
@@ -99,6 +100,14 @@ static redq_message *chunk_msgs(chunk *ch)
 
 /* ---- delivery ----------------------------------------------------------- */
 
+/* The sequence of the ids made for plain queues' messages: an inner
+ * consumer shares its outer's (and its instance id), so ids stay unique
+ * over the partitions. */
+static uint64_t next_idseq(redq_consumer *c)
+{
+    return c->outer != NULL ? ++c->outer->idseq : ++c->idseq;
+}
+
 /* Which queue a popped key belongs to: its ready list Q (*framed = 0) or
  * its due list (*framed = 1). -1 for neither. */
 static int queue_index(redq_consumer *c, const char *key, size_t len,
@@ -134,7 +143,7 @@ static void deliver(redq_consumer *c, int qi, int framed, plist *pl,
                     redisReply **els, size_t n)
 {
     redq__frame f;
-    size_t i, bytes = 0, given = 0;
+    size_t i, bytes = 0, given = 0, lq;
     chunk *ch;
     redq_message *m;
     char *w, *qname;
@@ -156,7 +165,8 @@ static void deliver(redq_consumer *c, int qi, int framed, plist *pl,
                  (framed == SRC_Q_PLAIN ? 0 : REDQ__ID_ROOM);
     /* The queue's name too: a message outlives the removal of its queue
      * and the consumer itself (redq.h, "Lifetimes"). */
-    bytes += c->qlens[qi] + 1;
+    lq = c->rq[qi].part > 0 ? c->rq[qi].lq : (size_t)qi;
+    bytes += (c->lname != NULL ? c->lnlen : c->qlens[lq]) + 1;
     ch = chunk_get(c, n, bytes);
     if (ch == NULL) {
         /* At-least-once they stay in the processing list: untracked, they
@@ -171,8 +181,15 @@ static void deliver(redq_consumer *c, int qi, int framed, plist *pl,
     m = chunk_msgs(ch);
     w = (char *)(m + n);
     qname = w;
-    memcpy(w, c->queues[qi], c->qlens[qi] + 1);
-    w += c->qlens[qi] + 1;
+    /* An inner consumer's messages carry the logical queue's name. */
+    if (c->lname != NULL) {
+        memcpy(w, c->lname, c->lnlen + 1);
+        w += c->lnlen + 1;
+    } else {
+        /* (a partition's slot: its logical queue's name) */
+        memcpy(w, c->queues[lq], c->qlens[lq] + 1);
+        w += c->qlens[lq] + 1;
+    }
     for (i = 0; i < n; i++) {
         redisReply *r = els[i];
         size_t len = (size_t)r->len;
@@ -187,6 +204,7 @@ static void deliver(redq_consumer *c, int qi, int framed, plist *pl,
         mm->owner = c;
         mm->qidx = qi;
         mm->queue = qname;
+        mm->partition = c->lname != NULL ? c->part : c->rq[qi].part;
         mm->raw = w;
         mm->raw_len = len;
         mm->pl = pl;
@@ -207,7 +225,7 @@ static void deliver(redq_consumer *c, int qi, int framed, plist *pl,
                 memcpy(w, f.id, strlen(f.id) + 1);
                 mm->id = w;
             } else {
-                mm->idseq = ++c->idseq;
+                mm->idseq = next_idseq(c);
             }
             w += REDQ__ID_ROOM;
         } else if (framed != SRC_DUE) {
@@ -218,7 +236,7 @@ static void deliver(redq_consumer *c, int qi, int framed, plist *pl,
             mm->data = mm->raw;
             mm->len = len;
             mm->id = "";
-            mm->idseq = ++c->idseq;
+            mm->idseq = next_idseq(c);
             mm->ts_ms = -1;
             mm->attempt = 1;
             if (framed == SRC_Q_FRAMES)
@@ -240,7 +258,8 @@ static void deliver(redq_consumer *c, int qi, int framed, plist *pl,
     for (i = 0; i < given && !c->closing; i++) {
         redq__rel_delivered(c, &m[i]);
         c->st.delivered++;
-        c->on_message(c, &m[i], c->message_user);
+        c->on_message(c->outer != NULL ? c->outer : c, &m[i],
+                      c->message_user);
     }
     if (c->closing) {
         /* Closed from a handler: the rest are dropped with the consumer. */
@@ -356,6 +375,13 @@ static void pop_error(popper *pp, redisReply *r)
     round_end(pp);
     if (redq__rel_script_error(c, pp->conn, r->str))
         return; /* scripts flushed: the connection reloads them */
+    if (redq__consumer_redirected(c, pp->conn, r)) {
+        /* Not an error: the slot moved (the connection follows it and
+         * its up callback pops again) or is moving: pop again soon. */
+        c->st.errors--;
+        arm_retry(c, 50000);
+        return;
+    }
     redq__log(&c->log, REDQ_LOG_ERROR, code, "pop: %s", r->str);
     if (code == REDQ_EAUTH || strncmp(r->str, "LOADING", 7) == 0 ||
         strncmp(r->str, "READONLY", 8) == 0)
@@ -1080,10 +1106,18 @@ static void consumer_free(redq_consumer *c)
 {
     size_t i;
     chunk *ch;
-    if (c->pool != NULL)
-        for (i = 0; i < c->npool; i++)
-            redq__conn_free(c->pool[i].conn);
-    redq__conn_free(c->ctl);
+    if (c->pins != NULL) {
+        /* Pinned (cluster): the pins own the connections. */
+        for (i = 0; i <= c->npool; i++)
+            redq__cluster_pin_free(c->pins[i]);
+        free(c->pins);
+    } else {
+        if (c->pool != NULL)
+            for (i = 0; i < c->npool; i++)
+                redq__conn_free(c->pool[i].conn);
+        redq__conn_free(c->ctl);
+    }
+    free(c->lname);
     redq__stats_free(&c->stats);
     redq__rel_free(c);
     /* Chunks with messages the handler still holds outlive the consumer:
@@ -1118,15 +1152,133 @@ static void consumer_free(redq_consumer *c)
     free(c);
 }
 
+/* Make an ordinary consumer (an inner one when `in` is set) from checked
+ * options; url and lg are borrowed for the call. */
+static int consumer_make(redq_consumer **out, struct event_base *base,
+                         const redq__options *opts, const redq__url *url,
+                         const redq__logger *lg, const char *const *queues,
+                         size_t nqueues, const redq__inner_cfg *in)
+{
+    redq_consumer *c;
+    redq__conn_config cfg;
+    size_t i;
+    int rc;
+
+    c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return REDQ_ENOMEM;
+    c->base = base;
+    c->log = *lg;
+    c->on_message = opts->on_message;
+    c->message_user = opts->message_user;
+    c->pop_batch = opts->pop_batch;
+    c->max_unacked = opts->max_unacked;
+    c->pop_timeout_ms = opts->pop_timeout_ms;
+    c->stop_timeout_ms = opts->stop_timeout_ms;
+    c->pop_mode = opts->pop_mode;
+    c->kick_min = c->max_unacked / 4 ? c->max_unacked / 4 : 1;
+    if (c->kick_min > c->pop_batch)
+        c->kick_min = c->pop_batch;
+    c->nq = nqueues;
+    c->reliable = opts->guarantee == REDQ_AT_LEAST_ONCE;
+    /* pool_size pop connections whatever the number of queues (plus the
+     * control connection): see assign_blocks() for how fewer connections
+     * than queues are served at-least-once. */
+    c->npool = opts->pool_size;
+    c->n_idle = c->npool;
+    c->nactive = nqueues;
+
+    rc = REDQ_ENOMEM;
+    if (in != NULL) {
+        c->outer = in->outer;
+        c->part = in->part;
+        c->cl = in->cl;
+        c->cl_slot = in->slot;
+        c->lnlen = strlen(in->lname);
+        if ((c->lname = malloc(c->lnlen + 1)) == NULL)
+            goto fail;
+        memcpy(c->lname, in->lname, c->lnlen + 1);
+        /* The outer's id: one instance, whatever the partitions. */
+        snprintf(c->id, sizeof c->id, "%s", in->id);
+    }
+    c->queues = calloc(nqueues, sizeof *c->queues);
+    c->qlens = calloc(nqueues, sizeof *c->qlens);
+    c->bad_until = calloc(nqueues, sizeof *c->bad_until);
+    /* The longest command: TAKE, "EVALSHA sha numkeys" + 6 keys a queue +
+     * the count and the holder; BLMPOP needs 2 a queue + 6. */
+    c->argv = calloc(6 * nqueues + 8, sizeof *c->argv);
+    c->argvlen = calloc(6 * nqueues + 8, sizeof *c->argvlen);
+    c->pool = calloc(c->npool, sizeof *c->pool);
+    c->ev_defer = event_new(base, -1, 0, defer_cb, c);
+    c->t_retry = event_new(base, -1, 0, retry_cb, c);
+    c->t_stop = event_new(base, -1, 0, stop_timer_cb, c);
+    if (!c->queues || !c->qlens || !c->bad_until || !c->argv ||
+        !c->argvlen || !c->pool || !c->ev_defer || !c->t_retry || !c->t_stop)
+        goto fail;
+    for (i = 0; i < c->npool; i++) {
+        c->pool[i].round_q = calloc(nqueues, sizeof *c->pool[i].round_q);
+        if (c->pool[i].round_q == NULL)
+            goto fail;
+    }
+    for (i = 0; i < nqueues; i++) {
+        c->qlens[i] = strlen(queues[i]);
+        c->queues[i] = malloc(c->qlens[i] + 1);
+        if (c->queues[i] == NULL)
+            goto fail;
+        memcpy(c->queues[i], queues[i], c->qlens[i] + 1);
+    }
+
+    if (redq__rel_init(c, opts) != 0 ||
+        redq__stats_init(&c->stats, base, opts, stats_emit, c) != 0)
+        goto fail;
+    redq__conn_config_init(&cfg, opts, url, &c->log);
+    cfg.load_scripts = 0; /* scripts load on first use */
+    if (c->cl != NULL) {
+        /* Every connection pinned to the queue's slot: the pool, the
+         * control connection (CLIENT UNBLOCK must reach the same node) and
+         * so every script, whose keys all share that slot. */
+        if ((c->pins = calloc(c->npool + 1, sizeof *c->pins)) == NULL ||
+            redq__cluster_pin_new(&c->pins[c->npool], c->cl, c->cl_slot, &cfg,
+                                  ctl_up, NULL, c) != 0)
+            goto fail;
+        c->ctl = redq__cluster_pin_conn(c->pins[c->npool]);
+    } else if (redq__conn_new(&c->ctl, base, &cfg, ctl_up, NULL, c) != 0)
+        goto fail;
+    cfg.want_client_id = 1; /* CLIENT UNBLOCK at stop */
+    cfg.want_version = 1;   /* the pop command depends on it */
+    cfg.arena_replies = 1; /* many small elements per reply */
+    assign_blocks(c);
+    for (i = 0; i < c->npool; i++) {
+        c->pool[i].owner = c;
+        if (c->cl != NULL) {
+            if (redq__cluster_pin_new(&c->pins[i], c->cl, c->cl_slot, &cfg,
+                                      popper_up, popper_down,
+                                      &c->pool[i]) != 0)
+                goto fail;
+            c->pool[i].conn = redq__cluster_pin_conn(c->pins[i]);
+        } else if (redq__conn_new(&c->pool[i].conn, base, &cfg, popper_up,
+                                  popper_down, &c->pool[i]) != 0)
+            goto fail;
+    }
+    redq__conn_start(c->ctl);
+    for (i = 0; i < c->npool; i++)
+        redq__conn_start(c->pool[i].conn);
+    *out = c;
+    return 0;
+
+fail:
+    consumer_free(c);
+    return rc;
+}
+
+
 int redq_consumer_new(redq_consumer **out, struct event_base *base,
                       const redq_consumer_options *user_opts,
                       const char *const *queues,
                       size_t nqueues)
 {
-    redq_consumer *c;
     redq__url url;
     redq__logger lg;
-    redq__conn_config cfg;
     redq__options full, *opts = &full; /* the caller's layout, defaults after */
     size_t i;
     int rc;
@@ -1176,93 +1328,48 @@ int redq_consumer_new(redq_consumer **out, struct event_base *base,
         return rc;
     }
 
-    c = calloc(1, sizeof *c);
-    if (c == NULL) {
-        redq__url_free(&url);
-        return REDQ_ENOMEM;
-    }
-    c->base = base;
-    c->log = lg;
-    c->on_message = opts->on_message;
-    c->message_user = opts->message_user;
-    c->pop_batch = opts->pop_batch;
-    c->max_unacked = opts->max_unacked;
-    c->pop_timeout_ms = opts->pop_timeout_ms;
-    c->stop_timeout_ms = opts->stop_timeout_ms;
-    c->pop_mode = opts->pop_mode;
-    c->kick_min = c->max_unacked / 4 ? c->max_unacked / 4 : 1;
-    if (c->kick_min > c->pop_batch)
-        c->kick_min = c->pop_batch;
-    c->nq = nqueues;
-    c->reliable = opts->guarantee == REDQ_AT_LEAST_ONCE;
-    /* pool_size pop connections whatever the number of queues (plus the
-     * control connection): see assign_blocks() for how fewer connections
-     * than queues are served at-least-once. */
-    c->npool = opts->pool_size;
-    c->n_idle = c->npool;
-    c->nactive = nqueues;
-
-    rc = REDQ_ENOMEM;
-    c->queues = calloc(nqueues, sizeof *c->queues);
-    c->qlens = calloc(nqueues, sizeof *c->qlens);
-    c->bad_until = calloc(nqueues, sizeof *c->bad_until);
-    /* The longest command: TAKE, "EVALSHA sha numkeys" + 6 keys a queue +
-     * the count and the holder; BLMPOP needs 2 a queue + 6. */
-    c->argv = calloc(6 * nqueues + 8, sizeof *c->argv);
-    c->argvlen = calloc(6 * nqueues + 8, sizeof *c->argvlen);
-    c->pool = calloc(c->npool, sizeof *c->pool);
-    c->ev_defer = event_new(base, -1, 0, defer_cb, c);
-    c->t_retry = event_new(base, -1, 0, retry_cb, c);
-    c->t_stop = event_new(base, -1, 0, stop_timer_cb, c);
-    if (!c->queues || !c->qlens || !c->bad_until || !c->argv ||
-        !c->argvlen || !c->pool || !c->ev_defer || !c->t_retry || !c->t_stop)
-        goto fail;
-    for (i = 0; i < c->npool; i++) {
-        c->pool[i].round_q = calloc(nqueues, sizeof *c->pool[i].round_q);
-        if (c->pool[i].round_q == NULL)
-            goto fail;
-    }
-    for (i = 0; i < nqueues; i++) {
-        c->qlens[i] = strlen(queues[i]);
-        c->queues[i] = malloc(c->qlens[i] + 1);
-        if (c->queues[i] == NULL)
-            goto fail;
-        memcpy(c->queues[i], queues[i], c->qlens[i] + 1);
-    }
-
-    if (redq__rel_init(c, opts) != 0 ||
-        redq__stats_init(&c->stats, base, opts, stats_emit, c) != 0)
-        goto fail;
-    redq__conn_config_init(&cfg, opts, &url, &c->log);
-    cfg.load_scripts = 0; /* scripts load on first use */
-    if (redq__conn_new(&c->ctl, base, &cfg, ctl_up, NULL, c) != 0)
-        goto fail;
-    cfg.want_client_id = 1; /* CLIENT UNBLOCK at stop */
-    cfg.want_version = 1;   /* the pop command depends on it */
-    cfg.arena_replies = 1; /* many small elements per reply */
-    assign_blocks(c);
-    for (i = 0; i < c->npool; i++) {
-        c->pool[i].owner = c;
-        if (redq__conn_new(&c->pool[i].conn, base, &cfg, popper_up,
-                           popper_down, &c->pool[i]) != 0)
-            goto fail;
-    }
+    /* A cluster: an outer handle over one inner consumer per partition,
+     * each pinned to its slot (lib/pconsumer.c). */
+    if (url.is_cluster)
+        rc = redq__pconsumer_new(out, base, opts, &url, &lg, queues, nqueues);
+    else
+        rc = consumer_make(out, base, opts, &url, &lg, queues, nqueues, NULL);
     redq__url_free(&url);
-    redq__conn_start(c->ctl);
-    for (i = 0; i < c->npool; i++)
-        redq__conn_start(c->pool[i].conn);
-    *out = c;
-    return 0;
-
-fail:
-    redq__url_free(&url);
-    consumer_free(c);
     return rc;
+}
+
+int redq__consumer_create(redq_consumer **out, struct event_base *base,
+                          const redq__options *opts, const redq__url *url,
+                          const redq__logger *lg, const char *queue,
+                          const redq__inner_cfg *in)
+{
+    return consumer_make(out, base, opts, url, lg, &queue, 1, in);
+}
+
+int redq__consumer_redirected(redq_consumer *c, redq__conn *conn,
+                              const void *reply)
+{
+    const redisReply *r = reply;
+    (void)conn;
+    if (c->cl == NULL || r == NULL || r->type != REDIS_REPLY_ERROR ||
+        redq__err_cluster(r->str, (size_t)r->len) == REDQ__REDIR_NONE)
+        return 0;
+    /* The pinned connection itself follows a MOVED (lib/conn.c's redirect
+     * hook, once the replies read are delivered); ASK, TRYAGAIN and
+     * CLUSTERDOWN pass with the migration or failover. */
+    redq__log(&c->log, REDQ_LOG_DEBUG, 0, "queue %s: %.100s", c->queues[0],
+              r->str);
+    return 1;
 }
 
 const char *redq_msg_queue(const redq_message *m)
 {
     return m != NULL ? m->queue : NULL;
+}
+
+int redq_msg_partition(const redq_message *m)
+{
+    return m != NULL ? m->partition : -1;
 }
 
 const void *redq_msg_data(const redq_message *m)
@@ -1420,6 +1527,8 @@ int redq_consumer_stop(redq_consumer *c, int timeout_ms, redq_stop_cb cb,
     struct timeval tv;
     if (c == NULL || cb == NULL)
         return REDQ_EINVAL;
+    if (c->pc != NULL)
+        return redq__pc_stop(c, timeout_ms, cb, user);
     if (c->stopping || c->closing)
         return REDQ_ECLOSED;
     ms = timeout_ms < 0 ? c->stop_timeout_ms : timeout_ms;
@@ -1438,6 +1547,8 @@ int redq_consumer_close(redq_consumer *c, redq_close_cb cb, void *user)
 {
     if (c == NULL)
         return REDQ_EINVAL;
+    if (c->pc != NULL)
+        return redq__pc_close(c, cb, user);
     if (c->closing)
         return REDQ_ECLOSED;
     c->closing = 1;
@@ -1550,15 +1661,34 @@ static int grow_queues(redq_consumer *c)
     return 0;
 }
 
+static int add_slot(redq_consumer *c, const char *queue, size_t lq, int part);
+
 int redq_consumer_add_queue(redq_consumer *c, const char *queue)
 {
-    size_t i;
+    if (c != NULL && c->pc != NULL)
+        return redq__pc_add_queue(c, queue);
     if (c == NULL || !queue_name_ok(c, queue))
         return REDQ_EINVAL;
     if (c->stopping || c->closing)
         return REDQ_ECLOSED;
     if (find_queue(c, queue) < c->nq)
         return REDQ_EEXIST;
+    return add_slot(c, queue, c->nq, 0);
+}
+
+int redq__consumer_add_partition(redq_consumer *c, const char *name,
+                                 size_t lq, int part)
+{
+    if (c->stopping || c->closing || find_queue(c, name) < c->nq)
+        return 0;
+    return add_slot(c, name, lq, part);
+}
+
+/* A new slot for `queue`: a queue given (part 0, lq its own slot) or a
+ * partition of the logical queue in slot lq. */
+static int add_slot(redq_consumer *c, const char *queue, size_t lq, int part)
+{
+    size_t i;
     if (c->nq >= 10000 || grow_queues(c) != 0)
         return REDQ_ENOMEM;
     i = c->nq;
@@ -1573,6 +1703,8 @@ int redq_consumer_add_queue(redq_consumer *c, const char *queue)
         free(c->queues[i]);
         return REDQ_ENOMEM;
     }
+    c->rq[i].part = part;
+    c->rq[i].lq = lq;
     /* No pop before its format is known (the next promote tick asks). */
     c->rq[i].fmt_known = 0;
     c->fmt_unknown++;
@@ -1589,21 +1721,53 @@ int redq_consumer_add_queue(redq_consumer *c, const char *queue)
     return 0;
 }
 
+static void remove_slot(redq_consumer *c, size_t i, redq_remove_cb cb,
+                        void *user);
+static void part_removed(redq_consumer *c, int status, void *user);
+
 int redq_consumer_remove_queue(redq_consumer *c, const char *queue,
                                redq_remove_cb cb, void *user)
 {
     size_t i;
-    relq *q;
     if (c == NULL || queue == NULL || cb == NULL)
         return REDQ_EINVAL;
+    if (c->pc != NULL)
+        return redq__pc_remove_queue(c, queue, cb, user);
     if (c->stopping || c->closing)
         return REDQ_ECLOSED;
     i = find_queue(c, queue);
-    if (i == c->nq || c->rq[i].state != Q_ACTIVE)
+    if (i == c->nq || c->rq[i].state != Q_ACTIVE || c->rq[i].part > 0)
         return REDQ_ENOQUEUE;
-    if (c->nactive == 1)
-        return REDQ_EINVAL;
-    q = &c->rq[i];
+    {
+        size_t k, nl = 0;
+        for (k = 0; k < c->nq; k++)
+            nl += c->rq[k].state == Q_ACTIVE && c->rq[k].part == 0;
+        if (nl == 1)
+            return REDQ_EINVAL;
+        /* Its partitions go with it (their own removals, confirmed in
+         * the same way; the callback is the queue's). */
+        for (k = 0; k < c->nq; k++)
+            if (c->rq[k].state == Q_ACTIVE && c->rq[k].part > 0 &&
+                c->rq[k].lq == i)
+                remove_slot(c, k, part_removed, NULL);
+    }
+    remove_slot(c, i, cb, user);
+    return 0;
+}
+
+static void part_removed(redq_consumer *c, int status, void *user)
+{
+    (void)c;
+    (void)status;
+    (void)user;
+}
+
+/* Start the removal of slot i (active); cb when confirmed. */
+static void remove_slot(redq_consumer *c, size_t i, redq_remove_cb cb,
+                        void *user)
+{
+    relq *q = &c->rq[i];
+    const char *queue = c->queues[i];
     q->state = Q_REMOVING;
     if (!q->fmt_known) { /* no promote tick will ask for it any more */
         q->fmt_known = 1;
@@ -1621,7 +1785,6 @@ int redq_consumer_remove_queue(redq_consumer *c, const char *queue,
     assign_blocks(c);
     defer(c, DEFER_KICK | DEFER_WAKE | DEFER_REMOVE);
     redq__log(&c->log, REDQ_LOG_INFO, 0, "queue %s: removing", queue);
-    return 0;
 }
 
 /* Move every removal on: give back a queue no pop names and nothing of
@@ -1665,6 +1828,10 @@ void redq__consumer_stats_fill(const redq_consumer *c, redq_consumer_stats *st)
     size_t i;
     if (c == NULL || st == NULL)
         return;
+    if (c->pc != NULL) {
+        redq__pc_stats(c, st);
+        return;
+    }
     *st = c->st;
     st->unacked = c->unacked;
     st->connected = 0;

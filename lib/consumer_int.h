@@ -85,6 +85,7 @@ struct redq_message {
     long long ts_ms;  /* frame ts, -1 if none */
     int attempt;      /* this delivery's number, 1 for the first */
     int qidx;
+    int partition;    /* of its logical queue (redq_msg_partition) */
     int framed;       /* came from the due list: raw is a frame */
     enum msg_state state;
     plist *pl;        /* at-least-once: the list it is in */
@@ -161,7 +162,27 @@ typedef struct relq {
     int frames;     /* its format is REDQ_FORMAT_FRAMES: learnt each
                        promote tick, as paused */
     int fmt_known;  /* a promote reply (or error) came: may pop */
+    /* One server, a partitioned queue: its partitions >= 1 are slots of
+     * their own (added when the meta read finds them), named after it. */
+    int part;       /* this slot's partition index (0: a queue given) */
+    size_t lq;      /* part > 0: the slot of its logical queue */
+    int pasking;    /* part 0: a read of its partition fields in flight */
 } relq;
+
+struct redq__pcons;
+
+/* How lib/pconsumer.c makes an inner consumer: one physical queue (a
+ * partition of a logical queue), its messages named by the logical queue,
+ * delivered with the outer handle's pointer, and on a cluster every
+ * connection pinned to the physical queue's slot. */
+typedef struct redq__inner_cfg {
+    redq_consumer *outer; /* on_message gets it; ids share its sequence */
+    const char *lname;    /* the logical queue's name (messages carry it) */
+    int part;             /* the partition's index */
+    struct redq__cluster *cl; /* NULL: ordinary connections */
+    unsigned slot;        /* with cl: every connection follows its master */
+    const char *id;       /* the outer's instance id (holder names) */
+} redq__inner_cfg;
 
 enum { Q_ACTIVE = 0, Q_REMOVING, Q_GONE };
 
@@ -171,6 +192,18 @@ enum { DEFER_KICK = 1, DEFER_CHECK_STOP = 2, DEFER_CLOSE = 4,
        DEFER_REMOVE = 32 /* a queue's removal may progress */ };
 
 struct redq_consumer {
+    /* An outer handle (lib/pconsumer.c: a cluster URL) has only this set
+     * (and id): every API call goes to it. */
+    struct redq__pcons *pc;
+    /* An inner one (one partition): the outer, and its logical queue. */
+    redq_consumer *outer;
+    char *lname;
+    size_t lnlen;
+    int part;
+    struct redq__cluster *cl;          /* connections pinned to cl_slot */
+    unsigned cl_slot;
+    struct redq__cluster_pin **pins;   /* [npool] pool, [npool] control */
+
     struct event_base *base;
     redq__logger log;
     redq_message_cb on_message;
@@ -239,13 +272,50 @@ struct redq_consumer {
                                  a pop begun before is on stale keys */
     redq__stats stats;        /* on_stats (lib/stats.c) */
     uint64_t idseq;           /* ids made for plain queues' messages */
+    uint64_t parts_at_us;     /* next read of the partition fields */
     size_t fmt_unknown;       /* queues whose format is not known yet: no
                                  pops before (lib/reliable.c) */
 
     redq_consumer_stats st;
 };
 
+/* ---- lib/consumer.c, for lib/pconsumer.c ---- */
+/** Make an ordinary consumer of one queue from options already checked
+ *  (opts, url borrowed for the call), as an inner one when `in` is not
+ *  NULL. Returns 0, REDQ_EINVAL or REDQ_ENOMEM. */
+int redq__consumer_create(redq_consumer **out, struct event_base *base,
+                          const redq__options *opts, const redq__url *url,
+                          const redq__logger *lg, const char *queue,
+                          const redq__inner_cfg *in);
+/** A reply on one of c's connections: 1 when c is pinned to a cluster
+ *  slot and the reply says "not here / not now" (MOVED, ASK, TRYAGAIN,
+ *  CLUSTERDOWN): the command did not run, and the same command later
+ *  will (a MOVED makes the pinned connection follow the slot by itself:
+ *  lib/conn.c). Else 0. */
+int redq__consumer_redirected(redq_consumer *c, redq__conn *conn,
+                              const void *reply);
+
+/* ---- lib/pconsumer.c ---- */
+/** redq_consumer_new for a redis+cluster:// URL: an outer handle over
+ *  inner consumers, one per partition of each queue. */
+int redq__pconsumer_new(redq_consumer **out, struct event_base *base,
+                        const redq__options *opts, const redq__url *url,
+                        const redq__logger *lg, const char *const *queues,
+                        size_t nqueues);
+int redq__pc_stop(redq_consumer *c, int timeout_ms, redq_stop_cb cb,
+                  void *user);
+int redq__pc_close(redq_consumer *c, redq_close_cb cb, void *user);
+int redq__pc_add_queue(redq_consumer *c, const char *queue);
+int redq__pc_remove_queue(redq_consumer *c, const char *queue,
+                          redq_remove_cb cb, void *user);
+void redq__pc_stats(const redq_consumer *c, redq_consumer_stats *st);
+
 /* ---- lib/consumer.c, for lib/reliable.c ---- */
+/** One server: partition `part` (>= 1), physical queue `name`, of the
+ *  logical queue in slot `lq` was found: consume it in a slot of its own
+ *  (nothing when it is there already). 0 or REDQ_ENOMEM. */
+int redq__consumer_add_partition(redq_consumer *c, const char *name,
+                                 size_t lq, int part);
 void redq__consumer_defer(redq_consumer *c, int flag);
 /** Is queue slot `i` one pops may name (active, and at-least-once
  *  registered by its first heartbeat)? */

@@ -954,6 +954,12 @@ void redq__producer_outer_free(redq_producer *p);
  *  is NUL-terminated. Returns the length written (without the NUL). */
 size_t redq__prom_escape(const char *s, size_t len, char *out);
 
+/** The Prometheus text (format 0.0.4) of n queue snapshots (lib/
+ *  admin_metrics.c): *text malloc'd (not NUL-terminated), *textlen its
+ *  length. Returns 0 or REDQ_ENOMEM. */
+int redq__admin_metrics_text(const redq_queue_info *q, size_t n, char **text,
+                             size_t *textlen);
+
 /* ---- the queue registry (lib/registry.c) ------------------------------- */
 
 /* The sorted set of queues in use: member the name, score last seen (ms). */

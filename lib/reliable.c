@@ -41,6 +41,9 @@
 
 enum { OUT_ACK, OUT_ACKFAST, OUT_SETTLE, OUT_SYNC, OUT_OTHER, OUT_REMOVE };
 
+/* One server: how often a consumer reads its queues' partition fields. */
+#define REDQ__PARTS_POLL_US (2u * 1000000u)
+
 #define NELEM(a) (sizeof(a) / sizeof((a)[0]))
 /* Room in front of an ack buffer for "*N EVALSHA sha 1 key". */
 #define ACK_HEADER_ROOM(pl) (160 + (pl)->keylen + (pl)->metalen)
@@ -258,7 +261,8 @@ static void on_out_reply(redq__conn *conn, void *reply, void *arg)
                       (strncmp(r->str, "NOSCRIPT", 8) == 0 ||
                        redq__err_is_transient(r->str, (size_t)r->len)))) {
         /* Not answered, or not applied (the server forgot the scripts, is
-         * loading, busy, ...): send all of them again, in order, once the
+         * loading, busy, a cluster's MOVED/ASK/TRYAGAIN/CLUSTERDOWN on a
+         * pinned connection, ...): send all of them again, in order, once the
          * connection is back. The later ones get NULL from the reset and
          * are found already requeued. */
         out_requeue_sent(c);
@@ -329,7 +333,7 @@ int redq__rel_init(redq_consumer *c, const redq__options *o)
     seed = redq__now_us() ^ ((uint64_t)redq__wall_ms() << 20) ^
            ((uint64_t)getpid() << 40) ^ (uint64_t)(uintptr_t)c;
     c->rng = (uint32_t)(seed ^ (seed >> 32)) | 1u;
-    {
+    if (c->id[0] == '\0') { /* (an inner consumer has its outer's) */
         uint32_t a = rng_next(c), b = rng_next(c);
         snprintf(c->id, sizeof c->id, "%08x%08x", a ^ (uint32_t)seed, b);
     }
@@ -1001,6 +1005,11 @@ static void hb_reply(redq__conn *conn, void *reply, void *arg)
     redisReply *r = reply;
     size_t i;
     (void)conn;
+    if (!c->closing && redq__consumer_redirected(c, conn, r)) {
+        free(ref); /* its slot moved or is moving: the next beat (at once
+                      when the pinned connection comes back) */
+        return;
+    }
     if (!c->closing && r != NULL) {
         if (r->type == REDIS_REPLY_ERROR) {
             c->st.errors++;
@@ -1391,6 +1400,58 @@ static void on_promote_reply(redq__conn *conn, void *reply, void *arg)
     }
 }
 
+/* The partition fields of queue slot ref->qi: consume every partition
+ * ever made (retired ones too: drained forever) in a slot of its own. */
+static void on_parts_reply(redq__conn *conn, void *reply, void *arg)
+{
+    qref *ref = arg;
+    redq_consumer *c = ref->c;
+    size_t qi = ref->qi;
+    redisReply *r = reply;
+    redq__parts pt;
+    unsigned k;
+    (void)conn;
+    free(ref);
+    if (c->closing)
+        return;
+    c->rq[qi].pasking = 0;
+    if (c->stopping || c->rq[qi].state != Q_ACTIVE || r == NULL ||
+        r->type != REDIS_REPLY_ARRAY || r->elements != 2)
+        return; /* (an error: asked again at the next poll) */
+    redq__parts_init(&pt);
+    (void)redq__parts_parse(
+        &pt,
+        r->element[0]->type == REDIS_REPLY_STRING ? r->element[0]->str : NULL,
+        r->element[0]->type == REDIS_REPLY_STRING ? (size_t)r->element[0]->len
+                                                  : 0,
+        r->element[1]->type == REDIS_REPLY_STRING ? r->element[1]->str : NULL,
+        r->element[1]->type == REDIS_REPLY_STRING ? (size_t)r->element[1]->len
+                                                  : 0);
+    for (k = 1; k < pt.total; k++) {
+        char *name = redq__partition_name(c->queues[qi], c->qlens[qi],
+                                          pt.tag[k], k);
+        if (name == NULL ||
+            redq__consumer_add_partition(c, name, qi, (int)k) != 0)
+            redq__log(&c->log, REDQ_LOG_ERROR, REDQ_ENOMEM,
+                      "queue %s: partition %u not consumed: out of memory",
+                      c->queues[qi], k);
+        free(name);
+    }
+}
+
+static void ask_partitions(redq_consumer *c, size_t i)
+{
+    const char *argv[] = {"HMGET", c->rq[i].meta, REDQ__META_PARTITIONS,
+                          REDQ__META_PTAGS};
+    qref *ref;
+    if (c->rq[i].pasking || (ref = qref_new(c, i)) == NULL)
+        return;
+    if (redq__conn_sendv(c->ctl, 4, argv, NULL, 0, on_parts_reply, ref) != 0)
+        free(ref);
+    else
+        c->rq[i].pasking = 1;
+}
+
 /* Move due delayed (and retried) frames of every queue to its due list. */
 static void promote_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -1411,8 +1472,22 @@ static void promote_cb(evutil_socket_t fd, short what, void *arg)
             redq__rel_send_script(c->ctl, REDQ__SCRIPT_PROMOTE, NELEM(argv),
                                   argv, NULL, 0, on_promote_reply, ref) != 0)
             free(ref);
-        /* The registry (admin tools): a lookup per tick, a ZADD a minute. */
-        redq__registry_touch(c->registry, c->ctl, c->queues[i], c->qlens[i]);
+        /* The registry (admin tools): a lookup per tick, a ZADD a minute.
+         * Not from an inner consumer: the registry key is in another slot
+         * than its pinned connections; its outer registers the logical
+         * name through the router. */
+        if (c->outer == NULL && c->rq[i].part == 0)
+            redq__registry_touch(c->registry, c->ctl, c->queues[i],
+                                 c->qlens[i]);
+    }
+    /* One server: partitions of the queues given, every few seconds (an
+     * inner consumer of a cluster's has its outer do this). */
+    if (c->outer == NULL && redq__conn_ready(c->ctl) && !c->stopping &&
+        redq__now_us() >= c->parts_at_us) {
+        c->parts_at_us = redq__now_us() + REDQ__PARTS_POLL_US;
+        for (i = 0; i < c->nq; i++)
+            if (c->rq[i].state == Q_ACTIVE && c->rq[i].part == 0)
+                ask_partitions(c, i);
     }
 }
 

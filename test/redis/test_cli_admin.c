@@ -120,11 +120,11 @@ Test(cli_admin, queues_table_and_json_on_a_layout_built_by_hand)
     assert_code(c, 0);
     cr_assert_str_eq(c->out,
                      "QUEUE  READY  DUE  PROCESSING  DELAYED  DEAD  CONSUMERS  "
-                     "REGISTERED  OLDEST  PAUSED  FORMAT\n"
+                     "REGISTERED  OLDEST  PAUSED  FORMAT  P\n"
                      "q1         3    1           0        2     2          0  "
-                     "         0       -      no   plain\n"
+                     "         0       -      no   plain  1\n"
                      "q2         1    0           0        0     0          0  "
-                     "         0       -     yes  frames\n");
+                     "         0       -     yes  frames  1\n");
     cr_assert_eq(c->err_len, 0, "stderr: %s", c->err);
 
     c = run(ARGS("queues", "--json", "--url", fx_url()));
@@ -136,6 +136,7 @@ Test(cli_admin, queues_table_and_json_on_a_layout_built_by_hand)
     cr_assert_str_eq(jstr(q1, "queue"), "q1");
     cr_assert_str_eq(jstr(q1, "format"), "plain");
     cr_assert_str_eq(jstr(q2, "format"), "frames");
+    cr_assert_eq(jint(q1, "partitions"), 1);
     cr_assert_eq(jint(q1, "ready"), 3);
     cr_assert_eq(jint(q1, "due"), 1);
     cr_assert_eq(jint(q1, "processing"), 0);

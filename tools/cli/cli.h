@@ -117,6 +117,7 @@ int cli_cmd_pause(const cli_options *o);       /* queues.c */
 int cli_cmd_resume(const cli_options *o);      /* queues.c */
 int cli_cmd_recover(const cli_options *o);     /* queues.c */
 int cli_cmd_format(const cli_options *o);      /* queues.c */
+int cli_cmd_partitions(const cli_options *o);  /* queues.c */
 int cli_cmd_top(const cli_options *o);         /* top.c */
 int cli_cmd_serve(const cli_options *o);       /* serve.c */
 

@@ -354,12 +354,15 @@ static const cli_command commands[] = {
      "              (4.2s, 12m05s, 3h07m, 2d04h), else -\n"
      "  PAUSED      yes when consumers do not take from it (redq pause)\n"
      "  FORMAT      plain or frames (redq format)\n"
+     "  P           active partitions (redq partitions); the numbers of a\n"
+     "              partitioned queue are the sums over its partitions\n"
      "Queue names are escaped as dead list escapes text. With --json, one\n"
      "JSON object: {\"queues\":[{\"queue\":\"Q\",\"ready\":0,\"due\":0,\n"
      "\"processing\":0,\"delayed\":0,\"dead\":0,\"consumers\":0,\n"
      "\"registered\":0,\"oldest_age_ms\":N|null,\"paused\":false,\n"
      "\"last_seen_ms\":N|null,\"pushed\":0,\"taken\":0,\"acked\":0,\n"
-     "\"retried\":0,\"dead_lettered\":0,\"format\":\"plain\"},...]}\n"
+     "\"retried\":0,\"dead_lettered\":0,\"format\":\"plain\",\"partitions\":1},\n"
+     "...]}\n"
      "(last_seen_ms: when a producer\n"
      "or consumer last recorded it, ms since the epoch; pushed..dead_lettered:\n"
      "the queue's counters of messages moved, counted in Redis since the queue\n"
@@ -414,6 +417,27 @@ static const cli_command commands[] = {
      "a queue's format when they first use it, consumers within about their\n"
      "promote interval.\n",
      "", ":qh", plain_longopts, 1, 2, cli_cmd_format},
+    {"partitions", "[options] QUEUE [P]",
+     "show or set the partitions of QUEUE",
+     "Without P, list every partition of logical queue QUEUE ever made, one\n"
+     "row each:\n"
+     "  INDEX       0 .. n-1 (0 is QUEUE itself)\n"
+     "  QUEUE       its physical queue, {TAG}QUEUE~INDEX for INDEX >= 1: an\n"
+     "              ordinary list a plain client can LPUSH and BRPOP\n"
+     "  SLOT NODE   its Redis Cluster slot and that slot's master (- on one\n"
+     "              server)\n"
+     "  READY PROCESSING DEAD  its numbers, as in stats\n"
+     "  RETIRED     yes for INDEX >= P: producers no longer push to it,\n"
+     "              consumers drain it\n"
+     "With P (1 to 256), set the active count first: raising it makes\n"
+     "partitions spread over the cluster's masters (or reuses retired\n"
+     "ones), lowering it retires the highest; nothing moves, nothing is\n"
+     "lost. Producers and consumers see it within a few seconds. With\n"
+     "--json, one JSON object: {\"partitions\":[{\"index\":0,\"queue\":\"Q\",\n"
+     "\"slot\":0,\"node\":\"h:p\"|null,\"ready\":0,\"processing\":0,\"dead\":0,\n"
+     "\"retired\":false},...]}\n",
+     "  --json                  one JSON object instead of the table\n",
+     ":qh", stats_longopts, 1, 2, cli_cmd_partitions},
     {"top", "[options] [QUEUE...]",
      "a live table of the queues with their rates",
      "Every --interval, a snapshot of every registered queue (or of the\n"
@@ -454,7 +478,7 @@ static const cli_command commands[] = {
      "  /api/...    the JSON the page reads and the POSTs it sends:\n"
      "              GET  /api/queues, /api/queues/Q,\n"
      "                   /api/queues/Q/dead?offset=&count=,\n"
-     "                   /api/queues/Q/peek?count=\n"
+     "                   /api/queues/Q/peek?count=, /api/queues/Q/partitions\n"
      "              POST /api/queues/Q/pause|resume|requeue|purge|recover,\n"
      "                   /api/queues/Q/dead/ID/requeue|delete\n"
      "              (Q and ID percent-encoded; requeue takes an optional\n"

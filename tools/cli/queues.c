@@ -82,7 +82,8 @@ void cli_format_age(long long ms, char *buf, size_t cap)
 
 static const char *const queue_heads[] = {
     "QUEUE",     "READY",      "DUE",    "PROCESSING", "DELAYED",
-    "DEAD",      "CONSUMERS",  "REGISTERED", "OLDEST", "PAUSED", "FORMAT"};
+    "DEAD",      "CONSUMERS",  "REGISTERED", "OLDEST", "PAUSED", "FORMAT",
+    "P"};
 #define QUEUE_COLS (sizeof queue_heads / sizeof queue_heads[0])
 
 static int queues_table(const redq_queue_info *q, size_t n)
@@ -112,6 +113,8 @@ static int queues_table(const redq_queue_info *q, size_t n)
         rc |= cli_table_add(&t, q[i].paused ? "yes" : "no");
         rc |= cli_table_add(&t, q[i].format == REDQ_FORMAT_FRAMES ? "frames"
                                                                   : "plain");
+        snprintf(buf, sizeof buf, "%d", q[i].partitions);
+        rc |= cli_table_add(&t, buf);
     }
     if (rc == 0)
         cli_table_print(stdout, &t);
@@ -147,8 +150,9 @@ void cli_put_queue_json(FILE *f, const redq_queue_info *q)
             (unsigned long long)q->pushed, (unsigned long long)q->taken,
             (unsigned long long)q->acked, (unsigned long long)q->retried,
             (unsigned long long)q->dead_lettered);
-    fprintf(f, ",\"format\":\"%s\"",
-            q->format == REDQ_FORMAT_FRAMES ? "frames" : "plain");
+    fprintf(f, ",\"format\":\"%s\",\"partitions\":%d",
+            q->format == REDQ_FORMAT_FRAMES ? "frames" : "plain",
+            q->partitions);
 }
 
 static void queues_cb(redq_admin *a, int status, const char *errstr,
@@ -370,4 +374,107 @@ int cli_cmd_format(const cli_options *o)
         return cli_usage_error(o->cmd, "format '%s': plain or frames",
                                o->args[1]);
     return cli_adm_run(o, format_start, NULL, NULL);
+}
+
+/* ---- partitions ------------------------------------------------------------ */
+
+static const char *const part_heads[] = {"INDEX", "QUEUE",      "SLOT",
+                                         "NODE",  "READY",      "PROCESSING",
+                                         "DEAD",  "RETIRED"};
+#define PART_COLS (sizeof part_heads / sizeof part_heads[0])
+
+static void parts_shown(redq_admin *a, int status, const char *errstr,
+                        const redq_partition_info *p, size_t n, void *user)
+{
+    cli_adm *ad = user;
+    cli_table t = {PART_COLS, 0, 0, NULL};
+    size_t i, k;
+    int rc = 0;
+
+    (void)a;
+    if (cli_adm_check(ad, status, errstr, ad->s.o->args[0]) < 0)
+        return;
+    if (ad->s.o->json) {
+        fputs("{\"partitions\":[", stdout);
+        for (i = 0; i < n; i++) {
+            printf("%s{\"index\":%d,\"queue\":", i ? "," : "", p[i].index);
+            cli_put_json_string(stdout, p[i].name);
+            printf(",\"slot\":%d,\"node\":", p[i].slot);
+            if (p[i].node != NULL)
+                cli_put_json_string(stdout, p[i].node);
+            else
+                fputs("null", stdout);
+            printf(",\"ready\":%llu,\"processing\":%llu,\"dead\":%llu,"
+                   "\"retired\":%s}",
+                   (unsigned long long)p[i].ready,
+                   (unsigned long long)p[i].processing,
+                   (unsigned long long)p[i].dead,
+                   p[i].retired ? "true" : "false");
+        }
+        fputs("]}\n", stdout);
+        cli_adm_done(ad, CLI_RC_OK);
+        return;
+    }
+    for (k = 0; k < PART_COLS; k++)
+        rc |= cli_table_add(&t, part_heads[k]);
+    for (i = 0; i < n && rc == 0; i++) {
+        char buf[32], *name = cli_escape_text(p[i].name, strlen(p[i].name),
+                                              0, 1);
+        snprintf(buf, sizeof buf, "%d", p[i].index);
+        rc |= cli_table_add(&t, buf);
+        rc |= cli_table_add(&t, name);
+        free(name);
+        snprintf(buf, sizeof buf, "%d", p[i].slot);
+        rc |= cli_table_add(&t, buf);
+        rc |= cli_table_add(&t, p[i].node != NULL ? p[i].node : "-");
+        snprintf(buf, sizeof buf, "%llu", (unsigned long long)p[i].ready);
+        rc |= cli_table_add(&t, buf);
+        snprintf(buf, sizeof buf, "%llu",
+                 (unsigned long long)p[i].processing);
+        rc |= cli_table_add(&t, buf);
+        snprintf(buf, sizeof buf, "%llu", (unsigned long long)p[i].dead);
+        rc |= cli_table_add(&t, buf);
+        rc |= cli_table_add(&t, p[i].retired ? "yes" : "no");
+    }
+    if (rc == 0)
+        cli_table_print(stdout, &t);
+    cli_table_free(&t);
+    cli_adm_done(ad, rc == 0 ? CLI_RC_OK : CLI_RC_FAILED);
+}
+
+static void parts_set(redq_admin *a, int status, const char *errstr,
+                      uint64_t n, void *user)
+{
+    cli_adm *ad = user;
+
+    if (cli_adm_check(ad, status, errstr, ad->s.o->args[0]) < 0)
+        return;
+    (void)n;
+    /* Then the table (or JSON) of what there is now. */
+    if (redq_admin_partitions(a, ad->s.o->args[0], parts_shown, ad) < 0)
+        cli_adm_check(ad, REDQ_ENOMEM, NULL, ad->s.o->args[0]);
+}
+
+static void parts_start(cli_adm *ad)
+{
+    const cli_options *o = ad->s.o;
+    int rc = o->nargs < 2
+                 ? redq_admin_partitions(ad->a, o->args[0], parts_shown, ad)
+                 : redq_admin_set_partitions(ad->a, o->args[0],
+                                             atoi(o->args[1]), parts_set, ad);
+
+    if (rc < 0)
+        cli_adm_check(ad, rc, NULL, o->args[0]);
+}
+
+int cli_cmd_partitions(const cli_options *o)
+{
+    if (o->nargs == 2) {
+        char *end;
+        long v = strtol(o->args[1], &end, 10);
+        if (*end != '\0' || v < 1 || v > 256)
+            return cli_usage_error(o->cmd, "partitions '%s': 1 to 256",
+                                   o->args[1]);
+    }
+    return cli_adm_run(o, parts_start, NULL, NULL);
 }

@@ -192,7 +192,7 @@ static void put_queue(struct evbuffer *b, const redq_queue_info *q)
         "\"dead\":%llu,\"consumers\":%llu,\"registered\":%llu,"
         "\"oldest_age_ms\":%lld,\"paused\":%s,\"last_seen_ms\":%lld,"
         "\"pushed\":%llu,\"taken\":%llu,\"acked\":%llu,\"retried\":%llu,"
-        "\"dead_lettered\":%llu,\"format\":\"%s\"}",
+        "\"dead_lettered\":%llu,\"format\":\"%s\",\"partitions\":%d}",
         (unsigned long long)q->ready, (unsigned long long)q->due,
         (unsigned long long)q->processing, (unsigned long long)q->delayed,
         (unsigned long long)q->dead, (unsigned long long)q->consumers,
@@ -201,7 +201,7 @@ static void put_queue(struct evbuffer *b, const redq_queue_info *q)
         (unsigned long long)q->pushed, (unsigned long long)q->taken,
         (unsigned long long)q->acked, (unsigned long long)q->retried,
         (unsigned long long)q->dead_lettered,
-        q->format == REDQ_FORMAT_FRAMES ? "frames" : "plain");
+        q->format == REDQ_FORMAT_FRAMES ? "frames" : "plain", q->partitions);
 }
 
 static void put_msg(struct evbuffer *b, const redq_admin_msg *m, size_t max)
@@ -431,6 +431,47 @@ static void on_queues(redq_admin *a, int status, const char *errstr,
         }
         evbuffer_add_printf(b, "]}\n");
     }
+    reply_json(r, b);
+    req_free(r);
+}
+
+/* GET /api/queues/Q/partitions */
+static void on_parts(redq_admin *a, int status, const char *errstr,
+                     const redq_partition_info *p, size_t n, void *user)
+{
+    serve_req *r = user;
+    struct evbuffer *b;
+    size_t i;
+
+    (void)a;
+    if (req_gone(r))
+        return;
+    if (status < 0 || !(b = evbuffer_new())) {
+        reply_admin_error(r, status < 0 ? status : REDQ_ENOMEM, errstr);
+        req_free(r);
+        return;
+    }
+    evbuffer_add_printf(b, "{\"queue\":");
+    put_cstr(b, r->queue);
+    evbuffer_add_printf(b, ",\"partitions\":[");
+    for (i = 0; i < n; i++) {
+        evbuffer_add_printf(b, "%s{\"index\":%d,\"name\":", i ? "," : "",
+                            p[i].index);
+        put_cstr(b, p[i].name);
+        evbuffer_add_printf(b, ",\"slot\":%d,\"node\":", p[i].slot);
+        if (p[i].node)
+            put_cstr(b, p[i].node);
+        else
+            evbuffer_add_printf(b, "null");
+        evbuffer_add_printf(b,
+                            ",\"ready\":%llu,\"processing\":%llu,"
+                            "\"dead\":%llu,\"retired\":%s}",
+                            (unsigned long long)p[i].ready,
+                            (unsigned long long)p[i].processing,
+                            (unsigned long long)p[i].dead,
+                            p[i].retired ? "true" : "false");
+    }
+    evbuffer_add_printf(b, "]}\n");
     reply_json(r, b);
     req_free(r);
 }
@@ -694,7 +735,8 @@ static void handle_api(serve *s, struct evhttp_request *req, const char *path,
 
     /* Reading: GET only. */
     if (g.n == 2 || (g.n == 3) ||
-        (g.n == 4 && (!strcmp(what, "dead") || !strcmp(what, "peek")))) {
+        (g.n == 4 && (!strcmp(what, "dead") || !strcmp(what, "peek") ||
+                      !strcmp(what, "partitions")))) {
         if (post) {
             evhttp_add_header(evhttp_request_get_output_headers(req), "Allow",
                               "GET");
@@ -709,6 +751,8 @@ static void handle_api(serve *s, struct evhttp_request *req, const char *path,
             rc = redq_admin_queues(s->admin, on_queues, r);
         } else if (g.n == 3) {
             rc = redq_admin_queue(s->admin, name, on_queues, r);
+        } else if (!strcmp(what, "partitions")) {
+            rc = redq_admin_partitions(s->admin, name, on_parts, r);
         } else if (!strcmp(what, "dead")) {
             if (query_size(&q, "offset", 0, SIZE_MAX - MAX_LIST, &offset) < 0 ||
                 query_size(&q, "count", 50, MAX_LIST, &count) < 0) {

@@ -266,11 +266,23 @@ function renderDetail() {
 async function loadMessages() {
   const name = state.selected;
   if (!name) return;
-  const [dead, peek] = await Promise.all([
+  const [dead, peek, parts] = await Promise.all([
     api(qpath(name) + '/dead?offset=' + state.deadOffset + '&count=' + DEAD_PAGE),
     api(qpath(name) + '/peek?count=10'),
+    api(qpath(name) + '/partitions'),
   ]);
   if (name !== state.selected) return;
+  // A partitioned queue's numbers above are sums; one row per partition.
+  $('partsbox').hidden = parts.partitions.length < 2;
+  const ptb = $('parts').tBodies[0];
+  ptb.replaceChildren();
+  for (const p of parts.partitions) {
+    const tr = el('tr');
+    tr.append(el('td', p.index, 'n'), el('td', p.name, 'qname'), el('td', p.slot, 'n'),
+              el('td', p.node || '-'), el('td', p.ready, 'n'), el('td', p.processing, 'n'),
+              el('td', p.dead, 'n'), el('td', p.retired ? 'retired' : 'active'));
+    ptb.append(tr);
+  }
   const db = $('dead').tBodies[0];
   db.replaceChildren();
   for (const m of dead.messages) {
