@@ -1,0 +1,316 @@
+/*
+ * What the producer knows of each queue it writes to, learnt from Redis:
+ *   - its format (docs/DESIGN.md, "Ids and formats"): a HGET of the meta
+ *     field at the queue's first use decides between LPUSH of payloads
+ *     and PUSH of frames; a PUSH refused because an operator switched the
+ *     queue back to plain rewrites the queue's batches in order;
+ *   - its length under max_queue_len ("Backpressure"): sending pauses
+ *     while a LPUSH says the queue is that long, and an LLEN watch resumes
+ *     it.
+ * The batches themselves are lib/producer.c's (lib/producer_int.h).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+#include <hiredis/hiredis.h>
+
+#include "producer_int.h"
+
+/* "EVALSHA <PUSH> 2 <queue> <meta>" in RESP, at w (without the array
+ * header, like every batch's command); returns the end. Room: the sha, the
+ * name and the meta key plus 64. */
+char *redq__pr_put_push_head(redq_producer *p, const batch *b, char *w)
+{
+    static const char pre[] = "$7\r\nEVALSHA\r\n$40\r\n";
+    static const char mid[] = "\r\n$1\r\n2\r\n$";
+    memcpy(w, pre, sizeof pre - 1);
+    w += sizeof pre - 1;
+    memcpy(w, p->scripts.sha[REDQ__SCRIPT_PUSH], 40);
+    w += 40;
+    memcpy(w, mid, sizeof mid - 1);
+    w += sizeof mid - 1;
+    w += redq__pr_put_uint(w, b->qlen);
+    *w++ = '\r';
+    *w++ = '\n';
+    memcpy(w, b->qname, b->qlen);
+    w += b->qlen;
+    *w++ = '\r';
+    *w++ = '\n';
+    *w++ = '$';
+    w += redq__pr_put_uint(w, b->fmt->metalen);
+    *w++ = '\r';
+    *w++ = '\n';
+    memcpy(w, b->fmt->meta, b->fmt->metalen);
+    return w + b->fmt->metalen;
+}
+
+
+/* ---- backpressure from the queue (max_queue_len) ------------------------ */
+
+static void arm_throttle_poll(redq_producer *p)
+{
+    struct timeval tv;
+    unsigned us = p->linger_us < 100 ? 100 : p->linger_us;
+    tv.tv_sec = us / 1000000u;
+    tv.tv_usec = us % 1000000u;
+    event_add(p->t_throttle, &tv);
+}
+
+void redq__pr_throttle(redq_producer *p, const char *queue)
+{
+    size_t n = strlen(queue) + 1;
+    char *q;
+    if (p->throttled)
+        return;
+    q = realloc(p->throttle_q, n);
+    if (q == NULL)
+        return; /* no memory to watch it: do not stop */
+    memcpy(q, queue, n);
+    p->throttle_q = q;
+    p->throttled = 1;
+    p->st.throttle_events++;
+    redq__log(&p->log, REDQ_LOG_DEBUG, 0,
+              "queue %s reached max_queue_len %zu: sending paused", queue,
+              p->max_queue_len);
+    arm_throttle_poll(p);
+}
+
+static void on_llen_reply(redq__conn *c, void *reply, void *arg)
+{
+    redq_producer *p = arg;
+    redisReply *r = reply;
+    (void)c;
+    p->llen_inflight = 0;
+    if (p->closing || !p->throttled)
+        return;
+    /* Resume below 3/4 of the limit, so sending does not flap around it. */
+    if (r != NULL && r->type == REDIS_REPLY_INTEGER &&
+        (size_t)r->integer < p->max_queue_len - p->max_queue_len / 4) {
+        p->throttled = 0;
+        if (p->adaptive && p->inflight == 0)
+            redq__pr_seal_all(p);
+        redq__pr_pump(p);
+        return;
+    }
+    arm_throttle_poll(p);
+}
+
+void redq__pr_throttle_cb(evutil_socket_t fd, short what, void *arg)
+{
+    redq_producer *p = arg;
+    const char *argv[2];
+    (void)fd;
+    (void)what;
+    if (!p->throttled || p->llen_inflight)
+        return;
+    argv[0] = "LLEN";
+    argv[1] = p->throttle_q;
+    if (redq__conn_sendv(p->conn, 2, argv, NULL, 0, on_llen_reply, p) == 0)
+        p->llen_inflight = 1;
+    else
+        arm_throttle_poll(p); /* not connected: look again later */
+}
+
+/* ---- queue formats (docs/DESIGN.md, "Ids and formats") ----------------- */
+
+
+/*
+ * Rewrite batch b's command for the other format: LPUSH of the payloads,
+ * or PUSH of frames "RQ1 id=<id> ts=<now>\n<payload>". Only for a batch
+ * that is not in flight. The payloads are copied once into a new buffer
+ * (a format changes once per queue and producer, or when an operator
+ * switches it): the plain path never pays for this. Returns 0 or
+ * REDQ_ENOMEM (b unchanged).
+ */
+static int rebuild(redq_producer *p, batch *b, int frames)
+{
+    size_t need = HEADER_ROOM + 160 + 2 * b->qlen + b->fmt->metalen, i, j = 0;
+    long long now = frames ? redq__wall_ms() : -1;
+    char *nb, *w;
+    batch tmp;
+
+    for (i = 0; i < b->n; i++)
+        need += b->msgs[i].len + 24 + (frames ? REDQ__READY_HEADER_MAX : 0);
+    nb = malloc(need);
+    if (nb == NULL)
+        return REDQ_ENOMEM;
+    tmp = *b;
+    tmp.frames = frames;
+    w = nb + HEADER_ROOM;
+    if (frames) {
+        w = redq__pr_put_push_head(p, &tmp, w);
+    } else {
+        static const char pre[] = "$5\r\nLPUSH\r\n$";
+        memcpy(w, pre, sizeof pre - 1);
+        w += sizeof pre - 1;
+        w += redq__pr_put_uint(w, b->qlen);
+        *w++ = '\r';
+        *w++ = '\n';
+        memcpy(w, b->qname, b->qlen);
+        w += b->qlen;
+    }
+    *w++ = '\r';
+    *w++ = '\n';
+    for (i = 0; i < b->n; i++) {
+        msg_entry *m = &b->msgs[i];
+        char hdr[REDQ__READY_HEADER_MAX], id[REDQ__MSG_ID_MAX];
+        size_t hl = 0;
+        /* An owned payload spliced at send time is copied in now: a
+         * frames batch goes through EVALSHA in one piece. */
+        owned_entry *e = j < b->nown && b->own[j].idx == i ? &b->own[j++]
+                                                            : NULL;
+        const char *src = e != NULL && e->spliced ? (const char *)e->data
+                                                  : b->buf + m->off;
+        if (e != NULL && e->spliced) {
+            e->spliced = 0;
+            b->nsplice--;
+            b->spliced_bytes -= m->len;
+        }
+        if (frames)
+            hl = redq__ready_header(hdr, id, redq__msg_id(id, p->id, m->seq + 1),
+                                    now);
+        *w++ = '$';
+        w += redq__pr_put_uint(w, hl + m->len);
+        *w++ = '\r';
+        *w++ = '\n';
+        memcpy(w, hdr, hl);
+        w += hl;
+        if (m->len > 0)
+            memcpy(w, src, m->len);
+        m->off = (size_t)(w - nb);
+        w += m->len;
+        *w++ = '\r';
+        *w++ = '\n';
+    }
+    free(b->buf);
+    b->buf = nb;
+    b->cap = need;
+    b->len = (size_t)(w - nb);
+    b->frames = frames;
+    if (b->state != B_OPEN)
+        redq__pr_put_argc(b);
+    return 0;
+}
+
+/* The format of f's queue is known now (again): every batch of that queue
+ * not in flight takes that form. */
+static void apply_format(redq_producer *p, redq__qfmt *f)
+{
+    int frames = f->format == REDQ_FORMAT_FRAMES;
+    batch *b, *next;
+    blist *lists[2];
+    size_t k;
+    lists[0] = &p->fifo;
+    lists[1] = &p->open;
+    for (k = 0; k < 2; k++)
+        for (b = lists[k]->head; b != NULL; b = next) {
+            next = b->next;
+            if (b->fmt != f || b->frames == frames ||
+                (b->state != B_OPEN && b->state != B_SEALED))
+                continue;
+            if (rebuild(p, b, frames) != 0)
+                redq__pr_fail_batch(p, b, REDQ_ENOMEM,
+                           "out of memory rewriting a batch for the queue's "
+                           "format");
+        }
+}
+
+static void on_format_reply(redq__conn *c, void *reply, void *arg)
+{
+    redq__qfmt *f = arg;
+    redq_producer *p = f->owner;
+    redisReply *r = reply;
+    f->learning = 0;
+    if (r == NULL || p->closing)
+        return; /* asked again when the connection is back */
+    if (r->type == REDIS_REPLY_ERROR &&
+        redq__err_is_transient(r->str, (size_t)r->len)) {
+        /* LOADING, BUSY, ...: not answered; waited out as a batch's "not
+         * applied" is (redo the connection with its backoff, ask again). */
+        if (!p->redo) {
+            p->redo = 1;
+            p->redo_code = redq__err_from_reply(r->str, (size_t)r->len);
+            snprintf(p->redo_msg, sizeof p->redo_msg, "%s", r->str);
+        }
+        if (p->inflight == 0 && p->waits == 0)
+            redq__pr_redo_now(p, c);
+        return;
+    }
+    if (r->type == REDIS_REPLY_ERROR) {
+        /* A user without HGET (a least-privilege producer that only
+         * LPUSHes), or a meta key of another type: pushed as plain, which
+         * a frames queue's consumers still deliver whole. INFO: nothing
+         * fails. */
+        redq__log(&p->log, REDQ_LOG_INFO,
+                  redq__err_from_reply(r->str, (size_t)r->len),
+                  "queue %s: format unknown (HGET %s %s: %s); pushing plain "
+                  "payloads",
+                  f->name, f->meta, REDQ__META_FORMAT, r->str);
+        f->format = REDQ_FORMAT_PLAIN;
+    } else {
+        f->format = r->type == REDIS_REPLY_STRING &&
+                            r->len == sizeof REDQ__FORMAT_FRAMES_VALUE - 1 &&
+                            memcmp(r->str, REDQ__FORMAT_FRAMES_VALUE,
+                                   (size_t)r->len) == 0
+                        ? REDQ_FORMAT_FRAMES
+                        : REDQ_FORMAT_PLAIN;
+    }
+    redq__log(&p->log, REDQ_LOG_DEBUG, 0, "queue %s: format %s", f->name,
+              redq__format_name(f->format));
+    apply_format(p, f);
+    redq__pr_pump(p);
+}
+
+/* Ask the queue's format (HGET meta format), pipelined like any command. */
+void redq__pr_learn_format(redq_producer *p, redq__qfmt *f)
+{
+    const char *argv[3];
+    size_t lens[3];
+    argv[0] = "HGET";
+    argv[1] = f->meta;
+    argv[2] = REDQ__META_FORMAT;
+    lens[0] = 4;
+    lens[1] = f->metalen;
+    lens[2] = sizeof REDQ__META_FORMAT - 1;
+    if (redq__conn_sendv(p->conn, 3, argv, lens, 0, on_format_reply, f) == 0)
+        f->learning = 1;
+}
+
+/*
+ * A PUSH of batch b was refused: an operator switched the queue to plain
+ * after this producer learnt it (the script checks it where no switch can
+ * come between, and pushed nothing). The queue is plain from now on, b and
+ * every batch of that queue not in flight become LPUSHes, and nothing is
+ * sent until the pipeline has drained: PUSHes of that queue still in flight
+ * come back refused too and are rewritten in turn, so when the FIFO goes
+ * again from its head (redq__pr_reformat_done) the queue's batches go in their
+ * order, nothing lost.
+ */
+void redq__pr_format_refused(redq_producer *p, batch *b)
+{
+    b->state = B_SEALED;
+    if (b->fmt->format != REDQ_FORMAT_PLAIN)
+        redq__log(&p->log, REDQ_LOG_INFO, 0,
+                  "queue %s is plain now: resending its frames as plain "
+                  "payloads",
+                  b->qname);
+    b->fmt->format = REDQ_FORMAT_PLAIN;
+    apply_format(p, b->fmt);
+    p->reformat = 1;
+    p->next_unsent = NULL;
+}
+
+/* The pipeline has drained after format_refused: send from the head. */
+void redq__pr_reformat_done(redq_producer *p)
+{
+    batch *b;
+    p->reformat = 0;
+    p->next_unsent = NULL;
+    for (b = p->fifo.head; b != NULL; b = b->next)
+        if (b->state == B_SEALED) {
+            p->next_unsent = b;
+            break;
+        }
+}
