@@ -150,6 +150,7 @@ static batch *batch_new(redq_producer *p, int kind, const char *queue,
     b->qlen = qlen;
     b->owner = p;
     b->kind = kind;
+    b->lname = b->qname;
     b->fmt = NULL;
     b->frames = 0;
     if (kind == B_LPUSH) {
@@ -159,6 +160,7 @@ static batch *batch_new(redq_producer *p, int kind, const char *queue,
             batch_destroy(b);
             return NULL;
         }
+        b->fmt->used = 1; /* its meta is read again at the next tick */
         b->frames = b->fmt->format == REDQ_FORMAT_FRAMES;
         /* Ask now, so the answer is usually in before the batch is
          * sealed (and ahead of anything the seal sends). */
@@ -295,7 +297,8 @@ static void seal(redq_producer *p, batch *b)
     /* Once per batch: at most one ZADD a minute per queue, sent ahead of
      * the batch on the same connection. */
     if (!p->inner)
-        redq__registry_touch(p->registry, p->conn, b->qname, b->qlen);
+        redq__registry_touch(p->registry, p->conn, b->lname,
+                             strlen(b->lname));
     redq__pr_put_argc(b);
     b->state = B_SEALED;
     bl_append(&p->fifo, b);
@@ -467,7 +470,7 @@ static void report_batch(redq_producer *p, batch *b, int status,
     size_t i, j = 0;
     uint64_t *count = status == 0 ? &p->st.stored : &p->st.failed;
 
-    r.queue = b->qname;
+    r.queue = b->lname; /* a partition's: its logical queue */
     r.status = status;
     r.errstr = status == 0 ? NULL : errstr;
     /* unknown: a write got no answer (a NULL reply, or failed in flight) */
@@ -789,10 +792,67 @@ static void defer(redq_producer *p, int flag)
     p->defer_flags |= flag;
 }
 
+/* A keyed message that waited for its queue's partition count is
+ * reported without having been sent (closed, timed out, no memory). */
+static void report_held(redq_producer *p, const redq__qfmt *f,
+                        redq__qheld *h, int status, const char *why)
+{
+    redq_report r;
+    memset(&r, 0, sizeof r);
+    r.queue = f->name;
+    r.payload = h->payload;
+    r.len = h->len;
+    r.opaque = h->opaque;
+    r.status = status;
+    r.errstr = why;
+    r.persisted = REDQ_PERSIST_NOT;
+    put_id_number(p, h->seq);
+    r.id = p->idbuf;
+    p->pending_msgs--;
+    p->pending_bytes -= h->len;
+    p->st.failed++;
+    if (p->on_report != NULL)
+        p->on_report(p, &r, p->report_user);
+    free(h->key);
+    free(h->payload);
+    free(h);
+    if (p->want_ready)
+        maybe_ready(p);
+}
+
+/* Report (and free) the held messages accepted before older_than_us, of
+ * every queue, oldest first in each. */
+static void fail_held(redq_producer *p, uint64_t older_than_us, int status,
+                      const char *why)
+{
+    size_t i;
+    for (i = 0; p->nheld > 0 && i < p->fmts.nb; i++) {
+        redq__qfmt *f;
+        for (f = p->fmts.b[i]; f != NULL; f = f->next)
+            while (f->hhead != NULL && f->hhead->since_us < older_than_us) {
+                redq__qheld *h = f->hhead;
+                f->hhead = h->next;
+                if (f->hhead == NULL)
+                    f->htail = NULL;
+                p->nheld--;
+                report_held(p, f, h, status, why);
+            }
+    }
+}
+
 static uint64_t min_unreported_seq(const redq_producer *p)
 {
     uint64_t m = p->next_seq;
     const batch *b;
+    if (p->nheld > 0) {
+        size_t i;
+        for (i = 0; i < p->fmts.nb; i++) {
+            const redq__qfmt *f;
+            for (f = p->fmts.b[i]; f != NULL; f = f->next)
+                if (f->hhead != NULL && f->hhead->seq < m)
+                    m = f->hhead->seq;
+        }
+    }
     for (b = p->open.head; b != NULL; b = b->next)
         if (b->first_seq < m)
             m = b->first_seq;
@@ -950,6 +1010,12 @@ static void sweep_cb(evutil_socket_t fd, short what, void *arg)
                 return;
         }
     }
+    if (p->nheld > 0 && now > p->message_timeout_us) {
+        /* Keyed messages still waiting for their queue's partitions. */
+        fail_held(p, now - p->message_timeout_us + 1, REDQ_ETIMEDOUT, why);
+        if (p->closing)
+            return;
+    }
     maybe_ready(p);
     if (p->pending_msgs > 0 && !p->closing) {
         struct timeval tv;
@@ -988,6 +1054,16 @@ static void conn_up(redq__conn *c, void *arg)
             p->next_unsent = b;
             break;
         }
+    if (p->nheld > 0) {
+        /* Keyed messages wait for their queues' partition counts. */
+        size_t i;
+        for (i = 0; i < p->fmts.nb; i++) {
+            redq__qfmt *f;
+            for (f = p->fmts.b[i]; f != NULL; f = f->next)
+                if (f->hhead != NULL && !f->learning)
+                    redq__pr_learn_format(p, f);
+        }
+    }
     redq__pr_seal_all(p);
     redq__pr_pump(p);
 }
@@ -1089,11 +1165,13 @@ static int make_parts(redq_producer *p, const redq__options *opts,
         p->t_sweep = event_new(base, -1, 0, sweep_cb, p);
         p->t_throttle = event_new(base, -1, 0, redq__pr_throttle_cb, p);
         p->t_flush = event_new(base, -1, 0, flush_timer_cb, p);
+        p->t_meta = event_new(base, -1, EV_PERSIST, redq__pr_meta_tick, p);
         p->registry = redq__registry_new(&p->log);
         if (redq__stats_init(&p->stats, base, opts, stats_emit, p) != 0 ||
             p->registry == NULL ||
             p->ev_defer == NULL || p->t_linger == NULL || p->t_sweep == NULL ||
-            p->t_throttle == NULL || p->t_flush == NULL || map_grow(p) != 0)
+            p->t_throttle == NULL || p->t_flush == NULL ||
+            p->t_meta == NULL || map_grow(p) != 0)
             rc = REDQ_ENOMEM;
     }
     if (rc != 0) {
@@ -1111,10 +1189,17 @@ static int make_parts(redq_producer *p, const redq__options *opts,
             event_free(p->t_throttle);
         if (p->t_flush)
             event_free(p->t_flush);
+        if (p->t_meta)
+            event_free(p->t_meta);
         redq__registry_free(p->registry);
         redq__stats_free(&p->stats);
         free(p->buckets);
         return rc;
+    }
+    {
+        struct timeval tv = {REDQ__PR_META_MS / 1000,
+                             (REDQ__PR_META_MS % 1000) * 1000};
+        event_add(p->t_meta, &tv);
     }
     redq__conn_start(p->conn);
     return 0;
@@ -1294,8 +1379,8 @@ static REDQ__HOT_INLINE int check_produce(redq_producer *p, const char *queue,
      * own lists. Checked when the queue differs from the last one's: a
      * one-queue producer pays one memcmp, which the batch lookup repeats. */
     if (REDQ__UNLIKELY(!p->inner &&
-                       (p->last == NULL || p->last->qlen != *qlen ||
-                        memcmp(p->last->qname, queue, *qlen) != 0) &&
+                       (p->lastlq == NULL || p->lastlq->qlen != *qlen ||
+                        memcmp(p->lastlq->name, queue, *qlen) != 0) &&
                        redq__key_reserved(queue, *qlen)))
         return refuse(p, REDQ_EINVAL, queue, *qlen, 0);
     /* max_message_bytes is at most REDQ__MAX_BULK (options.c), so no
@@ -1414,6 +1499,8 @@ static REDQ__HOT_INLINE void appended(redq_producer *p, batch *b, const char *w,
     b->msgs[b->n].off = (size_t)(data_at - b->buf);
     b->msgs[b->n].len = len;
     b->msgs[b->n].seq = (*p->idseq)++;
+    if (REDQ__UNLIKELY(b->msgs[b->n].seq < b->first_seq))
+        b->first_seq = b->msgs[b->n].seq; /* a keyed one that waited */
     b->len = (size_t)(w - b->buf);
     b->n++;
     b->payload_bytes += len;
@@ -1477,25 +1564,102 @@ static int nomem(redq_producer *p, batch *b)
     return REDQ_ENOMEM;
 }
 
-int redq_produce(redq_producer *p, const char *queue, const void *payload,
-                 size_t len, void *opaque)
+/* ---- partitions on one server (docs/DESIGN.md, "Partitioned queues") -- */
+
+/* The entry of the queue the caller named (made on first use, when its
+ * meta fields are asked for at once: its format and partitions). */
+static redq__qfmt *lq_lookup(redq_producer *p, const char *queue, size_t qlen)
+{
+    redq__qfmt *f = redq__qfmt_get(&p->fmts, queue, qlen, p);
+    if (f == NULL)
+        return NULL;
+    p->lastlq = f;
+    f->used = 1;
+    if (f->format < 0 && !f->learning && redq__conn_ready(p->conn))
+        redq__pr_learn_format(p, f);
+    return f;
+}
+
+/* Messages in p's open batch of `kind` for queue q (0: none open). */
+static size_t open_count(redq_producer *p, int kind, const char *q,
+                         size_t qlen)
+{
+    batch *b = p->last;
+    if (b == NULL || b->kind != kind || b->qlen != qlen ||
+        memcmp(b->qname, q, qlen) != 0)
+        b = map_find(p, kind, q, qlen, hash_name(q, qlen) ^ (uint32_t)kind);
+    return b != NULL ? b->n : 0;
+}
+
+/* Sticky by batch: the current partition takes unkeyed messages while its
+ * open batch of `kind` is open; once that one was sealed (it is sent), the
+ * next active partition is current. So batches stay as large as on one
+ * queue. The partition's name, its length in *qlen; NULL: no memory. */
+static const char *spread(redq_producer *p, redq__qfmt *f, int kind,
+                          size_t *qlen)
+{
+    redq__qparts *qp = f->parts;
+    f->used = 1;
+    if (qp->cur >= f->pactive) {
+        qp->cur = 0;
+        qp->cur_sent = 0;
+    }
+    if (qp->cur_sent > 0) {
+        size_t l;
+        const char *n = redq__pr_partition(f, qp->cur, &l);
+        if (n == NULL || open_count(p, kind, n, l) == 0) {
+            qp->cur = (qp->cur + 1) % f->pactive;
+            qp->cur_sent = 0;
+        }
+    }
+    qp->cur_sent++;
+    return redq__pr_partition(f, qp->cur, qlen);
+}
+
+/*
+ * The queue a message the caller sent to `queue` goes to: queue itself,
+ * or, when it has partitions (learnt from its meta fields), one of them
+ * (spread). *lq is the caller's queue's entry: reports carry its name.
+ * NULL when out of memory. An inner producer (lib/pproducer.c) is given
+ * partition names already: *lq NULL, queue as it is.
+ */
+static REDQ__HOT_INLINE const char *route(redq_producer *p, int kind,
+                                          const char *queue, size_t *qlen,
+                                          redq__qfmt **lq)
+{
+    redq__qfmt *f = p->lastlq;
+    *lq = NULL;
+    if (p->inner)
+        return queue;
+    if (REDQ__UNLIKELY(f == NULL || f->qlen != *qlen ||
+                       memcmp(f->name, queue, *qlen) != 0)) {
+        f = lq_lookup(p, queue, *qlen);
+        if (f == NULL)
+            return NULL;
+    }
+    *lq = f;
+    if (REDQ__LIKELY(f->pactive <= 1))
+        return queue;
+    return spread(p, f, kind, qlen);
+}
+
+/* redq_produce once the queue is known: copy the message into the open
+ * batch of physical queue `queue` (lq: the caller's queue, for reports). */
+static REDQ__HOT_INLINE int put_copy(redq_producer *p, redq__qfmt *lq,
+                                     const char *queue, size_t qlen,
+                                     const void *payload, size_t len,
+                                     void *opaque)
 {
     batch *b;
-    size_t qlen;
-    uint64_t now;
+    uint64_t now = coarse_now_us();
     char *w, *at;
-    int rc = check_produce(p, queue, payload, len, &qlen);
 
-    if (REDQ__UNLIKELY(rc != 0))
-        return rc;
-    if (REDQ__UNLIKELY(p->pp != NULL))
-        return redq__pp_produce(p->pp, REDQ__PP_COPY, queue, qlen, NULL, 0,
-                                (void *)payload, len, NULL, NULL, 0, opaque);
-    now = coarse_now_us();
     b = open_batch_for(p, B_LPUSH, queue, qlen, len, now);
     if (REDQ__UNLIKELY(b == NULL ||
                        make_room(b, len + 32 + REDQ__READY_HEADER_MAX) != 0))
         return nomem(p, b);
+    if (lq != NULL)
+        b->lname = lq->name;
     w = b->buf + b->len;
     if (REDQ__UNLIKELY(b->frames)) {
         at = put_frame(p, &w, payload, len);
@@ -1505,6 +1669,134 @@ int redq_produce(redq_producer *p, const char *queue, const void *payload,
     at = put_bulk(p, &w, payload, len);
     appended(p, b, w, at, len, opaque, now);
     return 0;
+}
+
+int redq_produce(redq_producer *p, const char *queue, const void *payload,
+                 size_t len, void *opaque)
+{
+    size_t qlen;
+    redq__qfmt *lq;
+    int rc = check_produce(p, queue, payload, len, &qlen);
+
+    if (REDQ__UNLIKELY(rc != 0))
+        return rc;
+    if (REDQ__UNLIKELY(p->pp != NULL))
+        return redq__pp_produce(p->pp, REDQ__PP_COPY, queue, qlen, NULL, 0,
+                                (void *)payload, len, NULL, NULL, 0, opaque);
+    queue = route(p, B_LPUSH, queue, &qlen, &lq);
+    if (REDQ__UNLIKELY(queue == NULL))
+        return REDQ_ENOMEM;
+    return put_copy(p, lq, queue, qlen, payload, len, opaque);
+}
+
+/* A keyed message of a queue whose partition count is not known yet:
+ * accepted now (window, counters, its id's number), sent when the meta
+ * read answers (redq__pr_dispatch_held). */
+static int hold(redq_producer *p, redq__qfmt *f, const void *key,
+                size_t keylen, const void *payload, size_t len, void *opaque)
+{
+    redq__qheld *h = calloc(1, sizeof *h);
+    if (h == NULL)
+        return REDQ_ENOMEM;
+    h->key = malloc(keylen + 1);
+    h->payload = malloc(len + 1);
+    if (h->key == NULL || h->payload == NULL) {
+        free(h->key);
+        free(h->payload);
+        free(h);
+        return REDQ_ENOMEM;
+    }
+    if (keylen > 0)
+        memcpy(h->key, key, keylen);
+    if (len > 0)
+        memcpy(h->payload, payload, len);
+    h->keylen = keylen;
+    h->len = len;
+    h->opaque = opaque;
+    h->seq = p->next_seq++;
+    h->since_us = coarse_now_us();
+    if (f->htail != NULL)
+        f->htail->next = h;
+    else
+        f->hhead = h;
+    f->htail = h;
+    p->nheld++;
+    p->pending_msgs++;
+    p->pending_bytes += len;
+    p->st.produced++;
+    if (!p->sweep_armed)
+        arm_sweep(p);
+    if (!f->learning && redq__conn_ready(p->conn))
+        redq__pr_learn_format(p, f);
+    return 0;
+}
+
+/* Partition of a key: the CRC16 slot of lib/keys.c (hash tags honoured)
+ * modulo the active count. */
+static unsigned key_partition(const redq__qfmt *f, const void *key,
+                              size_t keylen)
+{
+    return f->pactive <= 1 ? 0 : redq__key_slot(key, keylen) % f->pactive;
+}
+
+int redq__producer_key(redq_producer *p, const char *queue, size_t qlen,
+                       const void *key, size_t keylen, const void *payload,
+                       size_t len, void *opaque)
+{
+    redq__qfmt *f = p->lastlq;
+    const char *name;
+    size_t plen;
+    if (p->inner)
+        return put_copy(p, NULL, queue, qlen, payload, len, opaque);
+    if (f == NULL || f->qlen != qlen || memcmp(f->name, queue, qlen) != 0) {
+        f = lq_lookup(p, queue, qlen);
+        if (f == NULL)
+            return REDQ_ENOMEM;
+    }
+    if (!f->parts_known)
+        return hold(p, f, key, keylen, payload, len, opaque);
+    name = redq__pr_partition(f, key_partition(f, key, keylen), &plen);
+    if (name == NULL)
+        return REDQ_ENOMEM;
+    return put_copy(p, f, name, plen, payload, len, opaque);
+}
+
+void redq__pr_dispatch_held(redq_producer *p, redq__qfmt *f)
+{
+    while (f->hhead != NULL && !p->closing) {
+        redq__qheld *h = f->hhead;
+        uint64_t save = p->next_seq;
+        const char *name;
+        size_t plen;
+        int rc = REDQ_ENOMEM;
+        f->hhead = h->next;
+        if (f->hhead == NULL)
+            f->htail = NULL;
+        p->nheld--;
+        /* Accepted (and counted) already: put_copy counts it again. */
+        p->pending_msgs--;
+        p->pending_bytes -= h->len;
+        p->st.produced--;
+        name = redq__pr_partition(f, key_partition(f, h->key, h->keylen),
+                                  &plen);
+        if (name != NULL) {
+            p->next_seq = h->seq; /* appended() numbers it from here */
+            rc = put_copy(p, f, name, plen, h->payload, h->len, h->opaque);
+            p->next_seq = save;
+        }
+        if (rc != 0) {
+            p->pending_msgs++;
+            p->pending_bytes += h->len;
+            p->st.produced++;
+            report_held(p, f, h, rc, redq_strerror(rc));
+            continue;
+        }
+        free(h->key);
+        free(h->payload);
+        free(h);
+    }
+    if (p->waiters != NULL)
+        defer(p, DEFER_FLUSH_CHECK);
 }
 
 /* Room for one more owned entry in `b`. */
@@ -1538,6 +1830,7 @@ int redq_produce_owned(redq_producer *p, const char *queue, void *payload,
     char *w, *at;
     owned_entry *e;
     int splice;
+    redq__qfmt *lq;
     int rc = check_produce(p, queue, payload, len, &qlen);
 
     if (REDQ__UNLIKELY(rc != 0))
@@ -1545,8 +1838,13 @@ int redq_produce_owned(redq_producer *p, const char *queue, void *payload,
     if (REDQ__UNLIKELY(p->pp != NULL))
         return redq__pp_produce(p->pp, REDQ__PP_OWNED, queue, qlen, NULL, 0,
                                 payload, len, free_cb, free_user, 0, opaque);
+    queue = route(p, B_LPUSH, queue, &qlen, &lq);
+    if (REDQ__UNLIKELY(queue == NULL))
+        return REDQ_ENOMEM;
     now = coarse_now_us();
     b = open_batch_for(p, B_LPUSH, queue, qlen, len, now);
+    if (b != NULL && lq != NULL)
+        b->lname = lq->name;
     /* A frames queue's batch is one EVALSHA: its payloads are copied. */
     splice = len >= OWNED_SPLICE_MIN && b != NULL && !b->frames;
     if (REDQ__UNLIKELY(b == NULL ||
@@ -1588,6 +1886,7 @@ int redq_produce_delayed(redq_producer *p, const char *queue,
     size_t qlen, hlen;
     uint64_t now;
     char *w, *at, id[48], dbuf[24], hdr[160];
+    redq__qfmt *lq;
     int rc;
 
     /* 10 years of 365.25 days, leap days included. */
@@ -1606,6 +1905,9 @@ int redq_produce_delayed(redq_producer *p, const char *queue,
      * do it again until message_timeout_ms). */
     if (len > REDQ__MAX_BULK - 256)
         return refuse(p, REDQ_ETOOBIG, queue, qlen, len + 256);
+    queue = route(p, B_DELAY, queue, &qlen, &lq);
+    if (queue == NULL)
+        return REDQ_ENOMEM;
     /* The zset needs distinct members: a frame (lib/frame.c) with a
      * unique id, then the payload verbatim. The report shows the payload
      * alone. */
@@ -1616,6 +1918,8 @@ int redq_produce_delayed(redq_producer *p, const char *queue,
     b = open_batch_for(p, B_DELAY, queue, qlen, hlen + len + 24, now);
     if (b == NULL || make_room(b, hlen + len + 64) != 0)
         return nomem(p, b);
+    if (lq != NULL)
+        b->lname = lq->name;
     w = b->buf + b->len;
     put_bulk(p, &w, dbuf,
              (size_t)snprintf(dbuf, sizeof dbuf, "%lld", delay_ms));
@@ -1709,6 +2013,7 @@ static void close_now(redq_producer *p)
     }
     while (p->open.head != NULL)
         redq__pr_fail_batch(p, p->open.head, REDQ_ECLOSED, "producer closed");
+    fail_held(p, UINT64_MAX, REDQ_ECLOSED, "producer closed");
     check_flushes(p, REDQ_ECLOSED);
 
     /* In-flight (now zombie) batches get their NULL replies in here and
@@ -1731,6 +2036,7 @@ static void close_now(redq_producer *p)
     event_free(p->t_sweep);
     event_free(p->t_throttle);
     event_free(p->t_flush);
+    event_free(p->t_meta);
     free(p->throttle_q);
     free(p->iov);
     free(p->buckets);

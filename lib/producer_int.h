@@ -64,6 +64,9 @@ typedef struct batch {
     redq__qfmt *fmt; /* B_LPUSH: what is known of the queue's format */
 
     char *qname; /* NUL-terminated copy, for reports and map lookups */
+    const char *lname; /* the logical queue (a partition's batch: its
+                          queue's name, in the producer's entry of it;
+                          else qname): reports and the registry say it */
     size_t qlen, qcap;
 
     char *buf; /* [HEADER_ROOM][$5 LPUSH][$q queue][$len payload]... */
@@ -127,6 +130,9 @@ struct redq_producer {
     uint64_t idnum;        /* the n in idbuf (0: none yet) */
     size_t idnum_len;      /* its digits */
     redq__qfmts fmts;      /* queue formats, learnt on first use */
+    redq__qfmt *lastlq;    /* the queue the caller named last (route) */
+    size_t nheld;          /* keyed messages waiting for their queue's P */
+    struct event *t_meta;  /* meta fields read again (redq__pr_meta_tick) */
     int reformat;          /* a PUSH found its queue plain: nothing is sent
                               until the pipeline drains, then the FIFO goes
                               again from its head (see on_batch_reply) */
@@ -244,7 +250,21 @@ void redq__pr_redo_now(redq_producer *p, redq__conn *c);
 /** Write b's "*<argc>\r\n" right-aligned into its reserved room. */
 void redq__pr_put_argc(batch *b);
 
+/** The keyed messages of f that waited for its partition count go to
+ *  their partitions now (each with the id number given at acceptance). */
+void redq__pr_dispatch_held(redq_producer *p, redq__qfmt *f);
+
 /* ---- lib/producer_queue.c, for lib/producer.c --------------------------- */
+
+/* How often the meta fields of the queues in use are read again. */
+#define REDQ__PR_META_MS 2000
+
+/** The timer (t_meta, every REDQ__PR_META_MS): HMGET again the meta of
+ *  every queue used since the last tick or with keyed messages waiting. */
+void redq__pr_meta_tick(evutil_socket_t fd, short what, void *arg);
+/** Partition i's queue name of f's queue (i = 0: the queue itself), made
+ *  on first use; its length in *len. NULL when out of memory. */
+const char *redq__pr_partition(redq__qfmt *f, unsigned i, size_t *len);
 
 /** "EVALSHA <PUSH> 2 <queue> <meta>" of b in RESP at w (without the array
  *  header); returns the end. Room: the name and meta key plus 64. */

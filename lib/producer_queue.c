@@ -1,9 +1,15 @@
 /*
  * What the producer knows of each queue it writes to, learnt from Redis:
- *   - its format (docs/DESIGN.md, "Ids and formats"): a HGET of the meta
- *     field at the queue's first use decides between LPUSH of payloads
- *     and PUSH of frames; a PUSH refused because an operator switched the
- *     queue back to plain rewrites the queue's batches in order;
+ *   - its format (docs/DESIGN.md, "Ids and formats"): a HMGET of the meta
+ *     fields at the queue's first use decides between LPUSH of payloads
+ *     and PUSH of frames; read again every few seconds while the queue is
+ *     in use (a switch to frames shows there); a PUSH refused because an
+ *     operator switched the queue back to plain rewrites the queue's
+ *     batches in order;
+ *   - its partitions, on one server ("Partitioned queues"): the same
+ *     HMGET reads `partitions` and `ptags`; a partition is then just
+ *     another queue name on the same connection (lib/producer.c spreads
+ *     the messages, route());
  *   - its length under max_queue_len ("Backpressure"): sending pauses
  *     while a LPUSH says the queue is that long, and an LLEN watch resumes
  *     it.
@@ -217,11 +223,78 @@ static void apply_format(redq_producer *p, redq__qfmt *f)
         }
 }
 
+/* The format a meta field's value says (NULL: absent, plain). */
+static int format_of(const redisReply *v)
+{
+    return v != NULL && v->type == REDIS_REPLY_STRING &&
+                   v->len == sizeof REDQ__FORMAT_FRAMES_VALUE - 1 &&
+                   memcmp(v->str, REDQ__FORMAT_FRAMES_VALUE, (size_t)v->len) ==
+                       0
+               ? REDQ_FORMAT_FRAMES
+               : REDQ_FORMAT_PLAIN;
+}
+
+/* The partition fields of f's queue were read (pv/tv: the values, NULL
+ * when absent): from now on unkeyed messages spread over the active ones
+ * and keyed ones go by key; the keyed messages that waited go now. A
+ * partition's tag never changes once made (ptags only grows): a name
+ * already made is kept unless its tag differs (then it is another
+ * partition, and made anew). */
+static void parts_read(redq_producer *p, redq__qfmt *f, const redisReply *pv,
+                       const redisReply *tv)
+{
+    redq__parts pt;
+    int bad = redq__parts_parse(
+        &pt, pv != NULL && pv->type == REDIS_REPLY_STRING ? pv->str : NULL,
+        pv != NULL && pv->type == REDIS_REPLY_STRING ? (size_t)pv->len : 0,
+        tv != NULL && tv->type == REDIS_REPLY_STRING ? tv->str : NULL,
+        tv != NULL && tv->type == REDIS_REPLY_STRING ? (size_t)tv->len : 0);
+    if (bad != 0)
+        redq__log(&p->log, REDQ_LOG_WARN, bad,
+                  "queue %s: partition fields of %s do not parse; using %u "
+                  "of them",
+                  f->name, f->meta, pt.active);
+    if (pt.total > 1 && f->parts == NULL) {
+        f->parts = calloc(1, sizeof *f->parts);
+        if (f->parts == NULL) {
+            /* No memory for the names: everything stays in Q itself. */
+            pt.active = 1;
+            pt.total = 1;
+        }
+    }
+    if (f->parts_known && pt.active != f->pactive)
+        redq__log(&p->log, REDQ_LOG_INFO, 0,
+                  "queue %s: %u active partitions (of %u)", f->name,
+                  pt.active, pt.total);
+    if (f->parts != NULL) {
+        redq__qparts *qp = f->parts;
+        unsigned i;
+        for (i = 1; i < REDQ__MAX_PARTITIONS; i++)
+            if (qp->pname[i] != NULL &&
+                (i >= pt.total ||
+                 strcmp(qp->parts.tag[i], pt.tag[i]) != 0)) {
+                free(qp->pname[i]);
+                qp->pname[i] = NULL;
+            }
+        qp->parts = pt;
+        if (qp->cur >= pt.active) {
+            qp->cur = 0;
+            qp->cur_sent = 0;
+        }
+    }
+    f->pactive = pt.active;
+    f->parts_known = 1;
+    if (f->hhead != NULL)
+        redq__pr_dispatch_held(p, f);
+}
+
+/* The answer to HMGET <meta> format partitions ptags. */
 static void on_format_reply(redq__conn *c, void *reply, void *arg)
 {
     redq__qfmt *f = arg;
     redq_producer *p = f->owner;
     redisReply *r = reply;
+    int was = f->format;
     f->learning = 0;
     if (r == NULL || p->closing)
         return; /* asked again when the connection is back */
@@ -238,44 +311,105 @@ static void on_format_reply(redq__conn *c, void *reply, void *arg)
             redq__pr_redo_now(p, c);
         return;
     }
-    if (r->type == REDIS_REPLY_ERROR) {
-        /* A user without HGET (a least-privilege producer that only
+    if (r->type == REDIS_REPLY_ERROR || r->type != REDIS_REPLY_ARRAY ||
+        r->elements != 3) {
+        /* A user without HMGET (a least-privilege producer that only
          * LPUSHes), or a meta key of another type: pushed as plain, which
-         * a frames queue's consumers still deliver whole. INFO: nothing
-         * fails. */
-        redq__log(&p->log, REDQ_LOG_INFO,
-                  redq__err_from_reply(r->str, (size_t)r->len),
-                  "queue %s: format unknown (HGET %s %s: %s); pushing plain "
-                  "payloads",
-                  f->name, f->meta, REDQ__META_FORMAT, r->str);
+         * a frames queue's consumers still deliver whole, to Q itself
+         * (one partition). INFO, once per queue: nothing fails. */
+        if (was < 0)
+            redq__log(&p->log, REDQ_LOG_INFO,
+                      r->type == REDIS_REPLY_ERROR
+                          ? redq__err_from_reply(r->str, (size_t)r->len)
+                          : REDQ_EPROTOCOL,
+                      "queue %s: format and partitions unknown (HMGET %s: "
+                      "%s); pushing plain payloads to %s itself",
+                      f->name, f->meta,
+                      r->type == REDIS_REPLY_ERROR ? r->str
+                                                   : "unexpected reply",
+                      f->name);
         f->format = REDQ_FORMAT_PLAIN;
+        if (!p->inner)
+            parts_read(p, f, NULL, NULL);
     } else {
-        f->format = r->type == REDIS_REPLY_STRING &&
-                            r->len == sizeof REDQ__FORMAT_FRAMES_VALUE - 1 &&
-                            memcmp(r->str, REDQ__FORMAT_FRAMES_VALUE,
-                                   (size_t)r->len) == 0
-                        ? REDQ_FORMAT_FRAMES
-                        : REDQ_FORMAT_PLAIN;
+        f->format = format_of(r->element[0]);
+        if (!p->inner)
+            parts_read(p, f, r->element[1], r->element[2]);
     }
-    redq__log(&p->log, REDQ_LOG_DEBUG, 0, "queue %s: format %s", f->name,
-              redq__format_name(f->format));
-    apply_format(p, f);
+    if (f->format != was) {
+        /* First read, or an operator switched the format since the last
+         * one (plain -> frames shows here; frames -> plain also as a
+         * refused PUSH): the batches of the queue not in flight take the
+         * new form. */
+        if (was >= 0)
+            redq__log(&p->log, REDQ_LOG_INFO, 0,
+                      "queue %s is %s now", f->name,
+                      redq__format_name(f->format));
+        else
+            redq__log(&p->log, REDQ_LOG_DEBUG, 0, "queue %s: format %s",
+                      f->name, redq__format_name(f->format));
+        apply_format(p, f);
+    }
     redq__pr_pump(p);
 }
 
-/* Ask the queue's format (HGET meta format), pipelined like any command. */
+/* Ask the queue's format and partitions (HMGET meta format partitions
+ * ptags), pipelined like any command. */
 void redq__pr_learn_format(redq_producer *p, redq__qfmt *f)
 {
-    const char *argv[3];
-    size_t lens[3];
-    argv[0] = "HGET";
+    const char *argv[5];
+    size_t lens[5];
+    argv[0] = "HMGET";
     argv[1] = f->meta;
     argv[2] = REDQ__META_FORMAT;
-    lens[0] = 4;
+    argv[3] = REDQ__META_PARTITIONS;
+    argv[4] = REDQ__META_PTAGS;
+    lens[0] = 5;
     lens[1] = f->metalen;
     lens[2] = sizeof REDQ__META_FORMAT - 1;
-    if (redq__conn_sendv(p->conn, 3, argv, lens, 0, on_format_reply, f) == 0)
+    lens[3] = sizeof REDQ__META_PARTITIONS - 1;
+    lens[4] = sizeof REDQ__META_PTAGS - 1;
+    if (redq__conn_sendv(p->conn, 5, argv, lens, 0, on_format_reply, f) == 0)
         f->learning = 1;
+}
+
+/* Every REDQ__PR_META_MS: read again the meta fields of every queue in
+ * use since the last tick (P raised or lowered, a format switched), and
+ * of queues whose keyed messages wait for their first read. */
+void redq__pr_meta_tick(evutil_socket_t fd, short what, void *arg)
+{
+    redq_producer *p = arg;
+    size_t i;
+    (void)fd;
+    (void)what;
+    if (p->closing || !redq__conn_ready(p->conn) || p->redo)
+        return;
+    for (i = 0; i < p->fmts.nb; i++) {
+        redq__qfmt *f;
+        for (f = p->fmts.b[i]; f != NULL; f = f->next)
+            if ((f->used || f->hhead != NULL) && !f->learning) {
+                f->used = 0;
+                redq__pr_learn_format(p, f);
+            }
+    }
+}
+
+const char *redq__pr_partition(redq__qfmt *f, unsigned i, size_t *len)
+{
+    redq__qparts *qp = f->parts;
+    if (i == 0 || qp == NULL) {
+        *len = f->qlen;
+        return f->name;
+    }
+    if (qp->pname[i] == NULL) {
+        qp->pname[i] = redq__partition_name(f->name, f->qlen,
+                                            qp->parts.tag[i], i);
+        if (qp->pname[i] == NULL)
+            return NULL;
+        qp->plen[i] = strlen(qp->pname[i]);
+    }
+    *len = qp->plen[i];
+    return qp->pname[i];
 }
 
 /*
