@@ -36,7 +36,6 @@
 
 
 void redq__pr_pump(redq_producer *p);
-static void defer(redq_producer *p, int flag);
 
 /* ---- lists -------------------------------------------------------------- */
 
@@ -428,7 +427,7 @@ void redq__pr_pump(redq_producer *p)
  * meanwhile (check_produce): measured after every report, so report
  * callbacks that produce can neither keep the window above the mark nor
  * take the room meant for on_ready (redq.h, redq_ready_cb). */
-static void maybe_ready(redq_producer *p)
+void redq__pr_maybe_ready(redq_producer *p)
 {
     if (p->want_ready && p->pending_msgs <= p->max_pending_msgs / 2 &&
         p->pending_bytes <= p->max_pending_bytes / 2) {
@@ -443,7 +442,7 @@ static void maybe_ready(redq_producer *p)
  * digits counted up in place (a carry past the first digit, or a jump,
  * formats it anew): a few stores per report instead of a division per
  * digit. */
-static void put_id_number(redq_producer *p, uint64_t seq)
+void redq__pr_put_id_number(redq_producer *p, uint64_t seq)
 {
     char *w = p->idbuf + REDQ__INSTANCE_ID_LEN + 1;
     if (p->idnum != 0 && seq == p->idnum) {
@@ -499,7 +498,7 @@ static void report_batch(redq_producer *p, batch *b, int status,
             r.payload = owned ? e.data : b->buf + b->msgs[i].off;
             r.len = b->msgs[i].len;
             r.opaque = b->msgs[i].opaque;
-            put_id_number(p, b->msgs[i].seq);
+            redq__pr_put_id_number(p, b->msgs[i].seq);
             p->pending_msgs--;
             p->pending_bytes -= b->msgs[i].len;
             (*count)++;
@@ -507,16 +506,16 @@ static void report_batch(redq_producer *p, batch *b, int status,
             if (e.free_cb != NULL)
                 e.free_cb(e.data, e.free_user);
             if (p->want_ready)
-                maybe_ready(p);
+                redq__pr_maybe_ready(p);
         }
     }
     if (p->want_ready)
-        maybe_ready(p);
+        redq__pr_maybe_ready(p);
     /* Released: a batch is reported once, but its entries must never be
      * seen again (a zombie lives on until its reply). */
     b->nown = 0;
     if (p->waiters != NULL)
-        defer(p, DEFER_FLUSH_CHECK);
+        redq__pr_defer(p, DEFER_FLUSH_CHECK);
 }
 
 /* Is a Redis error one where the command certainly did not run and may
@@ -564,7 +563,7 @@ static void after_replies(redq_producer *p, redq__conn *c)
     if (p->adaptive && p->inflight == 0)
         redq__pr_seal_all(p);
     redq__pr_pump(p);
-    maybe_ready(p);
+    redq__pr_maybe_ready(p);
 }
 
 /* Batch b of queue q was applied: was an earlier batch of q refused (it is
@@ -785,59 +784,11 @@ static void linger_cb(evutil_socket_t fd, short what, void *arg)
     }
 }
 
-static void defer(redq_producer *p, int flag)
+void redq__pr_defer(redq_producer *p, int flag)
 {
     if (p->defer_flags == 0)
         event_active(p->ev_defer, EV_TIMEOUT, 0);
     p->defer_flags |= flag;
-}
-
-/* A keyed message that waited for its queue's partition count is
- * reported without having been sent (closed, timed out, no memory). */
-static void report_held(redq_producer *p, const redq__qfmt *f,
-                        redq__qheld *h, int status, const char *why)
-{
-    redq_report r;
-    memset(&r, 0, sizeof r);
-    r.queue = f->name;
-    r.payload = h->payload;
-    r.len = h->len;
-    r.opaque = h->opaque;
-    r.status = status;
-    r.errstr = why;
-    r.persisted = REDQ_PERSIST_NOT;
-    put_id_number(p, h->seq);
-    r.id = p->idbuf;
-    p->pending_msgs--;
-    p->pending_bytes -= h->len;
-    p->st.failed++;
-    if (p->on_report != NULL)
-        p->on_report(p, &r, p->report_user);
-    free(h->key);
-    free(h->payload);
-    free(h);
-    if (p->want_ready)
-        maybe_ready(p);
-}
-
-/* Report (and free) the held messages accepted before older_than_us, of
- * every queue, oldest first in each. */
-static void fail_held(redq_producer *p, uint64_t older_than_us, int status,
-                      const char *why)
-{
-    size_t i;
-    for (i = 0; p->nheld > 0 && i < p->fmts.nb; i++) {
-        redq__qfmt *f;
-        for (f = p->fmts.b[i]; f != NULL; f = f->next)
-            while (f->hhead != NULL && f->hhead->since_us < older_than_us) {
-                redq__qheld *h = f->hhead;
-                f->hhead = h->next;
-                if (f->hhead == NULL)
-                    f->htail = NULL;
-                p->nheld--;
-                report_held(p, f, h, status, why);
-            }
-    }
 }
 
 static uint64_t min_unreported_seq(const redq_producer *p)
@@ -1012,11 +963,11 @@ static void sweep_cb(evutil_socket_t fd, short what, void *arg)
     }
     if (p->nheld > 0 && now > p->message_timeout_us) {
         /* Keyed messages still waiting for their queue's partitions. */
-        fail_held(p, now - p->message_timeout_us + 1, REDQ_ETIMEDOUT, why);
+        redq__pr_fail_held(p, now - p->message_timeout_us + 1, REDQ_ETIMEDOUT, why);
         if (p->closing)
             return;
     }
-    maybe_ready(p);
+    redq__pr_maybe_ready(p);
     if (p->pending_msgs > 0 && !p->closing) {
         struct timeval tv;
         uint64_t period = p->message_timeout_us / 16;
@@ -1031,7 +982,7 @@ static void sweep_cb(evutil_socket_t fd, short what, void *arg)
     }
 }
 
-static void arm_sweep(redq_producer *p)
+void redq__pr_arm_sweep(redq_producer *p)
 {
     if (p->sweep_armed || p->message_timeout_us == 0)
         return;
@@ -1299,7 +1250,7 @@ void redq__producer_outer_report(redq_producer *p, const redq_report *r)
     if (p->on_report != NULL)
         p->on_report(p, r, p->report_user);
     if (p->want_ready)
-        maybe_ready(p);
+        redq__pr_maybe_ready(p);
 }
 
 
@@ -1389,7 +1340,7 @@ static REDQ__HOT_INLINE int check_produce(redq_producer *p, const char *queue,
                        len > p->max_pending_bytes))
         return refuse(p, REDQ_ETOOBIG, queue, *qlen, len);
     /* Full, or on_ready still owed (the window has not been down to the
-     * low-water mark since the last REDQ_EFULL): see maybe_ready(). */
+     * low-water mark since the last REDQ_EFULL): see redq__pr_maybe_ready(). */
     if (REDQ__UNLIKELY(p->pending_msgs >= p->max_pending_msgs ||
                        p->pending_bytes + len > p->max_pending_bytes ||
                        p->want_ready)) {
@@ -1513,7 +1464,7 @@ static REDQ__HOT_INLINE void appended(redq_producer *p, batch *b, const char *w,
         p->next_seq++; /* (else already counted as the id's number) */
     p->st.produced++;
     if (!p->sweep_armed)
-        arm_sweep(p);
+        redq__pr_arm_sweep(p);
 
     if (b->n >= p->batch_max_msgs ||
         b->len + b->spliced_bytes - HEADER_ROOM >= p->batch_max_bytes) {
@@ -1524,7 +1475,7 @@ static REDQ__HOT_INLINE void appended(redq_producer *p, batch *b, const char *w,
          * lone message goes out at once and a burst made in one callback
          * still shares a command. */
         if (!(p->defer_flags & DEFER_SEND))
-            defer(p, DEFER_SEND);
+            redq__pr_defer(p, DEFER_SEND);
     } else if (!p->linger_armed) {
         arm_linger(p);
     }
@@ -1568,7 +1519,7 @@ static int nomem(redq_producer *p, batch *b)
 
 /* The entry of the queue the caller named (made on first use, when its
  * meta fields are asked for at once: its format and partitions). */
-static redq__qfmt *lq_lookup(redq_producer *p, const char *queue, size_t qlen)
+redq__qfmt *redq__pr_lq_lookup(redq_producer *p, const char *queue, size_t qlen)
 {
     redq__qfmt *f = redq__qfmt_get(&p->fmts, queue, qlen, p);
     if (f == NULL)
@@ -1633,7 +1584,7 @@ static REDQ__HOT_INLINE const char *route(redq_producer *p, int kind,
         return queue;
     if (REDQ__UNLIKELY(f == NULL || f->qlen != *qlen ||
                        memcmp(f->name, queue, *qlen) != 0)) {
-        f = lq_lookup(p, queue, *qlen);
+        f = redq__pr_lq_lookup(p, queue, *qlen);
         if (f == NULL)
             return NULL;
     }
@@ -1671,6 +1622,13 @@ static REDQ__HOT_INLINE int put_copy(redq_producer *p, redq__qfmt *lq,
     return 0;
 }
 
+int redq__pr_put_copy(redq_producer *p, redq__qfmt *lq, const char *queue,
+                      size_t qlen, const void *payload, size_t len,
+                      void *opaque)
+{
+    return put_copy(p, lq, queue, qlen, payload, len, opaque);
+}
+
 int redq_produce(redq_producer *p, const char *queue, const void *payload,
                  size_t len, void *opaque)
 {
@@ -1687,116 +1645,6 @@ int redq_produce(redq_producer *p, const char *queue, const void *payload,
     if (REDQ__UNLIKELY(queue == NULL))
         return REDQ_ENOMEM;
     return put_copy(p, lq, queue, qlen, payload, len, opaque);
-}
-
-/* A keyed message of a queue whose partition count is not known yet:
- * accepted now (window, counters, its id's number), sent when the meta
- * read answers (redq__pr_dispatch_held). */
-static int hold(redq_producer *p, redq__qfmt *f, const void *key,
-                size_t keylen, const void *payload, size_t len, void *opaque)
-{
-    redq__qheld *h = calloc(1, sizeof *h);
-    if (h == NULL)
-        return REDQ_ENOMEM;
-    h->key = malloc(keylen + 1);
-    h->payload = malloc(len + 1);
-    if (h->key == NULL || h->payload == NULL) {
-        free(h->key);
-        free(h->payload);
-        free(h);
-        return REDQ_ENOMEM;
-    }
-    if (keylen > 0)
-        memcpy(h->key, key, keylen);
-    if (len > 0)
-        memcpy(h->payload, payload, len);
-    h->keylen = keylen;
-    h->len = len;
-    h->opaque = opaque;
-    h->seq = p->next_seq++;
-    h->since_us = coarse_now_us();
-    if (f->htail != NULL)
-        f->htail->next = h;
-    else
-        f->hhead = h;
-    f->htail = h;
-    p->nheld++;
-    p->pending_msgs++;
-    p->pending_bytes += len;
-    p->st.produced++;
-    if (!p->sweep_armed)
-        arm_sweep(p);
-    if (!f->learning && redq__conn_ready(p->conn))
-        redq__pr_learn_format(p, f);
-    return 0;
-}
-
-/* Partition of a key: the CRC16 slot of lib/keys.c (hash tags honoured)
- * modulo the active count. */
-static unsigned key_partition(const redq__qfmt *f, const void *key,
-                              size_t keylen)
-{
-    return f->pactive <= 1 ? 0 : redq__key_slot(key, keylen) % f->pactive;
-}
-
-int redq__producer_key(redq_producer *p, const char *queue, size_t qlen,
-                       const void *key, size_t keylen, const void *payload,
-                       size_t len, void *opaque)
-{
-    redq__qfmt *f = p->lastlq;
-    const char *name;
-    size_t plen;
-    if (p->inner)
-        return put_copy(p, NULL, queue, qlen, payload, len, opaque);
-    if (f == NULL || f->qlen != qlen || memcmp(f->name, queue, qlen) != 0) {
-        f = lq_lookup(p, queue, qlen);
-        if (f == NULL)
-            return REDQ_ENOMEM;
-    }
-    if (!f->parts_known)
-        return hold(p, f, key, keylen, payload, len, opaque);
-    name = redq__pr_partition(f, key_partition(f, key, keylen), &plen);
-    if (name == NULL)
-        return REDQ_ENOMEM;
-    return put_copy(p, f, name, plen, payload, len, opaque);
-}
-
-void redq__pr_dispatch_held(redq_producer *p, redq__qfmt *f)
-{
-    while (f->hhead != NULL && !p->closing) {
-        redq__qheld *h = f->hhead;
-        uint64_t save = p->next_seq;
-        const char *name;
-        size_t plen;
-        int rc = REDQ_ENOMEM;
-        f->hhead = h->next;
-        if (f->hhead == NULL)
-            f->htail = NULL;
-        p->nheld--;
-        /* Accepted (and counted) already: put_copy counts it again. */
-        p->pending_msgs--;
-        p->pending_bytes -= h->len;
-        p->st.produced--;
-        name = redq__pr_partition(f, key_partition(f, h->key, h->keylen),
-                                  &plen);
-        if (name != NULL) {
-            p->next_seq = h->seq; /* appended() numbers it from here */
-            rc = put_copy(p, f, name, plen, h->payload, h->len, h->opaque);
-            p->next_seq = save;
-        }
-        if (rc != 0) {
-            p->pending_msgs++;
-            p->pending_bytes += h->len;
-            p->st.produced++;
-            report_held(p, f, h, rc, redq_strerror(rc));
-            continue;
-        }
-        free(h->key);
-        free(h->payload);
-        free(h);
-    }
-    if (p->waiters != NULL)
-        defer(p, DEFER_FLUSH_CHECK);
 }
 
 /* Room for one more owned entry in `b`. */
@@ -1975,7 +1823,7 @@ int redq_producer_flush(redq_producer *p, int timeout_ms, redq_flush_cb cb,
      * loop has polled, where an active event could run in this iteration's
      * active pass again and again (libevent runs events activated during
      * that pass in the same pass). */
-    defer(p, DEFER_SEND);
+    redq__pr_defer(p, DEFER_SEND);
     {
         struct timeval zero = {0, 0};
         event_add(p->t_flush, &zero);
@@ -1994,7 +1842,7 @@ int redq_producer_close(redq_producer *p, redq_close_cb cb, void *user)
         return redq__pp_close(p->pp, cb, user);
     p->close_cb = cb;
     p->close_user = user;
-    defer(p, DEFER_CLOSE);
+    redq__pr_defer(p, DEFER_CLOSE);
     return 0;
 }
 
@@ -2013,7 +1861,7 @@ static void close_now(redq_producer *p)
     }
     while (p->open.head != NULL)
         redq__pr_fail_batch(p, p->open.head, REDQ_ECLOSED, "producer closed");
-    fail_held(p, UINT64_MAX, REDQ_ECLOSED, "producer closed");
+    redq__pr_fail_held(p, UINT64_MAX, REDQ_ECLOSED, "producer closed");
     check_flushes(p, REDQ_ECLOSED);
 
     /* In-flight (now zombie) batches get their NULL replies in here and

@@ -250,15 +250,37 @@ void redq__pr_redo_now(redq_producer *p, redq__conn *c);
 /** Write b's "*<argc>\r\n" right-aligned into its reserved room. */
 void redq__pr_put_argc(batch *b);
 
-/** The keyed messages of f that waited for its partition count go to
- *  their partitions now (each with the id number given at acceptance). */
-void redq__pr_dispatch_held(redq_producer *p, redq__qfmt *f);
+/** on_ready if owed and the window is down to its low-water mark. */
+void redq__pr_maybe_ready(redq_producer *p);
+/** The number of p->idbuf ("<producer id>-<seq + 1>") for message seq. */
+void redq__pr_put_id_number(redq_producer *p, uint64_t seq);
+/** Start the message_timeout_ms sweep if it is not running. */
+void redq__pr_arm_sweep(redq_producer *p);
+/** Run work (DEFER_*) from the loop, once, soon. */
+void redq__pr_defer(redq_producer *p, int flag);
+/** The entry of the queue the caller named, made (and its meta read
+ *  asked) on first use; NULL when out of memory. */
+redq__qfmt *redq__pr_lq_lookup(redq_producer *p, const char *queue,
+                               size_t qlen);
+/** redq_produce once the queue is routed: copy the message into the open
+ *  batch of physical queue `queue` (lq: the caller's queue, whose name
+ *  reports carry; NULL: queue itself). 0 or REDQ_ENOMEM. */
+int redq__pr_put_copy(redq_producer *p, redq__qfmt *lq, const char *queue,
+                      size_t qlen, const void *payload, size_t len,
+                      void *opaque);
 
 /* ---- lib/producer_queue.c, for lib/producer.c --------------------------- */
 
 /* How often the meta fields of the queues in use are read again. */
 #define REDQ__PR_META_MS 2000
 
+/** The keyed messages of f that waited for its partition count go to
+ *  their partitions now (each with the id number given at acceptance). */
+void redq__pr_dispatch_held(redq_producer *p, redq__qfmt *f);
+/** Report (status, why) and free the held messages of every queue
+ *  accepted before older_than_us (redq__now_us), oldest first. */
+void redq__pr_fail_held(redq_producer *p, uint64_t older_than_us, int status,
+                        const char *why);
 /** The timer (t_meta, every REDQ__PR_META_MS): HMGET again the meta of
  *  every queue used since the last tick or with keyed messages waiting. */
 void redq__pr_meta_tick(evutil_socket_t fd, short what, void *arg);

@@ -448,3 +448,163 @@ void redq__pr_reformat_done(redq_producer *p)
             break;
         }
 }
+
+/* ---- keyed messages waiting for their queue's partitions ---------------- */
+
+/* A keyed message that waited for its queue's partition count is
+ * reported without having been sent (closed, timed out, no memory). */
+static void report_held(redq_producer *p, const redq__qfmt *f,
+                        redq__qheld *h, int status, const char *why)
+{
+    redq_report r;
+    memset(&r, 0, sizeof r);
+    r.queue = f->name;
+    r.payload = h->payload;
+    r.len = h->len;
+    r.opaque = h->opaque;
+    r.status = status;
+    r.errstr = why;
+    r.persisted = REDQ_PERSIST_NOT;
+    redq__pr_put_id_number(p, h->seq);
+    r.id = p->idbuf;
+    p->pending_msgs--;
+    p->pending_bytes -= h->len;
+    p->st.failed++;
+    if (p->on_report != NULL)
+        p->on_report(p, &r, p->report_user);
+    free(h->key);
+    free(h->payload);
+    free(h);
+    if (p->want_ready)
+        redq__pr_maybe_ready(p);
+}
+
+/* Report (and free) the held messages accepted before older_than_us, of
+ * every queue, oldest first in each. */
+void redq__pr_fail_held(redq_producer *p, uint64_t older_than_us, int status,
+                      const char *why)
+{
+    size_t i;
+    for (i = 0; p->nheld > 0 && i < p->fmts.nb; i++) {
+        redq__qfmt *f;
+        for (f = p->fmts.b[i]; f != NULL; f = f->next)
+            while (f->hhead != NULL && f->hhead->since_us < older_than_us) {
+                redq__qheld *h = f->hhead;
+                f->hhead = h->next;
+                if (f->hhead == NULL)
+                    f->htail = NULL;
+                p->nheld--;
+                report_held(p, f, h, status, why);
+            }
+    }
+}
+
+/* A keyed message of a queue whose partition count is not known yet:
+ * accepted now (window, counters, its id's number), sent when the meta
+ * read answers (redq__pr_dispatch_held). */
+static int hold(redq_producer *p, redq__qfmt *f, const void *key,
+                size_t keylen, const void *payload, size_t len, void *opaque)
+{
+    redq__qheld *h = calloc(1, sizeof *h);
+    if (h == NULL)
+        return REDQ_ENOMEM;
+    h->key = malloc(keylen + 1);
+    h->payload = malloc(len + 1);
+    if (h->key == NULL || h->payload == NULL) {
+        free(h->key);
+        free(h->payload);
+        free(h);
+        return REDQ_ENOMEM;
+    }
+    if (keylen > 0)
+        memcpy(h->key, key, keylen);
+    if (len > 0)
+        memcpy(h->payload, payload, len);
+    h->keylen = keylen;
+    h->len = len;
+    h->opaque = opaque;
+    h->seq = p->next_seq++;
+    h->since_us = redq__now_us();
+    if (f->htail != NULL)
+        f->htail->next = h;
+    else
+        f->hhead = h;
+    f->htail = h;
+    p->nheld++;
+    p->pending_msgs++;
+    p->pending_bytes += len;
+    p->st.produced++;
+    if (!p->sweep_armed)
+        redq__pr_arm_sweep(p);
+    if (!f->learning && redq__conn_ready(p->conn))
+        redq__pr_learn_format(p, f);
+    return 0;
+}
+
+/* Partition of a key: the CRC16 slot of lib/keys.c (hash tags honoured)
+ * modulo the active count. */
+static unsigned key_partition(const redq__qfmt *f, const void *key,
+                              size_t keylen)
+{
+    return f->pactive <= 1 ? 0 : redq__key_slot(key, keylen) % f->pactive;
+}
+
+int redq__producer_key(redq_producer *p, const char *queue, size_t qlen,
+                       const void *key, size_t keylen, const void *payload,
+                       size_t len, void *opaque)
+{
+    redq__qfmt *f = p->lastlq;
+    const char *name;
+    size_t plen;
+    if (p->inner)
+        return redq__pr_put_copy(p, NULL, queue, qlen, payload, len, opaque);
+    if (f == NULL || f->qlen != qlen || memcmp(f->name, queue, qlen) != 0) {
+        f = redq__pr_lq_lookup(p, queue, qlen);
+        if (f == NULL)
+            return REDQ_ENOMEM;
+    }
+    if (!f->parts_known)
+        return hold(p, f, key, keylen, payload, len, opaque);
+    name = redq__pr_partition(f, key_partition(f, key, keylen), &plen);
+    if (name == NULL)
+        return REDQ_ENOMEM;
+    return redq__pr_put_copy(p, f, name, plen, payload, len, opaque);
+}
+
+void redq__pr_dispatch_held(redq_producer *p, redq__qfmt *f)
+{
+    while (f->hhead != NULL && !p->closing) {
+        redq__qheld *h = f->hhead;
+        uint64_t save = p->next_seq;
+        const char *name;
+        size_t plen;
+        int rc = REDQ_ENOMEM;
+        f->hhead = h->next;
+        if (f->hhead == NULL)
+            f->htail = NULL;
+        p->nheld--;
+        /* Accepted (and counted) already: put_copy counts it again. */
+        p->pending_msgs--;
+        p->pending_bytes -= h->len;
+        p->st.produced--;
+        name = redq__pr_partition(f, key_partition(f, h->key, h->keylen),
+                                  &plen);
+        if (name != NULL) {
+            p->next_seq = h->seq; /* appended() numbers it from here */
+            rc = redq__pr_put_copy(p, f, name, plen, h->payload, h->len, h->opaque);
+            p->next_seq = save;
+        }
+        if (rc != 0) {
+            p->pending_msgs++;
+            p->pending_bytes += h->len;
+            p->st.produced++;
+            report_held(p, f, h, rc, redq_strerror(rc));
+            continue;
+        }
+        free(h->key);
+        free(h->payload);
+        free(h);
+    }
+    if (p->waiters != NULL)
+        redq__pr_defer(p, DEFER_FLUSH_CHECK);
+}
