@@ -365,7 +365,8 @@ typedef struct redq_producer_options {
      *  producer then keeps one connection per partition in use, pinned to
      *  its slot's master (following MOVED, failovers), and spreads each
      *  queue over its partitions (docs/DESIGN.md, "Partitioned queues";
-     *  redq_produce_key). Consumers and admin: the first seed only, for
+     *  redq_produce_key; a producer on one server spreads them too, over
+     *  its one connection). Consumers and admin: the first seed only, for
      *  now.
      *  user, password and path may be %XX-encoded. host may be a name
      *  (resolved without blocking), an IPv4 address or [IPv6]. */
@@ -681,17 +682,22 @@ REDQ_API int redq_produce_owned(redq_producer *p, const char *queue,
 
 /**
  * Produce a message with a key: on a partitioned queue (docs/DESIGN.md,
- * "Partitioned queues"; a producer on a redis+cluster:// URL) it goes to
+ * "Partitioned queues"; on one server or a cluster alike) it goes to
  * partition (key's CRC16 slot, hash tags honoured) % P, P the queue's
  * active partition count, so messages of one key keep their produce order
  * among themselves while P does not change (raising or lowering P moves
  * keys to other partitions: order per key then holds only from the change
- * on). A queue's P is learnt at its first use; keyed messages produced
- * before that answer wait in the producer (counted in the window). On a
- * producer for one server the queue has one partition: the same as
- * redq_produce(). key may be NULL only when keylen is 0. Unkeyed messages
- * (redq_produce) are spread "sticky by batch": one partition takes them
- * until its batch is sealed, then the next.
+ * on). A queue's P is learnt at its first use (and read again every 2 s);
+ * keyed messages produced before that answer wait in the producer
+ * (accepted: counted in the window, their ids given now, failed by
+ * message_timeout_ms or close like any other). On a queue of one
+ * partition it is redq_produce(). key may be NULL only when keylen is 0.
+ * Unkeyed messages (redq_produce, _owned, _delayed) are spread "sticky by
+ * batch": one partition takes them until its batch is sealed, then the
+ * next; order then holds per partition only. Reports name the queue as
+ * the caller did (the logical queue), never a partition. The queue name
+ * limit (1024 bytes) is the logical name's; a partition's own name is up
+ * to 12 bytes longer.
  *
  * Same return values as redq_produce().
  */

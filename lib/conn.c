@@ -35,168 +35,12 @@
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 
-#include "redq_private.h"
-
-enum conn_state {
-    ST_IDLE,
-    ST_DISCOVERING, /* asking the sentinels where the master is */
-    ST_RESOLVING,
-    ST_CONNECTING,
-    ST_HANDSHAKE,
-    ST_READY,
-    ST_BACKOFF
-};
+#include "conn_int.h"
 
 static const char *const state_names[] = {
     "idle", "discovery", "resolving", "connecting", "handshake", "ready", "backoff"};
 
-/* What a ring entry is, beyond its callback. */
-enum {
-    P_PLAIN = 0,
-    P_AFTER_LOAD = 1 /* follows a lazy SCRIPT LOAD: a NOSCRIPT reply is
-                        replaced by the load's own error, if it failed */
-};
-
-typedef struct pending {
-    redq__reply_cb cb;
-    void *arg;
-    uint64_t deadline_us;
-    unsigned flags; /* P_* */
-    uint64_t end_off; /* c->appended once the command was in the output
-                         buffer: it has left us when c->appended minus
-                         the buffer's length reaches this */
-} pending;
-
-/* Handshake failures that are a passing server state, each warned about
- * once (see conn_drop). */
-enum {
-    TR_LOADING = 1u << 0,
-    TR_BUSY = 1u << 1,
-    TR_TRYAGAIN = 1u << 2,
-    TR_MASTERDOWN = 1u << 3,
-    TR_OOM = 1u << 4
-};
-
-/* conn_drop flags: why an attempt or connection failed, beyond its code. */
-enum {
-    DROP_PERMANENT = 1u << 8 /* retrying will not help (WRONGPASS, NOPERM) */
-    /* the low bits carry a TR_* state for transient failures */
-};
-
-struct redq__conn {
-    struct event_base *base;
-    redisAsyncContext *ac;
-    enum conn_state state;
-
-    /* What to connect to, copied from the URL and options. */
-    int is_unix;
-    char *host;
-    char *path;
-    int port;
-    char *user;
-    char *password;
-    int db;
-    char *client_name;
-    int connect_timeout_ms;
-    int command_timeout_ms;
-    int reconnect_min_ms;
-    int reconnect_max_ms;
-    const redq__logger *log;
-
-    redq__resolver *resolver;
-    redq__arena *arena; /* replies built here when asked for (reply.c) */
-    char ip[64];
-    char where[300]; /* "host:port" or "unix:/path", for messages */
-
-    struct event *t_state; /* connect deadline, or the backoff delay */
-    struct event *t_cmd;   /* reply deadline of the oldest command */
-    int t_cmd_armed;
-
-    /* Outstanding commands, oldest first: a ring that grows by doubling. */
-    pending *ring;
-    size_t ring_cap, ring_head, ring_len;
-
-    int dying; /* hiredis is tearing the context down: refuse sends */
-    int handshake_left;
-    int attempt; /* consecutive failed attempts, for the backoff */
-    uint64_t ready_since_us;
-    int server_version;
-    int want_client_id;
-    int want_version;
-    int load_scripts; /* compatibility: SCRIPT LOAD all in the handshake */
-    long long client_id;
-    uint32_t rng;
-    uint64_t activity_us; /* last time bytes came in (see on_reply) */
-    long outq_seen;       /* kernel send queue at the last deadline, -1 */
-    uint64_t appended;    /* bytes of commands put in this context's output
-                             buffer (see mark_appended) */
-
-    /* Lazy script loading (redq__conn_send_script). */
-    uint32_t scripts_loaded;  /* bit i: SCRIPT LOAD of script i was sent on
-                                 this connection and not refused */
-    int load_err_set;         /* the lazy load just answered was refused... */
-    char load_err[256];       /* ...with this error, for the next reply */
-    char eager_err[256];      /* a handshake SCRIPT LOAD was refused: "" or
-                                 its error, given instead of NOSCRIPT */
-
-    unsigned transient_warned; /* TR_* states already logged at WARN */
-    int setname_warned;
-    int script_warned;
-    int version_noted;
-    int permanent;             /* last_code will not fix itself */
-
-    int last_code;
-    char last_err[256];
-
-    redq__conn_up_cb on_up;
-    redq__conn_down_cb on_down;
-    redq__conn_down_cb on_fail; /* an attempt failed before ready */
-    void *arg;
-
-    /* Sentinel discovery (redis+sentinel:// URLs; see "Discovery" below).
-     * host/port/ip/where then name the master last found. */
-    int sentinel;
-    size_t nsent;
-    redq__url_node *sent;      /* the sentinels, copied */
-    char *master_name;
-    char *sent_user, *sent_password;
-    size_t sent_first;         /* whom a round asks first: the last that
-                                  answered, or the one after a bad answer */
-    size_t sent_tried;         /* asked in this round */
-    size_t sent_idx;           /* the one being asked */
-    redq__conn *probe;         /* the connection to it */
-    redq__conn *probe_dead;    /* to free from the loop, not its callback */
-    struct event *ev_probe;    /* zero timer: free probe_dead, then act */
-    int probe_next;            /* PROBE_* for ev_probe */
-    unsigned round_flags;      /* RF_* seen in this round */
-    char round_err[256];       /* the first sentinel failure of the round */
-    redq__logger quiet;        /* the probes' logger: they say nothing, the
-                                  round says what went wrong */
-    redisAsyncContext *watch;  /* SUBSCRIBE +switch-master on a sentinel */
-    size_t watch_idx;
-    char found[80];            /* "host:port" the sentinels named last */
-
-    /* The target hook (redq__conn_config.target): asked at every attempt. */
-    int (*target)(redq__conn *c, char *host, size_t hostlen, int *port,
-                  void *arg);
-    void *target_arg;
-    /* The redirect hook (redq__conn_config.redirect) and the reset it
-     * asked for, run from the loop once the replies read are delivered. */
-    int (*redirect)(redq__conn *c, const void *reply, void *arg);
-    struct event *ev_follow;
-    int follow;
-};
-
-static void conn_drop(redq__conn *c, int code, unsigned flags,
-                      const char *fmt, ...) REDQ__PRINTF(4, 5);
-static void conn_log(const redq__conn *c, int level, int code,
-                     const char *fmt, ...) REDQ__PRINTF(4, 5);
-static void scrub(const redq__conn *c, char *msg);
 static void start_attempt(redq__conn *c);
-static void discovery_start(redq__conn *c);
-static void probe_retire(redq__conn *c);
-static void watch_close(redq__conn *c);
-static void connect_after_discovery(redq__conn *c);
 
 /* ---- the pending ring --------------------------------------------------- */
 
@@ -247,7 +91,7 @@ static uint32_t rng_next(redq__conn *c)
     return c->rng = x;
 }
 
-static struct timeval tv_ms(long ms)
+struct timeval redq__cn_tv_ms(long ms)
 {
     struct timeval tv;
     tv.tv_sec = ms / 1000;
@@ -255,12 +99,12 @@ static struct timeval tv_ms(long ms)
     return tv;
 }
 
-static const char *where(const redq__conn *c)
+const char *redq__cn_where(const redq__conn *c)
 {
     return c->where;
 }
 
-static char *dup_or_null(const char *s)
+char *redq__cn_strdup(const char *s)
 {
     char *d;
     size_t n;
@@ -336,7 +180,7 @@ static void arm_cmd_timer(redq__conn *c)
     now = redq__now_us();
     dl = c->ring[c->ring_head].deadline_us;
     {
-        struct timeval tv = tv_ms(dl > now ? (long)((dl - now) / 1000) + 1 : 0);
+        struct timeval tv = redq__cn_tv_ms(dl > now ? (long)((dl - now) / 1000) + 1 : 0);
         event_add(c->t_cmd, &tv);
     }
     c->t_cmd_armed = 1;
@@ -497,7 +341,7 @@ static void io_cleanup(void *arg)
     free(io);
 }
 
-static int io_attach(redisAsyncContext *ac, struct event_base *base)
+int redq__cn_io_attach(redisAsyncContext *ac, struct event_base *base)
 {
     loop_io *io = calloc(1, sizeof *io);
     if (io == NULL)
@@ -621,10 +465,10 @@ static void handshake_step_done(redq__conn *c)
     c->permanent = 0;
     if (c->server_version != 0)
         redq__log(c->log, REDQ_LOG_INFO, 0, "connected to %s (redis %d.%d.%d)",
-                  where(c), c->server_version / 10000,
+                  redq__cn_where(c), c->server_version / 10000,
                   c->server_version / 100 % 100, c->server_version % 100);
     else
-        redq__log(c->log, REDQ_LOG_INFO, 0, "connected to %s", where(c));
+        redq__log(c->log, REDQ_LOG_INFO, 0, "connected to %s", redq__cn_where(c));
     if (c->on_up != NULL)
         c->on_up(c, c->arg);
 }
@@ -669,13 +513,13 @@ static int hs_check(redq__conn *c, redisReply *r, const char *what)
         return HS_OK;
     tr = transient_state(r->str, (size_t)r->len);
     if (tr != 0) {
-        conn_drop(c, REDQ_ESERVER, tr, "%s on %s: %s", what, where(c), r->str);
+        redq__cn_drop(c, REDQ_ESERVER, tr, "%s on %s: %s", what, redq__cn_where(c), r->str);
         return HS_GONE;
     }
     if (redq__err_from_reply(r->str, (size_t)r->len) == REDQ_EAUTH) {
         /* NOAUTH: no password given, or AUTH failed before it. */
-        conn_drop(c, REDQ_EAUTH, DROP_PERMANENT, "%s on %s: %s", what,
-                  where(c), r->str);
+        redq__cn_drop(c, REDQ_EAUTH, DROP_PERMANENT, "%s on %s: %s", what,
+                  redq__cn_where(c), r->str);
         return HS_GONE;
     }
     return HS_REFUSED;
@@ -697,8 +541,8 @@ static void hs_auth_cb(redq__conn *c, void *reply, void *arg)
      * called without any password configured": all a wrong configuration
      * that retrying will not fix (until someone changes the server). */
     code = redq__err_from_reply(r->str, (size_t)r->len);
-    conn_drop(c, code == REDQ_ENOPERM ? code : REDQ_EAUTH, DROP_PERMANENT,
-              "AUTH on %s: %s", where(c), r->str);
+    redq__cn_drop(c, code == REDQ_ENOPERM ? code : REDQ_EAUTH, DROP_PERMANENT,
+              "AUTH on %s: %s", redq__cn_where(c), r->str);
 }
 
 static void hs_select_cb(redq__conn *c, void *reply, void *arg)
@@ -716,8 +560,8 @@ static void hs_select_cb(redq__conn *c, void *reply, void *arg)
     /* NOPERM (the user may not SELECT), "ERR DB index is out of range",
      * "ERR SELECT is not allowed in cluster mode". */
     code = redq__err_from_reply(r->str, (size_t)r->len);
-    conn_drop(c, code == REDQ_ENOPERM ? code : REDQ_ESELECT, DROP_PERMANENT,
-              "SELECT %d on %s: %s", c->db, where(c), r->str);
+    redq__cn_drop(c, code == REDQ_ENOPERM ? code : REDQ_ESELECT, DROP_PERMANENT,
+              "SELECT %d on %s: %s", c->db, redq__cn_where(c), r->str);
 }
 
 static void hs_setname_cb(redq__conn *c, void *reply, void *arg)
@@ -731,9 +575,9 @@ static void hs_setname_cb(redq__conn *c, void *reply, void *arg)
      * every reconnect. */
     if (r->type == REDIS_REPLY_ERROR && !c->setname_warned) {
         c->setname_warned = 1;
-        conn_log(c, REDQ_LOG_WARN, REDQ_ENOPERM,
+        redq__cn_log(c, REDQ_LOG_WARN, REDQ_ENOPERM,
                   "CLIENT SETNAME on %s: %s (continuing without a name)",
-                  where(c), r->str);
+                  redq__cn_where(c), r->str);
     }
     handshake_step_done(c);
 }
@@ -786,8 +630,8 @@ static void note_no_version(redq__conn *c, const char *why)
     if (c->version_noted)
         return;
     c->version_noted = 1;
-    conn_log(c, REDQ_LOG_INFO, 0,
-              "server version of %s unknown (%s); carrying on", where(c),
+    redq__cn_log(c, REDQ_LOG_INFO, 0,
+              "server version of %s unknown (%s); carrying on", redq__cn_where(c),
               why);
 }
 
@@ -833,7 +677,7 @@ static void hs_hello_cb(redq__conn *c, void *reply, void *arg)
     case HS_REFUSED: {
         const char *argv[] = {"INFO", "server"};
         if (hs_send(c, hs_info_cb, 2, argv) != 0) {
-            conn_drop(c, REDQ_ENOMEM, 0, "INFO on %s: cannot send", where(c));
+            redq__cn_drop(c, REDQ_ENOMEM, 0, "INFO on %s: cannot send", redq__cn_where(c));
             return;
         }
         break;
@@ -874,7 +718,7 @@ static void hs_client_id_cb(redq__conn *c, void *reply, void *arg)
     /* The handle needs its id (CLIENT UNBLOCK): NOPERM, or a server before
      * 5.0, will not change by retrying. */
     code = redq__err_from_reply(r->str, (size_t)r->len);
-    conn_drop(c, code, DROP_PERMANENT, "CLIENT ID on %s: %s", where(c),
+    redq__cn_drop(c, code, DROP_PERMANENT, "CLIENT ID on %s: %s", redq__cn_where(c),
               r->str);
 }
 
@@ -897,11 +741,11 @@ static void hs_script_cb(redq__conn *c, void *reply, void *arg)
             snprintf(c->eager_err, sizeof c->eager_err, "%s", r->str);
         if (!c->script_warned) {
             c->script_warned = 1; /* once per handle, not per reconnect */
-            conn_log(c, REDQ_LOG_WARN,
+            redq__cn_log(c, REDQ_LOG_WARN,
                       redq__err_from_reply(r->str, (size_t)r->len),
                       "SCRIPT LOAD on %s: %s (continuing; commands that "
                       "need the script will fail)",
-                      where(c), r->str);
+                      redq__cn_where(c), r->str);
         }
         break;
     }
@@ -922,11 +766,11 @@ static void hs_role_cb(redq__conn *c, void *reply, void *arg)
          * still answers writes with READONLY, which also rediscovers. */
         if (!c->version_noted) {
             c->version_noted = 1;
-            conn_log(c, REDQ_LOG_WARN, redq__err_from_reply(r->str,
+            redq__cn_log(c, REDQ_LOG_WARN, redq__err_from_reply(r->str,
                                                              (size_t)r->len),
                      "ROLE on %s: %s (cannot check it is the master; "
                      "allow +role for this user)",
-                     where(c), r->str);
+                     redq__cn_where(c), r->str);
         }
         break;
     case HS_OK:
@@ -934,11 +778,11 @@ static void hs_role_cb(redq__conn *c, void *reply, void *arg)
             r->element[0]->type == REDIS_REPLY_STRING &&
             strcmp(r->element[0]->str, "master") != 0) {
             c->sent_first = (c->sent_idx + 1) % c->nsent;
-            conn_drop(c, REDQ_ESERVER, 0,
+            redq__cn_drop(c, REDQ_ESERVER, 0,
                       "%s is a %s, not the master of %s (a stale sentinel "
                       "answer, or a failover under way); asking the "
                       "sentinels again",
-                      where(c), r->element[0]->str, c->master_name);
+                      redq__cn_where(c), r->element[0]->str, c->master_name);
             return;
         }
         break;
@@ -1046,7 +890,7 @@ static void on_connect(const redisAsyncContext *cac, int status)
     if (status != REDIS_OK) {
         /* hiredis frees the context after this returns. */
         c->ac = NULL;
-        conn_drop(c, REDQ_ECONNECT, 0, "connect %s: %s", where(c),
+        redq__cn_drop(c, REDQ_ECONNECT, 0, "connect %s: %s", redq__cn_where(c),
                   ac->errstr[0] ? ac->errstr : "failed");
         return;
     }
@@ -1075,14 +919,14 @@ static void on_disconnect(const redisAsyncContext *cac, int status)
     if (c->arena != NULL && redq__arena_error(c->arena)[0] != '\0') {
         /* hiredis says "Out of memory": the arena refused a reply whose
          * announced size is absurd (a broken or hostile server). */
-        conn_drop(c, REDQ_EPROTOCOL, 0,
+        redq__cn_drop(c, REDQ_EPROTOCOL, 0,
                   "protocol error from %s: %s; dropping the connection",
-                  where(c), redq__arena_error(c->arena));
+                  redq__cn_where(c), redq__arena_error(c->arena));
         return;
     }
     code = ac->c.err == REDIS_ERR_PROTOCOL ? REDQ_EPROTOCOL
                                            : REDQ_EDISCONNECTED;
-    conn_drop(c, code, 0, "connection to %s lost: %s", where(c),
+    redq__cn_drop(c, code, 0, "connection to %s lost: %s", redq__cn_where(c),
               status == REDIS_OK ? "closed"
               : ac->errstr[0]    ? ac->errstr
                                  : "error");
@@ -1090,7 +934,7 @@ static void on_disconnect(const redisAsyncContext *cac, int status)
 
 /* ---- connecting and reconnecting ---------------------------------------- */
 
-static void connect_now(redq__conn *c)
+void redq__cn_connect_now(redq__conn *c)
 {
     redisAsyncContext *ac;
 
@@ -1102,7 +946,7 @@ static void connect_now(redq__conn *c)
     else
         ac = redisAsyncConnect(c->ip, c->port);
     if (ac == NULL) {
-        conn_drop(c, REDQ_ENOMEM, 0, "connect %s: out of memory", where(c));
+        redq__cn_drop(c, REDQ_ENOMEM, 0, "connect %s: out of memory", redq__cn_where(c));
         return;
     }
     if (ac->err) {
@@ -1111,15 +955,15 @@ static void connect_now(redq__conn *c)
         char msg[200];
         snprintf(msg, sizeof msg, "%s", ac->errstr);
         redisAsyncFree(ac);
-        conn_drop(c, REDQ_ECONNECT, 0, "connect %s: %s", where(c), msg);
+        redq__cn_drop(c, REDQ_ECONNECT, 0, "connect %s: %s", redq__cn_where(c), msg);
         return;
     }
     ac->data = c;
     redq__arena_attach(c->arena, ac->c.reader); /* nothing parsed yet */
-    if (io_attach(ac, c->base) != 0) {
+    if (redq__cn_io_attach(ac, c->base) != 0) {
         redisAsyncFree(ac);
-        conn_drop(c, REDQ_ENOMEM, 0, "connect %s: cannot attach to the loop",
-                  where(c));
+        redq__cn_drop(c, REDQ_ENOMEM, 0, "connect %s: cannot attach to the loop",
+                  redq__cn_where(c));
         return;
     }
     redisAsyncSetConnectCallback(ac, on_connect);
@@ -1128,357 +972,18 @@ static void connect_now(redq__conn *c)
 }
 
 
-/* ---- Discovery (redis+sentinel://) --------------------------------------- */
-
-/*
- * A round asks the sentinels one after the other, each over a connection of
- * its own (a redq__conn: resolve, connect, AUTH with the sentinel's
- * credentials, all with deadlines), "SENTINEL get-master-addr-by-name". The
- * first address wins; the master connection then resolves, connects and
- * checks ROLE as usual. A round where nobody answered with an address ends
- * the attempt with the most telling reason: REDQ_ENOMASTER when a sentinel
- * said it knows no such master, REDQ_EAUTH when one refused our
- * credentials (both permanent: retrying will not fix them), else
- * REDQ_ECONNECT. The next round starts after the usual backoff.
- *
- * The sentinel that answered is also watched: a SUBSCRIBE to
- * +switch-master on it moves the connection as soon as a failover is
- * decided, instead of when the old master's socket dies (or never, for a
- * demoted master that stays up). Probes are freed from the loop (ev_probe),
- * never from inside their own callbacks.
- */
-enum { PROBE_NONE, PROBE_NEXT, PROBE_CONNECT };
-enum { RF_UNKNOWN = 1u, RF_AUTH = 2u };
-
-static void probe_up(redq__conn *sub, void *arg);
-static void probe_down(redq__conn *sub, int code, const char *msg, void *arg);
-
-/* Note a sentinel's failure; the first one is kept for the round's
- * message (it is usually the most useful one). */
-static void probe_note(redq__conn *c, unsigned flag, const char *fmt, ...)
-    REDQ__PRINTF(3, 4);
-static void probe_note(redq__conn *c, unsigned flag, const char *fmt, ...)
-{
-    char msg[sizeof c->round_err];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    scrub(c, msg);
-    redq__log(c->log, REDQ_LOG_DEBUG, 0, "sentinel discovery: %s", msg);
-    /* The most specific reason wins: unknown name over bad credentials
-     * over an unreachable sentinel. */
-    if ((flag & RF_UNKNOWN) && !(c->round_flags & RF_UNKNOWN))
-        memcpy(c->round_err, msg, sizeof msg);
-    else if ((flag & RF_AUTH) && !(c->round_flags & (RF_UNKNOWN | RF_AUTH)))
-        memcpy(c->round_err, msg, sizeof msg);
-    else if (c->round_err[0] == '\0')
-        memcpy(c->round_err, msg, sizeof msg);
-    c->round_flags |= flag;
-}
-
-/* Stop using the current probe: freed from the loop, then `next`. */
-static void probe_schedule(redq__conn *c, int next)
-{
-    if (c->probe != NULL) {
-        if (c->probe_dead != NULL)
-            redq__conn_free(c->probe_dead); /* not in its callback: older */
-        c->probe_dead = c->probe;
-        c->probe = NULL;
-    }
-    c->probe_next = next;
-    event_active(c->ev_probe, EV_TIMEOUT, 0);
-}
-
-static void probe_retire(redq__conn *c)
-{
-    if (c->probe != NULL)
-        probe_schedule(c, PROBE_NONE);
-    else if (c->probe_next != PROBE_NONE)
-        c->probe_next = PROBE_NONE;
-}
-
-static void probe_ask(redq__conn *c)
-{
-    redq__conn_config cfg;
-    redq__url u;
-    const redq__url_node *n;
-    int rc;
-
-    if (c->sent_tried == c->nsent) {
-        unsigned f = c->round_flags;
-        int code = (f & RF_UNKNOWN) ? REDQ_ENOMASTER
-                   : (f & RF_AUTH)  ? REDQ_EAUTH
-                                    : REDQ_ECONNECT;
-        c->sent_first = (c->sent_first + 1) % c->nsent;
-        conn_drop(c, code, code == REDQ_ECONNECT ? 0u : DROP_PERMANENT,
-                  "master %s: %s%s%s", c->master_name,
-                  code == REDQ_ECONNECT ? "no sentinel answered (" : "",
-                  c->round_err,
-                  code == REDQ_ECONNECT ? ")" : "");
-        return;
-    }
-    c->sent_idx = (c->sent_first + c->sent_tried) % c->nsent;
-    c->sent_tried++;
-    n = &c->sent[c->sent_idx];
-    memset(&u, 0, sizeof u);
-    u.host = n->host;
-    u.port = n->port;
-    u.user = c->sent_user;
-    u.password = c->sent_password;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.url = &u;
-    cfg.client_name = c->client_name;
-    cfg.connect_timeout_ms = c->connect_timeout_ms;
-    cfg.command_timeout_ms = c->command_timeout_ms;
-    cfg.reconnect_min_ms = c->reconnect_min_ms;
-    cfg.reconnect_max_ms = c->reconnect_max_ms;
-    cfg.log = &c->quiet;
-    cfg.on_fail = probe_down;
-    rc = redq__conn_new(&c->probe, c->base, &cfg, probe_up, probe_down, c);
-    if (rc != 0) {
-        c->probe = NULL;
-        conn_drop(c, rc, 0, "sentinel discovery: %s", redq_strerror(rc));
-        return;
-    }
-    redq__conn_start(c->probe);
-}
-
-static void probe_event_cb(evutil_socket_t fd, short what, void *arg)
-{
-    redq__conn *c = arg;
-    int next = c->probe_next;
-    (void)fd;
-    (void)what;
-    c->probe_next = PROBE_NONE;
-    redq__conn_free(c->probe_dead);
-    c->probe_dead = NULL;
-    if (c->state != ST_DISCOVERING)
-        return;
-    if (next == PROBE_NEXT)
-        probe_ask(c);
-    else if (next == PROBE_CONNECT)
-        connect_after_discovery(c);
-}
-
-static void discovery_start(redq__conn *c)
-{
-    c->state = ST_DISCOVERING;
-    c->sent_tried = 0;
-    c->round_flags = 0;
-    c->round_err[0] = '\0';
-    probe_ask(c);
-}
-
-/* The probe failed before it was ready (connect, AUTH, its deadline), or
- * lost its connection before answering. */
-static void probe_down(redq__conn *sub, int code, const char *msg, void *arg)
-{
-    redq__conn *c = arg;
-    if (sub != c->probe || c->state != ST_DISCOVERING)
-        return;
-    probe_note(c, code == REDQ_EAUTH || code == REDQ_ENOPERM ? RF_AUTH : 0,
-               "sentinel %s", msg);
-    probe_schedule(c, PROBE_NEXT);
-}
-
-static void watch_start(redq__conn *c, const char *ip);
-static void resolved_cb(int status, const char *ip, const char *msg,
-                        void *arg);
-
-static void probe_reply(redq__conn *sub, void *reply, void *arg)
-{
-    redq__conn *c = arg;
-    redisReply *r = reply;
-    const char *sw = sub->where;
-    if (sub != c->probe || c->state != ST_DISCOVERING)
-        return;
-    if (r == NULL) {
-        probe_note(c, 0, "sentinel %s: %s", sw, sub->last_err);
-    } else if (r->type == REDIS_REPLY_NIL ||
-               (r->type == REDIS_REPLY_ARRAY && r->elements == 0)) {
-        probe_note(c, RF_UNKNOWN, "sentinel %s knows no master named \"%s\"",
-                   sw, c->master_name);
-    } else if (r->type == REDIS_REPLY_ERROR) {
-        int code = redq__err_from_reply(r->str, (size_t)r->len);
-        probe_note(c, code == REDQ_EAUTH || code == REDQ_ENOPERM ? RF_AUTH : 0,
-                   "sentinel %s: SENTINEL get-master-addr-by-name: %s", sw,
-                   r->str);
-    } else if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
-               r->element[0]->type == REDIS_REPLY_STRING &&
-               r->element[1]->type == REDIS_REPLY_STRING &&
-               r->element[0]->len > 0 && r->element[0]->len < 64 &&
-               atoi(r->element[1]->str) > 0 &&
-               atoi(r->element[1]->str) < 65536) {
-        char *h = dup_or_null(r->element[0]->str);
-        char found[sizeof c->found];
-        if (h == NULL) {
-            probe_note(c, 0, "sentinel %s: out of memory", sw);
-            probe_schedule(c, PROBE_NEXT);
-            return;
-        }
-        free(c->host);
-        c->host = h;
-        c->port = atoi(r->element[1]->str);
-        snprintf(found, sizeof found, strchr(h, ':') ? "[%s]:%d" : "%s:%d",
-                 h, c->port);
-        if (strcmp(found, c->found) != 0)
-            conn_log(c, REDQ_LOG_INFO, 0,
-                     "sentinel %s: master %s is at %s", sw, c->master_name,
-                     found);
-        memcpy(c->found, found, sizeof found);
-        snprintf(c->where, sizeof c->where, "%s (master %s)", found,
-                 c->master_name);
-        c->sent_first = c->sent_idx;
-        if (c->watch == NULL || c->watch_idx != c->sent_idx) {
-            /* Watch the sentinel we trust now, at the address it resolved
-             * to (the probe's ip). */
-            watch_close(c);
-            c->watch_idx = c->sent_idx;
-            watch_start(c, sub->ip);
-        }
-        probe_schedule(c, PROBE_CONNECT);
-        return;
-    } else {
-        probe_note(c, 0, "sentinel %s: unexpected reply to "
-                         "get-master-addr-by-name", sw);
-    }
-    probe_schedule(c, PROBE_NEXT);
-}
-
-static void probe_up(redq__conn *sub, void *arg)
-{
-    redq__conn *c = arg;
-    const char *argv[] = {"SENTINEL", "get-master-addr-by-name",
-                          c->master_name};
-    if (sub != c->probe)
-        return;
-    if (redq__conn_sendv(sub, 3, argv, NULL, 0, probe_reply, c) != 0) {
-        probe_note(c, 0, "sentinel %s: cannot send", sub->where);
-        probe_schedule(c, PROBE_NEXT);
-    }
-}
-
-/* The master is known: connect to it, with the attempt's deadline. */
-static void connect_after_discovery(redq__conn *c)
-{
-    struct timeval tv = tv_ms(c->connect_timeout_ms);
-    event_add(c->t_state, &tv);
-    c->state = ST_RESOLVING;
-    if (redq__resolve(c->resolver, c->host, resolved_cb, c) != 0)
-        conn_drop(c, REDQ_ENOMEM, 0, "resolve %s: out of memory", c->host);
-}
-
-/* ---- the +switch-master watch ---- */
-
-static void watch_close(redq__conn *c)
-{
-    redisAsyncContext *ac = c->watch;
-    c->watch = NULL; /* its callbacks see a stale context and return */
-    if (ac != NULL)
-        redisAsyncFree(ac);
-}
-
-/* "+switch-master <name> <old-ip> <old-port> <new-ip> <new-port>" */
-static void watch_msg_cb(redisAsyncContext *ac, void *reply, void *privdata)
-{
-    redq__conn *c = ac->data;
-    redisReply *r = reply, *m;
-    char name[160], nip[64], nport[8], oip[64], oport[8];
-    (void)privdata;
-    if (c == NULL || c->watch != ac || r == NULL)
-        return;
-    if (r->type == REDIS_REPLY_ERROR) {
-        /* NOAUTH or NOPERM on SUBSCRIBE: no early moves, no harm. */
-        conn_log(c, REDQ_LOG_DEBUG, 0, "sentinel watch: %s", r->str);
-        watch_close(c);
-        return;
-    }
-    if (r->type != REDIS_REPLY_ARRAY || r->elements != 3)
-        return;
-    m = r->element[2];
-    if (r->element[0]->type != REDIS_REPLY_STRING ||
-        strcmp(r->element[0]->str, "message") != 0 ||
-        m->type != REDIS_REPLY_STRING)
-        return;
-    if (sscanf(m->str, "%159s %63s %7s %63s %7s", name, oip, oport, nip,
-               nport) != 5 ||
-        strcmp(name, c->master_name) != 0)
-        return;
-    conn_log(c, REDQ_LOG_INFO, 0,
-             "sentinel: master %s switched from %s:%s to %s:%s", name, oip,
-             oport, nip, nport);
-    if (c->state == ST_READY &&
-        !(strcmp(nip, c->ip) == 0 && atoi(nport) == c->port)) {
-        conn_drop(c, REDQ_EDISCONNECTED, 0,
-                  "%s: the sentinels switched master %s to %s:%s; following",
-                  where(c), name, nip, nport);
-    } else if (c->state == ST_BACKOFF) {
-        struct timeval now = {0, 0};
-        event_add(c->t_state, &now); /* no need to wait out the backoff */
-    }
-}
-
-static void watch_on_connect(const redisAsyncContext *cac, int status)
-{
-    redisAsyncContext *ac = (redisAsyncContext *)cac;
-    redq__conn *c = ac->data;
-    if (c == NULL || c->watch != ac)
-        return;
-    if (status != REDIS_OK) {
-        c->watch = NULL; /* hiredis frees it */
-        return;
-    }
-    redisEnableKeepAlive(&ac->c);
-}
-
-static void watch_on_disconnect(const redisAsyncContext *cac, int status)
-{
-    redisAsyncContext *ac = (redisAsyncContext *)cac;
-    redq__conn *c = ac->data;
-    (void)status;
-    if (c != NULL && c->watch == ac)
-        c->watch = NULL; /* the next discovery starts another */
-}
-
-static void watch_start(redq__conn *c, const char *ip)
-{
-    redisAsyncContext *ac;
-    const redq__url_node *n = &c->sent[c->watch_idx];
-    ac = redisAsyncConnect(ip[0] ? ip : n->host, n->port);
-    if (ac == NULL)
-        return;
-    if (ac->err || io_attach(ac, c->base) != 0) {
-        redisAsyncFree(ac);
-        return;
-    }
-    ac->data = c;
-    redisAsyncSetConnectCallback(ac, watch_on_connect);
-    redisAsyncSetDisconnectCallback(ac, watch_on_disconnect);
-    c->watch = ac;
-    if (c->sent_password != NULL) {
-        /* A refusal shows as NOAUTH on the SUBSCRIBE below. */
-        if (c->sent_user != NULL)
-            redisAsyncCommand(ac, NULL, NULL, "AUTH %s %s", c->sent_user,
-                              c->sent_password);
-        else
-            redisAsyncCommand(ac, NULL, NULL, "AUTH %s", c->sent_password);
-    }
-    redisAsyncCommand(ac, watch_msg_cb, NULL, "SUBSCRIBE +switch-master");
-}
-
-static void resolved_cb(int status, const char *ip, const char *msg,
+void redq__cn_resolved_cb(int status, const char *ip, const char *msg,
                         void *arg)
 {
     redq__conn *c = arg;
     if (c->state != ST_RESOLVING)
         return;
     if (status != 0) {
-        conn_drop(c, status, 0, "resolve %s: %s", c->host, msg);
+        redq__cn_drop(c, status, 0, "resolve %s: %s", c->host, msg);
         return;
     }
     snprintf(c->ip, sizeof c->ip, "%s", ip);
-    connect_now(c);
+    redq__cn_connect_now(c);
 }
 
 /*
@@ -1497,14 +1002,14 @@ static int target_now(redq__conn *c)
     if (rc == 0 && (host[0] == '\0' || port <= 0 || port > 65535))
         rc = REDQ_EINVAL;
     if (rc != 0) {
-        conn_drop(c, rc, 0, "%s: no target to connect to: %s", where(c),
+        redq__cn_drop(c, rc, 0, "%s: no target to connect to: %s", redq__cn_where(c),
                   redq_strerror(rc));
         return 0;
     }
     if (c->host == NULL || strcmp(c->host, host) != 0) {
-        h = dup_or_null(host);
+        h = redq__cn_strdup(host);
         if (h == NULL) {
-            conn_drop(c, REDQ_ENOMEM, 0, "%s: out of memory", where(c));
+            redq__cn_drop(c, REDQ_ENOMEM, 0, "%s: out of memory", redq__cn_where(c));
             return 0;
         }
         free(c->host);
@@ -1518,26 +1023,26 @@ static int target_now(redq__conn *c)
 
 static void start_attempt(redq__conn *c)
 {
-    struct timeval tv = tv_ms(c->connect_timeout_ms);
+    struct timeval tv = redq__cn_tv_ms(c->connect_timeout_ms);
     if (c->sentinel && c->state != ST_DISCOVERING) {
         /* Every attempt asks the sentinels first: a lost connection, a
          * replica's READONLY, LOADING or MASTERDOWN in the handshake may
          * all mean the master has moved. The deadline of the attempt
          * starts once the master is known (each sentinel asked has
          * connect_timeout_ms of its own). */
-        discovery_start(c);
+        redq__sentinel_start(c);
         return;
     }
     if (c->target != NULL && !c->sentinel && !target_now(c))
         return;
     event_add(c->t_state, &tv); /* the deadline for the whole attempt */
     if (c->is_unix) {
-        connect_now(c);
+        redq__cn_connect_now(c);
         return;
     }
     c->state = ST_RESOLVING;
-    if (redq__resolve(c->resolver, c->host, resolved_cb, c) != 0)
-        conn_drop(c, REDQ_ENOMEM, 0, "resolve %s: out of memory", c->host);
+    if (redq__resolve(c->resolver, c->host, redq__cn_resolved_cb, c) != 0)
+        redq__cn_drop(c, REDQ_ENOMEM, 0, "resolve %s: out of memory", c->host);
 }
 
 static long backoff_ms(redq__conn *c)
@@ -1559,7 +1064,7 @@ static long backoff_ms(redq__conn *c)
  * servers quote the user in some errors ("NOPERM User alice has no
  * permissions", 7.2+), and no part of the credentials may reach a log.
  */
-static void scrub(const redq__conn *c, char *msg)
+void redq__cn_scrub(const redq__conn *c, char *msg)
 {
     const char *secrets[4];
     int i;
@@ -1584,7 +1089,7 @@ static void scrub(const redq__conn *c, char *msg)
 }
 
 /* A log line that may quote the server (whose errors may quote the user). */
-static void conn_log(const redq__conn *c, int level, int code,
+void redq__cn_log(const redq__conn *c, int level, int code,
                      const char *fmt, ...)
 {
     char msg[400];
@@ -1594,7 +1099,7 @@ static void conn_log(const redq__conn *c, int level, int code,
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    scrub(c, msg);
+    redq__cn_scrub(c, msg);
     redq__log(c->log, level, code, "%s", msg);
 }
 
@@ -1608,7 +1113,7 @@ static void conn_log(const redq__conn *c, int level, int code,
  * The arguments may point into c->last_err (state_timer_cb quotes it): the
  * message is built aside, then copied.
  */
-static void conn_drop(redq__conn *c, int code, unsigned flags,
+void redq__cn_drop(redq__conn *c, int code, unsigned flags,
                       const char *fmt, ...)
 {
     va_list ap;
@@ -1622,7 +1127,7 @@ static void conn_drop(redq__conn *c, int code, unsigned flags,
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    scrub(c, msg);
+    redq__cn_scrub(c, msg);
     memcpy(c->last_err, msg, sizeof msg);
     c->last_code = code;
     c->permanent = (flags & DROP_PERMANENT) != 0;
@@ -1633,7 +1138,7 @@ static void conn_drop(redq__conn *c, int code, unsigned flags,
     c->eager_err[0] = '\0';
 
     redq__resolve_cancel(c->resolver);
-    probe_retire(c);
+    redq__sentinel_retire(c);
     event_del(c->t_state);
     c->state = ST_BACKOFF;
     c->ac = NULL;
@@ -1661,7 +1166,7 @@ static void conn_drop(redq__conn *c, int code, unsigned flags,
     redq__log(c->log, level, code, "%s; %s in %ld ms", c->last_err,
               tr != 0 ? "waiting, retrying" : "retrying", delay);
     {
-        struct timeval tv = tv_ms(delay);
+        struct timeval tv = redq__cn_tv_ms(delay);
         event_add(c->t_state, &tv);
     }
     if (was_ready && c->on_down != NULL)
@@ -1685,8 +1190,8 @@ static void state_timer_cb(evutil_socket_t fd, short what, void *arg)
     case ST_RESOLVING:
     case ST_CONNECTING:
     case ST_HANDSHAKE:
-        conn_drop(c, REDQ_ETIMEDOUT, 0, "connect %s: no %s within %d ms%s%s",
-                  where(c), state_names[c->state], c->connect_timeout_ms,
+        redq__cn_drop(c, REDQ_ETIMEDOUT, 0, "connect %s: no %s within %d ms%s%s",
+                  redq__cn_where(c), state_names[c->state], c->connect_timeout_ms,
                   c->last_err[0] ? " after " : "", c->last_err);
         break;
     case ST_READY:
@@ -1732,10 +1237,10 @@ static void cmd_timer_cb(evutil_socket_t fd, short what, void *arg)
         c->outq_seen = keep;
     }
     if (c->ring[c->ring_head].deadline_us <= now) {
-        conn_drop(c, REDQ_ETIMEDOUT, 0,
+        redq__cn_drop(c, REDQ_ETIMEDOUT, 0,
                   "nothing from %s for %d ms with a reply due; dropping the "
                   "connection",
-                  where(c), c->command_timeout_ms);
+                  redq__cn_where(c), c->command_timeout_ms);
         return;
     }
     arm_cmd_timer(c);
@@ -1751,8 +1256,8 @@ static void follow_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     if (c->follow && c->state == ST_READY)
-        conn_drop(c, REDQ_ECONNECT, 0, "%s: slot moved, following it",
-                  where(c));
+        redq__cn_drop(c, REDQ_ECONNECT, 0, "%s: slot moved, following it",
+                  redq__cn_where(c));
     c->follow = 0;
 }
 
@@ -1788,12 +1293,12 @@ int redq__conn_new(redq__conn **out, struct event_base *base,
     c->rng = (uint32_t)(redq__now_us() ^ (uintptr_t)c) | 1u;
 
     pw = cfg->password != NULL ? cfg->password : cfg->url->password;
-    c->host = dup_or_null(cfg->url->host);
-    c->path = dup_or_null(cfg->url->path);
-    c->user = dup_or_null(cfg->url->user);
-    c->password = dup_or_null(pw);
+    c->host = redq__cn_strdup(cfg->url->host);
+    c->path = redq__cn_strdup(cfg->url->path);
+    c->user = redq__cn_strdup(cfg->url->user);
+    c->password = redq__cn_strdup(pw);
     if (cfg->client_name != NULL && cfg->client_name[0] != '\0')
-        c->client_name = dup_or_null(cfg->client_name);
+        c->client_name = redq__cn_strdup(cfg->client_name);
     if (cfg->url->is_sentinel) {
         size_t i;
         c->sentinel = 1;
@@ -1802,16 +1307,16 @@ int redq__conn_new(redq__conn **out, struct event_base *base,
         c->sent = calloc(c->nsent ? c->nsent : 1, sizeof *c->sent);
         for (i = 0; c->sent != NULL && i < c->nsent; i++) {
             c->sent[i].port = cfg->url->sentinels[i].port;
-            c->sent[i].host = dup_or_null(cfg->url->sentinels[i].host);
+            c->sent[i].host = redq__cn_strdup(cfg->url->sentinels[i].host);
             if (c->sent[i].host == NULL) {
                 redq__conn_free(c);
                 return REDQ_ENOMEM;
             }
         }
-        c->master_name = dup_or_null(cfg->url->master_name);
-        c->sent_user = dup_or_null(cfg->url->sentinel_user);
-        c->sent_password = dup_or_null(cfg->url->sentinel_password);
-        c->ev_probe = event_new(base, -1, 0, probe_event_cb, c);
+        c->master_name = redq__cn_strdup(cfg->url->master_name);
+        c->sent_user = redq__cn_strdup(cfg->url->sentinel_user);
+        c->sent_password = redq__cn_strdup(cfg->url->sentinel_password);
+        c->ev_probe = event_new(base, -1, 0, redq__sentinel_event_cb, c);
         if (c->sent == NULL || c->master_name == NULL || c->ev_probe == NULL ||
             (cfg->url->sentinel_user && !c->sent_user) ||
             (cfg->url->sentinel_password && !c->sent_password)) {
@@ -2038,9 +1543,9 @@ void redq__conn_reset(redq__conn *c, int code, const char *why)
 {
     if (c->state == ST_BACKOFF || c->state == ST_IDLE)
         return;
-    conn_drop(c, code,
+    redq__cn_drop(c, code,
               why != NULL ? transient_state(why, strlen(why)) : 0u,
-              "%s: %s", where(c), why != NULL ? why : "reset");
+              "%s: %s", redq__cn_where(c), why != NULL ? why : "reset");
 }
 
 int redq__conn_permanent_error(const redq__conn *c)
@@ -2076,7 +1581,7 @@ void redq__conn_free(redq__conn *c)
     c->state = ST_BACKOFF;
     if (ac != NULL)
         redisAsyncFree(ac); /* pending callbacks run now, with NULL */
-    watch_close(c);
+    redq__sentinel_watch_close(c);
     redq__conn_free(c->probe);
     redq__conn_free(c->probe_dead);
     if (c->ev_probe != NULL)

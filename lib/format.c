@@ -1,7 +1,9 @@
 /*
- * A handle's memory of queue formats (REDQ_FORMAT_*): a small hash map by
- * queue name. The producer asks it once per batch it opens, never per
- * message, so a plain queue's hot path does not see it.
+ * A handle's memory of queue formats (REDQ_FORMAT_*) and partitions: a
+ * small hash map by queue name. The producer asks it once per batch it
+ * opens (and, for the queue names its caller gives, once per change of
+ * queue: see lib/producer.c, route), never per message of a one-queue
+ * stream.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -67,6 +69,7 @@ redq__qfmt *redq__qfmt_get(redq__qfmts *t, const char *q, size_t qlen,
     e->hash = h;
     e->owner = owner;
     e->format = -1;
+    e->pactive = 1;
     e->next = t->b[h & (t->nb - 1)];
     t->b[h & (t->nb - 1)] = e;
     t->n++;
@@ -80,6 +83,19 @@ void redq__qfmts_free(redq__qfmts *t)
         redq__qfmt *e = t->b[i];
         while (e != NULL) {
             redq__qfmt *next = e->next;
+            while (e->hhead != NULL) {
+                redq__qheld *h = e->hhead;
+                e->hhead = h->next;
+                free(h->key);
+                free(h->payload);
+                free(h);
+            }
+            if (e->parts != NULL) {
+                unsigned k;
+                for (k = 0; k < REDQ__MAX_PARTITIONS; k++)
+                    free(e->parts->pname[k]);
+                free(e->parts);
+            }
             free(e->meta);
             free(e);
             e = next;

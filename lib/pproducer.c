@@ -201,6 +201,59 @@ static void discover(pqueue *q)
     redisFreeCommand(cmd);
 }
 
+/* The registry's ZADD through the router (redq__registry_send_fn): the
+ * registry key has a slot of its own, which no pinned connection of an
+ * inner may touch. */
+typedef struct regsend {
+    redq__registry_done_fn done;
+    void *arg;
+} regsend;
+
+static void registry_reply(redq__cluster *cl, void *reply, void *arg)
+{
+    regsend *rs = arg;
+    (void)cl;
+    rs->done(reply, rs->arg);
+    free(rs);
+}
+
+static int registry_send(void *ctx, int argc, const char **argv,
+                         const size_t *argvlen, redq__registry_done_fn done,
+                         void *done_arg)
+{
+    pprod *pp = ctx;
+    char *cmd = NULL;
+    long long n;
+    int rc;
+    regsend *rs = malloc(sizeof *rs);
+    if (rs == NULL || pp->closing) {
+        free(rs);
+        return REDQ_ENOMEM;
+    }
+    n = redisFormatCommandArgv(&cmd, argc, argv, argvlen);
+    if (n <= 0) {
+        free(rs);
+        return REDQ_ENOMEM;
+    }
+    rs->done = done;
+    rs->arg = done_arg;
+    rc = redq__cluster_send(pp->cl,
+                            redq__key_slot(REDQ__REGISTRY_KEY,
+                                           sizeof REDQ__REGISTRY_KEY - 1),
+                            cmd, (size_t)n, -1, 0, registry_reply, rs);
+    redisFreeCommand(cmd);
+    if (rc != 0)
+        free(rs);
+    return rc;
+}
+
+/* The logical queue in the registry (at most one ZADD a minute each). */
+static void registry_touch(pqueue *q)
+{
+    redq__registry_touch_via(q->pp->registry, registry_send, q->pp, q->name,
+                             q->len);
+}
+
 /* Every DISCOVER_MS: what each queue has now (P raised or lowered), and
  * the registry entry of each (a ZADD through the router, in its slot). */
 static void discover_tick(evutil_socket_t fd, short what, void *arg)
@@ -209,8 +262,10 @@ static void discover_tick(evutil_socket_t fd, short what, void *arg)
     pqueue *q;
     (void)fd;
     (void)what;
-    for (q = pp->queues; q != NULL; q = q->next)
+    for (q = pp->queues; q != NULL; q = q->next) {
         discover(q);
+        registry_touch(q);
+    }
 }
 
 /* ---- queues and inners -------------------------------------------------- */
@@ -243,6 +298,7 @@ static pqueue *queue_get(pprod *pp, const char *name, size_t len)
     q->next = pp->queues;
     pp->queues = q;
     discover(q);
+    registry_touch(q);
     return pp->last = q;
 }
 
@@ -678,6 +734,8 @@ int redq__pp_new(redq__pprod **out, redq_producer *outer,
         rc = redq__cluster_new(&pp->cl, base, &cfg);
     }
     if (rc == 0) {
+        /* NULL when out of memory: then nothing is recorded. */
+        pp->registry = redq__registry_new(pp->log);
         pp->t_discover = event_new(base, -1, EV_PERSIST, discover_tick, pp);
         pp->ev_close = event_new(base, -1, 0, close_cb_ev, pp);
         if (pp->t_discover == NULL || pp->ev_close == NULL)
@@ -685,6 +743,7 @@ int redq__pp_new(redq__pprod **out, redq_producer *outer,
     }
     if (rc != 0) {
         redq__cluster_free(pp->cl);
+        redq__registry_free(pp->registry);
         if (pp->t_discover != NULL)
             event_free(pp->t_discover);
         if (pp->ev_close != NULL)
@@ -718,8 +777,9 @@ int redq_produce_key(redq_producer *p, const char *queue, const void *key,
     if (rc != 0)
         return rc;
     pp = redq__producer_pp(p);
-    if (pp == NULL) /* one server: one partition (see redq.h) */
-        return redq_produce(p, queue, payload, len, opaque);
+    if (pp == NULL) /* one server: partitions are names on one connection */
+        return redq__producer_key(p, queue, qlen, key != NULL ? key : "",
+                                  keylen, payload, len, opaque);
     return redq__pp_produce(pp, REDQ__PP_KEYED, queue, qlen,
                             key != NULL ? key : "", keylen, (void *)payload,
                             len, NULL, NULL, 0, opaque);

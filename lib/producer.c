@@ -32,203 +32,10 @@
 #include <event2/event.h>
 #include <hiredis/hiredis.h>
 
-#include "redq_private.h"
+#include "producer_int.h"
 
-/* Room for "*<up to 20 digits>\r\n" in front of every batch. */
-#define HEADER_ROOM 24
 
-/* redq_produce_owned: payloads at least this long stay in the caller's
- * buffer and are spliced into the command when it is handed to hiredis;
- * shorter ones are copied into the batch like redq_produce's, since
- * copying a few hundred bytes costs less than one more piece to append. */
-#define OWNED_SPLICE_MIN 512
-
-enum batch_kind { B_LPUSH, B_DELAY };
-
-enum batch_state {
-    B_OPEN,     /* in the map, taking messages */
-    B_SEALED,   /* in the FIFO, not written (or to be rewritten) */
-    B_INFLIGHT, /* in the FIFO, written, reply awaited */
-    B_ZOMBIE,   /* in flight but already reported (timeout, close): the
-                   reply is awaited only to free it */
-    B_STORED    /* min_replicas: the master answered the LPUSH; waiting for
-                   the WAIT behind it before reporting */
-};
-
-typedef struct msg_entry {
-    void *opaque;
-    size_t off; /* payload offset in the batch buffer */
-    size_t len;
-    uint64_t seq; /* its id is "<producer id>-<seq + 1>" */
-} msg_entry;
-
-/* A message of redq_produce_owned: the caller's buffer, released by
- * free_cb after its report. Kept in a side table of the batch, in message
- * order, so that copied messages pay nothing for the feature. */
-typedef struct owned_entry {
-    size_t idx;        /* its index in the batch's msgs */
-    void *data;
-    redq_free_cb free_cb;
-    void *free_user;
-    int spliced;       /* not in buf: msgs[idx].off is where it goes */
-} owned_entry;
-
-typedef struct batch {
-    struct redq_producer *owner;
-    struct batch *prev, *next; /* FIFO, open list or free list */
-    struct batch *hnext;       /* hash chain while open */
-    uint32_t hash;
-    int kind; /* enum batch_kind */
-    enum batch_state state;
-    int frames;      /* B_LPUSH to a frames queue: the buffer holds a PUSH
-                        script call of frames, not an LPUSH */
-    redq__qfmt *fmt; /* B_LPUSH: what is known of the queue's format */
-
-    char *qname; /* NUL-terminated copy, for reports and map lookups */
-    size_t qlen, qcap;
-
-    char *buf; /* [HEADER_ROOM][$5 LPUSH][$q queue][$len payload]... */
-    size_t len, cap;
-    size_t start; /* where the sealed command starts (header written) */
-
-    msg_entry *msgs;
-    size_t n, mcap;
-    size_t payload_bytes;
-
-    owned_entry *own; /* owned messages, in order; released when reported */
-    size_t nown, owncap;
-    size_t nsplice;       /* how many of them are spliced (not in buf) */
-    size_t spliced_bytes; /* their payload bytes: buf + these = the command */
-
-    uint64_t first_seq; /* sequence number of msgs[0] */
-    uint64_t first_us;  /* when msgs[0] was accepted */
-    uint64_t last_us;   /* when the newest message was accepted */
-    int sent_before;    /* written at least once: a rewrite is a resend */
-    int unknown;        /* some write of it got no answer: it may be stored
-                           (reported REDQ_PERSIST_POSSIBLY if it fails) */
-    int stored;         /* the master answered it (B_STORED): a failure now
-                           is reported REDQ_PERSIST_YES */
-} batch;
-
-typedef struct blist {
-    batch *head, *tail;
-} blist;
-
-typedef struct flush_waiter {
-    struct flush_waiter *next;
-    uint64_t target_seq; /* done when every seq below it is reported */
-    redq_flush_cb cb;
-    void *user;
-    struct redq_producer *owner;
-    struct event *t_deadline; /* its own timeout_ms (NULL: none) */
-} flush_waiter;
-
-enum { DEFER_SEND = 1, DEFER_FLUSH_CHECK = 2, DEFER_CLOSE = 4 };
-
-struct redq_producer {
-    struct event_base *base;
-    redq__conn *conn;
-    /* A partitioned or cluster producer (lib/pproducer.c): this struct is
-     * then only the public face (window, counters, callbacks, id) and pp
-     * does the rest through inner producers. NULL for an ordinary one. */
-    redq__pprod *pp;
-    /* An inner producer (lib/pproducer.c): its connection is pinned to
-     * its slot (freed with the pin), it touches no key of another slot
-     * (no registry ZADD), takes partition names, and numbers its ids
-     * from the outer producer's counter. */
-    redq__cluster_pin *pin;
-    int inner;
-    uint64_t *idseq; /* the outer's next_seq (inner), else &next_seq */
-    redq__logger log;
-    redq__scripts scripts; /* redq_produce_delayed() calls one by SHA */
-    char lenhdr[32];       /* "$<len>\r\n" of the last message length */
-    size_t lenhdr_n, lenhdr_of;
-    char id[REDQ__INSTANCE_ID_LEN + 1]; /* the producer id (redq.h) */
-    char idbuf[REDQ__MSG_ID_MAX];       /* "<id>-<n>" of the report */
-    uint64_t idnum;        /* the n in idbuf (0: none yet) */
-    size_t idnum_len;      /* its digits */
-    redq__qfmts fmts;      /* queue formats, learnt on first use */
-    int reformat;          /* a PUSH found its queue plain: nothing is sent
-                              until the pipeline drains, then the FIFO goes
-                              again from its head (see on_batch_reply) */
-
-    /* options */
-    redq_report_cb on_report;
-    void *report_user;
-    redq_ready_cb on_ready;
-    void *ready_user;
-    size_t batch_max_msgs, batch_max_bytes;
-    unsigned linger_us;
-    int adaptive;
-    size_t max_inflight;
-    size_t max_pending_msgs, max_pending_bytes, max_message_bytes;
-    uint64_t message_timeout_us;
-    uint64_t span_max_us; /* how long one batch may keep taking messages */
-
-    /* open batches: hash map by queue name + list in creation order */
-    batch **buckets;
-    size_t nbuckets, nopen;
-    redq__iov *iov;   /* pieces of a command with spliced payloads */
-    size_t iovcap;
-    blist open;
-    batch *last; /* the open batch used last: the one-queue fast path */
-
-    blist fifo;       /* sealed, oldest first; in flight first */
-    batch *next_unsent;
-    size_t inflight;  /* batches written and awaiting a reply */
-
-    batch *free_list;
-    size_t nfree;
-
-    size_t pending_msgs, pending_bytes;
-    uint64_t next_seq;
-    int want_ready;
-
-    struct event *ev_defer;
-    int defer_flags;
-    struct event *t_linger;
-    int linger_armed;
-    struct event *t_sweep;
-    int sweep_armed;
-
-    /* max_queue_len: sending stops while a queue is that long */
-    size_t max_queue_len;
-    int throttled;
-    char *throttle_q; /* the queue being watched (LLEN) */
-    struct event *t_throttle;
-    int llen_inflight;
-
-    flush_waiter *waiters;
-    struct event *t_flush; /* zero timer: flush checks in the next iteration */
-
-    /* A "not applied, resend" error (BUSY, LOADING, ...): see on_batch_reply */
-    int redo;              /* waiting for the pipeline to drain, then reset */
-    int redo_code;
-    char redo_msg[256];
-    int careful;           /* one batch in flight until a batch succeeds */
-
-    /* Replica-acknowledged writes (min_replicas): a WAIT is pipelined
-     * behind the batches of each pump; see on_wait_reply. */
-    int min_replicas;
-    int replica_timeout_ms;
-    size_t waits;          /* WAIT commands awaiting a reply */
-    char wait_cmd[64];     /* "WAIT n ms" in RESP */
-    size_t wait_len;
-
-    int closing;
-    redq_close_cb close_cb;
-    void *close_user;
-
-    redq_producer_stats st;
-
-    /* Queues recorded in the registry (lib/registry.c), touched per batch
-     * at seal time, never per message. */
-    redq__registry *registry;
-    redq__stats stats; /* on_stats (lib/stats.c) */
-};
-
-static void pump(redq_producer *p);
-static void defer(redq_producer *p, int flag);
+void redq__pr_pump(redq_producer *p);
 
 /* ---- lists -------------------------------------------------------------- */
 
@@ -300,26 +107,6 @@ static int ensure(char **buf, size_t *cap, size_t need)
     return 0;
 }
 
-/* Decimal digits of v at dst, no NUL; returns how many. Runs once per
- * message (the "$<len>" of each bulk string), hence no temp buffer. */
-static size_t put_uint(char *dst, uint64_t v)
-{
-    size_t n = 1;
-    uint64_t t = v;
-    char *w;
-    while (t >= 100) {
-        t /= 100;
-        n += 2;
-    }
-    if (t >= 10)
-        n++;
-    w = dst + n;
-    do {
-        *--w = (char)('0' + v % 10);
-        v /= 10;
-    } while (v != 0);
-    return n;
-}
 
 static uint32_t hash_name(const char *s, size_t n)
 {
@@ -332,35 +119,7 @@ static uint32_t hash_name(const char *s, size_t n)
     return h;
 }
 
-/* "EVALSHA <PUSH> 2 <queue> <meta>" in RESP, at w (without the array
- * header, like every batch's command); returns the end. Room: the sha, the
- * name and the meta key plus 64. */
-static char *put_push_head(redq_producer *p, const batch *b, char *w)
-{
-    static const char pre[] = "$7\r\nEVALSHA\r\n$40\r\n";
-    static const char mid[] = "\r\n$1\r\n2\r\n$";
-    memcpy(w, pre, sizeof pre - 1);
-    w += sizeof pre - 1;
-    memcpy(w, p->scripts.sha[REDQ__SCRIPT_PUSH], 40);
-    w += 40;
-    memcpy(w, mid, sizeof mid - 1);
-    w += sizeof mid - 1;
-    w += put_uint(w, b->qlen);
-    *w++ = '\r';
-    *w++ = '\n';
-    memcpy(w, b->qname, b->qlen);
-    w += b->qlen;
-    *w++ = '\r';
-    *w++ = '\n';
-    *w++ = '$';
-    w += put_uint(w, b->fmt->metalen);
-    *w++ = '\r';
-    *w++ = '\n';
-    memcpy(w, b->fmt->meta, b->fmt->metalen);
-    return w + b->fmt->metalen;
-}
-
-static void learn_format(redq_producer *p, redq__qfmt *f);
+void redq__pr_learn_format(redq_producer *p, redq__qfmt *f);
 
 /* A fresh open batch for `queue`: the command is started (LPUSH queue, or
  * EVALSHA <delay script> 1 queue:delayed), messages are appended after. */
@@ -390,6 +149,7 @@ static batch *batch_new(redq_producer *p, int kind, const char *queue,
     b->qlen = qlen;
     b->owner = p;
     b->kind = kind;
+    b->lname = b->qname;
     b->fmt = NULL;
     b->frames = 0;
     if (kind == B_LPUSH) {
@@ -399,12 +159,13 @@ static batch *batch_new(redq_producer *p, int kind, const char *queue,
             batch_destroy(b);
             return NULL;
         }
+        b->fmt->used = 1; /* its meta is read again at the next tick */
         b->frames = b->fmt->format == REDQ_FORMAT_FRAMES;
         /* Ask now, so the answer is usually in before the batch is
          * sealed (and ahead of anything the seal sends). */
         if (b->fmt->format < 0 && !b->fmt->learning &&
             redq__conn_ready(p->conn))
-            learn_format(p, b->fmt);
+            redq__pr_learn_format(p, b->fmt);
     }
     b->hash = hash;
     b->state = B_OPEN;
@@ -421,12 +182,12 @@ static batch *batch_new(redq_producer *p, int kind, const char *queue,
 
     w = b->buf + HEADER_ROOM;
     if (b->frames) {
-        w = put_push_head(p, b, w);
+        w = redq__pr_put_push_head(p, b, w);
     } else if (kind == B_LPUSH) {
         static const char pre[] = "$5\r\nLPUSH\r\n$";
         memcpy(w, pre, sizeof pre - 1);
         w += sizeof pre - 1;
-        w += put_uint(w, qlen);
+        w += redq__pr_put_uint(w, qlen);
         *w++ = '\r';
         *w++ = '\n';
         memcpy(w, queue, qlen);
@@ -448,7 +209,7 @@ static batch *batch_new(redq_producer *p, int kind, const char *queue,
         w += 40;
         memcpy(w, mid, sizeof mid - 1);
         w += sizeof mid - 1;
-        w += put_uint(w, klen);
+        w += redq__pr_put_uint(w, klen);
         *w++ = '\r';
         *w++ = '\n';
         memcpy(w, key, klen);
@@ -514,12 +275,12 @@ static void map_remove(redq_producer *p, batch *b)
 
 /* Close an open batch to new messages, write its header and queue it. */
 /* Write the command's "*<argc>\r\n" right-aligned into the reserved room. */
-static void put_argc(batch *b)
+void redq__pr_put_argc(batch *b)
 {
     char tmp[24];
     /* LPUSH q m1..mN, EVALSHA sha 2 q meta f1..fN, or EVALSHA sha 1 key
      * d1 e1 .. dN eN */
-    size_t n = put_uint(tmp, b->frames           ? (uint64_t)b->n + 5
+    size_t n = redq__pr_put_uint(tmp, b->frames           ? (uint64_t)b->n + 5
                              : b->kind == B_LPUSH ? (uint64_t)b->n + 2
                                                   : 2 * (uint64_t)b->n + 4);
     b->start = HEADER_ROOM - (n + 3);
@@ -535,15 +296,16 @@ static void seal(redq_producer *p, batch *b)
     /* Once per batch: at most one ZADD a minute per queue, sent ahead of
      * the batch on the same connection. */
     if (!p->inner)
-        redq__registry_touch(p->registry, p->conn, b->qname, b->qlen);
-    put_argc(b);
+        redq__registry_touch(p->registry, p->conn, b->lname,
+                             strlen(b->lname));
+    redq__pr_put_argc(b);
     b->state = B_SEALED;
     bl_append(&p->fifo, b);
     if (p->next_unsent == NULL)
         p->next_unsent = b;
 }
 
-static void seal_all(redq_producer *p)
+void redq__pr_seal_all(redq_producer *p)
 {
     while (p->open.head != NULL)
         seal(p, p->open.head);
@@ -551,7 +313,7 @@ static void seal_all(redq_producer *p)
 
 static void on_batch_reply(redq__conn *c, void *reply, void *arg);
 static void on_wait_reply(redq__conn *c, void *reply, void *arg);
-static void learn_format(redq_producer *p, redq__qfmt *f);
+void redq__pr_learn_format(redq_producer *p, redq__qfmt *f);
 
 /*
  * A batch with spliced (owned) payloads goes to hiredis in pieces: the
@@ -601,7 +363,7 @@ static int send_batch(redq_producer *p, batch *b)
                            on_batch_reply, b);
 }
 
-static void pump(redq_producer *p)
+void redq__pr_pump(redq_producer *p)
 {
     /* Careful mode pipelines one batch at a time (see on_batch_reply). */
     size_t limit = p->careful ? 1 : p->max_inflight;
@@ -617,7 +379,7 @@ static void pump(redq_producer *p)
          * PUSH. Later batches keep the FIFO order behind it. */
         if (b->fmt != NULL && b->fmt->format < 0) {
             if (!b->fmt->learning)
-                learn_format(p, b->fmt);
+                redq__pr_learn_format(p, b->fmt);
             break;
         }
         rc = send_batch(p, b);
@@ -665,7 +427,7 @@ static void pump(redq_producer *p)
  * meanwhile (check_produce): measured after every report, so report
  * callbacks that produce can neither keep the window above the mark nor
  * take the room meant for on_ready (redq.h, redq_ready_cb). */
-static void maybe_ready(redq_producer *p)
+void redq__pr_maybe_ready(redq_producer *p)
 {
     if (p->want_ready && p->pending_msgs <= p->max_pending_msgs / 2 &&
         p->pending_bytes <= p->max_pending_bytes / 2) {
@@ -680,7 +442,7 @@ static void maybe_ready(redq_producer *p)
  * digits counted up in place (a carry past the first digit, or a jump,
  * formats it anew): a few stores per report instead of a division per
  * digit. */
-static void put_id_number(redq_producer *p, uint64_t seq)
+void redq__pr_put_id_number(redq_producer *p, uint64_t seq)
 {
     char *w = p->idbuf + REDQ__INSTANCE_ID_LEN + 1;
     if (p->idnum != 0 && seq == p->idnum) {
@@ -693,7 +455,7 @@ static void put_id_number(redq_producer *p, uint64_t seq)
             return;
         }
     }
-    p->idnum_len = put_uint(w, seq + 1);
+    p->idnum_len = redq__pr_put_uint(w, seq + 1);
     w[p->idnum_len] = '\0';
     p->idnum = seq + 1;
 }
@@ -707,7 +469,7 @@ static void report_batch(redq_producer *p, batch *b, int status,
     size_t i, j = 0;
     uint64_t *count = status == 0 ? &p->st.stored : &p->st.failed;
 
-    r.queue = b->qname;
+    r.queue = b->lname; /* a partition's: its logical queue */
     r.status = status;
     r.errstr = status == 0 ? NULL : errstr;
     /* unknown: a write got no answer (a NULL reply, or failed in flight) */
@@ -736,7 +498,7 @@ static void report_batch(redq_producer *p, batch *b, int status,
             r.payload = owned ? e.data : b->buf + b->msgs[i].off;
             r.len = b->msgs[i].len;
             r.opaque = b->msgs[i].opaque;
-            put_id_number(p, b->msgs[i].seq);
+            redq__pr_put_id_number(p, b->msgs[i].seq);
             p->pending_msgs--;
             p->pending_bytes -= b->msgs[i].len;
             (*count)++;
@@ -744,16 +506,16 @@ static void report_batch(redq_producer *p, batch *b, int status,
             if (e.free_cb != NULL)
                 e.free_cb(e.data, e.free_user);
             if (p->want_ready)
-                maybe_ready(p);
+                redq__pr_maybe_ready(p);
         }
     }
     if (p->want_ready)
-        maybe_ready(p);
+        redq__pr_maybe_ready(p);
     /* Released: a batch is reported once, but its entries must never be
      * seen again (a zombie lives on until its reply). */
     b->nown = 0;
     if (p->waiters != NULL)
-        defer(p, DEFER_FLUSH_CHECK);
+        redq__pr_defer(p, DEFER_FLUSH_CHECK);
 }
 
 /* Is a Redis error one where the command certainly did not run and may
@@ -776,279 +538,9 @@ static int retryable(const char *s)
     return 0;
 }
 
-/* ---- backpressure from the queue (max_queue_len) ------------------------ */
-
-static void arm_throttle_poll(redq_producer *p)
-{
-    struct timeval tv;
-    unsigned us = p->linger_us < 100 ? 100 : p->linger_us;
-    tv.tv_sec = us / 1000000u;
-    tv.tv_usec = us % 1000000u;
-    event_add(p->t_throttle, &tv);
-}
-
-static void throttle(redq_producer *p, const char *queue)
-{
-    size_t n = strlen(queue) + 1;
-    char *q;
-    if (p->throttled)
-        return;
-    q = realloc(p->throttle_q, n);
-    if (q == NULL)
-        return; /* no memory to watch it: do not stop */
-    memcpy(q, queue, n);
-    p->throttle_q = q;
-    p->throttled = 1;
-    p->st.throttle_events++;
-    redq__log(&p->log, REDQ_LOG_DEBUG, 0,
-              "queue %s reached max_queue_len %zu: sending paused", queue,
-              p->max_queue_len);
-    arm_throttle_poll(p);
-}
-
-static void on_llen_reply(redq__conn *c, void *reply, void *arg)
-{
-    redq_producer *p = arg;
-    redisReply *r = reply;
-    (void)c;
-    p->llen_inflight = 0;
-    if (p->closing || !p->throttled)
-        return;
-    /* Resume below 3/4 of the limit, so sending does not flap around it. */
-    if (r != NULL && r->type == REDIS_REPLY_INTEGER &&
-        (size_t)r->integer < p->max_queue_len - p->max_queue_len / 4) {
-        p->throttled = 0;
-        if (p->adaptive && p->inflight == 0)
-            seal_all(p);
-        pump(p);
-        return;
-    }
-    arm_throttle_poll(p);
-}
-
-static void throttle_cb(evutil_socket_t fd, short what, void *arg)
-{
-    redq_producer *p = arg;
-    const char *argv[2];
-    (void)fd;
-    (void)what;
-    if (!p->throttled || p->llen_inflight)
-        return;
-    argv[0] = "LLEN";
-    argv[1] = p->throttle_q;
-    if (redq__conn_sendv(p->conn, 2, argv, NULL, 0, on_llen_reply, p) == 0)
-        p->llen_inflight = 1;
-    else
-        arm_throttle_poll(p); /* not connected: look again later */
-}
-
-/* ---- queue formats (docs/DESIGN.md, "Ids and formats") ----------------- */
-
-static void fail_batch(redq_producer *p, batch *b, int code, const char *why);
-static void redo_now(redq_producer *p, redq__conn *c);
-
-/*
- * Rewrite batch b's command for the other format: LPUSH of the payloads,
- * or PUSH of frames "RQ1 id=<id> ts=<now>\n<payload>". Only for a batch
- * that is not in flight. The payloads are copied once into a new buffer
- * (a format changes once per queue and producer, or when an operator
- * switches it): the plain path never pays for this. Returns 0 or
- * REDQ_ENOMEM (b unchanged).
- */
-static int rebuild(redq_producer *p, batch *b, int frames)
-{
-    size_t need = HEADER_ROOM + 160 + 2 * b->qlen + b->fmt->metalen, i, j = 0;
-    long long now = frames ? redq__wall_ms() : -1;
-    char *nb, *w;
-    batch tmp;
-
-    for (i = 0; i < b->n; i++)
-        need += b->msgs[i].len + 24 + (frames ? REDQ__READY_HEADER_MAX : 0);
-    nb = malloc(need);
-    if (nb == NULL)
-        return REDQ_ENOMEM;
-    tmp = *b;
-    tmp.frames = frames;
-    w = nb + HEADER_ROOM;
-    if (frames) {
-        w = put_push_head(p, &tmp, w);
-    } else {
-        static const char pre[] = "$5\r\nLPUSH\r\n$";
-        memcpy(w, pre, sizeof pre - 1);
-        w += sizeof pre - 1;
-        w += put_uint(w, b->qlen);
-        *w++ = '\r';
-        *w++ = '\n';
-        memcpy(w, b->qname, b->qlen);
-        w += b->qlen;
-    }
-    *w++ = '\r';
-    *w++ = '\n';
-    for (i = 0; i < b->n; i++) {
-        msg_entry *m = &b->msgs[i];
-        char hdr[REDQ__READY_HEADER_MAX], id[REDQ__MSG_ID_MAX];
-        size_t hl = 0;
-        /* An owned payload spliced at send time is copied in now: a
-         * frames batch goes through EVALSHA in one piece. */
-        owned_entry *e = j < b->nown && b->own[j].idx == i ? &b->own[j++]
-                                                            : NULL;
-        const char *src = e != NULL && e->spliced ? (const char *)e->data
-                                                  : b->buf + m->off;
-        if (e != NULL && e->spliced) {
-            e->spliced = 0;
-            b->nsplice--;
-            b->spliced_bytes -= m->len;
-        }
-        if (frames)
-            hl = redq__ready_header(hdr, id, redq__msg_id(id, p->id, m->seq + 1),
-                                    now);
-        *w++ = '$';
-        w += put_uint(w, hl + m->len);
-        *w++ = '\r';
-        *w++ = '\n';
-        memcpy(w, hdr, hl);
-        w += hl;
-        if (m->len > 0)
-            memcpy(w, src, m->len);
-        m->off = (size_t)(w - nb);
-        w += m->len;
-        *w++ = '\r';
-        *w++ = '\n';
-    }
-    free(b->buf);
-    b->buf = nb;
-    b->cap = need;
-    b->len = (size_t)(w - nb);
-    b->frames = frames;
-    if (b->state != B_OPEN)
-        put_argc(b);
-    return 0;
-}
-
-/* The format of f's queue is known now (again): every batch of that queue
- * not in flight takes that form. */
-static void apply_format(redq_producer *p, redq__qfmt *f)
-{
-    int frames = f->format == REDQ_FORMAT_FRAMES;
-    batch *b, *next;
-    blist *lists[2];
-    size_t k;
-    lists[0] = &p->fifo;
-    lists[1] = &p->open;
-    for (k = 0; k < 2; k++)
-        for (b = lists[k]->head; b != NULL; b = next) {
-            next = b->next;
-            if (b->fmt != f || b->frames == frames ||
-                (b->state != B_OPEN && b->state != B_SEALED))
-                continue;
-            if (rebuild(p, b, frames) != 0)
-                fail_batch(p, b, REDQ_ENOMEM,
-                           "out of memory rewriting a batch for the queue's "
-                           "format");
-        }
-}
-
-static void on_format_reply(redq__conn *c, void *reply, void *arg)
-{
-    redq__qfmt *f = arg;
-    redq_producer *p = f->owner;
-    redisReply *r = reply;
-    f->learning = 0;
-    if (r == NULL || p->closing)
-        return; /* asked again when the connection is back */
-    if (r->type == REDIS_REPLY_ERROR &&
-        redq__err_is_transient(r->str, (size_t)r->len)) {
-        /* LOADING, BUSY, ...: not answered; waited out as a batch's "not
-         * applied" is (redo the connection with its backoff, ask again). */
-        if (!p->redo) {
-            p->redo = 1;
-            p->redo_code = redq__err_from_reply(r->str, (size_t)r->len);
-            snprintf(p->redo_msg, sizeof p->redo_msg, "%s", r->str);
-        }
-        if (p->inflight == 0 && p->waits == 0)
-            redo_now(p, c);
-        return;
-    }
-    if (r->type == REDIS_REPLY_ERROR) {
-        /* A user without HGET (a least-privilege producer that only
-         * LPUSHes), or a meta key of another type: pushed as plain, which
-         * a frames queue's consumers still deliver whole. INFO: nothing
-         * fails. */
-        redq__log(&p->log, REDQ_LOG_INFO,
-                  redq__err_from_reply(r->str, (size_t)r->len),
-                  "queue %s: format unknown (HGET %s %s: %s); pushing plain "
-                  "payloads",
-                  f->name, f->meta, REDQ__META_FORMAT, r->str);
-        f->format = REDQ_FORMAT_PLAIN;
-    } else {
-        f->format = r->type == REDIS_REPLY_STRING &&
-                            r->len == sizeof REDQ__FORMAT_FRAMES_VALUE - 1 &&
-                            memcmp(r->str, REDQ__FORMAT_FRAMES_VALUE,
-                                   (size_t)r->len) == 0
-                        ? REDQ_FORMAT_FRAMES
-                        : REDQ_FORMAT_PLAIN;
-    }
-    redq__log(&p->log, REDQ_LOG_DEBUG, 0, "queue %s: format %s", f->name,
-              redq__format_name(f->format));
-    apply_format(p, f);
-    pump(p);
-}
-
-/* Ask the queue's format (HGET meta format), pipelined like any command. */
-static void learn_format(redq_producer *p, redq__qfmt *f)
-{
-    const char *argv[3];
-    size_t lens[3];
-    argv[0] = "HGET";
-    argv[1] = f->meta;
-    argv[2] = REDQ__META_FORMAT;
-    lens[0] = 4;
-    lens[1] = f->metalen;
-    lens[2] = sizeof REDQ__META_FORMAT - 1;
-    if (redq__conn_sendv(p->conn, 3, argv, lens, 0, on_format_reply, f) == 0)
-        f->learning = 1;
-}
-
-/*
- * A PUSH of batch b was refused: an operator switched the queue to plain
- * after this producer learnt it (the script checks it where no switch can
- * come between, and pushed nothing). The queue is plain from now on, b and
- * every batch of that queue not in flight become LPUSHes, and nothing is
- * sent until the pipeline has drained: PUSHes of that queue still in flight
- * come back refused too and are rewritten in turn, so when the FIFO goes
- * again from its head (reformat_done) the queue's batches go in their
- * order, nothing lost.
- */
-static void format_refused(redq_producer *p, batch *b)
-{
-    b->state = B_SEALED;
-    if (b->fmt->format != REDQ_FORMAT_PLAIN)
-        redq__log(&p->log, REDQ_LOG_INFO, 0,
-                  "queue %s is plain now: resending its frames as plain "
-                  "payloads",
-                  b->qname);
-    b->fmt->format = REDQ_FORMAT_PLAIN;
-    apply_format(p, b->fmt);
-    p->reformat = 1;
-    p->next_unsent = NULL;
-}
-
-/* The pipeline has drained after format_refused: send from the head. */
-static void reformat_done(redq_producer *p)
-{
-    batch *b;
-    p->reformat = 0;
-    p->next_unsent = NULL;
-    for (b = p->fifo.head; b != NULL; b = b->next)
-        if (b->state == B_SEALED) {
-            p->next_unsent = b;
-            break;
-        }
-}
-
 /* The pipeline has drained after a "not applied" error: redo the
  * connection (with the connection's backoff) and resend from the head. */
-static void redo_now(redq_producer *p, redq__conn *c)
+void redq__pr_redo_now(redq_producer *p, redq__conn *c)
 {
     p->redo = 0;
     p->next_unsent = NULL; /* recomputed from the head on reconnect */
@@ -1062,16 +554,16 @@ static void redo_now(redq_producer *p, redq__conn *c)
 static void after_replies(redq_producer *p, redq__conn *c)
 {
     if (p->reformat && p->inflight == 0 && !p->redo)
-        reformat_done(p);
+        redq__pr_reformat_done(p);
     if (p->redo) {
         if (p->inflight == 0 && p->waits == 0)
-            redo_now(p, c);
+            redq__pr_redo_now(p, c);
         return;
     }
     if (p->adaptive && p->inflight == 0)
-        seal_all(p);
-    pump(p);
-    maybe_ready(p);
+        redq__pr_seal_all(p);
+    redq__pr_pump(p);
+    redq__pr_maybe_ready(p);
 }
 
 /* Batch b of queue q was applied: was an earlier batch of q refused (it is
@@ -1153,14 +645,14 @@ static void on_batch_reply(redq__conn *c, void *reply, void *arg)
         }
         p->careful = 1;
         if (p->inflight == 0 && p->waits == 0)
-            redo_now(p, c);
+            redq__pr_redo_now(p, c);
         return;
     }
     if (b->frames && r->type == REDIS_REPLY_INTEGER && r->integer < 0 &&
         b->state == B_INFLIGHT) {
         /* PUSH found the queue plain: nothing was pushed. See
          * format_refused. */
-        format_refused(p, b);
+        redq__pr_format_refused(p, b);
         if (p->inflight == 0 && !p->closing)
             after_replies(p, c);
         return;
@@ -1175,7 +667,7 @@ static void on_batch_reply(redq__conn *c, void *reply, void *arg)
             p->careful = 0;
         if (p->max_queue_len && b->kind == B_LPUSH &&
             (size_t)r->integer >= p->max_queue_len)
-            throttle(p, b->qname);
+            redq__pr_throttle(p, b->qname);
         b->state = B_STORED;
         b->stored = 1;
         return;
@@ -1192,7 +684,7 @@ static void on_batch_reply(redq__conn *c, void *reply, void *arg)
          * queue itself costs no extra round trip. */
         if (p->max_queue_len && b->kind == B_LPUSH &&
             (size_t)r->integer >= p->max_queue_len)
-            throttle(p, b->qname);
+            redq__pr_throttle(p, b->qname);
         report_batch(p, b, 0, NULL);
         batch_recycle(p, b);
     } else if (r->type == REDIS_REPLY_ERROR) {
@@ -1287,12 +779,12 @@ static void linger_cb(evutil_socket_t fd, short what, void *arg)
     (void)what;
     p->linger_armed = 0;
     if (redq__conn_ready(p->conn)) {
-        seal_all(p);
-        pump(p);
+        redq__pr_seal_all(p);
+        redq__pr_pump(p);
     }
 }
 
-static void defer(redq_producer *p, int flag)
+void redq__pr_defer(redq_producer *p, int flag)
 {
     if (p->defer_flags == 0)
         event_active(p->ev_defer, EV_TIMEOUT, 0);
@@ -1303,6 +795,15 @@ static uint64_t min_unreported_seq(const redq_producer *p)
 {
     uint64_t m = p->next_seq;
     const batch *b;
+    if (p->nheld > 0) {
+        size_t i;
+        for (i = 0; i < p->fmts.nb; i++) {
+            const redq__qfmt *f;
+            for (f = p->fmts.b[i]; f != NULL; f = f->next)
+                if (f->hhead != NULL && f->hhead->seq < m)
+                    m = f->hhead->seq;
+        }
+    }
     for (b = p->open.head; b != NULL; b = b->next)
         if (b->first_seq < m)
             m = b->first_seq;
@@ -1371,7 +872,7 @@ static void flush_timer_cb(evutil_socket_t fd, short what, void *arg)
         check_flushes(p, 0);
 }
 
-static void fail_batch(redq_producer *p, batch *b, int code, const char *why)
+void redq__pr_fail_batch(redq_producer *p, batch *b, int code, const char *why)
 {
     if (b->state == B_OPEN) {
         map_remove(p, b);
@@ -1418,8 +919,8 @@ static void defer_cb(evutil_socket_t fd, short what, void *arg)
     /* While disconnected, batches keep filling instead of being sealed
      * small: they go out when the connection is back. */
     if ((flags & DEFER_SEND) && redq__conn_ready(p->conn)) {
-        seal_all(p);
-        pump(p);
+        redq__pr_seal_all(p);
+        redq__pr_pump(p);
     }
     if ((flags & DEFER_FLUSH_CHECK) && p->waiters != NULL)
         check_flushes(p, 0);
@@ -1447,7 +948,7 @@ static void sweep_cb(evutil_socket_t fd, short what, void *arg)
         next = b->next;
         if (b->state != B_ZOMBIE &&
             b->last_us + p->message_timeout_us <= now) {
-            fail_batch(p, b, REDQ_ETIMEDOUT, why);
+            redq__pr_fail_batch(p, b, REDQ_ETIMEDOUT, why);
             if (p->closing)
                 return;
         }
@@ -1455,12 +956,18 @@ static void sweep_cb(evutil_socket_t fd, short what, void *arg)
     for (b = p->open.head; b != NULL; b = next) {
         next = b->next;
         if (b->last_us + p->message_timeout_us <= now) {
-            fail_batch(p, b, REDQ_ETIMEDOUT, why);
+            redq__pr_fail_batch(p, b, REDQ_ETIMEDOUT, why);
             if (p->closing)
                 return;
         }
     }
-    maybe_ready(p);
+    if (p->nheld > 0 && now > p->message_timeout_us) {
+        /* Keyed messages still waiting for their queue's partitions. */
+        redq__pr_fail_held(p, now - p->message_timeout_us + 1, REDQ_ETIMEDOUT, why);
+        if (p->closing)
+            return;
+    }
+    redq__pr_maybe_ready(p);
     if (p->pending_msgs > 0 && !p->closing) {
         struct timeval tv;
         uint64_t period = p->message_timeout_us / 16;
@@ -1475,7 +982,7 @@ static void sweep_cb(evutil_socket_t fd, short what, void *arg)
     }
 }
 
-static void arm_sweep(redq_producer *p)
+void redq__pr_arm_sweep(redq_producer *p)
 {
     if (p->sweep_armed || p->message_timeout_us == 0)
         return;
@@ -1498,8 +1005,18 @@ static void conn_up(redq__conn *c, void *arg)
             p->next_unsent = b;
             break;
         }
-    seal_all(p);
-    pump(p);
+    if (p->nheld > 0) {
+        /* Keyed messages wait for their queues' partition counts. */
+        size_t i;
+        for (i = 0; i < p->fmts.nb; i++) {
+            redq__qfmt *f;
+            for (f = p->fmts.b[i]; f != NULL; f = f->next)
+                if (f->hhead != NULL && !f->learning)
+                    redq__pr_learn_format(p, f);
+        }
+    }
+    redq__pr_seal_all(p);
+    redq__pr_pump(p);
 }
 
 static void conn_down(redq__conn *c, int code, const char *msg, void *arg)
@@ -1597,13 +1114,15 @@ static int make_parts(redq_producer *p, const redq__options *opts,
         p->ev_defer = event_new(base, -1, 0, defer_cb, p);
         p->t_linger = event_new(base, -1, 0, linger_cb, p);
         p->t_sweep = event_new(base, -1, 0, sweep_cb, p);
-        p->t_throttle = event_new(base, -1, 0, throttle_cb, p);
+        p->t_throttle = event_new(base, -1, 0, redq__pr_throttle_cb, p);
         p->t_flush = event_new(base, -1, 0, flush_timer_cb, p);
+        p->t_meta = event_new(base, -1, EV_PERSIST, redq__pr_meta_tick, p);
         p->registry = redq__registry_new(&p->log);
         if (redq__stats_init(&p->stats, base, opts, stats_emit, p) != 0 ||
             p->registry == NULL ||
             p->ev_defer == NULL || p->t_linger == NULL || p->t_sweep == NULL ||
-            p->t_throttle == NULL || p->t_flush == NULL || map_grow(p) != 0)
+            p->t_throttle == NULL || p->t_flush == NULL ||
+            p->t_meta == NULL || map_grow(p) != 0)
             rc = REDQ_ENOMEM;
     }
     if (rc != 0) {
@@ -1621,10 +1140,17 @@ static int make_parts(redq_producer *p, const redq__options *opts,
             event_free(p->t_throttle);
         if (p->t_flush)
             event_free(p->t_flush);
+        if (p->t_meta)
+            event_free(p->t_meta);
         redq__registry_free(p->registry);
         redq__stats_free(&p->stats);
         free(p->buckets);
         return rc;
+    }
+    {
+        struct timeval tv = {REDQ__PR_META_MS / 1000,
+                             (REDQ__PR_META_MS % 1000) * 1000};
+        event_add(p->t_meta, &tv);
     }
     redq__conn_start(p->conn);
     return 0;
@@ -1724,7 +1250,7 @@ void redq__producer_outer_report(redq_producer *p, const redq_report *r)
     if (p->on_report != NULL)
         p->on_report(p, r, p->report_user);
     if (p->want_ready)
-        maybe_ready(p);
+        redq__pr_maybe_ready(p);
 }
 
 
@@ -1804,8 +1330,8 @@ static REDQ__HOT_INLINE int check_produce(redq_producer *p, const char *queue,
      * own lists. Checked when the queue differs from the last one's: a
      * one-queue producer pays one memcmp, which the batch lookup repeats. */
     if (REDQ__UNLIKELY(!p->inner &&
-                       (p->last == NULL || p->last->qlen != *qlen ||
-                        memcmp(p->last->qname, queue, *qlen) != 0) &&
+                       (p->lastlq == NULL || p->lastlq->qlen != *qlen ||
+                        memcmp(p->lastlq->name, queue, *qlen) != 0) &&
                        redq__key_reserved(queue, *qlen)))
         return refuse(p, REDQ_EINVAL, queue, *qlen, 0);
     /* max_message_bytes is at most REDQ__MAX_BULK (options.c), so no
@@ -1814,7 +1340,7 @@ static REDQ__HOT_INLINE int check_produce(redq_producer *p, const char *queue,
                        len > p->max_pending_bytes))
         return refuse(p, REDQ_ETOOBIG, queue, *qlen, len);
     /* Full, or on_ready still owed (the window has not been down to the
-     * low-water mark since the last REDQ_EFULL): see maybe_ready(). */
+     * low-water mark since the last REDQ_EFULL): see redq__pr_maybe_ready(). */
     if (REDQ__UNLIKELY(p->pending_msgs >= p->max_pending_msgs ||
                        p->pending_bytes + len > p->max_pending_bytes ||
                        p->want_ready)) {
@@ -1850,7 +1376,7 @@ static REDQ__HOT_INLINE batch *open_batch_for(redq_producer *p, int kind,
              p->batch_max_bytes ||
          (p->span_max_us && now - b->first_us > p->span_max_us))) {
         seal(p, b);
-        pump(p);
+        redq__pr_pump(p);
         b = NULL;
     }
     if (b == NULL) {
@@ -1898,7 +1424,7 @@ static REDQ__HOT_INLINE char *put_bulk(redq_producer *p, char **w,
     if (REDQ__UNLIKELY(len != p->lenhdr_of || p->lenhdr_n == 0)) {
         char *h = p->lenhdr;
         *h++ = '$';
-        h += put_uint(h, len);
+        h += redq__pr_put_uint(h, len);
         *h++ = '\r';
         *h++ = '\n';
         p->lenhdr_n = (size_t)(h - p->lenhdr);
@@ -1924,6 +1450,8 @@ static REDQ__HOT_INLINE void appended(redq_producer *p, batch *b, const char *w,
     b->msgs[b->n].off = (size_t)(data_at - b->buf);
     b->msgs[b->n].len = len;
     b->msgs[b->n].seq = (*p->idseq)++;
+    if (REDQ__UNLIKELY(b->msgs[b->n].seq < b->first_seq))
+        b->first_seq = b->msgs[b->n].seq; /* a keyed one that waited */
     b->len = (size_t)(w - b->buf);
     b->n++;
     b->payload_bytes += len;
@@ -1936,18 +1464,18 @@ static REDQ__HOT_INLINE void appended(redq_producer *p, batch *b, const char *w,
         p->next_seq++; /* (else already counted as the id's number) */
     p->st.produced++;
     if (!p->sweep_armed)
-        arm_sweep(p);
+        redq__pr_arm_sweep(p);
 
     if (b->n >= p->batch_max_msgs ||
         b->len + b->spliced_bytes - HEADER_ROOM >= p->batch_max_bytes) {
         seal(p, b);
-        pump(p);
+        redq__pr_pump(p);
     } else if (p->adaptive && p->inflight == 0) {
         /* Nothing in flight: send at the end of this loop iteration, so a
          * lone message goes out at once and a burst made in one callback
          * still shares a command. */
         if (!(p->defer_flags & DEFER_SEND))
-            defer(p, DEFER_SEND);
+            redq__pr_defer(p, DEFER_SEND);
     } else if (!p->linger_armed) {
         arm_linger(p);
     }
@@ -1964,7 +1492,7 @@ static char *put_frame(redq_producer *p, char **w, const void *payload,
                                    redq__msg_id(id, p->id, *p->idseq + 1),
                                    redq__wall_ms());
     *(*w)++ = '$';
-    *w += put_uint(*w, hl + len);
+    *w += redq__pr_put_uint(*w, hl + len);
     *(*w)++ = '\r';
     *(*w)++ = '\n';
     memcpy(*w, hdr, hl);
@@ -1987,25 +1515,102 @@ static int nomem(redq_producer *p, batch *b)
     return REDQ_ENOMEM;
 }
 
-int redq_produce(redq_producer *p, const char *queue, const void *payload,
-                 size_t len, void *opaque)
+/* ---- partitions on one server (docs/DESIGN.md, "Partitioned queues") -- */
+
+/* The entry of the queue the caller named (made on first use, when its
+ * meta fields are asked for at once: its format and partitions). */
+redq__qfmt *redq__pr_lq_lookup(redq_producer *p, const char *queue, size_t qlen)
+{
+    redq__qfmt *f = redq__qfmt_get(&p->fmts, queue, qlen, p);
+    if (f == NULL)
+        return NULL;
+    p->lastlq = f;
+    f->used = 1;
+    if (f->format < 0 && !f->learning && redq__conn_ready(p->conn))
+        redq__pr_learn_format(p, f);
+    return f;
+}
+
+/* Messages in p's open batch of `kind` for queue q (0: none open). */
+static size_t open_count(redq_producer *p, int kind, const char *q,
+                         size_t qlen)
+{
+    batch *b = p->last;
+    if (b == NULL || b->kind != kind || b->qlen != qlen ||
+        memcmp(b->qname, q, qlen) != 0)
+        b = map_find(p, kind, q, qlen, hash_name(q, qlen) ^ (uint32_t)kind);
+    return b != NULL ? b->n : 0;
+}
+
+/* Sticky by batch: the current partition takes unkeyed messages while its
+ * open batch of `kind` is open; once that one was sealed (it is sent), the
+ * next active partition is current. So batches stay as large as on one
+ * queue. The partition's name, its length in *qlen; NULL: no memory. */
+static const char *spread(redq_producer *p, redq__qfmt *f, int kind,
+                          size_t *qlen)
+{
+    redq__qparts *qp = f->parts;
+    f->used = 1;
+    if (qp->cur >= f->pactive) {
+        qp->cur = 0;
+        qp->cur_sent = 0;
+    }
+    if (qp->cur_sent > 0) {
+        size_t l;
+        const char *n = redq__pr_partition(f, qp->cur, &l);
+        if (n == NULL || open_count(p, kind, n, l) == 0) {
+            qp->cur = (qp->cur + 1) % f->pactive;
+            qp->cur_sent = 0;
+        }
+    }
+    qp->cur_sent++;
+    return redq__pr_partition(f, qp->cur, qlen);
+}
+
+/*
+ * The queue a message the caller sent to `queue` goes to: queue itself,
+ * or, when it has partitions (learnt from its meta fields), one of them
+ * (spread). *lq is the caller's queue's entry: reports carry its name.
+ * NULL when out of memory. An inner producer (lib/pproducer.c) is given
+ * partition names already: *lq NULL, queue as it is.
+ */
+static REDQ__HOT_INLINE const char *route(redq_producer *p, int kind,
+                                          const char *queue, size_t *qlen,
+                                          redq__qfmt **lq)
+{
+    redq__qfmt *f = p->lastlq;
+    *lq = NULL;
+    if (p->inner)
+        return queue;
+    if (REDQ__UNLIKELY(f == NULL || f->qlen != *qlen ||
+                       memcmp(f->name, queue, *qlen) != 0)) {
+        f = redq__pr_lq_lookup(p, queue, *qlen);
+        if (f == NULL)
+            return NULL;
+    }
+    *lq = f;
+    if (REDQ__LIKELY(f->pactive <= 1))
+        return queue;
+    return spread(p, f, kind, qlen);
+}
+
+/* redq_produce once the queue is known: copy the message into the open
+ * batch of physical queue `queue` (lq: the caller's queue, for reports). */
+static REDQ__HOT_INLINE int put_copy(redq_producer *p, redq__qfmt *lq,
+                                     const char *queue, size_t qlen,
+                                     const void *payload, size_t len,
+                                     void *opaque)
 {
     batch *b;
-    size_t qlen;
-    uint64_t now;
+    uint64_t now = coarse_now_us();
     char *w, *at;
-    int rc = check_produce(p, queue, payload, len, &qlen);
 
-    if (REDQ__UNLIKELY(rc != 0))
-        return rc;
-    if (REDQ__UNLIKELY(p->pp != NULL))
-        return redq__pp_produce(p->pp, REDQ__PP_COPY, queue, qlen, NULL, 0,
-                                (void *)payload, len, NULL, NULL, 0, opaque);
-    now = coarse_now_us();
     b = open_batch_for(p, B_LPUSH, queue, qlen, len, now);
     if (REDQ__UNLIKELY(b == NULL ||
                        make_room(b, len + 32 + REDQ__READY_HEADER_MAX) != 0))
         return nomem(p, b);
+    if (lq != NULL)
+        b->lname = lq->name;
     w = b->buf + b->len;
     if (REDQ__UNLIKELY(b->frames)) {
         at = put_frame(p, &w, payload, len);
@@ -2015,6 +1620,31 @@ int redq_produce(redq_producer *p, const char *queue, const void *payload,
     at = put_bulk(p, &w, payload, len);
     appended(p, b, w, at, len, opaque, now);
     return 0;
+}
+
+int redq__pr_put_copy(redq_producer *p, redq__qfmt *lq, const char *queue,
+                      size_t qlen, const void *payload, size_t len,
+                      void *opaque)
+{
+    return put_copy(p, lq, queue, qlen, payload, len, opaque);
+}
+
+int redq_produce(redq_producer *p, const char *queue, const void *payload,
+                 size_t len, void *opaque)
+{
+    size_t qlen;
+    redq__qfmt *lq;
+    int rc = check_produce(p, queue, payload, len, &qlen);
+
+    if (REDQ__UNLIKELY(rc != 0))
+        return rc;
+    if (REDQ__UNLIKELY(p->pp != NULL))
+        return redq__pp_produce(p->pp, REDQ__PP_COPY, queue, qlen, NULL, 0,
+                                (void *)payload, len, NULL, NULL, 0, opaque);
+    queue = route(p, B_LPUSH, queue, &qlen, &lq);
+    if (REDQ__UNLIKELY(queue == NULL))
+        return REDQ_ENOMEM;
+    return put_copy(p, lq, queue, qlen, payload, len, opaque);
 }
 
 /* Room for one more owned entry in `b`. */
@@ -2048,6 +1678,7 @@ int redq_produce_owned(redq_producer *p, const char *queue, void *payload,
     char *w, *at;
     owned_entry *e;
     int splice;
+    redq__qfmt *lq;
     int rc = check_produce(p, queue, payload, len, &qlen);
 
     if (REDQ__UNLIKELY(rc != 0))
@@ -2055,8 +1686,13 @@ int redq_produce_owned(redq_producer *p, const char *queue, void *payload,
     if (REDQ__UNLIKELY(p->pp != NULL))
         return redq__pp_produce(p->pp, REDQ__PP_OWNED, queue, qlen, NULL, 0,
                                 payload, len, free_cb, free_user, 0, opaque);
+    queue = route(p, B_LPUSH, queue, &qlen, &lq);
+    if (REDQ__UNLIKELY(queue == NULL))
+        return REDQ_ENOMEM;
     now = coarse_now_us();
     b = open_batch_for(p, B_LPUSH, queue, qlen, len, now);
+    if (b != NULL && lq != NULL)
+        b->lname = lq->name;
     /* A frames queue's batch is one EVALSHA: its payloads are copied. */
     splice = len >= OWNED_SPLICE_MIN && b != NULL && !b->frames;
     if (REDQ__UNLIKELY(b == NULL ||
@@ -2069,7 +1705,7 @@ int redq_produce_owned(redq_producer *p, const char *queue, void *payload,
         at = put_frame(p, &w, payload, len);
     } else if (splice) {
         *w++ = '$';
-        w += put_uint(w, len);
+        w += redq__pr_put_uint(w, len);
         *w++ = '\r';
         *w++ = '\n';
         at = w;
@@ -2098,6 +1734,7 @@ int redq_produce_delayed(redq_producer *p, const char *queue,
     size_t qlen, hlen;
     uint64_t now;
     char *w, *at, id[48], dbuf[24], hdr[160];
+    redq__qfmt *lq;
     int rc;
 
     /* 10 years of 365.25 days, leap days included. */
@@ -2116,6 +1753,9 @@ int redq_produce_delayed(redq_producer *p, const char *queue,
      * do it again until message_timeout_ms). */
     if (len > REDQ__MAX_BULK - 256)
         return refuse(p, REDQ_ETOOBIG, queue, qlen, len + 256);
+    queue = route(p, B_DELAY, queue, &qlen, &lq);
+    if (queue == NULL)
+        return REDQ_ENOMEM;
     /* The zset needs distinct members: a frame (lib/frame.c) with a
      * unique id, then the payload verbatim. The report shows the payload
      * alone. */
@@ -2126,11 +1766,13 @@ int redq_produce_delayed(redq_producer *p, const char *queue,
     b = open_batch_for(p, B_DELAY, queue, qlen, hlen + len + 24, now);
     if (b == NULL || make_room(b, hlen + len + 64) != 0)
         return nomem(p, b);
+    if (lq != NULL)
+        b->lname = lq->name;
     w = b->buf + b->len;
     put_bulk(p, &w, dbuf,
              (size_t)snprintf(dbuf, sizeof dbuf, "%lld", delay_ms));
     *w++ = '$';
-    w += put_uint(w, hlen + len);
+    w += redq__pr_put_uint(w, hlen + len);
     *w++ = '\r';
     *w++ = '\n';
     memcpy(w, hdr, hlen);
@@ -2181,7 +1823,7 @@ int redq_producer_flush(redq_producer *p, int timeout_ms, redq_flush_cb cb,
      * loop has polled, where an active event could run in this iteration's
      * active pass again and again (libevent runs events activated during
      * that pass in the same pass). */
-    defer(p, DEFER_SEND);
+    redq__pr_defer(p, DEFER_SEND);
     {
         struct timeval zero = {0, 0};
         event_add(p->t_flush, &zero);
@@ -2200,7 +1842,7 @@ int redq_producer_close(redq_producer *p, redq_close_cb cb, void *user)
         return redq__pp_close(p->pp, cb, user);
     p->close_cb = cb;
     p->close_user = user;
-    defer(p, DEFER_CLOSE);
+    redq__pr_defer(p, DEFER_CLOSE);
     return 0;
 }
 
@@ -2215,10 +1857,11 @@ static void close_now(redq_producer *p)
     for (b = p->fifo.head; b != NULL; b = next) {
         next = b->next;
         if (b->state != B_ZOMBIE)
-            fail_batch(p, b, REDQ_ECLOSED, "producer closed");
+            redq__pr_fail_batch(p, b, REDQ_ECLOSED, "producer closed");
     }
     while (p->open.head != NULL)
-        fail_batch(p, p->open.head, REDQ_ECLOSED, "producer closed");
+        redq__pr_fail_batch(p, p->open.head, REDQ_ECLOSED, "producer closed");
+    redq__pr_fail_held(p, UINT64_MAX, REDQ_ECLOSED, "producer closed");
     check_flushes(p, REDQ_ECLOSED);
 
     /* In-flight (now zombie) batches get their NULL replies in here and
@@ -2241,6 +1884,7 @@ static void close_now(redq_producer *p)
     event_free(p->t_sweep);
     event_free(p->t_throttle);
     event_free(p->t_flush);
+    event_free(p->t_meta);
     free(p->throttle_q);
     free(p->iov);
     free(p->buckets);

@@ -566,14 +566,44 @@ size_t redq__pct_decode(const char *s, size_t len, char *out);
 
 /* ---- a handle's memory of queue formats (lib/format.c) ----------------- */
 
-/* What a producer knows of one queue's format: learnt once (HGET of the
- * meta field), then kept; learnt again when a PUSH finds it changed. */
+/* A keyed message of a queue whose partition count is not known yet: it
+ * waits in its queue's entry (an ordinary producer on one server). */
+typedef struct redq__qheld {
+    struct redq__qheld *next;
+    uint64_t seq;       /* its id's number, given at acceptance */
+    uint64_t since_us;  /* accepted at (message_timeout_ms) */
+    void *opaque;
+    size_t keylen, len;
+    char *key;
+    char *payload;
+} redq__qheld;
+
+/* A partitioned queue as an ordinary producer on one server sees it: the
+ * partitions are other queue names on the same connection. */
+typedef struct redq__qparts {
+    redq__parts parts;   /* as the last read of the meta fields said */
+    unsigned cur;        /* sticky: the partition taking unkeyed messages */
+    size_t cur_sent;     /* messages given to it since it became current */
+    char *pname[REDQ__MAX_PARTITIONS]; /* physical names, made on first use
+                                          (pname[0] unused: Q itself) */
+    size_t plen[REDQ__MAX_PARTITIONS];
+} redq__qparts;
+
+/* What a producer knows of one queue: its format (learnt at its first use
+ * with one HMGET of the meta fields format, partitions, ptags; read again
+ * every few seconds while the queue is in use, and when a PUSH finds the
+ * format changed) and, for a queue the caller names, its partitions. */
 typedef struct redq__qfmt {
     struct redq__qfmt *next; /* hash chain */
     void *owner;             /* the handle, for reply callbacks */
     uint32_t hash;
     int format;              /* REDQ_FORMAT_*, or -1 not known yet */
-    int learning;            /* an HGET is in flight */
+    int learning;            /* an HMGET is in flight */
+    int used;                /* a batch was opened since the last read */
+    int parts_known;         /* a read answered: pactive is the queue's */
+    unsigned pactive;        /* P (1 until known; 1 for a partition) */
+    redq__qparts *parts;     /* NULL while the queue has never had P > 1 */
+    redq__qheld *hhead, *htail; /* keyed messages waiting for P */
     char *meta;              /* the queue's meta key (lib/keys.c) */
     size_t metalen;
     size_t qlen;
@@ -590,7 +620,7 @@ typedef struct redq__qfmts {
  *  per batch, never per message. */
 redq__qfmt *redq__qfmt_get(redq__qfmts *t, const char *q, size_t qlen,
                            void *owner);
-/** Free every entry. */
+/** Free every entry (held messages too: report them first). */
 void redq__qfmts_free(redq__qfmts *t);
 /** "plain" / "frames" ("unknown" for anything else). Static storage. */
 const char *redq__format_name(int format);
@@ -941,6 +971,13 @@ int redq__producer_check(redq_producer *p, const char *queue,
                          const void *payload, size_t len, size_t *qlen);
 /** The counter the outer numbers its ids from (the next message's). */
 uint64_t *redq__producer_seq(redq_producer *p);
+/** redq_produce_key on an ordinary producer (one server), its checks
+ *  passed: partition slot(key) % P of the queue's partitions; while P is
+ *  not known yet the message waits in the producer (accepted: window,
+ *  counters and id now). 0 or the error (not accepted). */
+int redq__producer_key(redq_producer *p, const char *queue, size_t qlen,
+                       const void *key, size_t keylen, const void *payload,
+                       size_t len, void *opaque);
 /** The outer's partitioned side, NULL for an ordinary producer. */
 redq__pprod *redq__producer_pp(const redq_producer *p);
 /** Free the outer face (after redq__pp_close's work). */
@@ -978,6 +1015,21 @@ void redq__registry_free(redq__registry *r);
  *  Otherwise one hash lookup. An error reply is logged once (WARN). */
 void redq__registry_touch(redq__registry *r, redq__conn *c, const char *q,
                           size_t len);
+
+/* A registry's way to send its ZADD other than on a redq__conn (the outer
+ * handle on a cluster sends it through its router, in the registry key's
+ * slot): send the command (argc/argv/argvlen, as redq__conn_sendv) and
+ * return 0, then call done(reply, done_arg) exactly once later, with the
+ * redisReply* (borrowed) or NULL; or return nonzero (not sent, no call). */
+typedef void (*redq__registry_done_fn)(void *reply, void *done_arg);
+typedef int (*redq__registry_send_fn)(void *ctx, int argc, const char **argv,
+                                      const size_t *argvlen,
+                                      redq__registry_done_fn done,
+                                      void *done_arg);
+/** redq__registry_touch, sending through send(ctx, ...). r must outlive
+ *  the calls of done (free it after what send uses is gone). */
+void redq__registry_touch_via(redq__registry *r, redq__registry_send_fn send,
+                              void *ctx, const char *q, size_t len);
 
 /* The counters of messages moved (redq_queue_info.pushed ...): fields of a
  * queue's meta hash. Scripts count their own moves (acked, retried,

@@ -104,12 +104,10 @@ static void grow(redq__registry *r)
  * (NOPERM for a least-privilege user) is logged once per handle. A NULL
  * reply (connection gone, or the handle closing) touches nothing: the
  * registry may be freed right after its connection. */
-static void on_zadd(redq__conn *c, void *reply, void *arg)
+/* The answer to a ZADD (NULL: connection lost, nothing to learn). */
+static void zadd_done(regent *e, const redisReply *rep)
 {
-    regent *e = arg;
     redq__registry *r;
-    redisReply *rep = reply;
-    (void)c;
     if (rep == NULL || rep->type != REDIS_REPLY_ERROR)
         return;
     r = e->owner;
@@ -128,7 +126,17 @@ static void on_zadd(redq__conn *c, void *reply, void *arg)
               rep->str);
 }
 
-/* The entry of queue q, added when new; NULL when out of memory. */
+static void on_zadd(redq__conn *c, void *reply, void *arg)
+{
+    (void)c;
+    zadd_done(arg, reply);
+}
+
+static void on_zadd_via(void *reply, void *arg)
+{
+    zadd_done(arg, reply);
+}
+
 static regent *lookup(redq__registry *r, const char *q, size_t len)
 {
     uint32_t h = fnv1a(q, len);
@@ -154,6 +162,19 @@ static regent *lookup(redq__registry *r, const char *q, size_t len)
     return e;
 }
 
+/* The entry of q when its ZADD is due now (first time, or a minute
+ * since the last), else NULL. */
+static regent *touch_due(redq__registry *r, const char *q, size_t len,
+                         uint64_t now)
+{
+    regent *e = lookup(r, q, len);
+    if (e == NULL)
+        return NULL;
+    if (e->at_us != 0 && now - e->at_us < REFRESH_US)
+        return NULL; /* the common case */
+    return e;
+}
+
 void redq__registry_touch(redq__registry *r, redq__conn *c, const char *q,
                           size_t len)
 {
@@ -163,12 +184,9 @@ void redq__registry_touch(redq__registry *r, redq__conn *c, const char *q,
 
     if (r == NULL || c == NULL)
         return;
-    e = lookup(r, q, len);
-    if (e == NULL)
-        return;
     now = redq__now_us();
-    if (e->at_us != 0 && now - e->at_us < REFRESH_US)
-        return; /* the common case */
+    if ((e = touch_due(r, q, len, now)) == NULL)
+        return;
     if (!redq__conn_ready(c))
         return; /* next time */
     {
@@ -180,11 +198,27 @@ void redq__registry_touch(redq__registry *r, redq__conn *c, const char *q,
     }
 }
 
-/* A counter's reply: only errors matter, and only the first is told (a
- * user whose ACL refuses HINCRBY would otherwise log every batch). One
- * warning per handle for the registry and the counters together: both are
- * bookkeeping for admin tools, and a least-privilege user refused one is
- * usually refused both. */
+void redq__registry_touch_via(redq__registry *r, redq__registry_send_fn send,
+                              void *ctx, const char *q, size_t len)
+{
+    regent *e;
+    uint64_t now;
+    char ms[24];
+
+    if (r == NULL || send == NULL)
+        return;
+    now = redq__now_us();
+    if ((e = touch_due(r, q, len, now)) == NULL)
+        return;
+    {
+        const char *argv[4] = {"ZADD", REDQ__REGISTRY_KEY, ms, e->name};
+        size_t lens[4] = {4, sizeof REDQ__REGISTRY_KEY - 1, 0, len};
+        lens[2] = (size_t)snprintf(ms, sizeof ms, "%lld", redq__wall_ms());
+        if (send(ctx, 4, argv, lens, on_zadd_via, e) == 0)
+            e->at_us = now;
+    }
+}
+
 static void on_hincrby(redq__conn *c, void *reply, void *arg)
 {
     redq__registry *r = arg;
