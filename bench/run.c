@@ -420,7 +420,7 @@ int bench_once(const bench_config *cfg, redisContext *sc, bench_bitmap *seen,
     if (bench_scanned(cfg)) {
         /* Every key of the logical queue, on every master: its partitions
          * and its meta hash too, so each run starts from nothing. */
-        if (side_queue_delete(cfg->servers, cfg->queue, NULL, err, errlen) != 0)
+        if (side_queue_delete(cfg->servers, cfg->queue, 0, NULL, err, errlen) != 0)
             return -1;
     } else if (bench_sync_del(sc, cfg->queue, err, errlen) != 0 ||
                bench_sync_del(sc, stage, err, errlen) != 0) {
@@ -552,7 +552,7 @@ teardown:
         snprintf(err, errlen, "%lld messages left in the queue after the run", len);
         goto out;
     }
-    if (bench_scanned(cfg) ? side_queue_delete(cfg->servers, cfg->queue, NULL, err, errlen) != 0
+    if (bench_scanned(cfg) ? side_queue_delete(cfg->servers, cfg->queue, 0, NULL, err, errlen) != 0
                            : bench_sync_del(sc, cfg->queue, err, errlen) != 0)
         goto out;
     if (cfg->mode != BENCH_IDLE && (r.produced == 0 && r.consumed == 0)) {

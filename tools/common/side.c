@@ -534,8 +534,9 @@ static char *scan_pattern(const char *q)
     return pat;
 }
 
-/* For every key of q on server c: DEL it (del) or add its LLEN when it is a
- * ready list (else). 0, or -1 with err. */
+/* For every key of q on server c: DEL it (del; only the ready lists when
+ * del == 2) or add its LLEN when it is a ready list (del == 0). 0, or -1
+ * with err. */
 static int walk_queue(redisContext *c, const char *q, int del, long long *acc,
                       char *err, size_t errlen)
 {
@@ -570,7 +571,7 @@ static int walk_queue(redisContext *c, const char *q, int del, long long *acc,
             int ready;
             redisReply *x;
 
-            if (!side_key_of_queue(q, key, len, &ready) || (!del && !ready))
+            if (!side_key_of_queue(q, key, len, &ready) || (del != 1 && !ready))
                 continue;
             x = redisCommand(c, del ? "DEL %b" : "LLEN %b", key, len);
             if (!x || x->type != REDIS_REPLY_INTEGER) {
@@ -592,14 +593,15 @@ static int walk_queue(redisContext *c, const char *q, int del, long long *acc,
 }
 
 /* side.h */
-int side_queue_delete(side_servers *s, const char *q, long long *deleted,
-                      char *err, size_t errlen)
+int side_queue_delete(side_servers *s, const char *q, int lists_only,
+                      long long *deleted, char *err, size_t errlen)
 {
     long long n = 0;
     int i;
 
     for (i = 0; i < s->n; i++)
-        if (s->master[i] && walk_queue(s->c[i], q, 1, &n, err, errlen) < 0)
+        if (s->master[i] &&
+            walk_queue(s->c[i], q, lists_only ? 2 : 1, &n, err, errlen) < 0)
             return -1;
     if (deleted)
         *deleted = n;

@@ -124,19 +124,20 @@ void side_servers_close(side_servers *s);
  * ("{T}" q "~" i, T and i decimal: docs/DESIGN.md "Partitions") and every
  * auxiliary key of q or of a partition (the key layout of lib/keys.c:
  * "{q}/x", "q:x" when q has its own tag, "{T}q/x", partition ":x").
- * partition: set to 1 when key is a ready list (q or a partition's name).
+ * *ready_list: set to 1 when key is a ready list (q or a partition's name).
  */
 int side_key_of_queue(const char *q, const char *key, size_t keylen,
                       int *ready_list);
 
 /*
- * Delete every key of logical queue q on every master of s (SCAN MATCH with
- * q's name, filtered by side_key_of_queue(), then DEL), the partitions and
- * the meta hash included. *deleted (may be NULL) counts the keys. 0, or -1
- * with err.
+ * Delete logical queue q's keys on every master of s (SCAN MATCH with q's
+ * name, filtered by side_key_of_queue(), then DEL): with lists_only its
+ * ready lists (q and its partitions: the messages waiting, nothing else),
+ * else every key, the meta hash (partition count, format, counters)
+ * included. *deleted (may be NULL) counts the keys. 0, or -1 with err.
  */
-int side_queue_delete(side_servers *s, const char *q, long long *deleted,
-                      char *err, size_t errlen);
+int side_queue_delete(side_servers *s, const char *q, int lists_only,
+                      long long *deleted, char *err, size_t errlen);
 
 /*
  * Messages ready in logical queue q: LLEN of q and of each of its
