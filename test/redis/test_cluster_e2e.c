@@ -195,7 +195,7 @@ static bool both_connected(void *arg)
     redq_consumer_stats cs;
     redq_producer_get_stats(s->p, &ps);
     redq_consumer_get_stats(s->c, &cs);
-    return ps.connected && cs.connected >= NPART;
+    return ps.connected && cs.connected >= POOL;
 }
 
 /* Make the queue (P = NPART), the producer and the consumer; start. */
@@ -276,8 +276,8 @@ static void on_parts(redq_admin *a, int status, const char *errstr,
     cr_assert_eq(status, 0, "redq_admin_partitions: %s", errstr ? errstr : "");
     cr_assert_geq(n, NPART);
     for (size_t i = 0; i < NPART; i++) {
-        cr_assert_eq(p[i].index, i);
-        ps->slot[i] = p[i].slot;
+        cr_assert_eq(p[i].index, (int)i);
+        ps->slot[i] = (unsigned)p[i].slot;
         snprintf(ps->name[i], sizeof ps->name[i], "%s", p[i].name);
     }
     ps->n = n;
