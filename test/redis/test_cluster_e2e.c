@@ -70,6 +70,8 @@ typedef struct e2e {
     unsigned *seen;     /* per seq: deliveries */
     size_t ok, failed, consumed, dups, foreign, corrupt;
     size_t per_part[NPART + 1]; /* deliveries by partition index */
+    size_t mark;                /* mark_after(): produced then */
+    size_t after[NPART];        /* deliveries of seqs >= mark, by partition */
     size_t keyed;
     int first_fail;
     char first_errstr[200];
@@ -77,6 +79,17 @@ typedef struct e2e {
 } e2e;
 
 static e2e *S;
+
+static uint64_t T0;
+static void phase(const char *what)
+{
+    if (!T0)
+        T0 = fx_now_us();
+    if (getenv("REDQ_TEST_VERBOSE") && S)
+        fprintf(stderr, "%8.3f s %-24s produced %zu ok %zu failed %zu consumed %zu\n",
+                (double)(fx_now_us() - T0) / 1e6, what, S->produced, S->ok, S->failed,
+                S->consumed);
+}
 
 static void on_report(redq_producer *p, const redq_report *r, void *user)
 {
@@ -127,9 +140,11 @@ static void on_message(redq_consumer *c, redq_message *m, void *user)
         else
             s->dups++;
     }
-    if (part >= 0 && part < NPART)
+    if (part >= 0 && part < NPART) {
         s->per_part[part]++;
-    else
+        if (s->mark > 0 && seq >= s->mark)
+            s->after[part]++;
+    } else
         s->per_part[NPART]++;
     cr_assert_eq(redq_ack(m), 0);
 }
@@ -230,7 +245,7 @@ static e2e *stream_start(void)
     po.on_ready_user = s;
     po.min_replicas = 1;
     po.replica_timeout_ms = 1000;
-    po.message_timeout_ms = 15000;
+    po.message_timeout_ms = 6000;
     po.command_timeout_ms = 5000;
     po.reconnect_min_ms = 20;
     po.reconnect_max_ms = 300;
@@ -295,8 +310,12 @@ static void partitions(e2e *s, parts *ps)
 
 typedef struct drain_state {
     e2e *s;
-    size_t last;
-    uint64_t since;
+    size_t last;       /* deliveries at the last change */
+    uint64_t since;    /* when they last changed */
+    bool asking;       /* a redq_admin_partitions call is out */
+    uint64_t asked_at; /* when it was sent */
+    long long depth;   /* ready + processing over every partition, as of
+                          an answer sent after the last delivery; -1 */
 } drain_state;
 
 static bool all_reported(void *arg)
@@ -305,19 +324,49 @@ static bool all_reported(void *arg)
     return s->ok + s->failed == s->produced;
 }
 
-/* Every ok message consumed, and nothing new for 1 s (late redeliveries). */
+static void on_depth(redq_admin *a, int status, const char *errstr,
+                     const redq_partition_info *p, size_t n, void *user)
+{
+    drain_state *d = user;
+    long long depth = 0;
+    (void)a;
+    (void)errstr;
+    d->asking = false;
+    if (status != 0)
+        return; /* asked again */
+    for (size_t i = 0; i < n; i++)
+        depth += (long long)(p[i].ready + p[i].processing);
+    /* Only an answer to a question asked after the last delivery counts. */
+    d->depth = d->asked_at > d->since ? depth : -1;
+}
+
+static bool not_asking(void *arg)
+{
+    return !((drain_state *)arg)->asking;
+}
+
+/* Every message reported ok consumed, and nothing left in any partition
+ * (the admin's ready + processing counts: messages stored but reported
+ * failed, ENOTREPLICATED ones among them, must be consumed too). */
 static bool drained(void *arg)
 {
     drain_state *d = arg;
     size_t got = d->s->consumed + d->s->dups;
     bool all = true;
-    for (size_t i = 0; i < d->s->produced && all; i++)
-        all = d->s->rep[i] != 1 || d->s->seen[i] > 0;
     if (got != d->last) {
         d->last = got;
         d->since = fx_now_us();
+        d->depth = -1;
     }
-    return all && fx_now_us() - d->since > 1000000;
+    if (!d->asking && fx_now_us() - d->asked_at > 200000) {
+        d->asking = true;
+        d->asked_at = fx_now_us();
+        if (redq_admin_partitions(d->s->a, Q, on_depth, d) != 0)
+            d->asking = false;
+    }
+    for (size_t i = 0; i < d->s->produced && all; i++)
+        all = d->s->rep[i] != 1 || d->s->seen[i] > 0;
+    return all && d->depth == 0 && fx_now_us() - d->since > 300000;
 }
 
 static void on_c_stopped(redq_consumer *c, int status, void *user)
@@ -376,14 +425,19 @@ static size_t keys_left(void)
 /* Stop producing, flush, drain, stop and close; check everything. */
 static void stream_finish(e2e *s, const char *what)
 {
-    drain_state d = {s, 0, fx_now_us()};
+    drain_state d = {s, 0, fx_now_us(), false, 0, -1};
     size_t unacked_ok = 0, nparts = 0;
 
     s->on = false;
     event_del(s->pump);
+    phase("all reported?");
     cr_assert(fx_run_until(all_reported, s, 40000),
               "%s: %zu of %zu reported", what, s->ok + s->failed, s->produced);
-    cr_assert(fx_run_until(drained, &d, 40000), "%s: not drained", what);
+    phase("reported");
+    cr_assert(fx_run_until(drained, &d, 30000),
+              "%s: not drained: %lld messages in the partitions", what, d.depth);
+    cr_assert(fx_run_until(not_asking, &d, 10000), "admin call unanswered");
+    phase("drained");
     cr_assert_eq(redq_consumer_stop(s->c, 10000, on_c_stopped, s), 0);
     cr_assert(fx_run_until(flag_bool, &s->c_stopped, 15000), "stop");
     cr_assert_eq(redq_consumer_close(s->c, on_c_closed, s), 0);
@@ -407,6 +461,9 @@ static void stream_finish(e2e *s, const char *what)
             s->consumed, s->dups);
     for (int i = 0; i < NPART; i++)
         fprintf(stderr, " %zu", s->per_part[i]);
+    fprintf(stderr, "; after the operation:");
+    for (int i = 0; i < NPART; i++)
+        fprintf(stderr, " %zu", s->after[i]);
     fprintf(stderr, "\n");
 
     cr_assert_eq(s->foreign, 0, "%s: %zu messages nobody sent", what, s->foreign);
@@ -415,7 +472,11 @@ static void stream_finish(e2e *s, const char *what)
                  what, unacked_ok);
     cr_assert_eq(s->per_part[NPART], 0, "%s: partition index out of range", what);
     cr_assert_eq(nparts, NPART, "%s: not every partition carried messages", what);
-    cr_assert_gt(s->ok, 20000, "%s: stream too thin (%zu ok)", what, s->ok);
+    for (int i = 0; i < NPART; i++)
+        cr_assert_gt(s->after[i], 0,
+                     "%s: partition %d delivered nothing produced after the "
+                     "cluster operation", what, i);
+    cr_assert_gt(s->ok, 5000, "%s: stream too thin (%zu ok)", what, s->ok);
     cr_assert_leq(s->dups, MAX_DUPS, "%s: %zu duplicates", what, s->dups);
     cr_assert_eq(keys_left(), 0, "%s: keys of the queue left behind", what);
 
@@ -425,11 +486,20 @@ static void stream_finish(e2e *s, const char *what)
     S = NULL;
 }
 
+/* The cluster operation is over: every partition must deliver messages
+ * produced from now on (stream_finish checks), i.e. each partition's
+ * producer and consumer followed its slot to wherever it went. */
+static void mark_after(e2e *s)
+{
+    s->mark = s->produced;
+}
+
 /* Run the stream for ms milliseconds. */
 static void stream_for(int ms)
 {
     fx_run_for(ms);
 }
+
 
 static bool is_master_cond(void *arg)
 {
@@ -475,6 +545,7 @@ Test(cluster_e2e, reshard_moved_and_ask)
             top = ps.slot[i];
     int b = fxc_master_of_slot((base + 5461) % 16384);
     cr_assert(a >= 0 && b >= 0 && a != b);
+    phase("reshard start");
     pid_t pid = fxc_reshard_start(a, b, (int)(top - base + 1));
     uint64_t t0 = fx_now_us();
     while (!fxc_child_done(pid)) {
@@ -485,7 +556,9 @@ Test(cluster_e2e, reshard_moved_and_ask)
         if (range_start(ps.slot[i]) == base)
             cr_assert_eq(fxc_master_of_slot(ps.slot[i]), b,
                          "partition %d's slot %u did not move", i, ps.slot[i]);
+    phase("reshard done");
     stream_for(500);
+    phase("ask start");
 
     /* ASK: partition 0's slot (now on b) migrates to c by hand; its keys
      * move while the stream runs, and the slot is handed over afterwards. */
@@ -496,8 +569,12 @@ Test(cluster_e2e, reshard_moved_and_ask)
     fxc_migrate_keys(ps.slot[0], b, c);
     stream_for(400);
     fxc_migrate_keys(ps.slot[0], b, c); /* what landed on b meanwhile */
+    phase("keys moved");
     fxc_migrate_end(ps.slot[0], b, c);
+    phase("migrate end");
+    mark_after(s);
     stream_for(500);
+    phase("finish");
     cr_assert_eq(fxc_master_of_slot(ps.slot[0]), c);
     stream_finish(s, "reshard");
 }
@@ -517,7 +594,9 @@ Test(cluster_e2e, cluster_failover)
         fxc_failover_start(r);
         promoted = fx_run_until(is_master_cond, &r, 7000);
     }
+    phase("promoted");
     cr_assert(promoted, "node %d never became master", r);
+    mark_after(s);
     stream_for(1000);
     cr_assert_eq(fxc_master_of_slot(ps.slot[1]), r);
     stream_finish(s, "failover");
@@ -532,9 +611,13 @@ Test(cluster_e2e, sigkill_master)
     int m = fxc_master_of_slot(ps.slot[2]);
     int r = fxc_replica_of(m);
     cr_assert(r >= 0);
+    phase("kill");
     fxc_kill(m);
     cr_assert(fx_run_until(is_master_cond, &r, 30000), "node %d never promoted", r);
+    phase("promoted");
+    mark_after(s);
     stream_for(1500);
     fxc_wait_ok(30000);
+    phase("cluster ok");
     stream_finish(s, "sigkill");
 }
