@@ -184,8 +184,11 @@ typedef struct side_of {
     double rate[1000], cpu[1000], scpu[1000];
 } side_of;
 
-static int side_open_of(side_of *s, const char *url, char *err, size_t errlen)
+static int side_open_of(side_of *s, const char *url_in, char *err, size_t errlen)
 {
+    char url[sizeof s->tg.url];
+    /* url_in may be s->tg.url itself, which bench_parse_target clears. */
+    snprintf(url, sizeof url, "%s", url_in);
     if (bench_parse_target(url, &s->tg, err, errlen) != 0)
         return -1;
     if (side_servers_open(&s->tg.addr, SIDE_TIMEOUT_MS, &s->servers, err, errlen) != 0)

@@ -85,10 +85,18 @@ static void phase(const char *what)
 {
     if (!T0)
         T0 = fx_now_us();
-    if (getenv("REDQ_TEST_VERBOSE") && S)
-        fprintf(stderr, "%8.3f s %-24s produced %zu ok %zu failed %zu consumed %zu\n",
+    if (getenv("REDQ_TEST_VERBOSE") && S) {
+        redq_producer_stats st;
+        redq_producer_get_stats(S->p, &st);
+        fprintf(stderr, "%8.3f s %-24s produced %zu ok %zu failed %zu consumed %zu"
+                " | producer: pending %zu inflight %zu sent %llu resent %llu "
+                "connects %llu disconnects %llu connected %d\n",
                 (double)(fx_now_us() - T0) / 1e6, what, S->produced, S->ok, S->failed,
-                S->consumed);
+                S->consumed, st.pending_msgs, st.inflight_batches,
+                (unsigned long long)st.batches_sent, (unsigned long long)st.batches_resent,
+                (unsigned long long)st.connects, (unsigned long long)st.disconnects,
+                st.connected);
+    }
 }
 
 static void on_report(redq_producer *p, const redq_report *r, void *user)
