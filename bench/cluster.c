@@ -22,9 +22,6 @@
 #ifndef BENCH_CLUSTER_LOCAL
 #define BENCH_CLUSTER_LOCAL "tools/cluster-local"
 #endif
-#if 1 /* TEMP: until c2-consumer lands */
-#define TEMP_NO_PARTITIONS
-#endif
 
 /* Replies of the side connections within this long. */
 #define SIDE_TIMEOUT_MS 10000
@@ -81,11 +78,7 @@ int bench_set_partitions(const bench_config *cfg, struct event_base *base,
         snprintf(err, errlen, "redq_admin_new: %s", redq_strerror(rc));
         return -1;
     }
-#ifdef TEMP_NO_PARTITIONS
-    rc = REDQ_EINVAL;
-#else
-    rc = redq_admin_set_partitions(a, cfg->queue, (unsigned)cfg->partitions, setp_done, &s);
-#endif
+    rc = redq_admin_set_partitions(a, cfg->queue, cfg->partitions, setp_done, &s);
     if (rc != 0) {
         s.done = 1;
         s.status = rc;
