@@ -195,7 +195,8 @@ static void pump_cb(evutil_socket_t fd, short what, void *arg)
 static void log_cb(int level, int code, const char *msg, void *user)
 {
     (void)user;
-    if (level <= REDQ_LOG_WARN && getenv("REDQ_TEST_VERBOSE"))
+    (void)level;
+    if (getenv("REDQ_TEST_VERBOSE"))
         fprintf(stderr, "redq: %s (%s)\n", msg, code ? redq_err_name(code) : "");
 }
 
@@ -249,7 +250,7 @@ static e2e *stream_start(void)
     redq_producer_options_init(&po);
     po.url = fxc_url();
     po.log = log_cb;
-    po.log_level = REDQ_LOG_WARN;
+    po.log_level = getenv("REDQ_TEST_VERBOSE") ? REDQ_LOG_DEBUG : REDQ_LOG_WARN;
     po.on_report = on_report;
     po.on_report_user = s;
     po.on_ready = on_ready;
@@ -442,6 +443,17 @@ static void stream_finish(e2e *s, const char *what)
     s->on = false;
     event_del(s->pump);
     phase("all reported?");
+    if (getenv("REDQ_TEST_VERBOSE") && s->ok + s->failed < s->produced) {
+        /* Where the unanswered commands are: each master's clients. */
+        fx_run_for(1000);
+        for (int i = 0; i < FXC_NODES; i++) {
+            redisReply *r = fxc_alive(i) && fxc_is_master(i) ? fxc_cmd(i, "CLIENT LIST") : NULL;
+            if (r && r->type == REDIS_REPLY_STRING)
+                fprintf(stderr, "node %d (port %d) clients:\n%s", i, fxc_port(i), r->str);
+            if (r)
+                freeReplyObject(r);
+        }
+    }
     cr_assert(fx_run_until(all_reported, s, 40000),
               "%s: %zu of %zu reported", what, s->ok + s->failed, s->produced);
     phase("reported");
