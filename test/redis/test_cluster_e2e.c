@@ -639,7 +639,7 @@ Test(cluster_e2e, sigkill_master)
     cr_assert(fx_run_until(is_master_cond, &r, 30000), "node %d never promoted", r);
     phase("promoted");
     mark_after(s);
-    stream_for(1500);
+    stream_for(2000);
     fxc_wait_ok(30000);
     phase("cluster ok");
     stream_finish(s, "sigkill");
