@@ -14,6 +14,8 @@
  *   common.c   clocks, CPU and RSS, payload stamps, the histogram, the bitmap
  *   server.c   the URL, the blocking side connection, a throwaway server
  *   compare.c  the matching redis-benchmark line (--compare)
+ *   cluster.c  partitioned queues (--partitions), a throwaway cluster, and
+ *              --vs-cluster: one master against a cluster in one invocation
  *
  * Everything here is internal to the benchmark and carries a bench_ (or
  * BENCH_) prefix; everything else in a file is static. Nothing here is
@@ -230,6 +232,15 @@ typedef struct bench_config {
     int owned;     /* --owned: each run twice, redq_produce, then
                       redq_produce_owned (produce mode) */
     int owned_run; /* this run produces with redq_produce_owned */
+    int partitions;  /* --partitions P: set on the queue before each run
+                        (0: leave the queue as it is, i.e. P = 1) */
+    int vs_cluster;  /* --vs-cluster: one master, then a cluster, per run */
+    int cluster_replicas; /* --cluster-replicas: replicas per master of the
+                             throwaway cluster (default 0) */
+    /* Every server behind url (main.c opens it): the CPU of the servers is
+     * summed over these, and on a cluster (or with --partitions) a queue's
+     * keys are found by scanning their masters. NULL: not known. */
+    side_servers *servers;
 } bench_config;
 
 /* ------------------------------------------------------------------------ */
@@ -309,6 +320,8 @@ typedef struct bench_result {
     uint64_t messages;
     double seconds;
     double cpu;
+    double server_cpu; /* CPU seconds of every server during the measured
+                          part (INFO cpu deltas); < 0: unknown */
     /* this run's latency percentiles, us (n == 0: none recorded) */
     uint64_t lat_n;
     double lat_p50, lat_p90, lat_p99, lat_p999, lat_max;
@@ -511,5 +524,36 @@ int bench_compare_run(const bench_compare *rb, redisContext *sc, double *per_sec
 
 /* Free what bench_compare_build allocated; safe on a zeroed rb. */
 void bench_compare_free(bench_compare *rb);
+
+/* ------------------------------------------------------------------------ */
+/* cluster.c: partitions, a throwaway cluster, --vs-cluster                  */
+/* ------------------------------------------------------------------------ */
+
+/* Does this run go through side_queue_* (a cluster, or partitions)? */
+int bench_scanned(const bench_config *cfg);
+
+/* Set the partition count of cfg->queue to cfg->partitions through a
+ * redq_admin handle on base (the loop runs until the answer). 0, or -1 with
+ * err. */
+int bench_set_partitions(const bench_config *cfg, struct event_base *base,
+                         char *err, size_t errlen);
+
+/* A throwaway cluster made by tools/cluster-local. */
+typedef struct bench_cluster {
+    char url[1024];
+    char dir[512];
+} bench_cluster;
+
+/* Start one (`replicas` replicas per master: 0 or 1). 0, or -1 with err. */
+int bench_cluster_start(bench_cluster *k, int replicas, char *err,
+                        size_t errlen);
+/* Stop it (tools/cluster-local stop); safe on a zeroed one. */
+void bench_cluster_stop(bench_cluster *k);
+
+/* --vs-cluster: a throwaway single master and a throwaway cluster; each run
+ * of the mode goes first to the master (P = 1), then to the cluster
+ * (P = cfg->partitions), and the summary gives both medians and the
+ * ratio. The exit status of main. */
+int bench_vs_cluster(bench_config *cfg);
 
 #endif /* REDQ_BENCH_H */

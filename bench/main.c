@@ -4,7 +4,8 @@
  *
  *   redq-bench MODE [--url URL] [--messages N | --seconds S] [--payload BYTES]
  *              [--pool N] [--batch N] [--linger-us N] [--rate R] [--compare]
- *              [--json] [-r N] [--queue NAME] [--owned]
+ *              [--json] [-r N] [--queue NAME] [--owned] [--partitions P]
+ *              [--vs-cluster [--cluster-replicas 0|1]]
  *
  * MODE is produce, consume, e2e, latency, idle or memory (--help says what
  * each measures). Without --url and without $REDQ_URL a throwaway
@@ -60,7 +61,8 @@ static void usage(FILE *f)
     fprintf(f,
         "usage: redq-bench MODE [--url URL] [--messages N | --seconds S] [--payload BYTES]\n"
         "                  [--pool N] [--batch N] [--linger-us N] [--rate R] [--compare]\n"
-        "                  [--json] [-r N] [--queue NAME] [--owned]\n"
+        "                  [--json] [-r N] [--queue NAME] [--owned] [--partitions P]\n"
+        "                  [--vs-cluster [--cluster-replicas 0|1]]\n"
         "\n"
         "modes:\n"
         "  produce   one producer, a report per message; msg/s = reports/s\n"
@@ -76,7 +78,9 @@ static void usage(FILE *f)
         "            (CLIENT PAUSE WRITE): resident memory of N pending messages\n"
         "\n"
         "options:\n"
-        "  --url URL        Redis (default $REDQ_URL; else a throwaway redis-server)\n"
+        "  --url URL        Redis (default $REDQ_URL; else a throwaway redis-server);\n"
+        "                   redis+cluster://h:p[,h:p...] for a cluster (produce, e2e,\n"
+        "                   latency)\n"
         "  --messages N     messages per run (default 1000000)\n"
         "  --seconds S      produce for S seconds instead of a fixed count\n"
         "  --payload BYTES  message size, at least %d (default 100)\n"
@@ -98,6 +102,16 @@ static void usage(FILE *f)
         "  --owned          produce mode: every run twice, with redq_produce (copying)\n"
         "                   and then redq_produce_owned (the buffer handed over); the\n"
         "                   summary adds the owned figures and the owned/copying ratio\n"
+        "  --partitions P   before each run, delete every key of the queue and set its\n"
+        "                   partition count to P (redq_admin_set_partitions)\n"
+        "  --vs-cluster     a throwaway single master (P = 1) and a throwaway cluster of\n"
+        "                   3 masters (tools/cluster-local; P = --partitions, default 6),\n"
+        "                   each run to both in turn; medians and the ratio (produce, e2e)\n"
+        "  --cluster-replicas N  replicas per master of that cluster (default 0)\n"
+        "\n"
+        "Every run also reads the servers' CPU (INFO cpu, used_cpu_user + used_cpu_sys,\n"
+        "summed over every node of a cluster) before and after the measured part:\n"
+        "the summary's \"server cpu\" line.\n"
         "\n"
         "environment: REDQ_URL; REDQ_BENCH_REDIS_SERVER and REDQ_BENCH_REDIS_BENCHMARK\n"
         "(paths of redis-server and redis-benchmark, default: found on PATH)\n",
@@ -179,6 +193,16 @@ static int parse_args(int argc, char **argv, bench_config *cfg)
             cfg->owned = 1;
         } else if (!strcmp(argv[i], "--reliable")) {
             cfg->reliable = 1;
+        } else if (!strcmp(argv[i], "--vs-cluster")) {
+            cfg->vs_cluster = 1;
+        } else if (opt(argc, argv, &i, "--partitions", &v)) {
+            if (parse_u64(v, 1, 256, &u) != 0)
+                goto bad;
+            cfg->partitions = (int)u;
+        } else if (opt(argc, argv, &i, "--cluster-replicas", &v)) {
+            if (parse_u64(v, 0, 1, &u) != 0)
+                goto bad;
+            cfg->cluster_replicas = (int)u;
         } else if (opt(argc, argv, &i, "--url", &v)) {
             if (v == NULL || !*v)
                 goto bad;
@@ -297,6 +321,17 @@ static int parse_args(int argc, char **argv, bench_config *cfg)
         fprintf(stderr, "redq-bench: idle mode takes --seconds, not --messages\n");
         return -1;
     }
+    if (cfg->vs_cluster && ((cfg->mode != BENCH_PRODUCE && cfg->mode != BENCH_E2E) ||
+                            cfg->compare || cfg->owned || cfg->seconds_set)) {
+        fprintf(stderr, "redq-bench: --vs-cluster goes with produce and e2e, with a "
+                        "message count, without --compare and --owned\n");
+        return -1;
+    }
+    if (cfg->partitions > 0 && cfg->mode != BENCH_PRODUCE && cfg->mode != BENCH_E2E &&
+        cfg->mode != BENCH_LATENCY) {
+        fprintf(stderr, "redq-bench: --partitions goes with produce, e2e and latency\n");
+        return -1;
+    }
     if (cfg->mode == BENCH_LATENCY && !cfg->seconds_set && !cfg->messages_set)
         cfg->seconds = DEFAULT_LATENCY_SECONDS;
     if (cfg->mode == BENCH_IDLE && !cfg->seconds_set)
@@ -330,6 +365,7 @@ typedef struct summary {
     const bench_hist *lat_all;
     int nruns;
     double med, mn, mx, rb_med, cpu, msgs, secs;
+    double scpu; /* servers' CPU seconds per run (mean), < 0: unknown */
     /* --owned: the redq_produce_owned runs, interleaved with the others */
     const double *orates;
     double omed, omn, omx, ocpu;
@@ -379,6 +415,9 @@ static int print_json(const summary *sm)
                             ? json_string(bench_latency_what(cfg->mode))
                             : json_null());
     json_object_set_new(root, "cpu_seconds", json_real(cpu));
+    json_object_set_new(root, "server_cpu_seconds",
+                        sm->scpu >= 0 ? json_real(sm->scpu) : json_null());
+    json_object_set_new(root, "partitions", json_integer(cfg->partitions ? cfg->partitions : 1));
     json_object_set_new(root, "cpu_us_per_msg",
                         msgs > 0 ? json_real(cpu * 1e6 / msgs) : json_null());
     json_object_set_new(root, "peak_rss_bytes", json_integer(bench_peak_rss_bytes()));
@@ -405,6 +444,7 @@ static int print_json(const summary *sm)
         json_object_set_new(o, "messages", json_integer((json_int_t)res[k].messages));
         json_object_set_new(o, "seconds", json_real(res[k].seconds));
         json_object_set_new(o, "cpu_seconds", json_real(res[k].cpu));
+        json_object_set_new(o, "server_cpu_seconds", json_real(res[k].server_cpu));
         if (cfg->compare)
             json_object_set_new(o, "redis_benchmark_per_sec", json_real(rb_rates[k]));
         if (cfg->mode == BENCH_E2E || cfg->mode == BENCH_LATENCY)
@@ -504,6 +544,10 @@ static void print_table(const summary *sm)
         printf(", max queue %zu", cfg->max_queue);
     if (cfg->replicas)
         printf(", %d replica(s) must ack", cfg->replicas);
+    if (cfg->partitions)
+        printf(", %d partition(s)", cfg->partitions);
+    if (cfg->servers && cfg->servers->n > 1)
+        printf(", cluster of %d nodes", cfg->servers->n);
     if (cfg->mode == BENCH_LATENCY)
         printf(", rate %.0f msg/s", cfg->rate);
     printf("\n");
@@ -570,6 +614,14 @@ static void print_table(const summary *sm)
     if (msgs > 0 && cfg->mode != BENCH_IDLE)
         printf("  (%.3f us/msg)", cpu * 1e6 / msgs);
     printf("\n");
+    if (sm->scpu >= 0) {
+        printf("  %-26s %14.3f", sm->cfg->servers && sm->cfg->servers->n > 1
+                                     ? "server cpu s/run (all)" : "server cpu seconds/run",
+               sm->scpu);
+        if (msgs > 0 && cfg->mode != BENCH_IDLE)
+            printf("  (%.3f us/msg)", sm->scpu * 1e6 / msgs);
+        printf("\n");
+    }
     if (cfg->owned) {
         printf("  %-26s %14.3f", "cpu seconds per run, owned", sm->ocpu);
         if (msgs > 0)
@@ -588,6 +640,7 @@ int main(int argc, char **argv)
     bench_config cfg;
     bench_target tg;
     bench_server srv;
+    side_servers servers;
     redisContext *sc = NULL;
     struct sigaction sa;
     bench_bitmap seen = {NULL, 0};
@@ -604,6 +657,7 @@ int main(int argc, char **argv)
     memset(&rb, 0, sizeof rb);
     if (parse_args(argc, argv, &cfg) != 0)
         return 2;
+    memset(&servers, 0, sizeof servers);
 
     /* hiredis writes with write(2): a server that goes away must give
      * EPIPE, not kill the benchmark. */
@@ -615,6 +669,11 @@ int main(int argc, char **argv)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
 
+    if (cfg.vs_cluster) {
+        status = bench_vs_cluster(&cfg);
+        libevent_global_shutdown();
+        return status;
+    }
     if (cfg.url == NULL) {
         int rc = bench_server_start(&srv, &tg, err, sizeof err);
         if (rc != 0) {
@@ -632,6 +691,21 @@ int main(int argc, char **argv)
     sc = bench_sync_connect(&tg, err, sizeof err);
     if (sc == NULL) {
         fprintf(stderr, "redq-bench: %s\n", err);
+        goto out;
+    }
+    if (side_servers_open(&tg.addr, 10000, &servers, err, sizeof err) != 0) {
+        fprintf(stderr, "redq-bench: %s\n", err);
+        goto out;
+    }
+    cfg.servers = &servers;
+    if (servers.n > 1 && cfg.mode != BENCH_PRODUCE && cfg.mode != BENCH_E2E &&
+        cfg.mode != BENCH_LATENCY) {
+        fprintf(stderr, "redq-bench: on a cluster, %s mode is not supported (produce, e2e, "
+                        "latency are)\n", bench_mode_names[cfg.mode]);
+        goto out;
+    }
+    if (servers.n > 1 && cfg.compare) {
+        fprintf(stderr, "redq-bench: --compare needs one server, not a cluster\n");
         goto out;
     }
     {
@@ -703,8 +777,14 @@ int main(int argc, char **argv)
         for (k = 0; k < (size_t)nruns; k++) {
             tmp[k] = rates[k];
             sm.cpu += res[k].cpu;
+            if (res[k].server_cpu < 0 || sm.scpu < 0)
+                sm.scpu = -1;
+            else
+                sm.scpu += res[k].server_cpu;
         }
         sm.cpu /= nruns;
+        if (sm.scpu > 0)
+            sm.scpu /= nruns;
         sm.med = bench_median(tmp, (size_t)nruns);
         sm.mn = tmp[0];
         sm.mx = tmp[nruns - 1];
@@ -757,6 +837,7 @@ out:
     free(tmp);
     if (sc != NULL)
         redisFree(sc);
+    side_servers_close(&servers);
     bench_server_stop(&srv);
     libevent_global_shutdown();
     if (bench_signal && status != 0)

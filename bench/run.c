@@ -107,7 +107,9 @@ static void poll_cb(evutil_socket_t fd, short what, void *arg)
     if (r->want_consumer) {
         redq_consumer_stats st;
         redq_consumer_get_stats(r->c, &st);
-        ready = ready && st.connected == r->cfg->pool;
+        /* >=: a partitioned queue gives each partition a connection of its
+         * own, whatever the pool. */
+        ready = ready && st.connected >= r->cfg->pool;
     }
     if (ready) {
         event_del(r->ev_poll);
@@ -409,14 +411,21 @@ int bench_once(const bench_config *cfg, redisContext *sc, bench_bitmap *seen,
     bench_hist *lat = NULL;
     char stage[1100];
     long long calls0 = 0, len = -1;
-    double cpu0 = 0, cpu1 = 0;
+    double cpu0 = 0, cpu1 = 0, scpu0 = 0, scpu1 = 0;
     int rc, status = -1;
 
     memset(res, 0, sizeof *res);
+    res->server_cpu = -1;
     snprintf(stage, sizeof stage, "%s:fill", cfg->queue);
-    if (bench_sync_del(sc, cfg->queue, err, errlen) != 0 ||
-        bench_sync_del(sc, stage, err, errlen) != 0)
+    if (bench_scanned(cfg)) {
+        /* Every key of the logical queue, on every master: its partitions
+         * and its meta hash too, so each run starts from nothing. */
+        if (side_queue_delete(cfg->servers, cfg->queue, 0, NULL, err, errlen) != 0)
+            return -1;
+    } else if (bench_sync_del(sc, cfg->queue, err, errlen) != 0 ||
+               bench_sync_del(sc, stage, err, errlen) != 0) {
         return -1;
+    }
     bench_bm_clear(seen);
 
     if (cfg->mode == BENCH_CONSUME &&
@@ -457,6 +466,8 @@ int bench_once(const bench_config *cfg, redisContext *sc, bench_bitmap *seen,
     r.want_consumer = cfg->mode == BENCH_CONSUME || cfg->mode == BENCH_E2E ||
                       cfg->mode == BENCH_LATENCY || cfg->mode == BENCH_IDLE;
     bench_fill_options(&po, &co, cfg, &r);
+    if (cfg->partitions > 0 && bench_set_partitions(cfg, r.base, err, errlen) != 0)
+        goto out;
 
     if (r.want_consumer) {
         const char *qs[1] = {cfg->queue};
@@ -489,6 +500,13 @@ int bench_once(const bench_config *cfg, redisContext *sc, bench_bitmap *seen,
         goto teardown;
     }
 
+    /* The servers' CPU around the measured part (one INFO each: outside
+     * the clock, but inside the server's figure by a few microseconds). */
+    if (cfg->servers != NULL &&
+        side_servers_cpu(cfg->servers, &scpu0, err, errlen) != 0) {
+        bench_run_fail(&r, "%s", err);
+        goto teardown;
+    }
     cpu0 = bench_cpu_seconds();
     if (cfg->mode == BENCH_CONSUME || cfg->mode == BENCH_IDLE)
         r.t0 = bench_now_ns();
@@ -499,6 +517,9 @@ int bench_once(const bench_config *cfg, redisContext *sc, bench_bitmap *seen,
     }
     redq_bench_measured(&r);
     cpu1 = bench_cpu_seconds();
+    if (cfg->servers != NULL &&
+        side_servers_cpu(cfg->servers, &scpu1, err, errlen) == 0)
+        res->server_cpu = scpu1 - scpu0;
     if (cfg->mode == BENCH_IDLE &&
         bench_idle_end(&r, sc, calls0, res, err, errlen) != 0) {
         bench_run_fail(&r, "%s", err);
@@ -517,7 +538,8 @@ teardown:
         goto out;
     }
     /* What the server holds now must agree with what was counted. */
-    if (bench_sync_llen(sc, cfg->queue, &len, err, errlen) != 0)
+    if (bench_scanned(cfg) ? side_queue_len(cfg->servers, cfg->queue, &len, err, errlen) != 0
+                           : bench_sync_llen(sc, cfg->queue, &len, err, errlen) != 0)
         goto out;
     if ((cfg->mode == BENCH_PRODUCE || cfg->mode == BENCH_MEMORY) &&
         (unsigned long long)len != (unsigned long long)r.produced) {
@@ -530,7 +552,8 @@ teardown:
         snprintf(err, errlen, "%lld messages left in the queue after the run", len);
         goto out;
     }
-    if (bench_sync_del(sc, cfg->queue, err, errlen) != 0)
+    if (bench_scanned(cfg) ? side_queue_delete(cfg->servers, cfg->queue, 0, NULL, err, errlen) != 0
+                           : bench_sync_del(sc, cfg->queue, err, errlen) != 0)
         goto out;
     if (cfg->mode != BENCH_IDLE && (r.produced == 0 && r.consumed == 0)) {
         snprintf(err, errlen, "no message was moved");

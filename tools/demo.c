@@ -5,16 +5,21 @@
  * latency, and a bitmap over sequence numbers catches loss and duplicates.
  *
  *   redq-demo [--url URL] [--messages N] [--payload BYTES] [--queue NAME]
- *             [--producers P] [--pool K] [--fresh]
+ *             [--producers P] [--pool K] [--fresh] [--partitions N]
  *
  * Everything runs on the demo's own event_base, the way an embedding server
  * would use redq: P producers each produce a contiguous share of the
  * sequence numbers, and one consumer with K pop connections acks each
  * message as it arrives. Only before that loop starts (--fresh: DEL the
- * queue) and after it has finished (LLEN) does the demo open a blocking
- * side connection (tools/common/side.c, which also follows a
- * redis+sentinel:// URL to the master): a command-line program may block,
- * the library may not.
+ * queue's lists) and after it has finished (LLEN) does the demo open
+ * blocking side connections (tools/common/side.c, which also follows a
+ * redis+sentinel:// URL to the master, and on a redis+cluster:// URL
+ * reaches every master, where a partitioned queue's lists are): a
+ * command-line program may block, the library may not.
+ *
+ * --partitions N sets the queue's partition count (redq_admin_set_partitions)
+ * before the run, on the demo's loop: on a cluster the partitions spread over
+ * the masters, and the summary shows how many messages each one carried.
  *
  * Payload layout:
  *   bytes  0..15  CLOCK_MONOTONIC nanoseconds just before redq_produce(),
@@ -184,6 +189,8 @@ struct demo {
     char first_errstr[256];
 
     uint64_t consumed; /* distinct sequence numbers received */
+    uint64_t by_part[257]; /* deliveries by partition index (256: above) */
+    int max_part;          /* highest partition index seen */
     uint64_t dups;     /* sequence numbers received again */
     uint64_t foreign;  /* messages not of this run */
     unsigned char *seen; /* bitmap over sequence numbers */
@@ -492,6 +499,14 @@ static void on_message(redq_consumer *c, redq_message *m, void *user)
         return;
     }
     redq_ack(m); /* nothing of it is needed any more */
+    {
+        int part = redq_msg_partition(m);
+        if (part < 0 || part > 255)
+            part = 256;
+        d->by_part[part]++;
+        if (part > d->max_part)
+            d->max_part = part;
+    }
     if (d->seen[seq / 8] & (1u << (seq % 8))) {
         d->dups++;
         return;
@@ -552,34 +567,120 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
 /* Replies within this long; a Sentinel URL's sentinels each too. */
 #define SIDE_TIMEOUT_MS 2000
 
-/* DEL queue at url, before the loop starts (--fresh). 0, or -1 with errbuf
+/* Every server behind url (for a cluster, every node). 0, or -1. */
+static int sync_servers(const char *url, side_servers *sv, char *errbuf,
+                        size_t errcap)
+{
+    side_addr a;
+    redisContext *c = side_open(url, SIDE_TIMEOUT_MS, &a, errbuf, errcap);
+
+    if (!c)
+        return -1;
+    redisFree(c);
+    return side_servers_open(&a, SIDE_TIMEOUT_MS, sv, errbuf, errcap);
+}
+
+/* DEL the queue's ready lists at url (the queue's own and its partitions',
+ * on every master), before the loop starts (--fresh). 0, or -1 with errbuf
  * filled. */
 static int sync_del(const char *url, const char *queue, char *errbuf,
                     size_t errcap)
 {
-    redisContext *c = side_open(url, SIDE_TIMEOUT_MS, NULL, errbuf, errcap);
+    side_servers sv;
     int rc;
 
-    if (!c)
+    if (sync_servers(url, &sv, errbuf, errcap) < 0)
         return -1;
-    rc = side_del(c, queue, errbuf, errcap);
-    redisFree(c);
+    rc = side_queue_delete(&sv, queue, 1, NULL, errbuf, errcap);
+    side_servers_close(&sv);
     return rc;
 }
 
-/* LLEN queue at url, blocking, after the loop is done. 0 and *len, or -1
- * with errbuf filled. */
+/* Messages waiting in the queue (all its partitions) at url, blocking,
+ * after the loop is done. 0 and *len, or -1 with errbuf filled. */
 static int sync_llen(const char *url, const char *queue, long long *len,
                      char *errbuf, size_t errcap)
 {
-    redisContext *c = side_open(url, SIDE_TIMEOUT_MS, NULL, errbuf, errcap);
+    side_servers sv;
     int rc;
 
-    if (!c)
+    if (sync_servers(url, &sv, errbuf, errcap) < 0)
         return -1;
-    rc = side_llen(c, queue, len, errbuf, errcap);
-    redisFree(c);
+    rc = side_queue_len(&sv, queue, len, errbuf, errcap);
+    side_servers_close(&sv);
     return rc;
+}
+
+/* --partitions: set the queue's partition count on the demo's loop, before
+ * anything else runs on it. */
+typedef struct setp {
+    struct event_base *base;
+    int done, status;
+    uint64_t before;
+    char err[256];
+} setp;
+
+static void setp_done(redq_admin *a, int status, const char *errstr,
+                      uint64_t n, void *user)
+{
+    setp *s = user;
+
+    (void)a;
+    s->done = 1;
+    s->status = status;
+    s->before = n;
+    if (status != 0)
+        snprintf(s->err, sizeof s->err, "%s", errstr ? errstr : redq_strerror(status));
+    event_base_loopbreak(s->base);
+}
+
+static void setp_closed(void *user)
+{
+    setp *s = user;
+
+    s->done = 1;
+    event_base_loopbreak(s->base);
+}
+
+static int set_partitions(struct event_base *base, const char *url,
+                          const char *queue, int n)
+{
+    redq_admin_options o;
+    redq_admin *a;
+    setp s;
+    int rc;
+
+    memset(&s, 0, sizeof s);
+    s.base = base;
+    redq_admin_options_init(&o);
+    o.url = url;
+    o.client_name = "redq-demo";
+    if ((rc = redq_admin_new(&a, base, &o)) != 0) {
+        fprintf(stderr, "redq-demo: redq_admin_new(%s): %s\n", url, redq_strerror(rc));
+        return -1;
+    }
+    rc = redq_admin_set_partitions(a, queue, n, setp_done, &s);
+    if (rc != 0) {
+        s.status = rc;
+        snprintf(s.err, sizeof s.err, "%s", redq_strerror(rc));
+    } else {
+        while (!s.done)
+            if (event_base_dispatch(base) < 0)
+                break;
+    }
+    rc = s.done ? s.status : rc;
+    if (rc != 0)
+        fprintf(stderr, "redq-demo: setting %d partitions on %s: %s\n", n, queue,
+                s.err);
+    else if (s.before != (uint64_t)n)
+        fprintf(stderr, "redq-demo: %s: %llu partition(s) -> %d\n", queue,
+                (unsigned long long)s.before, n);
+    s.done = 0;
+    if (redq_admin_close(a, setp_closed, &s) == 0)
+        while (!s.done)
+            if (event_base_dispatch(base) < 0)
+                break;
+    return rc == 0 ? 0 : -1;
 }
 
 
@@ -591,15 +692,17 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: redq-demo [--url URL] [--messages N] [--payload BYTES] [--queue NAME]\n"
-            "                 [--producers P] [--pool K] [--fresh]\n"
+            "                 [--producers P] [--pool K] [--fresh] [--partitions N]\n"
             "  --url URL        Redis to use (default $REDQ_URL, else " DEFAULT_URL ")\n"
             "  --messages N     how many messages (default 1000000, at most 1e9)\n"
             "  --payload BYTES  size of each message (default 100, at least %d)\n"
             "  --queue NAME     the list to push to and pop from (default " DEFAULT_QUEUE ")\n"
             "  --producers P    producers, each sending its share (default 1, at most %d)\n"
             "  --pool K         the consumer's pop connections (default 1)\n"
-            "  --fresh          delete the queue's list before the run (tools/demo does,\n"
+            "  --fresh          delete the queue's lists before the run (tools/demo does,\n"
             "                   on its throwaway server or for a redq:demo* queue)\n"
+            "  --partitions N   set the queue's partition count first (1..256; on a\n"
+            "                   redis+cluster:// URL they spread over the masters)\n"
             "Exit status: 0 all acknowledged and consumed exactly once; 1 failed, lost,\n"
             "duplicated or interrupted; 2 usage or set-up.\n",
             PAYLOAD_MIN, MAX_PRODUCERS);
@@ -643,7 +746,7 @@ static void print_latency(const char *name, uint64_t ns)
 int main(int argc, char **argv)
 {
     enum { OPT_URL = 256, OPT_MESSAGES, OPT_PAYLOAD, OPT_QUEUE, OPT_PRODUCERS,
-           OPT_POOL, OPT_FRESH };
+           OPT_POOL, OPT_FRESH, OPT_PARTITIONS };
     static const struct option longopts[] = {
         {"url", required_argument, NULL, OPT_URL},
         {"messages", required_argument, NULL, OPT_MESSAGES},
@@ -652,10 +755,12 @@ int main(int argc, char **argv)
         {"producers", required_argument, NULL, OPT_PRODUCERS},
         {"pool", required_argument, NULL, OPT_POOL},
         {"fresh", no_argument, NULL, OPT_FRESH},
+        {"partitions", required_argument, NULL, OPT_PARTITIONS},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
     const char *url = getenv("REDQ_URL");
     unsigned long long messages = 1000000, payload = 100, nprod = 1, pool = 1;
+    unsigned long long partitions = 0;
     demo d;
     redq_consumer_options copts;
     redq_producer_options popts;
@@ -700,6 +805,9 @@ int main(int argc, char **argv)
             break;
         case OPT_FRESH:
             fresh = 1;
+            break;
+        case OPT_PARTITIONS:
+            bad = parse_count(optarg, 256, &partitions) < 0 || partitions == 0;
             break;
         case ':':
             fprintf(stderr, "redq-demo: '%s' needs a value\n", argv[optind - 1]);
@@ -768,6 +876,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "redq-demo: out of memory\n");
         goto done;
     }
+
+    if (partitions > 0 && set_partitions(d.base, url, d.queue, (int)partitions) < 0)
+        goto done;
 
     redq_consumer_options_init(&copts);
     copts.url = url;
@@ -869,6 +980,13 @@ int main(int argc, char **argv)
     if (d.foreign)
         printf("  %-16s %12llu  (not from this run)\n", "foreign",
                (unsigned long long)d.foreign);
+    if (d.max_part > 0) {
+        int k;
+        printf("  %-16s", "by partition");
+        for (k = 0; k <= d.max_part && k < 256; k++)
+            printf(" %llu", (unsigned long long)d.by_part[k]);
+        printf("\n");
+    }
     if (len_after >= 0)
         printf("  %-16s %12lld\n", "queue length", len_after);
     else

@@ -40,6 +40,8 @@ typedef struct side_addr {
     char master_name[256]; /* sentinel: the master's name there */
     char where[600];   /* "127.0.0.1:6379", "[::1]:6379" or the socket's
                           path, for messages (no credentials) */
+    int cluster;       /* 1: a redis+cluster:// URL; host/port are its first
+                          seed, and side_servers_open() finds the rest */
 } side_addr;
 
 /*
@@ -84,5 +86,71 @@ int side_llen(redisContext *c, const char *key, long long *len, char *err,
 
 /* DEL key. 0, or -1 with err. */
 int side_del(redisContext *c, const char *key, char *err, size_t errlen);
+
+/* ------------------------------------------------------------------------ */
+/* every server behind a URL, and a logical queue's keys on them             */
+/* ------------------------------------------------------------------------ */
+
+#define SIDE_MAX_NODES 32
+
+/*
+ * The servers behind a URL: for redis://, unix:// and Sentinel URLs the one
+ * data node; for a redis+cluster:// URL every node CLUSTER NODES (asked of
+ * the first seed) lists as connected and not failed, masters and replicas,
+ * each with a connection of its own. Why every node: a queue's partitions
+ * are spread over the masters (so a scan for its keys must ask each), and
+ * replicas burn CPU too (so the CPU of a cluster is the sum over all).
+ */
+typedef struct side_servers {
+    int n;
+    redisContext *c[SIDE_MAX_NODES];
+    int master[SIDE_MAX_NODES];   /* 1: a master (for a single server, 1) */
+    char where[SIDE_MAX_NODES][600];
+} side_servers;
+
+/*
+ * Fill *s (zeroed first) for *a, each connection authenticated as
+ * side_connect() does, replies within timeout_ms. 0, or -1 with err filled
+ * (and nothing left open).
+ */
+int side_servers_open(const side_addr *a, int timeout_ms, side_servers *s,
+                      char *err, size_t errlen);
+
+/* Close every connection of s; safe on a zeroed or closed s. */
+void side_servers_close(side_servers *s);
+
+/*
+ * Is `key` one of logical queue q's keys? q itself, its partitions
+ * ("{T}" q "~" i, T and i decimal: docs/DESIGN.md "Partitions") and every
+ * auxiliary key of q or of a partition (the key layout of lib/keys.c:
+ * "{q}/x", "q:x" when q has its own tag, "{T}q/x", partition ":x").
+ * *ready_list: set to 1 when key is a ready list (q or a partition's name).
+ */
+int side_key_of_queue(const char *q, const char *key, size_t keylen,
+                      int *ready_list);
+
+/*
+ * Delete logical queue q's keys on every master of s (SCAN MATCH with q's
+ * name, filtered by side_key_of_queue(), then DEL): with lists_only its
+ * ready lists (q and its partitions: the messages waiting, nothing else),
+ * else every key, the meta hash (partition count, format, counters)
+ * included. *deleted (may be NULL) counts the keys. 0, or -1 with err.
+ */
+int side_queue_delete(side_servers *s, const char *q, int lists_only,
+                      long long *deleted, char *err, size_t errlen);
+
+/*
+ * Messages ready in logical queue q: LLEN of q and of each of its
+ * partitions, summed over the masters of s. 0, or -1 with err.
+ */
+int side_queue_len(side_servers *s, const char *q, long long *len, char *err,
+                   size_t errlen);
+
+/*
+ * CPU seconds (INFO cpu: used_cpu_user + used_cpu_sys, the whole process)
+ * summed over every server of s. 0, or -1 with err.
+ */
+int side_servers_cpu(side_servers *s, double *seconds, char *err,
+                     size_t errlen);
 
 #endif /* REDQ_TOOLS_SIDE_H */
