@@ -997,9 +997,14 @@ static void conn_up(redq__conn *c, void *arg)
     batch *b;
     (void)c;
     p->st.connects++;
-    /* Everything still in the FIFO is unsent now: start from the head. */
+    /* Everything still in the FIFO is unsent now: start from the head. A
+     * redo still pending is moot: this is the new connection it wanted
+     * (its old one can go without a batch reply to clear the flag, e.g. a
+     * pinned connection following MOVED drops while only a WAIT was still
+     * due), and a flag left set would hold every send back for good. */
     p->next_unsent = NULL;
     p->reformat = 0;
+    p->redo = 0;
     for (b = p->fifo.head; b != NULL; b = b->next)
         if (b->state == B_SEALED) {
             p->next_unsent = b;
