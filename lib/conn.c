@@ -1002,8 +1002,11 @@ static int target_now(redq__conn *c)
     if (rc == 0 && (host[0] == '\0' || port <= 0 || port > 65535))
         rc = REDQ_EINVAL;
     if (rc != 0) {
-        redq__cn_drop(c, rc, 0, "%s: no target to connect to: %s", redq__cn_where(c),
-                  redq_strerror(rc));
+        /* A cluster's slot map is still loading (start-up, a failover):
+         * a passing state, said once, not an error per attempt. */
+        redq__cn_drop(c, rc, rc == REDQ_ECONNECT ? TR_NOTARGET : 0,
+                      "%s: no master known for its slot yet (%s)",
+                      redq__cn_where(c), redq_strerror(rc));
         return 0;
     }
     if (c->host == NULL || strcmp(c->host, host) != 0) {
@@ -1160,7 +1163,9 @@ void redq__cn_drop(redq__conn *c, int code, unsigned flags,
     if (tr != 0) {
         /* LOADING after a restart may last minutes: one line, not one per
          * attempt. Warned again once the server has worked in between. */
-        level = (c->transient_warned & tr) ? REDQ_LOG_DEBUG : REDQ_LOG_WARN;
+        level = (c->transient_warned & tr) ? REDQ_LOG_DEBUG
+                : tr == TR_NOTARGET         ? REDQ_LOG_INFO
+                                            : REDQ_LOG_WARN;
         c->transient_warned |= tr;
     }
     redq__log(c->log, level, code, "%s; %s in %ld ms", c->last_err,

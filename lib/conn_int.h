@@ -49,7 +49,8 @@ enum {
     TR_BUSY = 1u << 1,
     TR_TRYAGAIN = 1u << 2,
     TR_MASTERDOWN = 1u << 3,
-    TR_OOM = 1u << 4
+    TR_OOM = 1u << 4,
+    TR_NOTARGET = 1u << 5 /* a pinned connection: no master known yet */
 };
 
 /* conn_drop flags: why an attempt or connection failed, beyond its code. */
