@@ -2250,7 +2250,7 @@ typedef struct keyed {
 static int produce_keyed(fx_tracker *t, const char *q, size_t seq,
                          size_t nkeys)
 {
-    char key[16], pl[64];
+    char key[24], pl[64];
     snprintf(key, sizeof key, "k%zu", seq % nkeys);
     int n = snprintf(pl, sizeof pl, "%s|%zu|%s", q, seq, key);
     return redq_produce_key(t->p, q, key, strlen(key), pl, (size_t)n,
@@ -3123,4 +3123,310 @@ Test(outsider, finite_flush_with_keyed_timeouts_ends_at_the_reports)
     cr_assert_eq(f.status, 0, "status %d: the flush waited for messages "
                  "already reported (reports %zu at its end)", f.status,
                  f.reports_at);
+}
+
+/* ======================================================================== */
+/* Third round                                                               */
+/* ======================================================================== */
+
+/* produce_owned with payload NULL and len 0 ("payload may be NULL when len
+ * is 0", as redq_produce): accepted, and free_cb is called exactly once
+ * ("exactly once per accepted message ... whatever the outcome"). */
+static int nullfree_calls;
+static void *nullfree_ptr = (void *)1;
+static void nullfree(void *payload, void *user)
+{
+    (void)user;
+    nullfree_calls++;
+    nullfree_ptr = payload;
+}
+
+Test(outsider, owned_null_empty_payload_freed_once)
+{
+    fx_tracker *t = fx_tracker_new(1);
+    t->raw = true;
+    redq_producer_options o;
+    redq_producer_options_init(&o);
+    o.url = fx_url();
+    cr_assert_eq(fx_producer_new(t, &o), 0);
+    nullfree_calls = 0;
+    cr_assert_eq(redq_produce_owned(t->p, "on", NULL, 0, nullfree, NULL,
+                                    NULL), 0);
+    cr_assert_eq(redq_produce_owned(t->p, "on", NULL, 5, nullfree, NULL,
+                                    NULL), REDQ_EINVAL);
+    cr_assert(fx_wait_reports(t, 1, 5000));
+    fx_run_for(50);
+    cr_assert_eq(nullfree_calls, 1);
+    cr_assert_null(nullfree_ptr);
+    cr_assert_eq(fx_llen("on"), 1);
+}
+
+/* Delayed messages carry the producer's id on a plain queue too
+ * (redq_msg_id: "On a frames queue ... and for delayed messages, the
+ * producer's"). */
+Test(outsider, delayed_message_on_plain_queue_has_report_id)
+{
+    size_t N = 5;
+    fx_tracker *t = fx_tracker_new(N);
+    byid b = {calloc(N, 64)};
+    t->on_report = byid_hook;
+    t->hook_arg = &b;
+    t->raw = true;
+    redq_producer_options o;
+    redq_producer_options_init(&o);
+    o.url = fx_url();
+    cr_assert_eq(fx_producer_new(t, &o), 0);
+    for (size_t s = 0; s < N; s++) {
+        char pl[64];
+        size_t n = fx_payload(pl, sizeof pl, "dq", s, 8);
+        cr_assert_eq(redq_produce_delayed(t->p, "dq", pl, n, 50,
+                                          (void *)(uintptr_t)(s + 1)), 0);
+    }
+    cr_assert(fx_wait_reports(t, N, 5000));
+    cr_assert_eq(t->ok, N);
+    ctr *c = ctr_alloc();
+    redq_consumer_options co;
+    ctr_opts(&co, c, REDQ_AT_MOST_ONCE);
+    const char *q[] = {"dq"};
+    ctr_new(c, &co, q, 1);
+    cr_assert(ctr_wait(c, N, 5000));
+    for (size_t i = 0; i < N; i++) {
+        size_t s = seq_of(c->payload[i]);
+        cr_assert_lt(s, N);
+        cr_assert_str_eq(c->id[i], b.rid[s]);
+    }
+    ctr_close(c);
+    ctr_free(c);
+    free(b.rid);
+}
+
+/* G4 on a frames queue: a payload that looks like a frame is delivered
+ * byte for byte (the producer wraps it), and enqueued_ms is the producer's
+ * clock at acceptance. */
+Test(outsider, frame_lookalike_payload_on_frames_queue_is_transparent)
+{
+    adm d;
+    adm_open(&d);
+    cr_assert_eq(adm_set_format(&d, "lk", REDQ_FORMAT_FRAMES), 0);
+    fx_tracker *t = fx_tracker_new(3);
+    t->raw = true;
+    redq_producer_options o;
+    redq_producer_options_init(&o);
+    o.url = fx_url();
+    cr_assert_eq(fx_producer_new(t, &o), 0);
+    static const char *pls[] = {"RQ1 id=evil-1 ts=5\nboo",
+                                "RQ1 id=x ts=1\n", "RQ1 "};
+    struct timeval tv;
+    evutil_gettimeofday(&tv, NULL);
+    long long before = (long long)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(redq_produce(t->p, "lk", pls[i], strlen(pls[i]),
+                                  (void *)(uintptr_t)(i + 1)), 0);
+    cr_assert(fx_wait_reports(t, 3, 5000));
+    cr_assert_eq(t->ok, 3);
+    ctr *c = ctr_alloc();
+    redq_consumer_options co;
+    ctr_opts(&co, c, REDQ_AT_LEAST_ONCE);
+    const char *q[] = {"lk"};
+    ctr_new(c, &co, q, 1);
+    cr_assert(ctr_wait(c, 3, 5000));
+    for (int i = 0; i < 3; i++) {
+        cr_assert_str_eq(c->payload[i], pls[i]);
+        cr_assert_str_neq(c->id[i], "evil-1");
+        cr_assert_geq(c->enq[i], before - 1000);
+        cr_assert_leq(c->enq[i], before + 10000);
+    }
+    ctr_close(c);
+    ctr_free(c);
+    adm_close(&d);
+}
+
+/* set_partitions: "One script on the queue's meta hash, so concurrent
+ * calls do not interleave. n is the previous count." Two calls at once:
+ * one sees 1, the other sees the first one's target. */
+static adm cc_a, cc_b;
+Test(outsider, concurrent_set_partitions_are_serialised)
+{
+    adm_open(&cc_a);
+    adm_open(&cc_b);
+    cr_assert_eq(redq_admin_set_partitions(cc_a.a, "cp", 4, adm_done, &cc_a),
+                 0);
+    cr_assert_eq(redq_admin_set_partitions(cc_b.a, "cp", 6, adm_done, &cc_b),
+                 0);
+    cr_assert(fx_run_until(flag_set, &cc_a.done, 5000));
+    cr_assert(fx_run_until(flag_set, &cc_b.done, 5000));
+    cr_assert_eq(cc_a.status, 0);
+    cr_assert_eq(cc_b.status, 0);
+    cr_assert((cc_a.n == 1 && cc_b.n == 4) || (cc_b.n == 1 && cc_a.n == 6),
+              "previous counts %llu and %llu", (unsigned long long)cc_a.n,
+              (unsigned long long)cc_b.n);
+    adm_close(&cc_a);
+    adm_close(&cc_b);
+}
+
+/* Lowering then raising P: "raising it makes partitions (new tags, or the
+ * retired ones again, in order)"; redq_admin_partitions lists "Every
+ * partition ... ever made, active and retired, by index". */
+typedef struct plist {
+    int done, status;
+    size_t n;
+    int retired[16];
+    int index[16];
+    char name[16][64];
+} plist;
+
+static void plist_cb(redq_admin *a, int status, const char *errstr,
+                     const redq_partition_info *parts, size_t n, void *user)
+{
+    (void)a;
+    (void)errstr;
+    plist *l = user;
+    l->done = 1;
+    l->status = status;
+    l->n = n;
+    for (size_t i = 0; i < n && i < 16; i++) {
+        l->retired[i] = parts[i].retired;
+        l->index[i] = parts[i].index;
+        snprintf(l->name[i], sizeof l->name[i], "%s", parts[i].name);
+    }
+}
+
+Test(outsider, lower_then_raise_reuses_retired_partitions)
+{
+    adm d;
+    adm_open(&d);
+    cr_assert_eq(adm_set_parts(&d, "lr", 4), 0);
+    plist l1 = {0};
+    cr_assert_eq(redq_admin_partitions(d.a, "lr", plist_cb, &l1), 0);
+    cr_assert(fx_run_until(flag_set, &l1.done, 5000));
+    cr_assert_eq(l1.n, 4);
+    cr_assert_eq(adm_set_parts(&d, "lr", 2), 0);
+    cr_assert_eq(d.n, 4);
+    plist l2 = {0};
+    cr_assert_eq(redq_admin_partitions(d.a, "lr", plist_cb, &l2), 0);
+    cr_assert(fx_run_until(flag_set, &l2.done, 5000));
+    cr_assert_eq(l2.n, 4, "retired partitions must still be listed");
+    cr_assert_eq(l2.retired[0] + l2.retired[1], 0);
+    cr_assert_eq(l2.retired[2] + l2.retired[3], 2);
+    cr_assert_eq(adm_set_parts(&d, "lr", 3), 0);
+    cr_assert_eq(d.n, 2);
+    plist l3 = {0};
+    cr_assert_eq(redq_admin_partitions(d.a, "lr", plist_cb, &l3), 0);
+    cr_assert(fx_run_until(flag_set, &l3.done, 5000));
+    cr_assert_eq(l3.n, 4, "a raise made a new partition instead of reusing");
+    cr_assert_str_eq(l3.name[2], l1.name[2]);
+    cr_assert_eq(l3.retired[2], 0);
+    cr_assert_eq(l3.retired[3], 1);
+    cr_assert_str_eq(l3.name[0], "lr");
+    for (size_t i = 0; i < 4; i++)
+        cr_assert_eq(l3.index[i], (int)i);
+    adm_close(&d);
+}
+
+/* Admin close from inside one of its own callbacks (contract 7); a call
+ * not yet answered gets its callback once (REDQ_ECLOSED, or its answer). */
+static int ai_second_status = 99, ai_second_calls, ai_closed;
+static void ai_second(redq_admin *a, int status, const char *errstr,
+                      uint64_t n, void *user)
+{
+    (void)a;
+    (void)errstr;
+    (void)n;
+    (void)user;
+    ai_second_calls++;
+    ai_second_status = status;
+}
+static void ai_first(redq_admin *a, int status, const char *errstr,
+                     uint64_t n, void *user)
+{
+    (void)status;
+    (void)errstr;
+    (void)n;
+    (void)user;
+    redq_admin_close(a, int_closed, &ai_closed);
+}
+
+Test(outsider, admin_close_inside_its_callback)
+{
+    adm d;
+    adm_open(&d);
+    ai_closed = 0;
+    cr_assert_eq(redq_admin_pause(d.a, "ac", 1, ai_first, NULL), 0);
+    cr_assert_eq(redq_admin_purge(d.a, "ac", ai_second, NULL), 0);
+    cr_assert(fx_run_until(flag_set, &ai_closed, 5000));
+    cr_assert_eq(ai_second_calls, 1, "second call answered %d times",
+                 ai_second_calls);
+    cr_assert(ai_second_status == REDQ_ECLOSED || ai_second_status == 0,
+              "status %d", ai_second_status);
+}
+
+/* At-most-once, a stop that times out while the handler holds messages:
+ * redq.h says they are "given back too" -- which at-most-once would be a
+ * second delivery of a message the handler is still working on. What must
+ * hold either way: the stop callback once with REDQ_ETIMEDOUT, the
+ * messages stay valid, finishing them returns and releases. */
+Test(outsider, amo_timed_out_stop_holding_messages)
+{
+    push_n("am", 3);
+    ctr *c = ctr_alloc();
+    c->hold = 1;
+    redq_consumer_options co;
+    ctr_opts(&co, c, REDQ_AT_MOST_ONCE);
+    const char *q[] = {"am"};
+    ctr_new(c, &co, q, 1);
+    cr_assert(ctr_wait(c, 3, 5000));
+    cr_assert_eq(redq_consumer_stop(c->c, 50, ctr_stopped, c), 0);
+    cr_assert(fx_run_until(flag_set, &c->stop_calls, 5000));
+    cr_assert_eq(c->stop_status, REDQ_ETIMEDOUT);
+    cr_assert_eq(memcmp(redq_msg_data(c->held[2]), "am|2", 4), 0);
+    int rc0 = redq_ack(c->held[0]);
+    int rc1 = redq_nack(c->held[1], NULL);
+    int rc2 = redq_reject(c->held[2], NULL);
+    c->nheld = 0;
+    cr_log_info("AMO after a timed-out stop: ack %s nack %s reject %s, "
+                "ready list %lld", redq_err_name(rc0), redq_err_name(rc1),
+                redq_err_name(rc2), fx_llen("am"));
+    cr_assert(rc0 == 0 || rc0 == REDQ_ETIMEDOUT);
+    ctr_close(c);
+    ctr_free(c);
+}
+
+/* The same close during a removal with nothing held (the removal may
+ * already be giving the lists back when the close comes). */
+Test(outsider, close_during_removal_nothing_held)
+{
+    ctr *c = ctr_alloc();
+    redq_consumer_options co;
+    ctr_opts(&co, c, REDQ_AT_LEAST_ONCE);
+    const char *q[] = {"z1", "z2"};
+    ctr_new(c, &co, q, 2);
+    fx_run_for(100);
+    cr_assert_eq(redq_consumer_remove_queue(c->c, "z2", ctr_removed, c), 0);
+    cr_assert_eq(redq_consumer_close(c->c, ctr_closed, c), 0);
+    cr_assert(fx_run_until(flag_set, &c->closed, 5000));
+    cr_assert_eq(c->remove_calls, 1, "remove callback %d times",
+                 c->remove_calls);
+    cr_assert_eq(c->remove_after_close, 0, "remove callback after close cb");
+    ctr_free(c);
+}
+
+/* Close during a removal at-most-once, holding a message of the queue. */
+Test(outsider, close_during_removal_amo_held)
+{
+    push_n("w2", 1);
+    ctr *c = ctr_alloc();
+    c->hold = 1;
+    redq_consumer_options co;
+    ctr_opts(&co, c, REDQ_AT_MOST_ONCE);
+    const char *q[] = {"w1", "w2"};
+    ctr_new(c, &co, q, 2);
+    cr_assert(ctr_wait(c, 1, 5000));
+    cr_assert_eq(redq_consumer_remove_queue(c->c, "w2", ctr_removed, c), 0);
+    cr_assert_eq(redq_consumer_close(c->c, ctr_closed, c), 0);
+    cr_assert(fx_run_until(flag_set, &c->closed, 5000));
+    cr_assert_eq(c->remove_calls, 1);
+    cr_assert_eq(c->remove_after_close, 0);
+    cr_assert_eq(redq_ack(c->held[0]), REDQ_ECLOSED);
+    c->nheld = 0;
+    ctr_free(c);
 }
