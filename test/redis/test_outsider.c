@@ -3430,3 +3430,168 @@ Test(outsider, close_during_removal_amo_held)
     c->nheld = 0;
     ctr_free(c);
 }
+
+/* Pausing a partitioned queue (DESIGN, "Admin": "redq_admin_pause sets or
+ * clears the flag of every partition"): consumers take from none of its
+ * partitions within about promote_interval_ms, and all again after the
+ * resume. */
+static int pz_done;
+static void pz_cb(redq_admin *a, int status, const char *errstr, uint64_t n,
+                  void *user)
+{
+    (void)a;
+    (void)errstr;
+    (void)n;
+    (void)user;
+    pz_done = status == 0 ? 1 : status;
+}
+
+Test(outsider, pause_partitioned_queue_pauses_every_partition)
+{
+    adm d;
+    adm_open(&d);
+    cr_assert_eq(adm_set_parts(&d, "pz", 3), 0);
+    pz_done = 0;
+    cr_assert_eq(redq_admin_pause(d.a, "pz", 1, pz_cb, NULL), 0);
+    cr_assert(fx_run_until(flag_set, &pz_done, 5000));
+    cr_assert_eq(pz_done, 1);
+    size_t N = 60;
+    fx_tracker *t = fx_tracker_new(N);
+    t->raw = true;
+    redq_producer_options o;
+    redq_producer_options_init(&o);
+    o.url = fx_url();
+    cr_assert_eq(fx_producer_new(t, &o), 0);
+    for (size_t s = 0; s < N; s++)
+        cr_assert_eq(produce_keyed(t, "pz", s, 12), 0);
+    cr_assert(fx_wait_reports(t, N, 5000));
+    cr_assert_eq(t->ok, N);
+    ctr *c = ctr_alloc();
+    redq_consumer_options co;
+    ctr_opts(&co, c, REDQ_AT_LEAST_ONCE);
+    const char *q[] = {"pz"};
+    ctr_new(c, &co, q, 1);
+    fx_run_for(3000); /* discovery (2 s) and several promote rounds */
+    int parts[3] = {0};
+    for (size_t i = 0; i < c->got && i < CMAX; i++)
+        if (c->part[i] >= 0 && c->part[i] < 3)
+            parts[c->part[i]]++;
+    cr_assert_eq(c->got, 0, "paused queue delivered %zu (partitions "
+                 "%d/%d/%d)", c->got, parts[0], parts[1], parts[2]);
+    pz_done = 0;
+    cr_assert_eq(redq_admin_pause(d.a, "pz", 0, pz_cb, NULL), 0);
+    cr_assert(fx_run_until(flag_set, &pz_done, 5000));
+    cr_assert(ctr_wait(c, N, 8000), "after resume %zu of %zu", c->got, N);
+    assert_each_once(c, N);
+    ctr_close(c);
+    ctr_free(c);
+    adm_close(&d);
+}
+
+/* Close right after add_queue (its first heartbeat not acknowledged yet),
+ * and add then remove at once: each callback once, close last. */
+Test(outsider, close_right_after_add_queue)
+{
+    ctr *c = ctr_alloc();
+    redq_consumer_options co;
+    ctr_opts(&co, c, REDQ_AT_LEAST_ONCE);
+    const char *q[] = {"ca1"};
+    ctr_new(c, &co, q, 1);
+    fx_run_for(100);
+    cr_assert_eq(redq_consumer_add_queue(c->c, "ca2"), 0);
+    cr_assert_eq(redq_consumer_close(c->c, ctr_closed, c), 0);
+    cr_assert(fx_run_until(flag_set, &c->closed, 5000));
+    fx_run_for(50);
+    cr_assert_eq(c->closed, 1);
+    ctr_free(c);
+}
+
+Test(outsider, add_then_remove_at_once_then_close)
+{
+    push_n("ar2", 3);
+    ctr *c = ctr_alloc();
+    redq_consumer_options co;
+    ctr_opts(&co, c, REDQ_AT_LEAST_ONCE);
+    const char *q[] = {"ar1"};
+    ctr_new(c, &co, q, 1);
+    fx_run_for(100);
+    cr_assert_eq(redq_consumer_add_queue(c->c, "ar2"), 0);
+    cr_assert_eq(redq_consumer_remove_queue(c->c, "ar2", ctr_removed, c), 0);
+    cr_assert(fx_run_until(flag_set, &c->remove_calls, 5000));
+    cr_assert_eq(c->remove_status, 0);
+    fx_run_for(300);
+    /* whatever was taken meanwhile was acked; the rest stays in ar2 */
+    cr_assert_eq(fx_llen("ar2") + (long long)c->got, 3,
+                 "ready %lld + delivered %zu != 3", fx_llen("ar2"), c->got);
+    ctr_close(c);
+    ctr_free(c);
+}
+
+/* Remove a partitioned queue while holding one of its messages, then
+ * close: the remove callback once, before the close callback; the message
+ * still finishes (REDQ_ECLOSED). */
+Test(outsider, remove_partitioned_queue_held_then_close)
+{
+    adm d;
+    adm_open(&d);
+    cr_assert_eq(adm_set_parts(&d, "hp", 3), 0);
+    fx_tracker *t = fx_tracker_new(12);
+    t->raw = true;
+    redq_producer_options o;
+    redq_producer_options_init(&o);
+    o.url = fx_url();
+    cr_assert_eq(fx_producer_new(t, &o), 0);
+    for (size_t s = 0; s < 12; s++)
+        cr_assert_eq(produce_keyed(t, "hp", s, 12), 0);
+    cr_assert(fx_wait_reports(t, 12, 5000));
+    ctr *c = ctr_alloc();
+    c->hold = 1;
+    redq_consumer_options co;
+    ctr_opts(&co, c, REDQ_AT_LEAST_ONCE);
+    const char *q[] = {"hp0", "hp"};
+    ctr_new(c, &co, q, 2);
+    cr_assert(ctr_wait(c, 12, 8000), "got %zu", c->got);
+    cr_assert_eq(redq_consumer_remove_queue(c->c, "hp", ctr_removed, c), 0);
+    fx_run_for(100);
+    cr_assert_eq(c->remove_calls, 0);
+    cr_assert_eq(redq_consumer_close(c->c, ctr_closed, c), 0);
+    cr_assert(fx_run_until(flag_set, &c->closed, 5000));
+    cr_assert_eq(c->remove_calls, 1);
+    cr_assert_eq(c->remove_after_close, 0);
+    for (size_t i = 0; i < c->nheld; i++)
+        cr_assert_eq(redq_ack(c->held[i]), REDQ_ECLOSED);
+    c->nheld = 0;
+    ctr_free(c);
+    adm_close(&d);
+}
+
+/* Close from inside a report while keyed messages of another queue are
+ * still waiting for that queue's partitions: each reported once
+ * (REDQ_ECLOSED), before the close callback. */
+static void close_on_first(fx_tracker *t, redq_producer *p,
+                           const redq_report *r)
+{
+    (void)p;
+    (void)r;
+    if (t->reports == 1)
+        fx_close(t);
+}
+
+Test(outsider, close_in_report_with_keyed_waiting)
+{
+    fx_tracker *t = fx_tracker_new(40);
+    t->raw = true;
+    t->on_report = close_on_first;
+    redq_producer_options o;
+    redq_producer_options_init(&o);
+    o.url = fx_url();
+    cr_assert_eq(fx_producer_new(t, &o), 0);
+    cr_assert(fx_wait_connected(t, 5000));
+    cr_assert_eq(redq_produce(t->p, "first", "x", 1, NULL), 0);
+    for (size_t s = 0; s < 39; s++)
+        cr_assert_eq(produce_keyed(t, "kw", s, 5), 0);
+    cr_assert(fx_wait_closed(t, 5000));
+    cr_assert_eq(t->reports, 40, "reports %zu of 40", t->reports);
+    cr_assert_eq(t->reports_after_close, 0);
+    cr_assert_eq(t->bad, 0, "%s", t->bad_msg);
+}
