@@ -3595,3 +3595,93 @@ Test(outsider, close_in_report_with_keyed_waiting)
     cr_assert_eq(t->reports_after_close, 0);
     cr_assert_eq(t->bad, 0, "%s", t->bad_msg);
 }
+
+/* The other order: frames first, then partitions (the partitions made by
+ * the raise are parts of a frames queue). */
+Test(outsider, frames_then_partitions_msg_id_is_report_id)
+{
+    adm d;
+    adm_open(&d);
+    cr_assert_eq(adm_set_format(&d, "fp2", REDQ_FORMAT_FRAMES), 0);
+    cr_assert_eq(d.status, 0, "%s", d.err);
+    cr_assert_eq(adm_set_parts(&d, "fp2", 3), 0);
+    cr_assert_eq(d.status, 0);
+    size_t N = 30;
+    fx_tracker *t = fx_tracker_new(N);
+    byid b = {calloc(N, 64)};
+    t->on_report = byid_hook;
+    t->hook_arg = &b;
+    t->raw = true;
+    redq_producer_options o;
+    redq_producer_options_init(&o);
+    o.url = fx_url();
+    cr_assert_eq(fx_producer_new(t, &o), 0);
+    for (size_t s = 0; s < N; s++) {
+        char key[24], pl[64];
+        snprintf(key, sizeof key, "k%zu", s % 6);
+        size_t n = fx_payload(pl, sizeof pl, "fp2", s, 8);
+        cr_assert_eq(redq_produce_key(t->p, "fp2", key, strlen(key), pl, n,
+                                      (void *)(uintptr_t)(s + 1)), 0);
+    }
+    cr_assert(fx_wait_reports(t, N, 5000));
+    cr_assert_eq(t->ok, N);
+    ctr *c = ctr_alloc();
+    redq_consumer_options co;
+    ctr_opts(&co, c, REDQ_AT_LEAST_ONCE);
+    const char *q[] = {"fp2"};
+    ctr_new(c, &co, q, 1);
+    cr_assert(ctr_wait(c, N, 8000), "consumed %zu", c->got);
+    size_t bad = 0;
+    int bad_part = -1;
+    for (size_t i = 0; i < N; i++) {
+        size_t s = seq_of(c->payload[i]);
+        if (s >= N || strcmp(c->id[i], b.rid[s]) != 0) {
+            bad++;
+            bad_part = c->part[i];
+        }
+    }
+    cr_assert_eq(bad, 0, "%zu of %zu without their report id (e.g. "
+                 "partition %d)", bad, N, bad_part);
+    ctr_close(c);
+    ctr_free(c);
+    adm_close(&d);
+    free(b.rid);
+}
+
+/* Boundaries that must be accepted, and stop/close after close. */
+Test(outsider, option_boundaries_accepted)
+{
+    redq_producer_options o;
+    redq_producer_options_init(&o);
+    o.url = fx_url();
+    o.stats_interval_ms = 86400000;
+    o.max_message_bytes = (size_t)512 << 20;
+    o.min_replicas = 64;
+    o.client_name = "";
+    char err[256];
+    o.errbuf = err;
+    o.errbuf_size = sizeof err;
+    fx_tracker *t = fx_tracker_new(1);
+    cr_assert_eq(fx_producer_new(t, &o), 0, "%s", err);
+    fx_tracker *t2 = fx_tracker_new(1);
+    o.client_name = NULL;
+    o.min_replicas = 0;
+    cr_assert_eq(fx_producer_new(t2, &o), 0, "%s", err);
+    redq_consumer_options co;
+    ctr *c = ctr_alloc();
+    ctr_opts(&co, c, REDQ_AT_MOST_ONCE);
+    co.pop_timeout_ms = 10;
+    co.errbuf = err;
+    co.errbuf_size = sizeof err;
+    const char *q[] = {"ob"};
+    cr_assert_eq(redq_consumer_new(&c->c, fx_base(), &co, q, 1), 0, "%s",
+                 err);
+    cr_assert_eq(redq_consumer_close(c->c, ctr_closed, c), 0);
+    cr_assert_eq(redq_consumer_close(c->c, ctr_closed, c), REDQ_ECLOSED);
+    cr_assert_eq(redq_consumer_stop(c->c, 10, ctr_stopped, c), REDQ_ECLOSED);
+    cr_assert_eq(redq_consumer_add_queue(c->c, "x"), REDQ_ECLOSED);
+    cr_assert(fx_run_until(flag_set, &c->closed, 5000));
+    cr_assert_eq(c->closed, 1);
+    cr_assert_eq(c->stop_calls, 0);
+    ctr_free(c);
+}

@@ -172,6 +172,22 @@ static int produce_keyed(fx_tracker *t, size_t seq, size_t nkeys)
 static fx_tracker *fl_tracker;
 static int fl_last_status;
 static size_t fl_last_reports;
+static char (*kc_ids)[64];
+static size_t kc_nids;
+static void kc_hook(fx_tracker *t, redq_producer *p, const redq_report *r)
+{
+    (void)t;
+    (void)p;
+    if (kc_nids < 4096)
+        snprintf(kc_ids[kc_nids], 64, "%s", r->id);
+    kc_nids++;
+}
+
+static int cmp_id(const void *a, const void *b)
+{
+    return strcmp(a, b);
+}
+
 static void on_flushed(redq_producer *p, int status, void *user)
 {
     (void)p;
@@ -192,6 +208,9 @@ static void keyed_case(int guarantee)
     size_t N = 600, K = 24;
     fx_tracker *t = fx_tracker_new(N);
     t->raw = true;
+    kc_ids = calloc(4096, 64);
+    kc_nids = 0;
+    t->on_report = kc_hook;
     redq_producer_options o;
     redq_producer_options_init(&o);
     o.url = fxc_url();
@@ -212,6 +231,26 @@ static void keyed_case(int guarantee)
     cr_assert_eq(fl_reports, N, "flush ended before the reports");
     cr_assert(fx_wait_reports(t, N, 20000), "reports %zu", t->reports);
     cr_assert_eq(t->ok, N, "failed %zu", t->failed);
+    /* "ids stay <producer id>-<n>, unique across partitions": 1..N */
+    cr_assert_eq(kc_nids, N);
+    {
+        const char *pid = redq_producer_id(t->p);
+        unsigned *hit = calloc(N + 1, sizeof *hit);
+        size_t pl = strlen(pid);
+        for (size_t i = 0; i < N; i++) {
+            cr_assert_eq(strncmp(kc_ids[i], pid, pl), 0, "id '%s'",
+                         kc_ids[i]);
+            cr_assert_eq(kc_ids[i][pl], '-');
+            size_t n = strtoul(kc_ids[i] + pl + 1, NULL, 10);
+            cr_assert(n >= 1 && n <= N, "id '%s'", kc_ids[i]);
+            hit[n]++;
+        }
+        for (size_t n = 1; n <= N; n++)
+            cr_assert_eq(hit[n], 1, "id n=%zu made %u times", n, hit[n]);
+        free(hit);
+        (void)cmp_id;
+    }
+    free(kc_ids);
     oct *c = calloc(1, sizeof *c);
     oct_new(c, guarantee, 2);
     size_t v[2] = {(size_t)(uintptr_t)c, N};
