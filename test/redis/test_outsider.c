@@ -2483,14 +2483,15 @@ Test(outsider, frames_partitioned_queue_msg_id_is_report_id)
                          c->id[i], s < N ? b.rid[s] : "?");
         }
     }
-    cr_assert_eq(hdr, 0, "%zu payloads with a frame header", hdr);
-    cr_assert_eq(bad, 0, "%zu of %zu deliveries without their report id "
-                 "(parts %zu/%zu/%zu); first: %s", bad, N, parts[0],
-                 parts[1], parts[2], first_bad);
+    /* release everything first: a failed assertion must not leak */
     ctr_close(c);
     ctr_free(c);
     adm_close(&d);
     free(b.rid);
+    cr_assert_eq(hdr, 0, "%zu payloads with a frame header", hdr);
+    cr_assert_eq(bad, 0, "%zu of %zu deliveries without their report id "
+                 "(parts %zu/%zu/%zu); first: %s", bad, N, parts[0],
+                 parts[1], parts[2], first_bad);
 }
 
 /* Delayed messages on a partitioned queue: "Unkeyed (redq_produce, _owned,
@@ -3640,12 +3641,12 @@ Test(outsider, frames_then_partitions_msg_id_is_report_id)
             bad_part = c->part[i];
         }
     }
-    cr_assert_eq(bad, 0, "%zu of %zu without their report id (e.g. "
-                 "partition %d)", bad, N, bad_part);
     ctr_close(c);
     ctr_free(c);
     adm_close(&d);
     free(b.rid);
+    cr_assert_eq(bad, 0, "%zu of %zu without their report id (e.g. "
+                 "partition %d)", bad, N, bad_part);
 }
 
 /* Boundaries that must be accepted, and stop/close after close. */

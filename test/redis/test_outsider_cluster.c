@@ -484,11 +484,11 @@ Test(outsider_cluster, frames_partitioned_ids_reach_the_consumer)
                          "partition %d: '%.63s' vs '%.63s'", fr_part[i],
                          fr_got_id[i], s < N ? fr_rid[s] : "?");
     }
-    cr_assert_eq(bad, 0, "%zu of %zu without their report id; first %s",
-                 bad, N, first);
     int closed = 0;
     redq_consumer_close(c, int_closed, &closed);
     cr_assert(fx_run_until(flag_set, &closed, 10000));
     free(fr_rid);
     oadm_close(&d);
+    cr_assert_eq(bad, 0, "%zu of %zu without their report id; first %s",
+                 bad, N, first);
 }
