@@ -163,7 +163,10 @@ typedef struct redq_report {
                               POSSIBLY when some write of it got no answer,
                               else NOT (added in 0.2) */
     const char *id;      /**< the message's id, "<producer id>-<n>" (n from
-                              1, in redq_produce() order): made when
+                              1, in the order of acceptance by any produce
+                              call; reports come per batch, so they are not
+                              in n order across queues, partitions or
+                              produce kinds): made when
                               redq_produce() accepted it, the same one a
                               consumer's redq_msg_id() shows on a frames
                               queue (REDQ_FORMAT_FRAMES) and for delayed
@@ -325,7 +328,8 @@ enum {
  *   is written. When size is larger than the library's struct the rest is
  *   zeroed, and opts->version tells the caller which fields this library
  *   knows. A size below version 1's leaves version 0, which redq_*_new()
- *   refuses. opts NULL: nothing happens.
+ *   refuses with REDQ_EINVAL without writing errbuf (a struct that small
+ *   may not even hold it). opts NULL: nothing happens.
  */
 
 /** Version of redq_producer_options this header describes. Version 1 is
@@ -366,8 +370,9 @@ typedef struct redq_producer_options {
      *  its slot's master (following MOVED, failovers), and spreads each
      *  queue over its partitions (docs/DESIGN.md, "Partitioned queues";
      *  redq_produce_key; a producer on one server spreads them too, over
-     *  its one connection). Consumers and admin: the first seed only, for
-     *  now.
+     *  its one connection). Consumers likewise keep pinned connections
+     *  per partition (docs/DESIGN.md, "Consumers and admin on a
+     *  cluster"); the admin routes each command by its key's slot.
      *  user, password and path may be %XX-encoded. host may be a name
      *  (resolved without blocking), an IPv4 address or [IPv6]. */
     const char *url;
@@ -936,7 +941,8 @@ REDQ_API int redq_nack(redq_message *msg, const char *reason);
  * Finish a message unsuccessfully, without retries: a poison message should
  * not cost max_attempts deliveries. At-least-once it goes straight to the
  * queue's dead-letter list in one atomic step (as a last failed attempt
- * would), with `reason` (copied, cut to 1024 bytes; may be NULL) and the
+ * would), with `reason` (copied, cut to 1024 bytes; may be NULL; the dead
+ * letter's reason reads "rejected: <reason> (attempt N of M)") and the
  * attempt it failed on; it counts in both `rejected` and `dead_lettered`.
  * At-most-once it is dropped and counted in `rejected`. `msg` is invalid
  * afterwards.
@@ -976,9 +982,12 @@ typedef void (*redq_stop_cb)(redq_consumer *c, int status, void *user);
  * processing lists still hold goes back to its queue and the consumer
  * leaves the queue's consumer set, in one atomic step per list.
  * `cb` gets 0 when Redis has confirmed all of that. When `timeout_ms`
- * (< 0: opts.stop_timeout_ms) passes first, messages the handler still
- * holds are given back too (a later ack returns REDQ_ETIMEDOUT; the
- * message stays valid until then), and `cb` gets REDQ_ETIMEDOUT at once:
+ * (< 0: opts.stop_timeout_ms; 0: a deadline of now, so REDQ_ETIMEDOUT
+ * unless Redis has confirmed everything when the timer fires) passes first, at-least-once the
+ * messages the handler still holds are given back too (a later ack
+ * returns REDQ_ETIMEDOUT; the message stays valid until then;
+ * at-most-once they are out of Redis already and a later ack returns 0),
+ * and `cb` gets REDQ_ETIMEDOUT at once:
  * something (an ack, the give-back) is not confirmed yet, and carries on
  * until close. The consumer stays valid until redq_consumer_close().
  *
@@ -1240,9 +1249,10 @@ REDQ_API int redq_admin_pause(redq_admin *a, const char *queue, int paused,
 /**
  * Set the queue's format (REDQ_FORMAT_PLAIN or REDQ_FORMAT_FRAMES; see
  * there), checked and set in one script. plain -> frames always works:
- * producers learn it when they first use the queue (a running producer
- * keeps pushing plain payloads, which consumers deliver whole with an id
- * of their own, until it is restarted); consumers within about
+ * producers learn it when they first use the queue, and a running
+ * producer within about 2 s (its periodic read of the queue's meta;
+ * meanwhile its plain payloads are delivered whole with an id the
+ * consumer makes); consumers within about
  * promote_interval_ms (their TAKE reads it with each pop at once).
  * frames -> plain is refused with REDQ_ENOTEMPTY ("... its ready list
  * holds 12 frames ...") unless the ready list is empty: nothing would
@@ -1255,7 +1265,14 @@ REDQ_API int redq_admin_pause(redq_admin *a, const char *queue, int paused,
  * delivered) is then delivered with its header as payload: switch while
  * the queue's consumers hold nothing (redq_queue_info.processing 0).
  * n is 1 when the format changed, 0 when it already was `format`.
- * REDQ_EINVAL also for an unknown format.
+ * A partitioned queue's partitions (retired ones too) get the same format:
+ * each partition's scripts check their own meta hash, in their own slot;
+ * a partition refusing frames -> plain fails the call with REDQ_ENOTEMPTY
+ * while the others keep the change. redq_admin_set_partitions() gives new
+ * partitions of a frames queue the frames format; a producer that reads
+ * the new partition count before that is written (one round trip) pushes
+ * plain payloads there, delivered whole with consumer-made ids.
+ * REDQ_EINVAL also for an unknown format (returned by the call).
  */
 REDQ_API int redq_admin_set_format(redq_admin *a, const char *queue,
                                    int format, redq_done_cb cb, void *user);
@@ -1394,9 +1411,8 @@ REDQ_API size_t redq_base64_encode(const void *in, size_t len, char *out);
  *    redis+cluster://[[user]:password@]host[:port][,host[:port]..]
  * The hosts are seed nodes (port 6379 by default, at most 64): any one
  * that answers bootstraps the slot map. A cluster has database 0 only: /N
- * or ?db=N other than 0 is refused (REDQ_EINVAL). The handles do not route
- * by slot yet (issue 11): until they do, such a URL connects them to the
- * first seed only.
+ * or ?db=N other than 0 is refused (REDQ_EINVAL). Producers, consumers
+ * and the admin route by slot (docs/DESIGN.md, "Cluster client").
  */
 
 /** What a URL names. */

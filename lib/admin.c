@@ -1323,6 +1323,7 @@ static void run(areq *r)
                      redq__adm_ref_new(r, 0));
         }
         free(meta);
+        redq__adm_format_parts(r, r->paused); /* and its partitions', if any */
         break;
     }
     case K_DEAD: {

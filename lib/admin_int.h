@@ -63,6 +63,7 @@ struct areq {
     size_t count, offset;
     int paused;
     long long offset_ll; /* DEADONE: where to look next */
+    int fmt_want;        /* redq__adm_format_parts: 1, 0, -1 (see there) */
     uint64_t n;
 
     union {
@@ -149,6 +150,10 @@ void redq__adm_finish_parts(areq *r, const char *es);
 /** K_PAUSE: set or clear the flag of every partition >= 1 of the queue
  *  too (consumers of a partition read its own meta). */
 void redq__adm_pause_parts(areq *r);
+/** Give the partitions of r->queue a format (lib/admin_parts.c): want 1
+ *  frames, 0 plain, -1 the queue's own when it is frames (after new
+ *  partitions were made). Sends through r; settles with it. */
+void redq__adm_format_parts(areq *r, int want);
 /** K_SETPARTS' first step. */
 void redq__adm_setparts_read(areq *r);
 

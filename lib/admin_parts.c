@@ -188,9 +188,11 @@ static void on_setparts_write(redq__conn *c, void *reply, void *arg)
     (void)c;
     if (redq__adm_reply_ok(r, rep, "setting the partitions") &&
         rep->type == REDIS_REPLY_INTEGER) {
-        if (rep->integer >= 0)
+        if (rep->integer >= 0) {
             r->n = (uint64_t)rep->integer;
-        else if (++r->offset_ll < SETPARTS_TRIES)
+            /* New partitions of a frames queue are frames partitions. */
+            redq__adm_format_parts(r, -1);
+        } else if (++r->offset_ll < SETPARTS_TRIES)
             redq__adm_setparts_read(r); /* changed meanwhile: again */
         else
             redq__adm_fail(r, REDQ_ESERVER, "the partitions of %.200s keep changing",
@@ -337,6 +339,100 @@ void redq__adm_pause_parts(areq *r)
                               REDQ__META_PTAGS};
         redq__adm_send_cmd(r, -1, 4, argv, NULL, on_pause_pmeta,
                            redq__adm_ref_new(r, 0));
+    }
+    free(meta);
+}
+
+/* ---- the format of a partitioned queue -------------------------------------- */
+
+/*
+ * A queue's format is checked where its messages are, by scripts that can
+ * only read keys of their own slot (PUSH, TAKE on each partition): so every
+ * partition's meta hash carries the format of the logical queue. Setting a
+ * queue's format sets it on each of its partitions (retired ones too: they
+ * are still consumed), and making partitions copies a frames queue's format
+ * onto them. A partition refusing frames -> plain (its ready list holds
+ * frames) fails the call with REDQ_ENOTEMPTY; the others keep the change.
+ */
+static void on_part_format(redq__conn *c, void *reply, void *arg)
+{
+    areq *r = redq__adm_reply_begin(arg, NULL, NULL);
+    redisReply *rep = reply;
+    (void)c;
+    if (redq__adm_reply_ok(r, rep, "setting a partition's format") &&
+        rep->type == REDIS_REPLY_ARRAY && rep->elements == 2 &&
+        rep->element[0]->type == REDIS_REPLY_INTEGER &&
+        rep->element[0]->integer < 0)
+        redq__adm_fail(r, REDQ_ENOTEMPTY,
+                       "queue %.100s: a partition's ready list holds frames; "
+                       "it can become plain only when empty",
+                       r->queue);
+    redq__adm_settle(r);
+}
+
+static void on_format_pmeta(redq__conn *c, void *reply, void *arg)
+{
+    areq *r = redq__adm_reply_begin(arg, NULL, NULL);
+    redisReply *rep = reply;
+    redq__parts pt;
+    int frames;
+    unsigned k;
+    (void)c;
+    redq__parts_init(&pt);
+    if (!redq__adm_reply_ok(r, rep, "reading the partitions") ||
+        rep->type != REDIS_REPLY_ARRAY || rep->elements != 3) {
+        redq__adm_settle(r);
+        return;
+    }
+    {
+        const redisReply *fv = rep->element[0], *pv = rep->element[1],
+                         *tv = rep->element[2];
+        int ps = pv->type == REDIS_REPLY_STRING,
+            ts = tv->type == REDIS_REPLY_STRING;
+        (void)redq__parts_parse(&pt, ps ? pv->str : NULL,
+                                ps ? (size_t)pv->len : 0, ts ? tv->str : NULL,
+                                ts ? (size_t)tv->len : 0);
+        /* r->fmt_want: 1 frames, 0 plain (redq_admin_set_format), -1 the
+         * queue's own, copied only when it is frames (new partitions). */
+        frames = r->fmt_want >= 0
+                     ? r->fmt_want
+                     : fv->type == REDIS_REPLY_STRING &&
+                           strcmp(fv->str, REDQ__FORMAT_FRAMES_VALUE) == 0;
+    }
+    if (r->fmt_want < 0 && !frames) {
+        redq__adm_settle(r);
+        return;
+    }
+    for (k = 1; k < pt.total && r->status == 0; k++) {
+        char *pn = redq__partition_name(r->queue, r->qlen, pt.tag[k], k);
+        char *meta = pn ? redq__adm_qkey(r, pn, strlen(pn), "meta") : NULL;
+        if (meta != NULL) {
+            const char *argv[] = {"EVALSHA",
+                                  r->a->scripts.sha[REDQ__SCRIPT_SETFORMAT],
+                                  "2", pn, meta,
+                                  frames ? "frames" : "plain"};
+            redq__adm_send_cmd(r, REDQ__SCRIPT_SETFORMAT, 6, argv, NULL,
+                               on_part_format, redq__adm_ref_new(r, 0));
+        } else {
+            redq__adm_fail(r, REDQ_ENOMEM, "out of memory");
+        }
+        free(meta);
+        free(pn);
+    }
+    redq__adm_settle(r);
+}
+
+void redq__adm_format_parts(areq *r, int want)
+{
+    char *meta = redq__adm_qkey(r, r->queue, r->qlen, "meta");
+    r->fmt_want = want;
+    if (meta != NULL) {
+        const char *argv[] = {"HMGET", meta, REDQ__META_FORMAT,
+                              REDQ__META_PARTITIONS, REDQ__META_PTAGS};
+        redq__adm_send_cmd(r, -1, 5, argv, NULL, on_format_pmeta,
+                           redq__adm_ref_new(r, 0));
+    } else {
+        redq__adm_fail(r, REDQ_ENOMEM, "out of memory");
     }
     free(meta);
 }

@@ -1035,10 +1035,11 @@ static void defer_cb(evutil_socket_t fd, short what, void *arg)
         kick_all(c);
     if ((flags & DEFER_WAKE) && !c->stopping && !c->closing)
         unblock_all(c);
-    if (flags & DEFER_CHECK_STOP)
-        check_stop(c);
     if ((flags & DEFER_REMOVE) && !c->closing)
         check_removes(c);
+    /* Last: a closing consumer whose drain is done is freed inside. */
+    if (flags & DEFER_CHECK_STOP)
+        check_stop(c);
 }
 
 static void popper_up(redq__conn *conn, void *arg)

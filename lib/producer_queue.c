@@ -477,6 +477,9 @@ static void report_held(redq_producer *p, const redq__qfmt *f,
     free(h);
     if (p->want_ready)
         redq__pr_maybe_ready(p);
+    /* A flush may have waited for this one (its deadline, or none). */
+    if (p->waiters != NULL)
+        redq__pr_defer(p, DEFER_FLUSH_CHECK);
 }
 
 /* Report (and free) the held messages accepted before older_than_us, of
