@@ -22,17 +22,6 @@ static void on_setparts_read(redq__conn *c, void *reply, void *arg);
 /* The partition fields of queue snaps[i] are in: snapshot it and each of
  * its partitions >= 1 (retired ones too: they hold messages until drained);
  * the numbers are summed into the queue's at the end (fold_parts). */
-/* The partition fields of a queue's meta as HMGET answered them (each a
- * string or nil) into *pt (redq__parts_parse: anything reads as usable). */
-static void parts_from_reply(redq__parts *pt, const redisReply *pv,
-                             const redisReply *tv)
-{
-    int ps = pv->type == REDIS_REPLY_STRING,
-        ts = tv->type == REDIS_REPLY_STRING;
-    (void)redq__parts_parse(pt, ps ? pv->str : NULL, ps ? (size_t)pv->len : 0,
-                            ts ? tv->str : NULL, ts ? (size_t)tv->len : 0);
-}
-
 static void on_pmeta(redq__conn *c, void *reply, void *arg)
 {
     size_t i, n0;
@@ -44,7 +33,7 @@ static void on_pmeta(redq__conn *c, void *reply, void *arg)
     redq__parts_init(&pt);
     if (redq__adm_reply_ok(r, rep, "reading the partitions") &&
         rep->type == REDIS_REPLY_ARRAY && rep->elements == 2) {
-        parts_from_reply(&pt, rep->element[0], rep->element[1]);
+        (void)redq__parts_from_reply(&pt, rep->element[0], rep->element[1]);
     }
     if (r->status != 0)
         goto out;
@@ -227,7 +216,7 @@ static void on_setparts_read(redq__conn *c, void *reply, void *arg)
         old = rep->element[1]->str;
         oldlen = (size_t)rep->element[1]->len;
     }
-    parts_from_reply(&pt, rep->element[0], rep->element[1]);
+    (void)redq__parts_from_reply(&pt, rep->element[0], rep->element[1]);
     if (redq__parts_grow(&pt, r->queue, r->qlen, (unsigned)r->count,
                          r->a->cl != NULL ? owner_of : NULL, r->a->cl) != 0) {
         redq__adm_fail(r, REDQ_ENOMEM, "out of memory");
@@ -305,7 +294,7 @@ static void on_pause_pmeta(redq__conn *c, void *reply, void *arg)
     redq__parts_init(&pt);
     if (redq__adm_reply_ok(r, rep, "reading the partitions") &&
         rep->type == REDIS_REPLY_ARRAY && rep->elements == 2) {
-        parts_from_reply(&pt, rep->element[0], rep->element[1]);
+        (void)redq__parts_from_reply(&pt, rep->element[0], rep->element[1]);
     }
     /* Every partition ever made: a retired one is still consumed. */
     for (k = 1; k < pt.total && r->status == 0; k++) {
@@ -380,7 +369,7 @@ static void on_format_pmeta(redq__conn *c, void *reply, void *arg)
     }
     {
         const redisReply *fv = rep->element[0];
-        parts_from_reply(&pt, rep->element[1], rep->element[2]);
+        (void)redq__parts_from_reply(&pt, rep->element[1], rep->element[2]);
         /* r->fmt_want: 1 frames, 0 plain (redq_admin_set_format), -1 the
          * queue's own, copied only when it is frames (new partitions). */
         frames = r->fmt_want >= 0

@@ -13,6 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <hiredis/hiredis.h>
+
 #include "redq_private.h"
 
 #define NSLOTS 16384u
@@ -313,4 +315,13 @@ unsigned redq__partition_parse(const char *q, size_t qlen, const char **lq,
     if (lqlen != NULL)
         *lqlen = (size_t)(tilde - close - 1);
     return (unsigned)i;
+}
+
+int redq__parts_from_reply(redq__parts *pt, const void *pval, const void *tags)
+{
+    const redisReply *pv = pval, *tv = tags;
+    int ps = pv != NULL && pv->type == REDIS_REPLY_STRING,
+        ts = tv != NULL && tv->type == REDIS_REPLY_STRING;
+    return redq__parts_parse(pt, ps ? pv->str : NULL, ps ? (size_t)pv->len : 0,
+                             ts ? tv->str : NULL, ts ? (size_t)tv->len : 0);
 }

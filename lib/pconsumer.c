@@ -207,14 +207,7 @@ static void on_meta(redq__cluster *cl, void *reply, void *arg)
         return;
     redq__parts_init(&pt);
     if (r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements == 2) {
-        const redisReply *pv = r->element[0], *tv = r->element[1];
-        if (redq__parts_parse(&pt,
-                              pv->type == REDIS_REPLY_STRING ? pv->str : NULL,
-                              pv->type == REDIS_REPLY_STRING ? (size_t)pv->len
-                                                             : 0,
-                              tv->type == REDIS_REPLY_STRING ? tv->str : NULL,
-                              tv->type == REDIS_REPLY_STRING ? (size_t)tv->len
-                                                             : 0) != 0)
+        if (redq__parts_from_reply(&pt, r->element[0], r->element[1]) != 0)
             redq__log(&p->log, REDQ_LOG_WARN, REDQ_EPROTOCOL,
                       "queue %.200s: its partition fields are damaged; "
                       "consuming the %u partitions they still name",

@@ -41,14 +41,9 @@ typedef struct pinner {
 } pinner;
 
 /* A keyed message waiting for its queue's partition count. */
-typedef struct held {
-    struct held *next;
-    uint64_t seq; /* its id's number, given at acceptance */
-    void *opaque;
-    size_t keylen, len;
-    char *key;
-    char *payload;
-} held;
+/* Keyed messages waiting for discovery are redq__qheld (lib/producer_queue.c,
+ * shared with the one-server producer). */
+typedef redq__qheld held;
 
 struct pqueue {
     pqueue *next;
@@ -125,6 +120,7 @@ static void inner_report(redq_producer *ip, const redq_report *r, void *arg)
 
 static void dispatch_held(pqueue *q);
 static void check_flushes(pprod *pp);
+static void fail_held(pqueue *q, held *h, int status, const char *why);
 
 static void discover_reply(redq__cluster *cl, void *reply, void *arg)
 {
@@ -141,12 +137,7 @@ static void discover_reply(redq__cluster *cl, void *reply, void *arg)
         return; /* asked again on the next tick */
     }
     {
-        const redisReply *pv = r->element[0], *tv = r->element[1];
-        int bad = redq__parts_parse(
-            &pt, pv->type == REDIS_REPLY_STRING ? pv->str : NULL,
-            pv->type == REDIS_REPLY_STRING ? (size_t)pv->len : 0,
-            tv->type == REDIS_REPLY_STRING ? tv->str : NULL,
-            tv->type == REDIS_REPLY_STRING ? (size_t)tv->len : 0);
+        int bad = redq__parts_from_reply(&pt, r->element[0], r->element[1]);
         if (bad != 0)
             redq__log(q->pp->log, REDQ_LOG_WARN, bad,
                       "queue %s: partition fields of %s do not parse; "
@@ -256,6 +247,36 @@ static void registry_touch(pqueue *q)
 
 /* Every DISCOVER_MS: what each queue has now (P raised or lowered), and
  * the registry entry of each (a ZADD through the router, in its slot). */
+/* Keyed messages wait for their queue's partitions no longer than
+ * message_timeout_ms, like every message (checked on each discovery tick,
+ * so up to a tick late): a cluster that never answers must not keep them,
+ * or a flush waiting for them, forever. */
+static void expire_held(pprod *pp)
+{
+    uint64_t now = redq__now_us(), limit;
+    int any = 0;
+    pqueue *q;
+    if (pp->opts.message_timeout_ms <= 0 || pp->closing)
+        return;
+    limit = (uint64_t)pp->opts.message_timeout_ms * 1000u;
+    for (q = pp->queues; q != NULL; q = q->next)
+        while (q->hhead != NULL && now - q->hhead->since_us >= limit) {
+            held *h = q->hhead;
+            char why[96];
+            q->hhead = h->next;
+            if (q->hhead == NULL)
+                q->htail = NULL;
+            snprintf(why, sizeof why,
+                     "not acknowledged within %d ms (its queue's partitions "
+                     "were never learnt)",
+                     pp->opts.message_timeout_ms);
+            fail_held(q, h, REDQ_ETIMEDOUT, why);
+            any = 1;
+        }
+    if (any)
+        check_flushes(pp);
+}
+
 static void discover_tick(evutil_socket_t fd, short what, void *arg)
 {
     pprod *pp = arg;
@@ -266,6 +287,7 @@ static void discover_tick(evutil_socket_t fd, short what, void *arg)
         discover(q);
         registry_touch(q);
     }
+    expire_held(pp);
 }
 
 /* ---- queues and inners -------------------------------------------------- */
@@ -379,6 +401,27 @@ static int put(pqueue *q, unsigned i, int kind, void *payload, size_t len,
     }
 }
 
+/* Report a keyed message that never left the outer producer (no memory,
+ * timed out waiting for discovery, closed), and free it. */
+static void fail_held(pqueue *q, held *h, int status, const char *why)
+{
+    redq_producer *outer = q->pp->outer;
+    redq_report r;
+    char id[REDQ__MSG_ID_MAX];
+    memset(&r, 0, sizeof r);
+    redq__msg_id(id, redq_producer_id(outer), h->seq + 1);
+    r.queue = q->name;
+    r.payload = h->payload;
+    r.len = h->len;
+    r.opaque = h->opaque;
+    r.status = status;
+    r.errstr = why;
+    r.persisted = REDQ_PERSIST_NOT;
+    r.id = id;
+    redq__producer_outer_report(outer, &r);
+    redq__qheld_free(h);
+}
+
 /* The keyed messages that waited for discovery, in their order. Each gets
  * the id number it was given at acceptance. */
 static void dispatch_held(pqueue *q)
@@ -395,24 +438,10 @@ static void dispatch_held(pqueue *q)
         rc = put(q, pick_keyed(q, h->key, h->keylen), REDQ__PP_COPY,
                  h->payload, h->len, NULL, NULL, 0, h->opaque);
         *seq = save;
-        if (rc != 0) {
-            redq_report r;
-            char id[REDQ__MSG_ID_MAX];
-            memset(&r, 0, sizeof r);
-            redq__msg_id(id, redq_producer_id(outer), h->seq + 1);
-            r.queue = q->name;
-            r.payload = h->payload;
-            r.len = h->len;
-            r.opaque = h->opaque;
-            r.status = rc;
-            r.errstr = redq_strerror(rc);
-            r.persisted = REDQ_PERSIST_NOT;
-            r.id = id;
-            redq__producer_outer_report(outer, &r);
-        }
-        free(h->key);
-        free(h->payload);
-        free(h);
+        if (rc != 0)
+            fail_held(q, h, rc, redq_strerror(rc));
+        else
+            redq__qheld_free(h);
     }
 }
 
@@ -428,24 +457,11 @@ int redq__pp_produce(redq__pprod *pp, int kind, const char *qn, size_t qlen,
         return REDQ_ENOMEM;
     if (kind == REDQ__PP_KEYED && !q->known) {
         /* Which partition a key goes to needs P: wait for it. */
-        held *h = calloc(1, sizeof *h);
+        held *h = redq__qheld_new(key, keylen, payload, len, opaque,
+                                  *redq__producer_seq(pp->outer));
         if (h == NULL)
             return REDQ_ENOMEM;
-        h->key = malloc(keylen + 1);
-        h->payload = malloc(len + 1);
-        if (h->key == NULL || h->payload == NULL) {
-            free(h->key);
-            free(h->payload);
-            free(h);
-            return REDQ_ENOMEM;
-        }
-        memcpy(h->key, key, keylen);
-        if (len > 0)
-            memcpy(h->payload, payload, len);
-        h->keylen = keylen;
-        h->len = len;
-        h->opaque = opaque;
-        h->seq = (*redq__producer_seq(pp->outer))++;
+        (*redq__producer_seq(pp->outer))++;
         if (q->htail != NULL)
             q->htail->next = h;
         else
@@ -617,7 +633,6 @@ static void inner_closed(void *arg)
 static void close_cb_ev(evutil_socket_t fd, short what, void *arg)
 {
     pprod *pp = arg;
-    redq_producer *outer = pp->outer;
     pqueue *q;
     pflush *f;
     unsigned i;
@@ -626,23 +641,8 @@ static void close_cb_ev(evutil_socket_t fd, short what, void *arg)
     for (q = pp->queues; q != NULL; q = q->next)
         while (q->hhead != NULL) {
             held *h = q->hhead;
-            redq_report r;
-            char id[REDQ__MSG_ID_MAX];
             q->hhead = h->next;
-            memset(&r, 0, sizeof r);
-            redq__msg_id(id, redq_producer_id(outer), h->seq + 1);
-            r.queue = q->name;
-            r.payload = h->payload;
-            r.len = h->len;
-            r.opaque = h->opaque;
-            r.status = REDQ_ECLOSED;
-            r.errstr = "producer closed";
-            r.persisted = REDQ_PERSIST_NOT;
-            r.id = id;
-            redq__producer_outer_report(outer, &r);
-            free(h->key);
-            free(h->payload);
-            free(h);
+            fail_held(q, h, REDQ_ECLOSED, "producer closed");
         }
     while ((f = pp->flushes) != NULL) {
         pp->flushes = f->next;

@@ -244,11 +244,7 @@ static void parts_read(redq_producer *p, redq__qfmt *f, const redisReply *pv,
                        const redisReply *tv)
 {
     redq__parts pt;
-    int bad = redq__parts_parse(
-        &pt, pv != NULL && pv->type == REDIS_REPLY_STRING ? pv->str : NULL,
-        pv != NULL && pv->type == REDIS_REPLY_STRING ? (size_t)pv->len : 0,
-        tv != NULL && tv->type == REDIS_REPLY_STRING ? tv->str : NULL,
-        tv != NULL && tv->type == REDIS_REPLY_STRING ? (size_t)tv->len : 0);
+    int bad = redq__parts_from_reply(&pt, pv, tv);
     if (bad != 0)
         redq__log(&p->log, REDQ_LOG_WARN, bad,
                   "queue %s: partition fields of %s do not parse; using %u "
@@ -472,9 +468,7 @@ static void report_held(redq_producer *p, const redq__qfmt *f,
     p->st.failed++;
     if (p->on_report != NULL)
         p->on_report(p, &r, p->report_user);
-    free(h->key);
-    free(h->payload);
-    free(h);
+    redq__qheld_free(h);
     if (p->want_ready)
         redq__pr_maybe_ready(p);
     /* A flush may have waited for this one (its deadline, or none). */
@@ -505,19 +499,18 @@ void redq__pr_fail_held(redq_producer *p, uint64_t older_than_us, int status,
 /* A keyed message of a queue whose partition count is not known yet:
  * accepted now (window, counters, its id's number), sent when the meta
  * read answers (redq__pr_dispatch_held). */
-static int hold(redq_producer *p, redq__qfmt *f, const void *key,
-                size_t keylen, const void *payload, size_t len, void *opaque)
+redq__qheld *redq__qheld_new(const void *key, size_t keylen,
+                             const void *payload, size_t len, void *opaque,
+                             uint64_t seq)
 {
     redq__qheld *h = calloc(1, sizeof *h);
     if (h == NULL)
-        return REDQ_ENOMEM;
+        return NULL;
     h->key = malloc(keylen + 1);
     h->payload = malloc(len + 1);
     if (h->key == NULL || h->payload == NULL) {
-        free(h->key);
-        free(h->payload);
-        free(h);
-        return REDQ_ENOMEM;
+        redq__qheld_free(h);
+        return NULL;
     }
     if (keylen > 0)
         memcpy(h->key, key, keylen);
@@ -526,8 +519,28 @@ static int hold(redq_producer *p, redq__qfmt *f, const void *key,
     h->keylen = keylen;
     h->len = len;
     h->opaque = opaque;
-    h->seq = p->next_seq++;
+    h->seq = seq;
     h->since_us = redq__now_us();
+    return h;
+}
+
+void redq__qheld_free(redq__qheld *h)
+{
+    if (h == NULL)
+        return;
+    free(h->key);
+    free(h->payload);
+    free(h);
+}
+
+static int hold(redq_producer *p, redq__qfmt *f, const void *key,
+                size_t keylen, const void *payload, size_t len, void *opaque)
+{
+    redq__qheld *h =
+        redq__qheld_new(key, keylen, payload, len, opaque, p->next_seq);
+    if (h == NULL)
+        return REDQ_ENOMEM;
+    p->next_seq++;
     if (f->htail != NULL)
         f->htail->next = h;
     else
@@ -604,9 +617,7 @@ void redq__pr_dispatch_held(redq_producer *p, redq__qfmt *f)
             report_held(p, f, h, rc, redq_strerror(rc));
             continue;
         }
-        free(h->key);
-        free(h->payload);
-        free(h);
+        redq__qheld_free(h);
     }
     if (p->waiters != NULL)
         redq__pr_defer(p, DEFER_FLUSH_CHECK);

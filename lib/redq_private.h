@@ -429,6 +429,11 @@ void redq__parts_init(redq__parts *pt);
  * list there (the partitions from it on are unknown), and `active` never
  * exceeds `total`. Returns 0, or REDQ_EPROTOCOL when something was bad.
  */
+/** redq__parts_parse() of the two fields as an HMGET answered them (each a
+ *  hiredis redisReply*: a string, or nil, or NULL for absent). Same
+ *  returns. */
+int redq__parts_from_reply(redq__parts *pt, const void *pval,
+                           const void *tags);
 int redq__parts_parse(redq__parts *pt, const char *pval, size_t plen,
                       const char *tags, size_t tlen);
 /** "T_1 T_2 .. T_n" of *pt into out (room: REDQ__MAX_PARTITIONS *
@@ -577,6 +582,13 @@ typedef struct redq__qheld {
     char *key;
     char *payload;
 } redq__qheld;
+
+/** A held keyed message: copies of key and payload (malloc'd, freed by
+ *  redq__qheld_free), accepted now (since_us). NULL when out of memory. */
+redq__qheld *redq__qheld_new(const void *key, size_t keylen,
+                             const void *payload, size_t len, void *opaque,
+                             uint64_t seq);
+void redq__qheld_free(redq__qheld *h);
 
 /* A partitioned queue as an ordinary producer on one server sees it: the
  * partitions are other queue names on the same connection. */

@@ -1419,14 +1419,7 @@ static void on_parts_reply(redq__conn *conn, void *reply, void *arg)
         r->type != REDIS_REPLY_ARRAY || r->elements != 2)
         return; /* (an error: asked again at the next poll) */
     redq__parts_init(&pt);
-    (void)redq__parts_parse(
-        &pt,
-        r->element[0]->type == REDIS_REPLY_STRING ? r->element[0]->str : NULL,
-        r->element[0]->type == REDIS_REPLY_STRING ? (size_t)r->element[0]->len
-                                                  : 0,
-        r->element[1]->type == REDIS_REPLY_STRING ? r->element[1]->str : NULL,
-        r->element[1]->type == REDIS_REPLY_STRING ? (size_t)r->element[1]->len
-                                                  : 0);
+    (void)redq__parts_from_reply(&pt, r->element[0], r->element[1]);
     for (k = 1; k < pt.total; k++) {
         char *name = redq__partition_name(c->queues[qi], c->qlens[qi],
                                           pt.tag[k], k);

@@ -881,3 +881,55 @@ Test(pcluster, partition_slot_migrates_while_producing_order_kept)
     free(pr.seen);
     free(name1);
 }
+
+/* ---- a cluster that never answers --------------------------------------- */
+
+TestSuite(pdead, .init = fx_setup_noserver, .fini = fx_teardown,
+          .timeout = 60);
+
+/* Keyed messages wait for their queue's partition count; when the cluster
+ * never answers, message_timeout_ms still bounds them (reported once each,
+ * not ok, not "closed"), and a flush without a deadline of its own ends
+ * with them. Before, they waited for the close. */
+Test(pdead, keyed_messages_time_out_while_the_cluster_is_unreachable)
+{
+    enum { N = 20 };
+    redq_producer_options opt;
+    redq_producer *p;
+    orec o = {0};
+    char url[64];
+    size_t i;
+    uint64_t t0;
+
+    o.want_queue = "kq";
+    o.cap = N;
+    o.seen = calloc(N, 1);
+    cr_assert_not_null(o.seen);
+    snprintf(url, sizeof url, "redis+cluster://127.0.0.1:%d", fx_free_port());
+    redq_producer_options_init(&opt);
+    opt.url = url;
+    opt.on_report = o_report;
+    opt.on_report_user = &o;
+    opt.message_timeout_ms = 300;
+    cr_assert_eq(redq_producer_new(&p, fx_base(), &opt), 0);
+    t0 = fx_now_us();
+    for (i = 0; i < N; i++)
+        cr_assert_eq(redq_produce_key(p, "kq", "k", 1, "v", 1,
+                                      (void *)(uintptr_t)i),
+                     0);
+    cr_assert_eq(redq_producer_flush(p, -1, o_flushed, &o), 0);
+    cr_assert(fx_run_until(o_is_flushed, &o, 10000),
+              "the flush waited for keyed messages past their timeout "
+              "(%zu of %d reported)",
+              o.reports, N);
+    cr_assert_eq(o.reports, N);
+    cr_assert_eq(o.other, N, "ok %zu, closed %zu", o.ok, o.closed);
+    for (i = 0; i < N; i++)
+        cr_assert_eq(o.seen[i], 1);
+    /* A discovery tick (2 s) late at most, never before the timeout. */
+    cr_assert_geq(fx_now_us() - t0, 300000u - fx_clock_slack_us());
+    cr_assert_eq(redq_producer_close(p, o_closed, &o), 0);
+    cr_assert(fx_run_until(o_is_closed, &o, 10000));
+    cr_assert_eq(o.reports, N, "a message was reported twice");
+    free(o.seen);
+}
